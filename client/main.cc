@@ -1,0 +1,121 @@
+// modelsmith: the operator's CLI. Talks to modelsmithd over gRPC (--server, default
+// 127.0.0.1:50051, or MODELSMITH_SERVER), or runs one job in-process with `run`.
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "client/remote_commands.h"
+#include "client/render.h"
+#include "client/run_command.h"
+
+namespace modelsmith::cli {
+namespace {
+
+v1::JobState ParseState(const std::string& name) {
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  if (!name.empty()) v1::JobState_Parse("JOB_STATE_" + name, &state);
+  return state;
+}
+
+v1::JobKind ParseKind(const std::string& name) {
+  v1::JobKind kind = v1::JOB_KIND_UNSPECIFIED;
+  if (!name.empty()) v1::JobKind_Parse("JOB_KIND_" + name, &kind);
+  return kind;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"modelsmith: submit, watch and inspect Modelsmith jobs"};
+  app.require_subcommand(1);
+  RemoteOptions remote;
+  app.add_option("--server", remote.server, "modelsmithd address HOST:PORT")
+      ->envname("MODELSMITH_SERVER")->capture_default_str();
+  app.add_flag("--json", remote.json, "machine-readable JSON output");
+  int exit_code = kExitOk;
+
+  // submit shard
+  CLI::App* submit = app.add_subcommand("submit", "submit a job");
+  submit->require_subcommand(1);
+  CLI::App* shard = submit->add_subcommand("shard", "reshard a safetensors checkpoint");
+  v1::SubmitJobRequest shard_request;
+  v1::ShardSpec& spec = *shard_request.mutable_spec()->mutable_shard();
+  std::string input, output, max_size, strategy = "hf_greedy", variant, stem, request_id;
+  bool overwrite = false, watch = false;
+  shard->add_option("--input", input, "safetensors file, index.json, or directory")->required();
+  shard->add_option("--output", output, "output directory")->required();
+  shard->add_option("--max-shard-size", max_size, "e.g. 5GB (10^9), 5GiB (2^30), bytes, or 0 for one file")->required();
+  shard->add_option("--strategy", strategy, "hf_greedy or balanced")
+      ->check(CLI::IsMember({"hf_greedy", "balanced"}))->capture_default_str();
+  shard->add_option("--variant", variant, "name variant, e.g. fp16");
+  shard->add_option("--stem", stem, "file stem (default model; diffusion_pytorch_model for diffusers)");
+  shard->add_flag("--overwrite", overwrite, "replace files already at the output");
+  shard->add_option("--request-id", request_id, "idempotency key: resubmitting returns the same job");
+  shard->add_flag("--watch", watch, "follow the job; exit 0 only if it succeeds");
+  shard->callback([&] {
+    spec.set_input(input);
+    spec.set_output(output);
+    spec.set_max_shard_size(max_size);
+    spec.set_strategy(strategy == "balanced" ? v1::SHARD_STRATEGY_BALANCED : v1::SHARD_STRATEGY_HF_GREEDY);
+    spec.set_variant(variant);
+    spec.set_stem(stem);
+    spec.set_overwrite(overwrite);
+    shard_request.set_request_id(request_id);
+    exit_code = SubmitCommand(remote, shard_request, watch);
+  });
+
+  std::string job_id;
+  CLI::App* watch_cmd = app.add_subcommand("watch", "follow a job until it ends (exit 0 if it succeeded)");
+  watch_cmd->add_option("job", job_id, "job id")->required();
+  watch_cmd->callback([&] { exit_code = WatchCommand(remote, job_id); });
+
+  CLI::App* get = app.add_subcommand("get", "show a job");
+  get->add_option("job", job_id, "job id")->required();
+  get->callback([&] { exit_code = GetCommand(remote, job_id); });
+
+  CLI::App* cancel = app.add_subcommand("cancel", "cancel a queued or running job");
+  cancel->add_option("job", job_id, "job id")->required();
+  cancel->callback([&] { exit_code = CancelCommand(remote, job_id); });
+
+  CLI::App* list = app.add_subcommand("list", "list jobs, newest first");
+  std::string state, kind, page_token;
+  int page_size = 0;
+  bool all = false;
+  list->add_option("--state", state, "QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED")
+      ->check(CLI::IsMember({"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"}, CLI::ignore_case));
+  list->add_option("--kind", kind, "SHARD, CONVERT, QUANTIZE, BISECT or LORA_MERGE")
+      ->check(CLI::IsMember({"SHARD", "CONVERT", "QUANTIZE", "BISECT", "LORA_MERGE"}, CLI::ignore_case));
+  list->add_option("--page-size", page_size, "jobs per page (default 50, at most 1000)");
+  list->add_option("--page-token", page_token, "token printed by a previous page");
+  list->add_flag("--all", all, "fetch every page");
+  list->callback([&] {
+    v1::ListJobsRequest request;
+    for (auto* s : {&state, &kind}) for (char& c : *s) c = static_cast<char>(std::toupper(c));
+    request.set_state(ParseState(state));
+    request.set_kind(ParseKind(kind));
+    request.set_page_size(page_size);
+    request.set_page_token(page_token);
+    exit_code = ListCommand(remote, request, all);
+  });
+
+  CLI::App* inspect = app.add_subcommand("inspect", "describe a checkpoint (through the server)");
+  std::string uri;
+  inspect->add_option("uri", uri, "path, file:// or s3:// uri")->required();
+  inspect->callback([&] { exit_code = InspectCommand(remote, uri); });
+
+  CLI::App* run = app.add_subcommand("run", "run one job in this process, without a server");
+  std::string spec_path;
+  run->add_option("--spec", spec_path, "JobSpec as JSON (a file, or - for stdin)")->required();
+  run->callback([&] { exit_code = RunCommand(spec_path, remote.json); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitInvalidInput;
+  }
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace modelsmith::cli
+
+int main(int argc, char** argv) { return modelsmith::cli::Main(argc, argv); }

@@ -1,0 +1,32 @@
+// ServerConfig: modelsmithd's flags. Every flag can also be set through the environment as
+// MODELSMITH_<FLAG> (e.g. MODELSMITH_LISTEN, MODELSMITH_MEMORY_BUDGET); a flag on the command
+// line wins. `modelsmithd --help` lists them.
+#ifndef MODELSMITH_SERVER_CONFIG_H_
+#define MODELSMITH_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "server/logging.h"
+
+namespace modelsmith {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:50051";
+  std::string metrics_listen = "127.0.0.1:9464";  // "off" disables the metrics endpoint
+  std::string data_dir = "./data";
+  std::vector<std::string> roots;  // empty: the data directory alone
+  size_t workers = 0;              // 0: the number of cores
+  uint64_t memory_budget_bytes = 0;  // 0: the cgroup limit, else 75% of RAM
+  double shutdown_grace_seconds = 30;
+  LogFormat log_format = LogFormat::kText;
+};
+
+// Parses argv (and the environment). On --help, or on a bad flag, prints to stdout/stderr and
+// sets `exit_code` (0 for help, 2 for a bad flag); the caller then exits with it.
+ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_SERVER_CONFIG_H_

@@ -1,0 +1,145 @@
+// modelsmithd: builds the service from its flags, serves until SIGTERM/SIGINT, then drains:
+// health turns NOT_SERVING, submits are refused, running jobs get the grace period and are then
+// interrupted (they run again after restart), and the process exits 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/config.h"
+#include "server/job_manager.h"
+#include "server/job_service.h"
+#include "server/job_store.h"
+#include "server/logging.h"
+#include "server/metrics.h"
+#include "workers/pool/process_memory.h"
+#include "workers/pool/worker_pool.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+constexpr char kServiceName[] = "modelsmith.v1.JobService";
+
+// Shards stay open until published; let the process hold as many files as it may.
+void RaiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+int Run(const ServerConfig& config) {
+  InitLogging(config.log_format);
+  RaiseFileLimit();
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) {
+    LogError("", absl::StrCat("cannot create data dir '", config.data_dir, "': ", ec.message()));
+    return 1;
+  }
+  absl::StatusOr<ParsedUri> data_dir = ParseUri(config.data_dir);
+  if (!data_dir.ok()) {
+    LogError("", absl::StrCat("--data-dir: ", data_dir.status().message()));
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(JoinUri(data_dir->path, "modelsmith.db"));
+  if (!store.ok()) {
+    LogError("", std::string(store.status().message()));
+    return 1;
+  }
+  StorageRouter router(config.roots.empty() ? std::vector<std::string>{data_dir->path} : config.roots);
+  const uint64_t budget = config.memory_budget_bytes > 0 ? config.memory_budget_bytes : DefaultMemoryBudgetBytes();
+  WorkerPool pool(config.workers, budget);
+
+  std::unique_ptr<Metrics> metrics;
+  int metrics_port = 0;
+  if (config.metrics_listen != "off") {
+    metrics = std::make_unique<Metrics>([&pool] {
+      return SchedulerSnapshot{pool.queued(), pool.busy(), pool.budget_bytes(), pool.reserved_bytes()};
+    });
+    absl::StatusOr<int> port = metrics->Serve(config.metrics_listen);
+    if (!port.ok()) {
+      LogError("", std::string(port.status().message()));
+      return 1;
+    }
+    metrics_port = *port;
+  }
+
+  JobManager manager(**store, router, pool, metrics.get());
+  if (absl::Status s = manager.Recover(); !s.ok()) {
+    LogError("", absl::StrCat("recovering jobs: ", s.message()));
+    return 1;
+  }
+
+  JobServiceImpl service(manager, router);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Link the health messages into the generated pool so reflection can describe the service.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    LogError("", absl::StrCat("cannot listen on '", config.listen, "'"));
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+
+  const std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  std::printf("modelsmithd listening on %s:%d (gRPC)\n", host.c_str(), grpc_port);
+  if (metrics) {
+    const std::string metrics_host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
+    std::printf("modelsmithd metrics on http://%s:%d/metrics\n", metrics_host.c_str(), metrics_port);
+  }
+  std::printf("modelsmithd data dir %s, roots %s, %zu workers, memory budget %llu bytes\n",
+              data_dir->path.c_str(), absl::StrJoin(router.local_roots(), ",").c_str(), pool.workers(),
+              static_cast<unsigned long long>(budget));
+  std::fflush(stdout);
+  LogInfo("", absl::StrCat("serving on port ", grpc_port));
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LogInfo("", absl::StrCat("received ", strsignal(signal_number), "; draining"));
+  server->GetHealthCheckService()->SetServingStatus(false);
+  manager.BeginDrain();
+  const auto grace = std::chrono::milliseconds(static_cast<int64_t>(config.shutdown_grace_seconds * 1000));
+  if (!manager.WaitForRunning(grace)) {
+    LogInfo("", "grace period over; interrupting running jobs (they run again after restart)");
+    manager.InterruptRunning();
+  }
+  pool.Shutdown();
+  manager.Close();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  LogInfo("", "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace modelsmith
+
+int main(int argc, char** argv) {
+  int exit_code = 0;
+  modelsmith::ServerConfig config = modelsmith::ParseServerConfig(argc, argv, &exit_code);
+  if (exit_code >= 0) return exit_code;
+  return modelsmith::Run(config);
+}

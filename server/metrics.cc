@@ -1,0 +1,194 @@
+#include "server/metrics.h"
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+#include "workers/jobs/job_kinds.h"
+#include "workers/jobs/version.h"
+#include "workers/pool/process_memory.h"
+
+namespace modelsmith {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+std::string StateLabel(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_SUCCEEDED: return "succeeded";
+    case v1::JOB_STATE_FAILED: return "failed";
+    case v1::JOB_STATE_CANCELLED: return "cancelled";
+    case v1::JOB_STATE_RUNNING: return "running";
+    case v1::JOB_STATE_QUEUED: return "queued";
+    default: return "unspecified";
+  }
+}
+
+double SecondsOf(const google::protobuf::Timestamp& t) { return t.seconds() + t.nanos() / 1e9; }
+
+MetricFamily GaugeFamily(std::string name, std::string help, double value) {
+  MetricFamily family{std::move(name), std::move(help), MetricType::Gauge, {}};
+  prometheus::ClientMetric metric;
+  metric.gauge.value = value;
+  family.metric.push_back(metric);
+  return family;
+}
+
+MetricFamily CounterFamily(std::string name, std::string help, double value) {
+  MetricFamily family{std::move(name), std::move(help), MetricType::Counter, {}};
+  prometheus::ClientMetric metric;
+  metric.counter.value = value;
+  family.metric.push_back(metric);
+  return family;
+}
+
+double ProcessStartTimeSeconds() {
+  static const double start = [] {
+    // /proc/self/stat field 22 is the start time in clock ticks since boot.
+    std::ifstream stat("/proc/self/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    size_t paren = text.rfind(')');
+    double ticks = 0;
+    if (paren != std::string::npos) {
+      std::istringstream fields(text.substr(paren + 2));
+      std::string field;
+      for (int i = 3; i <= 22 && fields >> field; ++i) {
+        if (i == 22) ticks = std::stod(field);
+      }
+    }
+    std::ifstream uptime_file("/proc/uptime");
+    double uptime = 0;
+    uptime_file >> uptime;
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double boot = now - uptime;
+    return boot + ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }();
+  return start;
+}
+
+size_t OpenFileDescriptors() {
+  size_t count = 0;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] != '.') ++count;
+    }
+    closedir(dir);
+    if (count > 0) --count;  // the descriptor opendir itself holds
+  }
+  return count;
+}
+
+// The process_* series (as the Prometheus client libraries name them) and the scheduler gauges,
+// computed when scraped.
+class RuntimeCollector final : public prometheus::Collectable {
+ public:
+  explicit RuntimeCollector(std::function<SchedulerSnapshot()> scheduler)
+      : scheduler_(std::move(scheduler)) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> families;
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+                       usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    families.push_back(CounterFamily("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu));
+    families.push_back(GaugeFamily("process_resident_memory_bytes", "Resident memory size in bytes.", CurrentResidentBytes()));
+    families.push_back(GaugeFamily("process_open_fds", "Number of open file descriptors.", OpenFileDescriptors()));
+    families.push_back(GaugeFamily("process_max_fds", "Maximum number of open file descriptors.", files.rlim_cur));
+    families.push_back(GaugeFamily("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", ProcessStartTimeSeconds()));
+    const SchedulerSnapshot s = scheduler_();
+    families.push_back(GaugeFamily("modelsmith_queue_depth", "Jobs queued and not yet started.", s.queue_depth));
+    families.push_back(GaugeFamily("modelsmith_workers_busy", "Workers running a job.", s.workers_busy));
+    families.push_back(GaugeFamily("modelsmith_memory_budget_bytes", "Memory budget for admitting jobs.", s.memory_budget_bytes));
+    families.push_back(GaugeFamily("modelsmith_memory_reserved_bytes", "Estimated peak memory of the running jobs.", s.memory_reserved_bytes));
+    return families;
+  }
+
+ private:
+  std::function<SchedulerSnapshot()> scheduler_;
+};
+
+prometheus::Histogram::BucketBoundaries ExponentialBuckets(double start, double factor, int count) {
+  prometheus::Histogram::BucketBoundaries bounds;
+  for (int i = 0; i < count; ++i, start *= factor) bounds.push_back(start);
+  return bounds;
+}
+
+}  // namespace
+
+Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      runtime_collector_(std::make_shared<RuntimeCollector>(std::move(scheduler))),
+      jobs_total_(BuildCounter().Name("modelsmith_jobs_total").Help("Jobs that ended, by kind and final state.").Register(*registry_)),
+      job_duration_(BuildHistogram().Name("modelsmith_job_duration_seconds").Help("Run time of jobs that ended, by kind.").Register(*registry_)),
+      read_bytes_(BuildCounter().Name("modelsmith_read_bytes_total").Help("Bytes read by finished jobs.").Register(*registry_).Add({})),
+      written_bytes_(BuildCounter().Name("modelsmith_written_bytes_total").Help("Bytes written by finished jobs.").Register(*registry_).Add({})),
+      tensors_processed_(BuildCounter().Name("modelsmith_tensors_processed_total").Help("Tensors processed by finished jobs.").Register(*registry_).Add({})),
+      shard_size_(BuildHistogram().Name("modelsmith_shard_size_bytes").Help("Sizes of the shard files written.").Register(*registry_).Add({}, ExponentialBuckets(1 << 20, 4, 12))),
+      shard_imbalance_(BuildGauge().Name("modelsmith_shard_imbalance_ratio").Help("Largest shard over mean shard size of the last shard job.").Register(*registry_).Add({})),
+      job_peak_resident_(BuildGauge().Name("modelsmith_job_peak_resident_bytes").Help("Peak resident memory seen during the last finished job, by kind.").Register(*registry_)) {
+  BuildGauge()
+      .Name("modelsmith_build_info")
+      .Help("Build identity; the value is always 1.")
+      .Register(*registry_)
+      .Add({{"version", kModelsmithVersion}, {"revision", kModelsmithGitRevision}})
+      .Set(1);
+  // Every kind and final state from the start, so rate() works before the first job ends.
+  for (v1::JobKind kind : {v1::JOB_KIND_CONVERT, v1::JOB_KIND_QUANTIZE, v1::JOB_KIND_SHARD,
+                           v1::JOB_KIND_BISECT, v1::JOB_KIND_LORA_MERGE}) {
+    for (v1::JobState state : {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+      jobs_total_.Add({{"kind", std::string(KindName(kind))}, {"state", StateLabel(state)}});
+    }
+  }
+}
+
+Metrics::~Metrics() = default;
+
+absl::StatusOr<int> Metrics::Serve(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on '", address, "': ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  exposer_->RegisterCollectable(runtime_collector_);
+  std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::RecordJobFinished(const v1::Job& job) {
+  const std::string kind(KindName(job.kind()));
+  jobs_total_.Add({{"kind", kind}, {"state", StateLabel(job.state())}}).Increment();
+  if (job.has_start_time() && job.has_end_time()) {
+    job_duration_
+        .Add({{"kind", kind}}, prometheus::Histogram::BucketBoundaries{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200})
+        .Observe(std::max(0.0, SecondsOf(job.end_time()) - SecondsOf(job.start_time())));
+  }
+  const v1::JobFigures& figures = job.result().figures();
+  read_bytes_.Increment(figures.bytes_read());
+  written_bytes_.Increment(figures.bytes_written());
+  tensors_processed_.Increment(figures.tensors());
+  if (figures.peak_resident_bytes() > 0) {
+    job_peak_resident_.Add({{"kind", kind}}).Set(figures.peak_resident_bytes());
+  }
+  if (job.state() == v1::JOB_STATE_SUCCEEDED && figures.has_shard()) {
+    for (uint64_t size : figures.shard().shard_sizes_bytes()) shard_size_.Observe(size);
+    shard_imbalance_.Set(figures.shard().imbalance_ratio());
+  }
+}
+
+}  // namespace modelsmith

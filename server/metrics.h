@@ -1,0 +1,59 @@
+// Metrics: every Prometheus series modelsmithd exports, on its own port at /metrics.
+// Names follow Prometheus conventions (base units, _bytes, _seconds, _total); labels are kinds
+// and states only, never job ids or model names.
+#ifndef MODELSMITH_SERVER_METRICS_H_
+#define MODELSMITH_SERVER_METRICS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "modelsmith/v1/job.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace modelsmith {
+
+// Scheduler figures read at scrape time.
+struct SchedulerSnapshot {
+  uint64_t queue_depth = 0;
+  uint64_t workers_busy = 0;
+  uint64_t memory_budget_bytes = 0;
+  uint64_t memory_reserved_bytes = 0;
+};
+
+class Metrics {
+ public:
+  // `scheduler` is called on every scrape. Thread-safe.
+  explicit Metrics(std::function<SchedulerSnapshot()> scheduler);
+  ~Metrics();
+
+  // Serves /metrics on `address` ("host:port", port 0 picks one). Returns the bound port.
+  absl::StatusOr<int> Serve(const std::string& address);
+
+  // A job reached a terminal state (SUCCEEDED, FAILED or CANCELLED).
+  void RecordJobFinished(const v1::Job& job);
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> runtime_collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>& jobs_total_;
+  prometheus::Family<prometheus::Histogram>& job_duration_;
+  prometheus::Counter& read_bytes_;
+  prometheus::Counter& written_bytes_;
+  prometheus::Counter& tensors_processed_;
+  prometheus::Histogram& shard_size_;
+  prometheus::Gauge& shard_imbalance_;
+  prometheus::Family<prometheus::Gauge>& job_peak_resident_;
+};
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_SERVER_METRICS_H_

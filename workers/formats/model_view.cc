@@ -1,0 +1,186 @@
+#include "workers/formats/model_view.h"
+
+#include <set>
+#include <unordered_map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "workers/common/error.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kMaxIndexBytes = 64 << 20;
+
+absl::Status IndexError(absl::string_view reason, absl::string_view index, absl::string_view tensor,
+                        absl::string_view message) {
+  ErrorContext context{{"file", std::string(index)}};
+  if (!tensor.empty()) context["tensor"] = std::string(tensor);
+  return MakeError(absl::StatusCode::kInvalidArgument, reason,
+                   absl::StrCat("index '", index, "': ", message), std::move(context));
+}
+
+absl::StatusOr<ModelFile> OpenSafetensorsFile(ObjectStore& store, const std::string& uri) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  absl::StatusOr<SafetensorsHeader> header = ReadSafetensorsHeader(**object);
+  if (!header.ok()) return header.status();
+  ModelFile file;
+  file.uri = uri;
+  file.name = std::string(BaseName(uri));
+  file.object = *std::move(object);
+  file.header = *std::move(header);
+  return file;
+}
+
+void AddFile(ModelView& view, ModelFile file) {
+  const uint32_t index = static_cast<uint32_t>(view.files.size());
+  for (TensorInfo t : file.header.tensors) {
+    t.file_index = index;
+    view.tensor_bytes += t.size_bytes;
+    view.tensors.push_back(std::move(t));
+  }
+  view.file_bytes += file.object->size_bytes();
+  view.files.push_back(std::move(file));
+}
+
+absl::StatusOr<ModelView> OpenSingle(ObjectStore& store, const std::string& uri) {
+  absl::StatusOr<ModelFile> file = OpenSafetensorsFile(store, uri);
+  if (!file.ok()) return file.status();
+  ModelView view;
+  view.format = "safetensors";
+  view.uri = uri;
+  view.metadata = file->header.metadata;
+  AddFile(view, *std::move(file));
+  return view;
+}
+
+absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& index_uri) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(index_uri);
+  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", index_uri}});
+  if ((*object)->size_bytes() > kMaxIndexBytes) {
+    return IndexError("INDEX_TOO_LARGE", index_uri, "",
+                      absl::StrCat("the index has ", (*object)->size_bytes(),
+                                   " bytes, more than the limit of ", kMaxIndexBytes));
+  }
+  std::string text((*object)->size_bytes(), '\0');
+  if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data()));
+      !s.ok()) {
+    return s;
+  }
+  json index = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded() || !index.is_object()) {
+    return IndexError("INDEX_INVALID_JSON", index_uri, "", "not a JSON object");
+  }
+  if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return IndexError("INDEX_INVALID", index_uri, "", "'weight_map' is missing or not an object");
+  }
+  if (index.contains("metadata") && !index["metadata"].is_object()) {
+    return IndexError("INDEX_INVALID", index_uri, "", "'metadata' is not an object");
+  }
+
+  // Shard files in name order (which is shard order for HF names), each with the tensors the
+  // weight map places in it.
+  std::vector<std::string> shard_names;
+  std::unordered_map<std::string, std::set<std::string>> expected;
+  for (const auto& [tensor, shard] : index["weight_map"].items()) {
+    if (!shard.is_string()) {
+      return IndexError("INDEX_INVALID", index_uri, tensor, "the shard name is not a string");
+    }
+    const std::string name = shard.get<std::string>();
+    if (name.empty() || name == "." || name == ".." || absl::StrContains(name, '/') ||
+        absl::StrContains(name, '\\') || absl::StrContains(name, '\0')) {
+      return IndexError("INDEX_INVALID_SHARD_NAME", index_uri, tensor,
+                        absl::StrCat("shard name '", name,
+                                     "' is not a plain file name in the index's directory"));
+    }
+    auto [it, inserted] = expected.try_emplace(name);
+    if (inserted) shard_names.push_back(name);
+    it->second.insert(tensor);
+  }
+  if (shard_names.empty()) return IndexError("INDEX_EMPTY", index_uri, "", "the weight map is empty");
+  std::sort(shard_names.begin(), shard_names.end());
+
+  ModelView view;
+  view.format = "safetensors-sharded";
+  view.uri = index_uri;
+  view.index_uri = index_uri;
+  view.index_metadata = index.value("metadata", json::object());
+  const std::string dir(ParentUri(index_uri));
+  for (const std::string& name : shard_names) {
+    const std::string uri = JoinUri(dir, name);
+    absl::StatusOr<ModelFile> file = OpenSafetensorsFile(store, uri);
+    if (!file.ok()) {
+      if (absl::IsNotFound(file.status())) {
+        return MakeError(absl::StatusCode::kNotFound, "INDEX_MISSING_SHARD",
+                         absl::StrCat("index '", index_uri, "' maps tensors to shard '", name,
+                                      "', which does not exist"),
+                         {{"file", uri}});
+      }
+      return file.status();
+    }
+    std::set<std::string>& wanted = expected[name];
+    for (const TensorInfo& t : file->header.tensors) {
+      if (wanted.erase(t.name) == 0) {
+        return IndexError("INDEX_MISMATCH", index_uri, t.name,
+                          absl::StrCat("tensor '", t.name, "' is in shard '", name,
+                                       "' but the weight map does not place it there"));
+      }
+    }
+    if (!wanted.empty()) {
+      return IndexError("INDEX_MISMATCH", index_uri, *wanted.begin(),
+                        absl::StrCat("the weight map places tensor '", *wanted.begin(),
+                                     "' in shard '", name, "', which does not hold it"));
+    }
+    if (view.files.empty()) view.metadata = file->header.metadata;
+    AddFile(view, *std::move(file));
+  }
+  return view;
+}
+
+}  // namespace
+
+bool IsSafetensorsIndexName(absl::string_view name) {
+  return absl::EndsWith(name, ".json") && absl::StrContains(name, ".safetensors.index");
+}
+
+absl::StatusOr<ModelView> OpenModel(const Location& location) {
+  ObjectStore& store = *location.store;
+  const std::string& uri = location.uri;
+  if (IsSafetensorsIndexName(BaseName(uri))) return OpenSharded(store, uri);
+  if (absl::StatusOr<uint64_t> size = store.SizeOf(uri); size.ok()) {
+    if (absl::EndsWith(uri, ".json")) {
+      return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_UNKNOWN_FORMAT",
+                       absl::StrCat("'", uri, "' is a JSON file but not a safetensors index "
+                                    "(expected a name like model.safetensors.index.json)"),
+                       {{"file", uri}});
+    }
+    return OpenSingle(store, uri);
+  }
+  // A directory or prefix: it must hold one index, or else one .safetensors file.
+  absl::StatusOr<std::vector<ObjectEntry>> entries = store.List(uri);
+  if (!entries.ok()) return entries.status();
+  std::vector<std::string> indexes;
+  std::vector<std::string> singles;
+  for (const ObjectEntry& e : *entries) {
+    if (absl::StrContains(e.relative_name, '/') || store.IsStagingName(e.relative_name)) continue;
+    if (IsSafetensorsIndexName(e.relative_name)) indexes.push_back(e.uri);
+    else if (absl::EndsWith(e.relative_name, ".safetensors")) singles.push_back(e.uri);
+  }
+  if (indexes.size() == 1) return OpenSharded(store, indexes[0]);
+  if (indexes.empty() && singles.size() == 1) return OpenSingle(store, singles[0]);
+  if (indexes.empty() && singles.empty()) {
+    return MakeError(absl::StatusCode::kNotFound, "MODEL_NOT_FOUND",
+                     absl::StrCat("no safetensors file or index at '", uri, "'"), {{"uri", uri}});
+  }
+  return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_AMBIGUOUS",
+                   absl::StrCat("'", uri, "' holds ", indexes.size(), " indexes and ",
+                                singles.size(), " safetensors files; name the one to use"),
+                   {{"uri", uri}});
+}
+
+}  // namespace modelsmith

@@ -1,0 +1,57 @@
+// ModelView: one checkpoint, whatever its files, as a list of tensors with on-demand bytes.
+//
+// Opens a single .safetensors file, a Hugging Face sharded checkpoint through its index
+// ("model.safetensors.index.json", variants like "model.safetensors.index.fp16.json"
+// included), or a directory/prefix holding exactly one of those. Only headers are read.
+//
+// Index layout (huggingface_hub serialization/_base.py; formats.md §2):
+//   {"metadata": {"total_size": <bytes>, ...}, "weight_map": {"<tensor>": "<shard file>"}}
+// Shard names must be plain file names in the index's directory. Every mapped shard must exist,
+// every mapped tensor must be in its shard, and every tensor of a shard must be in the map.
+#ifndef MODELSMITH_WORKERS_FORMATS_MODEL_VIEW_H_
+#define MODELSMITH_WORKERS_FORMATS_MODEL_VIEW_H_
+
+#include "absl/strings/string_view.h"
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "workers/formats/safetensors.h"
+#include "workers/storage/storage_router.h"
+
+namespace modelsmith {
+
+struct ModelFile {
+  std::string uri;
+  std::string name;  // base name
+  std::unique_ptr<RandomAccessObject> object;
+  SafetensorsHeader header;
+};
+
+struct ModelView {
+  std::string format;     // "safetensors" or "safetensors-sharded"
+  std::string uri;        // what was opened (canonical)
+  std::string index_uri;  // sharded only
+  std::vector<ModelFile> files;
+  // State-dict order: file by file in name order, within a file by data offset (the
+  // reference writer's order). TensorInfo::file_index points into `files`.
+  std::vector<TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;  // __metadata__ of the first file
+  nlohmann::json index_metadata;                // the index's "metadata" object (sharded only)
+  uint64_t tensor_bytes = 0;                    // sum of tensor sizes
+  uint64_t file_bytes = 0;                      // sum of file sizes
+};
+
+// NOT_FOUND when nothing is at `location`; INVALID_ARGUMENT (reasons SAFETENSORS_*,
+// INDEX_*, MODEL_*) naming the file, tensor and field for malformed input.
+absl::StatusOr<ModelView> OpenModel(const Location& location);
+
+// True for "*.safetensors.index.json" and variant forms "*.safetensors.index.<variant>.json".
+bool IsSafetensorsIndexName(absl::string_view name);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_FORMATS_MODEL_VIEW_H_

@@ -1,0 +1,33 @@
+#include "workers/jobs/inspect.h"
+
+#include "workers/common/error.h"
+#include "workers/formats/model_view.h"
+
+namespace modelsmith {
+
+absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::string_view uri) {
+  absl::StatusOr<Location> location = router.Resolve(uri);
+  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", "uri"}});
+  absl::StatusOr<ModelView> model = OpenModel(*location);
+  if (!model.ok()) return model.status();
+  v1::ModelInfo info;
+  info.set_uri(model->uri);
+  info.set_format(model->format);
+  info.set_index_file(model->index_uri);
+  for (const ModelFile& file : model->files) info.add_files(file.name);
+  for (const TensorInfo& t : model->tensors) {
+    v1::TensorDescriptor* d = info.add_tensors();
+    d->set_name(t.name);
+    d->set_dtype(std::string(DTypeName(t.dtype)));
+    for (uint64_t dim : t.shape) d->add_shape(dim);
+    d->set_size_bytes(t.size_bytes);
+    d->set_file(model->files[t.file_index].name);
+    d->set_data_offset(t.data_offset);
+  }
+  info.set_total_bytes(model->tensor_bytes);
+  info.set_tensor_count(model->tensors.size());
+  for (const auto& [key, value] : model->metadata) (*info.mutable_metadata())[key] = value;
+  return info;
+}
+
+}  // namespace modelsmith

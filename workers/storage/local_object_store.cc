@@ -1,0 +1,292 @@
+#include "workers/storage/local_object_store.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr absl::string_view kStagingMarker = ".modelsmith-";
+constexpr absl::string_view kStagingSuffix = ".tmp";
+
+absl::Status ErrnoStatus(int error, absl::string_view what, absl::string_view path) {
+  std::string message = absl::StrCat(what, " '", path, "': ", std::strerror(error));
+  switch (error) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    case EISDIR:
+      return absl::FailedPreconditionError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+class LocalFile final : public RandomAccessObject {
+ public:
+  LocalFile(std::string uri, int fd, uint64_t size) : uri_(std::move(uri)), fd_(fd), size_(size) {}
+  ~LocalFile() override {
+    if (map_ != nullptr) munmap(map_, size_);
+    close(fd_);
+  }
+
+  const std::string& uri() const override { return uri_; }
+  uint64_t size_bytes() const override { return size_; }
+  int native_fd() const override { return fd_; }
+
+  absl::Status ReadAt(uint64_t offset, size_t length, std::byte* dst) const override {
+    if (offset > size_ || length > size_ - offset) {
+      return absl::OutOfRangeError(absl::StrFormat("read of %d bytes at offset %d past the end of '%s' (%d bytes)",
+                                                   length, offset, uri_, size_));
+    }
+    while (length > 0) {
+      ssize_t n = pread(fd_, dst, length, static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(errno, "cannot read", uri_);
+      }
+      if (n == 0) return absl::DataLossError(absl::StrCat("'", uri_, "' shrank while being read"));
+      dst += n;
+      offset += static_cast<uint64_t>(n);
+      length -= static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
+  std::optional<std::span<const std::byte>> Mapped() const override {
+    std::call_once(map_once_, [this] {
+      if (size_ == 0) return;
+      void* p = mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
+      if (p != MAP_FAILED) map_ = p;
+    });
+    if (size_ == 0) return std::span<const std::byte>();
+    if (map_ == nullptr) return std::nullopt;
+    return std::span<const std::byte>(static_cast<const std::byte*>(map_), size_);
+  }
+
+ private:
+  std::string uri_;
+  int fd_;
+  uint64_t size_;
+  mutable std::once_flag map_once_;
+  mutable void* map_ = nullptr;
+};
+
+std::string RandomToken() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return absl::StrFormat("%016x", rng());
+}
+
+absl::Status FsyncDirectory(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "cannot open directory", dir);
+  int rc = fsync(fd);
+  int error = errno;
+  close(fd);
+  if (rc != 0) return ErrnoStatus(error, "cannot fsync directory", dir);
+  return absl::OkStatus();
+}
+
+class LocalWriter final : public ObjectWriter {
+ public:
+  LocalWriter(std::string uri, std::string staging_path, int fd)
+      : uri_(std::move(uri)), staging_path_(std::move(staging_path)), fd_(fd) {}
+  ~LocalWriter() override { Abort(); }
+
+  const std::string& uri() const override { return uri_; }
+  uint64_t bytes_written() const override { return written_; }
+
+  absl::Status Append(std::span<const std::byte> data) override {
+    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    const std::byte* p = data.data();
+    size_t left = data.size();
+    while (left > 0) {
+      ssize_t n = write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(errno, "cannot write", staging_path_);
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+      written_ += static_cast<uint64_t>(n);
+    }
+    StartWriteback();
+    return absl::OkStatus();
+  }
+
+  absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset,
+                          uint64_t length) override {
+    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    if (offset > source.size_bytes() || length > source.size_bytes() - offset) {
+      return absl::OutOfRangeError(absl::StrCat("copy range past the end of '", source.uri(), "'"));
+    }
+    int source_fd = source.native_fd();
+    if (source_fd < 0 || !copy_file_range_works_) {
+      return ObjectWriter::AppendFrom(source, offset, length);
+    }
+    // copy_file_range keeps the bytes in the kernel (and may share extents on CoW filesystems).
+    loff_t in_offset = static_cast<loff_t>(offset);
+    while (length > 0) {
+      ssize_t n = copy_file_range(source_fd, &in_offset, fd_, nullptr, length, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if ((errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) &&
+            length > 0) {
+          copy_file_range_works_ = false;
+          return ObjectWriter::AppendFrom(source, static_cast<uint64_t>(in_offset), length);
+        }
+        return ErrnoStatus(errno, "cannot copy into", staging_path_);
+      }
+      if (n == 0) return absl::DataLossError(absl::StrCat("'", source.uri(), "' shrank while being copied"));
+      length -= static_cast<uint64_t>(n);
+      written_ += static_cast<uint64_t>(n);
+      StartWriteback();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> ReadBack() override {
+    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    int fd = open(staging_path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, "cannot reopen", staging_path_);
+    return std::make_unique<LocalFile>(staging_path_, fd, written_);
+  }
+
+  absl::Status Commit() override {
+    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    if (fsync(fd_) != 0) {
+      absl::Status s = ErrnoStatus(errno, "cannot fsync", staging_path_);
+      Abort();
+      return s;
+    }
+    close(fd_);
+    fd_ = -1;
+    if (rename(staging_path_.c_str(), uri_.c_str()) != 0) {
+      absl::Status s = ErrnoStatus(errno, "cannot rename into", uri_);
+      unlink(staging_path_.c_str());
+      return s;
+    }
+    return FsyncDirectory(std::string(ParentUri(uri_)));
+  }
+
+  void Abort() override {
+    if (fd_ < 0) return;
+    close(fd_);
+    fd_ = -1;
+    unlink(staging_path_.c_str());
+  }
+
+ private:
+  // Asks the kernel to start writing back what is dirty (without waiting), so that the fsync in
+  // Commit waits for the tail of the file and not for all of it.
+  void StartWriteback() {
+    constexpr uint64_t kWritebackBytes = 32 << 20;
+    if (written_ - writeback_from_ < kWritebackBytes) return;
+    sync_file_range(fd_, static_cast<off_t>(writeback_from_),
+                    static_cast<off_t>(written_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = written_;
+  }
+
+  std::string uri_;
+  std::string staging_path_;
+  int fd_;
+  uint64_t written_ = 0;
+  uint64_t writeback_from_ = 0;
+  bool copy_file_range_works_ = true;
+};
+
+}  // namespace
+
+absl::StatusOr<uint64_t> LocalObjectStore::SizeOf(const std::string& uri) {
+  struct stat st;
+  if (stat(uri.c_str(), &st) != 0) return ErrnoStatus(errno, "cannot stat", uri);
+  if (!S_ISREG(st.st_mode)) return absl::NotFoundError(absl::StrCat("'", uri, "' is not a file"));
+  return static_cast<uint64_t>(st.st_size);
+}
+
+absl::StatusOr<std::unique_ptr<RandomAccessObject>> LocalObjectStore::OpenForRead(
+    const std::string& uri) {
+  int fd = open(uri.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "cannot open", uri);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    absl::Status s = ErrnoStatus(errno, "cannot stat", uri);
+    close(fd);
+    return s;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::NotFoundError(absl::StrCat("'", uri, "' is not a regular file"));
+  }
+  return std::make_unique<LocalFile>(uri, fd, static_cast<uint64_t>(st.st_size));
+}
+
+absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenForWrite(
+    const std::string& uri) {
+  std::string dir(ParentUri(uri));
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return ErrnoStatus(ec.value(), "cannot create directory", dir);
+  }
+  std::string staging = JoinUri(
+      dir, absl::StrCat(".", BaseName(uri), kStagingMarker, RandomToken(), kStagingSuffix));
+  int fd = open(staging.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, "cannot create", staging);
+  return std::make_unique<LocalWriter>(uri, std::move(staging), fd);
+}
+
+absl::StatusOr<std::vector<ObjectEntry>> LocalObjectStore::List(const std::string& prefix_uri) {
+  std::vector<ObjectEntry> entries;
+  std::error_code ec;
+  if (!fs::is_directory(prefix_uri, ec)) return entries;
+  fs::recursive_directory_iterator it(prefix_uri, fs::directory_options::none, ec);
+  if (ec) return ErrnoStatus(ec.value(), "cannot list", prefix_uri);
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) return ErrnoStatus(ec.value(), "cannot list", prefix_uri);
+    if (!it->is_regular_file(ec)) continue;
+    ObjectEntry entry;
+    entry.uri = it->path().string();
+    entry.relative_name = it->path().lexically_relative(prefix_uri).string();
+    entry.size_bytes = it->file_size(ec);
+    entries.push_back(std::move(entry));
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const ObjectEntry& a, const ObjectEntry& b) { return a.relative_name < b.relative_name; });
+  return entries;
+}
+
+absl::Status LocalObjectStore::Delete(const std::string& uri) {
+  if (unlink(uri.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "cannot delete", uri);
+  return absl::OkStatus();
+}
+
+bool LocalObjectStore::IsStagingName(const std::string& relative_name) const {
+  absl::string_view base = BaseName(relative_name);
+  return absl::StartsWith(base, ".") && absl::StrContains(base, kStagingMarker) &&
+         absl::EndsWith(base, kStagingSuffix);
+}
+
+}  // namespace modelsmith

@@ -1,0 +1,75 @@
+#include "workers/storage/storage_router.h"
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "workers/common/error.h"
+#include "workers/storage/local_object_store.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+// The real path of `path`: symlinks of the longest existing ancestor resolved, the rest
+// appended (a path being created has no real path yet).
+std::string RealPathOfExistingAncestor(const std::string& path) {
+  std::string existing = path;
+  std::string rest;
+  while (true) {
+    char resolved[PATH_MAX];
+    if (realpath(existing.c_str(), resolved) != nullptr) {
+      return rest.empty() ? std::string(resolved) : JoinUri(resolved, rest);
+    }
+    if (existing == "/") return path;
+    std::string base(BaseName(existing));
+    rest = rest.empty() ? base : absl::StrCat(base, "/", rest);
+    existing = std::string(ParentUri(existing));
+  }
+}
+
+bool IsUnder(const std::string& path, const std::string& root) {
+  if (root == "/") return true;
+  return path == root || absl::StartsWith(path, absl::StrCat(root, "/"));
+}
+
+}  // namespace
+
+StorageRouter::StorageRouter(std::vector<std::string> local_roots)
+    : local_(std::make_unique<LocalObjectStore>()) {
+  for (const std::string& root : local_roots) {
+    absl::StatusOr<ParsedUri> parsed = ParseUri(root);
+    if (!parsed.ok() || parsed->scheme != UriScheme::kLocal) continue;
+    std::error_code ec;
+    std::filesystem::create_directories(parsed->path, ec);
+    roots_.push_back(RealPathOfExistingAncestor(parsed->path));
+  }
+}
+
+absl::StatusOr<Location> StorageRouter::Resolve(absl::string_view uri) const {
+  absl::StatusOr<ParsedUri> parsed = ParseUri(uri);
+  if (!parsed.ok()) return WithReason(parsed.status(), "INVALID_URI", {{"uri", std::string(uri)}});
+  if (parsed->scheme == UriScheme::kS3) {
+    return MakeError(absl::StatusCode::kUnimplemented, "STORE_NOT_CONFIGURED",
+                     absl::StrCat("'", uri, "': no S3 object store is configured on this server"),
+                     {{"uri", std::string(uri)}});
+  }
+  if (!roots_.empty()) {
+    std::string real = RealPathOfExistingAncestor(parsed->path);
+    bool allowed = false;
+    for (const std::string& root : roots_) allowed = allowed || IsUnder(real, root);
+    if (!allowed) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "PATH_OUTSIDE_ROOTS",
+                       absl::StrCat("'", uri, "' resolves to '", real,
+                                    "', outside the server's roots (",
+                                    absl::StrJoin(roots_, ", "), ")"),
+                       {{"uri", std::string(uri)}});
+    }
+  }
+  return Location{local_.get(), parsed->path};
+}
+
+}  // namespace modelsmith
