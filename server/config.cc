@@ -28,6 +28,9 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
       ->envname("MODELSMITH_MEMORY_BUDGET")->capture_default_str();
   app.add_option("--shutdown-grace", config.shutdown_grace_seconds, "seconds running jobs get to finish on SIGTERM")
       ->envname("MODELSMITH_SHUTDOWN_GRACE")->check(CLI::Range(0.0, 86400.0))->capture_default_str();
+  std::string io_limit = "0";
+  app.add_option("--job-io-limit", io_limit, "bytes per second each job may move, e.g. 200MB (0: unlimited)")
+      ->envname("MODELSMITH_JOB_IO_LIMIT")->capture_default_str();
   app.add_option("--log-format", log_format, "text or json")
       ->envname("MODELSMITH_LOG_FORMAT")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   try {
@@ -45,6 +48,13 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
     }
     config.memory_budget_bytes = *bytes;
   }
+  absl::StatusOr<uint64_t> io_bytes = ParseSize(io_limit);
+  if (!io_bytes.ok()) {
+    std::cerr << "--job-io-limit: " << io_bytes.status().message() << "\n";
+    *exit_code = 2;
+    return config;
+  }
+  config.job_io_bytes_per_second = *io_bytes;
   config.log_format = log_format == "json" ? LogFormat::kJson : LogFormat::kText;
   if (config.workers == 0) config.workers = std::max(1u, std::thread::hardware_concurrency());
   return config;

@@ -20,6 +20,7 @@ struct ServerConfig {
   size_t workers = 0;              // 0: the number of cores
   uint64_t memory_budget_bytes = 0;  // 0: the cgroup limit, else 75% of RAM
   double shutdown_grace_seconds = 30;
+  uint64_t job_io_bytes_per_second = 0;  // 0: unlimited
   LogFormat log_format = LogFormat::kText;
 };
 

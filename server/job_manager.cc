@@ -166,8 +166,9 @@ class JobManager::Context final : public JobContext {
   std::shared_ptr<Tracked> tracked_;
 };
 
-JobManager::JobManager(JobStore& store, const StorageRouter& router, WorkerPool& pool, Metrics* metrics)
-    : store_(store), router_(router), pool_(pool), metrics_(metrics) {}
+JobManager::JobManager(JobStore& store, const StorageRouter& router, WorkerPool& pool, Metrics* metrics,
+                       uint64_t io_bytes_per_second)
+    : store_(store), router_(router), pool_(pool), metrics_(metrics), io_bytes_per_second_(io_bytes_per_second) {}
 
 JobManager::~JobManager() { Close(); }
 
@@ -298,6 +299,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     run.attempt = job.attempt();
     run.spec = job.spec();
     run.router = &router_;
+    run.io_bytes_per_second = io_bytes_per_second_;
   }
   {
     std::lock_guard lock(mutex_);

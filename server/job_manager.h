@@ -31,8 +31,9 @@ inline constexpr uint32_t kMaxInterruptedAttempts = 3;
 
 class JobManager {
  public:
-  // `metrics` may be null.
-  JobManager(JobStore& store, const StorageRouter& router, WorkerPool& pool, Metrics* metrics);
+  // `metrics` may be null. `io_bytes_per_second` paces every job (0: unlimited).
+  JobManager(JobStore& store, const StorageRouter& router, WorkerPool& pool, Metrics* metrics,
+             uint64_t io_bytes_per_second = 0);
   ~JobManager();
 
   // Requeues the jobs a previous process left QUEUED or RUNNING. Call once before serving.
@@ -85,6 +86,7 @@ class JobManager {
   const StorageRouter& router_;
   WorkerPool& pool_;
   Metrics* metrics_;
+  const uint64_t io_bytes_per_second_;
 
   mutable std::mutex mutex_;
   std::condition_variable running_changed_;

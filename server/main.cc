@@ -83,7 +83,7 @@ int Run(const ServerConfig& config) {
     metrics_port = *port;
   }
 
-  JobManager manager(**store, router, pool, metrics.get());
+  JobManager manager(**store, router, pool, metrics.get(), config.job_io_bytes_per_second);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     LogError("", absl::StrCat("recovering jobs: ", s.message()));
     return 1;

@@ -18,6 +18,8 @@ struct JobRun {
   uint32_t attempt = 1;
   v1::JobSpec spec;
   const StorageRouter* router = nullptr;
+  // Pace of the job's data movement in bytes per second; 0 is unlimited.
+  uint64_t io_bytes_per_second = 0;
 };
 
 class JobContext {

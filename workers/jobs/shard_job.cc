@@ -14,6 +14,7 @@
 #include "workers/formats/safetensors.h"
 #include "workers/jobs/output_location.h"
 #include "workers/jobs/progress_tracker.h"
+#include "workers/jobs/rate_limiter.h"
 #include "workers/jobs/shard_plan.h"
 #include "workers/jobs/size_string.h"
 #include "workers/jobs/version.h"
@@ -251,6 +252,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   };
 
   tracker.SetPhase("execute");
+  RateLimiter pace(run.io_bytes_per_second);
   uint64_t bytes_read = 0;
   for (size_t s = 0; s < shards.size(); ++s) {
     const PlannedShard& shard = shards[s];
@@ -266,13 +268,14 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
       const RandomAccessObject& file = *model->files[source->file_index].object;
       for (uint64_t done = 0; done < source->size_bytes;) {
         if (absl::Status st = CheckStop(context); !st.ok()) return fail(st);
-        const uint64_t piece = std::min(kCopyPieceBytes, source->size_bytes - done);
+        const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, source->size_bytes - done));
         if (absl::Status st = out.AppendFrom(file, source->data_offset + done, piece); !st.ok()) {
           return fail(Annotate(st, absl::StrCat("copying tensor '", source->name, "'")));
         }
         done += piece;
         bytes_read += piece;
         tracker.AddBytes(piece);
+        pace.Account(piece, [&] { return context.stop_requested(); });
       }
       tracker.AddTensors(1);
     }
