@@ -26,6 +26,7 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 
 clean:

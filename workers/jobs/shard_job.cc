@@ -28,6 +28,9 @@ using nlohmann::ordered_json;
 
 // Cancellation is polled between pieces of this size inside a tensor's copy.
 constexpr uint64_t kCopyPieceBytes = 64 << 20;
+// Shards verified at once, each on its own thread beside the copying one: enough to keep two
+// cores busy hashing while the kernel copies, and a bound on threads and open files.
+constexpr size_t kMaxVerifying = 2;
 // Fixed memory of a shard job beyond the headers: hash and fallback-copy buffers, bookkeeping.
 constexpr uint64_t kShardJobBaseMemoryBytes = 32 << 20;
 
@@ -241,14 +244,26 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
 
   // Writers stay uncommitted (invisible) until every shard is written and verified.
   std::vector<std::unique_ptr<ObjectWriter>> writers;
-  std::vector<std::future<absl::StatusOr<std::string>>> verifications;
-  std::vector<std::unique_ptr<RandomAccessObject>> readbacks(shards.size());
+  std::vector<std::future<absl::StatusOr<std::string>>> verifications(shards.size());
+  std::vector<std::string> digests(shards.size());
+  size_t collected = 0;  // verifications before this index have been collected into digests
   auto fail = [&](absl::Status status) -> absl::Status {
     for (auto& v : verifications) {
       if (v.valid()) v.wait();
     }
     for (auto& w : writers) w->Abort();
     return status;
+  };
+  // Collects verifications in shard order until at most `max_pending` of the first `launched`
+  // are still running.
+  auto collect = [&](size_t launched, size_t max_pending) -> absl::Status {
+    for (; collected < launched && launched - collected > max_pending; ++collected) {
+      if (!verifications[collected].valid()) continue;  // the store verifies after commit
+      absl::StatusOr<std::string> digest = verifications[collected].get();
+      if (!digest.ok()) return absl::IsCancelled(digest.status()) ? CheckStop(context) : digest.status();
+      digests[collected] = *digest;
+    }
+    return absl::OkStatus();
   };
 
   tracker.SetPhase("execute");
@@ -282,26 +297,25 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
     // Verify this shard on another thread while the next one is copied.
     absl::StatusOr<std::unique_ptr<RandomAccessObject>> readback = out.ReadBack();
     if (readback.ok()) {
-      readbacks[s] = *std::move(readback);
-      verifications.push_back(std::async(std::launch::async, [&, s] {
-        return VerifyShard(*readbacks[s], shards[s], tracker, context);
-      }));
-    } else if (absl::IsUnimplemented(readback.status())) {
-      verifications.emplace_back();  // verified after commit
-    } else {
+      if (absl::Status st = collect(s, kMaxVerifying - 1); !st.ok()) return fail(st);
+      ObjectWriter* writer = writers.back().get();
+      verifications[s] = std::async(std::launch::async,
+          [&, s, writer, object = std::shared_ptr<RandomAccessObject>(*std::move(readback))]()
+              -> absl::StatusOr<std::string> {
+            absl::StatusOr<std::string> digest = VerifyShard(*object, shards[s], tracker, context);
+            // Flush to disk here, overlapped with the next shard's copy, so publishing is a rename.
+            if (digest.ok()) {
+              if (absl::Status synced = writer->Sync(); !synced.ok()) return synced;
+            }
+            return digest;
+          });
+    } else if (!absl::IsUnimplemented(readback.status())) {
       return fail(readback.status());
-    }
+    }  // else: the store verifies after commit
   }
 
   tracker.SetPhase("verify");
-  std::vector<std::string> digests(shards.size());
-  for (size_t s = 0; s < shards.size(); ++s) {
-    if (!verifications[s].valid()) continue;
-    absl::StatusOr<std::string> digest = verifications[s].get();
-    if (!digest.ok()) return fail(absl::IsCancelled(digest.status()) ? CheckStop(context) : digest.status());
-    digests[s] = *digest;
-  }
-  readbacks.clear();
+  if (absl::Status st = collect(shards.size(), 0); !st.ok()) return fail(st);
   if (absl::Status st = CheckStop(context); !st.ok()) return fail(st);
 
   tracker.SetPhase("publish");

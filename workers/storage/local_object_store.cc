@@ -119,7 +119,7 @@ class LocalWriter final : public ObjectWriter {
   uint64_t bytes_written() const override { return written_; }
 
   absl::Status Append(std::span<const std::byte> data) override {
-    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    if (state_ != State::kOpen) return absl::FailedPreconditionError("writer is not open");
     const std::byte* p = data.data();
     size_t left = data.size();
     while (left > 0) {
@@ -138,7 +138,7 @@ class LocalWriter final : public ObjectWriter {
 
   absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset,
                           uint64_t length) override {
-    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    if (state_ != State::kOpen) return absl::FailedPreconditionError("writer is not open");
     if (offset > source.size_bytes() || length > source.size_bytes() - offset) {
       return absl::OutOfRangeError(absl::StrCat("copy range past the end of '", source.uri(), "'"));
     }
@@ -168,21 +168,30 @@ class LocalWriter final : public ObjectWriter {
   }
 
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> ReadBack() override {
-    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    if (state_ == State::kClosed) return absl::FailedPreconditionError("writer is closed");
     int fd = open(staging_path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoStatus(errno, "cannot reopen", staging_path_);
     return std::make_unique<LocalFile>(staging_path_, fd, written_);
   }
 
-  absl::Status Commit() override {
-    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
-    if (fsync(fd_) != 0) {
-      absl::Status s = ErrnoStatus(errno, "cannot fsync", staging_path_);
-      Abort();
-      return s;
-    }
+  absl::Status Sync() override {
+    if (state_ != State::kOpen) return absl::FailedPreconditionError("writer is not open");
+    if (fsync(fd_) != 0) return ErrnoStatus(errno, "cannot fsync", staging_path_);
     close(fd_);
     fd_ = -1;
+    state_ = State::kSynced;
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() override {
+    if (state_ == State::kClosed) return absl::FailedPreconditionError("writer is closed");
+    if (state_ == State::kOpen) {
+      if (absl::Status s = Sync(); !s.ok()) {
+        Abort();
+        return s;
+      }
+    }
+    state_ = State::kClosed;
     if (rename(staging_path_.c_str(), uri_.c_str()) != 0) {
       absl::Status s = ErrnoStatus(errno, "cannot rename into", uri_);
       unlink(staging_path_.c_str());
@@ -192,9 +201,10 @@ class LocalWriter final : public ObjectWriter {
   }
 
   void Abort() override {
-    if (fd_ < 0) return;
-    close(fd_);
+    if (state_ == State::kClosed) return;
+    if (fd_ >= 0) close(fd_);
     fd_ = -1;
+    state_ = State::kClosed;
     unlink(staging_path_.c_str());
   }
 
@@ -209,9 +219,13 @@ class LocalWriter final : public ObjectWriter {
     writeback_from_ = written_;
   }
 
+  // kOpen: appending; kSynced: durable, descriptor released, not visible; kClosed: done.
+  enum class State { kOpen, kSynced, kClosed };
+
   std::string uri_;
   std::string staging_path_;
   int fd_;
+  State state_ = State::kOpen;
   uint64_t written_ = 0;
   uint64_t writeback_from_ = 0;
   bool copy_file_range_works_ = true;

@@ -67,6 +67,12 @@ class ObjectWriter {
     return absl::UnimplementedError("this store cannot read an object before it is committed");
   }
 
+  // Ends appending and makes the bytes durable without making them visible, so that Commit has
+  // little left to do; the writer may release its resources (a file descriptor) until then.
+  // After Sync only ReadBack, Commit and Abort are allowed. May be called from another thread
+  // than the one that appended. The default does nothing (stores where Commit does the work).
+  virtual absl::Status Sync() { return absl::OkStatus(); }
+
   // Makes the object durable and visible under uri() atomically, replacing any object of that
   // name. After Commit (successful or not) no other call is allowed.
   virtual absl::Status Commit() = 0;
