@@ -1,6 +1,7 @@
 // modelsmith: the operator's CLI. Talks to modelsmithd over gRPC (--server, default
 // 127.0.0.1:50051, or MODELSMITH_SERVER), or runs one job in-process with `run`.
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -10,6 +11,12 @@
 
 namespace modelsmith::cli {
 namespace {
+
+// The server resolves relative paths against its own directory; the person typing means theirs.
+std::string AbsoluteIfLocalPath(const std::string& uri) {
+  if (uri.empty() || uri.front() == '/' || uri.find("://") != std::string::npos) return uri;
+  return (std::filesystem::current_path() / uri).lexically_normal().string();
+}
 
 v1::JobState ParseState(const std::string& name) {
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
@@ -51,8 +58,8 @@ int Main(int argc, char** argv) {
   shard->add_option("--request-id", request_id, "idempotency key: resubmitting returns the same job");
   shard->add_flag("--watch", watch, "follow the job; exit 0 only if it succeeds");
   shard->callback([&] {
-    spec.set_input(input);
-    spec.set_output(output);
+    spec.set_input(AbsoluteIfLocalPath(input));
+    spec.set_output(AbsoluteIfLocalPath(output));
     spec.set_max_shard_size(max_size);
     spec.set_strategy(strategy == "balanced" ? v1::SHARD_STRATEGY_BALANCED : v1::SHARD_STRATEGY_HF_GREEDY);
     spec.set_variant(variant);
@@ -99,7 +106,7 @@ int Main(int argc, char** argv) {
   CLI::App* inspect = app.add_subcommand("inspect", "describe a checkpoint (through the server)");
   std::string uri;
   inspect->add_option("uri", uri, "path, file:// or s3:// uri")->required();
-  inspect->callback([&] { exit_code = InspectCommand(remote, uri); });
+  inspect->callback([&] { exit_code = InspectCommand(remote, AbsoluteIfLocalPath(uri)); });
 
   CLI::App* run = app.add_subcommand("run", "run one job in this process, without a server");
   std::string spec_path;
