@@ -98,6 +98,15 @@ absl::StatusOr<int64_t> ParsePageToken(const v1::ListJobsRequest& request) {
   return seq;
 }
 
+// A bug in a job must fail that job, never the server or the job's record.
+absl::StatusOr<v1::JobResult> RunGuarded(const JobRun& run, JobContext& context) {
+  try {
+    return RunJob(run, context);
+  } catch (const std::exception& e) {
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("job failed unexpectedly: ", e.what()));
+  }
+}
+
 }  // namespace
 
 struct JobManager::Tracked {
@@ -287,6 +296,21 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     // While draining nothing new starts: the job stays QUEUED for the next process.
     if (tracked->ended || draining_) return;
     v1::Job& job = tracked->job;
+    if (tracked->cancel) {  // cancelled after it was tracked but before the pool took it
+      job.set_state(v1::JOB_STATE_CANCELLED);
+      *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
+      *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+      AppendEvent(*tracked, StateEvent(job, "cancelled before it started"));
+      Persist(job);
+    }
+  }
+  if (tracked->cancel) {
+    Finish(tracked);
+    return;
+  }
+  {
+    std::lock_guard lock(tracked->mutex);
+    v1::Job& job = tracked->job;
     job.set_state(v1::JOB_STATE_RUNNING);
     job.set_attempt(job.attempt() + 1);
     *job.mutable_start_time() = TimeUtil::GetCurrentTime();
@@ -307,7 +331,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
   }
   LogInfo(run.job_id, absl::StrCat("running, attempt ", run.attempt));
   Context context(*this, tracked);
-  absl::StatusOr<v1::JobResult> result = RunJob(run, context);
+  absl::StatusOr<v1::JobResult> result = RunGuarded(run, context);
   {
     std::lock_guard lock(tracked->mutex);
     v1::Job& job = tracked->job;
