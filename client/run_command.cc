@@ -17,6 +17,7 @@
 #include "workers/common/error.h"
 #include "workers/jobs/job_kinds.h"
 #include "workers/pool/process_memory.h"
+#include "workers/storage/s3_object_store.h"
 
 namespace modelsmith::cli {
 namespace {
@@ -91,8 +92,14 @@ int RunCommand(const std::string& spec_path, bool json) {
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
 
-  // The caller owns this machine: no roots restrict paths here.
-  StorageRouter router({});
+  // The caller owns this machine: no roots restrict paths here. S3 comes from the AWS_*
+  // environment when credentials are set.
+  std::unique_ptr<ObjectStore> s3;
+  if (absl::StatusOr<S3Config> config = S3Config::FromEnvironment(); config.ok()) {
+    if (absl::Status valid = config->Validate(); !valid.ok()) return ReportError(valid);
+    s3 = std::make_unique<S3ObjectStore>(*std::move(config), nullptr);
+  }
+  StorageRouter router({}, std::move(s3));
   JobRun run;
   run.job_id = absl::StrCat("run-", absl::Hex(std::random_device{}(), absl::kZeroPad8));
   run.spec = *spec;

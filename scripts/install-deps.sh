@@ -10,11 +10,12 @@ BUILD_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libboost-dev prometheus-cpp-dev libspdlog-dev libgtest-dev libgmock-dev
   libcurl4-openssl-dev libsqlite3-dev nlohmann-json3-dev libssl-dev libcli11-dev
-  libbenchmark-dev
+  libbenchmark-dev libtinyxml2-dev
 )
 # Tools the tests and the README tour use: python3 generates test checkpoints, curl scrapes
-# /metrics, node + npm install the pinned test-only tools (tests/package-lock.json).
-TEST_PACKAGES=(python3 curl)
+# /metrics, boto3 reads S3 artifacts back as an independent client, node + npm install the
+# pinned test-only tools (tests/package-lock.json: buf, s3rver).
+TEST_PACKAGES=(python3 curl python3-boto3)
 
 wanted=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" != "--build-only" ]]; then wanted+=("${TEST_PACKAGES[@]}"); fi

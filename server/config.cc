@@ -31,6 +31,19 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
   std::string io_limit = "0";
   app.add_option("--job-io-limit", io_limit, "bytes per second each job may move, e.g. 200MB (0: unlimited)")
       ->envname("MODELSMITH_JOB_IO_LIMIT")->capture_default_str();
+  std::string s3_part_size = "16MiB";
+  app.add_option("--s3-endpoint", config.s3_endpoint, "S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS)")
+      ->envname("MODELSMITH_S3_ENDPOINT");
+  app.add_option("--s3-region", config.s3_region, "S3 region (default: AWS_REGION, else us-east-1)")
+      ->envname("MODELSMITH_S3_REGION");
+  app.add_option("--s3-addressing", config.s3_addressing, "path or virtual (default: path for a custom endpoint)")
+      ->envname("MODELSMITH_S3_ADDRESSING")->check(CLI::IsMember({"path", "virtual"}));
+  app.add_option("--s3-part-size", s3_part_size, "multipart part size (5MiB to 5GiB)")
+      ->envname("MODELSMITH_S3_PART_SIZE")->capture_default_str();
+  app.add_option("--s3-parts-in-flight", config.s3_parts_in_flight, "parts uploading at once per object")
+      ->envname("MODELSMITH_S3_PARTS_IN_FLIGHT")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--s3-max-attempts", config.s3_max_attempts, "attempts per S3 request, retries included")
+      ->envname("MODELSMITH_S3_MAX_ATTEMPTS")->check(CLI::Range(1, 100))->capture_default_str();
   app.add_option("--log-format", log_format, "text or json")
       ->envname("MODELSMITH_LOG_FORMAT")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   try {
@@ -55,6 +68,13 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
     return config;
   }
   config.job_io_bytes_per_second = *io_bytes;
+  absl::StatusOr<uint64_t> part_size = ParseSize(s3_part_size);
+  if (!part_size.ok()) {
+    std::cerr << "--s3-part-size: " << part_size.status().message() << "\n";
+    *exit_code = 2;
+    return config;
+  }
+  config.s3_part_size_bytes = *part_size;
   config.log_format = log_format == "json" ? LogFormat::kJson : LogFormat::kText;
   if (config.workers == 0) config.workers = std::max(1u, std::thread::hardware_concurrency());
   return config;

@@ -21,6 +21,13 @@ struct ServerConfig {
   uint64_t memory_budget_bytes = 0;  // 0: the cgroup limit, else 75% of RAM
   double shutdown_grace_seconds = 30;
   uint64_t job_io_bytes_per_second = 0;  // 0: unlimited
+  // S3: credentials and defaults from the standard AWS_* variables; these override.
+  std::string s3_endpoint;     // --s3-endpoint, else AWS_ENDPOINT_URL
+  std::string s3_region;       // --s3-region, else AWS_REGION
+  std::string s3_addressing;   // "path", "virtual", or "" (path for a custom endpoint)
+  uint64_t s3_part_size_bytes = 16 << 20;
+  int s3_parts_in_flight = 4;
+  int s3_max_attempts = 6;
   LogFormat log_format = LogFormat::kText;
 };
 

@@ -20,6 +20,7 @@
 #include "server/job_store.h"
 #include "server/logging.h"
 #include "server/metrics.h"
+#include "server/s3_setup.h"
 #include "workers/pool/process_memory.h"
 #include "workers/pool/worker_pool.h"
 #include "workers/storage/uri.h"
@@ -65,7 +66,6 @@ int Run(const ServerConfig& config) {
     LogError("", std::string(store.status().message()));
     return 1;
   }
-  StorageRouter router(config.roots.empty() ? std::vector<std::string>{data_dir->path} : config.roots);
   const uint64_t budget = config.memory_budget_bytes > 0 ? config.memory_budget_bytes : DefaultMemoryBudgetBytes();
   WorkerPool pool(config.workers, budget);
 
@@ -82,6 +82,14 @@ int Run(const ServerConfig& config) {
     }
     metrics_port = *port;
   }
+
+  absl::StatusOr<std::unique_ptr<ObjectStore>> s3 = MakeS3Store(config, metrics.get());
+  if (!s3.ok()) {
+    LogError("", absl::StrCat("S3 configuration: ", s3.status().message()));
+    return 2;
+  }
+  const bool s3_enabled = *s3 != nullptr;
+  StorageRouter router(config.roots.empty() ? std::vector<std::string>{data_dir->path} : config.roots, *std::move(s3));
 
   JobManager manager(**store, router, pool, metrics.get(), config.job_io_bytes_per_second);
   if (absl::Status s = manager.Recover(); !s.ok()) {
@@ -111,9 +119,9 @@ int Run(const ServerConfig& config) {
     const std::string metrics_host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
     std::printf("modelsmithd metrics on http://%s:%d/metrics\n", metrics_host.c_str(), metrics_port);
   }
-  std::printf("modelsmithd data dir %s, roots %s, %zu workers, memory budget %llu bytes\n",
-              data_dir->path.c_str(), absl::StrJoin(router.local_roots(), ",").c_str(), pool.workers(),
-              static_cast<unsigned long long>(budget));
+  std::printf("modelsmithd data dir %s, roots %s, s3 %s, %zu workers, memory budget %llu bytes\n",
+              data_dir->path.c_str(), absl::StrJoin(router.local_roots(), ",").c_str(),
+              s3_enabled ? "on" : "off (no AWS credentials)", pool.workers(), static_cast<unsigned long long>(budget));
   std::fflush(stdout);
   LogInfo("", absl::StrCat("serving on port ", grpc_port));
 

@@ -140,7 +140,12 @@ Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
       tensors_processed_(BuildCounter().Name("modelsmith_tensors_processed_total").Help("Tensors processed by finished jobs.").Register(*registry_).Add({})),
       shard_size_(BuildHistogram().Name("modelsmith_shard_size_bytes").Help("Sizes of the shard files written.").Register(*registry_).Add({}, ExponentialBuckets(1 << 20, 4, 12))),
       shard_imbalance_(BuildGauge().Name("modelsmith_shard_imbalance_ratio").Help("Largest shard over mean shard size of the last shard job.").Register(*registry_).Add({})),
-      job_peak_resident_(BuildGauge().Name("modelsmith_job_peak_resident_bytes").Help("Peak resident memory seen during the last finished job, by kind.").Register(*registry_)) {
+      job_peak_resident_(BuildGauge().Name("modelsmith_job_peak_resident_bytes").Help("Peak resident memory seen during the last finished job, by kind.").Register(*registry_)),
+      store_requests_(BuildCounter().Name("modelsmith_object_store_requests_total").Help("Object store request attempts, by store, operation and HTTP status (\"error\" when none came back).").Register(*registry_)),
+      store_request_duration_(BuildHistogram().Name("modelsmith_object_store_request_duration_seconds").Help("Object store request attempt durations.").Register(*registry_)),
+      store_retries_(BuildCounter().Name("modelsmith_object_store_retries_total").Help("Object store request attempts that were retried.").Register(*registry_)),
+      store_sent_bytes_(BuildCounter().Name("modelsmith_object_store_sent_bytes_total").Help("Bytes uploaded to object stores.").Register(*registry_)),
+      store_received_bytes_(BuildCounter().Name("modelsmith_object_store_received_bytes_total").Help("Bytes downloaded from object stores.").Register(*registry_)) {
   BuildGauge()
       .Name("modelsmith_build_info")
       .Help("Build identity; the value is always 1.")
@@ -168,6 +173,22 @@ absl::StatusOr<int> Metrics::Serve(const std::string& address) {
   exposer_->RegisterCollectable(runtime_collector_);
   std::vector<int> ports = exposer_->GetListeningPorts();
   return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::OnRequest(std::string_view store, std::string_view op, std::string_view code, double seconds,
+                        uint64_t bytes_sent, uint64_t bytes_received) {
+  const std::string s(store);
+  store_requests_.Add({{"store", s}, {"op", std::string(op)}, {"code", std::string(code)}}).Increment();
+  store_request_duration_
+      .Add({{"store", s}, {"op", std::string(op)}},
+           prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60})
+      .Observe(seconds);
+  if (bytes_sent > 0) store_sent_bytes_.Add({{"store", s}}).Increment(bytes_sent);
+  if (bytes_received > 0) store_received_bytes_.Add({{"store", s}}).Increment(bytes_received);
+}
+
+void Metrics::OnRetry(std::string_view store, std::string_view op) {
+  store_retries_.Add({{"store", std::string(store)}, {"op", std::string(op)}}).Increment();
 }
 
 void Metrics::RecordJobFinished(const v1::Job& job) {

@@ -15,6 +15,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "workers/storage/store_observer.h"
 
 namespace modelsmith {
 
@@ -26,7 +27,7 @@ struct SchedulerSnapshot {
   uint64_t memory_reserved_bytes = 0;
 };
 
-class Metrics {
+class Metrics final : public StoreObserver {
  public:
   // `scheduler` is called on every scrape. Thread-safe.
   explicit Metrics(std::function<SchedulerSnapshot()> scheduler);
@@ -37,6 +38,11 @@ class Metrics {
 
   // A job reached a terminal state (SUCCEEDED, FAILED or CANCELLED).
   void RecordJobFinished(const v1::Job& job);
+
+  // StoreObserver: object store requests, as modelsmith_object_store_*.
+  void OnRequest(std::string_view store, std::string_view op, std::string_view code, double seconds,
+                 uint64_t bytes_sent, uint64_t bytes_received) override;
+  void OnRetry(std::string_view store, std::string_view op) override;
 
   prometheus::Registry& registry() { return *registry_; }
 
@@ -52,6 +58,11 @@ class Metrics {
   prometheus::Histogram& shard_size_;
   prometheus::Gauge& shard_imbalance_;
   prometheus::Family<prometheus::Gauge>& job_peak_resident_;
+  prometheus::Family<prometheus::Counter>& store_requests_;
+  prometheus::Family<prometheus::Histogram>& store_request_duration_;
+  prometheus::Family<prometheus::Counter>& store_retries_;
+  prometheus::Family<prometheus::Counter>& store_sent_bytes_;
+  prometheus::Family<prometheus::Counter>& store_received_bytes_;
 };
 
 }  // namespace modelsmith

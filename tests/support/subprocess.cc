@@ -105,7 +105,8 @@ void MakeCheckpoint(const std::string& path, const std::vector<std::string>& fla
   ASSERT_EQ(result.exit_code, 0) << result.err;
 }
 
-ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::string> extra_args, bool with_metrics) {
+ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::string> extra_args, bool with_metrics,
+                             std::vector<std::string> environment) {
   log_path_ = data_dir + "/modelsmithd.log";
   std::vector<std::string> args = {ServerBinary(), "--listen", "127.0.0.1:0", "--data-dir", data_dir,
                                    "--metrics-listen", with_metrics ? "127.0.0.1:0" : "off"};
@@ -119,6 +120,7 @@ ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::strin
   mkdir(data_dir.c_str(), 0755);
   pid_ = fork();
   if (pid_ == 0) {
+    for (std::string& assignment : environment) putenv(assignment.data());
     int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(out_pipe[1], 1);
     dup2(log, 2);

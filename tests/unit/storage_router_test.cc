@@ -62,11 +62,11 @@ TEST(StorageRouter, BadUrisAreInvalidArgument) {
   EXPECT_EQ(router.Resolve("file://host/x").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(StorageRouter, S3WithoutStoreIsUnimplemented) {
+TEST(StorageRouter, S3WithoutStoreIsFailedPrecondition) {
   StorageRouter router({});
   auto location = router.Resolve("s3://bucket/prefix");
-  EXPECT_EQ(location.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(ReasonOf(location.status()), "STORE_NOT_CONFIGURED");
+  EXPECT_EQ(location.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(location.status()), "S3_NOT_CONFIGURED");
 }
 
 TEST(StorageRouter, NoRootsAllowsAnyPath) {

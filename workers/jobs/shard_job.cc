@@ -309,9 +309,12 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
             }
             return digest;
           });
-    } else if (!absl::IsUnimplemented(readback.status())) {
+    } else if (absl::IsUnimplemented(readback.status())) {
+      // Verified after commit; meanwhile the writer uploads what it holds and keeps nothing.
+      if (absl::Status st = out.Sync(); !st.ok()) return fail(st);
+    } else {
       return fail(readback.status());
-    }  // else: the store verifies after commit
+    }
   }
 
   tracker.SetPhase("verify");

@@ -38,8 +38,8 @@ bool IsUnder(const std::string& path, const std::string& root) {
 
 }  // namespace
 
-StorageRouter::StorageRouter(std::vector<std::string> local_roots)
-    : local_(std::make_unique<LocalObjectStore>()) {
+StorageRouter::StorageRouter(std::vector<std::string> local_roots, std::unique_ptr<ObjectStore> s3)
+    : local_(std::make_unique<LocalObjectStore>()), s3_(std::move(s3)) {
   for (const std::string& root : local_roots) {
     absl::StatusOr<ParsedUri> parsed = ParseUri(root);
     if (!parsed.ok() || parsed->scheme != UriScheme::kLocal) continue;
@@ -53,9 +53,13 @@ absl::StatusOr<Location> StorageRouter::Resolve(absl::string_view uri) const {
   absl::StatusOr<ParsedUri> parsed = ParseUri(uri);
   if (!parsed.ok()) return WithReason(parsed.status(), "INVALID_URI", {{"uri", std::string(uri)}});
   if (parsed->scheme == UriScheme::kS3) {
-    return MakeError(absl::StatusCode::kUnimplemented, "STORE_NOT_CONFIGURED",
-                     absl::StrCat("'", uri, "': no S3 object store is configured on this server"),
-                     {{"uri", std::string(uri)}});
+    if (s3_ == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "S3_NOT_CONFIGURED",
+                       absl::StrCat("'", uri, "': S3 is not configured here (set AWS_ACCESS_KEY_ID and "
+                                    "AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL for a non-AWS store)"),
+                       {{"uri", std::string(uri)}});
+    }
+    return Location{s3_.get(), parsed->ToString()};
   }
   if (!roots_.empty()) {
     std::string real = RealPathOfExistingAncestor(parsed->path);

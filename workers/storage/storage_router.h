@@ -23,7 +23,8 @@ class StorageRouter {
  public:
   // `local_roots`: directories (created if missing) under which local paths are allowed; empty
   // allows every path (the in-process `modelsmith run`, where the caller owns the machine).
-  explicit StorageRouter(std::vector<std::string> local_roots);
+  // `s3`: the store for s3:// uris, or null when S3 is not configured.
+  explicit StorageRouter(std::vector<std::string> local_roots, std::unique_ptr<ObjectStore> s3 = nullptr);
 
   // Parses and canonicalises `uri` and picks its store.
   // INVALID_ARGUMENT for a malformed uri; PERMISSION_DENIED (reason PATH_OUTSIDE_ROOTS) for a
@@ -36,6 +37,7 @@ class StorageRouter {
  private:
   std::vector<std::string> roots_;  // real paths
   std::unique_ptr<ObjectStore> local_;
+  std::unique_ptr<ObjectStore> s3_;
 };
 
 }  // namespace modelsmith

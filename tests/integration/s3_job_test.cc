@@ -1,0 +1,185 @@
+// Shard jobs with S3 inputs and outputs, through the real modelsmithd and the CLI, against a real
+// S3-compatible server; artifacts are read back with boto3, an independent client.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "nlohmann/json.hpp"
+#include "tests/support/job_client.h"
+#include "tests/support/s3_server.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+#include "workers/storage/s3_object_store.h"
+
+namespace modelsmith::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class S3JobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_ = dir_.path() + "/data";
+    fs::create_directories(data_);
+    fs::create_directories(dir_.path() + "/s3");
+    s3_ = std::make_unique<S3Server>(dir_.path() + "/s3");
+    ASSERT_TRUE(s3_->running());
+    store_ = std::make_unique<S3ObjectStore>(s3_->Config(), nullptr);
+    model_ = data_ + "/m.safetensors";
+    MakeCheckpoint(model_);
+  }
+  void StartServer(std::vector<std::string> args = {}) {
+    args.insert(args.end(), {"--s3-part-size", "5MiB"});
+    server_ = std::make_unique<ServerProcess>(data_, args, /*with_metrics=*/true, s3_->Environment());
+    ASSERT_TRUE(server_->started());
+    stub_ = Connect(server_->address());
+  }
+  std::string Uri(const std::string& prefix) { return std::string("s3://") + kS3Bucket + "/" + prefix; }
+  std::vector<ObjectEntry> Objects(const std::string& prefix) {
+    auto entries = store_->List(Uri(prefix));
+    EXPECT_TRUE(entries.ok()) << entries.status();
+    return entries.value_or(std::vector<ObjectEntry>{});
+  }
+  // Tensor count and bytes of the model at `uri`, as the server inspects it.
+  std::pair<uint64_t, uint64_t> InspectTotal(const std::string& uri) {
+    grpc::ClientContext context;
+    v1::InspectModelRequest request;
+    request.set_uri(uri);
+    v1::ModelInfo info;
+    grpc::Status status = stub_->InspectModel(&context, request, &info);
+    EXPECT_TRUE(status.ok()) << uri << ": " << status.error_message();
+    return {info.tensor_count(), info.total_bytes()};
+  }
+  nlohmann::json ReadBackWithBoto3(const std::string& prefix) {
+    std::vector<std::string> argv = {"env"};
+    for (const std::string& e : s3_->Environment()) argv.push_back(e);
+    argv.insert(argv.end(), {"python3", SourceDir() + "/tests/tools/s3_readback.py", s3_->endpoint(), kS3Bucket, prefix});
+    CommandResult result = RunCommand(argv);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    return nlohmann::json::parse(result.out, nullptr, false);
+  }
+
+  TempDir dir_;
+  std::string data_;
+  std::string model_;
+  std::unique_ptr<S3Server> s3_;
+  std::unique_ptr<S3ObjectStore> store_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+TEST_F(S3JobTest, LocalToS3ShardsAreReadBackByBoto3MatchingTheManifest) {
+  StartServer();
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(model_, Uri("run1"), "100KB"), &job).ok());
+  v1::Job done = WaitForEnd(*stub_, job.id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message() << server_->Log();
+
+  nlohmann::json readback = ReadBackWithBoto3("run1");
+  ASSERT_TRUE(readback.is_object());
+  const nlohmann::json& objects = readback["objects"];
+  EXPECT_EQ(objects.size(), 5u);  // 3 shards, index, manifest
+  ASSERT_TRUE(readback["manifest"].is_object());
+  for (const auto& artifact : readback["manifest"]["artifacts"]) {
+    const std::string name = artifact["name"];
+    ASSERT_TRUE(objects.contains(name)) << name;
+    EXPECT_EQ(objects[name]["size"], artifact["size_bytes"]) << name;
+    EXPECT_EQ(objects[name]["sha256"], artifact["sha256"]) << name;
+    EXPECT_EQ(artifact["uri"], Uri("run1/" + name));
+  }
+  // The job's own result agrees with what S3 holds.
+  for (const v1::Artifact& a : done.result().artifacts()) {
+    const std::string name = a.uri().substr(a.uri().rfind('/') + 1);
+    EXPECT_EQ(objects[name]["sha256"], a.sha256()) << name;
+  }
+}
+
+TEST_F(S3JobTest, S3ToS3ReshardAndInspectOnS3) {
+  StartServer();
+  v1::Job first, second;
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(model_, Uri("stage1"), "60KB"), &first).ok());
+  ASSERT_EQ(WaitForEnd(*stub_, first.id()).state(), v1::JOB_STATE_SUCCEEDED);
+
+  grpc::ClientContext context;
+  v1::InspectModelRequest request;
+  request.set_uri(Uri("stage1"));
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  EXPECT_EQ(info.format(), "safetensors-sharded");
+  EXPECT_EQ(info.tensor_count(), 21u);
+
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(Uri("stage1"), Uri("stage2"), "0"), &second).ok());
+  v1::Job done = WaitForEnd(*stub_, second.id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message();
+  std::vector<ObjectEntry> objects = Objects("stage2");
+  ASSERT_EQ(objects.size(), 2u);
+  EXPECT_EQ(objects[0].relative_name, "model.safetensors");
+  EXPECT_EQ(InspectTotal(Uri("stage2")), InspectTotal(model_));
+
+  // Metrics saw the S3 traffic.
+  CommandResult scrape = RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
+  EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_requests_total{code="200",op="put",store="s3"})"), std::string::npos);
+  EXPECT_NE(scrape.out.find("modelsmith_object_store_request_duration_seconds_bucket"), std::string::npos);
+  EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_received_bytes_total{store="s3"})"), std::string::npos);
+}
+
+TEST_F(S3JobTest, CancelDuringMultipartUploadLeavesNoObject) {
+  MakeCheckpoint(data_ + "/big.safetensors", {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});
+  StartServer({"--job-io-limit", "4MB"});
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(data_ + "/big.safetensors", Uri("cancelled"), "0"), &job).ok());
+  WaitFor(*stub_, job.id(), [](const v1::Job& j) { return j.progress().bytes_done() > (6 << 20); });
+  grpc::ClientContext context;
+  v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  v1::Job after;
+  ASSERT_TRUE(stub_->CancelJob(&context, cancel, &after).ok());
+  EXPECT_EQ(WaitForEnd(*stub_, job.id()).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(Objects("cancelled").empty());
+}
+
+TEST_F(S3JobTest, S3OutageDuringUploadIsRetriedOrFailsCleanly) {
+  MakeCheckpoint(data_ + "/big.safetensors", {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});
+  StartServer({"--job-io-limit", "6MB", "--s3-max-attempts", "40"});
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(data_ + "/big.safetensors", Uri("outage"), "8MB"), &job).ok());
+  WaitFor(*stub_, job.id(), [](const v1::Job& j) { return j.progress().bytes_done() > (4 << 20); });
+  s3_->Kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  s3_->Restart();
+  ASSERT_TRUE(s3_->running());
+  v1::Job done = WaitForEnd(*stub_, job.id());
+  std::vector<ObjectEntry> objects = Objects("outage");
+  if (done.state() == v1::JOB_STATE_SUCCEEDED) {
+    EXPECT_EQ(objects.size(), static_cast<size_t>(done.result().artifacts_size()));
+  } else {
+    EXPECT_EQ(done.state(), v1::JOB_STATE_FAILED);
+    EXPECT_TRUE(objects.empty()) << "a failed job left " << objects.size() << " objects";
+  }
+  CommandResult scrape = RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
+  EXPECT_NE(scrape.out.find("modelsmith_object_store_retries_total{"), std::string::npos) << "no retry was counted";
+}
+
+TEST_F(S3JobTest, CliRunReadsFromS3WithTheAwsEnvironment) {
+  StartServer();
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(model_, Uri("src"), "100KB"), &job).ok());
+  ASSERT_EQ(WaitForEnd(*stub_, job.id()).state(), v1::JOB_STATE_SUCCEEDED);
+  std::vector<std::string> argv = {"env"};
+  for (const std::string& e : s3_->Environment()) argv.push_back(e);
+  argv.insert(argv.end(), {CliBinary(), "run", "--spec", "-"});
+  CommandResult run = RunCommand(argv, R"({"shard":{"input":")" + Uri("src") + R"(","output":")" + data_ +
+                                           R"(/from-s3","max_shard_size":"0"}})");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(InspectTotal(data_ + "/from-s3"), InspectTotal(model_));
+
+  CommandResult no_credentials = RunCommand({CliBinary(), "run", "--spec", "-"},
+                                            R"({"shard":{"input":")" + Uri("src") + R"(","output":")" + data_ +
+                                                R"(/nope","max_shard_size":"0"}})");
+  EXPECT_EQ(no_credentials.exit_code, 2);
+  EXPECT_NE(no_credentials.err.find("S3_NOT_CONFIGURED"), std::string::npos) << no_credentials.err;
+}
+
+}  // namespace
+}  // namespace modelsmith::testing
