@@ -4,7 +4,13 @@
 # run costs a dpkg query and nothing else. Must run as root (or with sudo available).
 set -euo pipefail
 
-# Build and runtime libraries (see shared/reference/toolchain.md for why each is named).
+# Usage: install-deps.sh [--build-only | --runtime-only]
+#   (none)          build + test packages: what `make serve` and `make test` need
+#   --build-only    what compiling needs (the Dockerfile's build stage)
+#   --runtime-only  the shared libraries the binaries load, and CA certificates for https S3
+#                   (the Dockerfile's runtime stage)
+
+# Build libraries (see shared/reference/toolchain.md for why each is named).
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
@@ -13,12 +19,25 @@ BUILD_PACKAGES=(
   libbenchmark-dev libtinyxml2-dev
 )
 # Tools the tests and the README tour use: python3 generates test checkpoints, curl scrapes
-# /metrics, boto3 reads S3 artifacts back as an independent client, node + npm install the
+# /metrics, boto3 reads S3 artifacts back as an independent client, PyYAML checks the deploy
+# manifests, node + npm install the
 # pinned test-only tools (tests/package-lock.json: buf, s3rver).
-TEST_PACKAGES=(python3 curl python3-boto3)
+TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml)
 
-wanted=("${BUILD_PACKAGES[@]}")
-if [[ "${1:-}" != "--build-only" ]]; then wanted+=("${TEST_PACKAGES[@]}"); fi
+# What modelsmithd and modelsmith load at run time (ldd of both, mapped to packages).
+RUNTIME_PACKAGES=(
+  libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9 libcurl4 libsqlite3-0
+  libtinyxml2-9 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 libssl3
+  ca-certificates
+)
+
+mode="${1:-}"
+case "$mode" in
+  "") wanted=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+  --build-only) wanted=("${BUILD_PACKAGES[@]}") ;;
+  --runtime-only) wanted=("${RUNTIME_PACKAGES[@]}") ;;
+  *) echo "usage: $0 [--build-only|--runtime-only]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${wanted[@]}"; do
@@ -28,7 +47,7 @@ for p in "${wanted[@]}"; do
 done
 # Node may come from another source (nodesource bundles npm and conflicts with Debian's npm
 # package), so ask for the commands, not the packages.
-if [[ "${1:-}" != "--build-only" ]] && ! command -v npm >/dev/null 2>&1; then
+if [[ -z "$mode" ]] && ! command -v npm >/dev/null 2>&1; then
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   missing+=(npm)
 fi

@@ -21,7 +21,7 @@ uint64_t StatusFieldBytes(const std::string& key) {
   return 0;
 }
 
-uint64_t ReadNumberFile(const char* path) {
+uint64_t ReadNumberFile(const std::string& path) {
   std::ifstream in(path);
   std::string text;
   if (!(in >> text) || text == "max") return 0;
@@ -42,9 +42,9 @@ uint64_t PhysicalMemoryBytes() {
   return static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
 }
 
-uint64_t CgroupMemoryLimitBytes() {
-  uint64_t limit = ReadNumberFile("/sys/fs/cgroup/memory.max");
-  if (limit == 0) limit = ReadNumberFile("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+uint64_t CgroupMemoryLimitBytes(const std::string& cgroup_root) {
+  uint64_t limit = ReadNumberFile(cgroup_root + "/memory.max");
+  if (limit == 0) limit = ReadNumberFile(cgroup_root + "/memory/memory.limit_in_bytes");
   // cgroup v1 reports "no limit" as a huge number.
   if (limit == 0 || limit >= PhysicalMemoryBytes()) return 0;
   return limit;

@@ -3,6 +3,7 @@
 #define MODELSMITH_WORKERS_POOL_PROCESS_MEMORY_H_
 
 #include <cstdint>
+#include <string>
 
 namespace modelsmith {
 
@@ -12,9 +13,10 @@ uint64_t CurrentResidentBytes();
 // The process's peak resident set size (VmHWM), 0 if unreadable.
 uint64_t PeakResidentBytes();
 
-// The cgroup memory limit (v2 memory.max, else v1 memory.limit_in_bytes), or 0 when there is
-// none or it is larger than physical memory.
-uint64_t CgroupMemoryLimitBytes();
+// The cgroup memory limit under `cgroup_root` (v2 memory.max, else v1
+// memory/memory.limit_in_bytes), or 0 when there is none ("max") or it is not below physical
+// memory (v1 spells "no limit" as a huge number). In a container this is the pod's limit.
+uint64_t CgroupMemoryLimitBytes(const std::string& cgroup_root = "/sys/fs/cgroup");
 
 // Physical memory (sysconf).
 uint64_t PhysicalMemoryBytes();

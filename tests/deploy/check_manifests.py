@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Checks that the deployment files agree with the code, so they cannot drift from it.
+
+  check_manifests.py --source DIR --modelsmithd PATH --modelsmith PATH
+
+Parses every YAML file under deploy/k8s and compares it with what the real binaries say about
+themselves (`--help`: flags and MODELSMITH_* variables), with the proto (service name, spec
+fields), the Dockerfile (binaries, ports, user) and scripts/install-deps.sh (modes). Prints one
+line per check and "N passed, M failed"; exits 1 if any check failed.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(("PASS " if ok else "FAIL ") + name + ("" if ok else f": {detail}"))
+
+
+def load_documents(root):
+    docs = {}
+    for path in sorted(glob.glob(os.path.join(root, "deploy", "k8s", "**", "*.yaml"), recursive=True)):
+        with open(path) as f:
+            try:
+                docs[path] = [d for d in yaml.safe_load_all(f) if d is not None]
+                check(f"parses {os.path.relpath(path, root)}", True)
+            except yaml.YAMLError as e:
+                check(f"parses {os.path.relpath(path, root)}", False, str(e))
+    return docs
+
+
+def help_text(binary, *args):
+    return subprocess.run([binary, *args, "--help"], capture_output=True, text=True).stdout
+
+
+def containers(doc):
+    spec = doc.get("spec", {})
+    template = spec.get("template", {}).get("spec", {})
+    return template.get("containers", [])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--modelsmithd", required=True)
+    ap.add_argument("--modelsmith", required=True)
+    args = ap.parse_args()
+    root = args.source
+
+    server_help = help_text(args.modelsmithd)
+    server_flags = set(re.findall(r"(--[a-z0-9-]+)", server_help))
+    server_env = set(re.findall(r"Env:(MODELSMITH_[A-Z0-9_]+)", server_help))
+    check("modelsmithd --help lists flags and their variables", len(server_flags) > 8 and len(server_env) > 8,
+          f"{len(server_flags)} flags, {len(server_env)} variables")
+    run_help = help_text(args.modelsmith, "run")
+    check("modelsmith run takes --spec", "--spec" in run_help, run_help)
+    invalid = subprocess.run([args.modelsmith, "run", "--spec", "/nonexistent/spec.json"], capture_output=True)
+    check("modelsmith run exits 2 on invalid input", invalid.returncode == 2, f"exit {invalid.returncode}")
+
+    dockerfile = open(os.path.join(root, "Dockerfile")).read()
+    install = open(os.path.join(root, "scripts", "install-deps.sh")).read()
+    for mode in re.findall(r"install-deps\.sh (--[a-z-]+)", dockerfile):
+        check(f"install-deps.sh has the Dockerfile's mode {mode}", f"  {mode})" in install)
+    image_binaries = set(re.findall(r"/opt/modelsmith/bin/(\w+)", dockerfile))
+    check("the image holds modelsmithd and modelsmith", image_binaries == {"modelsmithd", "modelsmith"}, image_binaries)
+    exposed = {int(p) for p in re.findall(r"EXPOSE ([\d ]+)", dockerfile)[0].split()}
+    image_user = re.search(r"^USER (\d+)", dockerfile, re.M).group(1)
+    for name in re.findall(r"(MODELSMITH_[A-Z_]+)=", dockerfile):
+        check(f"Dockerfile sets a real variable {name}", name in server_env)
+
+    proto = open(os.path.join(root, "proto", "modelsmith", "v1", "job_service.proto")).read()
+    specs = open(os.path.join(root, "proto", "modelsmith", "v1", "specs.proto")).read()
+    service_name = "modelsmith.v1." + re.search(r"service (\w+)", proto).group(1)
+    spec_fields = {}
+    for message, body in re.findall(r"message (\w+Spec) \{(.*?)\n\}", specs, re.S):
+        spec_fields[message] = set(re.findall(r"^\s+(?:repeated )?\w+ (\w+) = \d+;", body, re.M))
+    kinds = {"shard": "ShardSpec", "convert": "ConvertSpec", "quantize": "QuantizeSpec", "bisect": "BisectSpec",
+             "lora_merge": "LoraMergeSpec"}
+
+    docs = load_documents(root)
+    by_kind = {}
+    for path, items in docs.items():
+        for d in items:
+            check(f"{os.path.basename(path)} {d.get('kind')} has apiVersion, kind, name",
+                  all(k in d for k in ("apiVersion", "kind")) and ("metadata" in d or d["kind"] == "Kustomization"))
+            by_kind.setdefault(d["kind"], []).append((path, d))
+
+    for path, k in by_kind.get("Kustomization", []):
+        directory = os.path.dirname(path)
+        listed = set(k.get("resources", []))
+        present = {os.path.basename(p) for p in glob.glob(os.path.join(directory, "*.yaml"))} - {"kustomization.yaml"}
+        check(f"{os.path.relpath(path, root)} lists exactly the manifests beside it", listed == present,
+              f"listed {sorted(listed)} present {sorted(present)}")
+
+    config = {}
+    for path, cm in by_kind.get("ConfigMap", []):
+        for key, value in (cm.get("data") or {}).items():
+            if key.startswith("MODELSMITH_"):
+                check(f"{cm['metadata']['name']} sets a real variable {key}", key in server_env, sorted(server_env))
+                config[key] = value
+            if key.endswith(".json"):
+                try:
+                    spec = json.loads(value)
+                    kind = next(iter(spec))
+                    fields = spec[kind]
+                    ok = kind in kinds and set(fields) <= spec_fields[kinds[kind]]
+                    check(f"{cm['metadata']['name']}/{key} is a JobSpec", ok, f"{kind}: {sorted(fields)}")
+                except (ValueError, StopIteration, KeyError, TypeError) as e:
+                    check(f"{cm['metadata']['name']}/{key} is a JobSpec", False, str(e))
+
+    grpc_port = int(config["MODELSMITH_LISTEN"].rsplit(":", 1)[1])
+    metrics_port = int(config["MODELSMITH_METRICS_LISTEN"].rsplit(":", 1)[1])
+    check("the image exposes the configured ports", exposed == {grpc_port, metrics_port}, exposed)
+
+    for path, dep in by_kind.get("Deployment", []):
+        pod = dep["spec"]["template"]["spec"]
+        (c,) = containers(dep)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        check("deployment runs modelsmithd", c["command"][0] == "modelsmithd" and "modelsmithd" in image_binaries)
+        for flag in [a for a in c.get("args", []) + c["command"][1:] if a.startswith("--")]:
+            check(f"deployment flag {flag} exists", flag.split("=")[0] in server_flags)
+        check("container ports match the listen addresses", ports == {"grpc": grpc_port, "metrics": metrics_port}, ports)
+        check("liveness probe is gRPC on the gRPC port", c["livenessProbe"]["grpc"]["port"] == grpc_port)
+        check("readiness probe is gRPC on the JobService", c["readinessProbe"]["grpc"]["port"] == grpc_port and
+              c["readinessProbe"]["grpc"].get("service") == service_name, c["readinessProbe"])
+        res = c["resources"]
+        check("memory requests equal limits", res["requests"]["memory"] == res["limits"]["memory"], res)
+        check("termination grace outlasts the drain grace",
+              pod["terminationGracePeriodSeconds"] > float(config["MODELSMITH_SHUTDOWN_GRACE"]))
+        check("pod runs as the image's non-root user", pod["securityContext"].get("runAsNonRoot") is True and
+              str(pod["securityContext"].get("runAsUser")) == image_user)
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        check("the data dir is a mounted volume", config["MODELSMITH_DATA_DIR"] in mounts, mounts)
+        env_sources = {(e.get("configMapRef") or e.get("secretRef"))["name"] for e in c["envFrom"]}
+        names = {d["metadata"]["name"] for _, d in by_kind.get("ConfigMap", []) + by_kind.get("Secret", [])}
+        check("deployment takes its environment from the ConfigMap and Secret", env_sources <= names, env_sources)
+        for path_s, svc in by_kind.get("Service", []):
+            target = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
+            check("service ports are named grpc and metrics and target the container's ports",
+                  set(target) == {"grpc", "metrics"} and all(t in ports for t in target.values()), target)
+            for _, sm in by_kind.get("ServiceMonitor", []):
+                check("service monitor scrapes the service's metrics port",
+                      all(e["port"] in target for e in sm["spec"]["endpoints"]))
+
+    for path, job in by_kind.get("Job", []):
+        (c,) = containers(job)
+        command = " ".join(c["command"])
+        name = job["metadata"]["name"]
+        check(f"{name} runs `modelsmith run --spec`", "modelsmith run --spec" in command, command)
+        rules = job["spec"].get("podFailurePolicy", {}).get("rules", [])
+        no_retry = [r for r in rules if r.get("onExitCodes", {}).get("values") == [2] and
+                    r["action"] in ("FailJob", "FailIndex") and r["onExitCodes"].get("containerName") == c["name"]]
+        check(f"{name} does not retry exit code 2 (invalid input)", len(no_retry) == 1, rules)
+        if job["spec"].get("completionMode") == "Indexed":
+            check(f"{name} picks its spec by completion index", "${JOB_COMPLETION_INDEX}" in command, command)
+            specs_cm = [cm for _, cm in by_kind["ConfigMap"] if cm["metadata"]["name"] == "modelsmith-specs"][0]
+            wanted = {f"spec-{i}.json" for i in range(job["spec"]["completions"])}
+            check(f"{name} has a spec for every index", wanted <= set(specs_cm["data"]), sorted(specs_cm["data"]))
+
+    env_file = open(os.path.join(root, "deploy", "systemd", "modelsmithd.env")).read()
+    for name in re.findall(r"^#?(MODELSMITH_[A-Z_]+)=", env_file, re.M):
+        check(f"systemd env file sets a real variable {name}", name in server_env)
+
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
