@@ -31,6 +31,16 @@
 namespace modelsmith {
 
 struct S3Request {
+  // A request on one object (or, with an empty key, on the bucket).
+  static S3Request For(std::string op, std::string method, std::string bucket, std::string key) {
+    S3Request request;
+    request.op = std::move(op);
+    request.method = std::move(method);
+    request.bucket = std::move(bucket);
+    request.key = std::move(key);
+    return request;
+  }
+
   std::string op;      // metrics label: "get", "put", "head", "list", "delete", "upload_part", ...
   std::string method;  // GET, PUT, POST, HEAD, DELETE
   std::string bucket;

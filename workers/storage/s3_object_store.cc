@@ -61,11 +61,7 @@ class S3Object final : public RandomAccessObject {
 
  private:
   absl::Status Fetch(uint64_t offset, std::span<std::byte> into) const {
-    S3Request request;
-    request.op = "get";
-    request.method = "GET";
-    request.bucket = bucket_;
-    request.key = key_;
+    S3Request request = S3Request::For("get", "GET", bucket_, key_);
     request.range = std::make_pair(offset, offset + into.size() - 1);
     request.sink = into;
     return client_->Send(request).status();
@@ -162,14 +158,7 @@ class S3Writer final : public ObjectWriter {
  private:
   enum class State { kOpen, kSynced, kClosed };
 
-  S3Request Base(const char* op, const char* method) const {
-    S3Request request;
-    request.op = op;
-    request.method = method;
-    request.bucket = bucket_;
-    request.key = key_;
-    return request;
-  }
+  S3Request Base(const char* op, const char* method) const { return S3Request::For(op, method, bucket_, key_); }
 
   absl::Status Fail(absl::Status status) {
     Abort();
@@ -269,12 +258,7 @@ absl::StatusOr<uint64_t> S3ObjectStore::SizeOf(const std::string& uri) {
   auto parts = SplitS3Uri(uri);
   if (!parts.ok()) return parts.status();
   if (parts->second.empty()) return absl::NotFoundError(absl::StrCat("'", uri, "' is a bucket, not an object"));
-  S3Request request;
-  request.op = "head";
-  request.method = "HEAD";
-  request.bucket = parts->first;
-  request.key = parts->second;
-  absl::StatusOr<S3Response> response = client_->Send(request);
+  absl::StatusOr<S3Response> response = client_->Send(S3Request::For("head", "HEAD", parts->first, parts->second));
   if (!response.ok()) return response.status();
   uint64_t size = 0;
   auto length = response->headers.find("content-length");
@@ -306,10 +290,7 @@ absl::StatusOr<std::vector<ObjectEntry>> S3ObjectStore::List(const std::string& 
   std::string token;
   // Bounded: a listing of more than 10 million keys is refused rather than looped on.
   for (int page = 0; page < 10'000; ++page) {
-    S3Request request;
-    request.op = "list";
-    request.method = "GET";
-    request.bucket = parts->first;
+    S3Request request = S3Request::For("list", "GET", parts->first, "");
     request.query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", absl::StrCat(client_->config().list_page_size)}};
     if (!token.empty()) request.query.emplace_back("continuation-token", token);
     absl::StatusOr<S3Response> response = client_->Send(request);
@@ -345,12 +326,7 @@ absl::StatusOr<std::vector<ObjectEntry>> S3ObjectStore::List(const std::string& 
 absl::Status S3ObjectStore::Delete(const std::string& uri) {
   auto parts = SplitS3Uri(uri);
   if (!parts.ok()) return parts.status();
-  S3Request request;
-  request.op = "delete";
-  request.method = "DELETE";
-  request.bucket = parts->first;
-  request.key = parts->second;
-  absl::StatusOr<S3Response> response = client_->Send(request);
+  absl::StatusOr<S3Response> response = client_->Send(S3Request::For("delete", "DELETE", parts->first, parts->second));
   if (!response.ok() && !absl::IsNotFound(response.status())) return response.status();
   return absl::OkStatus();
 }
