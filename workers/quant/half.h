@@ -1,0 +1,20 @@
+// IEEE binary16 and bfloat16 conversions. Pure functions, no I/O.
+// FP32 -> FP16/BF16 round to nearest, ties to even (what ggml's GGML_FP32_TO_FP16 and F16C's
+// _cvtss_sh(x, 0) do, shared/reference/formats.md §4); NaN stays NaN (quiet), overflow gives Inf,
+// and FP16 subnormals are produced exactly.
+#ifndef MODELSMITH_WORKERS_QUANT_HALF_H_
+#define MODELSMITH_WORKERS_QUANT_HALF_H_
+
+#include <cstdint>
+
+namespace modelsmith {
+
+uint16_t Fp32ToFp16(float value);
+float Fp16ToFp32(uint16_t bits);
+
+uint16_t Fp32ToBf16(float value);
+float Bf16ToFp32(uint16_t bits);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_QUANT_HALF_H_
