@@ -8,6 +8,7 @@
 #include <map>
 
 #include "workers/formats/gguf.h"
+#include "workers/quant/ggml_kquants.h"
 #include "workers/quant/ggml_legacy.h"
 #include "workers/storage/local_object_store.h"
 
@@ -21,12 +22,15 @@ struct Kernel {
   const char* type;
   QuantizeRow quantize;
   DequantizeRow dequantize;
+  // Bound on the round-trip error relative to the tensor's largest magnitude: about half a
+  // quantization step at the bit width, with room for the FP16 scales and the K-quants' searches.
+  double max_relative_error;
 };
 
 const Kernel kKernels[] = {
-    {"Q8_0", QuantizeRowQ8_0, DequantizeRowQ8_0}, {"Q4_0", QuantizeRowQ4_0, DequantizeRowQ4_0},
-    {"Q4_1", QuantizeRowQ4_1, DequantizeRowQ4_1}, {"Q5_0", QuantizeRowQ5_0, DequantizeRowQ5_0},
-    {"Q5_1", QuantizeRowQ5_1, DequantizeRowQ5_1},
+    {"Q8_0", QuantizeRowQ8_0, DequantizeRowQ8_0, 1.0 / 200}, {"Q4_0", QuantizeRowQ4_0, DequantizeRowQ4_0, 1.0 / 7},
+    {"Q4_1", QuantizeRowQ4_1, DequantizeRowQ4_1, 1.0 / 7},   {"Q5_0", QuantizeRowQ5_0, DequantizeRowQ5_0, 1.0 / 14},
+    {"Q5_1", QuantizeRowQ5_1, DequantizeRowQ5_1, 1.0 / 14},
 };
 
 std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/../shared/golden/gguf"; }
@@ -91,7 +95,7 @@ TEST_P(GgufGoldenTest, QuantizedTensorsMatchLlamaCppByteForByte) {
                                             << first_difference << " (block " << first_difference / traits->block_bytes << ")";
     ++compared;
 
-    // Dequantizing our bytes stays within half a step of the source for every element.
+    // Dequantizing our bytes comes back within the type's error bound for every element.
     std::vector<float> back(values.size());
     for (uint64_t r = 0; r < values.size() / row; ++r) {
       kernel.dequantize(reinterpret_cast<const uint8_t*>(got.data()) + r * row_bytes, row, back.data() + r * row);
@@ -101,10 +105,19 @@ TEST_P(GgufGoldenTest, QuantizedTensorsMatchLlamaCppByteForByte) {
       max_error = std::max(max_error, std::fabs(double(values[i]) - back[i]));
       max_value = std::max(max_value, std::fabs(double(values[i])));
     }
-    EXPECT_LE(max_error, max_value / 7 + 1e-6) << want.name;
+    EXPECT_LE(max_error, max_value * kernel.max_relative_error + 1e-6) << want.name;
   }
   EXPECT_GE(compared, 7) << "no tensor of type " << kernel.type << " in the golden file";
 }
+
+const Kernel kSuperBlockKernels[] = {
+    {"Q2_K", QuantizeRowQ2_K, DequantizeRowQ2_K, 0.45},     {"Q3_K", QuantizeRowQ3_K, DequantizeRowQ3_K, 0.3},
+    {"Q4_K", QuantizeRowQ4_K, DequantizeRowQ4_K, 1.0 / 6},  {"Q5_K", QuantizeRowQ5_K, DequantizeRowQ5_K, 1.0 / 12},
+    {"Q6_K", QuantizeRowQ6_K, DequantizeRowQ6_K, 1.0 / 24},
+};
+
+INSTANTIATE_TEST_SUITE_P(KQuants, GgufGoldenTest, ::testing::ValuesIn(kSuperBlockKernels),
+                         [](const ::testing::TestParamInfo<Kernel>& info) { return std::string(info.param.type); });
 
 INSTANTIATE_TEST_SUITE_P(Legacy, GgufGoldenTest, ::testing::ValuesIn(kKernels),
                          [](const ::testing::TestParamInfo<Kernel>& info) { return std::string(info.param.type); });
