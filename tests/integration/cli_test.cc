@@ -96,7 +96,7 @@ TEST_F(CliTest, RunExecutesOneJobWithoutAServer) {
 
   CommandResult not_json = RunCommand({CliBinary(), "run", "--spec", "-"}, "{nope");
   EXPECT_EQ(not_json.exit_code, 2);
-  CommandResult unknown = RunCommand({CliBinary(), "run", "--spec", "-"}, R"({"quantize": {"input": "x"}})");
+  CommandResult unknown = RunCommand({CliBinary(), "run", "--spec", "-"}, R"({"bisect": {"input": "x"}})");
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_NE(unknown.err.find("KIND_NOT_IMPLEMENTED"), std::string::npos) << unknown.err;
 

@@ -107,7 +107,7 @@ TEST_F(JobServiceTest, MalformedInputIsRefusedAtSubmitNamingTheFile) {
 TEST_F(JobServiceTest, UnbuiltKindIsUnimplemented) {
   Start();
   v1::SubmitJobRequest request;
-  request.mutable_spec()->mutable_quantize()->set_input(model_);
+  request.mutable_spec()->mutable_bisect()->set_input(model_);
   v1::Job job;
   grpc::Status status = Submit(*stub_, request, &job);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);

@@ -202,7 +202,7 @@ TEST_F(ShardJobTest, BadSpecsNameTheField) {
 
 TEST_F(ShardJobTest, UnbuiltKindsAreUnimplemented) {
   v1::JobSpec spec;
-  spec.mutable_quantize()->set_input(input_);
+  spec.mutable_bisect()->set_input(input_);
   EXPECT_EQ(ValidateSpec(spec).code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(ValidateSpec(v1::JobSpec()).code(), absl::StatusCode::kInvalidArgument);
 }

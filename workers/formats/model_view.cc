@@ -1,5 +1,6 @@
 #include "workers/formats/model_view.h"
 
+#include <cstring>
 #include <set>
 #include <unordered_map>
 
@@ -57,6 +58,49 @@ absl::StatusOr<ModelView> OpenSingle(ObjectStore& store, const std::string& uri)
   view.metadata = file->header.metadata;
   AddFile(view, *std::move(file));
   return view;
+}
+
+absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  absl::StatusOr<GgufFile> header = ReadGgufHeader(**object);
+  if (!header.ok()) return header.status();
+  ModelView view;
+  view.format = "gguf";
+  view.uri = uri;
+  ModelFile file;
+  file.uri = uri;
+  file.name = std::string(BaseName(uri));
+  file.header.data_start = header->data_start;
+  for (const GgufTensor& g : header->tensors) {
+    TensorInfo t;
+    t.name = g.name;
+    t.shape = g.Shape();
+    t.data_offset = header->data_start + g.offset;
+    t.size_bytes = g.size_bytes;
+    t.ggml_type = static_cast<uint32_t>(g.type);
+    switch (g.type) {
+      case GgmlType::kF32: t.dtype = DType::kF32; break;
+      case GgmlType::kF16: t.dtype = DType::kF16; break;
+      case GgmlType::kBF16: t.dtype = DType::kBF16; break;
+      default: t.dtype = DType::kU8; break;
+    }
+    file.header.tensors.push_back(std::move(t));
+  }
+  file.object = *std::move(object);
+  if (const GgufKv* name = header->Find("general.name")) {
+    if (std::optional<std::string> text = name->AsString()) view.metadata["general.name"] = *text;
+  }
+  view.gguf = *std::move(header);
+  AddFile(view, std::move(file));
+  return view;
+}
+
+bool StartsWithGgufMagic(ObjectStore& store, const std::string& uri) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (!object.ok() || (*object)->size_bytes() < 4) return false;
+  char magic[4];
+  return (*object)->ReadAt(0, 4, reinterpret_cast<std::byte*>(magic)).ok() && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
 absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& index_uri) {
@@ -159,6 +203,7 @@ absl::StatusOr<ModelView> OpenModel(const Location& location) {
                                     "(expected a name like model.safetensors.index.json)"),
                        {{"file", uri}});
     }
+    if (absl::EndsWith(uri, ".gguf") || StartsWithGgufMagic(store, uri)) return OpenGguf(store, uri);
     return OpenSingle(store, uri);
   }
   // A directory or prefix: it must hold one index, or else one .safetensors file.

@@ -1,6 +1,7 @@
 // ModelView: one checkpoint, whatever its files, as a list of tensors with on-demand bytes.
 //
-// Opens a single .safetensors file, a Hugging Face sharded checkpoint through its index
+// Opens a single .safetensors file, a single .gguf file, a Hugging Face sharded checkpoint
+// through its index
 // ("model.safetensors.index.json", variants like "model.safetensors.index.fp16.json"
 // included), or a directory/prefix holding exactly one of those. Only headers are read.
 //
@@ -19,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "workers/formats/gguf.h"
 #include "workers/formats/safetensors.h"
 #include "workers/storage/storage_router.h"
 
@@ -32,7 +34,7 @@ struct ModelFile {
 };
 
 struct ModelView {
-  std::string format;     // "safetensors" or "safetensors-sharded"
+  std::string format;     // "safetensors", "safetensors-sharded" or "gguf"
   std::string uri;        // what was opened (canonical)
   std::string index_uri;  // sharded only
   std::vector<ModelFile> files;
@@ -43,6 +45,7 @@ struct ModelView {
   nlohmann::json index_metadata;                // the index's "metadata" object (sharded only)
   uint64_t tensor_bytes = 0;                    // sum of tensor sizes
   uint64_t file_bytes = 0;                      // sum of file sizes
+  std::optional<GgufFile> gguf;                 // the header, for GGUF input
 };
 
 // NOT_FOUND when nothing is at `location`; INVALID_ARGUMENT (reasons SAFETENSORS_*,

@@ -2,6 +2,7 @@
 
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
+#include "workers/tensor/ggml_types.h"
 
 namespace modelsmith {
 
@@ -18,7 +19,8 @@ absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::st
   for (const TensorInfo& t : model->tensors) {
     v1::TensorDescriptor* d = info.add_tensors();
     d->set_name(t.name);
-    d->set_dtype(std::string(DTypeName(t.dtype)));
+    std::optional<GgmlTypeTraits> ggml = t.ggml_type ? GgmlTraits(*t.ggml_type) : std::nullopt;
+    d->set_dtype(ggml ? std::string(ggml->name) : std::string(DTypeName(t.dtype)));
     for (uint64_t dim : t.shape) d->add_shape(dim);
     d->set_size_bytes(t.size_bytes);
     d->set_file(model->files[t.file_index].name);

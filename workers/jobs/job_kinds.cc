@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
+#include "workers/jobs/quantize_job.h"
 #include "workers/jobs/shard_job.h"
 
 namespace modelsmith {
@@ -44,6 +45,8 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
   switch (kind) {
     case v1::JOB_KIND_SHARD:
       return ValidateShardSpec(spec.shard());
+    case v1::JOB_KIND_QUANTIZE:
+      return ValidateQuantizeSpec(spec.quantize());
     case v1::JOB_KIND_UNSPECIFIED:
       return MakeError(absl::StatusCode::kInvalidArgument, "MISSING_FIELD",
                        "'spec' must hold one of convert, quantize, shard, bisect, lora_merge",
@@ -56,12 +59,14 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
 absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router) {
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
   if (KindOf(spec) == v1::JOB_KIND_SHARD) return PreflightShardJob(spec.shard(), router);
+  if (KindOf(spec) == v1::JOB_KIND_QUANTIZE) return PreflightQuantizeJob(spec.quantize(), router);
   return KindNotBuilt(KindOf(spec));
 }
 
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   if (absl::Status s = ValidateSpec(run.spec); !s.ok()) return s;
   if (KindOf(run.spec) == v1::JOB_KIND_SHARD) return RunShardJob(run, context);
+  if (KindOf(run.spec) == v1::JOB_KIND_QUANTIZE) return RunQuantizeJob(run, context);
   return KindNotBuilt(KindOf(run.spec));
 }
 

@@ -1,6 +1,8 @@
 #include "workers/jobs/output_location.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
 #include "workers/common/error.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/uri.h"
@@ -111,6 +113,11 @@ void OutputLocation::Discard(const std::vector<std::string>& names) {
 
 absl::StatusOr<v1::Artifact> OutputLocation::WriteManifest(ordered_json manifest,
                                                            const std::vector<v1::Artifact>& artifacts) {
+  return WriteManifestTo(store(), UriOf(kManifestName), std::move(manifest), artifacts);
+}
+
+absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, ordered_json manifest,
+                                             const std::vector<v1::Artifact>& artifacts) {
   ordered_json list = ordered_json::array();
   for (const v1::Artifact& artifact : artifacts) {
     list.push_back({{"name", std::string(BaseName(artifact.uri()))},
@@ -121,11 +128,9 @@ absl::StatusOr<v1::Artifact> OutputLocation::WriteManifest(ordered_json manifest
   }
   manifest["artifacts"] = std::move(list);
   const std::string text = manifest.dump(2) + "\n";
-  const std::string uri = UriOf(kManifestName);
-  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store().OpenForWrite(uri);
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uri);
   if (!writer.ok()) return writer.status();
-  if (absl::Status s = (*writer)->Append({reinterpret_cast<const std::byte*>(text.data()), text.size()});
-      !s.ok()) {
+  if (absl::Status s = (*writer)->Append({reinterpret_cast<const std::byte*>(text.data()), text.size()}); !s.ok()) {
     return s;
   }
   if (absl::Status s = (*writer)->Commit(); !s.ok()) return s;
@@ -135,6 +140,53 @@ absl::StatusOr<v1::Artifact> OutputLocation::WriteManifest(ordered_json manifest
   artifact.set_sha256(Sha256Hex(text));
   artifact.set_role("manifest");
   return artifact;
+}
+
+ordered_json MessageJson(const google::protobuf::Message& message) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  return ordered_json::parse(text, nullptr, false);
+}
+
+absl::Status OutputFile::CheckVacant(const StorageRouter& router, absl::string_view output_uri, bool overwrite,
+                                     absl::string_view field) {
+  if (output_uri.empty()) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "MISSING_FIELD", absl::StrCat("'", field, "' is required"),
+                     {{"field", std::string(field)}});
+  }
+  absl::StatusOr<Location> location = router.Resolve(output_uri);
+  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", std::string(field)}});
+  if (overwrite) return absl::OkStatus();
+  for (const std::string& uri : {location->uri, location->uri + ".manifest.json"}) {
+    if (location->store->SizeOf(uri).ok()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "OUTPUT_EXISTS",
+                       absl::StrCat("output '", uri, "' already exists; set overwrite to replace it"),
+                       {{"field", std::string(field)}});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OutputFile> OutputFile::Prepare(const StorageRouter& router, absl::string_view output_uri, bool overwrite,
+                                               uint32_t attempt, absl::string_view field) {
+  if (absl::Status s = CheckVacant(router, output_uri, overwrite || attempt > 1, field); !s.ok()) return s;
+  absl::StatusOr<Location> location = router.Resolve(output_uri);
+  if (!location.ok()) return location.status();
+  OutputFile output(*std::move(location));
+  ObjectStore& store = output.store();
+  const std::string dir(ParentUri(output.uri()));
+  const std::string staging_prefix = absl::StrCat(".", BaseName(output.uri()), ".");
+  absl::StatusOr<std::vector<ObjectEntry>> entries = store.List(dir);
+  if (!entries.ok()) return entries.status();
+  for (const ObjectEntry& entry : *entries) {
+    if (store.IsStagingName(entry.relative_name) && absl::StartsWith(entry.relative_name, staging_prefix)) {
+      if (absl::Status s = store.Delete(entry.uri); !s.ok()) return s;
+    }
+  }
+  if (absl::Status s = store.Delete(output.manifest_uri()); !s.ok()) return s;
+  return output;
 }
 
 }  // namespace modelsmith

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
 #include "nlohmann/json.hpp"
 #include "modelsmith/v1/job.pb.h"
 #include "workers/storage/storage_router.h"
@@ -27,10 +28,38 @@ namespace modelsmith {
 
 inline constexpr absl::string_view kManifestName = "modelsmith.manifest.json";
 
+// Writes `manifest` plus an "artifacts" list built from `artifacts` to `uri`, committed last by
+// the caller's contract. Returns the manifest's own artifact entry.
+absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, nlohmann::ordered_json manifest,
+                                             const std::vector<v1::Artifact>& artifacts);
+
+// The spec or any message as JSON for a manifest (proto field names).
+nlohmann::ordered_json MessageJson(const google::protobuf::Message& message);
+
 // Resolves `output_uri` and checks it could receive a job's output now (the submit-time check).
 // `field` names the spec field in errors.
 absl::Status CheckOutputVacant(const StorageRouter& router, absl::string_view output_uri,
                                bool overwrite, absl::string_view field);
+
+// The same rules for a job whose output is one file (a GGUF file): the file and its manifest,
+// "<file>.manifest.json", must not exist unless overwriting or rerunning; staging leftovers of
+// this file are removed; the old manifest goes first.
+class OutputFile {
+ public:
+  static absl::StatusOr<OutputFile> Prepare(const StorageRouter& router, absl::string_view output_uri, bool overwrite,
+                                            uint32_t attempt, absl::string_view field);
+  // The submit-time check.
+  static absl::Status CheckVacant(const StorageRouter& router, absl::string_view output_uri, bool overwrite,
+                                  absl::string_view field);
+
+  ObjectStore& store() const { return *location_.store; }
+  const std::string& uri() const { return location_.uri; }
+  std::string manifest_uri() const { return uri() + ".manifest.json"; }
+
+ private:
+  explicit OutputFile(Location location) : location_(std::move(location)) {}
+  Location location_;
+};
 
 class OutputLocation {
  public:

@@ -59,6 +59,11 @@ absl::StatusOr<ModelView> OpenInput(const v1::ShardSpec& spec, const StorageRout
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "shard.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "shard.input"}});
+  if (model->format == "gguf") {
+    return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
+                     absl::StrCat("input '", model->uri, "' is GGUF; the shard job reshards safetensors checkpoints"),
+                     {{"field", "shard.input"}});
+  }
   if (model->tensors.empty()) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
                      absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to shard"),
@@ -181,14 +186,6 @@ std::string IndexJson(const ModelView& model, const std::vector<PlannedShard>& s
   index["weight_map"] = std::move(weight_map);
   // indent=2, keys sorted, ASCII-escaped, trailing newline: what transformers/diffusers write.
   return index.dump(2, ' ', /*ensure_ascii=*/true) + "\n";
-}
-
-ordered_json SpecJson(const v1::JobSpec& spec) {
-  std::string text;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(spec, &text, options);
-  return ordered_json::parse(text, nullptr, false);
 }
 
 }  // namespace
@@ -400,16 +397,10 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   manifest["git_revision"] = kModelsmithGitRevision;
   manifest["job_id"] = run.job_id;
   manifest["kind"] = "shard";
-  manifest["spec"] = SpecJson(run.spec);
+  manifest["spec"] = MessageJson(run.spec);
   manifest["input"] = {{"uri", model->uri}, {"format", model->format},
                        {"tensors", model->tensors.size()}, {"tensor_bytes", model->tensor_bytes}};
-  {
-    std::string figures_json;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(*figures, &figures_json, options);
-    manifest["figures"] = ordered_json::parse(figures_json, nullptr, false);
-  }
+  manifest["figures"] = MessageJson(*figures);
   std::vector<v1::Artifact> artifacts(result.artifacts().begin(), result.artifacts().end());
   absl::StatusOr<v1::Artifact> manifest_artifact = output->WriteManifest(std::move(manifest), artifacts);
   if (!manifest_artifact.ok()) return fail_published(manifest_artifact.status());

@@ -21,6 +21,9 @@ struct TensorInfo {
   uint64_t size_bytes = 0;
   // Index into the owning model's file list.
   uint32_t file_index = 0;
+  // For GGUF tensors, the ggml type (ggml_types.h) as stored; `dtype` is then F32/F16/BF16 for
+  // those types and U8 (opaque bytes) for quantized ones.
+  std::optional<uint32_t> ggml_type;
 };
 
 // Number of elements (1 for a scalar), or nullopt on uint64 overflow.

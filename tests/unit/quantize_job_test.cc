@@ -1,0 +1,205 @@
+// The quantize job in-process: the golden GGUF vectors reproduced through the whole job, the
+// type plan, the quality report, refusals and warnings.
+#include "workers/jobs/quantize_job.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "nlohmann/json.hpp"
+#include "tests/support/checkpoint_files.h"
+#include "tests/support/recording_context.h"
+#include "tests/support/temp_dir.h"
+#include "workers/common/error.h"
+#include "workers/formats/gguf.h"
+#include "workers/jobs/job_kinds.h"
+#include "workers/storage/local_object_store.h"
+
+namespace modelsmith {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/../shared/golden/gguf"; }
+
+struct Gguf {
+  std::unique_ptr<RandomAccessObject> object;
+  GgufFile header;
+  const GgufTensor* Find(const std::string& name) const {
+    for (const GgufTensor& t : header.tensors) {
+      if (t.name == name) return &t;
+    }
+    return nullptr;
+  }
+  std::string Data(const GgufTensor& t) const {
+    std::string bytes(t.size_bytes, '\0');
+    EXPECT_TRUE(object->ReadAt(header.data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    return bytes;
+  }
+};
+
+Gguf Load(const std::string& path) {
+  LocalObjectStore store;
+  Gguf g;
+  auto object = store.OpenForRead(path);
+  EXPECT_TRUE(object.ok()) << path << ": " << object.status();
+  if (!object.ok()) return g;
+  g.object = *std::move(object);
+  auto header = ReadGgufHeader(*g.object);
+  EXPECT_TRUE(header.ok()) << header.status();
+  if (header.ok()) g.header = *std::move(header);
+  return g;
+}
+
+class QuantizeJobTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<v1::JobResult> Run(const v1::QuantizeSpec& spec) {
+    JobRun run;
+    run.job_id = "job-test";
+    *run.spec.mutable_quantize() = spec;
+    run.router = &router_;
+    return RunJob(run, context_);
+  }
+  v1::QuantizeSpec Spec(const std::string& input, const std::string& output, const std::string& scheme) {
+    v1::QuantizeSpec spec;
+    spec.set_input(input);
+    spec.set_output(dir_.path() + "/" + output);
+    spec.set_scheme(scheme);
+    return spec;
+  }
+  std::vector<std::string> Codes() {
+    std::vector<std::string> codes;
+    for (const auto& [code, tensor] : context_.warnings()) codes.push_back(code);
+    return codes;
+  }
+
+  TempDir dir_;
+  StorageRouter router_{{}};
+  RecordingContext context_;
+};
+
+class QuantizeGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(QuantizeGoldenTest, JobOutputMatchesLlamaQuantizeTensorByTensor) {
+  const std::string type = GetParam();
+  absl::StatusOr<v1::JobResult> result = Run(Spec(GoldenDir() + "/input-f32.gguf", type + ".gguf", type));
+  ASSERT_TRUE(result.ok()) << result.status();
+  Gguf got = Load(dir_.path() + "/" + type + ".gguf");
+  Gguf want = Load(GoldenDir() + "/expected-" + type + ".gguf");
+  ASSERT_EQ(got.header.tensors.size(), want.header.tensors.size());
+  for (const GgufTensor& w : want.header.tensors) {
+    const GgufTensor* g = got.Find(w.name);
+    ASSERT_NE(g, nullptr) << w.name;
+    EXPECT_EQ(g->type, w.type) << w.name;
+    EXPECT_EQ(g->ne, w.ne) << w.name;
+    EXPECT_TRUE(got.Data(*g) == want.Data(w)) << type << " " << w.name << " differs from llama.cpp";
+  }
+  EXPECT_EQ(got.header.Find("general.file_type")->AsUnsigned(), want.header.Find("general.file_type")->AsUnsigned());
+  EXPECT_EQ(got.header.Find("general.quantization_version")->AsUnsigned(), 2u);
+  EXPECT_EQ(got.header.Find("general.architecture")->AsString(), "llama");  // metadata copied
+  EXPECT_EQ(result->figures().quantize().tensors_quantized(), 9u);  // every 2-D tensor
+  EXPECT_EQ(result->figures().quantize().tensors_kept(), 3u);  // the three norms
+  EXPECT_TRUE(fs::exists(dir_.path() + "/" + type + ".gguf.manifest.json"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, QuantizeGoldenTest,
+                         ::testing::Values("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"));
+
+TEST_F(QuantizeJobTest, AlreadyQuantizedInputIsRefusedUnlessAllowed) {
+  v1::QuantizeSpec spec = Spec(GoldenDir() + "/expected-Q4_0.gguf", "re.gguf", "Q8_0");
+  absl::StatusOr<v1::JobResult> refused = Run(spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(refused.status()), "ALREADY_QUANTIZED");
+  EXPECT_FALSE(fs::exists(dir_.path() + "/re.gguf"));
+  spec.set_allow_requantize(true);
+  absl::StatusOr<v1::JobResult> allowed = Run(spec);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  std::vector<std::string> codes = Codes();
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), "REQUANTIZED"), 9);
+}
+
+TEST_F(QuantizeJobTest, SafetensorsInputKeepsNamesAndReportsQuality) {
+  const std::string input = dir_.path() + "/m.safetensors";
+  std::vector<TestTensor> tensors = LlamaLikeTensors(1, 256, 128);  // rows of 256 and 768: whole Q4_K blocks
+  tensors.push_back({"odd.weight", DType::kF32, {4, 33}});      // rows of 33: not whole Q8_0 blocks
+  tensors.push_back({"position_ids", DType::kI64, {1, 16}});     // integers pass through
+  // Finite random F16/F32 values: bytes from a fixed pattern may be NaN, so write real values.
+  std::vector<SafetensorsEntry> entries;
+  std::string data;
+  for (const TestTensor& t : tensors) {
+    const uint64_t size = *StorageBytes(t.dtype, t.shape);
+    entries.push_back({t.name, t.dtype, t.shape, size});
+    const uint64_t count = *ElementCount(t.shape);
+    for (uint64_t i = 0; i < count; ++i) {
+      const float v = std::sin(0.37f * i + t.name.size()) * 0.1f;
+      if (t.dtype == DType::kF32) data.append(reinterpret_cast<const char*>(&v), 4);
+      if (t.dtype == DType::kF16) { uint16_t h = 0x2E66 ^ (i & 0x3FF); data.append(reinterpret_cast<const char*>(&h), 2); }
+      if (t.dtype == DType::kI64) { int64_t k = i; data.append(reinterpret_cast<const char*>(&k), 8); }
+    }
+  }
+  std::ofstream(input, std::ios::binary) << SerializeSafetensorsHeader(entries, {{"format", "pt"}}) << data;
+
+  v1::QuantizeSpec spec = Spec(input, "m.gguf", "Q8_0");
+  auto* rule = spec.add_tensor_types();
+  rule->set_pattern(".*mlp\\.down_proj\\.weight");
+  rule->set_type("Q4_K");
+  spec.add_exclude("lm_head\\.weight");
+  absl::StatusOr<v1::JobResult> result = Run(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  Gguf got = Load(dir_.path() + "/m.gguf");
+  EXPECT_EQ(got.Find("model.layers.0.self_attn.q_proj.weight")->type, GgmlType::kQ8_0);
+  EXPECT_EQ(got.Find("model.layers.0.mlp.down_proj.weight")->type, GgmlType::kQ4_K);
+  EXPECT_EQ(got.Find("lm_head.weight")->type, GgmlType::kF16);          // excluded: kept
+  EXPECT_EQ(got.Find("model.norm.weight")->type, GgmlType::kF32);       // 1-D: F32
+  EXPECT_EQ(got.Find("odd.weight")->type, GgmlType::kF32);              // not whole blocks: kept
+  EXPECT_EQ(got.Find("position_ids")->type, GgmlType::kI64);
+  EXPECT_EQ(got.Find("model.layers.0.mlp.gate_proj.weight")->ne, (std::vector<uint64_t>{256, 768}));  // reversed
+  std::vector<std::string> codes = Codes();
+  EXPECT_NE(std::find(codes.begin(), codes.end(), "TENSOR_NOT_QUANTIZABLE"), codes.end());
+
+  const v1::QuantizeFigures& q = result->figures().quantize();
+  ASSERT_GT(q.worst_size(), 0);
+  EXPECT_EQ(q.worst(0).type(), "Q4_K");  // the 4-bit tensor is the least accurate
+  EXPECT_GT(q.worst(0).snr_db(), 10);
+  std::ifstream manifest_file(dir_.path() + "/m.gguf.manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(manifest_file);
+  EXPECT_GE(manifest["quality"].size(), 8u);
+  EXPECT_EQ(manifest["artifacts"][0]["size_bytes"], fs::file_size(dir_.path() + "/m.gguf"));
+
+  spec.set_strict(true);
+  spec.set_overwrite(true);
+  absl::StatusOr<v1::JobResult> strict = Run(spec);
+  EXPECT_EQ(ReasonOf(strict.status()), "TENSOR_NOT_QUANTIZABLE");
+}
+
+TEST_F(QuantizeJobTest, OccupiedOutputNeedsOverwrite) {
+  ASSERT_TRUE(Run(Spec(GoldenDir() + "/input-f32.gguf", "o.gguf", "Q8_0")).ok());
+  absl::StatusOr<v1::JobResult> again = Run(Spec(GoldenDir() + "/input-f32.gguf", "o.gguf", "Q8_0"));
+  EXPECT_EQ(ReasonOf(again.status()), "OUTPUT_EXISTS");
+}
+
+TEST_F(QuantizeJobTest, CancelledJobLeavesNothing) {
+  context_.StopAfterProgressReports(2);
+  absl::StatusOr<v1::JobResult> result = Run(Spec(GoldenDir() + "/input-f32.gguf", "c.gguf", "Q4_K"));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  for (const auto& e : fs::directory_iterator(dir_.path())) ADD_FAILURE() << "left behind: " << e.path();
+}
+
+TEST_F(QuantizeJobTest, BadSpecsNameTheFieldAndUnbuiltSchemesAreUnimplemented) {
+  v1::JobSpec spec;
+  *spec.mutable_quantize() = Spec(GoldenDir() + "/input-f32.gguf", "x.gguf", "Q7_0");
+  EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.scheme");
+  spec.mutable_quantize()->set_scheme("bnb_nf4");
+  EXPECT_EQ(ValidateSpec(spec).code(), absl::StatusCode::kUnimplemented);
+  spec.mutable_quantize()->set_scheme("Q8_0");
+  spec.mutable_quantize()->set_output(dir_.path() + "/x.bin");
+  EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.output");
+  spec.mutable_quantize()->set_output(dir_.path() + "/x.gguf");
+  spec.mutable_quantize()->add_include("([unclosed");
+  EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.include[0]");
+}
+
+}  // namespace
+}  // namespace modelsmith

@@ -1,0 +1,374 @@
+#include "workers/jobs/quantize_job.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "workers/common/error.h"
+#include "workers/formats/gguf.h"
+#include "workers/formats/model_view.h"
+#include "workers/jobs/output_location.h"
+#include "workers/jobs/progress_tracker.h"
+#include "workers/jobs/quantize_plan.h"
+#include "workers/jobs/rate_limiter.h"
+#include "workers/jobs/version.h"
+#include "workers/quant/quality.h"
+#include "workers/quant/quantize_rows.h"
+#include "workers/storage/checksum.h"
+
+namespace modelsmith {
+namespace {
+
+using nlohmann::ordered_json;
+
+// Rows are processed in chunks of about this many elements (64 MiB of F32 at most in flight
+// with the source, encoded and reconstructed buffers).
+constexpr uint64_t kChunkElements = 4 << 20;
+constexpr uint64_t kCopyPieceBytes = 64 << 20;
+constexpr uint64_t kQuantizeJobMemoryBytes = 96 << 20;
+constexpr double kDefaultSnrWarningDb = 10.0;
+constexpr size_t kWorstTensorsReported = 10;
+
+struct PlannedTensor {
+  const TensorInfo* source;
+  TensorPlan plan;
+  GgufTensor out;
+  uint64_t row_elements = 1;
+  uint64_t rows = 0;
+};
+
+struct Plan {
+  ModelView model;
+  QuantizePlanner planner;
+  std::vector<PlannedTensor> tensors;
+  bool requantizes = false;
+};
+
+bool IsBlockType(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->quantized; }
+absl::string_view TypeName(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->name; }
+
+absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message) {
+  return MakeError(absl::StatusCode::kInvalidArgument, reason, message, {{"field", std::string(field)}});
+}
+
+absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter& router) {
+  absl::StatusOr<QuantizePlanner> planner = QuantizePlanner::Create(spec);
+  if (!planner.ok()) return planner.status();
+  absl::StatusOr<Location> input = router.Resolve(spec.input());
+  if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "quantize.input"}});
+  absl::StatusOr<ModelView> model = OpenModel(*input);
+  if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "quantize.input"}});
+  Plan plan{*std::move(model), *std::move(planner), {}, false};
+  for (const TensorInfo& t : plan.model.tensors) {
+    absl::StatusOr<TensorPlan> decision = plan.planner.Plan(t);
+    if (!decision.ok()) return decision.status();
+    if (IsBlockType(decision->source_type)) {
+      if (!spec.allow_requantize()) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_QUANTIZED",
+                         absl::StrCat("tensor '", t.name, "' is already ", TypeName(decision->source_type),
+                                      "; quantizing it again loses precision (set allow_requantize to do it anyway)"),
+                         {{"tensor", t.name}, {"field", "quantize.input"}});
+      }
+      if (!CanEncode(decision->source_type)) {
+        return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_TYPE",
+                         absl::StrCat("tensor '", t.name, "' is ", TypeName(decision->source_type), ", which cannot be dequantized"),
+                         {{"tensor", t.name}});
+      }
+      plan.requantizes = true;
+      if (decision->target_type == decision->source_type) decision->target_type = GgmlType::kF32;
+    }
+    if (t.name.size() > 63) {
+      return MakeError(absl::StatusCode::kInvalidArgument, "NAME_TOO_LONG",
+                       absl::StrCat("tensor '", t.name, "' has a name of ", t.name.size(),
+                                    " bytes; GGUF allows 63 (rename it with the convert job)"),
+                       {{"tensor", t.name}});
+    }
+    PlannedTensor p{&t, *decision, {}, 1, 0};
+    p.row_elements = t.shape.empty() ? 1 : t.shape.back();
+    const uint64_t elements = ElementCount(t.shape).value_or(0);
+    p.rows = p.row_elements == 0 ? 0 : elements / p.row_elements;
+    p.out.name = t.name;
+    p.out.ne = t.shape.empty() ? std::vector<uint64_t>{1} : std::vector<uint64_t>(t.shape.rbegin(), t.shape.rend());
+    p.out.type = decision->target_type;
+    p.out.size_bytes = p.rows * *GgmlRowBytes(decision->target_type, p.row_elements);
+    plan.tensors.push_back(std::move(p));
+  }
+  return plan;
+}
+
+std::vector<GgufKv> OutputKvs(const Plan& plan) {
+  std::vector<GgufKv> kvs;
+  const GgufKv file_type = GgufKv::U32("general.file_type", LlamaFileType(plan.planner.scheme_type()));
+  const GgufKv version = GgufKv::U32("general.quantization_version", kGgmlQuantizationVersion);
+  bool has_file_type = false, has_version = false;
+  if (plan.model.gguf) {
+    for (const GgufKv& kv : plan.model.gguf->kvs) {
+      if (kv.key == "general.alignment") continue;  // the output uses the default alignment
+      if (kv.key == file_type.key) {
+        kvs.push_back(file_type);
+        has_file_type = true;
+      } else if (kv.key == version.key) {
+        kvs.push_back(version);
+        has_version = true;
+      } else {
+        kvs.push_back(kv);
+      }
+    }
+  }
+  if (!has_version) kvs.push_back(version);
+  if (!has_file_type) kvs.push_back(file_type);
+  return kvs;
+}
+
+absl::Status CheckStop(const JobContext& context) {
+  if (context.stop_requested()) return MakeError(absl::StatusCode::kCancelled, "CANCELLED", "the job was stopped");
+  return absl::OkStatus();
+}
+
+absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
+  static const std::byte kZeros[64] = {};
+  return writer.Append({kZeros, static_cast<size_t>(count)});
+}
+
+// Writes one tensor that changes type, chunk by chunk; fills `quality`.
+absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, ObjectWriter& out, QualityStats& quality,
+                       ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+  const GgmlType source_type = t.plan.source_type;
+  const uint64_t source_row_bytes = *GgmlRowBytes(source_type, t.row_elements);
+  const uint64_t target_row_bytes = *GgmlRowBytes(t.plan.target_type, t.row_elements);
+  const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / std::max<uint64_t>(1, t.row_elements));
+  std::vector<std::byte> source_bytes;
+  std::vector<float> values, reconstructed;
+  std::vector<uint8_t> encoded;
+  for (uint64_t row = 0; row < t.rows; row += rows_per_chunk) {
+    if (absl::Status s = CheckStop(context); !s.ok()) return s;
+    const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
+    source_bytes.resize(rows * source_row_bytes);
+    if (absl::Status s = file.ReadAt(t.source->data_offset + row * source_row_bytes, source_bytes.size(), source_bytes.data());
+        !s.ok()) {
+      return Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
+    }
+    values.resize(rows * t.row_elements);
+    DecodeRows(source_type, reinterpret_cast<const uint8_t*>(source_bytes.data()), rows, t.row_elements, values.data());
+    encoded.resize(rows * target_row_bytes);
+    EncodeRows(t.plan.target_type, values.data(), rows, t.row_elements, encoded.data());
+    reconstructed.resize(values.size());
+    DecodeRows(t.plan.target_type, encoded.data(), rows, t.row_elements, reconstructed.data());
+    quality.Add(values.data(), reconstructed.data(), values.size());
+    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(encoded.data()), encoded.size()}); !s.ok()) return s;
+    tracker.AddBytes(source_bytes.size());
+    pace.Account(source_bytes.size(), [&] { return context.stop_requested(); });
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CopyUnchanged(const PlannedTensor& t, const RandomAccessObject& file, ObjectWriter& out, ProgressTracker& tracker,
+                           RateLimiter& pace, const JobContext& context) {
+  for (uint64_t done = 0; done < t.source->size_bytes;) {
+    if (absl::Status s = CheckStop(context); !s.ok()) return s;
+    const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, t.source->size_bytes - done));
+    if (absl::Status s = out.AppendFrom(file, t.source->data_offset + done, piece); !s.ok()) return s;
+    done += piece;
+    tracker.AddBytes(piece);
+    pace.Account(piece, [&] { return context.stop_requested(); });
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Verify(const RandomAccessObject& written, const std::vector<GgufTensor>& expected,
+                                   const JobContext& context) {
+  absl::StatusOr<GgufFile> header = ReadGgufHeader(written);
+  if (!header.ok()) return Annotate(header.status(), "verifying the written GGUF");
+  bool same = header->tensors.size() == expected.size();
+  for (size_t i = 0; same && i < expected.size(); ++i) {
+    const GgufTensor& a = header->tensors[i];
+    const GgufTensor& b = expected[i];
+    same = a.name == b.name && a.ne == b.ne && a.type == b.type && a.offset == b.offset && a.size_bytes == b.size_bytes;
+  }
+  if (!same) {
+    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", "the written GGUF's tensor table does not match the plan");
+  }
+  return Sha256Hex(written, nullptr, [&] { return context.stop_requested(); });
+}
+
+double JsonSafe(double value) { return std::isfinite(value) ? value : (value > 0 ? 1e300 : -1e300); }
+
+}  // namespace
+
+absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
+  if (spec.input().empty()) return FieldError("MISSING_FIELD", "quantize.input", "'quantize.input' is required");
+  if (spec.output().empty()) return FieldError("MISSING_FIELD", "quantize.output", "'quantize.output' is required");
+  absl::StatusOr<QuantizePlanner> planner = QuantizePlanner::Create(spec);
+  if (!planner.ok()) return planner.status();
+  if (!absl::EndsWith(spec.output(), ".gguf")) {
+    return FieldError("INVALID_OUTPUT", "quantize.output",
+                      absl::StrCat("output '", spec.output(), "' must be a .gguf file for GGUF schemes"));
+  }
+  if (spec.snr_warning_db() < 0 || !std::isfinite(spec.snr_warning_db())) {
+    return FieldError("INVALID_VALUE", "quantize.snr_warning_db", "must be a non-negative number of dB");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router) {
+  absl::StatusOr<Plan> plan = MakePlan(spec, router);
+  if (!plan.ok()) return plan.status();
+  if (absl::Status s = OutputFile::CheckVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
+  return kQuantizeJobMemoryBytes;
+}
+
+absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& context) {
+  const auto start = std::chrono::steady_clock::now();
+  const v1::QuantizeSpec& spec = run.spec.quantize();
+  if (absl::Status s = ValidateQuantizeSpec(spec); !s.ok()) return s;
+  absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
+  if (!plan.ok()) return plan.status();
+  absl::StatusOr<OutputFile> output = OutputFile::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
+  if (!output.ok()) return output.status();
+
+  ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());
+  tracker.SetPhase("plan");
+  std::vector<GgufTensor> layout;
+  for (const PlannedTensor& t : plan->tensors) layout.push_back(t.out);
+  const std::string header = SerializeGgufHeader(OutputKvs(*plan), layout);
+  uint64_t file_bytes = header.size();
+  for (const GgufTensor& t : layout) file_bytes += t.size_bytes + GgufPadding(t.size_bytes, kGgufDefaultAlignment);
+  context.Log(absl::StrFormat("quantizing %d tensors (%d bytes) from '%s' to %s at '%s'", plan->tensors.size(),
+                              plan->model.tensor_bytes, plan->model.uri, TypeName(plan->planner.scheme_type()), output->uri()));
+
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->uri());
+  if (!writer.ok()) return writer.status();
+  ObjectWriter& out = **writer;
+  auto fail = [&](absl::Status status) -> absl::Status {
+    out.Abort();
+    return status;
+  };
+  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(header.data()), header.size()}); !s.ok()) return fail(s);
+
+  tracker.SetPhase("execute");
+  RateLimiter pace(run.io_bytes_per_second);
+  ordered_json quality_table = ordered_json::array();
+  std::vector<v1::TensorQuality> qualities;
+  uint32_t quantized = 0, kept = 0;
+  const double snr_threshold = spec.snr_warning_db() > 0 ? spec.snr_warning_db() : kDefaultSnrWarningDb;
+  for (size_t i = 0; i < plan->tensors.size(); ++i) {
+    const PlannedTensor& t = plan->tensors[i];
+    const RandomAccessObject& file = *plan->model.files[t.source->file_index].object;
+    if (t.plan.warn_not_quantizable) {
+      context.Warn("TENSOR_NOT_QUANTIZABLE",
+                   absl::StrCat("tensor '", t.source->name, "': rows of ", t.row_elements, " elements are not whole ",
+                                TypeName(plan->planner.scheme_type()), " blocks; kept as ", TypeName(t.plan.target_type)),
+                   t.source->name);
+    }
+    absl::Status written;
+    if (t.plan.target_type == t.plan.source_type) {
+      written = CopyUnchanged(t, file, out, tracker, pace, context);
+      ++kept;
+    } else {
+      if (IsBlockType(t.plan.source_type)) {
+        context.Warn("REQUANTIZED",
+                     absl::StrCat("tensor '", t.source->name, "' was ", TypeName(t.plan.source_type),
+                                  "; it was dequantized and its lost precision cannot come back"),
+                     t.source->name);
+      }
+      QualityStats quality;
+      written = Transcode(t, file, out, quality, tracker, pace, context);
+      if (written.ok()) {
+        if (IsBlockType(t.plan.target_type)) ++quantized; else ++kept;
+        if (quality.non_finite() > 0) {
+          context.Warn("NON_FINITE_VALUES",
+                       absl::StrCat("tensor '", t.source->name, "' holds ", quality.non_finite(), " NaN or infinite values"),
+                       t.source->name);
+        }
+        v1::TensorQuality q;
+        q.set_name(t.source->name);
+        q.set_type(std::string(TypeName(t.plan.target_type)));
+        q.set_rmse(quality.rmse());
+        q.set_max_abs_error(quality.max_abs_error());
+        q.set_snr_db(quality.snr_db());
+        if (IsBlockType(t.plan.target_type) && quality.snr_db() < snr_threshold) {
+          context.Warn("LOW_SNR",
+                       absl::StrFormat("tensor '%s' as %s has an SNR of %.2f dB, under %.1f dB", t.source->name,
+                                       TypeName(t.plan.target_type), quality.snr_db(), snr_threshold),
+                       t.source->name);
+        }
+        quality_table.push_back({{"name", q.name()}, {"type", q.type()}, {"rmse", q.rmse()},
+                                 {"max_abs_error", q.max_abs_error()}, {"snr_db", JsonSafe(q.snr_db())}});
+        qualities.push_back(std::move(q));
+      }
+    }
+    if (!written.ok()) return fail(written);
+    if (absl::Status s = AppendZeros(out, GgufPadding(t.out.size_bytes, kGgufDefaultAlignment)); !s.ok()) return fail(s);
+    tracker.AddTensors(1);
+  }
+
+  tracker.SetPhase("verify");
+  std::string digest;
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> readback = out.ReadBack();
+  if (readback.ok()) {
+    absl::StatusOr<std::string> verified = Verify(**readback, layout, context);
+    if (!verified.ok()) return fail(absl::IsCancelled(verified.status()) ? CheckStop(context) : verified.status());
+    digest = *verified;
+  } else if (!absl::IsUnimplemented(readback.status())) {
+    return fail(readback.status());
+  }
+  if (absl::Status s = CheckStop(context); !s.ok()) return fail(s);
+
+  tracker.SetPhase("publish");
+  if (absl::Status s = out.Commit(); !s.ok()) return s;
+  if (digest.empty()) {  // the store verifies after commit
+    absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = output->store().OpenForRead(output->uri());
+    absl::StatusOr<std::string> verified = object.ok() ? Verify(**object, layout, context) : object.status();
+    if (!verified.ok()) {
+      output->store().Delete(output->uri()).IgnoreError();
+      return verified.status();
+    }
+    digest = *verified;
+  }
+
+  v1::JobResult result;
+  v1::Artifact* artifact = result.add_artifacts();
+  artifact->set_uri(output->uri());
+  artifact->set_size_bytes(file_bytes);
+  artifact->set_sha256(digest);
+  artifact->set_role("model");
+  v1::JobFigures* figures = result.mutable_figures();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  figures->set_duration_seconds(seconds);
+  figures->set_bytes_read(plan->model.tensor_bytes);
+  figures->set_tensors(plan->tensors.size());
+  figures->set_throughput_bytes_per_second(seconds > 0 ? plan->model.tensor_bytes / seconds : 0);
+  v1::QuantizeFigures* q = figures->mutable_quantize();
+  q->set_tensors_quantized(quantized);
+  q->set_tensors_kept(kept);
+  q->set_input_bytes_per_second(figures->throughput_bytes_per_second());
+  std::sort(qualities.begin(), qualities.end(), [](const auto& a, const auto& b) { return a.snr_db() < b.snr_db(); });
+  for (size_t i = 0; i < qualities.size() && i < kWorstTensorsReported; ++i) *q->add_worst() = qualities[i];
+  tracker.Flush();
+  figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
+
+  ordered_json manifest;
+  manifest["modelsmith_version"] = kModelsmithVersion;
+  manifest["git_revision"] = kModelsmithGitRevision;
+  manifest["job_id"] = run.job_id;
+  manifest["kind"] = "quantize";
+  manifest["spec"] = MessageJson(run.spec);
+  manifest["input"] = {{"uri", plan->model.uri}, {"format", plan->model.format},
+                       {"tensors", plan->model.tensors.size()}, {"tensor_bytes", plan->model.tensor_bytes}};
+  manifest["quality"] = std::move(quality_table);
+  manifest["figures"] = MessageJson(*figures);
+  absl::StatusOr<v1::Artifact> manifest_artifact =
+      WriteManifestTo(output->store(), output->manifest_uri(), std::move(manifest), {*artifact});
+  if (!manifest_artifact.ok()) {
+    output->store().Delete(output->uri()).IgnoreError();
+    return manifest_artifact.status();
+  }
+  figures->set_bytes_written(file_bytes + manifest_artifact->size_bytes());
+  *result.add_artifacts() = *manifest_artifact;
+  return result;
+}
+
+}  // namespace modelsmith

@@ -1,0 +1,83 @@
+#include "workers/quant/quantize_rows.h"
+
+#include <cstring>
+
+#include "workers/quant/ggml_kquants.h"
+#include "workers/quant/ggml_legacy.h"
+#include "workers/quant/half.h"
+
+namespace modelsmith {
+namespace {
+
+using RowEncoder = void (*)(const float*, size_t, uint8_t*);
+using RowDecoder = void (*)(const uint8_t*, size_t, float*);
+
+void EncodeF32(const float* x, size_t n, uint8_t* out) { std::memcpy(out, x, n * 4); }
+void DecodeF32(const uint8_t* in, size_t n, float* y) { std::memcpy(y, in, n * 4); }
+void EncodeF16(const float* x, size_t n, uint8_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint16_t h = Fp32ToFp16(x[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+void DecodeF16(const uint8_t* in, size_t n, float* y) {
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, in + 2 * i, 2);
+    y[i] = Fp16ToFp32(h);
+  }
+}
+void EncodeBF16(const float* x, size_t n, uint8_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint16_t h = Fp32ToBf16(x[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+void DecodeBF16(const uint8_t* in, size_t n, float* y) {
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, in + 2 * i, 2);
+    y[i] = Bf16ToFp32(h);
+  }
+}
+
+struct Codec {
+  GgmlType type;
+  RowEncoder encode;
+  RowDecoder decode;
+};
+
+constexpr Codec kCodecs[] = {
+    {GgmlType::kF32, EncodeF32, DecodeF32},           {GgmlType::kF16, EncodeF16, DecodeF16},
+    {GgmlType::kBF16, EncodeBF16, DecodeBF16},        {GgmlType::kQ8_0, QuantizeRowQ8_0, DequantizeRowQ8_0},
+    {GgmlType::kQ4_0, QuantizeRowQ4_0, DequantizeRowQ4_0}, {GgmlType::kQ4_1, QuantizeRowQ4_1, DequantizeRowQ4_1},
+    {GgmlType::kQ5_0, QuantizeRowQ5_0, DequantizeRowQ5_0}, {GgmlType::kQ5_1, QuantizeRowQ5_1, DequantizeRowQ5_1},
+    {GgmlType::kQ2_K, QuantizeRowQ2_K, DequantizeRowQ2_K}, {GgmlType::kQ3_K, QuantizeRowQ3_K, DequantizeRowQ3_K},
+    {GgmlType::kQ4_K, QuantizeRowQ4_K, DequantizeRowQ4_K}, {GgmlType::kQ5_K, QuantizeRowQ5_K, DequantizeRowQ5_K},
+    {GgmlType::kQ6_K, QuantizeRowQ6_K, DequantizeRowQ6_K},
+};
+
+const Codec* Find(GgmlType type) {
+  for (const Codec& c : kCodecs) {
+    if (c.type == type) return &c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool CanEncode(GgmlType type) { return Find(type) != nullptr; }
+
+void EncodeRows(GgmlType type, const float* x, size_t rows, size_t row_elements, uint8_t* out) {
+  const Codec* codec = Find(type);
+  const uint64_t row_bytes = *GgmlRowBytes(type, row_elements);
+  for (size_t r = 0; r < rows; ++r) codec->encode(x + r * row_elements, row_elements, out + r * row_bytes);
+}
+
+void DecodeRows(GgmlType type, const uint8_t* in, size_t rows, size_t row_elements, float* y) {
+  const Codec* codec = Find(type);
+  const uint64_t row_bytes = *GgmlRowBytes(type, row_elements);
+  for (size_t r = 0; r < rows; ++r) codec->decode(in + r * row_bytes, row_elements, y + r * row_elements);
+}
+
+}  // namespace modelsmith
