@@ -69,6 +69,53 @@ int Main(int argc, char** argv) {
     exit_code = SubmitCommand(remote, shard_request, watch);
   });
 
+  CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model (GGUF types now)");
+  v1::SubmitJobRequest quantize_request;
+  v1::QuantizeSpec& qspec = *quantize_request.mutable_spec()->mutable_quantize();
+  std::string q_input, q_output, q_scheme, q_request_id;
+  std::vector<std::string> q_tensor_types, q_include, q_exclude;
+  bool q_allow_requantize = false, q_strict = false, q_overwrite = false, q_watch = false;
+  uint64_t q_min_elements = 0;
+  double q_snr_warning = 0;
+  quantize->add_option("--input", q_input, "safetensors file, index.json, directory, or .gguf")->required();
+  quantize->add_option("--output", q_output, "the .gguf file to write")->required();
+  quantize->add_option("--scheme", q_scheme, "Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32")->required();
+  quantize->add_option("--tensor-type", q_tensor_types, "REGEX=TYPE: tensors matching REGEX get TYPE (repeatable)");
+  quantize->add_option("--include", q_include, "quantize only tensors matching these regexes");
+  quantize->add_option("--exclude", q_exclude, "keep tensors matching these regexes");
+  quantize->add_option("--min-elements", q_min_elements, "keep tensors with fewer elements");
+  quantize->add_option("--snr-warning-db", q_snr_warning, "warn for tensors under this SNR (default 10)");
+  quantize->add_flag("--allow-requantize", q_allow_requantize, "dequantize and quantize an already quantized input");
+  quantize->add_flag("--strict", q_strict, "fail on tensors that cannot take the type instead of keeping them");
+  quantize->add_flag("--overwrite", q_overwrite, "replace an existing output");
+  quantize->add_option("--request-id", q_request_id, "idempotency key: resubmitting returns the same job");
+  quantize->add_flag("--watch", q_watch, "follow the job; exit 0 only if it succeeds");
+  quantize->callback([&] {
+    qspec.set_input(AbsoluteIfLocalPath(q_input));
+    qspec.set_output(AbsoluteIfLocalPath(q_output));
+    qspec.set_scheme(q_scheme);
+    for (const std::string& rule : q_tensor_types) {
+      const size_t eq = rule.rfind('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == rule.size()) {
+        std::fprintf(stderr, "error: --tensor-type '%s' is not REGEX=TYPE\n", rule.c_str());
+        exit_code = kExitInvalidInput;
+        return;
+      }
+      auto* override_rule = qspec.add_tensor_types();
+      override_rule->set_pattern(rule.substr(0, eq));
+      override_rule->set_type(rule.substr(eq + 1));
+    }
+    for (const std::string& r : q_include) qspec.add_include(r);
+    for (const std::string& r : q_exclude) qspec.add_exclude(r);
+    qspec.set_min_elements(q_min_elements);
+    qspec.set_snr_warning_db(q_snr_warning);
+    qspec.set_allow_requantize(q_allow_requantize);
+    qspec.set_strict(q_strict);
+    qspec.set_overwrite(q_overwrite);
+    quantize_request.set_request_id(q_request_id);
+    exit_code = SubmitCommand(remote, quantize_request, q_watch);
+  });
+
   std::string job_id;
   CLI::App* watch_cmd = app.add_subcommand("watch", "follow a job until it ends (exit 0 if it succeeded)");
   watch_cmd->add_option("job", job_id, "job id")->required();

@@ -115,6 +115,14 @@ void PrintJob(const v1::Job& job, FILE* out) {
     absl::FPrintF(out, "  figures: %s, read %s, written %s, %s/s, peak RSS %s\n", HumanDuration(f.duration_seconds()),
                   HumanBytes(f.bytes_read()), HumanBytes(f.bytes_written()),
                   HumanBytes(f.throughput_bytes_per_second()), HumanBytes(f.peak_resident_bytes()));
+    if (f.has_quantize()) {
+      absl::FPrintF(out, "  quantize: %d tensors quantized, %d kept\n", f.quantize().tensors_quantized(),
+                    f.quantize().tensors_kept());
+      for (const v1::TensorQuality& q : f.quantize().worst()) {
+        absl::FPrintF(out, "    %-48s %-5s SNR %6.2f dB  RMSE %.3g  max|err| %.3g\n", q.name(), q.type(), q.snr_db(),
+                      q.rmse(), q.max_abs_error());
+      }
+    }
     if (f.has_shard()) {
       std::vector<std::string> sizes;
       for (uint64_t s : f.shard().shard_sizes_bytes()) sizes.push_back(HumanBytes(s));

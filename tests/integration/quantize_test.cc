@@ -1,0 +1,122 @@
+// The quantize job through the real modelsmithd: the CLI's submit --watch, the event stream,
+// the refusal of a quantized input, and cancel in the middle.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "nlohmann/json.hpp"
+#include "tests/support/job_client.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace modelsmith::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class QuantizeServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_ = dir_.path() + "/data";
+    fs::create_directories(data_);
+    const std::string golden = SourceDir() + "/../shared/golden/gguf";
+    fs::copy_file(golden + "/input-f32.gguf", data_ + "/input-f32.gguf");
+    fs::copy_file(golden + "/expected-Q4_0.gguf", data_ + "/already-q4_0.gguf");
+  }
+  void Start(std::vector<std::string> args = {}) {
+    server_ = std::make_unique<ServerProcess>(data_, std::move(args));
+    ASSERT_TRUE(server_->started());
+    stub_ = Connect(server_->address());
+  }
+  CommandResult Cli(std::vector<std::string> args) {
+    std::vector<std::string> argv = {CliBinary(), "--server", server_->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+
+  TempDir dir_;
+  std::string data_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+TEST_F(QuantizeServerTest, CliSubmitWatchWritesGgufAndManifest) {
+  Start();
+  CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/input-f32.gguf", "--output", data_ + "/out/m-Q4_K.gguf",
+                           "--scheme", "Q4_K", "--tensor-type", "output\\.weight=Q6_K", "--watch"});
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("state SUCCEEDED"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("9 tensors quantized, 3 kept"), std::string::npos) << run.out;
+  EXPECT_TRUE(fs::exists(data_ + "/out/m-Q4_K.gguf"));
+  std::ifstream manifest_file(data_ + "/out/m-Q4_K.gguf.manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(manifest_file);
+  EXPECT_EQ(manifest["kind"], "quantize");
+  EXPECT_EQ(manifest["artifacts"][0]["size_bytes"], fs::file_size(data_ + "/out/m-Q4_K.gguf"));
+  bool output_is_q6k = false;
+  for (const auto& row : manifest["quality"]) output_is_q6k |= row["name"] == "output.weight" && row["type"] == "Q6_K";
+  EXPECT_TRUE(output_is_q6k);
+
+  grpc::ClientContext context;
+  v1::InspectModelRequest request;
+  request.set_uri(data_ + "/out/m-Q4_K.gguf");
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  EXPECT_EQ(info.format(), "gguf");
+  for (const auto& t : info.tensors()) {
+    if (t.name() == "blk.0.attn_q.weight") {
+      EXPECT_EQ(t.dtype(), "Q4_K");
+    }
+  }
+}
+
+TEST_F(QuantizeServerTest, QuantizedInputIsRefusedAtSubmit) {
+  Start();
+  CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/already-q4_0.gguf", "--output", data_ + "/r.gguf",
+                           "--scheme", "Q8_0", "--watch"});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_NE(run.err.find("ALREADY_QUANTIZED"), std::string::npos) << run.err;
+  EXPECT_FALSE(fs::exists(data_ + "/r.gguf"));
+}
+
+TEST_F(QuantizeServerTest, RequantizeWarnsInTheEventStream) {
+  Start();
+  v1::SubmitJobRequest request;
+  v1::QuantizeSpec* spec = request.mutable_spec()->mutable_quantize();
+  spec->set_input(data_ + "/already-q4_0.gguf");
+  spec->set_output(data_ + "/re.gguf");
+  spec->set_scheme("Q8_0");
+  spec->set_allow_requantize(true);
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, request, &job).ok());
+  std::vector<v1::JobEvent> events = WatchAll(*stub_, job.id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().job().state(), v1::JOB_STATE_SUCCEEDED);
+  int requantized = 0;
+  for (const v1::JobEvent& e : events) requantized += e.has_warning() && e.warning().code() == "REQUANTIZED";
+  EXPECT_EQ(requantized, 9);
+}
+
+TEST_F(QuantizeServerTest, CancelInTheMiddleLeavesNothing) {
+  Start({"--job-io-limit", "500KB"});
+  v1::SubmitJobRequest request;
+  v1::QuantizeSpec* spec = request.mutable_spec()->mutable_quantize();
+  spec->set_input(data_ + "/input-f32.gguf");
+  spec->set_output(data_ + "/slow/q.gguf");
+  spec->set_scheme("Q4_K");
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, request, &job).ok());
+  WaitFor(*stub_, job.id(), [](const v1::Job& j) { return j.progress().bytes_done() > 0; });
+  grpc::ClientContext context;
+  v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  v1::Job after;
+  ASSERT_TRUE(stub_->CancelJob(&context, cancel, &after).ok());
+  EXPECT_EQ(WaitForEnd(*stub_, job.id()).state(), v1::JOB_STATE_CANCELLED);
+  if (fs::exists(data_ + "/slow")) {
+    for (const auto& e : fs::directory_iterator(data_ + "/slow")) ADD_FAILURE() << "left behind: " << e.path();
+  }
+}
+
+}  // namespace
+}  // namespace modelsmith::testing
