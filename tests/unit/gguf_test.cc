@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/memory_object.h"
+
 #include <cstring>
 
 #include "workers/common/error.h"
@@ -10,21 +12,6 @@
 namespace modelsmith {
 namespace {
 
-class MemoryObject final : public RandomAccessObject {
- public:
-  explicit MemoryObject(std::string bytes) : bytes_(std::move(bytes)) {}
-  const std::string& uri() const override { return uri_; }
-  uint64_t size_bytes() const override { return bytes_.size(); }
-  absl::Status ReadAt(uint64_t offset, size_t length, std::byte* dst) const override {
-    if (offset + length > bytes_.size()) return absl::OutOfRangeError("past end");
-    std::memcpy(dst, bytes_.data() + offset, length);
-    return absl::OkStatus();
-  }
-
- private:
-  std::string uri_ = "test.gguf";
-  std::string bytes_;
-};
 
 // Builds GGUF bytes field by field, so tests can break exactly one thing.
 class Bytes {
@@ -68,7 +55,7 @@ Bytes TensorInfo(Bytes b, const std::string& name, std::vector<uint64_t> ne, uin
 }
 
 void ExpectRejected(const std::string& bytes, const std::string& reason) {
-  absl::StatusOr<GgufFile> file = ReadGgufHeader(MemoryObject(bytes));
+  absl::StatusOr<GgufFile> file = ReadGgufHeader(MemoryObject(bytes, "test.gguf"));
   ASSERT_FALSE(file.ok()) << "accepted; expected " << reason;
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ReasonOf(file.status()), reason) << file.status();
@@ -76,7 +63,7 @@ void ExpectRejected(const std::string& bytes, const std::string& reason) {
 
 TEST(GgufReader, AcceptsAValidFile) {
   std::string bytes = TensorInfo(ValidHeader(), "w", {32, 2}, 0, 0).Pad(32).Raw(256).str();
-  absl::StatusOr<GgufFile> file = ReadGgufHeader(MemoryObject(bytes));
+  absl::StatusOr<GgufFile> file = ReadGgufHeader(MemoryObject(bytes, "test.gguf"));
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(file->tensors[0].Shape(), (std::vector<uint64_t>{2, 32}));
   EXPECT_EQ(file->tensors[0].size_bytes, 256u);
@@ -147,7 +134,7 @@ TEST(GgufWriter, HeaderReadsBackWithRunningPaddedOffsets) {
   ASSERT_EQ(bytes.size() % 32, 0u);
   EXPECT_EQ(tensors[1].offset, 128u);  // 102 bytes padded to 128
   bytes += std::string(102, '\1') + std::string(26, '\0') + std::string(20, '\2');
-  absl::StatusOr<GgufFile> file = ReadGgufHeader(MemoryObject(bytes));
+  absl::StatusOr<GgufFile> file = ReadGgufHeader(MemoryObject(bytes, "test.gguf"));
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(file->data_start, bytes.size() - 148);
   EXPECT_EQ(file->Find("general.quantization_version")->AsUnsigned(), 2u);

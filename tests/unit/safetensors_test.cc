@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/memory_object.h"
+
 #include <cstring>
 
 #include "workers/common/error.h"
@@ -19,24 +21,9 @@ std::string FileWith(const std::string& header, uint64_t data_bytes) {
   return file + header + std::string(data_bytes, '\0');
 }
 
-class MemoryObject final : public RandomAccessObject {
- public:
-  explicit MemoryObject(std::string bytes) : bytes_(std::move(bytes)) {}
-  const std::string& uri() const override { return uri_; }
-  uint64_t size_bytes() const override { return bytes_.size(); }
-  absl::Status ReadAt(uint64_t offset, size_t length, std::byte* dst) const override {
-    if (offset + length > bytes_.size()) return absl::OutOfRangeError("past end");
-    std::memcpy(dst, bytes_.data() + offset, length);
-    return absl::OkStatus();
-  }
-
- private:
-  std::string uri_ = "test.safetensors";
-  std::string bytes_;
-};
 
 absl::StatusOr<SafetensorsHeader> Read(const std::string& file) {
-  return ReadSafetensorsHeader(MemoryObject(file));
+  return ReadSafetensorsHeader(MemoryObject(file, "test.safetensors"));
 }
 
 // Reads `file`, expects INVALID_ARGUMENT with `reason` and the file named in the message.

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "workers/common/error.h"
+#include "workers/jobs/version.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/uri.h"
 
@@ -140,6 +141,18 @@ absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::stri
   artifact.set_sha256(Sha256Hex(text));
   artifact.set_role("manifest");
   return artifact;
+}
+
+ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input) {
+  ordered_json manifest;
+  manifest["modelsmith_version"] = kModelsmithVersion;
+  manifest["git_revision"] = kModelsmithGitRevision;
+  manifest["job_id"] = run.job_id;
+  manifest["kind"] = std::string(kind);
+  manifest["spec"] = MessageJson(run.spec);
+  manifest["input"] = {{"uri", input.uri}, {"format", input.format},
+                       {"tensors", input.tensors.size()}, {"tensor_bytes", input.tensor_bytes}};
+  return manifest;
 }
 
 ordered_json MessageJson(const google::protobuf::Message& message) {

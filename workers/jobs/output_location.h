@@ -22,6 +22,8 @@
 #include "google/protobuf/message.h"
 #include "nlohmann/json.hpp"
 #include "modelsmith/v1/job.pb.h"
+#include "workers/formats/model_view.h"
+#include "workers/jobs/job_context.h"
 #include "workers/storage/storage_router.h"
 
 namespace modelsmith {
@@ -32,6 +34,10 @@ inline constexpr absl::string_view kManifestName = "modelsmith.manifest.json";
 // the caller's contract. Returns the manifest's own artifact entry.
 absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, nlohmann::ordered_json manifest,
                                              const std::vector<v1::Artifact>& artifacts);
+
+// The fields every manifest starts with: tool version and revision, job id, kind, spec, and the
+// input model's uri, format, tensor count and bytes.
+nlohmann::ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input);
 
 // The spec or any message as JSON for a manifest (proto field names).
 nlohmann::ordered_json MessageJson(const google::protobuf::Message& message);

@@ -14,7 +14,6 @@
 #include "workers/jobs/progress_tracker.h"
 #include "workers/jobs/quantize_plan.h"
 #include "workers/jobs/rate_limiter.h"
-#include "workers/jobs/version.h"
 #include "workers/quant/quality.h"
 #include "workers/quant/quantize_rows.h"
 #include "workers/storage/checksum.h"
@@ -350,14 +349,7 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
   tracker.Flush();
   figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
 
-  ordered_json manifest;
-  manifest["modelsmith_version"] = kModelsmithVersion;
-  manifest["git_revision"] = kModelsmithGitRevision;
-  manifest["job_id"] = run.job_id;
-  manifest["kind"] = "quantize";
-  manifest["spec"] = MessageJson(run.spec);
-  manifest["input"] = {{"uri", plan->model.uri}, {"format", plan->model.format},
-                       {"tensors", plan->model.tensors.size()}, {"tensor_bytes", plan->model.tensor_bytes}};
+  ordered_json manifest = ManifestHeader(run, "quantize", plan->model);
   manifest["quality"] = std::move(quality_table);
   manifest["figures"] = MessageJson(*figures);
   absl::StatusOr<v1::Artifact> manifest_artifact =

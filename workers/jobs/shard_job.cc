@@ -17,7 +17,6 @@
 #include "workers/jobs/rate_limiter.h"
 #include "workers/jobs/shard_plan.h"
 #include "workers/jobs/size_string.h"
-#include "workers/jobs/version.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/uri.h"
 
@@ -392,14 +391,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   tracker.Flush();
   figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
 
-  ordered_json manifest;
-  manifest["modelsmith_version"] = kModelsmithVersion;
-  manifest["git_revision"] = kModelsmithGitRevision;
-  manifest["job_id"] = run.job_id;
-  manifest["kind"] = "shard";
-  manifest["spec"] = MessageJson(run.spec);
-  manifest["input"] = {{"uri", model->uri}, {"format", model->format},
-                       {"tensors", model->tensors.size()}, {"tensor_bytes", model->tensor_bytes}};
+  ordered_json manifest = ManifestHeader(run, "shard", *model);
   manifest["figures"] = MessageJson(*figures);
   std::vector<v1::Artifact> artifacts(result.artifacts().begin(), result.artifacts().end());
   absl::StatusOr<v1::Artifact> manifest_artifact = output->WriteManifest(std::move(manifest), artifacts);

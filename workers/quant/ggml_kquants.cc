@@ -38,8 +38,8 @@ int NearestInt(float value) {
   return (bits & 0x007FFFFF) - 0x00400000;
 }
 
-// Symmetric scale search (make_qx_quants with rmse_type 1 and weights x^2): L in [0, 2*nmax).
-float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
+// The value of largest magnitude, sign kept; the first one wins ties.
+float SignedMax(int n, const float* x) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i) {
     const float ax = std::fabs(x[i]);
@@ -48,7 +48,13 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
       max = x[i];
     }
   }
-  if (amax < kGroupMaxEps) {
+  return max;
+}
+
+// Symmetric scale search (make_qx_quants with rmse_type 1 and weights x^2): L in [0, 2*nmax).
+float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
+  const float max = SignedMax(n, x);
+  if (std::fabs(max) < kGroupMaxEps) {  // all (near) zero
     std::fill(L, L + n, 0);
     return 0.0f;
   }
@@ -84,15 +90,8 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
 
 // make_q3_quants with do_rmse: iterative refinement of levels; L in [0, 2*nmax).
 float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = SignedMax(n, x);
+  if (std::fabs(max) < kGroupMaxEps) {  // all (near) zero
     std::fill(L, L + n, 0);
     return 0.0f;
   }
