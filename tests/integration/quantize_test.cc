@@ -20,7 +20,7 @@ class QuantizeServerTest : public ::testing::Test {
   void SetUp() override {
     data_ = dir_.path() + "/data";
     fs::create_directories(data_);
-    const std::string golden = SourceDir() + "/../shared/golden/gguf";
+    const std::string golden = SourceDir() + "/tests/data/golden/gguf";
     fs::copy_file(golden + "/input-f32.gguf", data_ + "/input-f32.gguf");
     fs::copy_file(golden + "/expected-Q4_0.gguf", data_ + "/already-q4_0.gguf");
   }

@@ -1,5 +1,6 @@
-// Our ggml quantizers against llama.cpp's own output, byte for byte: shared/golden/gguf holds an
-// F32 input and what `llama-quantize --pure` made of it for each type (see its README). Tensors
+// Our ggml quantizers against llama.cpp's own output, byte for byte: tests/data/golden/gguf (a
+// copy of the team's shared/golden/gguf, kept in the repository so a fresh clone tests alone) holds
+// an F32 input and what `llama-quantize --pure` made of it for each type (see its README). Tensors
 // are matched by name.
 #include <gtest/gtest.h>
 
@@ -33,7 +34,7 @@ const Kernel kKernels[] = {
     {"Q5_1", QuantizeRowQ5_1, DequantizeRowQ5_1, 1.0 / 14},
 };
 
-std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/../shared/golden/gguf"; }
+std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf"; }
 
 struct LoadedGguf {
   std::unique_ptr<RandomAccessObject> object;
@@ -55,7 +56,7 @@ LoadedGguf Load(const std::string& path) {
   LocalObjectStore store;
   LoadedGguf loaded;
   auto object = store.OpenForRead(path);
-  EXPECT_TRUE(object.ok()) << path << ": " << object.status() << " (the golden files live in ../shared/golden/gguf)";
+  EXPECT_TRUE(object.ok()) << path << ": " << object.status() << " (the golden files live in tests/data/golden/gguf)";
   if (!object.ok()) return loaded;
   loaded.object = *std::move(object);
   auto header = ReadGgufHeader(*loaded.object);

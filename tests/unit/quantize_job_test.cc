@@ -22,7 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/../shared/golden/gguf"; }
+std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf"; }
 
 struct Gguf {
   std::unique_ptr<RandomAccessObject> object;
