@@ -429,6 +429,15 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
                      absl::StrCat("job ", id, " already ended (", v1::JobState_Name(job->state()), ")"),
                      {{"job_id", id}});
   }
+  {
+    // A job that has just ended can still be tracked for a moment (until Finish forgets it).
+    std::lock_guard lock(tracked->mutex);
+    if (tracked->ended) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "JOB_ALREADY_ENDED",
+                       absl::StrCat("job ", id, " already ended (", v1::JobState_Name(tracked->job.state()), ")"),
+                       {{"job_id", id}});
+    }
+  }
   if (pool_.RemoveQueued(id)) {
     {
       std::lock_guard lock(tracked->mutex);
@@ -470,6 +479,14 @@ absl::Status JobManager::Watch(const std::string& id, const std::function<bool(c
     cursor = tracked->seq;
   }
   if (!send(first)) return absl::OkStatus();
+  // Warnings raised before this watcher came are replayed, so every watcher sees each one as an
+  // event whenever it attached.
+  for (const v1::Warning& warning : first.job().warnings()) {
+    v1::JobEvent replay;
+    *replay.mutable_time() = first.time();
+    *replay.mutable_warning() = warning;
+    if (!send(replay)) return absl::OkStatus();
+  }
   while (true) {
     std::vector<std::pair<uint64_t, v1::JobEvent>> batch;
     bool ended;

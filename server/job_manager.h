@@ -52,8 +52,8 @@ class JobManager {
   // end. Ended: FAILED_PRECONDITION (JOB_ALREADY_ENDED).
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
 
-  // Calls `send` with the job as it is now, then with each change until the job ends, then with
-  // the final job. Progress may be coalesced; state changes and warnings never are. Returns when
+  // Calls `send` with the job as it is now, then with each warning it has raised so far, then
+  // with each change until the job ends, then with the final job. Progress may be coalesced; state changes and warnings never are. Returns when
   // the job has ended, when `send` returns false, when `still_wanted` returns false (polled), or
   // with UNAVAILABLE when the manager closes.
   absl::Status Watch(const std::string& id, const std::function<bool(const v1::JobEvent&)>& send,
