@@ -66,4 +66,13 @@ uint16_t Fp32ToBf16(float value) {
 
 float Bf16ToFp32(uint16_t bits) { return FloatOf(static_cast<uint32_t>(bits) << 16); }
 
+float RoundTo(StoredFloat type, float value) {
+  switch (type) {
+    case StoredFloat::kF16: return Fp16ToFp32(Fp32ToFp16(value));
+    case StoredFloat::kBF16: return Bf16ToFp32(Fp32ToBf16(value));
+    case StoredFloat::kF32: break;
+  }
+  return value;
+}
+
 }  // namespace modelsmith

@@ -15,6 +15,13 @@ float Fp16ToFp32(uint16_t bits);
 uint16_t Fp32ToBf16(float value);
 float Bf16ToFp32(uint16_t bits);
 
+// The float type a tensor is stored in, for arithmetic that PyTorch does in that type: an op on
+// half or bfloat16 tensors computes in FP32 and rounds the result to the narrow type.
+enum class StoredFloat { kF32, kF16, kBF16 };
+
+// `value` rounded to `type` (nearest, ties to even) and widened back to FP32.
+float RoundTo(StoredFloat type, float value);
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_WORKERS_QUANT_HALF_H_
