@@ -69,17 +69,25 @@ int Main(int argc, char** argv) {
     exit_code = SubmitCommand(remote, shard_request, watch);
   });
 
-  CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model (GGUF types now)");
+  CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;
   v1::QuantizeSpec& qspec = *quantize_request.mutable_spec()->mutable_quantize();
   std::string q_input, q_output, q_scheme, q_request_id;
   std::vector<std::string> q_tensor_types, q_include, q_exclude;
   bool q_allow_requantize = false, q_strict = false, q_overwrite = false, q_watch = false;
   uint64_t q_min_elements = 0;
+  uint32_t q_block_size = 0, q_group_size = 0;
+  bool q_double_quant = false;
   double q_snr_warning = 0;
   quantize->add_option("--input", q_input, "safetensors file, index.json, directory, or .gguf")->required();
-  quantize->add_option("--output", q_output, "the .gguf file to write")->required();
-  quantize->add_option("--scheme", q_scheme, "Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32")->required();
+  quantize->add_option("--output", q_output, "a .gguf file for GGUF types, a directory for layouts")->required();
+  quantize->add_option("--scheme", q_scheme,
+                       "Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32, or bnb_int8 bnb_nf4 bnb_fp4 "
+                       "quanto_int8 quanto_int4 chatglm_int8 chatglm_int4")
+      ->required();
+  quantize->add_option("--block-size", q_block_size, "bnb_nf4/bnb_fp4 block size, 32..4096 (default 64)");
+  quantize->add_flag("--double-quant", q_double_quant, "bnb_nf4/bnb_fp4: quantize the absmax values too");
+  quantize->add_option("--group-size", q_group_size, "quanto_int4 group size (default as quanto: 128, 96, 64, 32)");
   quantize->add_option("--tensor-type", q_tensor_types, "REGEX=TYPE: tensors matching REGEX get TYPE (repeatable)");
   quantize->add_option("--include", q_include, "quantize only tensors matching these regexes");
   quantize->add_option("--exclude", q_exclude, "keep tensors matching these regexes");
@@ -108,6 +116,9 @@ int Main(int argc, char** argv) {
     for (const std::string& r : q_include) qspec.add_include(r);
     for (const std::string& r : q_exclude) qspec.add_exclude(r);
     qspec.set_min_elements(q_min_elements);
+    qspec.set_block_size(q_block_size);
+    qspec.set_double_quant(q_double_quant);
+    qspec.set_group_size(q_group_size);
     qspec.set_snr_warning_db(q_snr_warning);
     qspec.set_allow_requantize(q_allow_requantize);
     qspec.set_strict(q_strict);

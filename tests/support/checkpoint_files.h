@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "workers/formats/safetensors.h"
+#include "workers/quant/half.h"
 
 namespace modelsmith {
 
@@ -48,6 +50,10 @@ inline std::map<std::string, std::string> WriteCheckpoint(const std::string& pat
   return data;
 }
 
+// Writes `tensors` with normally distributed float values (mean 0, sd 0.02, seeded by the name) in
+// their F32 / F16 / BF16 dtype; returns the values as F32 per tensor.
+std::map<std::string, std::vector<float>> WriteFloatCheckpoint(const std::string& path, const std::vector<TestTensor>& tensors);
+
 // A Llama-like state dict: embed, `layers` blocks of 9 tensors, norm, head.
 inline std::vector<TestTensor> LlamaLikeTensors(int layers, uint64_t hidden, uint64_t vocab) {
   std::vector<TestTensor> t = {{"model.embed_tokens.weight", DType::kF16, {vocab, hidden}}};
@@ -65,6 +71,37 @@ inline std::vector<TestTensor> LlamaLikeTensors(int layers, uint64_t hidden, uin
   t.push_back({"model.norm.weight", DType::kF32, {hidden}});
   t.push_back({"lm_head.weight", DType::kF16, {vocab, hidden}});
   return t;
+}
+
+inline std::map<std::string, std::vector<float>> WriteFloatCheckpoint(const std::string& path,
+                                                                      const std::vector<TestTensor>& tensors) {
+  std::vector<SafetensorsEntry> entries;
+  std::map<std::string, std::vector<float>> values;
+  std::map<std::string, std::string> bytes;
+  for (const TestTensor& t : tensors) {
+    const uint64_t size = *StorageBytes(t.dtype, t.shape);
+    entries.push_back({t.name, t.dtype, t.shape, size});
+    const uint64_t n = *ElementCount(t.shape);
+    std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>{}(t.name)));
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    std::vector<float>& v = values[t.name];
+    std::string& b = bytes[t.name];
+    for (uint64_t i = 0; i < n; ++i) {
+      const float x = normal(rng);
+      if (t.dtype == DType::kF32) {
+        v.push_back(x);
+        b.append(reinterpret_cast<const char*>(&x), 4);
+      } else {
+        const uint16_t h = t.dtype == DType::kF16 ? Fp32ToFp16(x) : Fp32ToBf16(x);
+        v.push_back(t.dtype == DType::kF16 ? Fp16ToFp32(h) : Bf16ToFp32(h));
+        b.append(reinterpret_cast<const char*>(&h), 2);
+      }
+    }
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << SerializeSafetensorsHeader(entries, {{"format", "pt"}});
+  for (const TestTensor& t : tensors) out << bytes[t.name];
+  return values;
 }
 
 }  // namespace modelsmith

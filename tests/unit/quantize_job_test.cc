@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "nlohmann/json.hpp"
@@ -187,12 +188,40 @@ TEST_F(QuantizeJobTest, CancelledJobLeavesNothing) {
   for (const auto& e : fs::directory_iterator(dir_.path())) ADD_FAILURE() << "left behind: " << e.path();
 }
 
-TEST_F(QuantizeJobTest, BadSpecsNameTheFieldAndUnbuiltSchemesAreUnimplemented) {
+TEST_F(QuantizeJobTest, Q4KMPresetFollowsLlamaCppsTensorClassesWithGoldenBytes) {
+  const v1::QuantizeSpec spec = Spec(GoldenDir() + "/input-f32.gguf", "q4km.gguf", "Q4_K_M");
+  absl::StatusOr<v1::JobResult> result = Run(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  Gguf out = Load(spec.output());
+  Gguf q4 = Load(GoldenDir() + "/expected-Q4_K.gguf");
+  Gguf q6 = Load(GoldenDir() + "/expected-Q6_K.gguf");
+  // One block: use_more_bits(0, 1) holds, so attn_v and ffn_down take Q6_K, as output does.
+  const std::set<std::string> six = {"output.weight", "blk.0.attn_v.weight", "blk.0.ffn_down.weight"};
+  int checked = 0;
+  for (const GgufTensor& t : out.header.tensors) {
+    if (t.ne.size() < 2) continue;
+    const bool is_six = six.contains(t.name);
+    EXPECT_EQ(t.type, is_six ? GgmlType::kQ6_K : GgmlType::kQ4_K) << t.name;
+    const Gguf& golden = is_six ? q6 : q4;
+    const GgufTensor* expected = golden.Find(t.name);
+    ASSERT_NE(expected, nullptr) << t.name;
+    EXPECT_EQ(out.Data(t), golden.Data(*expected)) << t.name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 9);
+  bool file_type = false;
+  for (const GgufKv& kv : out.header.kvs) {
+    if (kv.key == "general.file_type") file_type = kv.AsUnsigned() == 15u;
+  }
+  EXPECT_TRUE(file_type);
+}
+
+TEST_F(QuantizeJobTest, BadSpecsNameTheField) {
   v1::JobSpec spec;
   *spec.mutable_quantize() = Spec(GoldenDir() + "/input-f32.gguf", "x.gguf", "Q7_0");
   EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.scheme");
-  spec.mutable_quantize()->set_scheme("bnb_nf4");
-  EXPECT_EQ(ValidateSpec(spec).code(), absl::StatusCode::kUnimplemented);
+  spec.mutable_quantize()->set_scheme("bnb_nf4");  // a layout: the output is a directory
+  EXPECT_EQ(ReasonOf(ValidateSpec(spec)), "INVALID_OUTPUT");
   spec.mutable_quantize()->set_scheme("Q8_0");
   spec.mutable_quantize()->set_output(dir_.path() + "/x.bin");
   EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.output");

@@ -192,6 +192,28 @@ bool IsSafetensorsIndexName(absl::string_view name) {
   return absl::EndsWith(name, ".json") && absl::StrContains(name, ".safetensors.index");
 }
 
+absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store, const ModelView& model) {
+  constexpr uint64_t kMaxConfigBytes = 16 << 20;
+  if (model.gguf || model.files.empty()) return std::nullopt;
+  const std::string uri = JoinUri(ParentUri(model.files.front().uri), "config.json");
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (absl::IsNotFound(object.status())) return std::nullopt;
+  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  if ((*object)->size_bytes() > kMaxConfigBytes) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+                     absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", kMaxConfigBytes),
+                     {{"file", uri}});
+  }
+  std::string text((*object)->size_bytes(), '\0');
+  if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
+  json config = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded() || !config.is_object()) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+                     absl::StrCat("'", uri, "' is not a JSON object"), {{"file", uri}});
+  }
+  return config;
+}
+
 absl::StatusOr<ModelView> OpenModel(const Location& location) {
   ObjectStore& store = *location.store;
   const std::string& uri = location.uri;

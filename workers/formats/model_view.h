@@ -52,6 +52,10 @@ struct ModelView {
 // INDEX_*, MODEL_*) naming the file, tensor and field for malformed input.
 absl::StatusOr<ModelView> OpenModel(const Location& location);
 
+// config.json beside the model's files: nullopt when there is none (or the model is GGUF);
+// INVALID_ARGUMENT (MODEL_CONFIG_INVALID) when it is not a JSON object or over 16 MiB.
+absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store, const ModelView& model);
+
 // True for "*.safetensors.index.json" and variant forms "*.safetensors.index.<variant>.json".
 bool IsSafetensorsIndexName(absl::string_view name);
 

@@ -117,6 +117,23 @@ absl::StatusOr<v1::Artifact> OutputLocation::WriteManifest(ordered_json manifest
   return WriteManifestTo(store(), UriOf(kManifestName), std::move(manifest), artifacts);
 }
 
+absl::StatusOr<v1::Artifact> WriteSmallObject(ObjectStore& store, const std::string& uri, const std::string& text,
+                                              absl::string_view role) {
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uri);
+  if (!writer.ok()) return writer.status();
+  if (absl::Status s = (*writer)->Append({reinterpret_cast<const std::byte*>(text.data()), text.size()}); !s.ok()) {
+    (*writer)->Abort();
+    return s;
+  }
+  if (absl::Status s = (*writer)->Commit(); !s.ok()) return s;
+  v1::Artifact artifact;
+  artifact.set_uri(uri);
+  artifact.set_size_bytes(text.size());
+  artifact.set_sha256(Sha256Hex(text));
+  artifact.set_role(std::string(role));
+  return artifact;
+}
+
 absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, ordered_json manifest,
                                              const std::vector<v1::Artifact>& artifacts) {
   ordered_json list = ordered_json::array();
@@ -128,19 +145,7 @@ absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::stri
                     {"sha256", artifact.sha256()}});
   }
   manifest["artifacts"] = std::move(list);
-  const std::string text = manifest.dump(2) + "\n";
-  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uri);
-  if (!writer.ok()) return writer.status();
-  if (absl::Status s = (*writer)->Append({reinterpret_cast<const std::byte*>(text.data()), text.size()}); !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = (*writer)->Commit(); !s.ok()) return s;
-  v1::Artifact artifact;
-  artifact.set_uri(uri);
-  artifact.set_size_bytes(text.size());
-  artifact.set_sha256(Sha256Hex(text));
-  artifact.set_role("manifest");
-  return artifact;
+  return WriteSmallObject(store, uri, manifest.dump(2) + "\n", "manifest");
 }
 
 ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input) {

@@ -30,6 +30,11 @@ namespace modelsmith {
 
 inline constexpr absl::string_view kManifestName = "modelsmith.manifest.json";
 
+// Writes a small object (a manifest, a config.json) in one piece and commits it; returns its
+// artifact entry with `role`.
+absl::StatusOr<v1::Artifact> WriteSmallObject(ObjectStore& store, const std::string& uri, const std::string& text,
+                                              absl::string_view role);
+
 // Writes `manifest` plus an "artifacts" list built from `artifacts` to `uri`, committed last by
 // the caller's contract. Returns the manifest's own artifact entry.
 absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, nlohmann::ordered_json manifest,

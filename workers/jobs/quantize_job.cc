@@ -10,10 +10,13 @@
 #include "workers/common/error.h"
 #include "workers/formats/gguf.h"
 #include "workers/formats/model_view.h"
+#include "workers/jobs/layout_quantize_job.h"
 #include "workers/jobs/output_location.h"
 #include "workers/jobs/progress_tracker.h"
 #include "workers/jobs/quantize_plan.h"
+#include "workers/jobs/quantize_report.h"
 #include "workers/jobs/rate_limiter.h"
+#include "workers/jobs/verified_commit.h"
 #include "workers/quant/quality.h"
 #include "workers/quant/quantize_rows.h"
 #include "workers/storage/checksum.h"
@@ -26,10 +29,7 @@ using nlohmann::ordered_json;
 // Rows are processed in chunks of about this many elements (64 MiB of F32 at most in flight
 // with the source, encoded and reconstructed buffers).
 constexpr uint64_t kChunkElements = 4 << 20;
-constexpr uint64_t kCopyPieceBytes = 64 << 20;
 constexpr uint64_t kQuantizeJobMemoryBytes = 96 << 20;
-constexpr double kDefaultSnrWarningDb = 10.0;
-constexpr size_t kWorstTensorsReported = 10;
 
 struct PlannedTensor {
   const TensorInfo* source;
@@ -60,7 +60,11 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "quantize.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "quantize.input"}});
+  absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*input->store, *model);
+  if (!config.ok()) return config.status();
+  if (absl::Status s = RefuseQuantizedLayouts(*model, *config, spec.allow_requantize()); !s.ok()) return s;
   Plan plan{*std::move(model), *std::move(planner), {}, false};
+  plan.planner.PrepareForModel(plan.model.tensors);
   for (const TensorInfo& t : plan.model.tensors) {
     absl::StatusOr<TensorPlan> decision = plan.planner.Plan(t);
     if (!decision.ok()) return decision.status();
@@ -122,11 +126,6 @@ std::vector<GgufKv> OutputKvs(const Plan& plan) {
   return kvs;
 }
 
-absl::Status CheckStop(const JobContext& context) {
-  if (context.stop_requested()) return MakeError(absl::StatusCode::kCancelled, "CANCELLED", "the job was stopped");
-  return absl::OkStatus();
-}
-
 absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
   static const std::byte kZeros[64] = {};
   return writer.Append({kZeros, static_cast<size_t>(count)});
@@ -143,7 +142,7 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, O
   std::vector<float> values, reconstructed;
   std::vector<uint8_t> encoded;
   for (uint64_t row = 0; row < t.rows; row += rows_per_chunk) {
-    if (absl::Status s = CheckStop(context); !s.ok()) return s;
+    if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
     source_bytes.resize(rows * source_row_bytes);
     if (absl::Status s = file.ReadAt(t.source->data_offset + row * source_row_bytes, source_bytes.size(), source_bytes.data());
@@ -164,19 +163,6 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, O
   return absl::OkStatus();
 }
 
-absl::Status CopyUnchanged(const PlannedTensor& t, const RandomAccessObject& file, ObjectWriter& out, ProgressTracker& tracker,
-                           RateLimiter& pace, const JobContext& context) {
-  for (uint64_t done = 0; done < t.source->size_bytes;) {
-    if (absl::Status s = CheckStop(context); !s.ok()) return s;
-    const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, t.source->size_bytes - done));
-    if (absl::Status s = out.AppendFrom(file, t.source->data_offset + done, piece); !s.ok()) return s;
-    done += piece;
-    tracker.AddBytes(piece);
-    pace.Account(piece, [&] { return context.stop_requested(); });
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::string> Verify(const RandomAccessObject& written, const std::vector<GgufTensor>& expected,
                                    const JobContext& context) {
   absl::StatusOr<GgufFile> header = ReadGgufHeader(written);
@@ -193,11 +179,10 @@ absl::StatusOr<std::string> Verify(const RandomAccessObject& written, const std:
   return Sha256Hex(written, nullptr, [&] { return context.stop_requested(); });
 }
 
-double JsonSafe(double value) { return std::isfinite(value) ? value : (value > 0 ? 1e300 : -1e300); }
-
 }  // namespace
 
 absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
+  if (IsLayoutScheme(spec.scheme())) return ValidateLayoutQuantizeSpec(spec);
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "quantize.input", "'quantize.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "quantize.output", "'quantize.output' is required");
   absl::StatusOr<QuantizePlanner> planner = QuantizePlanner::Create(spec);
@@ -213,6 +198,7 @@ absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
 }
 
 absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router) {
+  if (IsLayoutScheme(spec.scheme())) return PreflightLayoutQuantizeJob(spec, router);
   absl::StatusOr<Plan> plan = MakePlan(spec, router);
   if (!plan.ok()) return plan.status();
   if (absl::Status s = OutputFile::CheckVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
@@ -222,6 +208,7 @@ absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, cons
 absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   const v1::QuantizeSpec& spec = run.spec.quantize();
+  if (IsLayoutScheme(spec.scheme())) return RunLayoutQuantizeJob(run, context);
   if (absl::Status s = ValidateQuantizeSpec(spec); !s.ok()) return s;
   absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
@@ -249,10 +236,7 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
 
   tracker.SetPhase("execute");
   RateLimiter pace(run.io_bytes_per_second);
-  ordered_json quality_table = ordered_json::array();
-  std::vector<v1::TensorQuality> qualities;
-  uint32_t quantized = 0, kept = 0;
-  const double snr_threshold = spec.snr_warning_db() > 0 ? spec.snr_warning_db() : kDefaultSnrWarningDb;
+  QuantizeReport report(spec.snr_warning_db());
   for (size_t i = 0; i < plan->tensors.size(); ++i) {
     const PlannedTensor& t = plan->tensors[i];
     const RandomAccessObject& file = *plan->model.files[t.source->file_index].object;
@@ -264,8 +248,8 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
     }
     absl::Status written;
     if (t.plan.target_type == t.plan.source_type) {
-      written = CopyUnchanged(t, file, out, tracker, pace, context);
-      ++kept;
+      written = CopyTensorBytes(*t.source, file, out, tracker, pace, context);
+      report.AddKept();
     } else {
       if (IsBlockType(t.plan.source_type)) {
         context.Warn("REQUANTIZED",
@@ -276,27 +260,8 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
       QualityStats quality;
       written = Transcode(t, file, out, quality, tracker, pace, context);
       if (written.ok()) {
-        if (IsBlockType(t.plan.target_type)) ++quantized; else ++kept;
-        if (quality.non_finite() > 0) {
-          context.Warn("NON_FINITE_VALUES",
-                       absl::StrCat("tensor '", t.source->name, "' holds ", quality.non_finite(), " NaN or infinite values"),
-                       t.source->name);
-        }
-        v1::TensorQuality q;
-        q.set_name(t.source->name);
-        q.set_type(std::string(TypeName(t.plan.target_type)));
-        q.set_rmse(quality.rmse());
-        q.set_max_abs_error(quality.max_abs_error());
-        q.set_snr_db(quality.snr_db());
-        if (IsBlockType(t.plan.target_type) && quality.snr_db() < snr_threshold) {
-          context.Warn("LOW_SNR",
-                       absl::StrFormat("tensor '%s' as %s has an SNR of %.2f dB, under %.1f dB", t.source->name,
-                                       TypeName(t.plan.target_type), quality.snr_db(), snr_threshold),
-                       t.source->name);
-        }
-        quality_table.push_back({{"name", q.name()}, {"type", q.type()}, {"rmse", q.rmse()},
-                                 {"max_abs_error", q.max_abs_error()}, {"snr_db", JsonSafe(q.snr_db())}});
-        qualities.push_back(std::move(q));
+        report.AddTranscoded(context, t.source->name, std::string(TypeName(t.plan.target_type)), quality,
+                             IsBlockType(t.plan.target_type));
       }
     }
     if (!written.ok()) return fail(written);
@@ -304,54 +269,15 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
     tracker.AddTensors(1);
   }
 
-  tracker.SetPhase("verify");
-  std::string digest;
-  absl::StatusOr<std::unique_ptr<RandomAccessObject>> readback = out.ReadBack();
-  if (readback.ok()) {
-    absl::StatusOr<std::string> verified = Verify(**readback, layout, context);
-    if (!verified.ok()) return fail(absl::IsCancelled(verified.status()) ? CheckStop(context) : verified.status());
-    digest = *verified;
-  } else if (!absl::IsUnimplemented(readback.status())) {
-    return fail(readback.status());
-  }
-  if (absl::Status s = CheckStop(context); !s.ok()) return fail(s);
-
-  tracker.SetPhase("publish");
-  if (absl::Status s = out.Commit(); !s.ok()) return s;
-  if (digest.empty()) {  // the store verifies after commit
-    absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = output->store().OpenForRead(output->uri());
-    absl::StatusOr<std::string> verified = object.ok() ? Verify(**object, layout, context) : object.status();
-    if (!verified.ok()) {
-      output->store().Delete(output->uri()).IgnoreError();
-      return verified.status();
-    }
-    digest = *verified;
-  }
-
+  absl::StatusOr<v1::Artifact> model_artifact = VerifyAndCommit(
+      out, output->store(), output->uri(), file_bytes, "model",
+      [&](const RandomAccessObject& written) { return Verify(written, layout, context); }, tracker, context);
+  if (!model_artifact.ok()) return fail(model_artifact.status());
   v1::JobResult result;
   v1::Artifact* artifact = result.add_artifacts();
-  artifact->set_uri(output->uri());
-  artifact->set_size_bytes(file_bytes);
-  artifact->set_sha256(digest);
-  artifact->set_role("model");
+  *artifact = *model_artifact;
+  ordered_json manifest = report.Finish(run, plan->model, start, tracker, &result);
   v1::JobFigures* figures = result.mutable_figures();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  figures->set_duration_seconds(seconds);
-  figures->set_bytes_read(plan->model.tensor_bytes);
-  figures->set_tensors(plan->tensors.size());
-  figures->set_throughput_bytes_per_second(seconds > 0 ? plan->model.tensor_bytes / seconds : 0);
-  v1::QuantizeFigures* q = figures->mutable_quantize();
-  q->set_tensors_quantized(quantized);
-  q->set_tensors_kept(kept);
-  q->set_input_bytes_per_second(figures->throughput_bytes_per_second());
-  std::sort(qualities.begin(), qualities.end(), [](const auto& a, const auto& b) { return a.snr_db() < b.snr_db(); });
-  for (size_t i = 0; i < qualities.size() && i < kWorstTensorsReported; ++i) *q->add_worst() = qualities[i];
-  tracker.Flush();
-  figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
-
-  ordered_json manifest = ManifestHeader(run, "quantize", plan->model);
-  manifest["quality"] = std::move(quality_table);
-  manifest["figures"] = MessageJson(*figures);
   absl::StatusOr<v1::Artifact> manifest_artifact =
       WriteManifestTo(output->store(), output->manifest_uri(), std::move(manifest), {*artifact});
   if (!manifest_artifact.ok()) {

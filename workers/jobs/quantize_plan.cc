@@ -1,5 +1,8 @@
 #include "workers/jobs/quantize_plan.h"
 
+#include <algorithm>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
 
@@ -53,18 +56,16 @@ absl::StatusOr<QuantizePlanner> QuantizePlanner::Create(const v1::QuantizeSpec& 
   std::optional<GgmlTypeTraits> scheme = GgmlTraitsByName(spec.scheme());
   if (!scheme || !(scheme->quantized || IsFloat(scheme->type)) || scheme->type == GgmlType::kQ8_1 ||
       scheme->type == GgmlType::kQ8_K) {
-    static const char* kNotBuilt[] = {"Q4_K_M", "Q5_K_M", "bnb_int8", "bnb_nf4", "bnb_fp4", "quanto_int8",
-                                      "quanto_int4", "chatglm_int4", "chatglm_int8"};
-    for (const char* name : kNotBuilt) {
-      if (spec.scheme() == name) {
-        return MakeError(absl::StatusCode::kUnimplemented, "SCHEME_NOT_IMPLEMENTED",
-                         absl::StrCat("scheme '", spec.scheme(), "' is not available in this build yet"),
-                         {{"field", "quantize.scheme"}});
-      }
-    }
-    return FieldError("INVALID_SCHEME", "quantize.scheme",
+    if (spec.scheme() == "Q4_K_M" || spec.scheme() == "Q5_K_M") {
+      scheme = GgmlTraitsByName(spec.scheme() == "Q4_K_M" ? "Q4_K" : "Q5_K");
+      planner.preset_ = true;
+    } else {
+      return FieldError("INVALID_SCHEME", "quantize.scheme",
                       absl::StrCat("unknown scheme '", spec.scheme(),
-                                   "' (GGUF types: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32)"));
+                                   "' (GGUF types: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32; "
+                                   "presets: Q4_K_M Q5_K_M; "
+                                   "layouts: bnb_int8 bnb_nf4 bnb_fp4 quanto_int8 quanto_int4 chatglm_int8 chatglm_int4)"));
+    }
   }
   planner.scheme_ = scheme->type;
   for (int i = 0; i < spec.tensor_types_size(); ++i) {
@@ -119,7 +120,8 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
                elements < min_elements_) {
       plan.target_type = IsFloat(*source) ? *source : GgmlType::kF32;
     } else {
-      plan.target_type = scheme_;
+      auto preset = preset_types_.find(tensor.name);
+      plan.target_type = preset != preset_types_.end() ? preset->second : scheme_;
     }
   }
   if (!floating && plan.target_type != *source) {
@@ -140,6 +142,44 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
     plan.warn_not_quantizable = true;
   }
   return plan;
+}
+
+void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors) {
+  preset_types_.clear();
+  if (!preset_) return;
+  // llama.cpp's llama_tensor_get_type for LLAMA_FTYPE_MOSTLY_Q4_K_M / Q5_K_M (src/llama-quant.cpp).
+  auto use_more_bits = [](int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; };
+  const bool has_output = std::any_of(tensors.begin(), tensors.end(), [](const TensorInfo& t) { return t.name == "output.weight"; });
+  int n_attn_v = 0, n_ffn_down = 0;
+  for (const TensorInfo& t : tensors) {
+    n_attn_v += absl::StrContains(t.name, "attn_v.weight");
+    n_ffn_down += absl::StrContains(t.name, "ffn_down");
+  }
+  int i_attn_v = 0, i_ffn_down = 0;
+  const bool q4 = scheme_ == GgmlType::kQ4_K;
+  for (const TensorInfo& t : tensors) {
+    if (t.shape.size() < 2) continue;
+    const uint64_t cols = t.shape.back();
+    GgmlType type = scheme_;
+    if (t.name == "output.weight" || (!has_output && t.name == "token_embd.weight")) {
+      type = cols % 256 != 0 ? GgmlType::kQ8_0 : GgmlType::kQ6_K;
+    } else if (absl::StrContains(t.name, "attn_v.weight")) {
+      if (use_more_bits(i_attn_v, n_attn_v)) type = GgmlType::kQ6_K;
+      ++i_attn_v;
+    } else if (absl::StrContains(t.name, "ffn_down")) {
+      if (use_more_bits(i_ffn_down, n_ffn_down)) type = GgmlType::kQ6_K;
+      ++i_ffn_down;
+    } else if (absl::StrContains(t.name, "attn_qkv.weight")) {
+      type = q4 ? GgmlType::kQ5_K : GgmlType::kQ6_K;
+    }
+    if (cols % 256 != 0) {  // llama.cpp's fallback for rows that are not whole super-blocks
+      if (type == GgmlType::kQ4_K) type = GgmlType::kQ5_0;
+      else if (type == GgmlType::kQ5_K) type = GgmlType::kQ5_1;
+      else if (type == GgmlType::kQ6_K) type = GgmlType::kQ8_0;
+      if (cols % 32 != 0) type = GgmlType::kF16;
+    }
+    preset_types_[t.name] = type;
+  }
 }
 
 uint32_t LlamaFileType(GgmlType scheme) {
