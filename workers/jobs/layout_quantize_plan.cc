@@ -137,7 +137,8 @@ const char* TorchDtypeName(StoredFloat f) {
 absl::StatusOr<LayoutSpec> ParseLayoutSpec(const v1::QuantizeSpec& q) {
   std::optional<Layout> layout = ParseLayout(q.scheme());
   if (!layout) return FieldError("INVALID_SCHEME", "quantize.scheme", absl::StrCat("'", q.scheme(), "' is not a layout scheme"));
-  LayoutSpec spec{*layout};
+  LayoutSpec spec;
+  spec.layout = *layout;
   if (q.tensor_types_size() > 0) {
     return FieldError("INVALID_ARGUMENT", "quantize.tensor_types",
                       "per-tensor GGUF types apply to GGUF schemes only; use include/exclude to choose tensors");

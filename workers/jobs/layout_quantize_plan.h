@@ -56,7 +56,7 @@ DType DTypeOf(StoredFloat f);
 const char* TorchDtypeName(StoredFloat f);
 
 struct LayoutSpec {
-  Layout layout;
+  Layout layout = Layout::kBnbInt8;
   size_t bnb_block = kBnb4DefaultBlock;
   bool double_quant = false;
   size_t quanto_group = 0;  // 0: quanto's default per tensor

@@ -17,6 +17,7 @@
 #include "workers/jobs/quantize_report.h"
 #include "workers/jobs/rate_limiter.h"
 #include "workers/jobs/verified_commit.h"
+#include "workers/pool/parallel_for.h"
 #include "workers/quant/quality.h"
 #include "workers/quant/quantize_rows.h"
 #include "workers/storage/checksum.h"
@@ -26,9 +27,11 @@ namespace {
 
 using nlohmann::ordered_json;
 
-// Rows are processed in chunks of about this many elements (64 MiB of F32 at most in flight
-// with the source, encoded and reconstructed buffers).
+// Rows are processed in chunks of about kChunkElements (the encoded chunk is held until it is
+// appended: 16 MiB at most, for F32 output), cut into parts of about kPartElements for the
+// compute threads (each thread holds one part's source bytes and two F32 copies: 2-3 MiB).
 constexpr uint64_t kChunkElements = 4 << 20;
+constexpr uint64_t kPartElements = 256 << 10;
 constexpr uint64_t kQuantizeJobMemoryBytes = 96 << 20;
 
 struct PlannedTensor {
@@ -131,34 +134,62 @@ absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
   return writer.Append({kZeros, static_cast<size_t>(count)});
 }
 
-// Writes one tensor that changes type, chunk by chunk; fills `quality`.
+// Writes one tensor that changes type, chunk by chunk; fills `quality`. Each chunk is cut into
+// parts of about kPartElements that the compute threads take in any order, each reading its own
+// rows and writing its own slice of the chunk's output and its own quality figures; the figures
+// are merged in part order, so neither bytes nor figures depend on the number of threads.
 absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, ObjectWriter& out, QualityStats& quality,
                        ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+  struct Scratch {
+    std::vector<std::byte> source;
+    std::vector<float> values, back;
+  };
   const GgmlType source_type = t.plan.source_type;
   const uint64_t source_row_bytes = *GgmlRowBytes(source_type, t.row_elements);
   const uint64_t target_row_bytes = *GgmlRowBytes(t.plan.target_type, t.row_elements);
-  const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / std::max<uint64_t>(1, t.row_elements));
-  std::vector<std::byte> source_bytes;
-  std::vector<float> values, reconstructed;
+  const uint64_t row_elements = std::max<uint64_t>(1, t.row_elements);
+  const uint64_t rows_per_part = std::max<uint64_t>(1, kPartElements / row_elements);
+  const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / row_elements / rows_per_part) * rows_per_part;
+  const size_t threads = ComputeThreads();
+  std::vector<Scratch> scratch(threads);
   std::vector<uint8_t> encoded;
+  std::vector<QualityStats> part_quality;
+  std::vector<absl::Status> part_status;
   for (uint64_t row = 0; row < t.rows; row += rows_per_chunk) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
-    source_bytes.resize(rows * source_row_bytes);
-    if (absl::Status s = file.ReadAt(t.source->data_offset + row * source_row_bytes, source_bytes.size(), source_bytes.data());
-        !s.ok()) {
-      return Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
+    const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
+    encoded.resize(std::max<size_t>(encoded.size(), rows * target_row_bytes));
+    part_quality.assign(parts, QualityStats());
+    part_status.assign(parts, absl::OkStatus());
+    ParallelFor(parts, threads, [&](size_t part, size_t worker) {
+      Scratch& w = scratch[worker];
+      const uint64_t first = row + part * rows_per_part;
+      const uint64_t count = std::min(rows_per_part, row + rows - first);
+      const uint64_t elements = count * t.row_elements;
+      if (w.source.size() < count * source_row_bytes) w.source.resize(count * source_row_bytes);
+      if (w.values.size() < elements) w.values.resize(elements);
+      if (w.back.size() < elements) w.back.resize(elements);
+      if (absl::Status s = file.ReadAt(t.source->data_offset + first * source_row_bytes, count * source_row_bytes, w.source.data());
+          !s.ok()) {
+        part_status[part] = Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
+        return;
+      }
+      uint8_t* target = encoded.data() + (first - row) * target_row_bytes;
+      DecodeRows(source_type, reinterpret_cast<const uint8_t*>(w.source.data()), count, t.row_elements, w.values.data());
+      EncodeRows(t.plan.target_type, w.values.data(), count, t.row_elements, target);
+      DecodeRows(t.plan.target_type, target, count, t.row_elements, w.back.data());
+      part_quality[part].Add(w.values.data(), w.back.data(), elements);
+    });
+    for (size_t part = 0; part < parts; ++part) {
+      if (!part_status[part].ok()) return part_status[part];
+      quality.Merge(part_quality[part]);
     }
-    values.resize(rows * t.row_elements);
-    DecodeRows(source_type, reinterpret_cast<const uint8_t*>(source_bytes.data()), rows, t.row_elements, values.data());
-    encoded.resize(rows * target_row_bytes);
-    EncodeRows(t.plan.target_type, values.data(), rows, t.row_elements, encoded.data());
-    reconstructed.resize(values.size());
-    DecodeRows(t.plan.target_type, encoded.data(), rows, t.row_elements, reconstructed.data());
-    quality.Add(values.data(), reconstructed.data(), values.size());
-    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(encoded.data()), encoded.size()}); !s.ok()) return s;
-    tracker.AddBytes(source_bytes.size());
-    pace.Account(source_bytes.size(), [&] { return context.stop_requested(); });
+    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(encoded.data()), rows * target_row_bytes}); !s.ok()) {
+      return s;
+    }
+    tracker.AddBytes(rows * source_row_bytes);
+    pace.Account(rows * source_row_bytes, [&] { return context.stop_requested(); });
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,7 @@
 #include "workers/quant/bitsandbytes.h"
 
+#include "workers/quant/simd_avx2.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -98,6 +100,11 @@ std::array<float, 256> MakeDynamicMap() {
 }  // namespace
 
 float BnbInt8QuantizeRow(const float* x, size_t n, int8_t* q) {
+  if (CpuHasAvx2Fma16c()) return BnbInt8QuantizeRowAvx2(x, n, q);
+  return BnbInt8QuantizeRowScalar(x, n, q);
+}
+
+float BnbInt8QuantizeRowScalar(const float* x, size_t n, int8_t* q) {
   const float scb = AbsMax(x, n);
   const float factor = 127.0f / scb;
   for (size_t i = 0; i < n; ++i) {

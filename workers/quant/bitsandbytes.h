@@ -31,6 +31,8 @@ namespace modelsmith {
 
 // One row of `n` values. Writes n int8 codes and returns SCB (the row's absmax).
 float BnbInt8QuantizeRow(const float* x, size_t n, int8_t* q);
+// The scalar reference of the same (BnbInt8QuantizeRow uses AVX2 where it can).
+float BnbInt8QuantizeRowScalar(const float* x, size_t n, int8_t* q);
 // y = q * SCB * (1/127), the default backend's int8_vectorwise_dequant.
 void BnbInt8DequantizeRow(const int8_t* q, size_t n, float scb, float* y);
 

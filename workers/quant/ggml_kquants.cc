@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "workers/quant/half.h"
+#include "workers/quant/qkx2_search.h"
 
 namespace modelsmith {
 namespace {
@@ -19,25 +20,7 @@ namespace q4k { constexpr int kD = 0, kDmin = 2, kScales = 4, kQs = 16, kBytes =
 namespace q5k { constexpr int kD = 0, kDmin = 2, kScales = 4, kQh = 16, kQs = 48, kBytes = 176; }
 namespace q6k { constexpr int kQl = 0, kQh = 128, kScales = 192, kD = 208, kBytes = 210; }
 
-void PutHalf(uint8_t* p, float value) {
-  const uint16_t h = Fp32ToFp16(value);
-  std::memcpy(p, &h, 2);
-}
-
-float GetHalf(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return Fp16ToFp32(h);
-}
-
 // Round half to even, as ggml's nearest_int does by adding 1.5 * 2^23 (valid for |x| < 2^22).
-int NearestInt(float value) {
-  float shifted = value + 12582912.0f;
-  int32_t bits;
-  std::memcpy(&bits, &shifted, sizeof bits);
-  return (bits & 0x007FFFFF) - 0x00400000;
-}
-
 // The value of largest magnitude, sign kept; the first one wins ties.
 float SignedMax(int n, const float* x) {
   float max = 0, amax = 0;
@@ -61,7 +44,7 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
   float iscale = -nmax / max;
   float sumlx = 0, suml2 = 0;
   for (int i = 0; i < n; ++i) {
-    int l = std::clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+    int l = std::clamp(GgmlNearestInt(iscale * x[i]), -nmax, nmax - 1);
     L[i] = static_cast<int8_t>(l + nmax);
     const float w = x[i] * x[i];
     sumlx += w * x[i] * l;
@@ -74,13 +57,13 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
     iscale = -(nmax + 0.1f * is) / max;
     sumlx = suml2 = 0;
     for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+      const int l = std::clamp(GgmlNearestInt(iscale * x[i]), -nmax, nmax - 1);
       const float w = x[i] * x[i];
       sumlx += w * x[i] * l;
       suml2 += w * l * l;
     }
     if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nmax + std::clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
+      for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nmax + std::clamp(GgmlNearestInt(iscale * x[i]), -nmax, nmax - 1));
       scale = sumlx / suml2;
       best = scale * sumlx;
     }
@@ -98,7 +81,7 @@ float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L) {
   const float iscale = -nmax / max;
   float sumlx = 0, suml2 = 0;
   for (int i = 0; i < n; ++i) {
-    const int l = std::clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+    const int l = std::clamp(GgmlNearestInt(iscale * x[i]), -nmax, nmax - 1);
     L[i] = static_cast<int8_t>(l);
     const float w = x[i] * x[i];
     sumlx += w * x[i] * l;
@@ -111,7 +94,7 @@ float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L) {
       float slx = sumlx - w * x[i] * L[i];
       if (slx > 0) {
         float sl2 = suml2 - w * L[i] * L[i];
-        const int new_l = std::clamp(NearestInt(x[i] * sl2 / slx), -nmax, nmax - 1);
+        const int new_l = std::clamp(GgmlNearestInt(x[i] * sl2 / slx), -nmax, nmax - 1);
         if (new_l != L[i]) {
           slx += w * x[i] * new_l;
           sl2 += w * new_l * new_l;
@@ -131,70 +114,6 @@ float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L) {
 }
 
 // Asymmetric scale + min search (make_qkx2_quants): L in [0, nmax], *the_min = -min >= 0.
-float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
-                     uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-  float min = x[0], max = x[0];
-  float sum_w = weights[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    const float w = weights[i];
-    sum_w += w;
-    sum_x += w * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max == min) {
-    std::fill(L, L + n, 0);
-    *the_min = -min;
-    return 0.0f;
-  }
-  float iscale = nmax / (max - min);
-  float scale = 1 / iscale;
-  float best_error = 0;
-  for (int i = 0; i < n; ++i) {
-    L[i] = static_cast<uint8_t>(std::clamp(NearestInt(iscale * (x[i] - min)), 0, nmax));
-    float diff = scale * L[i] + min - x[i];
-    diff = use_mad ? std::fabs(diff) : diff * diff;
-    best_error += weights[i] * diff;
-  }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + nmax) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(NearestInt(iscale * (x[i] - min)), 0, nmax);
-      Laux[i] = static_cast<uint8_t>(l);
-      const float w = weights[i];
-      sum_l += w * l;
-      sum_l2 += w * l * l;
-      sum_xl += w * l * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float cur_error = 0;
-      for (int i = 0; i < n; ++i) {
-        float diff = this_scale * Laux[i] + this_min - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
-        cur_error += weights[i] * diff;
-      }
-      if (cur_error < best_error) {
-        std::copy(Laux, Laux + n, L);
-        best_error = cur_error;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
-}
-
 // Q4_K/Q5_K 6-bit scale and min of sub-block j from the 12-byte packing.
 void GetScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   if (j < 4) {
@@ -226,8 +145,8 @@ void QuantizeK4Scales(const float* x, int nmax, float rmin, int nstep, uint8_t* 
   const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
   std::memset(packed, 0, 12);
   for (int j = 0; j < 8; ++j) {
-    const uint8_t ls = std::min<uint8_t>(63, static_cast<uint8_t>(NearestInt(inv_scale * scales[j])));
-    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(NearestInt(inv_min * mins[j])));
+    const uint8_t ls = std::min<uint8_t>(63, static_cast<uint8_t>(GgmlNearestInt(inv_scale * scales[j])));
+    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(GgmlNearestInt(inv_min * mins[j])));
     if (j < 4) {
       packed[j] = ls;
       packed[j + 4] = lm;
@@ -237,17 +156,17 @@ void QuantizeK4Scales(const float* x, int nmax, float rmin, int nstep, uint8_t* 
       packed[j] |= static_cast<uint8_t>((lm >> 4) << 6);
     }
   }
-  PutHalf(d_out, max_scale / 63.f);
-  PutHalf(dmin_out, max_min / 63.f);
+  StoreFp16(d_out, max_scale / 63.f);
+  StoreFp16(dmin_out, max_min / 63.f);
   // Re-quantize with the stored (FP16-rounded) scales.
   for (int j = 0; j < 8; ++j) {
     uint8_t sc, m;
     GetScaleMinK4(j, packed, &sc, &m);
-    const float d = GetHalf(d_out) * sc;
+    const float d = LoadFp16(d_out) * sc;
     if (!d) continue;
-    const float dm = GetHalf(dmin_out) * m;
+    const float dm = LoadFp16(dmin_out) * m;
     for (int ii = 0; ii < 32; ++ii) {
-      L[32 * j + ii] = static_cast<uint8_t>(std::clamp(NearestInt((x[32 * j + ii] + dm) / d), 0, nmax));
+      L[32 * j + ii] = static_cast<uint8_t>(std::clamp(GgmlNearestInt((x[32 * j + ii] + dm) / d), 0, nmax));
     }
   }
 }
@@ -278,25 +197,25 @@ void QuantizeRowQ2_K(const float* x, size_t n, uint8_t* out) {
     uint8_t* sc = out + q2k::kScales;
     if (max_scale > 0) {
       const float iscale = kQ4Scale / max_scale;
-      for (int j = 0; j < 16; ++j) sc[j] = static_cast<uint8_t>(NearestInt(iscale * scales[j]));
-      PutHalf(out + q2k::kD, max_scale / kQ4Scale);
+      for (int j = 0; j < 16; ++j) sc[j] = static_cast<uint8_t>(GgmlNearestInt(iscale * scales[j]));
+      StoreFp16(out + q2k::kD, max_scale / kQ4Scale);
     } else {
       std::memset(sc, 0, 16);
-      PutHalf(out + q2k::kD, 0.f);
+      StoreFp16(out + q2k::kD, 0.f);
     }
     if (max_min > 0) {
       const float iscale = kQ4Scale / max_min;
-      for (int j = 0; j < 16; ++j) sc[j] |= static_cast<uint8_t>(NearestInt(iscale * mins[j]) << 4);
-      PutHalf(out + q2k::kDmin, max_min / kQ4Scale);
+      for (int j = 0; j < 16; ++j) sc[j] |= static_cast<uint8_t>(GgmlNearestInt(iscale * mins[j]) << 4);
+      StoreFp16(out + q2k::kDmin, max_min / kQ4Scale);
     } else {
-      PutHalf(out + q2k::kDmin, 0.f);
+      StoreFp16(out + q2k::kDmin, 0.f);
     }
     for (int j = 0; j < 16; ++j) {
-      const float d = GetHalf(out + q2k::kD) * (sc[j] & 0xF);
+      const float d = LoadFp16(out + q2k::kD) * (sc[j] & 0xF);
       if (!d) continue;
-      const float dm = GetHalf(out + q2k::kDmin) * (sc[j] >> 4);
+      const float dm = LoadFp16(out + q2k::kDmin) * (sc[j] >> 4);
       for (int ii = 0; ii < 16; ++ii) {
-        L[16 * j + ii] = static_cast<uint8_t>(std::clamp(NearestInt((x[16 * j + ii] + dm) / d), 0, 3));
+        L[16 * j + ii] = static_cast<uint8_t>(std::clamp(GgmlNearestInt((x[16 * j + ii] + dm) / d), 0, 3));
       }
     }
     Pack2Bit(L, out + q2k::kQs);
@@ -321,7 +240,7 @@ void QuantizeRowQ3_K(const float* x, size_t n, uint8_t* out) {
     if (max_scale) {
       const float iscale = -32.f / max_scale;
       for (int j = 0; j < 16; ++j) {
-        int l = std::clamp(static_cast<int>(static_cast<int8_t>(NearestInt(iscale * scales[j]))), -32, 31) + 32;
+        int l = std::clamp(static_cast<int>(static_cast<int8_t>(GgmlNearestInt(iscale * scales[j]))), -32, 31) + 32;
         if (j < 8) {
           sc[j] = static_cast<uint8_t>(l & 0xF);
         } else {
@@ -330,17 +249,17 @@ void QuantizeRowQ3_K(const float* x, size_t n, uint8_t* out) {
         l >>= 4;
         sc[j % 4 + 8] |= static_cast<uint8_t>(l << (2 * (j / 4)));
       }
-      PutHalf(out + q3k::kD, 1 / iscale);
+      StoreFp16(out + q3k::kD, 1 / iscale);
     } else {
-      PutHalf(out + q3k::kD, 0.f);
+      StoreFp16(out + q3k::kD, 0.f);
     }
     for (int j = 0; j < 16; ++j) {
       int s = j < 8 ? sc[j] & 0xF : sc[j - 8] >> 4;
       s = (s | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-      const float d = GetHalf(out + q3k::kD) * s;
+      const float d = LoadFp16(out + q3k::kD) * s;
       if (!d) continue;
       for (int ii = 0; ii < 16; ++ii) {
-        L[16 * j + ii] = static_cast<int8_t>(std::clamp(NearestInt(x[16 * j + ii] / d), -4, 3) + 4);
+        L[16 * j + ii] = static_cast<int8_t>(std::clamp(GgmlNearestInt(x[16 * j + ii] / d), -4, 3) + 4);
       }
     }
     // High bit of the 3-bit level: the first 32 quants in bit 0 of hmask[0..31], the next 32 in bit 1, ...
@@ -419,14 +338,14 @@ void QuantizeRowQ6_K(const float* x, size_t n, uint8_t* out) {
       continue;
     }
     const float iscale = -128.f / max_scale;
-    PutHalf(out + q6k::kD, 1 / iscale);
+    StoreFp16(out + q6k::kD, 1 / iscale);
     auto* sc = reinterpret_cast<int8_t*>(out + q6k::kScales);
-    for (int ib = 0; ib < 16; ++ib) sc[ib] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[ib])));
+    for (int ib = 0; ib < 16; ++ib) sc[ib] = static_cast<int8_t>(std::min(127, GgmlNearestInt(iscale * scales[ib])));
     for (int j = 0; j < 16; ++j) {
-      const float d = GetHalf(out + q6k::kD) * sc[j];
+      const float d = LoadFp16(out + q6k::kD) * sc[j];
       if (!d) continue;
       for (int ii = 0; ii < 16; ++ii) {
-        L[16 * j + ii] = static_cast<int8_t>(std::clamp(NearestInt(x[16 * j + ii] / d), -32, 31) + 32);
+        L[16 * j + ii] = static_cast<int8_t>(std::clamp(GgmlNearestInt(x[16 * j + ii] / d), -32, 31) + 32);
       }
     }
     uint8_t* ql = out + q6k::kQl;
@@ -445,7 +364,7 @@ void QuantizeRowQ6_K(const float* x, size_t n, uint8_t* out) {
 
 void DequantizeRowQ2_K(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += q2k::kBytes) {
-    const float d = GetHalf(in + q2k::kD), min = GetHalf(in + q2k::kDmin);
+    const float d = LoadFp16(in + q2k::kD), min = LoadFp16(in + q2k::kDmin);
     const uint8_t* q = in + q2k::kQs;
     int is = 0;
     for (int n128 = 0; n128 < kQK; n128 += 128, q += 32) {
@@ -462,7 +381,7 @@ void DequantizeRowQ2_K(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ3_K(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += q3k::kBytes) {
-    const float d_all = GetHalf(in + q3k::kD);
+    const float d_all = LoadFp16(in + q3k::kD);
     const uint8_t* sc = in + q3k::kScales;
     int8_t scales[16];
     for (int j = 0; j < 16; ++j) {
@@ -489,7 +408,7 @@ void DequantizeRowQ3_K(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ4_K(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += q4k::kBytes) {
-    const float d = GetHalf(in + q4k::kD), min = GetHalf(in + q4k::kDmin);
+    const float d = LoadFp16(in + q4k::kD), min = LoadFp16(in + q4k::kDmin);
     const uint8_t* q = in + q4k::kQs;
     for (int is = 0; is < 8; is += 2, q += 32) {
       uint8_t sc, m;
@@ -505,7 +424,7 @@ void DequantizeRowQ4_K(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ5_K(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += q5k::kBytes) {
-    const float d = GetHalf(in + q5k::kD), min = GetHalf(in + q5k::kDmin);
+    const float d = LoadFp16(in + q5k::kD), min = LoadFp16(in + q5k::kDmin);
     const uint8_t* ql = in + q5k::kQs;
     const uint8_t* qh = in + q5k::kQh;
     uint8_t u1 = 1, u2 = 2;
@@ -525,7 +444,7 @@ void DequantizeRowQ5_K(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ6_K(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += q6k::kBytes) {
-    const float d = GetHalf(in + q6k::kD);
+    const float d = LoadFp16(in + q6k::kD);
     const uint8_t* ql = in + q6k::kQl;
     const uint8_t* qh = in + q6k::kQh;
     const auto* sc = reinterpret_cast<const int8_t*>(in + q6k::kScales);

@@ -12,17 +12,6 @@ namespace {
 
 constexpr size_t kQK = kLegacyBlockElements;
 
-void PutHalf(uint8_t* p, float value) {
-  const uint16_t h = Fp32ToFp16(value);
-  std::memcpy(p, &h, 2);
-}
-
-float GetHalf(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return Fp16ToFp32(h);
-}
-
 // The block's value of largest magnitude with its sign; the first one wins ties.
 float SignedMax(const float* x) {
   float amax = 0.0f;
@@ -53,7 +42,7 @@ void QuantizeRowQ8_0(const float* x, size_t n, uint8_t* out) {
     for (size_t j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    PutHalf(out, d);
+    StoreFp16(out, d);
     for (size_t j = 0; j < kQK; ++j) out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
   }
 }
@@ -62,7 +51,7 @@ void QuantizeRowQ4_0(const float* x, size_t n, uint8_t* out) {
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, out += 18) {
     const float d = SignedMax(x) / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    PutHalf(out, d);
+    StoreFp16(out, d);
     for (size_t j = 0; j < kQK / 2; ++j) {
       const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(std::fmaf(x[j], id, 8.5f))));
       const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(std::fmaf(x[j + kQK / 2], id, 8.5f))));
@@ -77,8 +66,8 @@ void QuantizeRowQ4_1(const float* x, size_t n, uint8_t* out) {
     MinMax(x, &min, &max);
     const float d = (max - min) / 15.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    PutHalf(out, d);
-    PutHalf(out + 2, min);
+    StoreFp16(out, d);
+    StoreFp16(out + 2, min);
     for (size_t j = 0; j < kQK / 2; ++j) {
       const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(std::fmaf(x[j] - min, id, 0.5f))));
       const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(std::fmaf(x[j + kQK / 2] - min, id, 0.5f))));
@@ -91,7 +80,7 @@ void QuantizeRowQ5_0(const float* x, size_t n, uint8_t* out) {
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, out += 22) {
     const float d = SignedMax(x) / -16.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    PutHalf(out, d);
+    StoreFp16(out, d);
     uint32_t qh = 0;
     for (size_t j = 0; j < kQK / 2; ++j) {
       const int lo = std::min(31, static_cast<int>(static_cast<int8_t>(std::fmaf(x[j], id, 16.5f))));
@@ -110,8 +99,8 @@ void QuantizeRowQ5_1(const float* x, size_t n, uint8_t* out) {
     MinMax(x, &min, &max);
     const float d = (max - min) / 31.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    PutHalf(out, d);
-    PutHalf(out + 2, min);
+    StoreFp16(out, d);
+    StoreFp16(out + 2, min);
     uint32_t qh = 0;
     for (size_t j = 0; j < kQK / 2; ++j) {
       const uint32_t lo = static_cast<uint8_t>(std::fmaf(x[j] - min, id, 0.5f));
@@ -126,14 +115,14 @@ void QuantizeRowQ5_1(const float* x, size_t n, uint8_t* out) {
 
 void DequantizeRowQ8_0(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += 34, y += kQK) {
-    const float d = GetHalf(in);
+    const float d = LoadFp16(in);
     for (size_t j = 0; j < kQK; ++j) y[j] = static_cast<int8_t>(in[2 + j]) * d;
   }
 }
 
 void DequantizeRowQ4_0(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += 18, y += kQK) {
-    const float d = GetHalf(in);
+    const float d = LoadFp16(in);
     for (size_t j = 0; j < kQK / 2; ++j) {
       y[j] = ((in[2 + j] & 0x0F) - 8) * d;
       y[j + kQK / 2] = ((in[2 + j] >> 4) - 8) * d;
@@ -143,8 +132,8 @@ void DequantizeRowQ4_0(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ4_1(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += 20, y += kQK) {
-    const float d = GetHalf(in);
-    const float m = GetHalf(in + 2);
+    const float d = LoadFp16(in);
+    const float m = LoadFp16(in + 2);
     for (size_t j = 0; j < kQK / 2; ++j) {
       y[j] = (in[4 + j] & 0x0F) * d + m;
       y[j + kQK / 2] = (in[4 + j] >> 4) * d + m;
@@ -154,7 +143,7 @@ void DequantizeRowQ4_1(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ5_0(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += 22, y += kQK) {
-    const float d = GetHalf(in);
+    const float d = LoadFp16(in);
     uint32_t qh;
     std::memcpy(&qh, in + 2, 4);
     for (size_t j = 0; j < kQK / 2; ++j) {
@@ -168,8 +157,8 @@ void DequantizeRowQ5_0(const uint8_t* in, size_t n, float* y) {
 
 void DequantizeRowQ5_1(const uint8_t* in, size_t n, float* y) {
   for (size_t b = 0; b < n / kQK; ++b, in += 24, y += kQK) {
-    const float d = GetHalf(in);
-    const float m = GetHalf(in + 2);
+    const float d = LoadFp16(in);
+    const float m = LoadFp16(in + 2);
     uint32_t qh;
     std::memcpy(&qh, in + 4, 4);
     for (size_t j = 0; j < kQK / 2; ++j) {

@@ -46,7 +46,10 @@ float Fp16ToFp32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exponent = (h >> 10) & 0x1Fu;
   uint32_t mantissa = h & 0x3FFu;
-  if (exponent == 0x1F) return FloatOf(sign | 0x7F800000u | (mantissa << 13));
+  if (exponent == 0x1F) {
+    // Inf, or NaN made quiet, as F16C's vcvtph2ps (and so ggml on x86) does.
+    return FloatOf(sign | 0x7F800000u | (mantissa << 13) | (mantissa != 0 ? 0x400000u : 0u));
+  }
   if (exponent != 0) return FloatOf(sign | ((exponent + 112) << 23) | (mantissa << 13));
   if (mantissa == 0) return FloatOf(sign);
   // Subnormal: normalise.
@@ -56,6 +59,17 @@ float Fp16ToFp32(uint16_t h) {
     mantissa <<= 1;
   } while ((mantissa & 0x400u) == 0);
   return FloatOf(sign | ((112 - e) << 23) | ((mantissa & 0x3FFu) << 13));
+}
+
+void StoreFp16(uint8_t* p, float value) {
+  const uint16_t h = Fp32ToFp16(value);
+  std::memcpy(p, &h, 2);
+}
+
+float LoadFp16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return Fp16ToFp32(h);
 }
 
 uint16_t Fp32ToBf16(float value) {

@@ -12,7 +12,11 @@ class QualityStats {
  public:
   // Adds `n` source values and their reconstructions. Non-finite source values are counted and
   // left out of the error figures.
+  // Finite values are summed in FP32 blocks of 256 carried in double (see quality.cc), so the
+  // figures are the same on every CPU.
   void Add(const float* source, const float* reconstructed, size_t n);
+  // Adds another tensor part's figures (parts merged in a fixed order stay deterministic).
+  void Merge(const QualityStats& other);
 
   double rmse() const;
   double max_abs_error() const { return max_abs_error_; }

@@ -5,6 +5,7 @@
 #include "workers/quant/ggml_kquants.h"
 #include "workers/quant/ggml_legacy.h"
 #include "workers/quant/half.h"
+#include "workers/quant/simd_avx2.h"
 
 namespace modelsmith {
 namespace {
@@ -57,7 +58,19 @@ constexpr Codec kCodecs[] = {
     {GgmlType::kQ6_K, QuantizeRowQ6_K, DequantizeRowQ6_K},
 };
 
+// The AVX2 versions where the CPU has them; each computes what its scalar reference does.
+constexpr Codec kAvx2Codecs[] = {
+    {GgmlType::kF16, EncodeF16, DecodeF16Avx2},
+    {GgmlType::kQ8_0, QuantizeRowQ8_0Avx2, DequantizeRowQ8_0Avx2},
+    {GgmlType::kQ4_0, QuantizeRowQ4_0Avx2, DequantizeRowQ4_0Avx2},
+};
+
 const Codec* Find(GgmlType type) {
+  if (CpuHasAvx2Fma16c()) {
+    for (const Codec& c : kAvx2Codecs) {
+      if (c.type == type) return &c;
+    }
+  }
   for (const Codec& c : kCodecs) {
     if (c.type == type) return &c;
   }

@@ -1,0 +1,163 @@
+// Every AVX2 kernel against its scalar reference, bit for bit, on random rows and on adversarial
+// ones: zeros, negative zeros, denormals, +-Inf, NaN, huge values, exact ties, every FP16 value.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "workers/quant/bitsandbytes.h"
+#include "workers/quant/ggml_legacy.h"
+#include "workers/quant/half.h"
+#include "workers/quant/qkx2_search.h"
+#include "workers/quant/quality.h"
+#include "workers/quant/simd_avx2.h"
+
+namespace modelsmith {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
+
+// Rows of 32 * 8 values: random normal, then blocks with each kind of trouble.
+std::vector<std::vector<float>> Rows() {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::vector<float>> rows;
+  for (int r = 0; r < 20; ++r) {
+    std::vector<float> row(256);
+    for (float& x : row) x = normal(rng) * std::pow(10.0f, static_cast<float>(r % 9) - 4);
+    rows.push_back(row);
+  }
+  const std::vector<float> specials = {0.0f, -0.0f, 1e-40f, -1e-41f, kInf, -kInf, kNan, 3e38f, -3e38f,
+                                       0.5f, -0.5f, 1.5f, 2.5f, -2.5f, 127.0f, -8.0f, 8.0f, 1e-30f};
+  for (float special : specials) {
+    std::vector<float> row(256);
+    for (size_t i = 0; i < row.size(); ++i) row[i] = i % 5 == 0 ? special : normal(rng);
+    rows.push_back(row);
+    rows.push_back(std::vector<float>(256, special));
+  }
+  std::vector<float> ties(256);
+  for (size_t i = 0; i < ties.size(); ++i) ties[i] = static_cast<float>(static_cast<int>(i % 64) - 32) * 0.5f;
+  rows.push_back(ties);
+  return rows;
+}
+
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+class SimdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CpuHasAvx2Fma16c()) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C; only the scalar kernels run here";
+  }
+};
+
+TEST_F(SimdTest, F16DecodeMatchesScalarForEveryValue) {
+  std::vector<uint16_t> all(65536);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> simd(all.size()), scalar(all.size());
+  DecodeF16Avx2(reinterpret_cast<const uint8_t*>(all.data()), all.size(), simd.data());
+  for (size_t i = 0; i < all.size(); ++i) scalar[i] = Fp16ToFp32(all[i]);
+  for (size_t i = 0; i < all.size(); ++i) {
+    uint32_t a, b;
+    std::memcpy(&a, &simd[i], 4);
+    std::memcpy(&b, &scalar[i], 4);
+    ASSERT_EQ(a, b) << "half 0x" << std::hex << i;
+  }
+}
+
+TEST_F(SimdTest, Q8_0AndQ4_0EncodeAndDecodeMatchScalar) {
+  for (const std::vector<float>& row : Rows()) {
+    std::vector<uint8_t> simd(8 * 34), scalar(8 * 34);
+    QuantizeRowQ8_0Avx2(row.data(), row.size(), simd.data());
+    QuantizeRowQ8_0(row.data(), row.size(), scalar.data());
+    ASSERT_EQ(simd, scalar) << "Q8_0, row starting " << row[0];
+    std::vector<float> a(row.size()), b(row.size());
+    DequantizeRowQ8_0Avx2(simd.data(), row.size(), a.data());
+    DequantizeRowQ8_0(scalar.data(), row.size(), b.data());
+    ASSERT_TRUE(SameBits(a, b));
+
+    std::vector<uint8_t> simd4(8 * 18), scalar4(8 * 18);
+    QuantizeRowQ4_0Avx2(row.data(), row.size(), simd4.data());
+    QuantizeRowQ4_0(row.data(), row.size(), scalar4.data());
+    ASSERT_EQ(simd4, scalar4) << "Q4_0, row starting " << row[0];
+    DequantizeRowQ4_0Avx2(simd4.data(), row.size(), a.data());
+    DequantizeRowQ4_0(scalar4.data(), row.size(), b.data());
+    ASSERT_TRUE(SameBits(a, b));
+  }
+}
+
+TEST_F(SimdTest, BnbInt8MatchesScalarIncludingOddLengths) {
+  for (const std::vector<float>& row : Rows()) {
+    for (size_t n : {size_t{256}, size_t{255}, size_t{7}, size_t{33}}) {
+      std::vector<int8_t> simd(n), scalar(n);
+      const float a = BnbInt8QuantizeRowAvx2(row.data(), n, simd.data());
+      const float b = BnbInt8QuantizeRowScalar(row.data(), n, scalar.data());
+      ASSERT_EQ(std::memcmp(&a, &b, 4), 0);
+      ASSERT_EQ(simd, scalar) << "n=" << n << " row starting " << row[0];
+    }
+  }
+}
+
+TEST_F(SimdTest, QualityBlocksMatchTheScalarLaneOrder) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (size_t n : {size_t{256}, size_t{100}, size_t{7}}) {
+    std::vector<float> s(n), r(n);
+    for (size_t i = 0; i < n; ++i) {
+      s[i] = normal(rng);
+      r[i] = s[i] + normal(rng) * 0.01f;
+    }
+    float sig_simd[8] = {}, noi_simd[8] = {}, max_simd = 0;
+    QualityBlockAvx2(s.data(), r.data(), n, sig_simd, noi_simd, &max_simd);
+    float sig[8] = {}, noi[8] = {}, max_error = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float e = s[i] - r[i];
+      sig[i % 8] += s[i] * s[i];
+      noi[i % 8] += e * e;
+      max_error = std::max(max_error, std::fabs(e));
+    }
+    EXPECT_EQ(std::memcmp(sig, sig_simd, sizeof sig), 0) << n;
+    EXPECT_EQ(std::memcmp(noi, noi_simd, sizeof noi), 0) << n;
+    EXPECT_EQ(max_error, max_simd);
+    EXPECT_TRUE(AllFiniteAvx2(s.data(), n));
+    s[n / 2] = kNan;
+    EXPECT_FALSE(AllFiniteAvx2(s.data(), n));
+  }
+}
+
+TEST_F(SimdTest, Qkx2SearchMatchesScalarForQ2KQ4KAndQ5KSettings) {
+  struct Setting {
+    int n, nmax, nstep;
+    float rmin;
+    bool use_mad;
+  };
+  const Setting settings[] = {{16, 3, 15, -0.5f, true}, {32, 15, 20, -1.0f, false}, {32, 31, 15, -0.5f, false}};
+  int compared = 0;
+  for (const std::vector<float>& row : Rows()) {
+    for (const Setting& set : settings) {
+      for (size_t start = 0; start + set.n <= row.size(); start += set.n) {
+        const float* x = row.data() + start;
+        float weights[32];
+        for (int i = 0; i < set.n; ++i) weights[i] = set.use_mad ? std::fabs(x[i]) : 0.25f + std::fabs(x[i]);
+        uint8_t l_simd[32], l_scalar[32], aux[32];
+        float min_simd = 0, min_scalar = 0;
+        const float a = MakeQkx2QuantsAvx2(set.n, set.nmax, x, weights, l_simd, &min_simd, aux, set.rmin, 0.1f, set.nstep, set.use_mad);
+        const float b = MakeQkx2QuantsScalar(set.n, set.nmax, x, weights, l_scalar, &min_scalar, aux, set.rmin, 0.1f, set.nstep,
+                                             set.use_mad);
+        ASSERT_EQ(std::memcmp(&a, &b, 4), 0) << "nmax " << set.nmax << " at " << start << " of row starting " << row[0];
+        ASSERT_EQ(std::memcmp(&min_simd, &min_scalar, 4), 0);
+        ASSERT_EQ(std::memcmp(l_simd, l_scalar, set.n), 0);
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 1000);
+}
+
+}  // namespace
+}  // namespace modelsmith

@@ -1,0 +1,45 @@
+// AVX2 + FMA + F16C versions of the hottest kernels, each computing exactly what its scalar
+// reference computes (tests/unit/simd_test.cc checks them bit for bit on random and adversarial
+// input). Only this file's .cc is compiled for AVX2; callers go through the dispatching entry
+// points (quantize_rows.h, quality.h, bitsandbytes.h), which use these when the CPU has AVX2,
+// FMA and F16C, and the scalar code otherwise.
+//
+// The arithmetic that must match: Q8_0 rounds x*id half away from zero (t = trunc(v), plus
+// sign(v) when |v - t| >= 0.5); Q4_0 takes the first value of largest magnitude (a block of zeros
+// gives +0) and truncates fma(x, id, 8.5); a float that becomes an int8 keeps the low byte of
+// cvttss2si, as the scalar casts compile to on x86 (NaN gives 0); max ignores NaN as std::max
+// does. F16 -> F32 is exact (NaNs are quieted, as F16C does).
+#ifndef MODELSMITH_WORKERS_QUANT_SIMD_AVX2_H_
+#define MODELSMITH_WORKERS_QUANT_SIMD_AVX2_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace modelsmith {
+
+// True when this CPU runs the functions below (checked once).
+bool CpuHasAvx2Fma16c();
+
+void DecodeF16Avx2(const uint8_t* in, size_t n, float* y);
+void QuantizeRowQ8_0Avx2(const float* x, size_t n, uint8_t* out);
+void DequantizeRowQ8_0Avx2(const uint8_t* in, size_t n, float* y);
+void QuantizeRowQ4_0Avx2(const float* x, size_t n, uint8_t* out);
+void DequantizeRowQ4_0Avx2(const uint8_t* in, size_t n, float* y);
+
+// QualityStats' block sums (quality.h): for `n` finite sources, lane sums of s*s and e*e with
+// e = s - r (lane = index % 8, in index order), returned in `signal[8]` / `noise[8]` added to
+// their contents, and the largest |e| (max with `*max_error`).
+void QualityBlockAvx2(const float* s, const float* r, size_t n, float* signal, float* noise, float* max_error);
+// True when every value is finite.
+bool AllFiniteAvx2(const float* x, size_t n);
+
+// ggml's make_qkx2_quants (qkx2_search.h), eight candidate scales per pass.
+float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                         uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
+
+// bitsandbytes LLM.int8 of one row of FP16-valued floats: q = round_half_even(x * (127/absmax)).
+float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_QUANT_SIMD_AVX2_H_
