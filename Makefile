@@ -26,8 +26,9 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
+	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
 
 clean:
 	rm -rf $(BUILD_DIR)

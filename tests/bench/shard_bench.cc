@@ -21,106 +21,15 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "workers/formats/safetensors.h"
+#include "tests/bench/bench_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RunFigures {
-  double seconds = 0;
-  long peak_rss_kb = 0;
-  int exit_code = -1;
-};
-
-RunFigures Spawn(const std::vector<std::string>& args, const std::string& stdin_text = "") {
-  int in_pipe[2];
-  if (pipe(in_pipe) != 0) return {};
-  const auto start = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(in_pipe[0], 0);
-    close(in_pipe[1]);
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  close(in_pipe[0]);
-  if (!stdin_text.empty()) (void)!write(in_pipe[1], stdin_text.data(), stdin_text.size());
-  close(in_pipe[1]);
-  int status = 0;
-  rusage usage{};
-  wait4(pid, &status, 0, &usage);
-  RunFigures figures;
-  figures.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  figures.peak_rss_kb = usage.ru_maxrss;
-  figures.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return figures;
-}
-
-// A Llama-7B-like layer stack scaled down to about `target_bytes` of F16.
-void Generate(const std::string& path, uint64_t target_bytes) {
-  using modelsmith::DType;
-  const uint64_t hidden = 2048, intermediate = 5504, vocab = 32000;
-  std::vector<modelsmith::SafetensorsEntry> entries;
-  auto add = [&](const std::string& name, std::vector<uint64_t> shape, DType dtype) {
-    uint64_t bytes = (dtype == DType::kF32 ? 4 : 2);
-    for (uint64_t d : shape) bytes *= d;
-    entries.push_back({name, dtype, shape, bytes});
-  };
-  add("model.embed_tokens.weight", {vocab, hidden}, DType::kF16);
-  uint64_t total = entries[0].size_bytes * 2;
-  for (int i = 0; total < target_bytes; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) add(p + "self_attn." + proj + ".weight", {hidden, hidden}, DType::kF16);
-    add(p + "mlp.gate_proj.weight", {intermediate, hidden}, DType::kF16);
-    add(p + "mlp.up_proj.weight", {intermediate, hidden}, DType::kF16);
-    add(p + "mlp.down_proj.weight", {hidden, intermediate}, DType::kF16);
-    add(p + "input_layernorm.weight", {hidden}, DType::kF32);
-    add(p + "post_attention_layernorm.weight", {hidden}, DType::kF32);
-    total += 4 * hidden * hidden * 2 + 3 * hidden * intermediate * 2 + 2 * hidden * 4;
-  }
-  add("model.norm.weight", {hidden}, DType::kF32);
-  add("lm_head.weight", {vocab, hidden}, DType::kF16);
-  std::ofstream out(path + ".tmp", std::ios::binary);
-  out << modelsmith::SerializeSafetensorsHeader(entries, {{"format", "pt"}});
-  std::vector<uint64_t> block(1 << 17);
-  uint64_t state = 0x9E3779B97F4A7C15ull;
-  for (const auto& e : entries) {
-    for (uint64_t left = e.size_bytes; left > 0;) {
-      for (uint64_t& w : block) {
-        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-        w = state & 0xBFFFBFFFBFFFBFFFull;  // no F16 NaN/Inf
-      }
-      const uint64_t n = std::min<uint64_t>(left, block.size() * 8);
-      out.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(n));
-      left -= n;
-    }
-  }
-  out.close();
-  fs::rename(path + ".tmp", path);
-}
-
-void WarmPageCache(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> buffer(16 << 20);
-  while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
-  }
-}
-
-double Gbps(uint64_t bytes, double seconds) { return bytes / seconds / 1e9; }
+using namespace modelsmith::bench;
 
 constexpr int kRounds = 5;
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
 
 }  // namespace
 

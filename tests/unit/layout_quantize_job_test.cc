@@ -272,6 +272,48 @@ TEST_F(LayoutQuantizeJobTest, InspectRecognisesEachLayoutAndQuantizedInputIsRefu
   }
 }
 
+TEST_F(LayoutQuantizeJobTest, WeightsLargerThanAChunkMatchTheKernelsAcrossPartAndChunkEdges) {
+  // 4608 x 1024 = 4.7M elements: two chunks of about 4M, each cut into parts of 256K elements.
+  fs::create_directories(dir_.path() + "/big");
+  const std::string w = "model.layers.0.mlp.up_proj.weight";
+  values_ = WriteFloatCheckpoint(dir_.path() + "/big/model.safetensors", {{w, DType::kBF16, {4608, 1024}}});
+  const std::vector<float>& source = values_[w];
+  for (const char* scheme : {"bnb_int8", "bnb_nf4", "quanto_int4"}) {
+    v1::QuantizeSpec spec = Spec(scheme);
+    spec.set_input(dir_.path() + "/big/model.safetensors");
+    ASSERT_TRUE(Run(spec).ok()) << scheme;
+    Output out = Load(spec.output() + "/model.safetensors");
+    for (uint64_t row : {uint64_t{0}, uint64_t{255}, uint64_t{256}, uint64_t{4095}, uint64_t{4096}, uint64_t{4607}}) {
+      const float* x = source.data() + row * 1024;
+      if (std::string(scheme) == "bnb_int8") {
+        std::vector<float> rounded(x, x + 1024);
+        for (float& v : rounded) v = RoundTo(StoredFloat::kF16, v);
+        int8_t expected[1024];
+        BnbInt8QuantizeRow(rounded.data(), 1024, expected);
+        EXPECT_EQ(out.Data("model.layers.0.mlp.up_proj.weight").substr(row * 1024, 1024),
+                  std::string(reinterpret_cast<char*>(expected), 1024)) << scheme << " row " << row;
+      } else if (std::string(scheme) == "bnb_nf4") {
+        uint8_t expected[512];
+        float absmax[16];
+        Bnb4Quantize(Bnb4Type::kNf4, x, 1024, 64, expected, absmax);
+        EXPECT_EQ(out.Data(w).substr(row * 512, 512), std::string(reinterpret_cast<char*>(expected), 512)) << scheme << " row " << row;
+        EXPECT_EQ(out.Data(w + ".absmax").substr(row * 64, 64), std::string(reinterpret_cast<char*>(absmax), 64));
+      } else {
+        // 1024 columns: groups of 128, 36864 groups, byte rows pair group r with r + 18432.
+        const uint64_t group = row * 8;
+        if (group >= 18432) continue;
+        uint8_t low[128], high[128], expected[128];
+        float scale, shift;
+        QuantoInt4QuantizeGroup(StoredFloat::kBF16, source.data() + group * 128, 128, low, &scale, &shift);
+        QuantoInt4QuantizeGroup(StoredFloat::kBF16, source.data() + (group + 18432) * 128, 128, high, &scale, &shift);
+        QuantoPackRowPair(low, high, 128, expected);
+        EXPECT_EQ(out.Data("model.layers.0.mlp.up_proj.weight._data._data").substr(group * 128, 128),
+                  std::string(reinterpret_cast<char*>(expected), 128)) << scheme << " group " << group;
+      }
+    }
+  }
+}
+
 TEST_F(LayoutQuantizeJobTest, BadSpecsNameTheField) {
   v1::QuantizeSpec spec = Spec("bnb_nf4");
   spec.set_block_size(48);

@@ -99,6 +99,10 @@ TEST_F(SimdTest, BnbInt8MatchesScalarIncludingOddLengths) {
       const float b = BnbInt8QuantizeRowScalar(row.data(), n, scalar.data());
       ASSERT_EQ(std::memcmp(&a, &b, 4), 0);
       ASSERT_EQ(simd, scalar) << "n=" << n << " row starting " << row[0];
+      std::vector<float> ya(n), yb(n);
+      BnbInt8DequantizeRowAvx2(simd.data(), n, a, ya.data());
+      BnbInt8DequantizeRowScalar(scalar.data(), n, b, yb.data());
+      ASSERT_TRUE(SameBits(ya, yb));
     }
   }
 }

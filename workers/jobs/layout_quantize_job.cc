@@ -18,6 +18,7 @@
 #include "workers/jobs/rate_limiter.h"
 #include "workers/jobs/verified_commit.h"
 #include "workers/storage/checksum.h"
+#include "workers/storage/pipelined_writer.h"
 
 namespace modelsmith {
 namespace {
@@ -25,6 +26,8 @@ namespace {
 using nlohmann::ordered_json;
 
 constexpr uint64_t kLayoutJobMemoryBytes = 128 << 20;
+// Data chunks waiting for the writer thread (two or three chunks).
+constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 constexpr char kModelFile[] = "model.safetensors";
 
 absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message) {
@@ -134,7 +137,7 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   const std::string model_uri = output->UriOf(kModelFile);
   absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(model_uri);
   if (!writer.ok()) return writer.status();
-  ObjectWriter& out = **writer;
+  PipelinedWriter out(*std::move(writer), kQueuedWriteBytes);
   std::vector<std::string> committed;
   auto fail = [&](absl::Status status) -> absl::Status {
     out.Abort();

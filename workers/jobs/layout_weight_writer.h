@@ -11,12 +11,13 @@
 #include "workers/jobs/rate_limiter.h"
 #include "workers/quant/quality.h"
 #include "workers/storage/object_store.h"
+#include "workers/storage/pipelined_writer.h"
 
 namespace modelsmith {
 
 // REQUIRES: t.quantize. Appends exactly the planned bytes of t.outputs, in order.
 absl::Status WriteQuantizedWeight(const LayoutSpec& spec, const LayoutTensorPlan& t, const RandomAccessObject& file,
-                                  ObjectWriter& out, ProgressTracker& tracker, RateLimiter& pace,
+                                  PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace,
                                   const JobContext& context, QualityStats& quality);
 
 }  // namespace modelsmith

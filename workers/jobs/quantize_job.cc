@@ -21,6 +21,7 @@
 #include "workers/quant/quality.h"
 #include "workers/quant/quantize_rows.h"
 #include "workers/storage/checksum.h"
+#include "workers/storage/pipelined_writer.h"
 
 namespace modelsmith {
 namespace {
@@ -32,6 +33,8 @@ using nlohmann::ordered_json;
 // compute threads (each thread holds one part's source bytes and two F32 copies: 2-3 MiB).
 constexpr uint64_t kChunkElements = 4 << 20;
 constexpr uint64_t kPartElements = 256 << 10;
+// Encoded chunks waiting for the writer thread (two or three chunks).
+constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 constexpr uint64_t kQuantizeJobMemoryBytes = 96 << 20;
 
 struct PlannedTensor {
@@ -138,7 +141,7 @@ absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
 // parts of about kPartElements that the compute threads take in any order, each reading its own
 // rows and writing its own slice of the chunk's output and its own quality figures; the figures
 // are merged in part order, so neither bytes nor figures depend on the number of threads.
-absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, ObjectWriter& out, QualityStats& quality,
+absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, PipelinedWriter& out, QualityStats& quality,
                        ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
   struct Scratch {
     std::vector<std::byte> source;
@@ -152,14 +155,14 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, O
   const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / row_elements / rows_per_part) * rows_per_part;
   const size_t threads = ComputeThreads();
   std::vector<Scratch> scratch(threads);
-  std::vector<uint8_t> encoded;
   std::vector<QualityStats> part_quality;
   std::vector<absl::Status> part_status;
   for (uint64_t row = 0; row < t.rows; row += rows_per_chunk) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
     const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
-    encoded.resize(std::max<size_t>(encoded.size(), rows * target_row_bytes));
+    // Each chunk gets its own buffer, handed to the writer thread while the next is computed.
+    std::unique_ptr<std::byte[]> encoded(new std::byte[rows * target_row_bytes]);
     part_quality.assign(parts, QualityStats());
     part_status.assign(parts, absl::OkStatus());
     ParallelFor(parts, threads, [&](size_t part, size_t worker) {
@@ -175,7 +178,7 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, O
         part_status[part] = Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
         return;
       }
-      uint8_t* target = encoded.data() + (first - row) * target_row_bytes;
+      uint8_t* target = reinterpret_cast<uint8_t*>(encoded.get()) + (first - row) * target_row_bytes;
       DecodeRows(source_type, reinterpret_cast<const uint8_t*>(w.source.data()), count, t.row_elements, w.values.data());
       EncodeRows(t.plan.target_type, w.values.data(), count, t.row_elements, target);
       DecodeRows(t.plan.target_type, target, count, t.row_elements, w.back.data());
@@ -185,9 +188,7 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, O
       if (!part_status[part].ok()) return part_status[part];
       quality.Merge(part_quality[part]);
     }
-    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(encoded.data()), rows * target_row_bytes}); !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = out.AppendOwned(std::move(encoded), rows * target_row_bytes); !s.ok()) return s;
     tracker.AddBytes(rows * source_row_bytes);
     pace.Account(rows * source_row_bytes, [&] { return context.stop_requested(); });
   }
@@ -258,7 +259,7 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
 
   absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->uri());
   if (!writer.ok()) return writer.status();
-  ObjectWriter& out = **writer;
+  PipelinedWriter out(*std::move(writer), kQueuedWriteBytes);
   auto fail = [&](absl::Status status) -> absl::Status {
     out.Abort();
     return status;

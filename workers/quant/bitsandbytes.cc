@@ -115,6 +115,11 @@ float BnbInt8QuantizeRowScalar(const float* x, size_t n, int8_t* q) {
 }
 
 void BnbInt8DequantizeRow(const int8_t* q, size_t n, float scb, float* y) {
+  if (CpuHasAvx2Fma16c()) return BnbInt8DequantizeRowAvx2(q, n, scb, y);
+  BnbInt8DequantizeRowScalar(q, n, scb, y);
+}
+
+void BnbInt8DequantizeRowScalar(const int8_t* q, size_t n, float scb, float* y) {
   constexpr float kInverse127 = 7.874015718698502e-3f;
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(q[i]) * scb * kInverse127;
 }
@@ -220,7 +225,7 @@ std::string PythonFloatRepr(double value) {
   }
   out += digits.substr(0, 1);
   if (digits.size() > 1) out += "." + digits.substr(1);
-  char exp[8];
+  char exp[16];
   std::snprintf(exp, sizeof exp, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
   return out + exp;
 }

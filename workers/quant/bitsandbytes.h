@@ -35,6 +35,7 @@ float BnbInt8QuantizeRow(const float* x, size_t n, int8_t* q);
 float BnbInt8QuantizeRowScalar(const float* x, size_t n, int8_t* q);
 // y = q * SCB * (1/127), the default backend's int8_vectorwise_dequant.
 void BnbInt8DequantizeRow(const int8_t* q, size_t n, float scb, float* y);
+void BnbInt8DequantizeRowScalar(const int8_t* q, size_t n, float scb, float* y);
 
 // ---- 4-bit ----
 

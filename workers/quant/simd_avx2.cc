@@ -222,6 +222,16 @@ float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q) {
   return scb;
 }
 
+void BnbInt8DequantizeRowAvx2(const int8_t* q, size_t n, float scb, float* y) {
+  const __m256 s = _mm256_set1_ps(scb), inverse = _mm256_set1_ps(7.874015718698502e-3f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(v, s), inverse));
+  }
+  for (; i < n; ++i) y[i] = static_cast<float>(q[i]) * scb * 7.874015718698502e-3f;
+}
+
 float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                          uint8_t* /*Laux*/, float rmin, float rdelta, int nstep, bool use_mad) {
   const Qkx2Start start = Qkx2FirstGuess(n, nmax, x, weights, L, use_mad);

@@ -39,6 +39,8 @@ float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, 
 
 // bitsandbytes LLM.int8 of one row of FP16-valued floats: q = round_half_even(x * (127/absmax)).
 float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q);
+// y = q * SCB * (1/127), the two products rounded in that order.
+void BnbInt8DequantizeRowAvx2(const int8_t* q, size_t n, float scb, float* y);
 
 }  // namespace modelsmith
 

@@ -1,0 +1,121 @@
+// quantize_bench: input throughput, wall time and peak memory of the quantize job beside a memcpy
+// and a `cp` of the same bytes, measured in the same run.
+//
+// Generates (once, then reuses) a Llama-shaped F16 checkpoint of --size-gb (default 1.6 GB)
+// under --work-dir, warms the page cache with it, then runs interleaved rounds of:
+//   baseline  memcpy of the input's bytes (in this process, from a mapping of the file), and
+//             `cp` of the file;
+//   quantize  `modelsmith run` of a quantize job for Q8_0, Q4_0, Q4_K, bnb_int8 and bnb_nf4, a
+//             child process whose peak RSS comes from wait4.
+// Each figure is printed beside the baselines as a ratio (baseline time / job time in the same
+// round, medians over rounds). Not a test: it asserts nothing.
+#include <sys/mman.h>
+
+#include <cstring>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "tests/bench/bench_support.h"
+
+namespace {
+
+using namespace modelsmith::bench;
+
+// memcpy of the whole file from a read-only mapping into a reused buffer of 64 MiB pieces.
+double TimeMemcpy(const std::string& path, uint64_t bytes) {
+  const int fd = open(path.c_str(), O_RDONLY);
+  void* map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) return -1;
+  std::vector<char> buffer(64 << 20);
+  const char* src = static_cast<const char*>(map);
+  const auto start = std::chrono::steady_clock::now();
+  for (uint64_t done = 0; done < bytes;) {
+    const uint64_t n = std::min<uint64_t>(buffer.size(), bytes - done);
+    std::memcpy(buffer.data(), src + done, n);
+    done += n;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  munmap(map, bytes);
+  return seconds;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"quantize_bench: quantize job throughput and memory beside memcpy and cp"};
+  std::string work_dir = "bench-data";
+  double size_gb = 1.6;
+  int rounds = 3;
+  std::string cli = MODELSMITH_CLI_PATH;
+  std::vector<std::string> schemes = {"Q8_0", "Q4_0", "Q4_K", "bnb_int8", "bnb_nf4"};
+  app.add_option("--work-dir", work_dir, "where the generated checkpoint and outputs go")->capture_default_str();
+  app.add_option("--size-gb", size_gb, "checkpoint size in GB (10^9), at least 1.5 for the issue's figures")
+      ->capture_default_str();
+  app.add_option("--rounds", rounds, "interleaved rounds (medians are reported)")->capture_default_str();
+  app.add_option("--scheme", schemes, "schemes to run")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  fs::create_directories(work_dir);
+  work_dir = fs::absolute(work_dir).string();
+  const std::string input = work_dir + "/quantize-input.safetensors";
+  const uint64_t target = static_cast<uint64_t>(size_gb * 1e9);
+  if (!fs::exists(input) || fs::file_size(input) < target) {
+    std::printf("generating %.2f GB checkpoint at %s ...\n", size_gb, input.c_str());
+    Generate(input, target);
+  }
+  const uint64_t bytes = fs::file_size(input);
+  WarmPageCache(input);
+  std::printf("quantize_bench: input %s, %.3f GB F16, page cache warm, %u cores\n", input.c_str(), bytes / 1e9,
+              std::thread::hardware_concurrency());
+
+  const std::string copy = work_dir + "/cp-copy.safetensors";
+  auto output_of = [&](const std::string& scheme) {
+    return work_dir + "/quantized-" + scheme + (scheme[0] == 'Q' ? ".gguf" : "");
+  };
+  auto clean = [&] {
+    fs::remove(copy);
+    for (const std::string& s : schemes) {
+      fs::remove_all(output_of(s));
+      fs::remove(output_of(s) + ".manifest.json");
+    }
+  };
+  std::vector<double> memcpy_s, cp_s;
+  std::vector<std::vector<RunFigures>> runs(schemes.size());
+  for (int round = 0; round < rounds; ++round) {
+    clean();
+    sync();
+    memcpy_s.push_back(TimeMemcpy(input, bytes));
+    RunFigures cp = Spawn({"cp", input, copy});
+    cp_s.push_back(cp.seconds);
+    for (size_t i = 0; i < schemes.size(); ++i) {
+      clean();
+      sync();
+      const std::string spec = R"({"quantize": {"input": ")" + input + R"(", "output": ")" + output_of(schemes[i]) +
+                               R"(", "scheme": ")" + schemes[i] + R"("}})";
+      runs[i].push_back(Spawn({cli, "run", "--spec", "-"}, spec));
+      if (runs[i].back().exit_code != 0) {
+        std::printf("%s failed (exit %d)\n", schemes[i].c_str(), runs[i].back().exit_code);
+        return 1;
+      }
+    }
+  }
+  clean();
+  std::printf("(medians of %d interleaved rounds; ratio = baseline time / job time in the same round)\n", rounds);
+  std::printf("%-22s %7.2f s  %7.0f MB/s\n", "baseline memcpy", Median(memcpy_s), bytes / Median(memcpy_s) / 1e6);
+  std::printf("%-22s %7.2f s  %7.0f MB/s\n", "baseline cp", Median(cp_s), bytes / Median(cp_s) / 1e6);
+  for (size_t i = 0; i < schemes.size(); ++i) {
+    std::vector<double> seconds, vs_memcpy, vs_cp;
+    long peak_kb = 0;
+    for (int r = 0; r < rounds; ++r) {
+      seconds.push_back(runs[i][r].seconds);
+      vs_memcpy.push_back(memcpy_s[r] / runs[i][r].seconds);
+      vs_cp.push_back(cp_s[r] / runs[i][r].seconds);
+      peak_kb = std::max(peak_kb, runs[i][r].peak_rss_kb);
+    }
+    const double median = Median(seconds);
+    std::printf("quantize %-13s %7.2f s  %7.0f MB/s  peak RSS %6.1f MB  ratio vs memcpy %.3f  vs cp %.2f\n",
+                schemes[i].c_str(), median, bytes / median / 1e6, peak_kb / 1e3, Median(vs_memcpy), Median(vs_cp));
+  }
+  return 0;
+}

@@ -1,0 +1,70 @@
+// PipelinedWriter: an ObjectWriter that hands its appends to a background thread, so a job can
+// compute its next bytes while the previous ones are being written (the write into the page
+// cache, or an S3 part upload, costs about as much as quantizing them).
+//
+// Appends run on the thread in the order they were made. At most `max_queued_bytes` of appended
+// data wait at once; Append blocks beyond that, which bounds memory. An error of a queued append
+// is returned by the next call, and every call after it fails too. ReadBack, Sync and Commit wait
+// for the queue to drain first. Like every ObjectWriter it has one producer.
+#ifndef MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
+#define MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "workers/storage/object_store.h"
+
+namespace modelsmith {
+
+class PipelinedWriter final : public ObjectWriter {
+ public:
+  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes);
+  ~PipelinedWriter() override;
+
+  const std::string& uri() const override { return inner_->uri(); }
+  // Copies `data` into the queue.
+  absl::Status Append(std::span<const std::byte> data) override;
+  // Queues the first `size` bytes of `data` without copying them.
+  absl::Status AppendOwned(std::unique_ptr<std::byte[]> data, size_t size);
+  // Queues the transfer; `source` must outlive it (until the next Sync, ReadBack or Commit).
+  absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length) override;
+  // Everything appended, queued or not.
+  uint64_t bytes_written() const override { return appended_; }
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> ReadBack() override;
+  absl::Status Sync() override;
+  absl::Status Commit() override;
+  void Abort() override;
+
+ private:
+  struct Task {
+    uint64_t bytes;
+    std::function<absl::Status(ObjectWriter&)> run;
+  };
+
+  absl::Status Enqueue(Task task);
+  // Waits until the queue is empty; returns the first error of a queued append.
+  absl::Status Drain();
+  void Loop();
+
+  std::unique_ptr<ObjectWriter> inner_;
+  const uint64_t max_queued_bytes_;
+  uint64_t appended_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Task> queue_;
+  uint64_t queued_bytes_ = 0;
+  bool busy_ = false;
+  bool stopping_ = false;
+  absl::Status error_;
+  std::thread thread_;
+};
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
