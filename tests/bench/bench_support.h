@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "workers/formats/safetensors.h"
@@ -111,6 +112,24 @@ inline void WarmPageCache(const std::string& path) {
 }
 
 inline double Gbps(uint64_t bytes, double seconds) { return bytes / seconds / 1e9; }
+
+// Makes `work_dir` absolute (creating it), generates `name` there at `size_gb` unless a file at
+// least that large exists, warms the page cache with it, and prints what it got under `bench`.
+// Returns the input's path; `*work_dir` becomes absolute.
+inline std::string PrepareInput(const char* bench, std::string* work_dir, const std::string& name, double size_gb) {
+  fs::create_directories(*work_dir);
+  *work_dir = fs::absolute(*work_dir).string();
+  const std::string input = *work_dir + "/" + name;
+  const uint64_t target = static_cast<uint64_t>(size_gb * 1e9);
+  if (!fs::exists(input) || fs::file_size(input) < target) {
+    std::printf("generating %.2f GB checkpoint at %s ...\n", size_gb, input.c_str());
+    Generate(input, target);
+  }
+  WarmPageCache(input);
+  std::printf("%s: input %s, %.3f GB F16, page cache warm, %u cores\n", bench, input.c_str(), fs::file_size(input) / 1e9,
+              std::thread::hardware_concurrency());
+  return input;
+}
 
 inline double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());

@@ -56,18 +56,8 @@ int main(int argc, char** argv) {
   app.add_option("--scheme", schemes, "schemes to run")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  fs::create_directories(work_dir);
-  work_dir = fs::absolute(work_dir).string();
-  const std::string input = work_dir + "/quantize-input.safetensors";
-  const uint64_t target = static_cast<uint64_t>(size_gb * 1e9);
-  if (!fs::exists(input) || fs::file_size(input) < target) {
-    std::printf("generating %.2f GB checkpoint at %s ...\n", size_gb, input.c_str());
-    Generate(input, target);
-  }
+  const std::string input = PrepareInput("quantize_bench", &work_dir, "quantize-input.safetensors", size_gb);
   const uint64_t bytes = fs::file_size(input);
-  WarmPageCache(input);
-  std::printf("quantize_bench: input %s, %.3f GB F16, page cache warm, %u cores\n", input.c_str(), bytes / 1e9,
-              std::thread::hardware_concurrency());
 
   const std::string copy = work_dir + "/cp-copy.safetensors";
   auto output_of = [&](const std::string& scheme) {
