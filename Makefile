@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:50051
 METRICS_LISTEN ?= 127.0.0.1:9464
 DATA_DIR ?= ./data
 
-.PHONY: deps build serve test bench clean
+.PHONY: deps build serve test bench fuzz clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -29,6 +29,19 @@ bench: build
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
+
+# The GGUF reader under libFuzzer + AddressSanitizer for FUZZ_SECONDS (clang, its own build tree),
+# seeded with the golden GGUF files. A crash leaves its input in build-fuzz/ and fails the target.
+FUZZ_SECONDS ?= 120
+fuzz:
+	bash scripts/install-deps.sh --fuzz
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMODELSMITH_FUZZ=ON \
+	  -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address" -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address"
+	cmake --build build-fuzz -j $(JOBS) --target gguf_reader_fuzzer
+	mkdir -p build-fuzz/corpus/gguf
+	cp -n tests/data/golden/gguf/*.gguf build-fuzz/corpus/gguf/
+	cd build-fuzz && tests/fuzz/gguf_reader_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
+	  -rss_limit_mb=2048 corpus/gguf
 
 clean:
 	rm -rf $(BUILD_DIR)

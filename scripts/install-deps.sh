@@ -4,8 +4,9 @@
 # run costs a dpkg query and nothing else. Must run as root (or with sudo available).
 set -euo pipefail
 
-# Usage: install-deps.sh [--build-only | --runtime-only]
+# Usage: install-deps.sh [--build-only | --runtime-only | --fuzz]
 #   (none)          build + test packages: what `make serve` and `make test` need
+#   --fuzz          build packages plus clang and its libFuzzer runtime (`make fuzz`)
 #   --build-only    what compiling needs (the Dockerfile's build stage)
 #   --runtime-only  the shared libraries the binaries load, and CA certificates for https S3
 #                   (the Dockerfile's runtime stage)
@@ -24,6 +25,9 @@ BUILD_PACKAGES=(
 # pinned test-only tools (tests/package-lock.json: buf, s3rver).
 TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml)
 
+# `make fuzz` builds the fuzz targets with clang's libFuzzer and AddressSanitizer.
+FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+
 # What modelsmithd and modelsmith load at run time (ldd of both, mapped to packages).
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9 libcurl4 libsqlite3-0
@@ -36,7 +40,8 @@ case "$mode" in
   "") wanted=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
   --build-only) wanted=("${BUILD_PACKAGES[@]}") ;;
   --runtime-only) wanted=("${RUNTIME_PACKAGES[@]}") ;;
-  *) echo "usage: $0 [--build-only|--runtime-only]" >&2; exit 2 ;;
+  --fuzz) wanted=("${BUILD_PACKAGES[@]}" "${FUZZ_PACKAGES[@]}") ;;
+  *) echo "usage: $0 [--build-only|--runtime-only|--fuzz]" >&2; exit 2 ;;
 esac
 
 missing=()

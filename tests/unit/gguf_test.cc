@@ -75,6 +75,13 @@ TEST(GgufReader, RejectsBadMagic) { ExpectRejected("GGML\3\0\0\0", "GGUF_BAD_MAG
 TEST(GgufReader, RejectsVersionOne) { ExpectRejected(ValidHeader(1).str(), "GGUF_UNSUPPORTED_VERSION"); }
 TEST(GgufReader, RejectsBigEndianVersion) { ExpectRejected(ValidHeader(0x03000000).str(), "GGUF_UNSUPPORTED_VERSION"); }
 TEST(GgufReader, RejectsCountsTheFileCannotHold) { ExpectRejected(ValidHeader(3, uint64_t{1} << 60).str(), "GGUF_INVALID_COUNT"); }
+TEST(GgufReader, AStringLongerThanTheFileIsRefusedBeforeAllocating) {
+  // A 48-byte file claiming a key of 1 GiB (found by the fuzzer: it used to allocate first).
+  Bytes b;
+  b.Put<uint32_t>(0x46554747).Put<uint32_t>(3).Put<uint64_t>(0).Put<uint64_t>(1).Put<uint64_t>(uint64_t{1} << 30);
+  ExpectRejected(b.Raw(20).str(), "GGUF_TRUNCATED");
+}
+
 TEST(GgufReader, RejectsTruncatedHeader) { ExpectRejected(ValidHeader().str().substr(0, 40), "GGUF_TRUNCATED"); }
 
 TEST(GgufReader, RejectsDuplicateKeys) {

@@ -80,6 +80,12 @@ class Cursor {
     if (*length > kMaxStringBytes) {
       return Malformed("STRING_TOO_LONG", file_.uri(), where, field, absl::StrCat("a string of ", *length, " bytes"));
     }
+    if (*length > file_.size_bytes() - std::min(position_, file_.size_bytes())) {
+      // Refused before allocating: a tiny file must not make the reader reserve a gigabyte.
+      return Malformed("TRUNCATED", file_.uri(), where, field,
+                       absl::StrCat("a string of ", *length, " bytes runs past the end of the file (", file_.size_bytes(),
+                                    " bytes)"));
+    }
     std::string text(*length, '\0');
     if (absl::Status s = Read(text.data(), *length); !s.ok()) return s;
     return text;
