@@ -147,9 +147,12 @@ void PrintModel(const v1::ModelInfo& model, FILE* out) {
   absl::FPrintF(out, "%s\n  format %s, %d tensors, %s of tensor data, %d file(s)\n", model.uri(), model.format(),
                 model.tensor_count(), HumanBytes(model.total_bytes()), model.files_size());
   for (const auto& [key, value] : model.metadata()) absl::FPrintF(out, "  metadata %s = %s\n", key, value);
+  std::map<std::string, int> layouts;
+  for (const v1::QuantizedModule& q : model.quantized()) ++layouts[q.layout()];
+  for (const auto& [layout, count] : layouts) absl::FPrintF(out, "  quantized %d module(s) as %s\n", count, layout);
   for (const v1::TensorDescriptor& t : model.tensors()) {
-    absl::FPrintF(out, "  %-56s %-5s [%s] %s  %s\n", t.name(), t.dtype(), absl::StrJoin(t.shape(), ", "),
-                  HumanBytes(t.size_bytes()), t.file());
+    absl::FPrintF(out, "  %-56s %-5s [%s] %s  %s%s\n", t.name(), t.dtype(), absl::StrJoin(t.shape(), ", "),
+                  HumanBytes(t.size_bytes()), t.file(), t.quantization().empty() ? "" : "  (" + t.quantization() + ")");
   }
 }
 

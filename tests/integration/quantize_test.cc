@@ -70,6 +70,45 @@ TEST_F(QuantizeServerTest, CliSubmitWatchWritesGgufAndManifest) {
   }
 }
 
+TEST_F(QuantizeServerTest, CliSubmitBnbNf4WritesTheLayoutAndInspectRecognisesIt) {
+  // A checkpoint made by the independent Python writer, with a config.json beside it.
+  fs::create_directories(data_ + "/hf");
+  MakeCheckpoint(data_ + "/hf/model.safetensors", {"--hidden", "128", "--intermediate", "256"});
+  std::ofstream(data_ + "/hf/config.json") << R"({"architectures": ["LlamaForCausalLM"], "torch_dtype": "float16"})";
+  Start();
+  CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/hf", "--output", data_ + "/nf4", "--scheme", "bnb_nf4",
+                           "--double-quant", "--block-size", "128", "--watch"});
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("state SUCCEEDED"), std::string::npos) << run.out;
+  EXPECT_TRUE(fs::exists(data_ + "/nf4/model.safetensors"));
+  EXPECT_TRUE(fs::exists(data_ + "/nf4/modelsmith.manifest.json"));
+  std::ifstream config_file(data_ + "/nf4/config.json");
+  const nlohmann::json config = nlohmann::json::parse(config_file);
+  EXPECT_EQ(config["torch_dtype"], "float16");
+  EXPECT_EQ(config["quantization_config"]["bnb_4bit_quant_type"], "nf4");
+  EXPECT_EQ(config["quantization_config"]["bnb_4bit_use_double_quant"], true);
+
+  grpc::ClientContext context;
+  v1::InspectModelRequest request;
+  request.set_uri(data_ + "/nf4");
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  ASSERT_GT(info.quantized_size(), 0);
+  EXPECT_EQ(info.quantized(0).layout(), "bnb_nf4");
+  bool state_tagged = false;
+  for (const auto& t : info.tensors()) {
+    state_tagged |= t.name().find("quant_state.bitsandbytes__nf4") != std::string::npos && t.quantization() == "bnb_nf4";
+  }
+  EXPECT_TRUE(state_tagged);
+
+  // Quantizing the output again is refused at submit, naming the module.
+  CommandResult again = Cli({"submit", "quantize", "--input", data_ + "/nf4", "--output", data_ + "/again.gguf", "--scheme",
+                             "Q8_0", "--watch"});
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_NE(again.err.find("ALREADY_QUANTIZED"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("bnb_nf4"), std::string::npos) << again.err;
+}
+
 TEST_F(QuantizeServerTest, QuantizedInputIsRefusedAtSubmit) {
   Start();
   CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/already-q4_0.gguf", "--output", data_ + "/r.gguf",
