@@ -14,9 +14,11 @@
 #include "workers/common/error.h"
 #include "workers/jobs/inspect.h"
 #include "workers/jobs/job_kinds.h"
+#include "workers/jobs/quantized_weight_reader.h"
 #include "workers/quant/bitsandbytes.h"
 #include "workers/quant/chatglm.h"
 #include "workers/quant/quanto.h"
+#include "workers/formats/gguf.h"
 #include "workers/storage/local_object_store.h"
 
 namespace modelsmith {
@@ -312,6 +314,121 @@ TEST_F(LayoutQuantizeJobTest, WeightsLargerThanAChunkMatchTheKernelsAcrossPartAn
       }
     }
   }
+}
+
+// The F32 data of tensor `name` in a GGUF file.
+std::vector<float> GgufF32(const std::string& path, const std::string& name) {
+  LocalObjectStore store;
+  auto object = store.OpenForRead(path);
+  auto header = ReadGgufHeader(**object);
+  for (const GgufTensor& t : header->tensors) {
+    if (t.name != name) continue;
+    EXPECT_EQ(t.type, GgmlType::kF32) << name;
+    std::vector<float> values(t.size_bytes / 4);
+    EXPECT_TRUE((*object)->ReadAt(header->data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(values.data())).ok());
+    return values;
+  }
+  ADD_FAILURE() << name << " not in " << path;
+  return {};
+}
+
+int CountWarnings(RecordingContext& context, const std::string& code) {
+  int n = 0;
+  for (const auto& [c, tensor] : context.warnings()) n += c == code;
+  return n;
+}
+
+TEST_F(LayoutQuantizeJobTest, RequantizingBnbInt8ReadsBackExactlyWhatItsKernelDequantizes) {
+  const v1::QuantizeSpec first = Spec("bnb_int8");
+  ASSERT_TRUE(Run(first).ok());
+  v1::QuantizeSpec again;
+  again.set_input(first.output());
+  again.set_output(dir_.path() + "/back.gguf");
+  again.set_scheme("F32");
+  again.set_allow_requantize(true);
+  absl::StatusOr<v1::JobResult> result = Run(again);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(CountWarnings(context_, "REQUANTIZED"), 14);
+  Output int8 = Load(first.output() + "/model.safetensors");
+  const std::string q = kQ;
+  const std::string codes = int8.Data(q + ".weight");
+  const std::string scb = int8.Data(q + ".SCB");
+  const std::vector<float> back = GgufF32(again.output(), q + ".weight");
+  ASSERT_EQ(back.size(), 64u * 64u);
+  for (size_t row = 0; row < 64; ++row) {
+    float scale, expected[64];
+    std::memcpy(&scale, scb.data() + row * 4, 4);
+    BnbInt8DequantizeRow(reinterpret_cast<const int8_t*>(codes.data()) + row * 64, 64, scale, expected);
+    ASSERT_EQ(std::memcmp(back.data() + row * 64, expected, sizeof expected), 0) << row;
+  }
+  // The companions are gone; the other tensors came through.
+  LocalObjectStore store;
+  auto header = ReadGgufHeader(**store.OpenForRead(again.output()));
+  for (const GgufTensor& t : header->tensors) EXPECT_EQ(t.name.find("SCB"), std::string::npos) << t.name;
+  EXPECT_EQ(header->tensors.size(), values_.size());
+}
+
+TEST_F(LayoutQuantizeJobTest, RequantizingBetweenLayoutsAndIntoGguf) {
+  v1::QuantizeSpec nf4 = Spec("bnb_nf4");
+  nf4.set_double_quant(true);
+  ASSERT_TRUE(Run(nf4).ok());
+  const v1::QuantizeSpec glm = Spec("chatglm_int4");
+  ASSERT_TRUE(Run(glm).ok());
+  const v1::QuantizeSpec quanto = Spec("quanto_int8");
+  ASSERT_TRUE(Run(quanto).ok());
+  for (const v1::QuantizeSpec* from : std::vector<const v1::QuantizeSpec*>{&nf4, &glm, &quanto}) {
+    v1::QuantizeSpec to = Spec("bnb_int8");
+    to.set_input(from->output());
+    to.set_output(from->output() + "-as-int8");
+    to.set_allow_requantize(true);
+    absl::StatusOr<v1::JobResult> result = Run(to);
+    ASSERT_TRUE(result.ok()) << from->scheme() << ": " << result.status();
+    Output out = Load(to.output() + "/model.safetensors");
+    const std::string q = kQ;
+    ASSERT_NE(out.Find(q + ".SCB"), nullptr) << from->scheme();
+    EXPECT_EQ(out.Find(q + ".weight")->shape, (std::vector<uint64_t>{64, 64})) << from->scheme();
+    EXPECT_EQ(out.Find(q + ".weight_scale"), nullptr);
+    EXPECT_EQ(out.Find(q + ".weight.absmax"), nullptr);
+    // Far from the original: two quantizations, but still the same weight.
+    const nlohmann::json manifest = ReadJson(to.output() + "/modelsmith.manifest.json");
+    EXPECT_GT(manifest["quality"][0]["snr_db"].get<double>(), 30.0) << from->scheme();
+
+    v1::QuantizeSpec gguf = to;
+    gguf.set_scheme("Q8_0");
+    gguf.set_output(from->output() + ".gguf");
+    ASSERT_TRUE(Run(gguf).ok()) << from->scheme();
+  }
+}
+
+TEST_F(LayoutQuantizeJobTest, RequantizingWhatCannotBeReadBackSaysWhy) {
+  const v1::QuantizeSpec quanto = Spec("quanto_int4");  // 64-column rows: groups of 64 look like rows
+  ASSERT_TRUE(Run(quanto).ok());
+  v1::QuantizeSpec again = Spec("Q8_0");
+  again.set_input(quanto.output());
+  again.set_output(dir_.path() + "/x.gguf");
+  again.set_allow_requantize(true);
+  absl::Status status = Run(again).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_EQ(ReasonOf(status), "REQUANTIZE_UNSUPPORTED");
+
+  // ChatGLM int4 and int8 look alike without config.json's quantization_bit.
+  const v1::QuantizeSpec glm = Spec("chatglm_int8");
+  ASSERT_TRUE(Run(glm).ok());
+  fs::remove(glm.output() + "/config.json");
+  again.set_input(glm.output());
+  status = Run(again).status();
+  EXPECT_EQ(ReasonOf(status), "REQUANTIZE_UNSUPPORTED") << status;
+}
+
+TEST(Fp8, DecodesE4M3FnAndE5M2Exactly) {
+  EXPECT_EQ(Fp8E4M3ToFp32(0x7E), 448.0f);         // S.1111.110: the largest
+  EXPECT_EQ(Fp8E4M3ToFp32(0x01), 1.0f / 512);     // the smallest subnormal, 2^-9
+  EXPECT_EQ(Fp8E4M3ToFp32(0x38), 1.0f);           // 0.0111.000
+  EXPECT_EQ(Fp8E4M3ToFp32(0xC4), -3.0f);          // 1.1000.100: -1.5 * 2
+  EXPECT_TRUE(std::isnan(Fp8E4M3ToFp32(0x7F)));   // no infinity, S.1111.111 is NaN
+  EXPECT_EQ(Fp8E5M2ToFp32(0x7B), 57344.0f);
+  EXPECT_TRUE(std::isinf(Fp8E5M2ToFp32(0x7C)));
+  EXPECT_EQ(Fp8E5M2ToFp32(0x3C), 1.0f);
 }
 
 TEST_F(LayoutQuantizeJobTest, BadSpecsNameTheField) {

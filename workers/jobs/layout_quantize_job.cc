@@ -154,6 +154,12 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   for (const LayoutTensorPlan& t : plan->tensors) {
     if (absl::Status s = StopStatus(context); !s.ok()) return fail(s);
     const RandomAccessObject& file = *plan->model.files[t.source->file_index].object;
+    if (t.reader != nullptr) {
+      context.Warn("REQUANTIZED",
+                   absl::StrCat("tensor '", t.source->name, "' was ", t.reader->layout(),
+                                "; it was dequantized and its lost precision cannot come back"),
+                   t.source->name);
+    }
     if (!t.quantize) {
       if (t.warn_not_quantizable) {
         context.Warn("TENSOR_NOT_QUANTIZABLE",
@@ -164,8 +170,14 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
       if (t.source->shape.size() == 2 && absl::EndsWith(t.source->name, ".weight")) {
         kept_modules.push_back(t.source->name.substr(0, t.source->name.size() - std::strlen(".weight")));
       }
-      if (absl::Status s = CopyTensorBytes(*t.source, file, out, tracker, pace, context); !s.ok()) return fail(s);
-      report.AddKept();
+      if (t.reader != nullptr) {
+        QualityStats quality;
+        if (absl::Status s = WriteDequantizedWeight(t, file, out, tracker, pace, context, quality); !s.ok()) return fail(s);
+        report.AddTranscoded(context, t.source->name, std::string(DTypeName(t.source->dtype)), quality, /*quantized=*/false);
+      } else {
+        if (absl::Status s = CopyTensorBytes(*t.source, file, out, tracker, pace, context); !s.ok()) return fail(s);
+        report.AddKept();
+      }
       tracker.AddTensors(1);
       continue;
     }

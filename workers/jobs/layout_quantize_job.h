@@ -4,8 +4,8 @@
 // Kernels: workers/quant/{bitsandbytes,quanto,chatglm}.h; key layouts: formats.md §5-7.
 //
 // What gets quantized and the output tensors: layout_quantize_plan.h. An input that already
-// holds a quantized layout is FAILED_PRECONDITION (ALREADY_QUANTIZED); requantizing these
-// layouts is not built yet (UNIMPLEMENTED).
+// holds a quantized layout is FAILED_PRECONDITION (ALREADY_QUANTIZED) unless allow_requantize;
+// then each such weight is read back (quantized_weight_reader.h) with a REQUANTIZED warning.
 //
 // Output, a directory: "model.safetensors" ({"format": "pt"}; each quantized weight's data
 // followed by its companions, in input order), "config.json" (the input's, with the

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "workers/common/error.h"
 #include "workers/formats/quantized_layout.h"
+#include "workers/jobs/quantized_weight_reader.h"
 #include "workers/quant/bitsandbytes.h"
 #include "workers/quant/quanto.h"
 
@@ -190,23 +191,6 @@ std::string QuantStateJson(const LayoutSpec& spec, const LayoutTensorPlan& t, fl
   return json + "}";
 }
 
-absl::Status RefuseQuantizedLayouts(const ModelView& model, const std::optional<nlohmann::json>& config,
-                                    bool allow_requantize) {
-  if (model.gguf) return absl::OkStatus();  // GGUF types are checked tensor by tensor
-  const std::vector<QuantizedGroup> quantized = DetectQuantizedLayouts(model.tensors, ChatglmBitsFromConfig(config));
-  if (quantized.empty()) return absl::OkStatus();
-  const QuantizedGroup& g = quantized.front();
-  if (!allow_requantize) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_QUANTIZED",
-                     absl::StrCat("'", g.module, "' is already quantized (", g.layout, ", tensor '", g.tensors.front(),
-                                  "'); quantizing it again loses precision (set allow_requantize to do it anyway)"),
-                     {{"tensor", g.tensors.front()}, {"field", "quantize.input"}});
-  }
-  return MakeError(absl::StatusCode::kUnimplemented, "REQUANTIZE_NOT_IMPLEMENTED",
-                   absl::StrCat("'", g.module, "' is ", g.layout, "; dequantizing ", g.layout, " inputs is not built yet"),
-                   {{"tensor", g.tensors.front()}});
-}
-
 absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const StorageRouter& router) {
   absl::StatusOr<LayoutSpec> spec = ParseLayoutSpec(q);
   if (!spec.ok()) return spec.status();
@@ -222,13 +206,21 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
   }
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*input->store, *model);
   if (!config.ok()) return config.status();
-  if (absl::Status s = RefuseQuantizedLayouts(*model, *config, q.allow_requantize()); !s.ok()) return s;
-  LayoutPlan plan{*std::move(spec), *std::move(model), *std::move(config), {}, {}};
-  std::set<std::string> names;
-  for (const TensorInfo& t : plan.model.tensors) names.insert(t.name);
+  absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(*model, *config, q.allow_requantize());
+  if (!requantize.ok()) return requantize.status();
+  LayoutPlan plan{*std::move(spec), *std::move(model), *std::move(config), {}, {}, *std::move(requantize)};
+  std::set<std::string> names;  // the input's tensors that reach the output as they are
   for (const TensorInfo& t : plan.model.tensors) {
+    if (!plan.requantize.group_of.contains(t.name)) names.insert(t.name);
+  }
+  for (const TensorInfo& stored_tensor : plan.model.tensors) {
+    const QuantizedWeightReader* reader = nullptr;
+    const TensorInfo* stand_in = plan.requantize.StandIn(stored_tensor, &reader);
+    if (stand_in == nullptr) continue;
+    const TensorInfo& t = *stand_in;
     LayoutTensorPlan p;
     p.source = &t;
+    p.reader = reader;
     std::optional<StoredFloat> stored = StoredFloatOf(t.dtype);
     const uint64_t elements = ElementCount(t.shape).value_or(0);
     const bool linear_weight = stored && t.shape.size() == 2 && absl::EndsWith(t.name, ".weight") &&
@@ -271,6 +263,11 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
       }
     } else {
       p.outputs = {{t.name, t.dtype, t.shape, t.size_bytes}};
+      if (reader != nullptr) {
+        p.stored = *StoredFloatOf(t.dtype);
+        p.rows = reader->rows();
+        p.cols = reader->columns();
+      }
     }
     for (const SafetensorsEntry& e : p.outputs) plan.entries.push_back(e);
     plan.tensors.push_back(std::move(p));

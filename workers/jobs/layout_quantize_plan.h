@@ -32,6 +32,7 @@
 #include "nlohmann/json.hpp"
 #include "workers/formats/model_view.h"
 #include "workers/formats/safetensors.h"
+#include "workers/jobs/quantized_weight_reader.h"
 #include "workers/quant/bitsandbytes.h"
 #include "workers/quant/half.h"
 
@@ -77,6 +78,9 @@ struct LayoutTensorPlan {
   uint64_t rows = 0, cols = 0;
   size_t group = 0;           // quanto int4: elements per group
   std::vector<SafetensorsEntry> outputs;  // the data tensor first, then its companions
+  // Set for a weight held in a quantized layout (requantizing): it is read back through this,
+  // and `source` is its stand-in float tensor; kept, it is written as floats of its old dtype.
+  const QuantizedWeightReader* reader = nullptr;
 };
 
 struct LayoutPlan {
@@ -85,19 +89,15 @@ struct LayoutPlan {
   std::optional<nlohmann::json> config;
   std::vector<LayoutTensorPlan> tensors;
   std::vector<SafetensorsEntry> entries;  // all outputs in file order
+  RequantizeInputs requantize;
 };
 
 // json.dumps of bitsandbytes' QuantState.as_dict non-tensor items, in their order.
 std::string QuantStateJson(const LayoutSpec& spec, const LayoutTensorPlan& t, float nested_offset);
 
-// Opens the input, refuses quantized inputs (RefuseQuantizedLayouts) and plans every tensor.
+// Opens the input, refuses a quantized input unless allow_requantize (OpenRequantizeInputs) and
+// plans every tensor.
 absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const StorageRouter& router);
-
-// For a safetensors model: FAILED_PRECONDITION (ALREADY_QUANTIZED) naming the first module that
-// holds a bitsandbytes, quanto, ChatGLM or fp8 layout; with `allow_requantize`, UNIMPLEMENTED
-// (dequantizing those layouts is not built yet). GGUF models pass (their types are per tensor).
-absl::Status RefuseQuantizedLayouts(const ModelView& model, const std::optional<nlohmann::json>& config,
-                                    bool allow_requantize);
 
 }  // namespace modelsmith
 

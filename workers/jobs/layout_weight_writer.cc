@@ -55,6 +55,12 @@ T* Grow(std::vector<T>& v, size_t n) {
 // Reads elements [first, first + count) of a float tensor as F32 into `out`.
 absl::Status ReadValues(const RandomAccessObject& file, const LayoutTensorPlan& t, uint64_t first, uint64_t count,
                         std::vector<std::byte>& bytes, std::vector<float>& out) {
+  if (t.reader != nullptr) {
+    if (absl::Status s = t.reader->ReadElements(first, count, Grow(out, count)); !s.ok()) {
+      return Annotate(s, absl::StrCat("reading back '", t.source->name, "'"));
+    }
+    return absl::OkStatus();
+  }
   const uint64_t width = t.stored == StoredFloat::kF32 ? 4 : 2;
   if (absl::Status s = file.ReadAt(t.source->data_offset + first * width, count * width, Grow(bytes, count * width)); !s.ok()) {
     return Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
@@ -299,6 +305,29 @@ class WeightQuantizer {
 };
 
 }  // namespace
+
+absl::Status WriteDequantizedWeight(const LayoutTensorPlan& t, const RandomAccessObject& file, PipelinedWriter& out,
+                                    ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
+                                    QualityStats& quality) {
+  const GgmlType type = t.stored == StoredFloat::kF32 ? GgmlType::kF32 : t.stored == StoredFloat::kF16 ? GgmlType::kF16 : GgmlType::kBF16;
+  const uint64_t width = t.stored == StoredFloat::kF32 ? 4 : 2;
+  const uint64_t n = t.rows * t.cols;
+  std::vector<std::byte> unused;
+  std::vector<float> values, back;
+  for (uint64_t first = 0; first < n; first += kChunkElements) {
+    const uint64_t count = std::min<uint64_t>(kChunkElements, n - first);
+    if (absl::Status s = ReadValues(file, t, first, count, unused, values); !s.ok()) return s;
+    std::unique_ptr<std::byte[]> chunk(new std::byte[count * width]);
+    EncodeRows(type, values.data(), 1, count, reinterpret_cast<uint8_t*>(chunk.get()));
+    DecodeRows(type, reinterpret_cast<const uint8_t*>(chunk.get()), 1, count, Grow(back, count));
+    quality.Add(values.data(), back.data(), count);
+    if (absl::Status s = out.AppendOwned(std::move(chunk), count * width); !s.ok()) return s;
+    tracker.AddBytes(count * width);
+    pace.Account(count * width, [&] { return context.stop_requested(); });
+    if (absl::Status s = StopStatus(context); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
 
 absl::Status WriteQuantizedWeight(const LayoutSpec& spec, const LayoutTensorPlan& t, const RandomAccessObject& file,
                                   PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace,

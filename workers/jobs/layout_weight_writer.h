@@ -20,6 +20,12 @@ absl::Status WriteQuantizedWeight(const LayoutSpec& spec, const LayoutTensorPlan
                                   PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace,
                                   const JobContext& context, QualityStats& quality);
 
+// REQUIRES: t.reader and !t.quantize. Writes the weight read back from its quantized layout as
+// floats of its original dtype (an excluded or unfit weight of a requantize job).
+absl::Status WriteDequantizedWeight(const LayoutTensorPlan& t, const RandomAccessObject& file, PipelinedWriter& out,
+                                    ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
+                                    QualityStats& quality);
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_WORKERS_JOBS_LAYOUT_WEIGHT_WRITER_H_

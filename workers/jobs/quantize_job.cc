@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,7 @@
 #include "workers/jobs/progress_tracker.h"
 #include "workers/jobs/quantize_plan.h"
 #include "workers/jobs/quantize_report.h"
+#include "workers/jobs/quantized_weight_reader.h"
 #include "workers/jobs/rate_limiter.h"
 #include "workers/jobs/verified_commit.h"
 #include "workers/pool/parallel_for.h"
@@ -43,6 +45,9 @@ struct PlannedTensor {
   GgufTensor out;
   uint64_t row_elements = 1;
   uint64_t rows = 0;
+  // Set for a weight held in a bitsandbytes / quanto / ChatGLM / fp8 layout: it is read back
+  // through this, and `source` is its stand-in float tensor.
+  const QuantizedWeightReader* reader = nullptr;
 };
 
 struct Plan {
@@ -50,6 +55,7 @@ struct Plan {
   QuantizePlanner planner;
   std::vector<PlannedTensor> tensors;
   bool requantizes = false;
+  RequantizeInputs requantize;
 };
 
 bool IsBlockType(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->quantized; }
@@ -68,10 +74,16 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "quantize.input"}});
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*input->store, *model);
   if (!config.ok()) return config.status();
-  if (absl::Status s = RefuseQuantizedLayouts(*model, *config, spec.allow_requantize()); !s.ok()) return s;
-  Plan plan{*std::move(model), *std::move(planner), {}, false};
+  absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(*model, *config, spec.allow_requantize());
+  if (!requantize.ok()) return requantize.status();
+  Plan plan{*std::move(model), *std::move(planner), {}, false, *std::move(requantize)};
   plan.planner.PrepareForModel(plan.model.tensors);
-  for (const TensorInfo& t : plan.model.tensors) {
+  for (const TensorInfo& stored : plan.model.tensors) {
+    const QuantizedWeightReader* reader = nullptr;
+    const TensorInfo* stand_in = plan.requantize.StandIn(stored, &reader);
+    if (stand_in == nullptr) continue;
+    if (reader != nullptr) plan.requantizes = true;
+    const TensorInfo& t = *stand_in;
     absl::StatusOr<TensorPlan> decision = plan.planner.Plan(t);
     if (!decision.ok()) return decision.status();
     if (IsBlockType(decision->source_type)) {
@@ -95,7 +107,7 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
                                     " bytes; GGUF allows 63 (rename it with the convert job)"),
                        {{"tensor", t.name}});
     }
-    PlannedTensor p{&t, *decision, {}, 1, 0};
+    PlannedTensor p{&t, *decision, {}, 1, 0, reader};
     p.row_elements = t.shape.empty() ? 1 : t.shape.back();
     const uint64_t elements = ElementCount(t.shape).value_or(0);
     p.rows = p.row_elements == 0 ? 0 : elements / p.row_elements;
@@ -170,16 +182,23 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
       const uint64_t first = row + part * rows_per_part;
       const uint64_t count = std::min(rows_per_part, row + rows - first);
       const uint64_t elements = count * t.row_elements;
-      if (w.source.size() < count * source_row_bytes) w.source.resize(count * source_row_bytes);
       if (w.values.size() < elements) w.values.resize(elements);
       if (w.back.size() < elements) w.back.resize(elements);
-      if (absl::Status s = file.ReadAt(t.source->data_offset + first * source_row_bytes, count * source_row_bytes, w.source.data());
-          !s.ok()) {
-        part_status[part] = Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
-        return;
+      if (t.reader != nullptr) {
+        if (absl::Status s = t.reader->ReadElements(first * t.row_elements, elements, w.values.data()); !s.ok()) {
+          part_status[part] = Annotate(s, absl::StrCat("reading back '", t.source->name, "'"));
+          return;
+        }
+      } else {
+        if (w.source.size() < count * source_row_bytes) w.source.resize(count * source_row_bytes);
+        if (absl::Status s = file.ReadAt(t.source->data_offset + first * source_row_bytes, count * source_row_bytes, w.source.data());
+            !s.ok()) {
+          part_status[part] = Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
+          return;
+        }
+        DecodeRows(source_type, reinterpret_cast<const uint8_t*>(w.source.data()), count, t.row_elements, w.values.data());
       }
       uint8_t* target = reinterpret_cast<uint8_t*>(encoded.get()) + (first - row) * target_row_bytes;
-      DecodeRows(source_type, reinterpret_cast<const uint8_t*>(w.source.data()), count, t.row_elements, w.values.data());
       EncodeRows(t.plan.target_type, w.values.data(), count, t.row_elements, target);
       DecodeRows(t.plan.target_type, target, count, t.row_elements, w.back.data());
       part_quality[part].Add(w.values.data(), w.back.data(), elements);
@@ -279,13 +298,14 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
                    t.source->name);
     }
     absl::Status written;
-    if (t.plan.target_type == t.plan.source_type) {
+    if (t.plan.target_type == t.plan.source_type && t.reader == nullptr) {
       written = CopyTensorBytes(*t.source, file, out, tracker, pace, context);
       report.AddKept();
     } else {
-      if (IsBlockType(t.plan.source_type)) {
+      if (IsBlockType(t.plan.source_type) || t.reader != nullptr) {
+        const std::string was = t.reader != nullptr ? t.reader->layout() : std::string(TypeName(t.plan.source_type));
         context.Warn("REQUANTIZED",
-                     absl::StrCat("tensor '", t.source->name, "' was ", TypeName(t.plan.source_type),
+                     absl::StrCat("tensor '", t.source->name, "' was ", was,
                                   "; it was dequantized and its lost precision cannot come back"),
                      t.source->name);
       }
