@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/checkpoint_files.h"
 #include "tests/support/recording_context.h"
@@ -214,6 +215,75 @@ TEST_F(QuantizeJobTest, Q4KMPresetFollowsLlamaCppsTensorClassesWithGoldenBytes) 
     if (kv.key == "general.file_type") file_type = kv.AsUnsigned() == 15u;
   }
   EXPECT_TRUE(file_type);
+}
+
+// Writes the golden input as a two-part split the way gguf-split does: every KV plus split.no,
+// split.count (U16) and split.tensors.count (I32) in the first part, only the split keys in the
+// second, and each part's tensors with offsets from its own data section.
+void WriteSplit(const std::string& prefix, uint16_t first_no = 0) {
+  Gguf input = Load(GoldenDir() + "/input-f32.gguf");
+  const size_t half = input.header.tensors.size() / 2;
+  auto kv = [](const std::string& key, GgufValueType type, const std::string& bytes) {
+    GgufKv k;
+    k.key = key;
+    k.type = type;
+    k.value_bytes = bytes;
+    return k;
+  };
+  auto u16 = [](uint16_t v) { return std::string(reinterpret_cast<const char*>(&v), 2); };
+  const int32_t total = static_cast<int32_t>(input.header.tensors.size());
+  for (uint16_t part = 0; part < 2; ++part) {
+    std::vector<GgufKv> kvs;
+    if (part == 0) {
+      for (const GgufKv& k : input.header.kvs) {
+        if (k.key != "general.alignment") kvs.push_back(k);
+      }
+    }
+    kvs.push_back(kv("split.no", GgufValueType::kU16, u16(part == 0 ? first_no : part)));
+    kvs.push_back(kv("split.count", GgufValueType::kU16, u16(2)));
+    kvs.push_back(kv("split.tensors.count", GgufValueType::kI32, std::string(reinterpret_cast<const char*>(&total), 4)));
+    std::vector<GgufTensor> tensors(input.header.tensors.begin() + (part == 0 ? 0 : half),
+                                    part == 0 ? input.header.tensors.begin() + half : input.header.tensors.end());
+    std::ofstream out(prefix + (part == 0 ? "-00001-of-00002.gguf" : "-00002-of-00002.gguf"), std::ios::binary);
+    out << SerializeGgufHeader(kvs, tensors);
+    for (const GgufTensor& t : tensors) {
+      GgufTensor source = *input.Find(t.name);
+      out << input.Data(source) << std::string(GgufPadding(t.size_bytes, kGgufDefaultAlignment), '\0');
+    }
+  }
+}
+
+TEST_F(QuantizeJobTest, SplitGgufInputIsReadAsOneModelFromAnyPart) {
+  WriteSplit(dir_.path() + "/split");
+  const v1::QuantizeSpec spec = Spec(dir_.path() + "/split-00002-of-00002.gguf", "joined.gguf", "Q8_0");
+  absl::StatusOr<v1::JobResult> result = Run(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  Gguf out = Load(spec.output());
+  Gguf golden = Load(GoldenDir() + "/expected-Q8_0.gguf");
+  ASSERT_EQ(out.header.tensors.size(), golden.header.tensors.size());
+  for (const GgufTensor& t : out.header.tensors) {
+    const GgufTensor* expected = golden.Find(t.name);
+    ASSERT_NE(expected, nullptr) << t.name;
+    EXPECT_EQ(out.Data(t), golden.Data(*expected)) << t.name;
+  }
+  for (const GgufKv& kv : out.header.kvs) EXPECT_FALSE(absl::StartsWith(kv.key, "split.")) << kv.key;
+  EXPECT_NE(out.header.Find("general.architecture"), nullptr);
+}
+
+TEST_F(QuantizeJobTest, BrokenSplitsAreRefusedNamingThePart) {
+  WriteSplit(dir_.path() + "/bad", /*first_no=*/1);  // the first part claims to be the second
+  absl::Status status = Run(Spec(dir_.path() + "/bad-00001-of-00002.gguf", "x.gguf", "Q8_0")).status();
+  EXPECT_EQ(ReasonOf(status), "GGUF_SPLIT_INVALID") << status;
+  EXPECT_NE(std::string(status.message()).find("bad-00001-of-00002.gguf"), std::string::npos) << status;
+
+  WriteSplit(dir_.path() + "/lost");
+  fs::remove(dir_.path() + "/lost-00002-of-00002.gguf");
+  status = Run(Spec(dir_.path() + "/lost-00001-of-00002.gguf", "y.gguf", "Q8_0")).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+
+  fs::rename(dir_.path() + "/lost-00001-of-00002.gguf", dir_.path() + "/renamed.gguf");
+  status = Run(Spec(dir_.path() + "/renamed.gguf", "z.gguf", "Q8_0")).status();
+  EXPECT_EQ(ReasonOf(status), "GGUF_SPLIT_INVALID") << status;
 }
 
 TEST_F(QuantizeJobTest, BadSpecsNameTheField) {

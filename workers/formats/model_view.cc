@@ -1,5 +1,6 @@
 #include "workers/formats/model_view.h"
 
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <unordered_map>
@@ -60,23 +61,17 @@ absl::StatusOr<ModelView> OpenSingle(ObjectStore& store, const std::string& uri)
   return view;
 }
 
-absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
-  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
-  absl::StatusOr<GgufFile> header = ReadGgufHeader(**object);
-  if (!header.ok()) return header.status();
-  ModelView view;
-  view.format = "gguf";
-  view.uri = uri;
+// The tensors of one GGUF file as ModelView tensors.
+ModelFile GgufModelFile(const std::string& uri, const GgufFile& header, std::unique_ptr<RandomAccessObject> object) {
   ModelFile file;
   file.uri = uri;
   file.name = std::string(BaseName(uri));
-  file.header.data_start = header->data_start;
-  for (const GgufTensor& g : header->tensors) {
+  file.header.data_start = header.data_start;
+  for (const GgufTensor& g : header.tensors) {
     TensorInfo t;
     t.name = g.name;
     t.shape = g.Shape();
-    t.data_offset = header->data_start + g.offset;
+    t.data_offset = header.data_start + g.offset;
     t.size_bytes = g.size_bytes;
     t.ggml_type = static_cast<uint32_t>(g.type);
     switch (g.type) {
@@ -87,12 +82,98 @@ absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
     }
     file.header.tensors.push_back(std::move(t));
   }
-  file.object = *std::move(object);
+  file.object = std::move(object);
+  return file;
+}
+
+absl::Status SplitError(const std::string& file, absl::string_view message) {
+  return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_SPLIT_INVALID", absl::StrCat("'", file, "': ", message),
+                   {{"file", file}});
+}
+
+// "<prefix>-00002-of-00003.gguf" -> {"<prefix>", 2, 3}; nullopt for other names.
+struct SplitName {
+  std::string prefix;
+  uint64_t number = 0, count = 0;
+};
+std::optional<SplitName> ParseSplitName(absl::string_view uri) {
+  // gguf-split's llama_split_path: "%s-%05d-of-%05d.gguf".
+  if (!absl::EndsWith(uri, ".gguf") || uri.size() < 20) return std::nullopt;
+  const absl::string_view tail = uri.substr(uri.size() - 20);  // "-00002-of-00003.gguf"
+  if (tail[0] != '-' || tail.substr(6, 4) != "-of-") return std::nullopt;
+  SplitName name;
+  for (char c : tail.substr(1, 5)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    name.number = name.number * 10 + (c - '0');
+  }
+  for (char c : tail.substr(10, 5)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    name.count = name.count * 10 + (c - '0');
+  }
+  name.prefix = std::string(uri.substr(0, uri.size() - 20));
+  return name;
+}
+
+std::string SplitUri(const std::string& prefix, uint64_t number, uint64_t count) {
+  char tail[64];
+  std::snprintf(tail, sizeof tail, "-%05llu-of-%05llu.gguf", static_cast<unsigned long long>(number),
+                static_cast<unsigned long long>(count));
+  return prefix + tail;
+}
+
+absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  absl::StatusOr<GgufFile> header = ReadGgufHeader(**object);
+  if (!header.ok()) return header.status();
+  ModelView view;
+  view.format = "gguf";
+  view.uri = uri;
   if (const GgufKv* name = header->Find("general.name")) {
     if (std::optional<std::string> text = name->AsString()) view.metadata["general.name"] = *text;
   }
-  view.gguf = *std::move(header);
-  AddFile(view, std::move(file));
+  const GgufKv* split_count = header->Find("split.count");
+  const std::optional<uint64_t> count = split_count != nullptr ? split_count->AsUnsigned() : std::nullopt;
+  if (!count || *count <= 1) {
+    AddFile(view, GgufModelFile(uri, *header, *std::move(object)));
+    view.gguf = *std::move(header);
+    return view;
+  }
+  // A split model (gguf-split): every part, whichever was named, read as one model in part order.
+  std::optional<SplitName> name = ParseSplitName(uri);
+  if (!name || name->count != *count || name->number == 0 || name->number > *count) {
+    return SplitError(uri, absl::StrCat("it is part of a ", *count, "-way split but is not named like <prefix>",
+                                        SplitUri("", 1, *count)));
+  }
+  uint64_t expected_tensors = 0;
+  std::set<std::string> names;
+  for (uint64_t no = 0; no < *count; ++no) {
+    const std::string part_uri = SplitUri(name->prefix, no + 1, *count);
+    absl::StatusOr<std::unique_ptr<RandomAccessObject>> part = part_uri == uri ? std::move(object) : store.OpenForRead(part_uri);
+    if (!part.ok()) return WithReason(part.status(), "MODEL_FILE_UNREADABLE", {{"file", part_uri}});
+    absl::StatusOr<GgufFile> part_header = part_uri == uri ? *std::move(header) : ReadGgufHeader(**part);
+    if (!part_header.ok()) return part_header.status();
+    const GgufKv* part_no = part_header->Find("split.no");
+    const GgufKv* part_count = part_header->Find("split.count");
+    if (part_no == nullptr || part_no->AsUnsigned() != no || part_count == nullptr || part_count->AsUnsigned() != *count) {
+      return SplitError(part_uri, absl::StrCat("expected split.no ", no, " of split.count ", *count));
+    }
+    if (no == 0) {
+      const GgufKv* total = part_header->Find("split.tensors.count");
+      if (total == nullptr || !total->AsUnsigned()) return SplitError(part_uri, "the first part has no split.tensors.count");
+      expected_tensors = *total->AsUnsigned();
+    }
+    for (const GgufTensor& t : part_header->tensors) {
+      if (!names.insert(t.name).second) return SplitError(part_uri, absl::StrCat("tensor '", t.name, "' is in two parts"));
+    }
+    AddFile(view, GgufModelFile(part_uri, *part_header, *std::move(part)));
+    if (no == 0) view.gguf = *std::move(part_header);  // the model's metadata is the first part's
+  }
+  if (names.size() != expected_tensors) {
+    return SplitError(view.files.front().uri, absl::StrCat("split.tensors.count says ", expected_tensors, " tensors, the parts hold ",
+                                                          names.size()));
+  }
+  view.uri = view.files.front().uri;
   return view;
 }
 

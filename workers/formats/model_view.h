@@ -1,6 +1,8 @@
 // ModelView: one checkpoint, whatever its files, as a list of tensors with on-demand bytes.
 //
-// Opens a single .safetensors file, a single .gguf file, a Hugging Face sharded checkpoint
+// Opens a single .safetensors file, a .gguf file (a split one, "<prefix>-00001-of-00003.gguf"
+// with split.* keys as gguf-split writes, as one model from any of its parts; the metadata is the
+// first part's), a Hugging Face sharded checkpoint
 // through its index
 // ("model.safetensors.index.json", variants like "model.safetensors.index.fp16.json"
 // included), or a directory/prefix holding exactly one of those. Only headers are read.

@@ -128,6 +128,7 @@ std::vector<GgufKv> OutputKvs(const Plan& plan) {
   if (plan.model.gguf) {
     for (const GgufKv& kv : plan.model.gguf->kvs) {
       if (kv.key == "general.alignment") continue;  // the output uses the default alignment
+      if (absl::StartsWith(kv.key, "split.")) continue;  // a split input becomes one file
       if (kv.key == file_type.key) {
         kvs.push_back(file_type);
         has_file_type = true;
