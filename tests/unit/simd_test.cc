@@ -107,6 +107,23 @@ TEST_F(SimdTest, BnbInt8MatchesScalarIncludingOddLengths) {
   }
 }
 
+TEST_F(SimdTest, Bnb4MatchesScalarForNf4AndFp4IncludingPartialBlocksAndOddCounts) {
+  for (const std::vector<float>& row : Rows()) {
+    for (Bnb4Type type : {Bnb4Type::kNf4, Bnb4Type::kFp4}) {
+      for (size_t n : {size_t{256}, size_t{255}, size_t{77}, size_t{5}}) {
+        for (size_t block : {size_t{32}, size_t{64}}) {
+          std::vector<uint8_t> a((n + 1) / 2), b((n + 1) / 2);
+          std::vector<float> ma((n + block - 1) / block), mb(ma.size());
+          Bnb4Quantize(type, row.data(), n, block, a.data(), ma.data());
+          Bnb4QuantizeScalar(type, row.data(), n, block, b.data(), mb.data());
+          ASSERT_EQ(a, b) << "n=" << n << " block=" << block << " row starting " << row[0];
+          ASSERT_TRUE(SameBits(ma, mb));
+        }
+      }
+    }
+  }
+}
+
 TEST_F(SimdTest, QualityBlocksMatchTheScalarLaneOrder) {
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);

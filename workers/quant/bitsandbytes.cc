@@ -138,6 +138,12 @@ const std::array<float, 16>& Bnb4QuantMap(Bnb4Type type) {
 
 void Bnb4Quantize(Bnb4Type type, const float* x, size_t n, size_t block, uint8_t* packed, float* absmax) {
   const std::array<float, 16>& table = type == Bnb4Type::kNf4 ? kNf4Table : kFp4QuantizeTable;
+  if (CpuHasAvx2Fma16c()) return Bnb4QuantizeAvx2(table.data(), x, n, block, packed, absmax);
+  Bnb4QuantizeScalar(type, x, n, block, packed, absmax);
+}
+
+void Bnb4QuantizeScalar(Bnb4Type type, const float* x, size_t n, size_t block, uint8_t* packed, float* absmax) {
+  const std::array<float, 16>& table = type == Bnb4Type::kNf4 ? kNf4Table : kFp4QuantizeTable;
   uint8_t high = 0;
   for (size_t start = 0, b = 0; start < n; start += block, ++b) {
     const size_t count = std::min(block, n - start);

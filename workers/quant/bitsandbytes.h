@@ -52,6 +52,8 @@ const std::array<float, 16>& Bnb4QuantMap(Bnb4Type type);
 // (n + 1) / 2 packed bytes and ceil(n / block) absmax values. Only the tensor's last piece may end
 // in a partial block or an odd count.
 void Bnb4Quantize(Bnb4Type type, const float* x, size_t n, size_t block, uint8_t* packed, float* absmax);
+// The scalar reference of the same (Bnb4Quantize uses AVX2 where it can).
+void Bnb4QuantizeScalar(Bnb4Type type, const float* x, size_t n, size_t block, uint8_t* packed, float* absmax);
 // The inverse with the stored quant map: y[i] = map[code] * absmax[i / block].
 void Bnb4Dequantize(Bnb4Type type, const uint8_t* packed, size_t n, size_t block, const float* absmax, float* y);
 

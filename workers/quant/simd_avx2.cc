@@ -232,6 +232,55 @@ void BnbInt8DequantizeRowAvx2(const int8_t* q, size_t n, float scb, float* y) {
   for (; i < n; ++i) y[i] = static_cast<float>(q[i]) * scb * 7.874015718698502e-3f;
 }
 
+void Bnb4QuantizeAvx2(const float* table, const float* x, size_t n, size_t block, uint8_t* packed, float* absmax) {
+  alignas(32) int32_t codes[8];
+  uint8_t high = 0;
+  for (size_t start = 0, b = 0; start < n; start += block, ++b) {
+    const size_t count = std::min(block, n - start);
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = start;
+    for (; i + 8 <= start + count; i += 8) acc = MaxAbs(acc, _mm256_loadu_ps(x + i));
+    float m = HorizontalMax(acc);
+    for (; i < start + count; ++i) m = std::max(m, std::fabs(x[i]));
+    absmax[b] = m;
+    const float inverse = 1.0f / m;
+    const __m256 inv = _mm256_set1_ps(inverse), lo = _mm256_set1_ps(-1.0f), hi = _mm256_set1_ps(1.0f);
+    for (i = start; i < start + count; i += 8) {
+      const size_t lanes = std::min<size_t>(8, start + count - i);
+      __m256 s;
+      if (lanes == 8) {
+        s = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
+      } else {
+        alignas(32) float tail[8] = {};
+        for (size_t k = 0; k < lanes; ++k) tail[k] = x[i + k];
+        s = _mm256_mul_ps(_mm256_load_ps(tail), inv);
+      }
+      // std::clamp keeps NaN: compare, then replace only the lanes outside.
+      s = _mm256_blendv_ps(s, lo, _mm256_cmp_ps(s, lo, _CMP_LT_OQ));
+      s = _mm256_blendv_ps(s, hi, _mm256_cmp_ps(hi, s, _CMP_LT_OQ));
+      // torch.argmin: the first index of the least distance (NaN distances never win a compare).
+      __m256 best = Abs(_mm256_sub_ps(s, _mm256_set1_ps(table[0])));
+      __m256i index = _mm256_setzero_si256();
+      for (int k = 1; k < 16; ++k) {
+        const __m256 d = Abs(_mm256_sub_ps(s, _mm256_set1_ps(table[k])));
+        const __m256 closer = _mm256_cmp_ps(d, best, _CMP_LT_OQ);
+        best = _mm256_blendv_ps(best, d, closer);
+        index = _mm256_blendv_epi8(index, _mm256_set1_epi32(k), _mm256_castps_si256(closer));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes), index);
+      for (size_t k = 0; k < lanes; ++k) {
+        const size_t e = i + k;
+        if (e % 2 == 0) {
+          high = static_cast<uint8_t>(codes[k]);
+        } else {
+          packed[e / 2] = static_cast<uint8_t>(high << 4 | codes[k]);
+        }
+      }
+    }
+  }
+  if (n % 2 == 1) packed[n / 2] = static_cast<uint8_t>(high << 4);
+}
+
 float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                          uint8_t* /*Laux*/, float rmin, float rdelta, int nstep, bool use_mad) {
   const Qkx2Start start = Qkx2FirstGuess(n, nmax, x, weights, L, use_mad);

@@ -33,6 +33,9 @@ void QualityBlockAvx2(const float* s, const float* r, size_t n, float* signal, f
 // True when every value is finite.
 bool AllFiniteAvx2(const float* x, size_t n);
 
+// bitsandbytes 4-bit blocks (bitsandbytes.h) against the 16-entry quantization `table`.
+void Bnb4QuantizeAvx2(const float* table, const float* x, size_t n, size_t block, uint8_t* packed, float* absmax);
+
 // ggml's make_qkx2_quants (qkx2_search.h), eight candidate scales per pass.
 float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                          uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
