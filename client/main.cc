@@ -72,7 +72,7 @@ int Main(int argc, char** argv) {
   CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;
   v1::QuantizeSpec& qspec = *quantize_request.mutable_spec()->mutable_quantize();
-  std::string q_input, q_output, q_scheme, q_request_id;
+  std::string q_input, q_output, q_scheme, q_request_id, q_max_split;
   std::vector<std::string> q_tensor_types, q_include, q_exclude;
   bool q_allow_requantize = false, q_strict = false, q_overwrite = false, q_watch = false;
   uint64_t q_min_elements = 0;
@@ -88,6 +88,7 @@ int Main(int argc, char** argv) {
   quantize->add_option("--block-size", q_block_size, "bnb_nf4/bnb_fp4 block size, 32..4096 (default 64)");
   quantize->add_flag("--double-quant", q_double_quant, "bnb_nf4/bnb_fp4: quantize the absmax values too");
   quantize->add_option("--group-size", q_group_size, "quanto_int4 group size (default as quanto: 128, 96, 64, 32)");
+  quantize->add_option("--max-split-size", q_max_split, "GGUF: write parts of at most SIZE (OUT-00001-of-0000N.gguf)");
   quantize->add_option("--tensor-type", q_tensor_types, "REGEX=TYPE: tensors matching REGEX get TYPE (repeatable)");
   quantize->add_option("--include", q_include, "quantize only tensors matching these regexes");
   quantize->add_option("--exclude", q_exclude, "keep tensors matching these regexes");
@@ -119,6 +120,7 @@ int Main(int argc, char** argv) {
     qspec.set_block_size(q_block_size);
     qspec.set_double_quant(q_double_quant);
     qspec.set_group_size(q_group_size);
+    qspec.set_max_split_size(q_max_split);
     qspec.set_snr_warning_db(q_snr_warning);
     qspec.set_allow_requantize(q_allow_requantize);
     qspec.set_strict(q_strict);

@@ -16,6 +16,7 @@
 #include "tests/support/temp_dir.h"
 #include "workers/common/error.h"
 #include "workers/formats/gguf.h"
+#include "workers/formats/model_view.h"
 #include "workers/jobs/job_kinds.h"
 #include "workers/storage/local_object_store.h"
 
@@ -268,6 +269,41 @@ TEST_F(QuantizeJobTest, SplitGgufInputIsReadAsOneModelFromAnyPart) {
   }
   for (const GgufKv& kv : out.header.kvs) EXPECT_FALSE(absl::StartsWith(kv.key, "split.")) << kv.key;
   EXPECT_NE(out.header.Find("general.architecture"), nullptr);
+}
+
+TEST_F(QuantizeJobTest, SplitOutputWritesPartsAsGgufSplitDoesAndReadsBackAsOneModel) {
+  v1::QuantizeSpec spec = Spec(GoldenDir() + "/input-f32.gguf", "parts/model-Q8_0.gguf", "Q8_0");
+  fs::create_directories(dir_.path() + "/parts");
+  spec.set_max_split_size("300KB");
+  absl::StatusOr<v1::JobResult> result = Run(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::string stem = dir_.path() + "/parts/model-Q8_0";
+  EXPECT_FALSE(fs::exists(spec.output()));
+  EXPECT_TRUE(fs::exists(spec.output() + ".manifest.json"));
+  const int parts = result->artifacts_size() - 1;  // the manifest is last
+  ASSERT_GE(parts, 3);
+  for (int i = 0; i < parts; ++i) {
+    const std::string name = GgufSplitUri(stem, i + 1, parts);
+    EXPECT_EQ(result->artifacts(i).uri(), name);
+    EXPECT_LE(fs::file_size(name), 300'000u + 64'000u) << name;  // a part may hold one tensor over the limit
+    Gguf part = Load(name);
+    EXPECT_EQ(part.header.Find("split.no")->AsUnsigned(), static_cast<uint64_t>(i));
+    EXPECT_EQ(part.header.Find("split.count")->AsUnsigned(), static_cast<uint64_t>(parts));
+    EXPECT_EQ(part.header.Find("general.architecture") != nullptr, i == 0) << "metadata only in the first part";
+  }
+  // Our reader takes it back as one model, every tensor as llama.cpp would have written it.
+  LocalObjectStore store;
+  absl::StatusOr<ModelView> model = OpenModel({&store, GgufSplitUri(stem, 2, parts)});
+  ASSERT_TRUE(model.ok()) << model.status();
+  Gguf golden = Load(GoldenDir() + "/expected-Q8_0.gguf");
+  ASSERT_EQ(model->tensors.size(), golden.header.tensors.size());
+  for (const TensorInfo& t : model->tensors) {
+    std::string bytes(t.size_bytes, '\0');
+    ASSERT_TRUE(model->files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    EXPECT_EQ(bytes, golden.Data(*golden.Find(t.name))) << t.name;
+  }
+  spec.set_max_split_size("lots");
+  EXPECT_EQ(ContextOf(Run(spec).status())["field"], "quantize.max_split_size");
 }
 
 TEST_F(QuantizeJobTest, BrokenSplitsAreRefusedNamingThePart) {

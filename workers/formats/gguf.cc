@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "workers/common/error.h"
 #include "workers/tensor/tensor_info.h"
 
@@ -206,6 +207,10 @@ const GgufKv* GgufFile::Find(const std::string& key) const {
     if (kv.key == key) return &kv;
   }
   return nullptr;
+}
+
+std::string GgufSplitUri(absl::string_view prefix, uint64_t number, uint64_t count) {
+  return absl::StrCat(prefix, absl::StrFormat("-%05d-of-%05d.gguf", number, count));
 }
 
 uint64_t GgufPadding(uint64_t size_bytes, uint32_t alignment) {

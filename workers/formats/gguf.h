@@ -80,6 +80,10 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& file);
 std::string SerializeGgufHeader(const std::vector<GgufKv>& kvs, std::vector<GgufTensor>& tensors,
                                 uint32_t alignment = kGgufDefaultAlignment);
 
+// The name of part `number` (1-based) of a `count`-way split, as gguf-split's llama_split_path
+// writes it: "<prefix>-00002-of-00003.gguf".
+std::string GgufSplitUri(absl::string_view prefix, uint64_t number, uint64_t count);
+
 // Zero bytes that follow a tensor of `size_bytes` to reach the alignment.
 uint64_t GgufPadding(uint64_t size_bytes, uint32_t alignment);
 

@@ -114,13 +114,6 @@ std::optional<SplitName> ParseSplitName(absl::string_view uri) {
   return name;
 }
 
-std::string SplitUri(const std::string& prefix, uint64_t number, uint64_t count) {
-  char tail[64];
-  std::snprintf(tail, sizeof tail, "-%05llu-of-%05llu.gguf", static_cast<unsigned long long>(number),
-                static_cast<unsigned long long>(count));
-  return prefix + tail;
-}
-
 absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
@@ -143,12 +136,12 @@ absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
   std::optional<SplitName> name = ParseSplitName(uri);
   if (!name || name->count != *count || name->number == 0 || name->number > *count) {
     return SplitError(uri, absl::StrCat("it is part of a ", *count, "-way split but is not named like <prefix>",
-                                        SplitUri("", 1, *count)));
+                                        GgufSplitUri("", 1, *count)));
   }
   uint64_t expected_tensors = 0;
   std::set<std::string> names;
   for (uint64_t no = 0; no < *count; ++no) {
-    const std::string part_uri = SplitUri(name->prefix, no + 1, *count);
+    const std::string part_uri = GgufSplitUri(name->prefix, no + 1, *count);
     absl::StatusOr<std::unique_ptr<RandomAccessObject>> part = part_uri == uri ? std::move(object) : store.OpenForRead(part_uri);
     if (!part.ok()) return WithReason(part.status(), "MODEL_FILE_UNREADABLE", {{"file", part_uri}});
     absl::StatusOr<GgufFile> part_header = part_uri == uri ? *std::move(header) : ReadGgufHeader(**part);

@@ -140,6 +140,9 @@ absl::StatusOr<LayoutSpec> ParseLayoutSpec(const v1::QuantizeSpec& q) {
   if (!layout) return FieldError("INVALID_SCHEME", "quantize.scheme", absl::StrCat("'", q.scheme(), "' is not a layout scheme"));
   LayoutSpec spec;
   spec.layout = *layout;
+  if (!q.max_split_size().empty()) {
+    return FieldError("INVALID_ARGUMENT", "quantize.max_split_size", "split output applies to GGUF schemes");
+  }
   if (q.tensor_types_size() > 0) {
     return FieldError("INVALID_ARGUMENT", "quantize.tensor_types",
                       "per-tensor GGUF types apply to GGUF schemes only; use include/exclude to choose tensors");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -18,6 +19,7 @@
 #include "workers/jobs/quantize_report.h"
 #include "workers/jobs/quantized_weight_reader.h"
 #include "workers/jobs/rate_limiter.h"
+#include "workers/jobs/size_string.h"
 #include "workers/jobs/verified_commit.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/quality.h"
@@ -145,6 +147,59 @@ std::vector<GgufKv> OutputKvs(const Plan& plan) {
   return kvs;
 }
 
+// One output file: the whole model, or one part of a split output.
+struct OutputPart {
+  std::string uri;
+  std::vector<size_t> tensors;  // indices into Plan::tensors
+  std::vector<GgufTensor> layout;
+  std::string header;
+  uint64_t bytes = 0;
+};
+
+GgufKv SplitKv(const std::string& key, GgufValueType type, uint64_t value) {
+  GgufKv kv;
+  kv.key = key;
+  kv.type = type;
+  kv.value_bytes.assign(reinterpret_cast<const char*>(&value), type == GgufValueType::kU16 ? 2 : 4);
+  return kv;
+}
+
+// gguf-split's strategy: tensors in order, a new part when the next tensor's padded bytes would
+// take the current part over `max_bytes` (a part always holds at least one tensor). The first
+// part carries the metadata, every part split.no / split.count (U16) / split.tensors.count (I32).
+std::vector<OutputPart> PlanParts(const Plan& plan, const std::string& output_uri, uint64_t max_bytes) {
+  std::vector<OutputPart> parts(1);
+  uint64_t current = 0;
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    const uint64_t padded = plan.tensors[i].out.size_bytes + GgufPadding(plan.tensors[i].out.size_bytes, kGgufDefaultAlignment);
+    if (max_bytes > 0 && !parts.back().tensors.empty() && current + padded > max_bytes) {
+      parts.emplace_back();
+      current = 0;
+    }
+    parts.back().tensors.push_back(i);
+    current += padded;
+  }
+  const std::string stem = output_uri.substr(0, output_uri.size() - std::strlen(".gguf"));
+  for (size_t p = 0; p < parts.size(); ++p) {
+    OutputPart& part = parts[p];
+    std::vector<GgufKv> kvs;
+    if (p == 0) kvs = OutputKvs(plan);
+    if (max_bytes > 0) {
+      part.uri = GgufSplitUri(stem, p + 1, parts.size());
+      kvs.push_back(SplitKv("split.no", GgufValueType::kU16, p));
+      kvs.push_back(SplitKv("split.count", GgufValueType::kU16, parts.size()));
+      kvs.push_back(SplitKv("split.tensors.count", GgufValueType::kI32, plan.tensors.size()));
+    } else {
+      part.uri = output_uri;
+    }
+    for (size_t i : part.tensors) part.layout.push_back(plan.tensors[i].out);
+    part.header = SerializeGgufHeader(kvs, part.layout);
+    part.bytes = part.header.size();
+    for (const GgufTensor& t : part.layout) part.bytes += t.size_bytes + GgufPadding(t.size_bytes, kGgufDefaultAlignment);
+  }
+  return parts;
+}
+
 absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
   static const std::byte kZeros[64] = {};
   return writer.Append({kZeros, static_cast<size_t>(count)});
@@ -231,6 +286,36 @@ absl::StatusOr<std::string> Verify(const RandomAccessObject& written, const std:
   return Sha256Hex(written, nullptr, [&] { return context.stop_requested(); });
 }
 
+// Writes one planned tensor (copied, or transcoded with its quality row) and its padding.
+absl::Status WriteTensor(const Plan& plan, const PlannedTensor& t, PipelinedWriter& out, QuantizeReport& report,
+                         ProgressTracker& tracker, RateLimiter& pace, JobContext& context) {
+  const RandomAccessObject& file = *plan.model.files[t.source->file_index].object;
+  if (t.plan.warn_not_quantizable) {
+    context.Warn("TENSOR_NOT_QUANTIZABLE",
+                 absl::StrCat("tensor '", t.source->name, "': rows of ", t.row_elements, " elements are not whole ",
+                              TypeName(plan.planner.scheme_type()), " blocks; kept as ", TypeName(t.plan.target_type)),
+                 t.source->name);
+  }
+  if (t.plan.target_type == t.plan.source_type && t.reader == nullptr) {
+    if (absl::Status s = CopyTensorBytes(*t.source, file, out, tracker, pace, context); !s.ok()) return s;
+    report.AddKept();
+  } else {
+    if (IsBlockType(t.plan.source_type) || t.reader != nullptr) {
+      const std::string was = t.reader != nullptr ? t.reader->layout() : std::string(TypeName(t.plan.source_type));
+      context.Warn("REQUANTIZED",
+                   absl::StrCat("tensor '", t.source->name, "' was ", was, "; it was dequantized and its lost precision cannot come back"),
+                   t.source->name);
+    }
+    QualityStats quality;
+    if (absl::Status s = Transcode(t, file, out, quality, tracker, pace, context); !s.ok()) return s;
+    report.AddTranscoded(context, t.source->name, std::string(TypeName(t.plan.target_type)), quality,
+                         IsBlockType(t.plan.target_type));
+  }
+  if (absl::Status s = AppendZeros(out, GgufPadding(t.out.size_bytes, kGgufDefaultAlignment)); !s.ok()) return s;
+  tracker.AddTensors(1);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
@@ -246,6 +331,14 @@ absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
   if (spec.snr_warning_db() < 0 || !std::isfinite(spec.snr_warning_db())) {
     return FieldError("INVALID_VALUE", "quantize.snr_warning_db", "must be a non-negative number of dB");
   }
+  if (!spec.max_split_size().empty()) {
+    absl::StatusOr<uint64_t> size = ParseSize(spec.max_split_size());
+    if (!size.ok() || *size == 0) {
+      return FieldError("INVALID_SIZE", "quantize.max_split_size",
+                        absl::StrCat("'", spec.max_split_size(), "' is not a size such as 2GB or 500MB",
+                                     size.ok() ? "" : absl::StrCat(": ", size.status().message())));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -254,6 +347,11 @@ absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, cons
   absl::StatusOr<Plan> plan = MakePlan(spec, router);
   if (!plan.ok()) return plan.status();
   if (absl::Status s = OutputFile::CheckVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
+  if (!spec.max_split_size().empty()) {
+    for (const OutputPart& part : PlanParts(*plan, spec.output(), *ParseSize(spec.max_split_size()))) {
+      if (absl::Status s = OutputFile::CheckVacant(router, part.uri, spec.overwrite(), "quantize.output"); !s.ok()) return s;
+    }
+  }
   return kQuantizeJobMemoryBytes;
 }
 
@@ -267,77 +365,62 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
   absl::StatusOr<OutputFile> output = OutputFile::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
   if (!output.ok()) return output.status();
 
+  absl::StatusOr<uint64_t> max_split = spec.max_split_size().empty() ? absl::StatusOr<uint64_t>(0) : ParseSize(spec.max_split_size());
+  if (!max_split.ok()) return max_split.status();
+  const std::vector<OutputPart> parts = PlanParts(*plan, output->uri(), *max_split);
+  // Parts other than the named file obey the same rules (vacant unless overwriting or rerunning).
+  if (*max_split > 0) {
+    for (const OutputPart& part : parts) {
+      absl::StatusOr<OutputFile> vacant = OutputFile::Prepare(*run.router, part.uri, spec.overwrite(), run.attempt, "quantize.output");
+      if (!vacant.ok()) return vacant.status();
+    }
+  }
+
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());
   tracker.SetPhase("plan");
-  std::vector<GgufTensor> layout;
-  for (const PlannedTensor& t : plan->tensors) layout.push_back(t.out);
-  const std::string header = SerializeGgufHeader(OutputKvs(*plan), layout);
-  uint64_t file_bytes = header.size();
-  for (const GgufTensor& t : layout) file_bytes += t.size_bytes + GgufPadding(t.size_bytes, kGgufDefaultAlignment);
-  context.Log(absl::StrFormat("quantizing %d tensors (%d bytes) from '%s' to %s at '%s'", plan->tensors.size(),
-                              plan->model.tensor_bytes, plan->model.uri, TypeName(plan->planner.scheme_type()), output->uri()));
-
-  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->uri());
-  if (!writer.ok()) return writer.status();
-  PipelinedWriter out(*std::move(writer), kQueuedWriteBytes);
-  auto fail = [&](absl::Status status) -> absl::Status {
-    out.Abort();
-    return status;
-  };
-  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(header.data()), header.size()}); !s.ok()) return fail(s);
-
+  context.Log(absl::StrFormat("quantizing %d tensors (%d bytes) from '%s' to %s at '%s' (%d file(s))", plan->tensors.size(),
+                              plan->model.tensor_bytes, plan->model.uri, TypeName(plan->planner.scheme_type()), output->uri(),
+                              parts.size()));
   tracker.SetPhase("execute");
   RateLimiter pace(run.io_bytes_per_second);
   QuantizeReport report(spec.snr_warning_db());
-  for (size_t i = 0; i < plan->tensors.size(); ++i) {
-    const PlannedTensor& t = plan->tensors[i];
-    const RandomAccessObject& file = *plan->model.files[t.source->file_index].object;
-    if (t.plan.warn_not_quantizable) {
-      context.Warn("TENSOR_NOT_QUANTIZABLE",
-                   absl::StrCat("tensor '", t.source->name, "': rows of ", t.row_elements, " elements are not whole ",
-                                TypeName(plan->planner.scheme_type()), " blocks; kept as ", TypeName(t.plan.target_type)),
-                   t.source->name);
+  std::vector<v1::Artifact> artifacts;
+  auto discard = [&](absl::Status status) -> absl::Status {
+    for (const v1::Artifact& a : artifacts) output->store().Delete(a.uri()).IgnoreError();
+    return status;
+  };
+  for (const OutputPart& part : parts) {
+    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(part.uri);
+    if (!writer.ok()) return discard(writer.status());
+    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes);
+    auto fail = [&](absl::Status status) -> absl::Status {
+      out.Abort();
+      return discard(status);
+    };
+    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(part.header.data()), part.header.size()}); !s.ok()) {
+      return fail(s);
     }
-    absl::Status written;
-    if (t.plan.target_type == t.plan.source_type && t.reader == nullptr) {
-      written = CopyTensorBytes(*t.source, file, out, tracker, pace, context);
-      report.AddKept();
-    } else {
-      if (IsBlockType(t.plan.source_type) || t.reader != nullptr) {
-        const std::string was = t.reader != nullptr ? t.reader->layout() : std::string(TypeName(t.plan.source_type));
-        context.Warn("REQUANTIZED",
-                     absl::StrCat("tensor '", t.source->name, "' was ", was,
-                                  "; it was dequantized and its lost precision cannot come back"),
-                     t.source->name);
-      }
-      QualityStats quality;
-      written = Transcode(t, file, out, quality, tracker, pace, context);
-      if (written.ok()) {
-        report.AddTranscoded(context, t.source->name, std::string(TypeName(t.plan.target_type)), quality,
-                             IsBlockType(t.plan.target_type));
-      }
+    for (size_t i : part.tensors) {
+      if (absl::Status s = WriteTensor(*plan, plan->tensors[i], out, report, tracker, pace, context); !s.ok()) return fail(s);
     }
-    if (!written.ok()) return fail(written);
-    if (absl::Status s = AppendZeros(out, GgufPadding(t.out.size_bytes, kGgufDefaultAlignment)); !s.ok()) return fail(s);
-    tracker.AddTensors(1);
+    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(
+        out, output->store(), part.uri, part.bytes, "model",
+        [&](const RandomAccessObject& written) { return Verify(written, part.layout, context); }, tracker, context);
+    if (!artifact.ok()) return fail(artifact.status());
+    artifacts.push_back(*artifact);
+    tracker.SetPhase("execute");
   }
 
-  absl::StatusOr<v1::Artifact> model_artifact = VerifyAndCommit(
-      out, output->store(), output->uri(), file_bytes, "model",
-      [&](const RandomAccessObject& written) { return Verify(written, layout, context); }, tracker, context);
-  if (!model_artifact.ok()) return fail(model_artifact.status());
   v1::JobResult result;
-  v1::Artifact* artifact = result.add_artifacts();
-  *artifact = *model_artifact;
+  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   ordered_json manifest = report.Finish(run, plan->model, start, tracker, &result);
   v1::JobFigures* figures = result.mutable_figures();
   absl::StatusOr<v1::Artifact> manifest_artifact =
-      WriteManifestTo(output->store(), output->manifest_uri(), std::move(manifest), {*artifact});
-  if (!manifest_artifact.ok()) {
-    output->store().Delete(output->uri()).IgnoreError();
-    return manifest_artifact.status();
-  }
-  figures->set_bytes_written(file_bytes + manifest_artifact->size_bytes());
+      WriteManifestTo(output->store(), output->manifest_uri(), std::move(manifest), artifacts);
+  if (!manifest_artifact.ok()) return discard(manifest_artifact.status());
+  uint64_t written = manifest_artifact->size_bytes();
+  for (const v1::Artifact& a : artifacts) written += a.size_bytes();
+  figures->set_bytes_written(written);
   *result.add_artifacts() = *manifest_artifact;
   return result;
 }
