@@ -19,6 +19,7 @@
 #include "workers/quant/chatglm.h"
 #include "workers/quant/quanto.h"
 #include "workers/formats/gguf.h"
+#include "workers/storage/checksum.h"
 #include "workers/storage/local_object_store.h"
 
 namespace modelsmith {
@@ -135,6 +136,11 @@ TEST_F(LayoutQuantizeJobTest, BnbInt8WritesWeightScbAndFormatWithCodesFromFp16Ro
   EXPECT_EQ(manifest["quality"].size(), 14u);
   EXPECT_GT(manifest["quality"][0]["snr_db"].get<double>(), 30.0);
   EXPECT_EQ(manifest["artifacts"].size(), 2u);  // model + config
+  // The checksum taken while writing is the file's own.
+  std::ifstream model_file(spec.output() + "/model.safetensors", std::ios::binary);
+  std::stringstream model_bytes;
+  model_bytes << model_file.rdbuf();
+  EXPECT_EQ(manifest["artifacts"][0]["sha256"], Sha256Hex(model_bytes.str()));
 }
 
 TEST_F(LayoutQuantizeJobTest, Nf4DoubleQuantKeysStateJsonAndPackedCodes) {

@@ -11,6 +11,7 @@
 
 #include "tests/support/memory_object.h"
 #include "tests/support/temp_dir.h"
+#include "workers/storage/checksum.h"
 #include "workers/storage/local_object_store.h"
 
 namespace modelsmith {
@@ -48,6 +49,24 @@ TEST(PipelinedWriter, KeepsTheOrderOfOwnedCopiedAndTransferredAppends) {
   EXPECT_EQ(out.bytes_written(), expected.size());
   ASSERT_TRUE(out.Commit().ok());
   EXPECT_EQ(Read(uri), expected);
+}
+
+TEST(PipelinedWriter, ReadBackDigestIsTheChecksumOfTheFile) {
+  TempDir dir;
+  LocalObjectStore store;
+  const std::string uri = dir.path() + "/out.bin";
+  MemoryObject source(std::string(3 << 20, 'z'), "test.bin");
+  PipelinedWriter out(*store.OpenForWrite(uri), 1 << 20, /*digest_read_back=*/true);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(out.AppendOwned(Owned(std::string(100'000, 'a' + i % 26)), 100'000).ok());
+  ASSERT_TRUE(out.AppendFrom(source, 17, (2 << 20) + 5).ok());
+  absl::StatusOr<std::string> digest = out.ReadBackDigest();
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  ASSERT_TRUE(out.Commit().ok());
+  EXPECT_EQ(*digest, Sha256Hex(Read(uri)));
+
+  PipelinedWriter plain(*store.OpenForWrite(dir.path() + "/plain.bin"), 1 << 20);
+  EXPECT_EQ(plain.ReadBackDigest().status().code(), absl::StatusCode::kUnimplemented);
+  plain.Abort();
 }
 
 // A writer whose appends fail after `good` calls.

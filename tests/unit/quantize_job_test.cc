@@ -18,6 +18,7 @@
 #include "workers/formats/gguf.h"
 #include "workers/formats/model_view.h"
 #include "workers/jobs/job_kinds.h"
+#include "workers/storage/checksum.h"
 #include "workers/storage/local_object_store.h"
 
 namespace modelsmith {
@@ -282,6 +283,12 @@ TEST_F(QuantizeJobTest, SplitOutputWritesPartsAsGgufSplitDoesAndReadsBackAsOneMo
   EXPECT_TRUE(fs::exists(spec.output() + ".manifest.json"));
   const int parts = result->artifacts_size() - 1;  // the manifest is last
   ASSERT_GE(parts, 3);
+  for (int i = 0; i < parts; ++i) {  // the checksums taken while writing are the files' own
+    std::ifstream in(result->artifacts(i).uri(), std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    EXPECT_EQ(result->artifacts(i).sha256(), Sha256Hex(bytes.str())) << result->artifacts(i).uri();
+  }
   for (int i = 0; i < parts; ++i) {
     const std::string name = GgufSplitUri(stem, i + 1, parts);
     EXPECT_EQ(result->artifacts(i).uri(), name);

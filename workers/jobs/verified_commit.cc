@@ -1,19 +1,30 @@
 #include "workers/jobs/verified_commit.h"
 
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
 #include "workers/jobs/quantize_report.h"
+#include "workers/storage/checksum.h"
 
 namespace modelsmith {
 
-absl::StatusOr<v1::Artifact> VerifyAndCommit(ObjectWriter& out, ObjectStore& store, const std::string& uri,
-                                             uint64_t size_bytes, absl::string_view role, const ObjectVerifier& verify,
+absl::StatusOr<v1::Artifact> VerifyAndCommit(PipelinedWriter& out, ObjectStore& store, const std::string& uri,
+                                             uint64_t size_bytes, absl::string_view role, const ObjectChecker& check,
                                              ProgressTracker& tracker, const JobContext& context) {
   tracker.SetPhase("verify");
   std::string digest;
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> readback = out.ReadBack();
   if (readback.ok()) {
-    absl::StatusOr<std::string> verified = verify(**readback);
-    if (!verified.ok()) return absl::IsCancelled(verified.status()) ? StopStatus(context) : verified.status();
-    digest = *verified;
+    if ((*readback)->size_bytes() != size_bytes) {
+      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                       absl::StrCat("'", uri, "' has ", (*readback)->size_bytes(), " bytes, planned ", size_bytes));
+    }
+    if (absl::Status s = check(**readback); !s.ok()) return s;
+    absl::StatusOr<std::string> streamed = out.ReadBackDigest();
+    absl::StatusOr<std::string> hashed = streamed.ok() || !absl::IsUnimplemented(streamed.status())
+                                             ? streamed
+                                             : Sha256Hex(**readback, nullptr, [&] { return context.stop_requested(); });
+    if (!hashed.ok()) return absl::IsCancelled(hashed.status()) ? StopStatus(context) : hashed.status();
+    digest = *hashed;
   } else if (!absl::IsUnimplemented(readback.status())) {
     return readback.status();
   }
@@ -23,12 +34,14 @@ absl::StatusOr<v1::Artifact> VerifyAndCommit(ObjectWriter& out, ObjectStore& sto
   if (absl::Status s = out.Commit(); !s.ok()) return s;
   if (digest.empty()) {  // the store verifies after commit
     absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-    absl::StatusOr<std::string> verified = object.ok() ? verify(**object) : object.status();
-    if (!verified.ok()) {
+    absl::Status checked = object.ok() ? check(**object) : object.status();
+    absl::StatusOr<std::string> hashed =
+        checked.ok() ? Sha256Hex(**object, nullptr, [&] { return context.stop_requested(); }) : checked;
+    if (!hashed.ok()) {
       store.Delete(uri).IgnoreError();
-      return verified.status();
+      return hashed.status();
     }
-    digest = *verified;
+    digest = *hashed;
   }
   v1::Artifact artifact;
   artifact.set_uri(uri);

@@ -1,9 +1,12 @@
 // The last two phases every job runs on a file it wrote: verify, then publish.
 //
-// The written object is read back and checked by `verify` (which returns its SHA-256) before the
-// commit when the store can read back what is staged (local files), else right after the commit
-// (S3), in which case a failed check deletes the committed object. A stop request is honoured up
-// to the commit. On error `out` is left for the caller to abort (Abort is a no-op once committed).
+// The written object is re-opened and checked by `check` (headers, tensor tables, sizes) before
+// the commit when the store can read back what is staged (local files), else right after the
+// commit (S3), in which case a failed check deletes the committed object. Its SHA-256 is the one
+// the writer took while re-reading each range from the file as it was written (PipelinedWriter
+// with digest_read_back), or, where the store cannot read back early, a pass over the committed
+// object. A stop request is honoured up to the commit. On error `out` is left for the caller to
+// abort (Abort is a no-op once committed).
 #ifndef MODELSMITH_WORKERS_JOBS_VERIFIED_COMMIT_H_
 #define MODELSMITH_WORKERS_JOBS_VERIFIED_COMMIT_H_
 
@@ -15,14 +18,15 @@
 #include "workers/jobs/job_context.h"
 #include "workers/jobs/progress_tracker.h"
 #include "workers/storage/object_store.h"
+#include "workers/storage/pipelined_writer.h"
 
 namespace modelsmith {
 
-using ObjectVerifier = std::function<absl::StatusOr<std::string>(const RandomAccessObject&)>;
+using ObjectChecker = std::function<absl::Status(const RandomAccessObject&)>;
 
 // Returns the committed object's artifact: `uri`, `size_bytes`, the verified SHA-256 and `role`.
-absl::StatusOr<v1::Artifact> VerifyAndCommit(ObjectWriter& out, ObjectStore& store, const std::string& uri,
-                                             uint64_t size_bytes, absl::string_view role, const ObjectVerifier& verify,
+absl::StatusOr<v1::Artifact> VerifyAndCommit(PipelinedWriter& out, ObjectStore& store, const std::string& uri,
+                                             uint64_t size_bytes, absl::string_view role, const ObjectChecker& check,
                                              ProgressTracker& tracker, const JobContext& context);
 
 }  // namespace modelsmith

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -35,6 +36,25 @@ std::string Sha256Hex(absl::string_view bytes) {
   EVP_DigestUpdate(ctx.get(), bytes.data(), bytes.size());
   return FinishHex(ctx.get());
 }
+
+Sha256Stream::Sha256Stream() : ctx_(NewSha256().release()) {}
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256Stream::Update(const void* data, size_t size) { EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size); }
+
+absl::Status Sha256Stream::UpdateFrom(const RandomAccessObject& object, uint64_t offset, uint64_t length) {
+  constexpr uint64_t kPieceBytes = 1 << 20;
+  std::vector<std::byte> buffer(std::min(kPieceBytes, length));
+  for (uint64_t done = 0; done < length;) {
+    const size_t piece = static_cast<size_t>(std::min(kPieceBytes, length - done));
+    if (absl::Status s = object.ReadAt(offset + done, piece, buffer.data()); !s.ok()) return s;
+    Update(buffer.data(), piece);
+    done += piece;
+  }
+  return absl::OkStatus();
+}
+
+std::string Sha256Stream::FinishHex() { return modelsmith::FinishHex(static_cast<EVP_MD_CTX*>(ctx_)); }
 
 absl::StatusOr<std::string> Sha256Hex(const RandomAccessObject& object,
                                       const std::function<void(uint64_t)>& on_bytes,

@@ -4,8 +4,12 @@
 
 namespace modelsmith {
 
-PipelinedWriter::PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes)
-    : inner_(std::move(inner)), max_queued_bytes_(max_queued_bytes), thread_([this] { Loop(); }) {}
+PipelinedWriter::PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, bool digest_read_back)
+    : inner_(std::move(inner)),
+      max_queued_bytes_(max_queued_bytes),
+      digest_(digest_read_back ? std::make_unique<Sha256Stream>() : nullptr),
+      digest_status_(digest_read_back ? absl::OkStatus() : absl::UnimplementedError("read-back digest is off")),
+      thread_([this] { Loop(); }) {}
 
 PipelinedWriter::~PipelinedWriter() {
   {
@@ -29,6 +33,17 @@ void PipelinedWriter::Loop() {
     const bool failed = !error_.ok();  // after a failure the rest is dropped, not written
     lock.unlock();
     absl::Status status = failed ? absl::OkStatus() : task.run(*inner_);
+    if (status.ok() && !failed && digest_status_.ok()) {
+      // Re-read what was just written, from the file.
+      const uint64_t end = inner_->bytes_written();
+      absl::StatusOr<std::unique_ptr<RandomAccessObject>> file = inner_->ReadBack();
+      if (!file.ok()) {
+        digest_status_ = file.status();
+      } else {
+        digest_status_ = digest_->UpdateFrom(**file, digested_, end - digested_);
+        digested_ = end;
+      }
+    }
     lock.lock();
     busy_ = false;
     queued_bytes_ -= task.bytes;
@@ -73,6 +88,14 @@ absl::Status PipelinedWriter::AppendFrom(const RandomAccessObject& source, uint6
   if (absl::Status s = Enqueue(std::move(task)); !s.ok()) return s;
   appended_ += length;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> PipelinedWriter::ReadBackDigest() {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  if (!digest_status_.ok()) return digest_status_;
+  if (digested_ != appended_) return absl::InternalError("the read-back digest does not cover every byte");
+  digest_status_ = absl::FailedPreconditionError("the digest was taken");
+  return digest_->FinishHex();
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessObject>> PipelinedWriter::ReadBack() {

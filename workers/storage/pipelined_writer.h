@@ -6,6 +6,11 @@
 // data wait at once; Append blocks beyond that, which bounds memory. An error of a queued append
 // is returned by the next call, and every call after it fails too. ReadBack, Sync and Commit wait
 // for the queue to drain first. Like every ObjectWriter it has one producer.
+//
+// With `digest_read_back`, the writer thread also re-reads each range right after writing it
+// (through the inner writer's ReadBack, so from the file, not from our buffers) and feeds it to
+// a SHA-256: a job gets the checksum of what is really in the file without a second pass after
+// the last byte. Stores that cannot read back before commit (S3) give no digest.
 #ifndef MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
 #define MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
 
@@ -17,13 +22,14 @@
 #include <thread>
 #include <vector>
 
+#include "workers/storage/checksum.h"
 #include "workers/storage/object_store.h"
 
 namespace modelsmith {
 
 class PipelinedWriter final : public ObjectWriter {
  public:
-  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes);
+  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, bool digest_read_back = false);
   ~PipelinedWriter() override;
 
   const std::string& uri() const override { return inner_->uri(); }
@@ -39,6 +45,10 @@ class PipelinedWriter final : public ObjectWriter {
   absl::Status Sync() override;
   absl::Status Commit() override;
   void Abort() override;
+
+  // After the queue drains: the SHA-256 (hex) of every byte read back from the file, or
+  // UNIMPLEMENTED when reading back was off or the store cannot read before commit.
+  absl::StatusOr<std::string> ReadBackDigest();
 
  private:
   struct Task {
@@ -62,6 +72,10 @@ class PipelinedWriter final : public ObjectWriter {
   bool busy_ = false;
   bool stopping_ = false;
   absl::Status error_;
+  // Owned by the writer thread while it runs; read after Drain.
+  std::unique_ptr<Sha256Stream> digest_;
+  uint64_t digested_ = 0;
+  absl::Status digest_status_;
   std::thread thread_;
 };
 
