@@ -267,11 +267,8 @@ TEST_F(JobServiceTest, WatchOfFinishedJobSendsItAndEnds) {
 TEST_F(JobServiceTest, InspectModelDescribesShardedCheckpoint) {
   Start();
   MakeCheckpoint(data_ + "/sharded", {"--shards", "3"});
-  grpc::ClientContext context;
-  v1::InspectModelRequest request;
-  request.set_uri(data_ + "/sharded");
   v1::ModelInfo info;
-  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  ASSERT_TRUE(Inspect(*stub_, data_ + "/sharded", &info).ok());
   EXPECT_EQ(info.format(), "safetensors-sharded");
   EXPECT_GE(info.files_size(), 3);
   EXPECT_EQ(info.tensor_count(), 21u);

@@ -57,11 +57,8 @@ TEST_F(QuantizeServerTest, CliSubmitWatchWritesGgufAndManifest) {
   for (const auto& row : manifest["quality"]) output_is_q6k |= row["name"] == "output.weight" && row["type"] == "Q6_K";
   EXPECT_TRUE(output_is_q6k);
 
-  grpc::ClientContext context;
-  v1::InspectModelRequest request;
-  request.set_uri(data_ + "/out/m-Q4_K.gguf");
   v1::ModelInfo info;
-  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  ASSERT_TRUE(Inspect(*stub_, data_ + "/out/m-Q4_K.gguf", &info).ok());
   EXPECT_EQ(info.format(), "gguf");
   for (const auto& t : info.tensors()) {
     if (t.name() == "blk.0.attn_q.weight") {
@@ -88,11 +85,8 @@ TEST_F(QuantizeServerTest, CliSubmitBnbNf4WritesTheLayoutAndInspectRecognisesIt)
   EXPECT_EQ(config["quantization_config"]["bnb_4bit_quant_type"], "nf4");
   EXPECT_EQ(config["quantization_config"]["bnb_4bit_use_double_quant"], true);
 
-  grpc::ClientContext context;
-  v1::InspectModelRequest request;
-  request.set_uri(data_ + "/nf4");
   v1::ModelInfo info;
-  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  ASSERT_TRUE(Inspect(*stub_, data_ + "/nf4", &info).ok());
   ASSERT_GT(info.quantized_size(), 0);
   EXPECT_EQ(info.quantized(0).layout(), "bnb_nf4");
   bool state_tagged = false;

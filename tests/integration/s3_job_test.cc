@@ -43,11 +43,8 @@ class S3JobTest : public ::testing::Test {
   }
   // Tensor count and bytes of the model at `uri`, as the server inspects it.
   std::pair<uint64_t, uint64_t> InspectTotal(const std::string& uri) {
-    grpc::ClientContext context;
-    v1::InspectModelRequest request;
-    request.set_uri(uri);
     v1::ModelInfo info;
-    grpc::Status status = stub_->InspectModel(&context, request, &info);
+    grpc::Status status = Inspect(*stub_, uri, &info);
     EXPECT_TRUE(status.ok()) << uri << ": " << status.error_message();
     return {info.tensor_count(), info.total_bytes()};
   }
@@ -101,11 +98,8 @@ TEST_F(S3JobTest, S3ToS3ReshardAndInspectOnS3) {
   ASSERT_TRUE(Submit(*stub_, ShardRequest(model_, Uri("stage1"), "60KB"), &first).ok());
   ASSERT_EQ(WaitForEnd(*stub_, first.id()).state(), v1::JOB_STATE_SUCCEEDED);
 
-  grpc::ClientContext context;
-  v1::InspectModelRequest request;
-  request.set_uri(Uri("stage1"));
   v1::ModelInfo info;
-  ASSERT_TRUE(stub_->InspectModel(&context, request, &info).ok());
+  ASSERT_TRUE(Inspect(*stub_, Uri("stage1"), &info).ok());
   EXPECT_EQ(info.format(), "safetensors-sharded");
   EXPECT_EQ(info.tensor_count(), 21u);
 

@@ -38,6 +38,14 @@ inline grpc::Status Submit(v1::JobService::Stub& stub, const v1::SubmitJobReques
   return stub.SubmitJob(&context, request, job);
 }
 
+inline grpc::Status Inspect(v1::JobService::Stub& stub, const std::string& uri, v1::ModelInfo* info) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::InspectModelRequest request;
+  request.set_uri(uri);
+  return stub.InspectModel(&context, request, info);
+}
+
 inline v1::Job GetJob(v1::JobService::Stub& stub, const std::string& id) {
   grpc::ClientContext context;
   v1::GetJobRequest request;
