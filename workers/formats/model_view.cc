@@ -39,6 +39,28 @@ absl::StatusOr<ModelFile> OpenSafetensorsFile(ObjectStore& store, const std::str
   return file;
 }
 
+// A torch checkpoint as a ModelFile: its tensors in `header.tensors` (state-dict order), its
+// aliases and skipped entries in the out-parameters.
+absl::StatusOr<ModelFile> OpenTorchFile(ObjectStore& store, const std::string& uri, std::vector<TensorAlias>* aliases,
+                                        std::vector<std::string>* skipped) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  absl::StatusOr<TorchCheckpoint> checkpoint = ReadTorchCheckpoint(**object);
+  if (!checkpoint.ok()) return checkpoint.status();
+  ModelFile file;
+  file.uri = uri;
+  file.name = std::string(BaseName(uri));
+  file.object = *std::move(object);
+  file.header.tensors = std::move(checkpoint->tensors);
+  aliases->insert(aliases->end(), checkpoint->aliases.begin(), checkpoint->aliases.end());
+  skipped->insert(skipped->end(), checkpoint->skipped.begin(), checkpoint->skipped.end());
+  return file;
+}
+
+absl::StatusOr<ModelFile> OpenShardFile(ObjectStore& store, const std::string& uri, bool torch, ModelView& view) {
+  return torch ? OpenTorchFile(store, uri, &view.aliases, &view.skipped_entries) : OpenSafetensorsFile(store, uri);
+}
+
 void AddFile(ModelView& view, ModelFile file) {
   const uint32_t index = static_cast<uint32_t>(view.files.size());
   for (TensorInfo t : file.header.tensors) {
@@ -50,11 +72,11 @@ void AddFile(ModelView& view, ModelFile file) {
   view.files.push_back(std::move(file));
 }
 
-absl::StatusOr<ModelView> OpenSingle(ObjectStore& store, const std::string& uri) {
-  absl::StatusOr<ModelFile> file = OpenSafetensorsFile(store, uri);
-  if (!file.ok()) return file.status();
+absl::StatusOr<ModelView> OpenSingle(ObjectStore& store, const std::string& uri, bool torch) {
   ModelView view;
-  view.format = "safetensors";
+  absl::StatusOr<ModelFile> file = OpenShardFile(store, uri, torch, view);
+  if (!file.ok()) return file.status();
+  view.format = torch ? "torch" : "safetensors";
   view.uri = uri;
   view.metadata = file->header.metadata;
   AddFile(view, *std::move(file));
@@ -177,7 +199,7 @@ bool StartsWithGgufMagic(ObjectStore& store, const std::string& uri) {
   return (*object)->ReadAt(0, 4, reinterpret_cast<std::byte*>(magic)).ok() && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
-absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& index_uri) {
+absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& index_uri, bool torch) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(index_uri);
   if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", index_uri}});
   if ((*object)->size_bytes() > kMaxIndexBytes) {
@@ -224,14 +246,15 @@ absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& ind
   std::sort(shard_names.begin(), shard_names.end());
 
   ModelView view;
-  view.format = "safetensors-sharded";
+  view.format = torch ? "torch-sharded" : "safetensors-sharded";
   view.uri = index_uri;
   view.index_uri = index_uri;
   view.index_metadata = index.value("metadata", json::object());
   const std::string dir(ParentUri(index_uri));
   for (const std::string& name : shard_names) {
     const std::string uri = JoinUri(dir, name);
-    absl::StatusOr<ModelFile> file = OpenSafetensorsFile(store, uri);
+    const size_t aliases_before = view.aliases.size();
+    absl::StatusOr<ModelFile> file = OpenShardFile(store, uri, torch, view);
     if (!file.ok()) {
       if (absl::IsNotFound(file.status())) {
         return MakeError(absl::StatusCode::kNotFound, "INDEX_MISSING_SHARD",
@@ -249,6 +272,8 @@ absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& ind
                                        "' but the weight map does not place it there"));
       }
     }
+    // A tied weight is in the weight map under each of its names.
+    for (size_t i = aliases_before; i < view.aliases.size(); ++i) wanted.erase(view.aliases[i].name);
     if (!wanted.empty()) {
       return IndexError("INDEX_MISMATCH", index_uri, *wanted.begin(),
                         absl::StrCat("the weight map places tensor '", *wanted.begin(),
@@ -265,6 +290,28 @@ absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& ind
 bool IsSafetensorsIndexName(absl::string_view name) {
   return absl::EndsWith(name, ".json") && absl::StrContains(name, ".safetensors.index");
 }
+
+bool IsTorchIndexName(absl::string_view name) {
+  return absl::EndsWith(name, ".json") && absl::StrContains(name, ".bin.index");
+}
+
+bool HasTorchExtension(absl::string_view name) {
+  for (const char* ext : {".bin", ".pt", ".pth", ".ckpt"}) {
+    if (absl::EndsWith(name, ext)) return true;
+  }
+  return false;
+}
+
+namespace {
+
+bool StartsLikeTorch(ObjectStore& store, const std::string& uri) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
+  if (!object.ok()) return false;
+  std::string head(std::min<uint64_t>(16, (*object)->size_bytes()), '\0');
+  return (*object)->ReadAt(0, head.size(), reinterpret_cast<std::byte*>(head.data())).ok() && LooksLikeTorchCheckpoint(head);
+}
+
+}  // namespace
 
 absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store, const ModelView& model) {
   constexpr uint64_t kMaxConfigBytes = 16 << 20;
@@ -291,36 +338,44 @@ absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store
 absl::StatusOr<ModelView> OpenModel(const Location& location) {
   ObjectStore& store = *location.store;
   const std::string& uri = location.uri;
-  if (IsSafetensorsIndexName(BaseName(uri))) return OpenSharded(store, uri);
+  if (IsSafetensorsIndexName(BaseName(uri))) return OpenSharded(store, uri, /*torch=*/false);
+  if (IsTorchIndexName(BaseName(uri))) return OpenSharded(store, uri, /*torch=*/true);
   if (absl::StatusOr<uint64_t> size = store.SizeOf(uri); size.ok()) {
     if (absl::EndsWith(uri, ".json")) {
       return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_UNKNOWN_FORMAT",
-                       absl::StrCat("'", uri, "' is a JSON file but not a safetensors index "
+                       absl::StrCat("'", uri, "' is a JSON file but not a safetensors or torch index "
                                     "(expected a name like model.safetensors.index.json)"),
                        {{"file", uri}});
     }
     if (absl::EndsWith(uri, ".gguf") || StartsWithGgufMagic(store, uri)) return OpenGguf(store, uri);
-    return OpenSingle(store, uri);
+    if (StartsLikeTorch(store, uri)) return OpenSingle(store, uri, /*torch=*/true);
+    return OpenSingle(store, uri, /*torch=*/false);
   }
-  // A directory or prefix: it must hold one index, or else one .safetensors file.
+  // A directory or prefix: one safetensors index or file, or else one torch index or checkpoint.
   absl::StatusOr<std::vector<ObjectEntry>> entries = store.List(uri);
   if (!entries.ok()) return entries.status();
-  std::vector<std::string> indexes;
-  std::vector<std::string> singles;
+  std::vector<std::string> indexes, singles, torch_indexes, torch_singles;
   for (const ObjectEntry& e : *entries) {
     if (absl::StrContains(e.relative_name, '/') || store.IsStagingName(e.relative_name)) continue;
     if (IsSafetensorsIndexName(e.relative_name)) indexes.push_back(e.uri);
     else if (absl::EndsWith(e.relative_name, ".safetensors")) singles.push_back(e.uri);
+    else if (IsTorchIndexName(e.relative_name)) torch_indexes.push_back(e.uri);
+    else if (HasTorchExtension(e.relative_name)) torch_singles.push_back(e.uri);
   }
-  if (indexes.size() == 1) return OpenSharded(store, indexes[0]);
-  if (indexes.empty() && singles.size() == 1) return OpenSingle(store, singles[0]);
+  const bool torch = indexes.empty() && singles.empty();
+  if (torch) {
+    indexes = std::move(torch_indexes);
+    singles = std::move(torch_singles);
+  }
+  if (indexes.size() == 1) return OpenSharded(store, indexes[0], torch);
+  if (indexes.empty() && singles.size() == 1) return OpenSingle(store, singles[0], torch);
   if (indexes.empty() && singles.empty()) {
     return MakeError(absl::StatusCode::kNotFound, "MODEL_NOT_FOUND",
-                     absl::StrCat("no safetensors file or index at '", uri, "'"), {{"uri", uri}});
+                     absl::StrCat("no safetensors or torch checkpoint or index at '", uri, "'"), {{"uri", uri}});
   }
   return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_AMBIGUOUS",
                    absl::StrCat("'", uri, "' holds ", indexes.size(), " indexes and ",
-                                singles.size(), " safetensors files; name the one to use"),
+                                singles.size(), torch ? " torch checkpoints" : " safetensors files", "; name the one to use"),
                    {{"uri", uri}});
 }
 

@@ -1,11 +1,14 @@
 // ModelView: one checkpoint, whatever its files, as a list of tensors with on-demand bytes.
 //
-// Opens a single .safetensors file, a .gguf file (a split one, "<prefix>-00001-of-00003.gguf"
+// Opens a single .safetensors file, a torch.save checkpoint (.bin/.pt/.pth/.ckpt, read without
+// executing it: torch_checkpoint.h), a .gguf file (a split one, "<prefix>-00001-of-00003.gguf"
 // with split.* keys as gguf-split writes, as one model from any of its parts; the metadata is the
 // first part's), a Hugging Face sharded checkpoint
 // through its index
 // ("model.safetensors.index.json", variants like "model.safetensors.index.fp16.json"
-// included), or a directory/prefix holding exactly one of those. Only headers are read.
+// included; "pytorch_model.bin.index.json" for torch shards), or a directory/prefix holding
+// exactly one safetensors index or file, or else (no safetensors there, as transformers prefers
+// safetensors) exactly one torch index or checkpoint. Only headers are read.
 //
 // Index layout (huggingface_hub serialization/_base.py; formats.md §2):
 //   {"metadata": {"total_size": <bytes>, ...}, "weight_map": {"<tensor>": "<shard file>"}}
@@ -24,6 +27,7 @@
 #include "nlohmann/json.hpp"
 #include "workers/formats/gguf.h"
 #include "workers/formats/safetensors.h"
+#include "workers/formats/torch_checkpoint.h"
 #include "workers/storage/storage_router.h"
 
 namespace modelsmith {
@@ -36,7 +40,8 @@ struct ModelFile {
 };
 
 struct ModelView {
-  std::string format;     // "safetensors", "safetensors-sharded" or "gguf"
+  // "safetensors", "safetensors-sharded", "torch", "torch-sharded" or "gguf"
+  std::string format;
   std::string uri;        // what was opened (canonical)
   std::string index_uri;  // sharded only
   std::vector<ModelFile> files;
@@ -48,6 +53,12 @@ struct ModelView {
   uint64_t tensor_bytes = 0;                    // sum of tensor sizes
   uint64_t file_bytes = 0;                      // sum of file sizes
   std::optional<GgufFile> gguf;                 // the header, for GGUF input
+  // torch input: names that repeat an earlier tensor (left out of `tensors`), and entries of the
+  // state dict that are not tensors.
+  std::vector<TensorAlias> aliases;
+  std::vector<std::string> skipped_entries;
+
+  bool is_torch() const { return format == "torch" || format == "torch-sharded"; }
 };
 
 // NOT_FOUND when nothing is at `location`; INVALID_ARGUMENT (reasons SAFETENSORS_*,
@@ -60,6 +71,10 @@ absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store
 
 // True for "*.safetensors.index.json" and variant forms "*.safetensors.index.<variant>.json".
 bool IsSafetensorsIndexName(absl::string_view name);
+// The same for torch shards: "*.bin.index.json", "*.bin.index.<variant>.json".
+bool IsTorchIndexName(absl::string_view name);
+// .bin, .pt, .pth, .ckpt
+bool HasTorchExtension(absl::string_view name);
 
 }  // namespace modelsmith
 

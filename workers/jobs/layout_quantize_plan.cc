@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "workers/common/error.h"
+#include "workers/jobs/quantize_report.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/jobs/quantized_weight_reader.h"
 #include "workers/quant/bitsandbytes.h"
@@ -201,6 +202,7 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "quantize.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "quantize.input"}});
+  if (absl::Status s = RefuseTorchInput(*model); !s.ok()) return s;
   if (model->gguf) {
     return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_INPUT",
                      absl::StrCat("scheme '", q.scheme(), "' writes safetensors and takes a safetensors input; '",

@@ -74,6 +74,7 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "quantize.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "quantize.input"}});
+  if (absl::Status s = RefuseTorchInput(*model); !s.ok()) return s;
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*input->store, *model);
   if (!config.ok()) return config.status();
   absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(*model, *config, spec.allow_requantize());

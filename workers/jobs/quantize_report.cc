@@ -20,6 +20,14 @@ double JsonSafe(double value) { return std::isfinite(value) ? value : (value > 0
 
 }  // namespace
 
+absl::Status RefuseTorchInput(const ModelView& model) {
+  if (!model.is_torch()) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
+                   absl::StrCat("input '", model.uri, "' is a torch checkpoint; convert it to safetensors first "
+                                "(modelsmith submit convert --to safetensors)"),
+                   {{"field", "quantize.input"}});
+}
+
 absl::Status StopStatus(const JobContext& context) {
   if (context.stop_requested()) return MakeError(absl::StatusCode::kCancelled, "CANCELLED", "the job was stopped");
   return absl::OkStatus();

@@ -21,6 +21,10 @@
 
 namespace modelsmith {
 
+// INVALID_ARGUMENT (UNSUPPORTED_FORMAT, field quantize.input) for a torch checkpoint: quantize
+// reads safetensors and GGUF; the convert job turns a torch checkpoint into safetensors first.
+absl::Status RefuseTorchInput(const ModelView& model);
+
 // CANCELLED (reason CANCELLED) once the job should stop.
 absl::Status StopStatus(const JobContext& context);
 

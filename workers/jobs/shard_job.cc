@@ -58,9 +58,11 @@ absl::StatusOr<ModelView> OpenInput(const v1::ShardSpec& spec, const StorageRout
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "shard.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "shard.input"}});
-  if (model->format == "gguf") {
+  if (model->format == "gguf" || model->is_torch()) {
     return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
-                     absl::StrCat("input '", model->uri, "' is GGUF; the shard job reshards safetensors checkpoints"),
+                     absl::StrCat("input '", model->uri, "' is ", model->format,
+                                  "; the shard job reshards safetensors checkpoints (the convert job turns torch checkpoints "
+                                  "into sharded safetensors)"),
                      {{"field", "shard.input"}});
   }
   if (model->tensors.empty()) {

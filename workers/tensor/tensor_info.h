@@ -24,6 +24,10 @@ struct TensorInfo {
   // For GGUF tensors, the ggml type (ggml_types.h) as stored; `dtype` is then F32/F16/BF16 for
   // those types and U8 (opaque bytes) for quantized ones.
   std::optional<uint32_t> ggml_type;
+  // For a non-contiguous view in a torch checkpoint, the element strides (row-major otherwise,
+  // and then empty): data_offset is element [0, ..., 0] and size_bytes the logical size. Read
+  // such a tensor with ReadTensorBytes (formats/tensor_reader.h), never as one byte range.
+  std::vector<uint64_t> strides;
 };
 
 // Number of elements (1 for a scalar), or nullopt on uint64 overflow.
