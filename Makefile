@@ -26,9 +26,10 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
+	$(BUILD_DIR)/tests/bench/convert_bench --work-dir bench-data/convert
 
 # The GGUF reader under libFuzzer + AddressSanitizer for FUZZ_SECONDS (clang, its own build tree),
 # seeded with the golden GGUF files. A crash leaves its input in build-fuzz/ and fails the target.

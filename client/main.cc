@@ -30,6 +30,59 @@ v1::JobKind ParseKind(const std::string& name) {
   return kind;
 }
 
+// submit convert: a checkpoint to safetensors with dtype, names and sharding.
+void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
+  CLI::App* convert = submit->add_subcommand("convert", "convert a torch or safetensors checkpoint to safetensors");
+  struct Options {
+    v1::SubmitJobRequest request;
+    std::string input, output, to, dtype, variant, max_size, strategy = "hf_greedy", stem, request_id;
+    std::vector<std::string> keep, rename;
+    bool overwrite = false, watch = false;
+  };
+  auto options = std::make_shared<Options>();
+  convert->add_option("--input", options->input, "pytorch_model.bin (.pt/.pth/.ckpt), a .bin or safetensors index, a directory")
+      ->required();
+  convert->add_option("--output", options->output, "output directory")->required();
+  convert->add_option("--to", options->to, "target format")->check(CLI::IsMember({"safetensors", "gguf"}))->required();
+  convert->add_option("--dtype", options->dtype, "cast float tensors: f32 f16 bf16 f8_e4m3 f8_e5m2 (default: keep)");
+  convert->add_option("--keep", options->keep, "tensors matching this regex keep their dtype (repeatable)");
+  convert->add_option("--rename", options->rename, "REGEX=REPLACEMENT on whole names, applied in order (repeatable)");
+  convert->add_option("--variant", options->variant, "name variant, e.g. fp16 (model.fp16.safetensors)");
+  convert->add_option("--max-shard-size", options->max_size, "reshard: e.g. 5GB; default one output file per input file");
+  convert->add_option("--strategy", options->strategy, "hf_greedy or balanced")
+      ->check(CLI::IsMember({"hf_greedy", "balanced"}))->capture_default_str();
+  convert->add_option("--stem", options->stem, "output file stem (default from the input: pytorch_model -> model)");
+  convert->add_flag("--overwrite", options->overwrite, "replace files already at the output");
+  convert->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
+  convert->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
+  convert->callback([options, &remote, &exit_code] {
+    v1::ConvertSpec& spec = *options->request.mutable_spec()->mutable_convert();
+    spec.set_input(AbsoluteIfLocalPath(options->input));
+    spec.set_output(AbsoluteIfLocalPath(options->output));
+    spec.set_target_format(options->to == "gguf" ? v1::TARGET_FORMAT_GGUF : v1::TARGET_FORMAT_SAFETENSORS);
+    spec.set_dtype(options->dtype);
+    for (const std::string& k : options->keep) spec.add_keep(k);
+    for (const std::string& rule : options->rename) {
+      const size_t eq = rule.rfind('=');  // a regex may hold '=' ((?=...)); a replacement rarely does
+      if (eq == std::string::npos || eq == 0) {
+        std::fprintf(stderr, "error: --rename '%s' is not REGEX=REPLACEMENT\n", rule.c_str());
+        exit_code = kExitInvalidInput;
+        return;
+      }
+      v1::RenameRule* r = spec.add_rename();
+      r->set_pattern(rule.substr(0, eq));
+      r->set_replacement(rule.substr(eq + 1));
+    }
+    spec.set_variant(options->variant);
+    spec.set_max_shard_size(options->max_size);
+    spec.set_strategy(options->strategy == "balanced" ? v1::SHARD_STRATEGY_BALANCED : v1::SHARD_STRATEGY_HF_GREEDY);
+    spec.set_stem(options->stem);
+    spec.set_overwrite(options->overwrite);
+    options->request.set_request_id(options->request_id);
+    exit_code = SubmitCommand(remote, options->request, options->watch);
+  });
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"modelsmith: submit, watch and inspect Modelsmith jobs"};
   app.require_subcommand(1);
@@ -68,6 +121,8 @@ int Main(int argc, char** argv) {
     shard_request.set_request_id(request_id);
     exit_code = SubmitCommand(remote, shard_request, watch);
   });
+
+  AddConvertCommand(submit, remote, exit_code);
 
   CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;

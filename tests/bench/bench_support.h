@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -59,8 +60,9 @@ inline RunFigures Spawn(const std::vector<std::string>& args, const std::string&
   return figures;
 }
 
-// A Llama-7B-like layer stack scaled down to about `target_bytes` of F16.
-inline void Generate(const std::string& path, uint64_t target_bytes) {
+// A Llama-7B-like layer stack scaled down to about `target_bytes` (F16 matrices, F32 norms), in
+// state-dict order.
+inline std::vector<modelsmith::SafetensorsEntry> LlamaEntries(uint64_t target_bytes) {
   using modelsmith::DType;
   const uint64_t hidden = 2048, intermediate = 5504, vocab = 32000;
   std::vector<modelsmith::SafetensorsEntry> entries;
@@ -83,20 +85,30 @@ inline void Generate(const std::string& path, uint64_t target_bytes) {
   }
   add("model.norm.weight", {hidden}, DType::kF32);
   add("lm_head.weight", {vocab, hidden}, DType::kF16);
+  return entries;
+}
+
+// Weight-like bytes: F16 values of magnitude 2^-5 .. 2^-3 with random signs (no NaN/Inf, spread
+// like trained weights, so quantizers and casts take their usual paths), from a running state.
+inline void FillWeights(uint64_t& state, char* data, size_t size) {
+  for (size_t at = 0; at < size; at += 8) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    const uint64_t w = (state & 0x87FF87FF87FF87FFull) | 0x2800280028002800ull;
+    std::memcpy(data + at, &w, std::min<size_t>(8, size - at));
+  }
+}
+
+inline void Generate(const std::string& path, uint64_t target_bytes) {
+  const std::vector<modelsmith::SafetensorsEntry> entries = LlamaEntries(target_bytes);
   std::ofstream out(path + ".tmp", std::ios::binary);
   out << modelsmith::SerializeSafetensorsHeader(entries, {{"format", "pt"}});
-  std::vector<uint64_t> block(1 << 17);
+  std::vector<char> block(1 << 20);
   uint64_t state = 0x9E3779B97F4A7C15ull;
   for (const auto& e : entries) {
     for (uint64_t left = e.size_bytes; left > 0;) {
-      for (uint64_t& w : block) {
-        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-        // F16 weights of magnitude 2^-5 .. 2^-3 with random signs: no NaN/Inf, and spread like
-        // trained weights, so quantizers take their usual paths.
-        w = (state & 0x87FF87FF87FF87FFull) | 0x2800280028002800ull;
-      }
-      const uint64_t n = std::min<uint64_t>(left, block.size() * 8);
-      out.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(n));
+      const uint64_t n = std::min<uint64_t>(left, block.size());
+      FillWeights(state, block.data(), n);
+      out.write(block.data(), static_cast<std::streamsize>(n));
       left -= n;
     }
   }
@@ -116,17 +128,18 @@ inline double Gbps(uint64_t bytes, double seconds) { return bytes / seconds / 1e
 // Makes `work_dir` absolute (creating it), generates `name` there at `size_gb` unless a file at
 // least that large exists, warms the page cache with it, and prints what it got under `bench`.
 // Returns the input's path; `*work_dir` becomes absolute.
-inline std::string PrepareInput(const char* bench, std::string* work_dir, const std::string& name, double size_gb) {
+inline std::string PrepareInput(const char* bench, std::string* work_dir, const std::string& name, double size_gb,
+                                void (*generate)(const std::string&, uint64_t) = Generate) {
   fs::create_directories(*work_dir);
   *work_dir = fs::absolute(*work_dir).string();
   const std::string input = *work_dir + "/" + name;
   const uint64_t target = static_cast<uint64_t>(size_gb * 1e9);
   if (!fs::exists(input) || fs::file_size(input) < target) {
     std::printf("generating %.2f GB checkpoint at %s ...\n", size_gb, input.c_str());
-    Generate(input, target);
+    generate(input, target);
   }
   WarmPageCache(input);
-  std::printf("%s: input %s, %.3f GB F16, page cache warm, %u cores\n", bench, input.c_str(), fs::file_size(input) / 1e9,
+  std::printf("%s: input %s, %.3f GB (F16 weights), page cache warm, %u cores\n", bench, input.c_str(), fs::file_size(input) / 1e9,
               std::thread::hardware_concurrency());
   return input;
 }

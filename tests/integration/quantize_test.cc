@@ -139,13 +139,7 @@ TEST_F(QuantizeServerTest, CancelInTheMiddleLeavesNothing) {
   spec->set_scheme("Q4_K");
   v1::Job job;
   ASSERT_TRUE(Submit(*stub_, request, &job).ok());
-  WaitFor(*stub_, job.id(), [](const v1::Job& j) { return j.progress().bytes_done() > 0; });
-  grpc::ClientContext context;
-  v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
-  v1::Job after;
-  ASSERT_TRUE(stub_->CancelJob(&context, cancel, &after).ok());
-  EXPECT_EQ(WaitForEnd(*stub_, job.id()).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id()), v1::JOB_STATE_CANCELLED);
   if (fs::exists(data_ + "/slow")) {
     for (const auto& e : fs::directory_iterator(data_ + "/slow")) ADD_FAILURE() << "left behind: " << e.path();
   }

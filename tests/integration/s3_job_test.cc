@@ -123,13 +123,7 @@ TEST_F(S3JobTest, CancelDuringMultipartUploadLeavesNoObject) {
   StartServer({"--job-io-limit", "4MB"});
   v1::Job job;
   ASSERT_TRUE(Submit(*stub_, ShardRequest(data_ + "/big.safetensors", Uri("cancelled"), "0"), &job).ok());
-  WaitFor(*stub_, job.id(), [](const v1::Job& j) { return j.progress().bytes_done() > (6 << 20); });
-  grpc::ClientContext context;
-  v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
-  v1::Job after;
-  ASSERT_TRUE(stub_->CancelJob(&context, cancel, &after).ok());
-  EXPECT_EQ(WaitForEnd(*stub_, job.id()).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id(), 6 << 20), v1::JOB_STATE_CANCELLED);
   EXPECT_TRUE(Objects("cancelled").empty());
 }
 

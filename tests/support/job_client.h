@@ -106,6 +106,19 @@ inline google::rpc::ErrorInfo ErrorInfoOf(const grpc::Status& status) {
   return info;
 }
 
+// Cancels job `id` once it has read more than `after_bytes`, then waits for it to end; returns
+// its final state.
+inline v1::JobState CancelOnceUnderWay(v1::JobService::Stub& stub, const std::string& id, uint64_t after_bytes = 0) {
+  WaitFor(stub, id, [&](const v1::Job& j) { return j.progress().bytes_done() > after_bytes; });
+  grpc::ClientContext context;
+  v1::CancelJobRequest cancel;
+  cancel.set_id(id);
+  v1::Job after;
+  const grpc::Status status = stub.CancelJob(&context, cancel, &after);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return WaitForEnd(stub, id).state();
+}
+
 }  // namespace modelsmith::testing
 
 #endif  // MODELSMITH_TESTS_SUPPORT_JOB_CLIENT_H_

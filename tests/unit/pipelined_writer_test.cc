@@ -56,7 +56,7 @@ TEST(PipelinedWriter, ReadBackDigestIsTheChecksumOfTheFile) {
   LocalObjectStore store;
   const std::string uri = dir.path() + "/out.bin";
   MemoryObject source(std::string(3 << 20, 'z'), "test.bin");
-  PipelinedWriter out(*store.OpenForWrite(uri), 1 << 20, /*digest_read_back=*/true);
+  PipelinedWriter out(*store.OpenForWrite(uri), 1 << 20, PipelinedWriter::ReadBackCheck::kDigest);
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(out.AppendOwned(Owned(std::string(100'000, 'a' + i % 26)), 100'000).ok());
   ASSERT_TRUE(out.AppendFrom(source, 17, (2 << 20) + 5).ok());
   absl::StatusOr<std::string> digest = out.ReadBackDigest();
@@ -67,6 +67,52 @@ TEST(PipelinedWriter, ReadBackDigestIsTheChecksumOfTheFile) {
   PipelinedWriter plain(*store.OpenForWrite(dir.path() + "/plain.bin"), 1 << 20);
   EXPECT_EQ(plain.ReadBackDigest().status().code(), absl::StatusCode::kUnimplemented);
   plain.Abort();
+}
+
+TEST(PipelinedWriter, CompareModeChecksEveryByteAndHashesWhatItWasGiven) {
+  TempDir dir;
+  LocalObjectStore store;
+  const std::string uri = dir.path() + "/out.bin";
+  MemoryObject source(std::string(3 << 20, 'z'), "test.bin");
+  PipelinedWriter out(*store.OpenForWrite(uri), 1 << 20, PipelinedWriter::ReadBackCheck::kCompare);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(out.AppendOwned(Owned(std::string(100'000, 'a' + i % 26)), 100'000).ok());
+  ASSERT_TRUE(out.AppendFrom(source, 17, (2 << 20) + 5).ok());
+  absl::StatusOr<std::string> digest = out.ReadBackDigest();
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  EXPECT_EQ(out.compared_bytes(), out.bytes_written());
+  ASSERT_TRUE(out.Commit().ok());
+  EXPECT_EQ(*digest, Sha256Hex(Read(uri)));
+}
+
+// A local writer that writes one byte wrong per append, as a failing disk or a bug would.
+class CorruptingWriter final : public ObjectWriter {
+ public:
+  explicit CorruptingWriter(std::unique_ptr<ObjectWriter> inner) : inner_(std::move(inner)) {}
+  const std::string& uri() const override { return inner_->uri(); }
+  absl::Status Append(std::span<const std::byte> data) override {
+    std::vector<std::byte> copy(data.begin(), data.end());
+    if (!copy.empty()) copy[copy.size() / 2] ^= std::byte{1};
+    return inner_->Append(copy);
+  }
+  uint64_t bytes_written() const override { return inner_->bytes_written(); }
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> ReadBack() override { return inner_->ReadBack(); }
+  absl::Status Commit() override { return inner_->Commit(); }
+  void Abort() override { inner_->Abort(); }
+
+ private:
+  std::unique_ptr<ObjectWriter> inner_;
+};
+
+TEST(PipelinedWriter, CompareModeCatchesBytesThatDifferInTheFile) {
+  TempDir dir;
+  LocalObjectStore store;
+  PipelinedWriter out(std::make_unique<CorruptingWriter>(*store.OpenForWrite(dir.path() + "/bad.bin")), 1 << 20,
+                      PipelinedWriter::ReadBackCheck::kCompare);
+  absl::Status status = out.AppendOwned(Owned("hello, world"), 12);
+  if (status.ok()) status = out.ReadBackDigest().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  out.Abort();
+  EXPECT_FALSE(fs::exists(dir.path() + "/bad.bin"));
 }
 
 // A writer whose appends fail after `good` calls.

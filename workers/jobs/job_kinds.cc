@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
+#include "workers/jobs/convert_job.h"
+#include "workers/jobs/convert_plan.h"
 #include "workers/jobs/quantize_job.h"
 #include "workers/jobs/shard_job.h"
 
@@ -47,6 +49,8 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
       return ValidateShardSpec(spec.shard());
     case v1::JOB_KIND_QUANTIZE:
       return ValidateQuantizeSpec(spec.quantize());
+    case v1::JOB_KIND_CONVERT:
+      return ValidateConvertSpec(spec.convert());
     case v1::JOB_KIND_UNSPECIFIED:
       return MakeError(absl::StatusCode::kInvalidArgument, "MISSING_FIELD",
                        "'spec' must hold one of convert, quantize, shard, bisect, lora_merge",
@@ -60,6 +64,7 @@ absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRout
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
   if (KindOf(spec) == v1::JOB_KIND_SHARD) return PreflightShardJob(spec.shard(), router);
   if (KindOf(spec) == v1::JOB_KIND_QUANTIZE) return PreflightQuantizeJob(spec.quantize(), router);
+  if (KindOf(spec) == v1::JOB_KIND_CONVERT) return PreflightConvertJob(spec.convert(), router);
   return KindNotBuilt(KindOf(spec));
 }
 
@@ -67,6 +72,7 @@ absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   if (absl::Status s = ValidateSpec(run.spec); !s.ok()) return s;
   if (KindOf(run.spec) == v1::JOB_KIND_SHARD) return RunShardJob(run, context);
   if (KindOf(run.spec) == v1::JOB_KIND_QUANTIZE) return RunQuantizeJob(run, context);
+  if (KindOf(run.spec) == v1::JOB_KIND_CONVERT) return RunConvertJob(run, context);
   return KindNotBuilt(KindOf(run.spec));
 }
 

@@ -137,7 +137,7 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   const std::string model_uri = output->UriOf(kModelFile);
   absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(model_uri);
   if (!writer.ok()) return writer.status();
-  PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, /*digest_read_back=*/true);
+  PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kDigest);
   std::vector<std::string> committed;
   auto fail = [&](absl::Status status) -> absl::Status {
     out.Abort();

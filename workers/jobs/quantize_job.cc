@@ -393,7 +393,7 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
   for (const OutputPart& part : parts) {
     absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(part.uri);
     if (!writer.ok()) return discard(writer.status());
-    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, /*digest_read_back=*/true);
+    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kDigest);
     auto fail = [&](absl::Status status) -> absl::Status {
       out.Abort();
       return discard(status);

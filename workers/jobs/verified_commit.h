@@ -4,7 +4,7 @@
 // the commit when the store can read back what is staged (local files), else right after the
 // commit (S3), in which case a failed check deletes the committed object. Its SHA-256 is the one
 // the writer took while re-reading each range from the file as it was written (PipelinedWriter
-// with digest_read_back), or, where the store cannot read back early, a pass over the committed
+// with ReadBackCheck::kDigest, or taken from the bytes compared equal with kCompare), or, where the store cannot read back early, a pass over the committed
 // object. A stop request is honoured up to the commit. On error `out` is left for the caller to
 // abort (Abort is a no-op once committed).
 #ifndef MODELSMITH_WORKERS_JOBS_VERIFIED_COMMIT_H_

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "workers/quant/half.h"
+#include "workers/quant/quantize_rows.h"
 
 namespace modelsmith {
 namespace {
@@ -159,31 +160,53 @@ void CastElements(DType from, DType to, const std::byte* in, size_t n, std::byte
     std::memcpy(out, in, n * (DTypeBits(from) / 8));
     return;
   }
-  // Fast paths for the common casts; the F16/BF16 encoders already round once from F32. NaN
-  // payload bits: F16 keeps the top ones (F16C), BF16 keeps the top half and sets the quiet bit.
-  if (from == DType::kF32 && (to == DType::kF16 || to == DType::kBF16)) {
-    for (size_t i = 0; i < n; ++i) {
-      float x;
-      std::memcpy(&x, in + 4 * i, 4);
-      const uint16_t h = to == DType::kF16 ? Fp32ToFp16(x) : Fp32ToBf16(x);
-      const bool h_inf = (h & 0x7FFF) == (to == DType::kF16 ? 0x7C00 : 0x7F80);
-      if (std::isnan(x)) ++counts->nan;
-      else if (h_inf && !std::isinf(x)) ++counts->overflowed;
-      std::memcpy(out + 2 * i, &h, 2);
-    }
+  if (from == DType::kF64 || to == DType::kF64) {
+    CastGeneral(from, to, in, n, out, counts);
     return;
   }
-  if ((from == DType::kF16 || from == DType::kBF16) && to == DType::kF32) {
-    for (size_t i = 0; i < n; ++i) {
-      uint16_t h;
-      std::memcpy(&h, in + 2 * i, 2);
-      const float x = from == DType::kF16 ? Fp16ToFp32(h) : Bf16ToFp32(h);
-      if (std::isnan(x)) ++counts->nan;
-      std::memcpy(out + 4 * i, &x, 4);
+  // Every other source is exact in F32, so decoding to F32 and rounding once from there is the
+  // same as rounding from the exact value. Blocks of 4096 stay in L1.
+  constexpr size_t kBlock = 4096;
+  float values[kBlock];
+  const size_t in_width = DTypeBits(from) / 8;
+  const size_t out_width = DTypeBits(to) / 8;
+  for (size_t begin = 0; begin < n; begin += kBlock) {
+    const size_t m = std::min(kBlock, n - begin);
+    const std::byte* src = in + begin * in_width;
+    switch (from) {
+      case DType::kF32: std::memcpy(values, src, m * 4); break;
+      case DType::kF16: DecodeRows(GgmlType::kF16, reinterpret_cast<const uint8_t*>(src), 1, m, values); break;
+      case DType::kBF16:
+        for (size_t i = 0; i < m; ++i) {
+          uint16_t h;
+          std::memcpy(&h, src + 2 * i, 2);
+          values[i] = Bf16ToFp32(h);
+        }
+        break;
+      default:  // F8
+        for (size_t i = 0; i < m; ++i) values[i] = static_cast<float>(Load(from, src, i));
     }
-    return;
+    std::byte* dst = out + begin * out_width;
+    for (size_t i = 0; i < m; ++i) {
+      const float x = values[i];
+      if (std::isnan(x)) ++counts->nan;
+      switch (to) {
+        case DType::kF32: std::memcpy(dst + 4 * i, &x, 4); break;
+        case DType::kF16:
+        case DType::kBF16: {
+          const uint16_t h = to == DType::kF16 ? Fp32ToFp16(x) : Fp32ToBf16(x);
+          if ((h & 0x7FFF) == (to == DType::kF16 ? 0x7C00 : 0x7F80) && !std::isinf(x)) ++counts->overflowed;
+          std::memcpy(dst + 2 * i, &h, 2);
+          break;
+        }
+        default: {  // F8; NaN was counted above
+          CastCounts f8;
+          dst[i] = static_cast<std::byte>(EncodeMini(to == DType::kF8E4M3 ? kE4M3 : kE5M2, x, true, &f8));
+          counts->saturated += f8.saturated;
+        }
+      }
+    }
   }
-  CastGeneral(from, to, in, n, out, counts);
 }
 
 }  // namespace modelsmith

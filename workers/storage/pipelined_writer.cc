@@ -1,14 +1,20 @@
 #include "workers/storage/pipelined_writer.h"
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
 
 namespace modelsmith {
 
-PipelinedWriter::PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, bool digest_read_back)
+PipelinedWriter::PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, ReadBackCheck read_back)
     : inner_(std::move(inner)),
       max_queued_bytes_(max_queued_bytes),
-      digest_(digest_read_back ? std::make_unique<Sha256Stream>() : nullptr),
-      digest_status_(digest_read_back ? absl::OkStatus() : absl::UnimplementedError("read-back digest is off")),
+      read_back_(read_back),
+      digest_(read_back != ReadBackCheck::kOff ? std::make_unique<Sha256Stream>() : nullptr),
+      digest_status_(read_back != ReadBackCheck::kOff ? absl::OkStatus() : absl::UnimplementedError("read-back digest is off")),
       thread_([this] { Loop(); }) {}
 
 PipelinedWriter::~PipelinedWriter() {
@@ -32,8 +38,11 @@ void PipelinedWriter::Loop() {
     busy_ = true;
     const bool failed = !error_.ok();  // after a failure the rest is dropped, not written
     lock.unlock();
+    const uint64_t begin = inner_->bytes_written();
     absl::Status status = failed ? absl::OkStatus() : task.run(*inner_);
-    if (status.ok() && !failed && digest_status_.ok()) {
+    if (status.ok() && !failed && read_back_ == ReadBackCheck::kCompare && digest_status_.ok()) {
+      status = CheckWritten(task, begin);
+    } else if (status.ok() && !failed && digest_status_.ok()) {
       // Re-read what was just written, from the file.
       const uint64_t end = inner_->bytes_written();
       absl::StatusOr<std::unique_ptr<RandomAccessObject>> file = inner_->ReadBack();
@@ -50,6 +59,29 @@ void PipelinedWriter::Loop() {
     if (!status.ok() && error_.ok()) error_ = status;
     changed_.notify_all();
   }
+}
+
+absl::Status PipelinedWriter::CheckWritten(const Task& task, uint64_t begin) {
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> file = inner_->ReadBack();
+  if (!file.ok()) {
+    // The store cannot read before commit (S3): no digest, and the job verifies after commit.
+    digest_status_ = file.status();
+    return absl::OkStatus();
+  }
+  constexpr uint64_t kPiece = 1 << 20;
+  std::vector<std::byte> piece(std::min<uint64_t>(kPiece, task.size));
+  for (uint64_t done = 0; done < task.size;) {
+    const uint64_t n = std::min<uint64_t>(kPiece, task.size - done);
+    if (absl::Status s = (*file)->ReadAt(begin + done, n, piece.data()); !s.ok()) return s;
+    if (std::memcmp(piece.data(), task.data.get() + done, n) != 0) {
+      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                       absl::StrCat("'", inner_->uri(), "' read back differs from what was written, within bytes [", begin + done,
+                                    ", +", n, ")"));
+    }
+    done += n;
+  }
+  compared_ += task.size;
+  return absl::OkStatus();
 }
 
 absl::Status PipelinedWriter::Enqueue(Task task) {
@@ -78,13 +110,38 @@ absl::Status PipelinedWriter::Append(std::span<const std::byte> data) {
 
 absl::Status PipelinedWriter::AppendOwned(std::unique_ptr<std::byte[]> data, size_t size) {
   std::shared_ptr<std::byte[]> shared(std::move(data));
-  return Enqueue({size, [shared, size](ObjectWriter& out) { return out.Append({shared.get(), size}); }});
+  if (read_back_ == ReadBackCheck::kCompare) {
+    // Hashed here, in append order; the writer thread proves the file holds the same bytes.
+    digest_->Update(shared.get(), size);
+    digested_ += size;
+    return Enqueue({size, [shared, size](ObjectWriter& out) { return out.Append({shared.get(), size}); }, shared, size});
+  }
+  return Enqueue({size, [shared, size](ObjectWriter& out) { return out.Append({shared.get(), size}); }, nullptr, 0});
 }
 
 absl::Status PipelinedWriter::AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length) {
+  if (read_back_ == ReadBackCheck::kCompare) {
+    // The transfer still runs in the kernel (copy_file_range), but the producer reads the same
+    // range too, hashes it, and hands it over for the writer thread to compare with the file.
+    constexpr uint64_t kPiece = 16 << 20;
+    for (uint64_t done = 0; done < length;) {
+      const uint64_t n = std::min(kPiece, length - done);
+      std::shared_ptr<std::byte[]> data(new std::byte[n]);
+      if (absl::Status s = source.ReadAt(offset + done, n, data.get()); !s.ok()) return s;
+      digest_->Update(data.get(), n);
+      digested_ += n;
+      const RandomAccessObject* from = &source;
+      const uint64_t at = offset + done;
+      if (absl::Status s = Enqueue({n, [from, at, n](ObjectWriter& out) { return out.AppendFrom(*from, at, n); }, data, n}); !s.ok()) {
+        return s;
+      }
+      done += n;
+    }
+    return absl::OkStatus();
+  }
   // A transfer holds no buffer of ours, so it does not count against the queue's memory bound.
   const RandomAccessObject* from = &source;
-  Task task{0, [from, offset, length](ObjectWriter& out) { return out.AppendFrom(*from, offset, length); }};
+  Task task{0, [from, offset, length](ObjectWriter& out) { return out.AppendFrom(*from, offset, length); }, nullptr, 0};
   if (absl::Status s = Enqueue(std::move(task)); !s.ok()) return s;
   appended_ += length;
   return absl::OkStatus();

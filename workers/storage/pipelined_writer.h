@@ -7,10 +7,16 @@
 // is returned by the next call, and every call after it fails too. ReadBack, Sync and Commit wait
 // for the queue to drain first. Like every ObjectWriter it has one producer.
 //
-// With `digest_read_back`, the writer thread also re-reads each range right after writing it
+// With kDigest, the writer thread also re-reads each range right after writing it
 // (through the inner writer's ReadBack, so from the file, not from our buffers) and feeds it to
 // a SHA-256: a job gets the checksum of what is really in the file without a second pass after
 // the last byte. Stores that cannot read back before commit (S3) give no digest.
+//
+// With kCompare, the writer thread instead compares each range it re-reads with the bytes it was
+// given (a mismatch is DATA_LOSS, VERIFY_MISMATCH), and the SHA-256 is taken from those bytes on
+// the appending thread, which keeps the two threads' work about even: equal bytes, equal digest.
+// A transfer (AppendFrom) still runs in the kernel, and its source range is also read into
+// memory, hashed and compared with what the transfer put in the file.
 #ifndef MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
 #define MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
 
@@ -29,7 +35,9 @@ namespace modelsmith {
 
 class PipelinedWriter final : public ObjectWriter {
  public:
-  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, bool digest_read_back = false);
+  enum class ReadBackCheck { kOff, kDigest, kCompare };
+
+  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, ReadBackCheck read_back = ReadBackCheck::kOff);
   ~PipelinedWriter() override;
 
   const std::string& uri() const override { return inner_->uri(); }
@@ -46,14 +54,22 @@ class PipelinedWriter final : public ObjectWriter {
   absl::Status Commit() override;
   void Abort() override;
 
-  // After the queue drains: the SHA-256 (hex) of every byte read back from the file, or
-  // UNIMPLEMENTED when reading back was off or the store cannot read before commit.
+  // After the queue drains: the SHA-256 (hex) of every byte read back from the file (kCompare:
+  // of every byte appended, each compared equal to what the file holds), or UNIMPLEMENTED when
+  // reading back was off or the store cannot read before commit.
   absl::StatusOr<std::string> ReadBackDigest();
+
+  // After the queue drains (ReadBack, Sync, Commit): the bytes the writer thread re-read and
+  // found equal to what it was given (kCompare); less than bytes_written() when the store cannot
+  // read back before commit.
+  uint64_t compared_bytes() const { return compared_; }
 
  private:
   struct Task {
     uint64_t bytes;
     std::function<absl::Status(ObjectWriter&)> run;
+    std::shared_ptr<std::byte[]> data;  // kCompare: what the range must hold
+    uint64_t size = 0;
   };
 
   absl::Status Enqueue(Task task);
@@ -61,8 +77,12 @@ class PipelinedWriter final : public ObjectWriter {
   absl::Status Drain();
   void Loop();
 
+  // The writer thread's check of what `task` just wrote at [begin, ...).
+  absl::Status CheckWritten(const Task& task, uint64_t begin);
+
   std::unique_ptr<ObjectWriter> inner_;
   const uint64_t max_queued_bytes_;
+  const ReadBackCheck read_back_;
   uint64_t appended_ = 0;
 
   std::mutex mutex_;
@@ -75,6 +95,7 @@ class PipelinedWriter final : public ObjectWriter {
   // Owned by the writer thread while it runs; read after Drain.
   std::unique_ptr<Sha256Stream> digest_;
   uint64_t digested_ = 0;
+  uint64_t compared_ = 0;  // written by the writer thread, read after a drain
   absl::Status digest_status_;
   std::thread thread_;
 };

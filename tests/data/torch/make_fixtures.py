@@ -46,8 +46,18 @@ DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16
 
 
 def describe(state):
-    return {k: {"dtype": DTYPE_NAMES[v.dtype], "shape": list(v.shape), "hex": tensor_bytes(v).hex()}
-            for k, v in state.items() if isinstance(v, torch.Tensor)}
+    """dtype, shape and bytes of every tensor; for float tensors also the bytes torch's own
+    .to(float16) and .to(bfloat16) give, the reference for dtype conversion."""
+    out = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        out[k] = {"dtype": DTYPE_NAMES[v.dtype], "shape": list(v.shape), "hex": tensor_bytes(v).hex()}
+        if v.is_floating_point():
+            out[k]["f16_hex"] = tensor_bytes(v.detach().to(torch.float16)).hex()
+            out[k]["bf16_hex"] = tensor_bytes(v.detach().to(torch.bfloat16)).hex()
+            out[k]["f32_hex"] = tensor_bytes(v.detach().to(torch.float32)).hex()
+    return out
 
 
 def state_dict():
@@ -76,12 +86,15 @@ def state_dict():
 
 def save_zip_pickle(path, pickle_bytes, storages, prefix="archive"):
     """A torch-style archive (stored records) around hand-made pickle bytes."""
+    def record(z, name, data):  # fixed timestamps: the same bytes on every run
+        z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(f"{prefix}/data.pkl", pickle_bytes)
-        z.writestr(f"{prefix}/byteorder", "little")
+        record(z, f"{prefix}/data.pkl", pickle_bytes)
+        record(z, f"{prefix}/byteorder", "little")
         for key, data in storages.items():
-            z.writestr(f"{prefix}/data/{key}", data)
-        z.writestr(f"{prefix}/version", "3\n")
+            record(z, f"{prefix}/data/{key}", data)
+        record(z, f"{prefix}/version", "3\n")
 
 
 def binunicode(s):

@@ -1,0 +1,84 @@
+// convert_bench: the convert job on a generated torch checkpoint (pytorch_model.bin, Llama-like
+// shapes, F16 weights, written the way torch.save lays out its zip) beside a `cp` of the same
+// file, measured in the same run.
+//
+// Rows: `cp`; convert to safetensors keeping F16 (the copy path: copy_file_range plus the
+// bit-for-bit re-read of every tensor); convert to BF16 (the cast path: read, cast on both
+// cores, write, re-read and compare). Each job is a `modelsmith run` child whose peak RSS comes
+// from wait4. Ratios are job throughput / cp throughput in the same round, medians over rounds.
+// Not a test: it asserts nothing.
+#include "CLI/CLI.hpp"
+#include "tests/bench/bench_support.h"
+#include "tests/support/torch_file.h"
+
+namespace {
+
+using namespace modelsmith::bench;
+
+void GenerateTorch(const std::string& path, uint64_t target_bytes) {
+  const std::vector<modelsmith::SafetensorsEntry> entries = LlamaEntries(target_bytes);
+  std::vector<modelsmith::TorchTensorSpec> tensors;
+  for (const auto& e : entries) tensors.push_back({e.name, e.dtype, e.shape});
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  modelsmith::WriteTorchCheckpoint(path + ".tmp", "pytorch_model", tensors,
+                                   [&](size_t, uint64_t, char* data, size_t size) { FillWeights(state, data, size); });
+  fs::rename(path + ".tmp", path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"convert_bench: convert job throughput and memory beside cp"};
+  std::string work_dir = "bench-data/convert";
+  double size_gb = 1.6;
+  int rounds = 3;
+  std::string cli = MODELSMITH_CLI_PATH;
+  app.add_option("--work-dir", work_dir, "where the generated checkpoint and outputs go")->capture_default_str();
+  app.add_option("--size-gb", size_gb, "checkpoint size in GB (10^9), at least 1.5 for the issue's figures")->capture_default_str();
+  app.add_option("--rounds", rounds, "interleaved rounds (medians are reported)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string input = PrepareInput("convert_bench", &work_dir, "pytorch_model.bin", size_gb, GenerateTorch);
+  const uint64_t bytes = fs::file_size(input);
+  const std::string copy = work_dir + "/cp-copy.bin";
+  const std::vector<std::pair<std::string, std::string>> jobs = {{"safetensors F16", ""}, {"safetensors BF16", "bf16"}};
+  auto output_of = [&](size_t i) { return work_dir + "/out-" + std::to_string(i); };
+  auto clean = [&] {
+    fs::remove(copy);
+    for (size_t i = 0; i < jobs.size(); ++i) fs::remove_all(output_of(i));
+  };
+  std::vector<double> cp_s;
+  std::vector<std::vector<RunFigures>> runs(jobs.size());
+  for (int round = 0; round < rounds; ++round) {
+    clean();
+    sync();
+    cp_s.push_back(Spawn({"cp", input, copy}).seconds);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      clean();
+      sync();
+      const std::string spec = R"({"convert": {"input": ")" + input + R"(", "output": ")" + output_of(i) +
+                               R"(", "target_format": "TARGET_FORMAT_SAFETENSORS", "dtype": ")" + jobs[i].second + R"("}})";
+      runs[i].push_back(Spawn({cli, "run", "--spec", "-"}, spec));
+      if (runs[i].back().exit_code != 0) {
+        std::printf("%s failed (exit %d)\n", jobs[i].first.c_str(), runs[i].back().exit_code);
+        return 1;
+      }
+    }
+  }
+  clean();
+  std::printf("(medians of %d interleaved rounds; ratio = cp time / job time in the same round)\n", rounds);
+  std::printf("%-26s %7.2f s  %7.0f MB/s\n", "baseline cp", Median(cp_s), bytes / Median(cp_s) / 1e6);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    std::vector<double> seconds, vs_cp;
+    long peak_kb = 0;
+    for (int r = 0; r < rounds; ++r) {
+      seconds.push_back(runs[i][r].seconds);
+      vs_cp.push_back(cp_s[r] / runs[i][r].seconds);
+      peak_kb = std::max(peak_kb, runs[i][r].peak_rss_kb);
+    }
+    const double median = Median(seconds);
+    std::printf("convert to %-15s %7.2f s  %7.0f MB/s  peak RSS %6.1f MB  ratio vs cp %.2f\n", jobs[i].first.c_str(), median,
+                bytes / median / 1e6, peak_kb / 1e3, Median(vs_cp));
+  }
+  return 0;
+}
