@@ -31,18 +31,26 @@ bench: build
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/convert_bench --work-dir bench-data/convert
 
-# The GGUF reader under libFuzzer + AddressSanitizer for FUZZ_SECONDS (clang, its own build tree),
-# seeded with the golden GGUF files. A crash leaves its input in build-fuzz/ and fails the target.
+# The GGUF reader, the torch restricted unpickler and the torch checkpoint reader (zip record
+# table + pickle) under libFuzzer + AddressSanitizer for FUZZ_SECONDS each (clang, its own build
+# tree), seeded with the golden GGUF files and the torch fixtures. A crash leaves its input in
+# build-fuzz/ and fails the target.
 FUZZ_SECONDS ?= 120
 fuzz:
 	bash scripts/install-deps.sh --fuzz
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMODELSMITH_FUZZ=ON \
 	  -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address" -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address"
-	cmake --build build-fuzz -j $(JOBS) --target gguf_reader_fuzzer
-	mkdir -p build-fuzz/corpus/gguf
+	cmake --build build-fuzz -j $(JOBS) --target gguf_reader_fuzzer torch_pickle_fuzzer torch_checkpoint_fuzzer
+	mkdir -p build-fuzz/corpus/gguf build-fuzz/corpus/torch build-fuzz/corpus/pickle
 	cp -n tests/data/golden/gguf/*.gguf build-fuzz/corpus/gguf/
+	cp -n tests/data/torch/*.bin tests/data/torch/*.ckpt build-fuzz/corpus/torch/
+	python3 scripts/extract_pickles.py tests/data/torch build-fuzz/corpus/pickle
 	cd build-fuzz && tests/fuzz/gguf_reader_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
 	  -rss_limit_mb=2048 corpus/gguf
+	cd build-fuzz && tests/fuzz/torch_pickle_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
+	  -rss_limit_mb=2048 corpus/pickle
+	cd build-fuzz && tests/fuzz/torch_checkpoint_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
+	  -rss_limit_mb=2048 corpus/torch
 
 clean:
 	rm -rf $(BUILD_DIR)
