@@ -146,6 +146,13 @@ void PrintJobRow(const v1::Job& job, FILE* out) {
 void PrintModel(const v1::ModelInfo& model, FILE* out) {
   absl::FPrintF(out, "%s\n  format %s, %d tensors, %s of tensor data, %d file(s)\n", model.uri(), model.format(),
                 model.tensor_count(), HumanBytes(model.total_bytes()), model.files_size());
+  if (!model.architecture().empty()) absl::FPrintF(out, "  architecture %s\n", model.architecture());
+  if (!model.quantization().empty()) absl::FPrintF(out, "  quantization %s\n", model.quantization());
+  if (!model.adapter_format().empty()) {
+    absl::FPrintF(out, "  LoRA adapter, %s keys, %d module(s)\n", model.adapter_format(), model.adapter_modules());
+  }
+  for (const v1::TensorAlias& a : model.aliases()) absl::FPrintF(out, "  alias %s = %s (tied, stored once)\n", a.name(), a.target());
+  for (const std::string& s : model.skipped_entries()) absl::FPrintF(out, "  not a tensor: %s\n", s);
   for (const auto& [key, value] : model.metadata()) absl::FPrintF(out, "  metadata %s = %s\n", key, value);
   std::map<std::string, int> layouts;
   for (const v1::QuantizedModule& q : model.quantized()) ++layouts[q.layout()];

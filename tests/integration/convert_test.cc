@@ -201,12 +201,24 @@ TEST_F(ConvertServerTest, HostilePicklesAreRefusedAtSubmitAndNothingRuns) {
 }
 
 TEST_F(ConvertServerTest, InspectReadsTorchCheckpoints) {
+  std::ofstream(data_ + "/in/config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})";
   Start();
   v1::ModelInfo info;
   grpc::Status status = Inspect(*stub_, data_ + "/in/pytorch_model.bin", &info);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(info.format(), "torch");
   EXPECT_EQ(info.tensors_size(), 14);
+  EXPECT_EQ(info.architecture(), "LlamaForCausalLM");
+  ASSERT_EQ(info.aliases_size(), 1);
+  EXPECT_EQ(info.aliases(0).name(), "lm_head.weight");
+  EXPECT_EQ(info.aliases(0).target(), "embed.weight");
+  EXPECT_EQ(info.skipped_entries_size(), 1);
+  EXPECT_EQ(info.adapter_format(), "");
+
+  // The fp8 fixture reports its quantization.
+  fs::copy_file(SourceDir() + "/tests/data/torch/fp8.bin", data_ + "/fp8.bin");
+  ASSERT_TRUE(Inspect(*stub_, data_ + "/fp8.bin", &info).ok());
+  EXPECT_EQ(info.quantization(), "fp8_e4m3,fp8_e5m2");
 }
 
 TEST_F(ConvertServerTest, CancelInTheMiddleLeavesNothing) {

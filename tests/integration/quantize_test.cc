@@ -60,6 +60,7 @@ TEST_F(QuantizeServerTest, CliSubmitWatchWritesGgufAndManifest) {
   v1::ModelInfo info;
   ASSERT_TRUE(Inspect(*stub_, data_ + "/out/m-Q4_K.gguf", &info).ok());
   EXPECT_EQ(info.format(), "gguf");
+  EXPECT_EQ(info.quantization(), "Q4_K,Q6_K");
   for (const auto& t : info.tensors()) {
     if (t.name() == "blk.0.attn_q.weight") {
       EXPECT_EQ(t.dtype(), "Q4_K");

@@ -1,13 +1,34 @@
 #include "workers/jobs/inspect.h"
 
 #include <map>
+#include <set>
+
+#include "absl/strings/str_join.h"
 
 #include "workers/common/error.h"
+#include "workers/formats/adapter_keys.h"
 #include "workers/formats/model_view.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/tensor/ggml_types.h"
 
 namespace modelsmith {
+namespace {
+
+std::string Architecture(const ModelView& model, const std::optional<nlohmann::json>& config) {
+  if (model.gguf) {
+    const GgufKv* kv = model.gguf->Find("general.architecture");
+    std::optional<std::string> text = kv ? kv->AsString() : std::nullopt;
+    return text.value_or("");
+  }
+  if (!config) return "";
+  if (auto it = config->find("architectures"); it != config->end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
+    return (*it)[0].get<std::string>();
+  }
+  if (auto it = config->find("model_type"); it != config->end() && it->is_string()) return it->get<std::string>();
+  return "";
+}
+
+}  // namespace
 
 absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::string_view uri) {
   absl::StatusOr<Location> location = router.Resolve(uri);
@@ -43,6 +64,23 @@ absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::st
     q->set_layout(g.layout);
     for (const std::string& name : g.tensors) q->add_tensors(name);
   }
+  std::set<std::string> schemes;
+  for (const QuantizedGroup& g : groups) schemes.insert(g.layout);
+  for (const TensorInfo& t : model->tensors) {
+    std::optional<GgmlTypeTraits> ggml = t.ggml_type ? GgmlTraits(*t.ggml_type) : std::nullopt;
+    if (ggml && ggml->quantized) schemes.insert(std::string(ggml->name));
+  }
+  info.set_quantization(absl::StrJoin(schemes, ","));
+  info.set_architecture(Architecture(*model, *config));
+  for (const TensorAlias& a : model->aliases) {
+    v1::TensorAlias* alias = info.add_aliases();
+    alias->set_name(a.name);
+    alias->set_target(a.target);
+  }
+  for (const std::string& s : model->skipped_entries) info.add_skipped_entries(s);
+  const AdapterStyle adapter = DetectAdapterStyle(model->tensors);
+  info.set_adapter_format(adapter.style);
+  info.set_adapter_modules(adapter.modules);
   info.set_total_bytes(model->tensor_bytes);
   info.set_tensor_count(model->tensors.size());
   for (const auto& [key, value] : model->metadata) (*info.mutable_metadata())[key] = value;
