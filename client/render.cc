@@ -115,6 +115,14 @@ void PrintJob(const v1::Job& job, FILE* out) {
     absl::FPrintF(out, "  figures: %s, read %s, written %s, %s/s, peak RSS %s\n", HumanDuration(f.duration_seconds()),
                   HumanBytes(f.bytes_read()), HumanBytes(f.bytes_written()),
                   HumanBytes(f.throughput_bytes_per_second()), HumanBytes(f.peak_resident_bytes()));
+    if (f.has_convert()) {
+      const v1::ConvertFigures& c = f.convert();
+      absl::FPrintF(out, "  convert: %d tensors in %d file(s), %d cast, %d renamed, %d tied names written once, %d entries skipped\n",
+                    c.tensors_written(), c.files(), c.tensors_cast(), c.tensors_renamed(), c.aliases_dropped(), c.entries_skipped());
+      if (c.overflowed_values() + c.saturated_values() > 0) {
+        absl::FPrintF(out, "  convert: %d values overflowed to Inf, %d saturated\n", c.overflowed_values(), c.saturated_values());
+      }
+    }
     if (f.has_quantize()) {
       absl::FPrintF(out, "  quantize: %d tensors quantized, %d kept\n", f.quantize().tensors_quantized(),
                     f.quantize().tensors_kept());
