@@ -2,10 +2,12 @@
 // shapes, F16 weights, written the way torch.save lays out its zip) beside a `cp` of the same
 // file, measured in the same run.
 //
-// Rows: `cp`; convert to safetensors keeping F16 (the copy path: copy_file_range plus the
+// Rows: `cp`, and `cp` followed by fsync (the job fsyncs what it publishes); convert to
+// safetensors keeping F16 (the copy path: copy_file_range plus the
 // bit-for-bit re-read of every tensor); convert to BF16 (the cast path: read, cast on both
 // cores, write, re-read and compare). Each job is a `modelsmith run` child whose peak RSS comes
-// from wait4. Ratios are job throughput / cp throughput in the same round, medians over rounds.
+// from wait4. Ratios are job throughput / baseline throughput in the same round, medians over
+// rounds.
 // Not a test: it asserts nothing.
 #include "CLI/CLI.hpp"
 #include "tests/bench/bench_support.h"
@@ -47,12 +49,15 @@ int main(int argc, char** argv) {
     fs::remove(copy);
     for (size_t i = 0; i < jobs.size(); ++i) fs::remove_all(output_of(i));
   };
-  std::vector<double> cp_s;
+  std::vector<double> cp_s, cp_sync_s;
   std::vector<std::vector<RunFigures>> runs(jobs.size());
   for (int round = 0; round < rounds; ++round) {
     clean();
     sync();
     cp_s.push_back(Spawn({"cp", input, copy}).seconds);
+    fs::remove(copy);
+    sync();
+    cp_sync_s.push_back(Spawn({"sh", "-c", "cp \"$0\" \"$1\" && sync -f \"$1\"", input, copy}).seconds);
     for (size_t i = 0; i < jobs.size(); ++i) {
       clean();
       sync();
@@ -66,19 +71,21 @@ int main(int argc, char** argv) {
     }
   }
   clean();
-  std::printf("(medians of %d interleaved rounds; ratio = cp time / job time in the same round)\n", rounds);
+  std::printf("(medians of %d interleaved rounds; ratio = baseline time / job time in the same round)\n", rounds);
   std::printf("%-26s %7.2f s  %7.0f MB/s\n", "baseline cp", Median(cp_s), bytes / Median(cp_s) / 1e6);
+  std::printf("%-26s %7.2f s  %7.0f MB/s\n", "baseline cp + fsync", Median(cp_sync_s), bytes / Median(cp_sync_s) / 1e6);
   for (size_t i = 0; i < jobs.size(); ++i) {
-    std::vector<double> seconds, vs_cp;
+    std::vector<double> seconds, vs_cp, vs_cp_sync;
     long peak_kb = 0;
     for (int r = 0; r < rounds; ++r) {
       seconds.push_back(runs[i][r].seconds);
       vs_cp.push_back(cp_s[r] / runs[i][r].seconds);
+      vs_cp_sync.push_back(cp_sync_s[r] / runs[i][r].seconds);
       peak_kb = std::max(peak_kb, runs[i][r].peak_rss_kb);
     }
     const double median = Median(seconds);
-    std::printf("convert to %-15s %7.2f s  %7.0f MB/s  peak RSS %6.1f MB  ratio vs cp %.2f\n", jobs[i].first.c_str(), median,
-                bytes / median / 1e6, peak_kb / 1e3, Median(vs_cp));
+    std::printf("convert to %-15s %7.2f s  %7.0f MB/s  peak RSS %6.1f MB  ratio vs cp %.2f  vs cp+fsync %.2f\n",
+                jobs[i].first.c_str(), median, bytes / median / 1e6, peak_kb / 1e3, Median(vs_cp), Median(vs_cp_sync));
   }
   return 0;
 }
