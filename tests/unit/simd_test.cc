@@ -180,5 +180,33 @@ TEST_F(SimdTest, Qkx2SearchMatchesScalarForQ2KQ4KAndQ5KSettings) {
   EXPECT_GT(compared, 1000);
 }
 
+TEST_F(SimdTest, CastsToBf16AndFp16EqualTheScalarOnesWithTheSameCounts) {
+  std::mt19937 rng(11);
+  std::vector<float> x;
+  for (const std::vector<float>& row : Rows()) x.insert(x.end(), row.begin(), row.end());
+  for (int i = 0; i < 1 << 20; ++i) {  // random bit patterns: every exponent, NaN payloads, subnormals
+    const uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    x.push_back(f);
+  }
+  for (float f : {65504.0f, 65519.0f, 65520.0f, 3.3895314e38f, 3.4028235e38f, 1e-45f}) x.push_back(f);
+  x.push_back(1.0f);  // an odd length exercises the tail
+  for (bool bf16 : {true, false}) {
+    std::vector<uint16_t> fast(x.size()), slow(x.size());
+    uint64_t nan_fast = 0, over_fast = 0, nan_slow = 0, over_slow = 0;
+    (bf16 ? Fp32ToBf16RowAvx2 : Fp32ToFp16RowAvx2)(x.data(), x.size(), fast.data(), &nan_fast, &over_fast);
+    for (size_t i = 0; i < x.size(); ++i) {
+      slow[i] = bf16 ? Fp32ToBf16(x[i]) : Fp32ToFp16(x[i]);
+      if (std::isnan(x[i])) ++nan_slow;
+      else if ((slow[i] & 0x7FFF) == (bf16 ? 0x7F80 : 0x7C00) && !std::isinf(x[i])) ++over_slow;
+    }
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(fast[i], slow[i]) << (bf16 ? "bf16 " : "f16 ") << i << " " << x[i];
+    EXPECT_EQ(nan_fast, nan_slow);
+    EXPECT_EQ(over_fast, over_slow);
+    EXPECT_GT(over_slow, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace modelsmith

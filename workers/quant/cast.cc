@@ -6,6 +6,7 @@
 
 #include "workers/quant/half.h"
 #include "workers/quant/quantize_rows.h"
+#include "workers/quant/simd_avx2.h"
 
 namespace modelsmith {
 namespace {
@@ -187,6 +188,13 @@ void CastElements(DType from, DType to, const std::byte* in, size_t n, std::byte
         for (size_t i = 0; i < m; ++i) values[i] = static_cast<float>(Load(from, src, i));
     }
     std::byte* dst = out + begin * out_width;
+    if ((to == DType::kF16 || to == DType::kBF16) && CpuHasAvx2Fma16c()) {
+      // The same roundings and counts, eight values at a time (simd_avx2.h).
+      uint16_t halves[kBlock];
+      (to == DType::kF16 ? Fp32ToFp16RowAvx2 : Fp32ToBf16RowAvx2)(values, m, halves, &counts->nan, &counts->overflowed);
+      std::memcpy(dst, halves, m * 2);
+      continue;
+    }
     for (size_t i = 0; i < m; ++i) {
       const float x = values[i];
       if (std::isnan(x)) ++counts->nan;

@@ -361,4 +361,72 @@ float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, 
   return scale;
 }
 
+namespace {
+
+// Lanes of `bits` (8 x u16 in the low halves of 32-bit lanes, in order) stored to `out`.
+void StorePacked16(__m256i bits, uint16_t* out) {
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0x08);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(packed));
+}
+
+template <typename Scalar>
+void CastTail(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed, Scalar convert, uint16_t inf) {
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = convert(x[i]);
+    if (std::isnan(x[i])) ++*nan;
+    else if ((out[i] & 0x7FFF) == inf && !std::isinf(x[i])) ++*overflowed;
+  }
+}
+
+}  // namespace
+
+void Fp32ToBf16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i inf = _mm256_set1_epi32(0x7F800000);
+  const __m256i bias = _mm256_set1_epi32(0x7FFF);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i quiet = _mm256_set1_epi32(0x40);
+  const __m256i out_inf = _mm256_set1_epi32(0x7F80);
+  const __m256i low15 = _mm256_set1_epi32(0x7FFF);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i a = _mm256_and_si256(u, abs_mask);
+    const __m256i is_nan = _mm256_cmpgt_epi32(a, inf);
+    const __m256i is_inf = _mm256_cmpeq_epi32(a, inf);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
+    const __m256i quieted = _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet);
+    const __m256i bits = _mm256_blendv_epi8(rounded, quieted, is_nan);
+    const __m256i became_inf = _mm256_andnot_si256(_mm256_or_si256(is_nan, is_inf),
+                                                   _mm256_cmpeq_epi32(_mm256_and_si256(bits, low15), out_inf));
+    *nan += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
+    *overflowed += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(became_inf)));
+    StorePacked16(bits, out + i);
+  }
+  CastTail(x + i, n - i, out + i, nan, overflowed, Fp32ToBf16, 0x7F80);
+}
+
+void Fp32ToFp16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i inf = _mm256_set1_epi32(0x7F800000);
+  const __m256i out_inf = _mm256_set1_epi32(0x7C00);
+  const __m256i low15 = _mm256_set1_epi32(0x7FFF);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256i a = _mm256_and_si256(_mm256_castps_si256(v), abs_mask);
+    const __m256i is_nan = _mm256_cmpgt_epi32(a, inf);
+    const __m256i is_inf = _mm256_cmpeq_epi32(a, inf);
+    const __m128i half = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256i bits = _mm256_cvtepu16_epi32(half);
+    const __m256i became_inf = _mm256_andnot_si256(_mm256_or_si256(is_nan, is_inf),
+                                                   _mm256_cmpeq_epi32(_mm256_and_si256(bits, low15), out_inf));
+    *nan += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
+    *overflowed += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(became_inf)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), half);
+  }
+  CastTail(x + i, n - i, out + i, nan, overflowed, Fp32ToFp16, 0x7C00);
+}
+
 }  // namespace modelsmith

@@ -45,6 +45,12 @@ float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q);
 // y = q * SCB * (1/127), the two products rounded in that order.
 void BnbInt8DequantizeRowAvx2(const int8_t* q, size_t n, float scb, float* y);
 
+// F32 -> BF16 / F16 (cast.h): round to nearest even, NaN quiet (BF16: top half | 0x40; F16 as
+// F16C), exactly as Fp32ToBf16 / Fp32ToFp16. Adds the NaN inputs to `*nan` and the finite
+// inputs that became +-Inf to `*overflowed`.
+void Fp32ToBf16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed);
+void Fp32ToFp16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed);
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_WORKERS_QUANT_SIMD_AVX2_H_
