@@ -369,6 +369,15 @@ void StorePacked16(__m256i bits, uint16_t* out) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(packed));
 }
 
+// Counts the NaN inputs, and the finite inputs whose 16-bit result `bits` is +-`out_inf`.
+void CountSpecials(__m256i is_nan, __m256i is_inf, __m256i bits, __m256i out_inf, uint64_t* nan, uint64_t* overflowed) {
+  const __m256i low15 = _mm256_set1_epi32(0x7FFF);
+  const __m256i became_inf =
+      _mm256_andnot_si256(_mm256_or_si256(is_nan, is_inf), _mm256_cmpeq_epi32(_mm256_and_si256(bits, low15), out_inf));
+  *nan += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
+  *overflowed += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(became_inf)));
+}
+
 template <typename Scalar>
 void CastTail(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed, Scalar convert, uint16_t inf) {
   for (size_t i = 0; i < n; ++i) {
@@ -387,7 +396,6 @@ void Fp32ToBf16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, u
   const __m256i one = _mm256_set1_epi32(1);
   const __m256i quiet = _mm256_set1_epi32(0x40);
   const __m256i out_inf = _mm256_set1_epi32(0x7F80);
-  const __m256i low15 = _mm256_set1_epi32(0x7FFF);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
@@ -398,10 +406,7 @@ void Fp32ToBf16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, u
     const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
     const __m256i quieted = _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet);
     const __m256i bits = _mm256_blendv_epi8(rounded, quieted, is_nan);
-    const __m256i became_inf = _mm256_andnot_si256(_mm256_or_si256(is_nan, is_inf),
-                                                   _mm256_cmpeq_epi32(_mm256_and_si256(bits, low15), out_inf));
-    *nan += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
-    *overflowed += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(became_inf)));
+    CountSpecials(is_nan, is_inf, bits, out_inf, nan, overflowed);
     StorePacked16(bits, out + i);
   }
   CastTail(x + i, n - i, out + i, nan, overflowed, Fp32ToBf16, 0x7F80);
@@ -411,7 +416,6 @@ void Fp32ToFp16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, u
   const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
   const __m256i inf = _mm256_set1_epi32(0x7F800000);
   const __m256i out_inf = _mm256_set1_epi32(0x7C00);
-  const __m256i low15 = _mm256_set1_epi32(0x7FFF);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
@@ -420,10 +424,7 @@ void Fp32ToFp16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, u
     const __m256i is_inf = _mm256_cmpeq_epi32(a, inf);
     const __m128i half = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256i bits = _mm256_cvtepu16_epi32(half);
-    const __m256i became_inf = _mm256_andnot_si256(_mm256_or_si256(is_nan, is_inf),
-                                                   _mm256_cmpeq_epi32(_mm256_and_si256(bits, low15), out_inf));
-    *nan += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
-    *overflowed += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(became_inf)));
+    CountSpecials(is_nan, is_inf, bits, out_inf, nan, overflowed);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), half);
   }
   CastTail(x + i, n - i, out + i, nan, overflowed, Fp32ToFp16, 0x7C00);
