@@ -32,7 +32,7 @@ v1::JobKind ParseKind(const std::string& name) {
 
 // submit convert: a checkpoint to safetensors with dtype, names and sharding.
 void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
-  CLI::App* convert = submit->add_subcommand("convert", "convert a torch or safetensors checkpoint to safetensors");
+  CLI::App* convert = submit->add_subcommand("convert", "convert a torch, safetensors or Llama-family GGUF checkpoint to safetensors");
   struct Options {
     v1::SubmitJobRequest request;
     std::string input, output, to, dtype, variant, max_size, strategy = "hf_greedy", stem, request_id;
@@ -40,7 +40,7 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
     bool overwrite = false, watch = false;
   };
   auto options = std::make_shared<Options>();
-  convert->add_option("--input", options->input, "pytorch_model.bin (.pt/.pth/.ckpt), a .bin or safetensors index, a directory")
+  convert->add_option("--input", options->input, "pytorch_model.bin (.pt/.pth/.ckpt), a .bin or safetensors index, a Llama-family .gguf, a directory")
       ->required();
   convert->add_option("--output", options->output, "output directory")->required();
   convert->add_option("--to", options->to, "target format")->check(CLI::IsMember({"safetensors", "gguf"}))->required();

@@ -17,6 +17,7 @@
 #include "workers/jobs/verified_commit.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/cast.h"
+#include "workers/quant/quantize_rows.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/pipelined_writer.h"
 #include "workers/storage/uri.h"
@@ -35,32 +36,70 @@ constexpr uint64_t kCopyPieceBytes = 64 << 20;
 // elements, plus bookkeeping.
 constexpr uint64_t kConvertJobBaseMemoryBytes = 4 * kChunkElements * 8 + (32 << 20);
 
-uint64_t ElementsOf(const TensorInfo& t) { return t.size_bytes / (DTypeBits(t.dtype) / 8); }
+uint64_t ElementsOf(const TensorInfo& t) { return ElementCount(t.shape).value_or(0); }
 
-// Output elements [first, first + count) of `c`: the source's logical bytes, cast when the dtype
-// changes. A strided source is read whole (first 0, count all). The cast runs on the compute
-// threads in parts; counts are merged in part order.
-absl::Status Produce(const ConvertTensor& c, const RandomAccessObject& file, uint64_t first, uint64_t count,
-                     std::vector<std::byte>& scratch, std::byte* out, CastCounts* counts) {
-  const uint64_t in_width = DTypeBits(c.source->dtype) / 8;
-  if (!c.cast()) return ReadTensorBytes(file, *c.source, first * in_width, count * in_width, out);
-  scratch.resize(count * in_width);
-  if (absl::Status s = ReadTensorBytes(file, *c.source, first * in_width, count * in_width, scratch.data()); !s.ok()) return s;
-  const uint64_t out_width = DTypeBits(c.dtype) / 8;
+// Casts `count` elements of `from` into `to` on the compute threads in parts; counts are merged
+// in part order.
+void CastParallel(DType from, DType to, const std::byte* in, uint64_t count, std::byte* out, CastCounts* counts) {
+  const uint64_t in_width = DTypeBits(from) / 8;
+  const uint64_t out_width = DTypeBits(to) / 8;
   constexpr uint64_t kPart = 256 << 10;
   const size_t parts = static_cast<size_t>((count + kPart - 1) / kPart);
   std::vector<CastCounts> part_counts(parts);
   ParallelFor(parts, ComputeThreads(), [&](size_t part, size_t) {
     const uint64_t begin = part * kPart;
     const uint64_t n = std::min(kPart, count - begin);
-    CastElements(c.source->dtype, c.dtype, scratch.data() + begin * in_width, n, out + begin * out_width, &part_counts[part]);
+    CastElements(from, to, in + begin * in_width, n, out + begin * out_width, &part_counts[part]);
   });
   for (const CastCounts& p : part_counts) counts->Add(p);
+}
+
+// Output rows [first_row, first_row + rows) of a GGUF tensor read row by row: each from its
+// source row (reordered when row_source says so), decoded by the ggml decoder to F32, then cast.
+absl::Status ProduceRows(const ConvertTensor& c, const RandomAccessObject& file, uint64_t first_row, uint64_t rows,
+                         std::vector<std::byte>& scratch, std::byte* out, CastCounts* counts) {
+  const GgmlType type = static_cast<GgmlType>(*c.source->ggml_type);
+  const uint64_t row_elements = c.source->shape.empty() ? 1 : c.source->shape.back();
+  const uint64_t row_bytes = *GgmlRowBytes(type, row_elements);
+  scratch.resize(rows * row_bytes);
+  if (c.row_source.empty()) {
+    if (absl::Status s = file.ReadAt(c.source->data_offset + first_row * row_bytes, rows * row_bytes, scratch.data()); !s.ok()) return s;
+  } else {
+    for (uint64_t r = 0; r < rows; ++r) {
+      const uint64_t from = c.row_source[first_row + r];
+      if (absl::Status s = file.ReadAt(c.source->data_offset + from * row_bytes, row_bytes, scratch.data() + r * row_bytes); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  std::vector<float> values(rows * row_elements);
+  DecodeRows(type, reinterpret_cast<const uint8_t*>(scratch.data()), rows, row_elements, values.data());
+  CastParallel(DType::kF32, c.dtype, reinterpret_cast<const std::byte*>(values.data()), values.size(), out, counts);
+  return absl::OkStatus();
+}
+
+// Output elements [first, first + count) of `c`: the source's logical bytes, cast when the dtype
+// changes. A strided source is read whole (first 0, count all); a row-wise one in whole rows.
+absl::Status Produce(const ConvertTensor& c, const RandomAccessObject& file, uint64_t first, uint64_t count,
+                     std::vector<std::byte>& scratch, std::byte* out, CastCounts* counts) {
+  if (c.row_wise()) {
+    const uint64_t row_elements = std::max<uint64_t>(1, c.source->shape.empty() ? 1 : c.source->shape.back());
+    return ProduceRows(c, file, first / row_elements, count / row_elements, scratch, out, counts);
+  }
+  const uint64_t in_width = DTypeBits(c.source->dtype) / 8;
+  if (!c.cast()) return ReadTensorBytes(file, *c.source, first * in_width, count * in_width, out);
+  scratch.resize(count * in_width);
+  if (absl::Status s = ReadTensorBytes(file, *c.source, first * in_width, count * in_width, scratch.data()); !s.ok()) return s;
+  CastParallel(c.source->dtype, c.dtype, scratch.data(), count, out, counts);
   return absl::OkStatus();
 }
 
 // The chunks a tensor is produced in: all of it for a strided source.
 uint64_t ChunkElements(const ConvertTensor& c) {
+  if (c.row_wise()) {
+    const uint64_t row = std::max<uint64_t>(1, c.source->shape.empty() ? 1 : c.source->shape.back());
+    return std::max<uint64_t>(1, kChunkElements / row) * row;
+  }
   return c.source->strides.empty() ? kChunkElements : std::max<uint64_t>(1, ElementsOf(*c.source));
 }
 
@@ -107,7 +146,7 @@ absl::Status CheckWritten(const RandomAccessObject& written, const ConvertFile& 
 // Streams one tensor into `out`; adds its cast counts to `counts`.
 absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file, PipelinedWriter& out,
                          ProgressTracker& tracker, RateLimiter& pace, const JobContext& context, CastCounts* counts) {
-  if (!c.cast() && c.source->strides.empty()) {
+  if (!c.cast() && c.source->strides.empty() && !c.row_wise()) {
     // Unchanged bytes: a kernel copy (copy_file_range locally), still compared and hashed.
     for (uint64_t done = 0; done < c.source->size_bytes;) {
       if (absl::Status s = StopStatus(context); !s.ok()) return s;
@@ -122,7 +161,6 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
     return absl::OkStatus();
   }
   const uint64_t elements = ElementsOf(*c.source);
-  const uint64_t in_width = DTypeBits(c.source->dtype) / 8;
   const uint64_t out_width = DTypeBits(c.dtype) / 8;
   const uint64_t step = ChunkElements(c);
   std::vector<std::byte> scratch;
@@ -134,8 +172,9 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
       return Annotate(s, absl::StrCat("reading tensor '", c.source->name, "'"));
     }
     if (absl::Status s = out.AppendOwned(std::move(chunk), count * out_width); !s.ok()) return s;
-    tracker.AddBytes(count * in_width);
-    pace.Account(count * in_width, [&] { return context.stop_requested(); });
+    const uint64_t consumed = c.source->size_bytes / elements * count;  // source bytes, whatever their type
+    tracker.AddBytes(consumed);
+    pace.Account(consumed, [&] { return context.stop_requested(); });
   }
   return absl::OkStatus();
 }
@@ -191,6 +230,9 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
     context.Warn("TENSOR_ALIAS", absl::StrCat("'", a.name, "' is the same tensor as '", a.target, "' (tied); it is written once, as '",
                                               a.target, "'"),
                  a.name);
+  }
+  for (const std::string& dropped : plan->dropped) {
+    context.Warn("TENSOR_DROPPED", absl::StrCat("GGUF tensor '", dropped, "' has no Hugging Face counterpart; it is left out"), dropped);
   }
   for (const std::string& skipped : model.skipped_entries) {
     context.Warn("ENTRY_SKIPPED", absl::StrCat("state-dict entry '", skipped, "' is not a tensor; it is left out"), skipped);
@@ -256,6 +298,13 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
     }
     committed.push_back(file.name);
     artifacts.push_back(*artifact);
+  }
+  if (plan->config) {
+    absl::StatusOr<v1::Artifact> config =
+        WriteSmallObject(output->store(), output->UriOf("config.json"), plan->config->dump(2) + "\n", "config");
+    if (!config.ok()) return fail(config.status());
+    committed.push_back("config.json");
+    artifacts.push_back(*config);
   }
   if (!plan->index_name.empty()) {
     absl::StatusOr<v1::Artifact> index =

@@ -1,5 +1,6 @@
-// The convert job: a checkpoint (torch .bin/.pt/.ckpt single or sharded, or safetensors) to
-// safetensors, with dtype casts, renaming and sharding (convert_plan.h has the rules).
+// The convert job: a checkpoint (torch .bin/.pt/.ckpt single or sharded, safetensors, or a
+// Llama-family GGUF, gguf_to_hf.h) to safetensors, with dtype casts, renaming and sharding
+// (convert_plan.h has the rules).
 //
 // plan:     open the input's headers (the pickle of a torch file, through the restricted
 //           unpickler), plan names, dtypes and files;

@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
+#include "workers/jobs/gguf_to_hf.h"
 #include "workers/jobs/shard_plan.h"
 #include "workers/jobs/size_string.h"
 #include "workers/quant/cast.h"
@@ -56,7 +57,15 @@ std::string InputName(const ModelView& model) {
   return model.files.empty() ? std::string() : model.files.front().name;
 }
 
+bool IsBlockGgml(const TensorInfo& t) {
+  if (!t.ggml_type) return false;
+  std::optional<GgmlTypeTraits> traits = GgmlTraits(*t.ggml_type);
+  return traits && traits->quantized;
+}
+
 }  // namespace
+
+bool ConvertTensor::row_wise() const { return !row_source.empty() || IsBlockGgml(*source); }
 
 absl::StatusOr<DType> ParseConvertDtype(absl::string_view name) {
   static const std::map<std::string, DType> names = {
@@ -119,9 +128,11 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "convert.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "convert.input"}});
+  std::optional<GgufToHf> hf;
   if (model->gguf) {
-    return MakeError(absl::StatusCode::kUnimplemented, "CONVERT_INPUT_NOT_IMPLEMENTED",
-                     absl::StrCat("'", model->uri, "' is GGUF; GGUF -> safetensors is not built yet"), {{"field", "convert.input"}});
+    absl::StatusOr<GgufToHf> mapped = MapGgufToHf(*model);
+    if (!mapped.ok()) return WithReason(mapped.status(), ReasonOf(mapped.status()), {{"field", "convert.input"}});
+    hf = *std::move(mapped);
   }
   if (model->tensors.empty()) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
@@ -134,7 +145,11 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
 
   ConvertPlan plan;
   plan.model = *std::move(model);
-  plan.stem = spec.stem().empty() ? DefaultStem(InputName(plan.model)) : spec.stem();
+  plan.stem = !spec.stem().empty() ? spec.stem() : hf ? "model" : DefaultStem(InputName(plan.model));
+  if (hf) {
+    plan.config = hf->config;
+    plan.dropped = hf->dropped;
+  }
   if (absl::Status s = ValidateShardNaming(plan.stem, spec.variant()); !s.ok()) {
     return WithReason(s, ReasonOf(s), {{"field", "convert.stem"}});
   }
@@ -144,6 +159,12 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
     ConvertTensor c;
     c.source = &t;
     c.name = t.name;
+    if (hf) {
+      auto it = hf->tensors.find(t.name);
+      if (it == hf->tensors.end()) continue;  // dropped (listed in plan.dropped)
+      c.name = it->second.name;
+      c.row_source = it->second.row_source;
+    }
     for (const Rule& rule : rules) {
       if (std::regex_match(c.name, rule.pattern)) {
         c.name = std::regex_replace(c.name, rule.pattern, rule.replacement, std::regex_constants::format_first_only);
@@ -158,6 +179,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
     }
     if (c.name != t.name) plan.renamed.emplace_back(t.name, c.name);
     c.dtype = t.dtype;
+    if (IsBlockGgml(t)) c.dtype = cast ? target : DType::kF32;  // dequantized; keep-list cannot keep a block type
     if (cast && IsCastableFloat(t.dtype)) {
       bool kept = false;
       for (const std::regex& k : keep) kept = kept || std::regex_match(c.name, k);
@@ -168,12 +190,22 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
     plan.tensors.push_back(std::move(c));
   }
 
+  if (plan.config) {
+    for (const ConvertTensor& c : plan.tensors) {
+      if (c.source->shape.size() != 2) continue;
+      static const std::map<DType, const char*> torch_names = {
+          {DType::kF32, "float32"}, {DType::kF16, "float16"}, {DType::kBF16, "bfloat16"}, {DType::kF64, "float64"}};
+      if (auto it = torch_names.find(c.dtype); it != torch_names.end()) (*plan.config)["torch_dtype"] = it->second;
+      break;
+    }
+  }
+
   // Files: the input's partition, or the shard planner's.
   ShardAssignment assignment;
   const uint64_t limit = spec.max_shard_size().empty() ? 0 : *ParseSize(spec.max_shard_size());
   if (limit == 0) {
-    assignment.resize(plan.model.files.size());
-    for (size_t i = 0; i < plan.tensors.size(); ++i) assignment[plan.tensors[i].source->file_index].push_back(i);
+    assignment.resize(hf ? 1 : plan.model.files.size());  // a split GGUF becomes one file
+    for (size_t i = 0; i < plan.tensors.size(); ++i) assignment[hf ? 0 : plan.tensors[i].source->file_index].push_back(i);
     std::erase_if(assignment, [](const std::vector<size_t>& a) { return a.empty(); });
   } else {
     std::vector<uint64_t> sizes;
@@ -184,7 +216,8 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
     return FieldError("TOO_MANY_SHARDS", "convert.max_shard_size",
                       absl::StrCat("the limit gives ", assignment.size(), " files; at most ", kMaxShardCount, " fit Hugging Face names"));
   }
-  std::map<std::string, std::string> metadata = plan.model.is_torch() ? std::map<std::string, std::string>{} : plan.model.metadata;
+  std::map<std::string, std::string> metadata =
+      plan.model.is_torch() || hf ? std::map<std::string, std::string>{} : plan.model.metadata;
   metadata["format"] = "pt";
   for (size_t f = 0; f < assignment.size(); ++f) {
     ConvertFile file;

@@ -16,7 +16,9 @@
 //     from the stem and variant (shard_plan.h): "pytorch_model" becomes "model", as the
 //     converter renames it; the index is "<stem>.safetensors.index[.<variant>].json";
 //   - every file's metadata is {"format": "pt"} plus a safetensors input's own metadata;
-//     tensors sit in the reference writer's order.
+//     tensors sit in the reference writer's order;
+//   - a GGUF input of the Llama family (gguf_to_hf.h) gets Hugging Face names and row order and a
+//     config.json; its block-quantized tensors are dequantized to `dtype` (F32 when unset).
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_PLAN_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_PLAN_H_
 
@@ -25,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/specs.pb.h"
+#include "nlohmann/json.hpp"
 #include "workers/formats/model_view.h"
 #include "workers/formats/safetensors.h"
 #include "workers/storage/storage_router.h"
@@ -36,7 +39,12 @@ struct ConvertTensor {
   std::string name;  // after renaming
   DType dtype = DType::kF32;  // written dtype
   uint64_t size_bytes = 0;    // written bytes
+  // GGUF input: output row r is source row row_source[r] (llama.cpp's Q/K order undone); empty
+  // when the order is the same.
+  std::vector<uint64_t> row_source;
   bool cast() const { return dtype != source->dtype; }
+  // Read row by row through the ggml decoders: a GGUF block type, or rows reordered.
+  bool row_wise() const;
 };
 
 struct ConvertFile {
@@ -55,6 +63,9 @@ struct ConvertPlan {
   std::string index_name;  // set when there is more than one file
   uint64_t output_tensor_bytes = 0;
   std::vector<std::pair<std::string, std::string>> renamed;  // (from, to)
+  // GGUF input: the config.json rebuilt from its metadata, and tensors with no HF counterpart.
+  std::optional<nlohmann::ordered_json> config;
+  std::vector<std::string> dropped;
 };
 
 // "f32" "f16" "bf16" "f8_e4m3" "f8_e5m2" (case-insensitive; "fp16"/"float16" style aliases too).
@@ -63,8 +74,8 @@ absl::StatusOr<DType> ParseConvertDtype(absl::string_view name);
 // Field checks without I/O: INVALID_ARGUMENT naming the convert.* field.
 absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec);
 
-// Opens the input and plans the output. INVALID_ARGUMENT / NOT_FOUND / UNIMPLEMENTED (GGUF
-// targets and inputs, until built) naming the field.
+// Opens the input and plans the output. INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION /
+// UNIMPLEMENTED (the GGUF target, until built) naming the field.
 absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const StorageRouter& router);
 
 // The stem the output takes from input file or index name `name`: the part before the first
