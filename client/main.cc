@@ -32,7 +32,7 @@ v1::JobKind ParseKind(const std::string& name) {
 
 // submit convert: a checkpoint to safetensors with dtype, names and sharding.
 void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
-  CLI::App* convert = submit->add_subcommand("convert", "convert a torch, safetensors or Llama-family GGUF checkpoint to safetensors");
+  CLI::App* convert = submit->add_subcommand("convert", "convert a checkpoint: torch/safetensors/GGUF to safetensors, or a Llama-family checkpoint to GGUF");
   struct Options {
     v1::SubmitJobRequest request;
     std::string input, output, to, dtype, variant, max_size, strategy = "hf_greedy", stem, request_id;
@@ -44,7 +44,7 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
       ->required();
   convert->add_option("--output", options->output, "output directory")->required();
   convert->add_option("--to", options->to, "target format")->check(CLI::IsMember({"safetensors", "gguf"}))->required();
-  convert->add_option("--dtype", options->dtype, "cast float tensors: f32 f16 bf16 f8_e4m3 f8_e5m2 (default: keep)");
+  convert->add_option("--dtype", options->dtype, "safetensors: cast float tensors to f32 f16 bf16 f8_e4m3 f8_e5m2 (default: keep); gguf: f32 f16 bf16 or a GGUF type such as Q8_0");
   convert->add_option("--keep", options->keep, "tensors matching this regex keep their dtype (repeatable)");
   convert->add_option("--rename", options->rename, "REGEX=REPLACEMENT on whole names, applied in order (repeatable)");
   convert->add_option("--variant", options->variant, "name variant, e.g. fp16 (model.fp16.safetensors)");

@@ -2,8 +2,9 @@
 // shapes, F16 weights, written the way torch.save lays out its zip) beside a `cp` of the same
 // file, measured in the same run.
 //
-// Rows: `cp`, and `cp` followed by fsync (the job fsyncs what it publishes); convert to
-// safetensors keeping F16 (the copy path: copy_file_range plus the
+// Rows: `cp`, and `cp` followed by fsync (the job fsyncs what it publishes); convert to GGUF F16
+// (llama.cpp names, Q/K rows reordered, a generated config.json and BPE tokenizer.json beside
+// the checkpoint); convert to safetensors keeping F16 (the copy path: copy_file_range plus the
 // bit-for-bit re-read of every tensor); convert to BF16 (the cast path: read, cast on both
 // cores, write, re-read and compare). Each job is a `modelsmith run` child whose peak RSS comes
 // from wait4. Ratios are job throughput / baseline throughput in the same round, medians over
@@ -27,6 +28,20 @@ void GenerateTorch(const std::string& path, uint64_t target_bytes) {
   fs::rename(path + ".tmp", path);
 }
 
+// config.json and a 32000-token BPE tokenizer.json for the generated shapes (LlamaEntries).
+void WriteHfFiles(const std::string& dir, const std::vector<modelsmith::SafetensorsEntry>& entries) {
+  uint64_t layers = 0;
+  for (const auto& e : entries) layers += e.name.find(".mlp.up_proj.") != std::string::npos;
+  std::ofstream(dir + "/config.json") << "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 2048, "
+                                         "\"intermediate_size\": 5504, \"num_hidden_layers\": " << layers
+                                      << ", \"num_attention_heads\": 16, \"num_key_value_heads\": 16, \"vocab_size\": 32000, "
+                                         "\"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0}";
+  std::ofstream tokenizer(dir + "/tokenizer.json");
+  tokenizer << "{\"model\": {\"type\": \"BPE\", \"merges\": [], \"vocab\": {";
+  for (int i = 0; i < 32000; ++i) tokenizer << (i ? ", " : "") << "\"t" << i << "\": " << i;
+  tokenizer << "}}}";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -43,11 +58,15 @@ int main(int argc, char** argv) {
   const std::string input = PrepareInput("convert_bench", &work_dir, "pytorch_model.bin", size_gb, GenerateTorch);
   const uint64_t bytes = fs::file_size(input);
   const std::string copy = work_dir + "/cp-copy.bin";
-  const std::vector<std::pair<std::string, std::string>> jobs = {{"safetensors F16", ""}, {"safetensors BF16", "bf16"}};
-  auto output_of = [&](size_t i) { return work_dir + "/out-" + std::to_string(i); };
+  WriteHfFiles(work_dir, LlamaEntries(static_cast<uint64_t>(size_gb * 1e9)));
+  const std::vector<std::pair<std::string, std::string>> jobs = {{"GGUF F16", "f16"}, {"safetensors F16", ""}, {"safetensors BF16", "bf16"}};
+  auto output_of = [&](size_t i) { return work_dir + "/out-" + std::to_string(i) + (i == 0 ? ".gguf" : ""); };
   auto clean = [&] {
     fs::remove(copy);
-    for (size_t i = 0; i < jobs.size(); ++i) fs::remove_all(output_of(i));
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      fs::remove_all(output_of(i));
+      fs::remove(output_of(i) + ".manifest.json");
+    }
   };
   std::vector<double> cp_s, cp_sync_s;
   std::vector<std::vector<RunFigures>> runs(jobs.size());
@@ -62,7 +81,8 @@ int main(int argc, char** argv) {
       clean();
       sync();
       const std::string spec = R"({"convert": {"input": ")" + input + R"(", "output": ")" + output_of(i) +
-                               R"(", "target_format": "TARGET_FORMAT_SAFETENSORS", "dtype": ")" + jobs[i].second + R"("}})";
+                               R"(", "target_format": ")" + (i == 0 ? "TARGET_FORMAT_GGUF" : "TARGET_FORMAT_SAFETENSORS") +
+                               R"(", "dtype": ")" + jobs[i].second + R"("}})";
       runs[i].push_back(Spawn({cli, "run", "--spec", "-"}, spec));
       if (runs[i].back().exit_code != 0) {
         std::printf("%s failed (exit %d)\n", jobs[i].first.c_str(), runs[i].back().exit_code);

@@ -200,6 +200,35 @@ GgufKv GgufKv::U32(std::string key, uint32_t value) {
   return kv;
 }
 
+GgufKv GgufKv::F32(std::string key, float value) {
+  GgufKv kv{std::move(key), GgufValueType::kF32, ""};
+  AppendScalar(kv.value_bytes, value);
+  return kv;
+}
+
+GgufKv GgufKv::Bool(std::string key, bool value) {
+  GgufKv kv{std::move(key), GgufValueType::kBool, ""};
+  AppendScalar(kv.value_bytes, static_cast<uint8_t>(value ? 1 : 0));
+  return kv;
+}
+
+// Arrays: element type (u32), count (u64), then the elements.
+GgufKv GgufKv::StringArray(std::string key, const std::vector<std::string>& values) {
+  GgufKv kv{std::move(key), GgufValueType::kArray, ""};
+  AppendScalar(kv.value_bytes, static_cast<uint32_t>(GgufValueType::kString));
+  AppendScalar(kv.value_bytes, static_cast<uint64_t>(values.size()));
+  for (const std::string& v : values) AppendString(kv.value_bytes, v);
+  return kv;
+}
+
+GgufKv GgufKv::I32Array(std::string key, const std::vector<int32_t>& values) {
+  GgufKv kv{std::move(key), GgufValueType::kArray, ""};
+  AppendScalar(kv.value_bytes, static_cast<uint32_t>(GgufValueType::kI32));
+  AppendScalar(kv.value_bytes, static_cast<uint64_t>(values.size()));
+  for (int32_t v : values) AppendScalar(kv.value_bytes, v);
+  return kv;
+}
+
 std::vector<uint64_t> GgufTensor::Shape() const { return std::vector<uint64_t>(ne.rbegin(), ne.rend()); }
 
 const GgufKv* GgufFile::Find(const std::string& key) const {
@@ -346,6 +375,21 @@ std::string SerializeGgufHeader(const std::vector<GgufKv>& kvs, std::vector<Gguf
   }
   out.append(GgufPadding(out.size(), alignment), '\0');
   return out;
+}
+
+absl::Status CheckGgufTensorTable(const RandomAccessObject& written, const std::vector<GgufTensor>& expected) {
+  absl::StatusOr<GgufFile> header = ReadGgufHeader(written);
+  if (!header.ok()) return Annotate(header.status(), "verifying the written GGUF");
+  bool same = header->tensors.size() == expected.size();
+  for (size_t i = 0; same && i < expected.size(); ++i) {
+    const GgufTensor& a = header->tensors[i];
+    const GgufTensor& b = expected[i];
+    same = a.name == b.name && a.ne == b.ne && a.type == b.type && a.offset == b.offset && a.size_bytes == b.size_bytes;
+  }
+  if (!same) {
+    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", "the written GGUF's tensor table does not match the plan");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace modelsmith

@@ -48,6 +48,10 @@ struct GgufKv {
 
   static GgufKv String(std::string key, const std::string& value);
   static GgufKv U32(std::string key, uint32_t value);
+  static GgufKv F32(std::string key, float value);
+  static GgufKv Bool(std::string key, bool value);
+  static GgufKv StringArray(std::string key, const std::vector<std::string>& values);
+  static GgufKv I32Array(std::string key, const std::vector<int32_t>& values);
 };
 
 struct GgufTensor {
@@ -83,6 +87,10 @@ std::string SerializeGgufHeader(const std::vector<GgufKv>& kvs, std::vector<Gguf
 // The name of part `number` (1-based) of a `count`-way split, as gguf-split's llama_split_path
 // writes it: "<prefix>-00002-of-00003.gguf".
 std::string GgufSplitUri(absl::string_view prefix, uint64_t number, uint64_t count);
+
+// A written GGUF's header re-read and its tensor table (names, shapes, types, offsets, sizes)
+// compared with `expected`: DATA_LOSS (VERIFY_MISMATCH) when they differ.
+absl::Status CheckGgufTensorTable(const RandomAccessObject& written, const std::vector<GgufTensor>& expected);
 
 // Zero bytes that follow a tensor of `size_bytes` to reach the alignment.
 uint64_t GgufPadding(uint64_t size_bytes, uint32_t alignment);

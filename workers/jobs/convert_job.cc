@@ -9,6 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "workers/common/error.h"
 #include "workers/formats/tensor_reader.h"
+#include "workers/jobs/convert_gguf_job.h"
 #include "workers/jobs/convert_plan.h"
 #include "workers/jobs/output_location.h"
 #include "workers/jobs/progress_tracker.h"
@@ -194,6 +195,10 @@ std::string IndexJson(const ConvertPlan& plan) {
 }  // namespace
 
 absl::StatusOr<uint64_t> PreflightConvertJob(const v1::ConvertSpec& spec, const StorageRouter& router) {
+  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) {
+    if (absl::Status s = ValidateConvertSpec(spec); !s.ok()) return s;
+    return PreflightConvertToGguf(spec, router);
+  }
   absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(spec, router);
   if (!plan.ok()) return plan.status();
   absl::StatusOr<Location> output = router.Resolve(spec.output());
@@ -216,6 +221,10 @@ absl::StatusOr<uint64_t> PreflightConvertJob(const v1::ConvertSpec& spec, const 
 absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   const v1::ConvertSpec& spec = run.spec.convert();
+  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) {
+    if (absl::Status s = ValidateConvertSpec(spec); !s.ok()) return s;
+    return RunConvertToGguf(run, context);
+  }
   absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
   absl::StatusOr<OutputLocation> output = OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");

@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
+#include "workers/jobs/convert_gguf_job.h"
 #include "workers/jobs/gguf_to_hf.h"
 #include "workers/jobs/shard_plan.h"
 #include "workers/jobs/size_string.h"
@@ -99,12 +100,7 @@ absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec) {
   if (!v1::TargetFormat_IsValid(spec.target_format())) {
     return FieldError("INVALID_ENUM", "convert.target_format", "unknown target format");
   }
-  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) {
-    return MakeError(absl::StatusCode::kUnimplemented, "CONVERT_TARGET_NOT_IMPLEMENTED",
-                     "conversion to GGUF (Hugging Face -> llama.cpp) is not built yet; quantize --scheme F16/BF16/F32 writes "
-                     "GGUF from safetensors with the input's tensor names",
-                     {{"field", "convert.target_format"}});
-  }
+  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) return ValidateConvertToGguf(spec);
   if (!spec.dtype().empty()) {
     if (absl::StatusOr<DType> d = ParseConvertDtype(spec.dtype()); !d.ok()) return d.status();
   }

@@ -35,26 +35,33 @@ std::optional<double> AsFloat(const GgufKv& kv) {
 
 // The Hugging Face name of a llama.cpp tensor name, or empty.
 std::string HfName(const std::string& gguf) {
-  static const std::map<std::string, std::string> top = {
-      {"token_embd.weight", "model.embed_tokens.weight"},
-      {"output_norm.weight", "model.norm.weight"},
-      {"output.weight", "lm_head.weight"},
-  };
-  if (auto it = top.find(gguf); it != top.end()) return it->second;
-  static const std::map<std::string, std::string> block = {
-      {"attn_norm", "input_layernorm"},      {"attn_q", "self_attn.q_proj"},   {"attn_k", "self_attn.k_proj"},
-      {"attn_v", "self_attn.v_proj"},        {"attn_output", "self_attn.o_proj"}, {"ffn_gate", "mlp.gate_proj"},
-      {"ffn_up", "mlp.up_proj"},             {"ffn_down", "mlp.down_proj"},    {"ffn_norm", "post_attention_layernorm"},
-  };
+  const LlamaNames& names = LlamaTensorNames();
+  if (auto it = names.top.find(gguf); it != names.top.end()) return it->second;
   static const std::regex pattern(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
   std::smatch m;
   if (!std::regex_match(gguf, m, pattern)) return "";
-  auto it = block.find(m[2].str());
-  if (it == block.end()) return "";
+  auto it = names.block.find(m[2].str());
+  if (it == names.block.end()) return "";
   return absl::StrCat("model.layers.", m[1].str(), ".", it->second, ".", m[3].str());
 }
 
 }  // namespace
+
+const LlamaNames& LlamaTensorNames() {
+  static const LlamaNames names{
+      {{"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}, {"output.weight", "lm_head.weight"}},
+      {{"attn_norm", "input_layernorm"},
+       {"attn_q", "self_attn.q_proj"},
+       {"attn_k", "self_attn.k_proj"},
+       {"attn_v", "self_attn.v_proj"},
+       {"attn_output", "self_attn.o_proj"},
+       {"ffn_gate", "mlp.gate_proj"},
+       {"ffn_up", "mlp.up_proj"},
+       {"ffn_down", "mlp.down_proj"},
+       {"ffn_norm", "post_attention_layernorm"}},
+  };
+  return names;
+}
 
 absl::StatusOr<std::vector<uint64_t>> UnpermuteRows(uint64_t rows, uint64_t heads) {
   if (heads == 0 || rows % (2 * heads) != 0) {

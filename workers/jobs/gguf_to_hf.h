@@ -43,6 +43,15 @@ struct GgufToHf {
 // INVALID_ARGUMENT (GGUF_METADATA_INVALID / GGUF_TENSOR_UNMAPPED) naming the key or tensor.
 absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model);
 
+// The one name table both directions use: llama.cpp name -> Hugging Face name. Whole names for
+// the top-level tensors ("token_embd.weight"), module names within a block ("attn_q" ->
+// "self_attn.q_proj", found under "blk.N." / "model.layers.N.").
+struct LlamaNames {
+  std::map<std::string, std::string> top;
+  std::map<std::string, std::string> block;
+};
+const LlamaNames& LlamaTensorNames();
+
 // The row order llama.cpp gives a Q or K projection of `rows` rows in `heads` heads: the
 // GGUF-to-HF map described above. INVALID_ARGUMENT unless rows is a multiple of 2 * heads.
 absl::StatusOr<std::vector<uint64_t>> UnpermuteRows(uint64_t rows, uint64_t heads);

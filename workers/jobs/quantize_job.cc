@@ -61,7 +61,7 @@ struct Plan {
 };
 
 bool IsBlockType(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->quantized; }
-absl::string_view TypeName(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->name; }
+absl::string_view TypeName(GgmlType t) { return GgmlTypeName(t); }
 
 absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message) {
   return MakeError(absl::StatusCode::kInvalidArgument, reason, message, {{"field", std::string(field)}});
@@ -271,21 +271,6 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
   return absl::OkStatus();
 }
 
-// The written file's header and tensor table, re-read, against the plan.
-absl::Status CheckWritten(const RandomAccessObject& written, const std::vector<GgufTensor>& expected) {
-  absl::StatusOr<GgufFile> header = ReadGgufHeader(written);
-  if (!header.ok()) return Annotate(header.status(), "verifying the written GGUF");
-  bool same = header->tensors.size() == expected.size();
-  for (size_t i = 0; same && i < expected.size(); ++i) {
-    const GgufTensor& a = header->tensors[i];
-    const GgufTensor& b = expected[i];
-    same = a.name == b.name && a.ne == b.ne && a.type == b.type && a.offset == b.offset && a.size_bytes == b.size_bytes;
-  }
-  if (!same) {
-    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", "the written GGUF's tensor table does not match the plan");
-  }
-  return absl::OkStatus();
-}
 
 // Writes one planned tensor (copied, or transcoded with its quality row) and its padding.
 absl::Status WriteTensor(const Plan& plan, const PlannedTensor& t, PipelinedWriter& out, QuantizeReport& report,
@@ -406,7 +391,7 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
     }
     absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(
         out, output->store(), part.uri, part.bytes, "model",
-        [&](const RandomAccessObject& written) { return CheckWritten(written, part.layout); }, tracker, context);
+        [&](const RandomAccessObject& written) { return CheckGgufTensorTable(written, part.layout); }, tracker, context);
     if (!artifact.ok()) return fail(artifact.status());
     artifacts.push_back(*artifact);
     tracker.SetPhase("execute");

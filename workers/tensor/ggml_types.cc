@@ -50,4 +50,9 @@ std::optional<uint64_t> GgmlRowBytes(GgmlType type, uint64_t elements) {
   return elements / traits->block_elements * traits->block_bytes;
 }
 
+absl::string_view GgmlTypeName(GgmlType type) {
+  std::optional<GgmlTypeTraits> traits = GgmlTraits(static_cast<uint32_t>(type));
+  return traits ? traits->name : absl::string_view("?");
+}
+
 }  // namespace modelsmith

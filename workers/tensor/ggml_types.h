@@ -29,6 +29,8 @@ struct GgmlTypeTraits {
 // (the IQ* and ternary types, which are refused with their number).
 std::optional<GgmlTypeTraits> GgmlTraits(uint32_t type);
 std::optional<GgmlTypeTraits> GgmlTraitsByName(absl::string_view name);  // case-sensitive, "Q4_K"
+// The name of a type Modelsmith handles ("Q4_K"); "?" otherwise.
+absl::string_view GgmlTypeName(GgmlType type);
 
 // Bytes of a row of `elements` elements, or nullopt when `elements` is not a whole number of
 // blocks.
