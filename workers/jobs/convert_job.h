@@ -1,6 +1,7 @@
 // The convert job: a checkpoint (torch .bin/.pt/.ckpt single or sharded, safetensors, or a
 // Llama-family GGUF, gguf_to_hf.h) to safetensors, with dtype casts, renaming and sharding
-// (convert_plan.h has the rules).
+// (convert_plan.h has the rules); with the GGUF target, a Llama-family checkpoint to GGUF
+// (convert_gguf_job.h), which the entry points below hand over to.
 //
 // plan:     open the input's headers (the pickle of a torch file, through the restricted
 //           unpickler), plan names, dtypes and files;

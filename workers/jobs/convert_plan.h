@@ -71,11 +71,11 @@ struct ConvertPlan {
 // "f32" "f16" "bf16" "f8_e4m3" "f8_e5m2" (case-insensitive; "fp16"/"float16" style aliases too).
 absl::StatusOr<DType> ParseConvertDtype(absl::string_view name);
 
-// Field checks without I/O: INVALID_ARGUMENT naming the convert.* field.
+// Field checks without I/O, for either target: INVALID_ARGUMENT naming the convert.* field.
 absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec);
 
-// Opens the input and plans the output. INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION /
-// UNIMPLEMENTED (the GGUF target, until built) naming the field.
+// Opens the input and plans a safetensors output (the GGUF target is convert_gguf_job.h's).
+// INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION naming the field.
 absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const StorageRouter& router);
 
 // The stem the output takes from input file or index name `name`: the part before the first
