@@ -109,14 +109,23 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
   return plan;
 }
 
-// Rows [first, first + count) of `t` in GGUF order as F32. A strided source is gathered whole
-// into `whole` once.
-absl::Status ReadRows(const GgufOutputTensor& t, const RandomAccessObject& file, uint64_t row_elements, uint64_t first, uint64_t count,
-                      std::vector<std::byte>& whole, std::vector<std::byte>& raw, float* out) {
+// The GGUF type that holds a source dtype's values as they are, if any.
+std::optional<GgmlType> SameType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return GgmlType::kF32;
+    case DType::kF16: return GgmlType::kF16;
+    case DType::kBF16: return GgmlType::kBF16;
+    default: return std::nullopt;
+  }
+}
+
+// The source bytes of rows [first, first + count) of `t` in GGUF order, into `raw`. A strided
+// source is gathered whole into `whole` once.
+absl::Status GatherRows(const GgufOutputTensor& t, const RandomAccessObject& file, uint64_t row_elements, uint64_t first,
+                        uint64_t count, std::vector<std::byte>& whole, std::byte* raw) {
   const TensorInfo& s = *t.source;
   const uint64_t width = DTypeBits(s.dtype) / 8;
   const uint64_t row_bytes = row_elements * width;
-  raw.resize(count * row_bytes);
   if (!s.strides.empty() && whole.empty()) {
     whole.resize(s.size_bytes);
     if (absl::Status st = ReadTensorBytes(file, s, 0, s.size_bytes, whole.data()); !st.ok()) return st;
@@ -128,15 +137,10 @@ absl::Status ReadRows(const GgufOutputTensor& t, const RandomAccessObject& file,
     }
     return file.ReadAt(s.data_offset + source_row * row_bytes, rows * row_bytes, dst);
   };
-  if (t.row_source.empty()) {
-    if (absl::Status st = read(first, count, raw.data()); !st.ok()) return st;
-  } else {
-    for (uint64_t r = 0; r < count; ++r) {
-      if (absl::Status st = read(t.row_source[first + r], 1, raw.data() + r * row_bytes); !st.ok()) return st;
-    }
+  if (t.row_source.empty()) return read(first, count, raw);
+  for (uint64_t r = 0; r < count; ++r) {
+    if (absl::Status st = read(t.row_source[first + r], 1, raw + r * row_bytes); !st.ok()) return st;
   }
-  CastCounts ignored;
-  CastElements(s.dtype, DType::kF32, raw.data(), count * row_elements, reinterpret_cast<std::byte*>(out), &ignored);
   return absl::OkStatus();
 }
 
@@ -149,14 +153,25 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
   const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / std::max<uint64_t>(1, row_elements) / rows_per_part) * rows_per_part;
   std::vector<std::byte> whole, raw;
   std::vector<float> values;
+  const bool as_is = SameType(t.source->dtype) == g.type;  // bytes copied (rows reordered), not re-encoded
   for (uint64_t row = 0; row < rows; row += rows_per_chunk) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t count = std::min(rows_per_chunk, rows - row);
-    values.resize(count * row_elements);
-    if (absl::Status s = ReadRows(t, file, row_elements, row, count, whole, raw, values.data()); !s.ok()) {
+    std::unique_ptr<std::byte[]> encoded(new std::byte[count * row_bytes]);
+    raw.resize(as_is ? 0 : count * row_elements * (DTypeBits(t.source->dtype) / 8));
+    if (absl::Status s = GatherRows(t, file, row_elements, row, count, whole, as_is ? encoded.get() : raw.data()); !s.ok()) {
       return Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
     }
-    std::unique_ptr<std::byte[]> encoded(new std::byte[count * row_bytes]);
+    const uint64_t consumed = count * row_elements * (DTypeBits(t.source->dtype) / 8);
+    if (as_is) {
+      if (absl::Status s = out.AppendOwned(std::move(encoded), count * row_bytes); !s.ok()) return s;
+      tracker.AddBytes(consumed);
+      pace.Account(consumed, [&] { return context.stop_requested(); });
+      continue;
+    }
+    values.resize(count * row_elements);
+    CastCounts ignored;
+    CastElements(t.source->dtype, DType::kF32, raw.data(), count * row_elements, reinterpret_cast<std::byte*>(values.data()), &ignored);
     const size_t parts = static_cast<size_t>((count + rows_per_part - 1) / rows_per_part);
     ParallelFor(parts, ComputeThreads(), [&](size_t part, size_t) {
       const uint64_t first = part * rows_per_part;
@@ -165,7 +180,6 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
                  reinterpret_cast<uint8_t*>(encoded.get()) + first * row_bytes);
     });
     if (absl::Status s = out.AppendOwned(std::move(encoded), count * row_bytes); !s.ok()) return s;
-    const uint64_t consumed = count * row_elements * (DTypeBits(t.source->dtype) / 8);
     tracker.AddBytes(consumed);
     pace.Account(consumed, [&] { return context.stop_requested(); });
   }
