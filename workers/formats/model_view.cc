@@ -313,26 +313,28 @@ bool StartsLikeTorch(ObjectStore& store, const std::string& uri) {
 
 }  // namespace
 
-absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store, const ModelView& model) {
-  constexpr uint64_t kMaxConfigBytes = 16 << 20;
-  if (model.gguf || model.files.empty()) return std::nullopt;
-  const std::string uri = JoinUri(ParentUri(model.files.front().uri), "config.json");
+absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri, uint64_t max_bytes) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (absl::IsNotFound(object.status())) return std::nullopt;
   if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
-  if ((*object)->size_bytes() > kMaxConfigBytes) {
+  if ((*object)->size_bytes() > max_bytes) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
-                     absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", kMaxConfigBytes),
-                     {{"file", uri}});
+                     absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", max_bytes), {{"file", uri}});
   }
   std::string text((*object)->size_bytes(), '\0');
   if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
-  json config = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (config.is_discarded() || !config.is_object()) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
-                     absl::StrCat("'", uri, "' is not a JSON object"), {{"file", uri}});
+  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded() || !value.is_object()) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", uri, "' is not a JSON object"),
+                     {{"file", uri}});
   }
-  return config;
+  return value;
+}
+
+absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store, const ModelView& model) {
+  constexpr uint64_t kMaxConfigBytes = 16 << 20;
+  if (model.gguf || model.files.empty()) return std::nullopt;
+  return ReadJsonObject(store, JoinUri(ParentUri(model.files.front().uri), "config.json"), kMaxConfigBytes);
 }
 
 absl::StatusOr<ModelView> OpenModel(const Location& location) {

@@ -15,6 +15,7 @@
 #include "workers/jobs/progress_tracker.h"
 #include "workers/jobs/quantize_report.h"
 #include "workers/jobs/rate_limiter.h"
+#include "workers/jobs/shard_plan.h"
 #include "workers/jobs/verified_commit.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/cast.h"
@@ -181,15 +182,11 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
 }
 
 std::string IndexJson(const ConvertPlan& plan) {
-  nlohmann::json metadata = plan.model.index_metadata.is_object() ? plan.model.index_metadata : nlohmann::json::object();
-  metadata["total_size"] = plan.output_tensor_bytes;
-  nlohmann::json weight_map = nlohmann::json::object();
+  std::vector<std::pair<std::string, std::string>> weight_map;
   for (const ConvertFile& f : plan.files) {
-    for (const SafetensorsEntry& e : f.entries) weight_map[e.name] = f.name;
+    for (const SafetensorsEntry& e : f.entries) weight_map.emplace_back(e.name, f.name);
   }
-  nlohmann::json index = {{"metadata", std::move(metadata)}, {"weight_map", std::move(weight_map)}};
-  // indent=2, sorted keys, ASCII-escaped, trailing newline: what transformers' save_pretrained writes.
-  return index.dump(2, ' ', /*ensure_ascii=*/true) + "\n";
+  return HfIndexJson(plan.model.index_metadata, plan.output_tensor_bytes, weight_map);
 }
 
 }  // namespace

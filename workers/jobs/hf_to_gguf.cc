@@ -20,23 +20,6 @@ absl::Status Refused(absl::StatusCode code, absl::string_view reason, absl::stri
   return MakeError(code, reason, message, {{"field", std::string(field)}});
 }
 
-absl::StatusOr<std::optional<json>> ReadJson(ObjectStore& store, const std::string& uri) {
-  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-  if (absl::IsNotFound(object.status())) return std::optional<json>();
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
-  if ((*object)->size_bytes() > kMaxJsonBytes) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
-                     absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", kMaxJsonBytes), {{"file", uri}});
-  }
-  std::string text((*object)->size_bytes(), '\0');
-  if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded() || !value.is_object()) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", uri, "' is not a JSON object"),
-                     {{"file", uri}});
-  }
-  return std::optional<json>(std::move(value));
-}
 
 // The llama.cpp name of a Hugging Face tensor name, or empty (the table of gguf_to_hf.h, inverted).
 std::string GgufName(const std::string& hf) {
@@ -195,17 +178,17 @@ absl::StatusOr<std::vector<uint64_t>> PermuteRows(uint64_t rows, uint64_t heads)
 absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model) {
   const std::string dir(ParentUri(model.files.front().uri));
   HfFiles files;
-  absl::StatusOr<std::optional<json>> config = ReadJson(store, JoinUri(dir, "config.json"));
+  absl::StatusOr<std::optional<json>> config = ReadJsonObject(store, JoinUri(dir, "config.json"), kMaxJsonBytes);
   if (!config.ok()) return config.status();
   if (!*config) {
     return Refused(absl::StatusCode::kFailedPrecondition, "MODEL_CONFIG_MISSING", "convert.input",
                    absl::StrCat("no config.json beside '", model.uri, "'; GGUF metadata comes from it"));
   }
   files.config = **config;
-  absl::StatusOr<std::optional<json>> tokenizer = ReadJson(store, JoinUri(dir, "tokenizer.json"));
+  absl::StatusOr<std::optional<json>> tokenizer = ReadJsonObject(store, JoinUri(dir, "tokenizer.json"), kMaxJsonBytes);
   if (!tokenizer.ok()) return tokenizer.status();
   files.tokenizer = *tokenizer;
-  absl::StatusOr<std::optional<json>> tokenizer_config = ReadJson(store, JoinUri(dir, "tokenizer_config.json"));
+  absl::StatusOr<std::optional<json>> tokenizer_config = ReadJsonObject(store, JoinUri(dir, "tokenizer_config.json"), kMaxJsonBytes);
   if (!tokenizer_config.ok()) return tokenizer_config.status();
   files.tokenizer_config = *tokenizer_config;
   return files;

@@ -176,17 +176,11 @@ absl::StatusOr<std::string> VerifyShard(const RandomAccessObject& written, const
 }
 
 std::string IndexJson(const ModelView& model, const std::vector<PlannedShard>& shards) {
-  nlohmann::json index;
-  nlohmann::json metadata = model.index_metadata.is_object() ? model.index_metadata : nlohmann::json::object();
-  metadata["total_size"] = model.tensor_bytes;
-  index["metadata"] = std::move(metadata);
-  nlohmann::json weight_map = nlohmann::json::object();
+  std::vector<std::pair<std::string, std::string>> weight_map;
   for (const PlannedShard& shard : shards) {
-    for (const SafetensorsEntry& e : shard.entries) weight_map[e.name] = shard.name;
+    for (const SafetensorsEntry& e : shard.entries) weight_map.emplace_back(e.name, shard.name);
   }
-  index["weight_map"] = std::move(weight_map);
-  // indent=2, keys sorted, ASCII-escaped, trailing newline: what transformers/diffusers write.
-  return index.dump(2, ' ', /*ensure_ascii=*/true) + "\n";
+  return HfIndexJson(model.index_metadata, model.tensor_bytes, weight_map);
 }
 
 }  // namespace

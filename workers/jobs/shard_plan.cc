@@ -129,4 +129,14 @@ absl::Status ValidateShardNaming(absl::string_view stem, absl::string_view varia
   return absl::OkStatus();
 }
 
+std::string HfIndexJson(const nlohmann::json& metadata, uint64_t total_size,
+                        const std::vector<std::pair<std::string, std::string>>& weight_map) {
+  nlohmann::json meta = metadata.is_object() ? metadata : nlohmann::json::object();
+  meta["total_size"] = total_size;
+  nlohmann::json map = nlohmann::json::object();
+  for (const auto& [tensor, file] : weight_map) map[tensor] = file;
+  nlohmann::json index = {{"metadata", std::move(meta)}, {"weight_map", std::move(map)}};
+  return index.dump(2, ' ', /*ensure_ascii=*/true) + "\n";
+}
+
 }  // namespace modelsmith

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 
 namespace modelsmith {
 
@@ -39,6 +40,12 @@ ShardAssignment PlanShardsBalanced(std::span<const uint64_t> sizes_bytes, uint64
 std::string ShardFileName(absl::string_view stem, absl::string_view variant, size_t shard_index,
                           size_t shard_count);
 std::string IndexFileName(absl::string_view stem, absl::string_view variant);
+
+// The index JSON of a sharded checkpoint: {"metadata": `metadata` (an object, or empty) with
+// "total_size", "weight_map": {tensor: file}} with indent=2, sorted keys, ASCII escapes and a
+// trailing newline, as transformers' save_pretrained writes it.
+std::string HfIndexJson(const nlohmann::json& metadata, uint64_t total_size,
+                        const std::vector<std::pair<std::string, std::string>>& weight_map);
 
 // Shard numbers have five digits in Hugging Face names.
 inline constexpr size_t kMaxShardCount = 99'999;
