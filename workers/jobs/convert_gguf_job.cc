@@ -154,6 +154,21 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
   std::vector<std::byte> whole, raw;
   std::vector<float> values;
   const bool as_is = SameType(t.source->dtype) == g.type;  // bytes copied (rows reordered), not re-encoded
+  static const std::byte kZeros[64] = {};
+  if (as_is && t.row_source.empty() && t.source->strides.empty()) {
+    // Unchanged bytes in the same order: a kernel copy, still compared and hashed by the writer.
+    for (uint64_t done = 0; done < t.source->size_bytes;) {
+      if (absl::Status s = StopStatus(context); !s.ok()) return s;
+      const uint64_t piece = pace.PieceBytes(std::min<uint64_t>(kChunkElements * 4, t.source->size_bytes - done));
+      if (absl::Status s = out.AppendFrom(file, t.source->data_offset + done, piece); !s.ok()) {
+        return Annotate(s, absl::StrCat("copying tensor '", t.source->name, "'"));
+      }
+      done += piece;
+      tracker.AddBytes(piece);
+      pace.Account(piece, [&] { return context.stop_requested(); });
+    }
+    return out.Append({kZeros, static_cast<size_t>(GgufPadding(g.size_bytes, kGgufDefaultAlignment))});
+  }
   for (uint64_t row = 0; row < rows; row += rows_per_chunk) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t count = std::min(rows_per_chunk, rows - row);
@@ -183,7 +198,6 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
     tracker.AddBytes(consumed);
     pace.Account(consumed, [&] { return context.stop_requested(); });
   }
-  static const std::byte kZeros[64] = {};
   return out.Append({kZeros, static_cast<size_t>(GgufPadding(g.size_bytes, kGgufDefaultAlignment))});
 }
 
