@@ -9,9 +9,7 @@
 #include <sstream>
 
 #include "nlohmann/json.hpp"
-#include "tests/support/job_client.h"
-#include "tests/support/subprocess.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/server_test.h"
 #include "tests/support/torch_file.h"
 
 namespace modelsmith::testing {
@@ -58,33 +56,23 @@ json Expected(const std::string& fixture) {
   return json::parse(ReadFile(SourceDir() + "/tests/data/torch/expected.json")).at(fixture);
 }
 
-class ConvertServerTest : public ::testing::Test {
+class ConvertServerTest : public ServerTest {
  protected:
   void SetUp() override {
-    data_ = dir_.path() + "/data";
+    ServerTest::SetUp();
     fs::create_directories(data_ + "/in");
     fs::copy_file(SourceDir() + "/tests/data/torch/state_dict.bin", data_ + "/in/pytorch_model.bin");
   }
-  void Start(std::vector<std::string> args = {}) {
-    server_ = std::make_unique<ServerProcess>(data_, std::move(args));
-    ASSERT_TRUE(server_->started());
-    stub_ = Connect(server_->address());
+  // `modelsmith submit convert ARGS...` against the server.
+  CommandResult Convert(std::vector<std::string> args) {
+    args.insert(args.begin(), {"submit", "convert"});
+    return Cli(std::move(args));
   }
-  CommandResult Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv = {CliBinary(), "--server", server_->address(), "submit", "convert"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv);
-  }
-
-  TempDir dir_;
-  std::string data_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<v1::JobService::Stub> stub_;
 };
 
 TEST_F(ConvertServerTest, TorchBinBecomesModelSafetensorsBitForBit) {
   Start();
-  CommandResult run = Cli({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/out", "--to", "safetensors", "--watch"});
+  CommandResult run = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/out", "--to", "safetensors", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("TENSOR_ALIAS"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("ENTRY_SKIPPED"), std::string::npos) << run.out;
@@ -112,7 +100,7 @@ TEST_F(ConvertServerTest, TorchBinBecomesModelSafetensorsBitForBit) {
 
 TEST_F(ConvertServerTest, Fp16VariantMatchesTorchsOwnCastAndKeepsChosenTensors) {
   Start();
-  CommandResult run = Cli({"--input", data_ + "/in", "--output", data_ + "/fp16", "--to", "safetensors", "--dtype", "f16",
+  CommandResult run = Convert({"--input", data_ + "/in", "--output", data_ + "/fp16", "--to", "safetensors", "--dtype", "f16",
                            "--variant", "fp16", "--keep", ".*norm.*", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const Safetensors st = ReadSafetensors(data_ + "/fp16/model.fp16.safetensors");
@@ -136,7 +124,7 @@ TEST_F(ConvertServerTest, Fp16VariantMatchesTorchsOwnCastAndKeepsChosenTensors) 
 TEST_F(ConvertServerTest, ShardedBinKeepsItsShardsOrReshards) {
   fs::copy(SourceDir() + "/tests/data/torch/sharded", data_ + "/sharded");
   Start();
-  CommandResult run = Cli({"--input", data_ + "/sharded/pytorch_model.bin.index.json", "--output", data_ + "/st", "--to",
+  CommandResult run = Convert({"--input", data_ + "/sharded/pytorch_model.bin.index.json", "--output", data_ + "/st", "--to",
                            "safetensors", "--dtype", "bf16", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const json index = json::parse(ReadFile(data_ + "/st/model.safetensors.index.json"));
@@ -155,7 +143,7 @@ TEST_F(ConvertServerTest, ShardedBinKeepsItsShardsOrReshards) {
   EXPECT_EQ(index["metadata"]["total_size"], total);
 
   // One file when the limit holds everything.
-  CommandResult one = Cli({"--input", data_ + "/sharded", "--output", data_ + "/one", "--to", "safetensors",
+  CommandResult one = Convert({"--input", data_ + "/sharded", "--output", data_ + "/one", "--to", "safetensors",
                            "--max-shard-size", "1GB", "--watch"});
   ASSERT_EQ(one.exit_code, 0) << one.out << one.err;
   EXPECT_TRUE(fs::exists(data_ + "/one/model.safetensors"));
@@ -165,7 +153,7 @@ TEST_F(ConvertServerTest, ShardedBinKeepsItsShardsOrReshards) {
 
 TEST_F(ConvertServerTest, RenamesApplyInOrderAndCollisionsAreRefused) {
   Start();
-  CommandResult run = Cli({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/renamed", "--to", "safetensors",
+  CommandResult run = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/renamed", "--to", "safetensors",
                            "--rename", "layers\\.(\\d+)\\.(.*)=model.layers.$1.$2", "--rename", "model\\.layers\\.0\\.norm\\.weight=norm.weight",
                            "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
@@ -174,7 +162,7 @@ TEST_F(ConvertServerTest, RenamesApplyInOrderAndCollisionsAreRefused) {
   EXPECT_TRUE(st.data.count("norm.weight"));
   EXPECT_FALSE(st.data.count("layers.0.norm.weight"));
 
-  CommandResult clash = Cli({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/clash", "--to", "safetensors",
+  CommandResult clash = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/clash", "--to", "safetensors",
                              "--rename", "counts\\..*=counts", "--watch"});
   EXPECT_EQ(clash.exit_code, 2) << clash.out << clash.err;
   EXPECT_NE(clash.err.find("RENAME_COLLISION"), std::string::npos) << clash.err;
@@ -189,7 +177,7 @@ TEST_F(ConvertServerTest, HostilePicklesAreRefusedAtSubmitAndNothingRuns) {
   for (const auto& [name, names] : std::vector<std::pair<std::string, std::string>>{
            {"hostile_posix_system.bin", "posix.system"}, {"hostile_builtins_eval.bin", "builtins.eval"},
            {"hostile_stack_global.bin", "STACK_GLOBAL"}}) {
-    CommandResult run = Cli({"--input", data_ + "/" + name, "--output", data_ + "/h", "--to", "safetensors", "--watch"});
+    CommandResult run = Convert({"--input", data_ + "/" + name, "--output", data_ + "/h", "--to", "safetensors", "--watch"});
     EXPECT_EQ(run.exit_code, 2) << run.out << run.err;
     EXPECT_NE(run.err.find(names), std::string::npos) << run.err;
     EXPECT_NE(run.err.find("TORCH_PICKLE_FORBIDDEN"), std::string::npos) << run.err;
@@ -197,9 +185,9 @@ TEST_F(ConvertServerTest, HostilePicklesAreRefusedAtSubmitAndNothingRuns) {
   EXPECT_FALSE(fs::exists(data_ + "/h"));
   // The legacy format is not read: refused as such. GGUF output is a .gguf file.
   fs::copy_file(SourceDir() + "/tests/data/torch/legacy.bin", data_ + "/legacy.bin");
-  CommandResult legacy = Cli({"--input", data_ + "/legacy.bin", "--output", data_ + "/l", "--to", "safetensors"});
+  CommandResult legacy = Convert({"--input", data_ + "/legacy.bin", "--output", data_ + "/l", "--to", "safetensors"});
   EXPECT_NE(legacy.err.find("TORCH_LEGACY_FORMAT"), std::string::npos) << legacy.err;
-  CommandResult gguf = Cli({"--input", data_ + "/in", "--output", data_ + "/g", "--to", "gguf"});
+  CommandResult gguf = Convert({"--input", data_ + "/in", "--output", data_ + "/g", "--to", "gguf"});
   EXPECT_NE(gguf.err.find("INVALID_OUTPUT"), std::string::npos) << gguf.err;
 }
 

@@ -6,39 +6,21 @@
 #include <fstream>
 
 #include "nlohmann/json.hpp"
-#include "tests/support/job_client.h"
-#include "tests/support/subprocess.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/server_test.h"
 
 namespace modelsmith::testing {
 namespace {
 
 namespace fs = std::filesystem;
 
-class QuantizeServerTest : public ::testing::Test {
+class QuantizeServerTest : public ServerTest {
  protected:
   void SetUp() override {
-    data_ = dir_.path() + "/data";
-    fs::create_directories(data_);
+    ServerTest::SetUp();
     const std::string golden = SourceDir() + "/tests/data/golden/gguf";
     fs::copy_file(golden + "/input-f32.gguf", data_ + "/input-f32.gguf");
     fs::copy_file(golden + "/expected-Q4_0.gguf", data_ + "/already-q4_0.gguf");
   }
-  void Start(std::vector<std::string> args = {}) {
-    server_ = std::make_unique<ServerProcess>(data_, std::move(args));
-    ASSERT_TRUE(server_->started());
-    stub_ = Connect(server_->address());
-  }
-  CommandResult Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv = {CliBinary(), "--server", server_->address()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv);
-  }
-
-  TempDir dir_;
-  std::string data_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<v1::JobService::Stub> stub_;
 };
 
 TEST_F(QuantizeServerTest, CliSubmitWatchWritesGgufAndManifest) {
