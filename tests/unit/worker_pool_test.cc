@@ -79,6 +79,11 @@ TEST(WorkerPool, AdmitsOnlyWhatFitsTheMemoryBudget) {
   gate.Open();
   gate.WaitFinished(2);
   EXPECT_EQ(gate.peak(), 1);
+  // The pool releases a task's reservation just after its body returns; wait (bounded) for it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (pool.reserved_bytes() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   EXPECT_EQ(pool.reserved_bytes(), 0u);
 }
 
