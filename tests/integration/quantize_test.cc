@@ -123,9 +123,7 @@ TEST_F(QuantizeServerTest, CancelInTheMiddleLeavesNothing) {
   v1::Job job;
   ASSERT_TRUE(Submit(*stub_, request, &job).ok());
   EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id()), v1::JOB_STATE_CANCELLED);
-  if (fs::exists(data_ + "/slow")) {
-    for (const auto& e : fs::directory_iterator(data_ + "/slow")) ADD_FAILURE() << "left behind: " << e.path();
-  }
+  ExpectNothingLeftIn(data_ + "/slow");
 }
 
 }  // namespace

@@ -35,6 +35,12 @@ class ServerTest : public ::testing::Test {
     return RunCommand(argv);
   }
 
+  // A cancelled or failed job leaves nothing: `dir` is absent or empty.
+  static void ExpectNothingLeftIn(const std::string& dir) {
+    if (!std::filesystem::exists(dir)) return;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
+  }
+
   TempDir dir_;
   std::string data_;
   std::unique_ptr<ServerProcess> server_;
