@@ -169,11 +169,11 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
   for (uint64_t first = 0; first < elements; first += step) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t count = std::min(step, elements - first);
-    std::unique_ptr<std::byte[]> chunk(new std::byte[count * out_width]);
+    std::shared_ptr<std::byte[]> chunk = out.TakeBuffer(count * out_width);
     if (absl::Status s = Produce(c, file, first, count, scratch, chunk.get(), counts); !s.ok()) {
       return Annotate(s, absl::StrCat("reading tensor '", c.source->name, "'"));
     }
-    if (absl::Status s = out.AppendOwned(std::move(chunk), count * out_width); !s.ok()) return s;
+    if (absl::Status s = out.AppendShared(std::move(chunk), count * out_width); !s.ok()) return s;
     const uint64_t consumed = c.source->size_bytes / elements * count;  // source bytes, whatever their type
     tracker.AddBytes(consumed);
     pace.Account(consumed, [&] { return context.stop_requested(); });

@@ -126,8 +126,8 @@ class WeightQuantizer {
   }
 
   // Hands a finished chunk to the writer thread and accounts for the input it came from.
-  absl::Status Finish(std::unique_ptr<std::byte[]> data, size_t size, uint64_t elements_done) {
-    if (absl::Status s = out_.AppendOwned(std::move(data), size); !s.ok()) return s;
+  absl::Status Finish(std::shared_ptr<std::byte[]> data, size_t size, uint64_t elements_done) {
+    if (absl::Status s = out_.AppendShared(std::move(data), size); !s.ok()) return s;
     const uint64_t bytes = elements_done * (t_.stored == StoredFloat::kF32 ? 4 : 2);
     tracker_.AddBytes(bytes);
     pace_.Account(bytes, [&] { return context_.stop_requested(); });
@@ -145,7 +145,7 @@ class WeightQuantizer {
     std::vector<uint16_t> half_scales(t_.rows);
     for (uint64_t row = 0; row < t_.rows; row += rows_per_chunk) {
       const uint64_t rows = std::min(rows_per_chunk, t_.rows - row);
-      std::unique_ptr<std::byte[]> chunk(new std::byte[rows * row_bytes]);
+      std::shared_ptr<std::byte[]> chunk = out_.TakeBuffer(rows * row_bytes);
       int8_t* codes = reinterpret_cast<int8_t*>(chunk.get());
       const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
       absl::Status s = RunParts(parts, quality, [&](size_t part, Scratch& w, QualityStats& q) -> absl::Status {
@@ -207,7 +207,7 @@ class WeightQuantizer {
     std::vector<float> absmax((n + block - 1) / block);
     for (uint64_t start = 0; start < n; start += chunk_elements) {
       const uint64_t count = std::min(chunk_elements, n - start);
-      std::unique_ptr<std::byte[]> chunk(new std::byte[(count + 1) / 2]);
+      std::shared_ptr<std::byte[]> chunk = out_.TakeBuffer((count + 1) / 2);
       uint8_t* packed = reinterpret_cast<uint8_t*>(chunk.get());
       const size_t parts = (count + part_elements - 1) / part_elements;
       absl::Status s = RunParts(parts, quality, [&](size_t part, Scratch& w, QualityStats& q) -> absl::Status {
@@ -250,7 +250,7 @@ class WeightQuantizer {
     std::vector<float> scales(groups), shifts(groups);
     for (uint64_t row = 0; row < half; row += rows_per_chunk) {
       const uint64_t rows = std::min(rows_per_chunk, half - row);
-      std::unique_ptr<std::byte[]> chunk(new std::byte[rows * g]);
+      std::shared_ptr<std::byte[]> chunk = out_.TakeBuffer(rows * g);
       uint8_t* packed = reinterpret_cast<uint8_t*>(chunk.get());
       const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
       uint64_t elements_done = 0;
@@ -317,11 +317,11 @@ absl::Status WriteDequantizedWeight(const LayoutTensorPlan& t, const RandomAcces
   for (uint64_t first = 0; first < n; first += kChunkElements) {
     const uint64_t count = std::min<uint64_t>(kChunkElements, n - first);
     if (absl::Status s = ReadValues(file, t, first, count, unused, values); !s.ok()) return s;
-    std::unique_ptr<std::byte[]> chunk(new std::byte[count * width]);
+    std::shared_ptr<std::byte[]> chunk = out.TakeBuffer(count * width);
     EncodeRows(type, values.data(), 1, count, reinterpret_cast<uint8_t*>(chunk.get()));
     DecodeRows(type, reinterpret_cast<const uint8_t*>(chunk.get()), 1, count, Grow(back, count));
     quality.Add(values.data(), back.data(), count);
-    if (absl::Status s = out.AppendOwned(std::move(chunk), count * width); !s.ok()) return s;
+    if (absl::Status s = out.AppendShared(std::move(chunk), count * width); !s.ok()) return s;
     tracker.AddBytes(count * width);
     pace.Account(count * width, [&] { return context.stop_requested(); });
     if (absl::Status s = StopStatus(context); !s.ok()) return s;

@@ -230,8 +230,9 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
     const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
-    // Each chunk gets its own buffer, handed to the writer thread while the next is computed.
-    std::unique_ptr<std::byte[]> encoded(new std::byte[rows * target_row_bytes]);
+    // Each chunk gets its own buffer (from the writer's pool), handed to the writer thread while
+    // the next is computed.
+    std::shared_ptr<std::byte[]> encoded = out.TakeBuffer(rows * target_row_bytes);
     part_quality.assign(parts, QualityStats());
     part_status.assign(parts, absl::OkStatus());
     ParallelFor(parts, threads, [&](size_t part, size_t worker) {
@@ -264,7 +265,7 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
       if (!part_status[part].ok()) return part_status[part];
       quality.Merge(part_quality[part]);
     }
-    if (absl::Status s = out.AppendOwned(std::move(encoded), rows * target_row_bytes); !s.ok()) return s;
+    if (absl::Status s = out.AppendShared(std::move(encoded), rows * target_row_bytes); !s.ok()) return s;
     tracker.AddBytes(rows * source_row_bytes);
     pace.Account(rows * source_row_bytes, [&] { return context.stop_requested(); });
   }

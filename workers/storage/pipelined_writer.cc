@@ -109,32 +109,27 @@ absl::Status PipelinedWriter::Append(std::span<const std::byte> data) {
 }
 
 absl::Status PipelinedWriter::AppendOwned(std::unique_ptr<std::byte[]> data, size_t size) {
-  std::shared_ptr<std::byte[]> shared(std::move(data));
+  return AppendShared(std::shared_ptr<std::byte[]>(std::move(data)), size);
+}
+
+absl::Status PipelinedWriter::AppendShared(std::shared_ptr<std::byte[]> data, size_t size) {
+  auto write = [data, size](ObjectWriter& out) { return out.Append({data.get(), size}); };
   if (read_back_ == ReadBackCheck::kCompare) {
     // Hashed here, in append order; the writer thread proves the file holds the same bytes.
-    digest_->Update(shared.get(), size);
+    digest_->Update(data.get(), size);
     digested_ += size;
-    return Enqueue({size, [shared, size](ObjectWriter& out) { return out.Append({shared.get(), size}); }, shared, size});
+    return Enqueue({size, std::move(write), data, size});
   }
-  return Enqueue({size, [shared, size](ObjectWriter& out) { return out.Append({shared.get(), size}); }, nullptr, 0});
+  return Enqueue({size, std::move(write), nullptr, 0});
 }
 
 absl::Status PipelinedWriter::AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length) {
   if (read_back_ == ReadBackCheck::kCompare) {
-    // The transfer still runs in the kernel (copy_file_range), but the producer reads the same
-    // range too, hashes it, and hands it over for the writer thread to compare with the file.
-    constexpr uint64_t kPiece = 16 << 20;
     for (uint64_t done = 0; done < length;) {
-      const uint64_t n = std::min(kPiece, length - done);
-      std::shared_ptr<std::byte[]> data(new std::byte[n]);
+      const uint64_t n = std::min(kTransferPieceBytes, length - done);
+      std::shared_ptr<std::byte[]> data = TakeBuffer(n);
       if (absl::Status s = source.ReadAt(offset + done, n, data.get()); !s.ok()) return s;
-      digest_->Update(data.get(), n);
-      digested_ += n;
-      const RandomAccessObject* from = &source;
-      const uint64_t at = offset + done;
-      if (absl::Status s = Enqueue({n, [from, at, n](ObjectWriter& out) { return out.AppendFrom(*from, at, n); }, data, n}); !s.ok()) {
-        return s;
-      }
+      if (absl::Status s = AppendShared(std::move(data), n); !s.ok()) return s;
       done += n;
     }
     return absl::OkStatus();

@@ -15,8 +15,9 @@
 // With kCompare, the writer thread instead compares each range it re-reads with the bytes it was
 // given (a mismatch is DATA_LOSS, VERIFY_MISMATCH), and the SHA-256 is taken from those bytes on
 // the appending thread, which keeps the two threads' work about even: equal bytes, equal digest.
-// A transfer (AppendFrom) still runs in the kernel, and its source range is also read into
-// memory, hashed and compared with what the transfer put in the file.
+// A transfer (AppendFrom) is then read into memory by the producer, hashed, and written from
+// there: the bytes have to pass through memory to be compared anyway, and writing them from that
+// buffer costs less than a second, in-kernel copy from the source.
 #ifndef MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
 #define MODELSMITH_WORKERS_STORAGE_PIPELINED_WRITER_H_
 
@@ -28,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "workers/storage/buffer_pool.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/object_store.h"
 
@@ -45,6 +47,12 @@ class PipelinedWriter final : public ObjectWriter {
   absl::Status Append(std::span<const std::byte> data) override;
   // Queues the first `size` bytes of `data` without copying them.
   absl::Status AppendOwned(std::unique_ptr<std::byte[]> data, size_t size);
+  // The same for a buffer from TakeBuffer (or any shared one the caller no longer writes to).
+  absl::Status AppendShared(std::shared_ptr<std::byte[]> data, size_t size);
+  // A buffer of at least `size` bytes to fill and pass to AppendShared; it goes back to a pool of
+  // this writer's once written, so a stream of pieces reuses a few buffers instead of faulting in
+  // fresh pages for each (which cost more than writing them). Thread-safe.
+  std::shared_ptr<std::byte[]> TakeBuffer(size_t size) { return pool_.Take(size); }
   // Queues the transfer; `source` must outlive it (until the next Sync, ReadBack or Commit).
   absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length) override;
   // Everything appended, queued or not.
@@ -72,6 +80,11 @@ class PipelinedWriter final : public ObjectWriter {
     uint64_t size = 0;
   };
 
+  // kCompare: a transfer is read by the producer in pieces of this size.
+  static constexpr uint64_t kTransferPieceBytes = 4 << 20;
+  // Enough for what the queue holds, one piece on the writer thread and one being filled.
+  static constexpr size_t kSpareBuffers = 6;
+
   absl::Status Enqueue(Task task);
   // Waits until the queue is empty; returns the first error of a queued append.
   absl::Status Drain();
@@ -79,6 +92,8 @@ class PipelinedWriter final : public ObjectWriter {
 
   // The writer thread's check of what `task` just wrote at [begin, ...).
   absl::Status CheckWritten(const Task& task, uint64_t begin);
+
+  BufferPool pool_{kSpareBuffers};
 
   std::unique_ptr<ObjectWriter> inner_;
   const uint64_t max_queued_bytes_;
