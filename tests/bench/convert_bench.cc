@@ -4,9 +4,10 @@
 //
 // Rows: `cp`, and `cp` followed by fsync (the job fsyncs what it publishes); convert to GGUF F16
 // (llama.cpp names, Q/K rows reordered, a generated config.json and BPE tokenizer.json beside
-// the checkpoint); convert to safetensors keeping F16 (the copy path: copy_file_range plus the
-// bit-for-bit re-read of every tensor); convert to BF16 (the cast path: read, cast on both
-// cores, write, re-read and compare). Each job is a `modelsmith run` child whose peak RSS comes
+// the checkpoint); convert to safetensors keeping F16 (the copy path: each piece read once,
+// hashed, written from that buffer, re-read and compared bit for bit); convert to BF16 (the cast
+// path: read, cast on both cores, write, re-read and compare). Each job is a `modelsmith run`
+// child whose peak RSS comes
 // from wait4. Ratios are job throughput / baseline throughput in the same round, medians over
 // rounds.
 // Not a test: it asserts nothing.
