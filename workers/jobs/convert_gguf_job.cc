@@ -169,7 +169,7 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
   const bool as_is = SameType(t.source->dtype) == g.type;  // bytes copied (rows reordered), not re-encoded
   static const std::byte kZeros[64] = {};
   if (as_is && t.row_source.empty() && t.source->strides.empty()) {
-    // Unchanged bytes in the same order: a kernel copy, still compared and hashed by the writer.
+    // Unchanged bytes in the same order: a transfer, which the writer hashes, writes and compares.
     for (uint64_t done = 0; done < t.source->size_bytes;) {
       if (absl::Status s = StopStatus(context); !s.ok()) return s;
       const uint64_t piece = pace.PieceBytes(std::min<uint64_t>(kChunkElements * 4, t.source->size_bytes - done));

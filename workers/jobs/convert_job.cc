@@ -149,7 +149,7 @@ absl::Status CheckWritten(const RandomAccessObject& written, const ConvertFile& 
 absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file, PipelinedWriter& out,
                          ProgressTracker& tracker, RateLimiter& pace, const JobContext& context, CastCounts* counts) {
   if (!c.cast() && c.source->strides.empty() && !c.row_wise()) {
-    // Unchanged bytes: a kernel copy (copy_file_range locally), still compared and hashed.
+    // Unchanged bytes: a transfer, which the writer hashes, writes and compares.
     for (uint64_t done = 0; done < c.source->size_bytes;) {
       if (absl::Status s = StopStatus(context); !s.ok()) return s;
       const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, c.source->size_bytes - done));
