@@ -1,6 +1,8 @@
 // modelsmith: the operator's CLI. Talks to modelsmithd over gRPC (--server, default
 // 127.0.0.1:50051, or MODELSMITH_SERVER), or runs one job in-process with `run`.
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -83,6 +85,64 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
   });
 }
 
+// "URI" or "URI:STRENGTH": the text after the last ':' is a strength when it is a whole number
+// (so "s3://bucket/adapter" keeps its scheme). False when the strength is not finite.
+bool ParseAdapterArgument(const std::string& argument, v1::LoraAdapter* adapter) {
+  const size_t colon = argument.rfind(':');
+  adapter->set_uri(argument);
+  if (colon == std::string::npos || colon + 1 == argument.size()) return true;
+  const std::string tail = argument.substr(colon + 1);
+  char* end = nullptr;
+  const double strength = std::strtod(tail.c_str(), &end);
+  if (end != tail.c_str() + tail.size()) return true;  // not a number: part of the uri
+  if (!std::isfinite(strength)) return false;
+  adapter->set_uri(argument.substr(0, colon));
+  adapter->set_strength(strength);
+  return true;
+}
+
+// submit lora-merge: adapters merged into a base, written back in the base's format.
+void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
+  CLI::App* merge = submit->add_subcommand("lora-merge", "merge LoRA adapters (PEFT, kohya, diffusers) into a safetensors or GGUF base");
+  struct Options {
+    v1::SubmitJobRequest request;
+    std::string base, output, policy = "requantize", request_id;
+    std::vector<std::string> adapters;
+    bool allow_partial = false, overwrite = false, watch = false;
+  };
+  auto options = std::make_shared<Options>();
+  merge->add_option("--base", options->base, "safetensors file, index.json or directory, or a .gguf file")->required();
+  merge->add_option("--adapter", options->adapters,
+                    "ADAPTER[:STRENGTH]: a PEFT directory or a kohya/diffusers .safetensors file; repeatable, applied in order")
+      ->required();
+  merge->add_option("--output", options->output, "output directory (safetensors base) or .gguf file (GGUF base)")->required();
+  merge->add_option("--policy", options->policy, "quantized bases: requantize (same type) or dequantize")
+      ->check(CLI::IsMember({"requantize", "dequantize"}))->capture_default_str();
+  merge->add_flag("--allow-partial", options->allow_partial, "leave out adapter keys that match no base weight (each a warning)");
+  merge->add_flag("--overwrite", options->overwrite, "replace files already at the output");
+  merge->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
+  merge->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
+  merge->callback([options, &remote, &exit_code] {
+    v1::LoraMergeSpec& spec = *options->request.mutable_spec()->mutable_lora_merge();
+    spec.set_base(AbsoluteIfLocalPath(options->base));
+    spec.set_output(AbsoluteIfLocalPath(options->output));
+    for (const std::string& argument : options->adapters) {
+      v1::LoraAdapter* adapter = spec.add_adapters();
+      if (!ParseAdapterArgument(argument, adapter)) {
+        std::fprintf(stderr, "error: --adapter '%s': the strength must be a finite number\n", argument.c_str());
+        exit_code = kExitInvalidInput;
+        return;
+      }
+      adapter->set_uri(AbsoluteIfLocalPath(adapter->uri()));
+    }
+    spec.set_policy(options->policy == "dequantize" ? v1::QUANTIZED_BASE_POLICY_DEQUANTIZE : v1::QUANTIZED_BASE_POLICY_REQUANTIZE);
+    spec.set_allow_partial(options->allow_partial);
+    spec.set_overwrite(options->overwrite);
+    options->request.set_request_id(options->request_id);
+    exit_code = SubmitCommand(remote, options->request, options->watch);
+  });
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"modelsmith: submit, watch and inspect Modelsmith jobs"};
   app.require_subcommand(1);
@@ -123,6 +183,7 @@ int Main(int argc, char** argv) {
   });
 
   AddConvertCommand(submit, remote, exit_code);
+  AddLoraMergeCommand(submit, remote, exit_code);
 
   CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;

@@ -4,6 +4,8 @@
 #include "workers/common/error.h"
 #include "workers/jobs/convert_job.h"
 #include "workers/jobs/convert_plan.h"
+#include "workers/jobs/lora_merge_job.h"
+#include "workers/jobs/lora_merge_plan.h"
 #include "workers/jobs/quantize_job.h"
 #include "workers/jobs/shard_job.h"
 
@@ -51,6 +53,8 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
       return ValidateQuantizeSpec(spec.quantize());
     case v1::JOB_KIND_CONVERT:
       return ValidateConvertSpec(spec.convert());
+    case v1::JOB_KIND_LORA_MERGE:
+      return ValidateLoraMergeSpec(spec.lora_merge());
     case v1::JOB_KIND_UNSPECIFIED:
       return MakeError(absl::StatusCode::kInvalidArgument, "MISSING_FIELD",
                        "'spec' must hold one of convert, quantize, shard, bisect, lora_merge",
@@ -65,6 +69,7 @@ absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRout
   if (KindOf(spec) == v1::JOB_KIND_SHARD) return PreflightShardJob(spec.shard(), router);
   if (KindOf(spec) == v1::JOB_KIND_QUANTIZE) return PreflightQuantizeJob(spec.quantize(), router);
   if (KindOf(spec) == v1::JOB_KIND_CONVERT) return PreflightConvertJob(spec.convert(), router);
+  if (KindOf(spec) == v1::JOB_KIND_LORA_MERGE) return PreflightLoraMergeJob(spec.lora_merge(), router);
   return KindNotBuilt(KindOf(spec));
 }
 
@@ -73,6 +78,7 @@ absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   if (KindOf(run.spec) == v1::JOB_KIND_SHARD) return RunShardJob(run, context);
   if (KindOf(run.spec) == v1::JOB_KIND_QUANTIZE) return RunQuantizeJob(run, context);
   if (KindOf(run.spec) == v1::JOB_KIND_CONVERT) return RunConvertJob(run, context);
+  if (KindOf(run.spec) == v1::JOB_KIND_LORA_MERGE) return RunLoraMergeJob(run, context);
   return KindNotBuilt(KindOf(run.spec));
 }
 

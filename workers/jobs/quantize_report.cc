@@ -33,17 +33,22 @@ absl::Status StopStatus(const JobContext& context) {
   return absl::OkStatus();
 }
 
-absl::Status CopyTensorBytes(const TensorInfo& tensor, const RandomAccessObject& file, ObjectWriter& out,
-                             ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
-  for (uint64_t done = 0; done < tensor.size_bytes;) {
+absl::Status CopyByteRange(const RandomAccessObject& file, uint64_t offset, uint64_t length, ObjectWriter& out, ProgressTracker& tracker,
+                           RateLimiter& pace, const JobContext& context) {
+  for (uint64_t done = 0; done < length;) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
-    const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, tensor.size_bytes - done));
-    if (absl::Status s = out.AppendFrom(file, tensor.data_offset + done, piece); !s.ok()) return s;
+    const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, length - done));
+    if (absl::Status s = out.AppendFrom(file, offset + done, piece); !s.ok()) return s;
     done += piece;
     tracker.AddBytes(piece);
     pace.Account(piece, [&] { return context.stop_requested(); });
   }
   return absl::OkStatus();
+}
+
+absl::Status CopyTensorBytes(const TensorInfo& tensor, const RandomAccessObject& file, ObjectWriter& out,
+                             ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+  return CopyByteRange(file, tensor.data_offset, tensor.size_bytes, out, tracker, pace, context);
 }
 
 QuantizeReport::QuantizeReport(double snr_warning_db)

@@ -28,7 +28,11 @@ absl::Status RefuseTorchInput(const ModelView& model);
 // CANCELLED (reason CANCELLED) once the job should stop.
 absl::Status StopStatus(const JobContext& context);
 
-// Copies a tensor's bytes unchanged, paced, in pieces that poll for a stop.
+// Copies bytes [offset, offset + length) of `file` unchanged, paced, in pieces that poll for a stop.
+absl::Status CopyByteRange(const RandomAccessObject& file, uint64_t offset, uint64_t length, ObjectWriter& out, ProgressTracker& tracker,
+                           RateLimiter& pace, const JobContext& context);
+
+// The same for a tensor's bytes.
 absl::Status CopyTensorBytes(const TensorInfo& tensor, const RandomAccessObject& file, ObjectWriter& out,
                              ProgressTracker& tracker, RateLimiter& pace, const JobContext& context);
 

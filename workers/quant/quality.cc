@@ -77,6 +77,11 @@ void QualityStats::Merge(const QualityStats& other) {
   non_finite_ += other.non_finite_;
 }
 
+double QualityStats::relative_error() const {
+  if (noise_ == 0) return 0;
+  return signal_ == 0 ? std::numeric_limits<double>::infinity() : std::sqrt(noise_ / signal_);
+}
+
 double QualityStats::rmse() const { return count_ == 0 ? 0 : std::sqrt(noise_ / count_); }
 
 double QualityStats::snr_db() const {

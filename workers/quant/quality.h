@@ -22,6 +22,9 @@ class QualityStats {
   double max_abs_error() const { return max_abs_error_; }
   // 10*log10(signal energy / error energy); +infinity for an exact reconstruction.
   double snr_db() const;
+  // sqrt(error energy / signal energy): ||reconstructed - source|| / ||source||; 0 when exact,
+  // +infinity when the source is all zeros and the reconstruction is not.
+  double relative_error() const;
   uint64_t non_finite() const { return non_finite_; }
   uint64_t count() const { return count_; }
 

@@ -1,0 +1,239 @@
+#include "workers/jobs/lora_merge_plan.h"
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "workers/common/error.h"
+#include "workers/formats/quantized_layout.h"
+#include "workers/formats/tensor_reader.h"
+#include "workers/jobs/gguf_to_hf.h"
+#include "workers/quant/cast.h"
+#include "workers/quant/quantize_rows.h"
+#include "workers/storage/uri.h"
+#include "workers/tensor/ggml_types.h"
+
+namespace modelsmith {
+namespace {
+
+constexpr uint64_t kAdapterConfigMaxBytes = 1 << 20;
+// Mismatches listed in a failure's message; the rest are counted.
+constexpr size_t kReportedMismatches = 20;
+
+absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message) {
+  return MakeError(absl::StatusCode::kInvalidArgument, reason, message, {{"field", std::string(field)}});
+}
+
+std::string AdapterField(size_t i) { return absl::StrCat("lora_merge.adapters[", i, "]"); }
+
+// A 0-d alpha (or any small float tensor's first value) read from the adapter's file.
+ScalarReader AdapterScalars(const ModelView& view) {
+  return [&view](const TensorInfo& t) -> absl::StatusOr<double> {
+    if (!IsCastableFloat(t.dtype) || t.size_bytes == 0 || t.size_bytes > 8) {
+      return MakeError(absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID",
+                       absl::StrCat("adapter tensor '", t.name, "' must be a single float value, not ", DTypeName(t.dtype)),
+                       {{"tensor", t.name}});
+    }
+    std::byte raw[8];
+    const uint64_t width = DTypeBits(t.dtype) / 8;
+    if (absl::Status s = ReadTensorBytes(*view.files[t.file_index].object, t, 0, width, raw); !s.ok()) return s;
+    float value = 0;
+    CastCounts ignored;
+    CastElements(t.dtype, DType::kF32, raw, 1, reinterpret_cast<std::byte*>(&value), &ignored);
+    return static_cast<double>(value);
+  };
+}
+
+absl::Status CheckAdapterDtypes(const LoraAdapter& adapter, const std::string& field) {
+  for (const LoraModule& m : adapter.modules) {
+    for (const TensorInfo* t : {m.down, m.up, m.magnitude}) {
+      if (t == nullptr || (t->dtype == DType::kF32 || t->dtype == DType::kF16 || t->dtype == DType::kBF16 || t->dtype == DType::kF64)) {
+        continue;
+      }
+      return MakeError(absl::StatusCode::kInvalidArgument, "LORA_DTYPE_UNSUPPORTED",
+                       absl::StrCat("adapter tensor '", t->name, "' is ", DTypeName(t->dtype), "; LoRA matrices must be F32, F16, BF16 or F64"),
+                       {{"tensor", t->name}, {"field", field}});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapterInput>> OpenAdapter(const v1::LoraAdapter& spec, size_t i, const StorageRouter& router) {
+  const std::string field = AdapterField(i);
+  absl::StatusOr<Location> location = router.Resolve(spec.uri());
+  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", field}});
+  absl::StatusOr<ModelView> view = OpenModel(*location);
+  if (!view.ok()) return WithReason(view.status(), ReasonOf(view.status()), {{"field", field}});
+  if (view->format == "gguf") {
+    return FieldError("LORA_NOT_AN_ADAPTER", field,
+                      absl::StrCat("'", view->uri, "' is a GGUF file; adapters are read as PEFT, kohya or diffusers safetensors or .bin files"));
+  }
+  auto input = std::make_unique<LoraAdapterInput>();
+  input->uri = view->uri;
+  input->strength = spec.strength() == 0 ? 1.0 : spec.strength();
+  input->view = *std::move(view);
+  absl::StatusOr<std::optional<nlohmann::json>> config = ReadJsonObject(
+      *location->store, JoinUri(ParentUri(input->view.files.front().uri), "adapter_config.json"), kAdapterConfigMaxBytes);
+  if (!config.ok()) return WithReason(config.status(), ReasonOf(config.status()), {{"field", field}});
+  absl::StatusOr<LoraAdapter> adapter = ParseLoraAdapter(input->view.tensors, *config, input->view.metadata, AdapterScalars(input->view));
+  if (!adapter.ok()) {
+    ErrorContext context = ContextOf(adapter.status());
+    context["field"] = field;
+    return WithReason(Annotate(adapter.status(), absl::StrCat("adapter '", input->uri, "'")), ReasonOf(adapter.status()), context);
+  }
+  input->adapter = *std::move(adapter);
+  if (absl::Status s = CheckAdapterDtypes(input->adapter, field); !s.ok()) return s;
+  return input;
+}
+
+// The base's tensors under the names adapters use. A GGUF of the Llama family takes Hugging Face
+// names; a quantized GGUF tensor stands in as F32 (it is decoded to F32 for the merge).
+absl::Status BuildCandidates(LoraMergePlan& plan, std::map<size_t, std::vector<uint64_t>>& row_sources) {
+  std::optional<GgufToHf> names;
+  if (plan.gguf()) {
+    absl::StatusOr<GgufToHf> mapped = MapGgufToHf(plan.base);
+    if (mapped.ok()) names = *std::move(mapped);
+  }
+  for (size_t i = 0; i < plan.base.tensors.size(); ++i) {
+    TensorInfo t = plan.base.tensors[i];
+    if (names) {
+      auto it = names->tensors.find(t.name);
+      if (it == names->tensors.end()) continue;  // no Hugging Face counterpart: not a target
+      t.name = it->second.name;
+      if (!it->second.row_source.empty()) row_sources[i] = it->second.row_source;
+    }
+    if (t.ggml_type && GgmlTraits(*t.ggml_type)->quantized) t.dtype = DType::kF32;
+    plan.candidates.push_back(std::move(t));
+    plan.candidate_of.push_back(i);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RefuseQuantizedLayouts(const LoraMergePlan& plan) {
+  if (plan.gguf()) return absl::OkStatus();
+  const std::vector<QuantizedGroup> groups = DetectQuantizedLayouts(plan.base.tensors, ChatglmBitsFromConfig(plan.config));
+  if (groups.empty()) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
+                   absl::StrCat("base '", plan.base.uri, "' holds ", groups.front().layout, " weights (first: '", groups.front().module,
+                                "'); merging into bitsandbytes, optimum-quanto, ChatGLM and fp8 layouts is not built yet. "
+                                "GGUF bases of any type and F32/F16/BF16 safetensors bases can be merged into"),
+                   {{"field", "lora_merge.base"}, {"tensor", groups.front().tensors.front()}});
+}
+
+absl::Status UnmatchedError(const std::vector<SkippedKey>& mismatches) {
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < mismatches.size() && i < kReportedMismatches; ++i) {
+    lines.push_back(absl::StrCat("adapter '", mismatches[i].adapter->uri, "' key '", mismatches[i].mismatch.key, "': ",
+                                 DescribeMismatch(mismatches[i].mismatch)));
+  }
+  std::string more = mismatches.size() > kReportedMismatches ? absl::StrCat("; and ", mismatches.size() - kReportedMismatches, " more") : "";
+  return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_KEYS_UNMATCHED",
+                   absl::StrCat(mismatches.size(), " adapter key(s) match no base weight (set allow_partial to merge the rest): ",
+                                absl::StrJoin(lines, "; "), more),
+                   {{"tensor", mismatches.front().mismatch.key}, {"field", "lora_merge.adapters"}});
+}
+
+}  // namespace
+
+std::string DescribeMismatch(const LoraMismatch& m) {
+  if (m.closest.empty()) return m.problem;
+  return absl::StrCat(m.problem, " (closest: ", absl::StrJoin(m.closest, ", "), ")");
+}
+
+absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
+  if (spec.base().empty()) return FieldError("MISSING_FIELD", "lora_merge.base", "'lora_merge.base' is required");
+  if (spec.output().empty()) return FieldError("MISSING_FIELD", "lora_merge.output", "'lora_merge.output' is required");
+  if (spec.adapters().empty()) return FieldError("MISSING_FIELD", "lora_merge.adapters", "at least one adapter is required");
+  for (int i = 0; i < spec.adapters_size(); ++i) {
+    const v1::LoraAdapter& a = spec.adapters(i);
+    if (a.uri().empty()) return FieldError("MISSING_FIELD", absl::StrCat(AdapterField(i), ".uri"), "every adapter needs a uri");
+    if (!std::isfinite(a.strength())) {
+      return FieldError("INVALID_VALUE", absl::StrCat(AdapterField(i), ".strength"), "the strength must be a finite number");
+    }
+  }
+  if (!v1::QuantizedBasePolicy_IsValid(spec.policy())) {
+    return FieldError("INVALID_VALUE", "lora_merge.policy", absl::StrCat("unknown policy ", spec.policy()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec, const StorageRouter& router) {
+  if (absl::Status s = ValidateLoraMergeSpec(spec); !s.ok()) return s;
+  auto plan = std::make_unique<LoraMergePlan>();
+  absl::StatusOr<Location> base = router.Resolve(spec.base());
+  if (!base.ok()) return WithReason(base.status(), ReasonOf(base.status()), {{"field", "lora_merge.base"}});
+  absl::StatusOr<ModelView> view = OpenModel(*base);
+  if (!view.ok()) return WithReason(view.status(), ReasonOf(view.status()), {{"field", "lora_merge.base"}});
+  plan->base = *std::move(view);
+  if (plan->base.is_torch()) {
+    return MakeError(absl::StatusCode::kUnimplemented, "LORA_BASE_FORMAT_NOT_IMPLEMENTED",
+                     absl::StrCat("base '", plan->base.uri, "' is a torch checkpoint; merging writes safetensors and GGUF bases only "
+                                  "(convert it to safetensors first with the convert job)"),
+                     {{"field", "lora_merge.base"}});
+  }
+  absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*base->store, plan->base);
+  if (!config.ok()) return config.status();
+  plan->config = *std::move(config);
+  if (absl::Status s = RefuseQuantizedLayouts(*plan); !s.ok()) return s;
+
+  std::map<size_t, std::vector<uint64_t>> row_sources;
+  if (absl::Status s = BuildCandidates(*plan, row_sources); !s.ok()) return s;
+  std::vector<SkippedKey> mismatches;
+  for (int i = 0; i < spec.adapters_size(); ++i) {
+    absl::StatusOr<std::unique_ptr<LoraAdapterInput>> adapter = OpenAdapter(spec.adapters(i), i, router);
+    if (!adapter.ok()) return adapter.status();
+    LoraAdapterInput& input = **adapter;
+    input.match = MatchLoraAdapter(input.adapter, plan->candidates);
+    for (const LoraMismatch& m : input.match.mismatches) mismatches.push_back({&input, m});
+    plan->adapters.push_back(*std::move(adapter));
+  }
+  if (!mismatches.empty() && !spec.allow_partial()) return UnmatchedError(mismatches);
+  plan->skipped = std::move(mismatches);
+
+  const bool dequantize = spec.policy() == v1::QUANTIZED_BASE_POLICY_DEQUANTIZE;
+  for (const std::unique_ptr<LoraAdapterInput>& adapter : plan->adapters) {
+    for (const LoraTarget& target : adapter->match.targets) {
+      const size_t index = plan->candidate_of[target.base - plan->candidates.data()];
+      const TensorInfo& stored = plan->base.tensors[index];
+      auto [it, created] = plan->merged.try_emplace(index);
+      MergeTensor& m = it->second;
+      if (created) {
+        m.base = &stored;
+        m.rows = target.rows;
+        m.cols = target.cols;
+        const bool quantized = stored.ggml_type && GgmlTraits(*stored.ggml_type)->quantized;
+        m.type = stored.ggml_type ? std::string(GgmlTypeName(static_cast<GgmlType>(*stored.ggml_type))) : std::string(DTypeName(stored.dtype));
+        if (quantized && !CanEncode(static_cast<GgmlType>(*stored.ggml_type))) {
+          return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
+                           absl::StrCat("base tensor '", stored.name, "' is ", m.type, ", which this build cannot quantize again"),
+                           {{"tensor", stored.name}, {"field", "lora_merge.base"}});
+        }
+        if (quantized && dequantize) {
+          return MakeError(absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
+                           absl::StrCat("policy DEQUANTIZE for GGUF bases is not built yet (base tensor '", stored.name, "' is ", m.type,
+                                        "); use REQUANTIZE"),
+                           {{"tensor", stored.name}, {"field", "lora_merge.policy"}});
+        }
+        if (stored.ggml_type && (stored.shape.size() != 2 || m.cols != stored.shape[1])) {
+          return MakeError(absl::StatusCode::kUnimplemented, "LORA_SHAPE_NOT_IMPLEMENTED",
+                           absl::StrCat("GGUF base tensor '", stored.name, "' is not 2-D; merging into it is not built yet"),
+                           {{"tensor", stored.name}});
+        }
+        if (auto rs = row_sources.find(index); rs != row_sources.end()) m.row_of_hf_row = rs->second;
+      }
+      if (!m.row_of_hf_row.empty() && target.module->fan_in_fan_out) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_KEYS_UNMATCHED",
+                         absl::StrCat("module '", target.module->key, "' is fan_in_fan_out, but its GGUF base '", stored.name,
+                                      "' has permuted rows of a [out, in] weight"),
+                         {{"tensor", target.module->key}});
+      }
+      m.updates.push_back({adapter.get(), &target});
+      ++plan->modules_matched;
+    }
+  }
+  return plan;
+}
+
+}  // namespace modelsmith

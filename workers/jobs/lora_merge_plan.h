@@ -1,0 +1,90 @@
+// The plan of a LoRA merge job: the base opened, every adapter opened, parsed and matched, and
+// for each base tensor the updates it receives, in the spec's adapter order. Reads headers,
+// configs and the adapters' alpha scalars only.
+//
+// Bases: safetensors (single or sharded) and GGUF (single or split). A GGUF base of the Llama
+// family is matched under its Hugging Face names (gguf_to_hf.h), and the update's rows follow
+// llama.cpp's Q/K row permutation; other GGUF bases are matched under their own names. A GGUF
+// tensor of a quantized type takes updates like a float one: it is dequantized, merged and
+// quantized again in its type (policy REQUANTIZE). Not built yet, and refused as UNIMPLEMENTED
+// naming what: torch checkpoints as bases, the DEQUANTIZE policy for quantized targets, and the
+// safetensors quantized layouts (bitsandbytes, optimum-quanto, ChatGLM, fp8).
+//
+// Matching is strict (lora_match.h): any mismatch fails the plan with FAILED_PRECONDITION,
+// LORA_KEYS_UNMATCHED and a report of each key and its closest base names, unless allow_partial,
+// and then the mismatches are returned for the job to report as warnings.
+#ifndef MODELSMITH_WORKERS_JOBS_LORA_MERGE_PLAN_H_
+#define MODELSMITH_WORKERS_JOBS_LORA_MERGE_PLAN_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "modelsmith/v1/specs.pb.h"
+#include "nlohmann/json.hpp"
+#include "workers/formats/lora_adapter.h"
+#include "workers/formats/model_view.h"
+#include "workers/jobs/lora_match.h"
+#include "workers/storage/storage_router.h"
+
+namespace modelsmith {
+
+struct LoraAdapterInput {
+  std::string uri;      // as opened (canonical)
+  double strength = 1;  // the spec's, 0 read as 1
+  ModelView view;
+  LoraAdapter adapter;  // points into view.tensors
+  LoraMatch match;      // bases point into LoraMergePlan::candidates
+};
+
+// One adapter module's update of one base tensor.
+struct MergeUpdate {
+  const LoraAdapterInput* adapter;
+  const LoraTarget* target;
+};
+
+struct MergeTensor {
+  const TensorInfo* base;  // as stored
+  std::string type;        // "F16", "Q8_0", ...
+  uint64_t rows = 0, cols = 0;  // as stored, flattened
+  // GGUF Q/K projections: the stored row of each Hugging Face row (empty when the same).
+  std::vector<uint64_t> row_of_hf_row;
+  std::vector<MergeUpdate> updates;  // in adapter order
+};
+
+struct SkippedKey {
+  const LoraAdapterInput* adapter;
+  LoraMismatch mismatch;
+};
+
+struct LoraMergePlan {
+  ModelView base;
+  std::optional<nlohmann::json> config;  // config.json beside a safetensors base
+  // The base tensors under the names adapters use (Hugging Face names for a Llama GGUF), in the
+  // base's order; candidate_of[i] indexes base.tensors.
+  std::vector<TensorInfo> candidates;
+  std::vector<size_t> candidate_of;
+  std::vector<std::unique_ptr<LoraAdapterInput>> adapters;
+  std::map<size_t, MergeTensor> merged;  // by index into base.tensors
+  std::vector<SkippedKey> skipped;        // allow_partial only
+  uint32_t modules_matched = 0;
+
+  bool gguf() const { return base.format == "gguf"; }
+};
+
+// INVALID_ARGUMENT naming the field for a bad spec, without I/O.
+absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec);
+
+// NOT_FOUND / INVALID_ARGUMENT for unreadable inputs (field lora_merge.base or
+// lora_merge.adapters[i]), FAILED_PRECONDITION LORA_KEYS_UNMATCHED, UNIMPLEMENTED as above.
+absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec, const StorageRouter& router);
+
+// The text of a LORA_KEYS_UNMATCHED failure or warning for one key.
+std::string DescribeMismatch(const LoraMismatch& m);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_JOBS_LORA_MERGE_PLAN_H_

@@ -1,0 +1,200 @@
+#include "workers/jobs/lora_merge_tensor.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
+#include "workers/formats/tensor_reader.h"
+#include "workers/jobs/quantize_report.h"
+#include "workers/pool/parallel_for.h"
+#include "workers/quant/cast.h"
+#include "workers/quant/quantize_rows.h"
+#include "workers/tensor/ggml_types.h"
+
+namespace modelsmith {
+namespace {
+
+// Rows are merged in chunks of about kChunkElements (held until the writer takes them), cut into
+// parts of about kPartElements for the compute threads (each holds a part's stored bytes and
+// three F32 copies: about 3 MiB).
+constexpr uint64_t kChunkElements = 4 << 20;
+constexpr uint64_t kPartElements = 256 << 10;
+
+// Decodes and encodes whole rows of the stored type: a float dtype, or a GGUF ggml type.
+class RowCodec {
+ public:
+  explicit RowCodec(const TensorInfo& t, uint64_t cols) : cols_(cols) {
+    if (t.ggml_type) {
+      ggml_ = static_cast<GgmlType>(*t.ggml_type);
+      row_bytes_ = *GgmlRowBytes(*ggml_, cols);
+    } else {
+      dtype_ = t.dtype;
+      row_bytes_ = cols * DTypeBits(t.dtype) / 8;
+    }
+  }
+  uint64_t row_bytes() const { return row_bytes_; }
+
+  void Decode(const std::byte* in, uint64_t rows, float* out) const {
+    if (ggml_) {
+      DecodeRows(*ggml_, reinterpret_cast<const uint8_t*>(in), rows, cols_, out);
+      return;
+    }
+    CastCounts ignored;
+    if (dtype_ == DType::kF32) {
+      std::copy_n(reinterpret_cast<const float*>(in), rows * cols_, out);
+    } else {
+      CastElements(dtype_, DType::kF32, in, rows * cols_, reinterpret_cast<std::byte*>(out), &ignored);
+    }
+  }
+  void Encode(const float* in, uint64_t rows, std::byte* out) const {
+    if (ggml_) {
+      EncodeRows(*ggml_, in, rows, cols_, reinterpret_cast<uint8_t*>(out));
+      return;
+    }
+    CastCounts ignored;
+    if (dtype_ == DType::kF32) {
+      std::copy_n(in, rows * cols_, reinterpret_cast<float*>(out));
+    } else {
+      CastElements(DType::kF32, dtype_, reinterpret_cast<const std::byte*>(in), rows * cols_, out, &ignored);
+    }
+  }
+
+ private:
+  uint64_t cols_;
+  uint64_t row_bytes_;
+  std::optional<GgmlType> ggml_;
+  DType dtype_ = DType::kF32;
+};
+
+absl::StatusOr<std::vector<float>> ReadAsFloats(const LoraAdapterInput& adapter, const TensorInfo& t) {
+  const uint64_t elements = ElementCount(t.shape).value_or(0);
+  std::vector<std::byte> raw(t.size_bytes);
+  if (absl::Status s = ReadTensorBytes(*adapter.view.files[t.file_index].object, t, 0, t.size_bytes, raw.data()); !s.ok()) {
+    return Annotate(s, absl::StrCat("reading adapter tensor '", t.name, "' of '", adapter.uri, "'"));
+  }
+  std::vector<float> values(elements);
+  CastCounts ignored;
+  CastElements(t.dtype, DType::kF32, raw.data(), elements, reinterpret_cast<std::byte*>(values.data()), &ignored);
+  return values;
+}
+
+uint64_t Product(const std::vector<uint64_t>& shape, size_t from) {
+  uint64_t n = 1;
+  for (size_t i = from; i < shape.size(); ++i) n *= shape[i];
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<LowRankUpdate>> LoadUpdates(const MergeTensor& t) {
+  std::vector<LowRankUpdate> updates;
+  for (const MergeUpdate& u : t.updates) {
+    const LoraModule& m = *u.target->module;
+    absl::StatusOr<std::vector<float>> up = ReadAsFloats(*u.adapter, *m.up);
+    if (!up.ok()) return up.status();
+    absl::StatusOr<std::vector<float>> down = ReadAsFloats(*u.adapter, *m.down);
+    if (!down.ok()) return down.status();
+    std::vector<float> magnitude;
+    if (m.magnitude != nullptr) {
+      absl::StatusOr<std::vector<float>> read = ReadAsFloats(*u.adapter, *m.magnitude);
+      if (!read.ok()) return read.status();
+      magnitude = *std::move(read);
+    }
+    const uint64_t out = m.up->shape[0];
+    const uint64_t cols_a = Product(m.down->shape, 1);
+    if (!t.row_of_hf_row.empty()) {
+      // Row r of the Hugging Face weight is stored as row row_of_hf_row[r]: move B's rows (and the
+      // DoRA magnitudes, one per row) there too.
+      std::vector<float> permuted(up->size());
+      for (uint64_t r = 0; r < out; ++r) {
+        std::copy_n(up->data() + r * m.rank, m.rank, permuted.data() + t.row_of_hf_row[r] * m.rank);
+      }
+      *up = std::move(permuted);
+      if (!magnitude.empty()) {
+        std::vector<float> moved(magnitude.size());
+        for (uint64_t r = 0; r < out; ++r) moved[t.row_of_hf_row[r]] = magnitude[r];
+        magnitude = std::move(moved);
+      }
+    }
+    if (magnitude.size() != (m.magnitude == nullptr ? 0 : out)) {
+      return MakeError(absl::StatusCode::kInvalidArgument, "LORA_SHAPE_MISMATCH",
+                       absl::StrCat("DoRA magnitude of module '", m.key, "' has ", magnitude.size(), " values for ", out, " output rows"),
+                       {{"tensor", m.magnitude->name}});
+    }
+    updates.emplace_back(*std::move(up), *std::move(down), out, m.rank, cols_a, m.scale, u.adapter->strength, m.fan_in_fan_out,
+                         std::move(magnitude));
+    if (updates.back().base_rows() != t.rows || updates.back().base_cols() != t.cols) {
+      return MakeError(absl::StatusCode::kInternal, "LORA_SHAPE_MISMATCH",
+                       absl::StrCat("module '", m.key, "' updates [", updates.back().base_rows(), ", ", updates.back().base_cols(),
+                                    "] but base tensor '", t.base->name, "' is [", t.rows, ", ", t.cols, "]"),
+                       {{"tensor", t.base->name}});
+    }
+  }
+  return updates;
+}
+
+absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates, const RandomAccessObject& file,
+                               PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
+                               MergedTensorFigures* figures) {
+  struct Scratch {
+    std::vector<std::byte> stored;
+    std::vector<float> original, merged, back;
+  };
+  const RowCodec codec(*t.base, t.cols);
+  const uint64_t row_bytes = codec.row_bytes();
+  if (row_bytes * t.rows != t.base->size_bytes) {
+    return MakeError(absl::StatusCode::kInternal, "LORA_SHAPE_MISMATCH",
+                     absl::StrCat("base tensor '", t.base->name, "' holds ", t.base->size_bytes, " bytes, not ", t.rows, " rows of ", row_bytes),
+                     {{"tensor", t.base->name}});
+  }
+  const uint64_t cols = std::max<uint64_t>(1, t.cols);
+  const uint64_t rows_per_part = std::max<uint64_t>(1, kPartElements / cols);
+  const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / cols / rows_per_part) * rows_per_part;
+  const size_t threads = ComputeThreads();
+  std::vector<Scratch> scratch(threads);
+  std::vector<MergedTensorFigures> part_figures;
+  std::vector<absl::Status> part_status;
+  for (uint64_t row = 0; row < t.rows; row += rows_per_chunk) {
+    if (absl::Status s = StopStatus(context); !s.ok()) return s;
+    const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
+    const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
+    std::shared_ptr<std::byte[]> encoded = out.TakeBuffer(rows * row_bytes);
+    part_figures.assign(parts, MergedTensorFigures());
+    part_status.assign(parts, absl::OkStatus());
+    // Parts write disjoint slices of the chunk and keep their own figures, merged in part order,
+    // so neither the bytes nor the figures depend on the number of threads.
+    ParallelFor(parts, threads, [&](size_t part, size_t worker) {
+      Scratch& w = scratch[worker];
+      const uint64_t first = row + part * rows_per_part;
+      const uint64_t count = std::min(rows_per_part, row + rows - first);
+      const uint64_t elements = count * t.cols;
+      w.stored.resize(count * row_bytes);
+      w.original.resize(elements);
+      w.merged.resize(elements);
+      w.back.resize(elements);
+      if (absl::Status s = file.ReadAt(t.base->data_offset + first * row_bytes, count * row_bytes, w.stored.data()); !s.ok()) {
+        part_status[part] = Annotate(s, absl::StrCat("reading base tensor '", t.base->name, "'"));
+        return;
+      }
+      codec.Decode(w.stored.data(), count, w.original.data());
+      std::copy(w.original.begin(), w.original.end(), w.merged.begin());
+      for (const LowRankUpdate& u : updates) u.ApplyRows(first, count, w.merged.data());
+      std::byte* target = encoded.get() + (first - row) * row_bytes;
+      codec.Encode(w.merged.data(), count, target);
+      codec.Decode(target, count, w.back.data());
+      part_figures[part].update.Add(w.original.data(), w.merged.data(), elements);
+      part_figures[part].written.Add(w.merged.data(), w.back.data(), elements);
+    });
+    for (size_t part = 0; part < parts; ++part) {
+      if (!part_status[part].ok()) return part_status[part];
+      figures->update.Merge(part_figures[part].update);
+      figures->written.Merge(part_figures[part].written);
+    }
+    if (absl::Status s = out.AppendShared(std::move(encoded), rows * row_bytes); !s.ok()) return s;
+    tracker.AddBytes(rows * row_bytes);
+    pace.Account(rows * row_bytes, [&] { return context.stop_requested(); });
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace modelsmith
