@@ -26,10 +26,11 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/convert_bench --work-dir bench-data/convert
+	$(BUILD_DIR)/tests/bench/lora_bench --work-dir bench-data/lora
 
 # The GGUF reader, the torch restricted unpickler and the torch checkpoint reader (zip record
 # table + pickle) under libFuzzer + AddressSanitizer for FUZZ_SECONDS each (clang, its own build

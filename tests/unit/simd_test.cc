@@ -208,5 +208,26 @@ TEST_F(SimdTest, CastsToBf16AndFp16EqualTheScalarOnesWithTheSameCounts) {
   }
 }
 
+TEST_F(SimdTest, LowRankRowEqualsStdFmaInRankOrder) {
+  const std::vector<std::vector<float>> rows = Rows();
+  for (size_t rank : {size_t{1}, size_t{4}, size_t{16}}) {
+    for (size_t cols : {size_t{256}, size_t{255}, size_t{40}, size_t{7}}) {
+      std::vector<float> coef(rank), basis(rank * cols);
+      for (size_t k = 0; k < rank; ++k) {
+        coef[k] = rows[k % rows.size()][k];
+        for (size_t j = 0; j < cols; ++j) basis[k * cols + j] = rows[(k + 3) % rows.size()][j];
+      }
+      for (const std::vector<float>& row : rows) {
+        std::vector<float> simd(row.begin(), row.begin() + cols), scalar = simd;
+        LowRankRowAvx2(coef.data(), basis.data(), rank, cols, simd.data());
+        for (size_t k = 0; k < rank; ++k) {
+          for (size_t j = 0; j < cols; ++j) scalar[j] = std::fma(coef[k], basis[k * cols + j], scalar[j]);
+        }
+        ASSERT_TRUE(SameBits(simd, scalar)) << "rank " << rank << " cols " << cols;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace modelsmith

@@ -20,50 +20,31 @@ namespace {
 constexpr uint64_t kChunkElements = 4 << 20;
 constexpr uint64_t kPartElements = 256 << 10;
 
-// Decodes and encodes whole rows of the stored type: a float dtype, or a GGUF ggml type.
+// Decodes and encodes whole rows of the stored type: a float dtype (through the ggml codecs of
+// the same rounding, which have AVX2 versions) or a GGUF ggml type.
 class RowCodec {
  public:
   explicit RowCodec(const TensorInfo& t, uint64_t cols) : cols_(cols) {
     if (t.ggml_type) {
-      ggml_ = static_cast<GgmlType>(*t.ggml_type);
-      row_bytes_ = *GgmlRowBytes(*ggml_, cols);
+      type_ = static_cast<GgmlType>(*t.ggml_type);
     } else {
-      dtype_ = t.dtype;
-      row_bytes_ = cols * DTypeBits(t.dtype) / 8;
+      type_ = t.dtype == DType::kF16 ? GgmlType::kF16 : t.dtype == DType::kBF16 ? GgmlType::kBF16 : GgmlType::kF32;
     }
+    row_bytes_ = *GgmlRowBytes(type_, cols);
   }
   uint64_t row_bytes() const { return row_bytes_; }
 
   void Decode(const std::byte* in, uint64_t rows, float* out) const {
-    if (ggml_) {
-      DecodeRows(*ggml_, reinterpret_cast<const uint8_t*>(in), rows, cols_, out);
-      return;
-    }
-    CastCounts ignored;
-    if (dtype_ == DType::kF32) {
-      std::copy_n(reinterpret_cast<const float*>(in), rows * cols_, out);
-    } else {
-      CastElements(dtype_, DType::kF32, in, rows * cols_, reinterpret_cast<std::byte*>(out), &ignored);
-    }
+    DecodeRows(type_, reinterpret_cast<const uint8_t*>(in), rows, cols_, out);
   }
   void Encode(const float* in, uint64_t rows, std::byte* out) const {
-    if (ggml_) {
-      EncodeRows(*ggml_, in, rows, cols_, reinterpret_cast<uint8_t*>(out));
-      return;
-    }
-    CastCounts ignored;
-    if (dtype_ == DType::kF32) {
-      std::copy_n(in, rows * cols_, reinterpret_cast<float*>(out));
-    } else {
-      CastElements(DType::kF32, dtype_, reinterpret_cast<const std::byte*>(in), rows * cols_, out, &ignored);
-    }
+    EncodeRows(type_, in, rows, cols_, reinterpret_cast<uint8_t*>(out));
   }
 
  private:
   uint64_t cols_;
-  uint64_t row_bytes_;
-  std::optional<GgmlType> ggml_;
-  DType dtype_ = DType::kF32;
+  GgmlType type_;
+  uint64_t row_bytes_ = 0;
 };
 
 absl::StatusOr<std::vector<float>> ReadAsFloats(const LoraAdapterInput& adapter, const TensorInfo& t) {

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <utility>
 
+#include "workers/quant/simd_avx2.h"
+
 namespace modelsmith {
 
 LowRankUpdate::LowRankUpdate(std::vector<float> up, std::vector<float> down, uint64_t out, uint64_t rank, uint64_t cols_a, double scale,
@@ -34,14 +36,19 @@ LowRankUpdate::LowRankUpdate(std::vector<float> up, std::vector<float> down, uin
 void LowRankUpdate::ApplyRows(uint64_t first_row, uint64_t rows, float* w) const {
   const bool dora = !magnitude_.empty();
   std::vector<float> original(dora && strength_ != 1.0 ? cols_ : 0);
+  const bool simd = CpuHasAvx2Fma16c();
   for (uint64_t r = 0; r < rows; ++r) {
     float* __restrict row = w + r * cols_;
     const float* coef = coef_.data() + (first_row + r) * rank_;
     if (!original.empty()) std::copy(row, row + cols_, original.begin());
-    for (uint64_t k = 0; k < rank_; ++k) {
-      const float c = coef[k];
-      const float* __restrict basis = basis_.data() + k * cols_;
-      for (uint64_t j = 0; j < cols_; ++j) row[j] += c * basis[j];
+    if (simd) {
+      LowRankRowAvx2(coef, basis_.data(), rank_, cols_, row);
+    } else {
+      for (uint64_t k = 0; k < rank_; ++k) {
+        const float c = coef[k];
+        const float* __restrict basis = basis_.data() + k * cols_;
+        for (uint64_t j = 0; j < cols_; ++j) row[j] = std::fma(c, basis[j], row[j]);
+      }
     }
     if (!dora) continue;
     double norm = 0;

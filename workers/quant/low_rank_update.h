@@ -10,7 +10,9 @@
 // DoRA then rescales each updated row to the magnitude it was trained for:
 //   W'[o, :] = magnitude[o] / ||V[o, :]|| * V[o, :], V = W + delta   (PEFT DoraLinearVariant;
 //   for convolutions the norm over all dims but 0 is the flattened row's norm)
-// and a strength s other than 1 interpolates: W + s * (W' - W), which for plain LoRA is
+// Each step k adds coef * basis with one rounding (a fused multiply-add, AVX2 or std::fma), in
+// k order, so every CPU computes the same bits.
+// A strength s other than 1 interpolates: W + s * (W' - W), which for plain LoRA is
 // W + s * delta as kohya's multiplier gives.
 #ifndef MODELSMITH_WORKERS_QUANT_LOW_RANK_UPDATE_H_
 #define MODELSMITH_WORKERS_QUANT_LOW_RANK_UPDATE_H_

@@ -58,9 +58,21 @@ constexpr Codec kCodecs[] = {
     {GgmlType::kQ6_K, QuantizeRowQ6_K, DequantizeRowQ6_K},
 };
 
+// F16 / BF16 rows through the casts' AVX2 kernels (the same roundings as Fp32ToFp16 /
+// Fp32ToBf16; the NaN and overflow counts are not wanted here).
+void EncodeF16Avx2(const float* x, size_t n, uint8_t* out) {
+  uint64_t nan = 0, overflowed = 0;
+  Fp32ToFp16RowAvx2(x, n, reinterpret_cast<uint16_t*>(out), &nan, &overflowed);
+}
+void EncodeBF16Avx2(const float* x, size_t n, uint8_t* out) {
+  uint64_t nan = 0, overflowed = 0;
+  Fp32ToBf16RowAvx2(x, n, reinterpret_cast<uint16_t*>(out), &nan, &overflowed);
+}
+
 // The AVX2 versions where the CPU has them; each computes what its scalar reference does.
 constexpr Codec kAvx2Codecs[] = {
-    {GgmlType::kF16, EncodeF16, DecodeF16Avx2},
+    {GgmlType::kF16, EncodeF16Avx2, DecodeF16Avx2},
+    {GgmlType::kBF16, EncodeBF16Avx2, DecodeBF16},
     {GgmlType::kQ8_0, QuantizeRowQ8_0Avx2, DequantizeRowQ8_0Avx2},
     {GgmlType::kQ4_0, QuantizeRowQ4_0Avx2, DequantizeRowQ4_0Avx2},
 };

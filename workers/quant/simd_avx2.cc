@@ -430,4 +430,36 @@ void Fp32ToFp16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, u
   CastTail(x + i, n - i, out + i, nan, overflowed, Fp32ToFp16, 0x7C00);
 }
 
+void LowRankRowAvx2(const float* coef, const float* basis, size_t rank, size_t cols, float* row) {
+  // 32 columns at a time stay in four registers through all `rank` steps, so the row is loaded
+  // and stored once; each step rounds once (an FMA), in k order, like the scalar reference.
+  size_t j = 0;
+  for (; j + 32 <= cols; j += 32) {
+    __m256 a0 = _mm256_loadu_ps(row + j), a1 = _mm256_loadu_ps(row + j + 8);
+    __m256 a2 = _mm256_loadu_ps(row + j + 16), a3 = _mm256_loadu_ps(row + j + 24);
+    for (size_t k = 0; k < rank; ++k) {
+      const __m256 c = _mm256_broadcast_ss(coef + k);
+      const float* b = basis + k * cols + j;
+      a0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(b), a0);
+      a1 = _mm256_fmadd_ps(c, _mm256_loadu_ps(b + 8), a1);
+      a2 = _mm256_fmadd_ps(c, _mm256_loadu_ps(b + 16), a2);
+      a3 = _mm256_fmadd_ps(c, _mm256_loadu_ps(b + 24), a3);
+    }
+    _mm256_storeu_ps(row + j, a0);
+    _mm256_storeu_ps(row + j + 8, a1);
+    _mm256_storeu_ps(row + j + 16, a2);
+    _mm256_storeu_ps(row + j + 24, a3);
+  }
+  for (; j + 8 <= cols; j += 8) {
+    __m256 a = _mm256_loadu_ps(row + j);
+    for (size_t k = 0; k < rank; ++k) a = _mm256_fmadd_ps(_mm256_broadcast_ss(coef + k), _mm256_loadu_ps(basis + k * cols + j), a);
+    _mm256_storeu_ps(row + j, a);
+  }
+  for (; j < cols; ++j) {
+    float a = row[j];
+    for (size_t k = 0; k < rank; ++k) a = std::fma(coef[k], basis[k * cols + j], a);
+    row[j] = a;
+  }
+}
+
 }  // namespace modelsmith

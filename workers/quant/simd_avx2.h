@@ -51,6 +51,10 @@ void BnbInt8DequantizeRowAvx2(const int8_t* q, size_t n, float scb, float* y);
 void Fp32ToBf16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed);
 void Fp32ToFp16RowAvx2(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed);
 
+// One row of a low-rank update (low_rank_update.h): for k = 0 .. rank-1 in order,
+// row[j] = fma(coef[k], basis[k * cols + j], row[j]), as std::fma computes it.
+void LowRankRowAvx2(const float* coef, const float* basis, size_t rank, size_t cols, float* row);
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_WORKERS_QUANT_SIMD_AVX2_H_
