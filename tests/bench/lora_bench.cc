@@ -4,8 +4,8 @@
 //
 // Rows: `cp` and `cp` + fsync of the base; the merge into the F16 safetensors base (every
 // projection decoded, updated with B @ A, rounded back to F16; embeddings, norms and head copied);
-// the merge into the same model quantized to Q8_0 GGUF (made once, before the rounds, by the
-// quantize job): decoded, updated and requantized. Each job is a `modelsmith run` child whose
+// the merge into the same model quantized to Q8_0 GGUF and to bitsandbytes int8 (each made once,
+// before the rounds, by the quantize job): decoded, updated and requantized in the same scheme. Each job is a `modelsmith run` child whose
 // peak RSS comes from wait4; throughput is base bytes / job time; medians over interleaved rounds.
 // Not a test: it asserts nothing.
 #include <random>
@@ -73,13 +73,24 @@ int main(int argc, char** argv) {
   }
   WarmPageCache(q8);
   const uint64_t q8_bytes = fs::file_size(q8);
+  const std::string int8 = work_dir + "/model-bnb-int8";
+  if (!fs::exists(int8 + "/model.safetensors")) {
+    std::printf("quantizing the base to bitsandbytes int8 once ...\n");
+    fs::remove_all(int8);
+    RunFigures made = Spawn({cli, "run", "--spec", "-"},
+                            R"({"quantize": {"input": ")" + base + R"(", "output": ")" + int8 + R"(", "scheme": "bnb_int8"}})");
+    if (made.exit_code != 0) return 1;
+  }
+  WarmPageCache(int8 + "/model.safetensors");
+  const uint64_t int8_bytes = fs::file_size(int8 + "/model.safetensors");
   struct Job {
     const char* label;
     std::string base, output;
     uint64_t bytes;
   };
   const std::vector<Job> jobs = {{"F16 safetensors", base, work_dir + "/merged-f16", bytes},
-                                 {"Q8_0 GGUF", q8, work_dir + "/merged-q8.gguf", q8_bytes}};
+                                 {"Q8_0 GGUF", q8, work_dir + "/merged-q8.gguf", q8_bytes},
+                                 {"bnb int8", int8, work_dir + "/merged-int8", int8_bytes}};
   const std::string copy = work_dir + "/cp-copy.safetensors";
   auto clean = [&] {
     fs::remove(copy);

@@ -22,6 +22,7 @@
 #include "workers/formats/tensor_reader.h"
 #include "workers/jobs/gguf_to_hf.h"
 #include "workers/jobs/job_kinds.h"
+#include "workers/jobs/quantized_weight_reader.h"
 #include "workers/quant/cast.h"
 #include "workers/quant/quantize_rows.h"
 #include "workers/tensor/ggml_types.h"
@@ -408,15 +409,99 @@ TEST_F(LoraMergeJobTest, RefusalsNameTheFieldAndWhatIsNotBuilt) {
   r = Run(Spec(base_dir, {base_dir}, dir_.path() + "/out"));
   EXPECT_EQ(ReasonOf(r.status()), "LORA_NOT_AN_ADAPTER") << r.status();
 
-  // A bitsandbytes int8 base: not built yet, and said so.
-  const std::string bnb_dir = dir_.path() + "/bnb";
-  fs::create_directories(bnb_dir);
-  WriteCheckpoint(bnb_dir + "/model.safetensors", {{"model.layers.0.self_attn.q_proj.weight", DType::kI8, {16, 16}},
-                                                   {"model.layers.0.self_attn.q_proj.SCB", DType::kF32, {16}}});
-  r = Run(Spec(bnb_dir, {adapter_dir}, dir_.path() + "/out"));
+  // An fp8 base weight: not built yet, and said so.
+  const std::string fp8_dir = dir_.path() + "/fp8";
+  fs::create_directories(fp8_dir);
+  WriteCheckpoint(fp8_dir + "/model.safetensors", {{"model.layers.0.self_attn.q_proj.weight", DType::kF8E4M3, {16, 16}},
+                                                   {"model.layers.0.self_attn.v_proj.weight", DType::kF16, {16, 16}}});
+  r = Run(Spec(fp8_dir, {adapter_dir}, dir_.path() + "/out"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
   EXPECT_EQ(ReasonOf(r.status()), "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED");
+  EXPECT_EQ(ContextOf(r.status())["tensor"], "model.layers.0.self_attn.q_proj.weight");
 }
+
+// Every safetensors quantized layout the quantize job writes but quanto qint4 (its checkpoint
+// does not record the weight's shape, so it cannot be read back: REQUANTIZE_UNSUPPORTED), merged
+// into: the group is read
+// back, merged and quantized again with the base's settings, so the header and every untouched
+// tensor stay byte for byte, and the merged weight reads back as the exact merge up to the
+// layout's own rounding.
+class LoraMergeLayoutTest : public LoraMergeJobTest, public ::testing::WithParamInterface<std::pair<const char*, double>> {};
+
+TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
+  const auto [scheme, tolerance] = GetParam();
+  const std::string float_dir = dir_.path() + "/float";
+  fs::create_directories(float_dir);
+  WriteFloatCheckpoint(float_dir + "/model.safetensors", LlamaLikeTensors(1, 64, 128));
+  std::ofstream(float_dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"]})";
+  JobRun quantize;
+  quantize.job_id = "quantize";
+  quantize.router = &router_;
+  v1::QuantizeSpec* q = quantize.spec.mutable_quantize();
+  q->set_input(float_dir);
+  q->set_output(dir_.path() + "/quantized");
+  q->set_scheme(scheme);
+  q->set_double_quant(std::string(scheme) == "bnb_nf4");
+  ASSERT_TRUE(RunJob(quantize, context_).ok());
+
+  std::vector<FloatTensor> adapter;
+  const std::string adapter_dir = PeftAdapter("peft", 64, &adapter);
+  RecordingContext merge_context;
+  JobRun run;
+  run.job_id = "merge";
+  run.router = &router_;
+  *run.spec.mutable_lora_merge() = Spec(dir_.path() + "/quantized", {adapter_dir}, dir_.path() + "/merged");
+  absl::StatusOr<v1::JobResult> result = RunJob(run, merge_context);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::LoraMergeFigures& f = result->figures().lora_merge();
+  EXPECT_EQ(f.tensors_merged(), 2u);
+  EXPECT_EQ(f.tensors_requantized(), 2u);
+  EXPECT_TRUE(std::isfinite(f.min_snr_db()));
+  ASSERT_EQ(merge_context.warnings().size(), 1u);
+  EXPECT_EQ(merge_context.warnings()[0].first, "LORA_REQUANTIZED");
+
+  const std::string in_bytes = ReadFile(dir_.path() + "/quantized/model.safetensors");
+  const std::string out_bytes = ReadFile(dir_.path() + "/merged/model.safetensors");
+  ASSERT_EQ(in_bytes.size(), out_bytes.size());
+  absl::StatusOr<ModelView> in_view = OpenModel(*router_.Resolve(dir_.path() + "/quantized"));
+  absl::StatusOr<ModelView> out_view = OpenModel(*router_.Resolve(dir_.path() + "/merged"));
+  ASSERT_TRUE(in_view.ok() && out_view.ok());
+  EXPECT_EQ(in_bytes.substr(0, in_view->tensors.front().data_offset), out_bytes.substr(0, in_view->tensors.front().data_offset));
+  for (const TensorInfo& t : in_view->tensors) {
+    if (absl::StrContains(t.name, "layers.0.self_attn.q_proj") || absl::StrContains(t.name, "layers.0.self_attn.v_proj")) continue;
+    EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(t.data_offset, t.size_bytes)) << t.name;
+  }
+
+  const std::optional<nlohmann::json> config = nlohmann::json::parse(ReadFile(dir_.path() + "/quantized/config.json"));
+  absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true);
+  absl::StatusOr<RequantizeInputs> after = OpenRequantizeInputs(*out_view, config, true);
+  ASSERT_TRUE(before.ok() && after.ok());
+  const std::string weight = "model.layers.0.self_attn.q_proj.weight";
+  const QuantizedWeightReader* base_reader = nullptr;
+  const QuantizedWeightReader* merged_reader = nullptr;
+  for (const auto& r : before->readers) base_reader = r->name() == weight ? r.get() : base_reader;
+  for (const auto& r : after->readers) merged_reader = r->name() == weight ? r.get() : merged_reader;
+  ASSERT_TRUE(base_reader != nullptr && merged_reader != nullptr);
+  std::vector<float> w(64 * 64), got(64 * 64);
+  ASSERT_TRUE(base_reader->ReadRows(0, 64, w.data()).ok());
+  ASSERT_TRUE(merged_reader->ReadRows(0, 64, got.data()).ok());
+  const std::vector<double> delta = Delta(adapter[1], adapter[0], 2.0);
+  double error = 0, energy = 0, change = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double exact = w[i] + delta[i];
+    error += (got[i] - exact) * (got[i] - exact);
+    energy += exact * exact;
+    change += (got[i] - w[i]) * (got[i] - w[i]);
+  }
+  EXPECT_LT(std::sqrt(error / energy), tolerance) << scheme << ": the merged weight reads back far from the exact merge";
+  EXPECT_GT(std::sqrt(change / energy), 5 * std::sqrt(error / energy)) << scheme << ": the update is lost in the rounding";
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, LoraMergeLayoutTest,
+                         ::testing::Values(std::make_pair("bnb_int8", 0.02), std::make_pair("bnb_nf4", 0.15), std::make_pair("bnb_fp4", 0.2),
+                                           std::make_pair("quanto_int8", 0.02),
+                                           std::make_pair("chatglm_int8", 0.02), std::make_pair("chatglm_int4", 0.2)),
+                         [](const auto& info) { return std::string(info.param.first); });
 
 }  // namespace
 }  // namespace modelsmith

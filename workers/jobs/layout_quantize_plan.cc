@@ -195,6 +195,10 @@ std::string QuantStateJson(const LayoutSpec& spec, const LayoutTensorPlan& t, fl
   return json + "}";
 }
 
+std::vector<SafetensorsEntry> PlanQuantizedOutputs(const LayoutSpec& spec, const LayoutTensorPlan& t) {
+  return QuantizedOutputs(spec, t, QuantStateBytes(spec, t));
+}
+
 absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const StorageRouter& router) {
   absl::StatusOr<LayoutSpec> spec = ParseLayoutSpec(q);
   if (!spec.ok()) return spec.status();
@@ -258,7 +262,7 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
     }
     p.quantize = chosen;
     if (p.quantize) {
-      p.outputs = QuantizedOutputs(plan.spec, p, QuantStateBytes(plan.spec, p));
+      p.outputs = PlanQuantizedOutputs(plan.spec, p);
       for (size_t i = 1; i < p.outputs.size(); ++i) {
         if (names.contains(p.outputs[i].name)) {
           return MakeError(absl::StatusCode::kInvalidArgument, "NAME_COLLISION",

@@ -95,6 +95,10 @@ struct LayoutPlan {
 // json.dumps of bitsandbytes' QuantState.as_dict non-tensor items, in their order.
 std::string QuantStateJson(const LayoutSpec& spec, const LayoutTensorPlan& t, float nested_offset);
 
+// The exact tensors a quantized weight `t` (module, stored, rows, cols and group set) becomes
+// under `spec`, the data tensor first.
+std::vector<SafetensorsEntry> PlanQuantizedOutputs(const LayoutSpec& spec, const LayoutTensorPlan& t);
+
 // Opens the input, refuses a quantized input unless allow_requantize (OpenRequantizeInputs) and
 // plans every tensor.
 absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const StorageRouter& router);

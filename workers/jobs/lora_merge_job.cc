@@ -111,9 +111,45 @@ struct MergedRecord {
   MergedTensorFigures figures;
 };
 
+// What the file walk carries from file to file: the merged tensors' figures, and the requantized
+// groups whose tensors are not all written yet (a bitsandbytes weight and its SCB may sit in
+// different shards).
+struct MergeState {
+  std::vector<MergedRecord> records;
+  std::map<size_t, std::map<std::string, std::string>> group_bytes;  // by key in plan.merged
+};
+
+// Appends base tensor `t`, a member of the merged quantized group at `key`: the whole group is
+// requantized when its first member comes, and each member is written from memory.
+absl::Status WriteGroupMember(const LoraMergePlan& plan, size_t key, const TensorInfo& t, const RandomAccessObject& source,
+                              PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
+                              MergeState& state) {
+  auto cached = state.group_bytes.find(key);
+  if (cached == state.group_bytes.end()) {
+    const MergeTensor& m = plan.merged.at(key);
+    absl::StatusOr<std::vector<LowRankUpdate>> updates = LoadUpdates(m);
+    if (!updates.ok()) return updates.status();
+    state.records.push_back({&m, {}});
+    absl::StatusOr<std::map<std::string, std::string>> group =
+        RequantizeMergedGroup(m, *std::move(updates), source, pace, context, &state.records.back().figures);
+    if (!group.ok()) return group.status();
+    cached = state.group_bytes.emplace(key, *std::move(group)).first;
+  }
+  auto bytes = cached->second.find(t.name);
+  if (bytes == cached->second.end() || bytes->second.size() != t.size_bytes) {
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("requantized group has no tensor '", t.name, "' of its size"),
+                     {{"tensor", t.name}});
+  }
+  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes->second.data()), bytes->second.size()}); !s.ok()) return s;
+  tracker.AddBytes(t.size_bytes);
+  cached->second.erase(bytes);
+  if (cached->second.empty()) state.group_bytes.erase(cached);
+  return absl::OkStatus();
+}
+
 // Mirrors base file `file_index` into `out`, merged tensors rewritten. Returns the header size.
 absl::StatusOr<uint64_t> WriteFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, ProgressTracker& tracker,
-                                   RateLimiter& pace, const JobContext& context, std::vector<MergedRecord>& records) {
+                                   RateLimiter& pace, const JobContext& context, MergeState& state) {
   const ModelFile& file = plan.base.files[file_index];
   const RandomAccessObject& source = *file.object;
   std::vector<size_t> order;
@@ -132,15 +168,17 @@ absl::StatusOr<uint64_t> WriteFile(const LoraMergePlan& plan, size_t file_index,
     }
     if (absl::Status s = CopyByteRange(source, position, t.data_offset - position, out, tracker, pace, context); !s.ok()) return s;
     auto merged = plan.merged.find(i);
-    if (merged == plan.merged.end()) {
+    if (auto member = plan.group_member.find(i); member != plan.group_member.end()) {
+      if (absl::Status s = WriteGroupMember(plan, member->second, t, source, out, tracker, pace, context, state); !s.ok()) return s;
+    } else if (merged == plan.merged.end()) {
       if (absl::Status s = CopyByteRange(source, t.data_offset, t.size_bytes, out, tracker, pace, context); !s.ok()) {
         return Annotate(s, absl::StrCat("copying tensor '", t.name, "'"));
       }
     } else {
       absl::StatusOr<std::vector<LowRankUpdate>> updates = LoadUpdates(merged->second);
       if (!updates.ok()) return updates.status();
-      records.push_back({&merged->second, {}});
-      if (absl::Status s = WriteMergedTensor(merged->second, *updates, source, out, tracker, pace, context, &records.back().figures);
+      state.records.push_back({&merged->second, {}});
+      if (absl::Status s = WriteMergedTensor(merged->second, *updates, source, out, tracker, pace, context, &state.records.back().figures);
           !s.ok()) {
         return s;
       }
@@ -154,20 +192,23 @@ absl::StatusOr<uint64_t> WriteFile(const LoraMergePlan& plan, size_t file_index,
 
 ordered_json FiniteOrNull(double v) { return std::isfinite(v) ? ordered_json(v) : ordered_json(nullptr); }
 
+// The weight a merged tensor stands for: a quantized group's "<module>.weight", else the tensor.
+const std::string& WeightName(const MergeTensor& t) { return t.reader != nullptr ? t.reader->name() : t.base->name; }
+
 bool IsQuantizedType(const MergeTensor& t) {
-  return t.base->ggml_type && t.type != "F32" && t.type != "F16" && t.type != "BF16";
+  return t.reader != nullptr || (t.base->ggml_type && t.type != "F32" && t.type != "F16" && t.type != "BF16");
 }
 
 void WarnPolicies(const LoraMergePlan& plan, JobContext& context) {
   std::map<std::string, std::pair<size_t, std::string>> by_type;  // type -> count, first tensor
   for (const auto& [index, t] : plan.merged) {
     if (!IsQuantizedType(t)) continue;
-    auto [it, created] = by_type.try_emplace(t.type, 0, t.base->name);
+    auto [it, created] = by_type.try_emplace(t.type, 0, WeightName(t));
     ++it->second.first;
   }
   for (const auto& [type, entry] : by_type) {
     context.Warn("LORA_REQUANTIZED",
-                 absl::StrCat(entry.first, " merged tensor(s) of type ", type, " are dequantized, merged in F32 and quantized again as ",
+                 absl::StrCat(entry.first, " merged weight(s) of type ", type, " are dequantized, merged in F32 and quantized again as ",
                               type, " (policy requantize); the result's snr_db per tensor is the error that adds"),
                  entry.second);
   }
@@ -195,7 +236,9 @@ void FillFigures(const LoraMergePlan& plan, const std::vector<MergedRecord>& rec
   f->set_modules_matched(plan.modules_matched);
   f->set_modules_skipped(plan.skipped.size());
   f->set_tensors_merged(records.size());
-  f->set_tensors_copied(plan.base.tensors.size() - records.size());
+  uint32_t copied = 0;
+  for (size_t i = 0; i < plan.base.tensors.size(); ++i) copied += !plan.merged.count(i) && !plan.group_member.count(i);
+  f->set_tensors_copied(copied);
   double min_snr = std::numeric_limits<double>::infinity();
   uint32_t requantized = 0;
   for (const MergedRecord& r : records) {
@@ -208,14 +251,14 @@ void FillFigures(const LoraMergePlan& plan, const std::vector<MergedRecord>& rec
   std::vector<const MergedRecord*> by_update;
   for (const MergedRecord& r : records) by_update.push_back(&r);
   std::stable_sort(by_update.begin(), by_update.end(), [](const MergedRecord* a, const MergedRecord* b) {
-    return a->figures.update.relative_error() > b->figures.update.relative_error();
+    return a->figures.relative_update > b->figures.relative_update;
   });
   for (size_t i = 0; i < by_update.size() && i < kLargestUpdatesReported; ++i) {
     v1::MergedTensor* m = f->add_largest_updates();
-    m->set_name(by_update[i]->tensor->base->name);
+    m->set_name(WeightName(*by_update[i]->tensor));
     m->set_type(by_update[i]->tensor->type);
     m->set_adapters(by_update[i]->tensor->updates.size());
-    m->set_relative_update(by_update[i]->figures.update.relative_error());
+    m->set_relative_update(by_update[i]->figures.relative_update);
     m->set_snr_db(by_update[i]->figures.written.snr_db());
   }
 }
@@ -225,10 +268,10 @@ ordered_json ManifestBody(const LoraMergePlan& plan, const std::vector<MergedRec
   for (const MergedRecord& r : records) {
     ordered_json modules = ordered_json::array();
     for (const MergeUpdate& u : r.tensor->updates) modules.push_back({{"adapter", u.adapter->uri}, {"module", u.target->module->key}});
-    merged.push_back({{"name", r.tensor->base->name},
+    merged.push_back({{"name", WeightName(*r.tensor)},
                       {"type", r.tensor->type},
                       {"modules", std::move(modules)},
-                      {"relative_update", FiniteOrNull(r.figures.update.relative_error())},
+                      {"relative_update", FiniteOrNull(r.figures.relative_update)},
                       {"snr_db", FiniteOrNull(r.figures.written.snr_db())},
                       {"max_abs_error", r.figures.written.max_abs_error()}});
   }
@@ -328,15 +371,15 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
     return status;
   };
   RateLimiter pace(run.io_bytes_per_second);
-  std::vector<MergedRecord> records;
-  records.reserve(plan.merged.size());
+  MergeState state;
+  state.records.reserve(plan.merged.size());  // records are pointed to while they are filled
   const std::string role = plan.base.files.size() == 1 ? "model" : "shard";
   for (size_t i = 0; i < plan.base.files.size(); ++i) {
     tracker.SetPhase("execute");
     absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uris[i]);
     if (!writer.ok()) return fail(writer.status());
-    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kDigest);
-    absl::StatusOr<uint64_t> header_bytes = WriteFile(plan, i, out, tracker, pace, context, records);
+    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
+    absl::StatusOr<uint64_t> header_bytes = WriteFile(plan, i, out, tracker, pace, context, state);
     if (!header_bytes.ok()) {
       out.Abort();
       return fail(header_bytes.status());
@@ -373,7 +416,7 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   v1::JobResult result;
   for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
-  FillFigures(plan, records, figures->mutable_lora_merge());
+  FillFigures(plan, state.records, figures->mutable_lora_merge());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   figures->set_duration_seconds(seconds);
   figures->set_bytes_read(plan.base.file_bytes);
@@ -383,7 +426,7 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
 
   ordered_json manifest = ManifestHeader(run, "lora_merge", plan.base);
-  manifest["lora_merge"] = ManifestBody(plan, records);
+  manifest["lora_merge"] = ManifestBody(plan, state.records);
   manifest["figures"] = MessageJson(*figures);
   absl::StatusOr<v1::Artifact> manifest_artifact =
       directory ? directory->WriteManifest(std::move(manifest), artifacts)

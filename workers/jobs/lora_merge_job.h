@@ -9,9 +9,14 @@
 //   encoded once, in the same type (policy REQUANTIZE for a quantized one). Per tensor the job
 //   measures ||W' - W|| / ||W|| of the exact F32 merge W', and the SNR of what was written
 //   against W'. Memory: a chunk per compute thread and the writer's queue, plus one module's A
-//   and B in F32 (about 100 MB whatever the model size).
-// verify: the written file's size and its header bytes (everything before the first tensor)
-//   must equal the base's; the SHA-256 is taken while re-reading the file as it is written.
+//   and B in F32 (about 100 MB whatever the model size). A quantized safetensors group (a
+//   bitsandbytes, quanto or ChatGLM weight with its companions) is requantized whole in memory
+//   when its first tensor comes and written tensor by tensor from there: its quantized size on top.
+// verify: every range is re-read from the file right after it is written and compared with the
+//   bytes the job produced (PipelinedWriter kCompare: the SHA-256 is taken from those bytes on
+//   the producing thread, which keeps the writer thread, already busy with the kernel's copies,
+//   off the critical path); then the file's size and its header bytes (everything before the
+//   first tensor) must equal the base's.
 // publish: safetensors bases go to a directory with the base's file names, its index (copied
 //   unchanged) and config.json; a GGUF base to the output .gguf file (a split base's parts named
 //   as gguf-split names them). The manifest comes last with every merged tensor's figures, the

@@ -1,6 +1,7 @@
 #include "workers/jobs/lora_merge_plan.h"
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -97,7 +98,11 @@ absl::Status BuildCandidates(LoraMergePlan& plan, std::map<size_t, std::vector<u
     if (mapped.ok()) names = *std::move(mapped);
   }
   for (size_t i = 0; i < plan.base.tensors.size(); ++i) {
-    TensorInfo t = plan.base.tensors[i];
+    // A quantized group stands in as one float "<module>.weight" at its first tensor.
+    const QuantizedWeightReader* reader = nullptr;
+    const TensorInfo* stand_in = plan.requantize.StandIn(plan.base.tensors[i], &reader);
+    if (stand_in == nullptr) continue;
+    TensorInfo t = *stand_in;
     if (names) {
       auto it = names->tensors.find(t.name);
       if (it == names->tensors.end()) continue;  // no Hugging Face counterpart: not a target
@@ -111,15 +116,78 @@ absl::Status BuildCandidates(LoraMergePlan& plan, std::map<size_t, std::vector<u
   return absl::OkStatus();
 }
 
-absl::Status RefuseQuantizedLayouts(const LoraMergePlan& plan) {
-  if (plan.gguf()) return absl::OkStatus();
-  const std::vector<QuantizedGroup> groups = DetectQuantizedLayouts(plan.base.tensors, ChatglmBitsFromConfig(plan.config));
-  if (groups.empty()) return absl::OkStatus();
-  return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
-                   absl::StrCat("base '", plan.base.uri, "' holds ", groups.front().layout, " weights (first: '", groups.front().module,
-                                "'); merging into bitsandbytes, optimum-quanto, ChatGLM and fp8 layouts is not built yet. "
-                                "GGUF bases of any type and F32/F16/BF16 safetensors bases can be merged into"),
-                   {{"field", "lora_merge.base"}, {"tensor", groups.front().tensors.front()}});
+// The layout kernels' settings that reproduce the base's group: the block size from the
+// bitsandbytes quant_state JSON, double quantization from nested_absmax, quanto's group from
+// the packed data's row length, ChatGLM's bits from the layout name.
+absl::StatusOr<LayoutSpec> LayoutSpecOf(const LoraMergePlan& plan, const QuantizedWeightReader& reader, const std::vector<size_t>& group) {
+  LayoutSpec spec;
+  const std::string& layout = reader.layout();
+  auto refuse = [&](absl::string_view why) {
+    return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
+                     absl::StrCat("base weight '", reader.name(), "' is ", layout, ": ", why), {{"tensor", reader.name()}, {"field", "lora_merge.base"}});
+  };
+  if (layout == "bnb_int8") {
+    spec.layout = Layout::kBnbInt8;
+  } else if (layout == "bnb_nf4" || layout == "bnb_fp4") {
+    spec.layout = layout == "bnb_nf4" ? Layout::kBnbNf4 : Layout::kBnbFp4;
+    for (size_t i : group) {
+      const TensorInfo& t = plan.base.tensors[i];
+      if (absl::EndsWith(t.name, ".nested_absmax")) spec.double_quant = true;
+      if (!absl::StrContains(t.name, ".quant_state.bitsandbytes__")) continue;
+      if (t.size_bytes > (64 << 10)) return refuse("its quant_state is over 64 KiB");
+      std::string text(t.size_bytes, '\0');
+      if (absl::Status s = plan.base.files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(text.data()));
+          !s.ok()) {
+        return s;
+      }
+      const nlohmann::json state = nlohmann::json::parse(text, nullptr, false);
+      if (!state.is_object() || !state.contains("blocksize") || !state["blocksize"].is_number_unsigned()) {
+        return refuse("its quant_state JSON has no blocksize");
+      }
+      spec.bnb_block = state["blocksize"].get<size_t>();
+    }
+  } else if (layout == "quanto_qint8") {
+    spec.layout = Layout::kQuantoInt8;
+  } else if (layout == "quanto_qint4") {
+    spec.layout = Layout::kQuantoInt4;
+    for (size_t i : group) {
+      const TensorInfo& t = plan.base.tensors[i];
+      if (absl::EndsWith(t.name, ".weight._data._data") && t.shape.size() == 2) spec.quanto_group = t.shape[1];
+    }
+  } else if (layout == "chatglm_int8" || layout == "chatglm_int4") {
+    spec.layout = layout == "chatglm_int8" ? Layout::kChatglmInt8 : Layout::kChatglmInt4;
+  } else {
+    return refuse("merging into this layout is not built yet (bitsandbytes int8/NF4/FP4, quanto qint8/qint4 and ChatGLM are)");
+  }
+  return spec;
+}
+
+// Plans the requantization of a merged group and checks that it gives back the base's tensors.
+absl::Status PlanLayoutGroup(LoraMergePlan& plan, MergeTensor& m) {
+  absl::StatusOr<LayoutSpec> spec = LayoutSpecOf(plan, *m.reader, m.group);
+  if (!spec.ok()) return spec.status();
+  m.layout = *spec;
+  LayoutTensorPlan& p = m.layout_plan;
+  p.source = plan.requantize.info_of.at(m.reader).get();
+  p.quantize = true;
+  p.module = m.reader->name().substr(0, m.reader->name().size() - std::strlen(".weight"));
+  p.stored = m.reader->original_type();
+  p.rows = m.reader->rows();
+  p.cols = m.reader->columns();
+  p.group = spec->quanto_group != 0 ? spec->quanto_group : p.cols;
+  p.outputs = PlanQuantizedOutputs(*spec, p);
+  for (size_t i : m.group) {
+    const TensorInfo& t = plan.base.tensors[i];
+    bool same = false;
+    for (const SafetensorsEntry& e : p.outputs) same |= e.name == t.name && e.dtype == t.dtype && e.shape == t.shape;
+    if (!same) {
+      return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
+                       absl::StrCat("base tensor '", t.name, "' (", m.type, ") would be written with another dtype or shape when ",
+                                    "requantized; merging into it is not built yet"),
+                       {{"tensor", t.name}, {"field", "lora_merge.base"}});
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status UnmatchedError(const std::vector<SkippedKey>& mismatches) {
@@ -176,7 +244,9 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*base->store, plan->base);
   if (!config.ok()) return config.status();
   plan->config = *std::move(config);
-  if (absl::Status s = RefuseQuantizedLayouts(*plan); !s.ok()) return s;
+  absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(plan->base, plan->config, /*allow_requantize=*/true);
+  if (!requantize.ok()) return WithReason(requantize.status(), ReasonOf(requantize.status()), {{"field", "lora_merge.base"}});
+  plan->requantize = *std::move(requantize);
 
   std::map<size_t, std::vector<uint64_t>> row_sources;
   if (absl::Status s = BuildCandidates(*plan, row_sources); !s.ok()) return s;
@@ -222,6 +292,22 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
                            {{"tensor", stored.name}});
         }
         if (auto rs = row_sources.find(index); rs != row_sources.end()) m.row_of_hf_row = rs->second;
+        if (auto group = plan->requantize.group_of.find(stored.name); group != plan->requantize.group_of.end()) {
+          m.reader = group->second;
+          m.type = m.reader->layout();
+          if (dequantize) {
+            return MakeError(absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
+                             absl::StrCat("policy DEQUANTIZE is not built yet (base weight '", m.reader->name(), "' is ", m.type,
+                                          "); use REQUANTIZE"),
+                             {{"tensor", m.reader->name()}, {"field", "lora_merge.policy"}});
+          }
+          for (size_t j = 0; j < plan->base.tensors.size(); ++j) {
+            auto member = plan->requantize.group_of.find(plan->base.tensors[j].name);
+            if (member != plan->requantize.group_of.end() && member->second == m.reader) m.group.push_back(j);
+          }
+          if (absl::Status s = PlanLayoutGroup(*plan, m); !s.ok()) return s;
+          for (size_t j : m.group) plan->group_member[j] = index;
+        }
       }
       if (!m.row_of_hf_row.empty() && target.module->fan_in_fan_out) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_KEYS_UNMATCHED",

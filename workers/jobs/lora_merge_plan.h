@@ -6,9 +6,15 @@
 // family is matched under its Hugging Face names (gguf_to_hf.h), and the update's rows follow
 // llama.cpp's Q/K row permutation; other GGUF bases are matched under their own names. A GGUF
 // tensor of a quantized type takes updates like a float one: it is dequantized, merged and
-// quantized again in its type (policy REQUANTIZE). Not built yet, and refused as UNIMPLEMENTED
-// naming what: torch checkpoints as bases, the DEQUANTIZE policy for quantized targets, and the
-// safetensors quantized layouts (bitsandbytes, optimum-quanto, ChatGLM, fp8).
+// quantized again in its type (policy REQUANTIZE). A safetensors quantized layout (bitsandbytes
+// int8 / NF4 / FP4, optimum-quanto qint8 / qint4, ChatGLM) is matched by its module path, read
+// back (quantized_weight_reader.h) and quantized again by the layout kernels with the base's own
+// parameters (block size, double quantization, group size), so that every tensor of the group
+// keeps its name, dtype and shape. Not built yet, and refused as UNIMPLEMENTED naming what: torch
+// checkpoints as bases, the DEQUANTIZE policy for quantized targets, quanto qfloat8 and fp8
+// targets, and a group the kernels would write with another shape (a bitsandbytes quant_state
+// JSON of another length). A grouped quanto qint4 base is FAILED_PRECONDITION
+// (REQUANTIZE_UNSUPPORTED): its checkpoint does not record the weight's shape.
 //
 // Matching is strict (lora_match.h): any mismatch fails the plan with FAILED_PRECONDITION,
 // LORA_KEYS_UNMATCHED and a report of each key and its closest base names, unless allow_partial,
@@ -27,7 +33,9 @@
 #include "nlohmann/json.hpp"
 #include "workers/formats/lora_adapter.h"
 #include "workers/formats/model_view.h"
+#include "workers/jobs/layout_quantize_plan.h"
 #include "workers/jobs/lora_match.h"
+#include "workers/jobs/quantized_weight_reader.h"
 #include "workers/storage/storage_router.h"
 
 namespace modelsmith {
@@ -53,6 +61,13 @@ struct MergeTensor {
   // GGUF Q/K projections: the stored row of each Hugging Face row (empty when the same).
   std::vector<uint64_t> row_of_hf_row;
   std::vector<MergeUpdate> updates;  // in adapter order
+  // A weight held in a safetensors quantized layout (bnb, quanto, ChatGLM): read back through
+  // `reader`, merged, and quantized again by `layout` into exactly the base's tensors `group`
+  // (indices into base.tensors: the weight and its companions, same names, dtypes and shapes).
+  const QuantizedWeightReader* reader = nullptr;
+  std::optional<LayoutSpec> layout;
+  LayoutTensorPlan layout_plan;
+  std::vector<size_t> group;
 };
 
 struct SkippedKey {
@@ -68,7 +83,9 @@ struct LoraMergePlan {
   std::vector<TensorInfo> candidates;
   std::vector<size_t> candidate_of;
   std::vector<std::unique_ptr<LoraAdapterInput>> adapters;
-  std::map<size_t, MergeTensor> merged;  // by index into base.tensors
+  RequantizeInputs requantize;  // the base's quantized layouts, read back
+  std::map<size_t, MergeTensor> merged;  // by index into base.tensors (a group's first tensor)
+  std::map<size_t, size_t> group_member;  // every tensor of a merged group -> its key in `merged`
   std::vector<SkippedKey> skipped;        // allow_partial only
   uint32_t modules_matched = 0;
 

@@ -1,14 +1,18 @@
 #include "workers/jobs/lora_merge_tensor.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
 #include "workers/formats/tensor_reader.h"
+#include "workers/jobs/layout_weight_writer.h"
 #include "workers/jobs/quantize_report.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/cast.h"
 #include "workers/quant/quantize_rows.h"
+#include "workers/storage/memory_writer.h"
 #include "workers/tensor/ggml_types.h"
 
 namespace modelsmith {
@@ -121,6 +125,9 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
     std::vector<std::byte> stored;
     std::vector<float> original, merged, back;
   };
+  struct PartFigures {
+    QualityStats update, written;
+  };
   const RowCodec codec(*t.base, t.cols);
   const uint64_t row_bytes = codec.row_bytes();
   if (row_bytes * t.rows != t.base->size_bytes) {
@@ -133,14 +140,15 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
   const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / cols / rows_per_part) * rows_per_part;
   const size_t threads = ComputeThreads();
   std::vector<Scratch> scratch(threads);
-  std::vector<MergedTensorFigures> part_figures;
+  std::vector<PartFigures> part_figures;
+  QualityStats update;
   std::vector<absl::Status> part_status;
   for (uint64_t row = 0; row < t.rows; row += rows_per_chunk) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
     const uint64_t rows = std::min(rows_per_chunk, t.rows - row);
     const size_t parts = (rows + rows_per_part - 1) / rows_per_part;
     std::shared_ptr<std::byte[]> encoded = out.TakeBuffer(rows * row_bytes);
-    part_figures.assign(parts, MergedTensorFigures());
+    part_figures.assign(parts, PartFigures());
     part_status.assign(parts, absl::OkStatus());
     // Parts write disjoint slices of the chunk and keep their own figures, merged in part order,
     // so neither the bytes nor the figures depend on the number of threads.
@@ -168,14 +176,97 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
     });
     for (size_t part = 0; part < parts; ++part) {
       if (!part_status[part].ok()) return part_status[part];
-      figures->update.Merge(part_figures[part].update);
+      update.Merge(part_figures[part].update);
       figures->written.Merge(part_figures[part].written);
     }
     if (absl::Status s = out.AppendShared(std::move(encoded), rows * row_bytes); !s.ok()) return s;
     tracker.AddBytes(rows * row_bytes);
     pace.Account(rows * row_bytes, [&] { return context.stop_requested(); });
   }
+  figures->relative_update = update.relative_error();
   return absl::OkStatus();
+}
+
+MergedWeightReader::MergedWeightReader(const QuantizedWeightReader& base, std::vector<LowRankUpdate> updates)
+    : base_(base), updates_(std::move(updates)), row_signal_(base.rows()), row_change_(base.rows()) {
+  name_ = base.name();
+  shape_ = base.shape();
+  original_ = base.original_type();
+  layout_ = base.layout();
+}
+
+absl::Status MergedWeightReader::ReadRows(uint64_t first, uint64_t count, float* out) const {
+  if (absl::Status s = base_.ReadRows(first, count, out); !s.ok()) return s;
+  const uint64_t cols = columns();
+  std::vector<float> original(out, out + count * cols);
+  for (const LowRankUpdate& u : updates_) u.ApplyRows(first, count, out);
+  for (uint64_t r = 0; r < count; ++r) {
+    double signal = 0, change = 0;
+    for (uint64_t c = 0; c < cols; ++c) {
+      const double w = original[r * cols + c], d = static_cast<double>(out[r * cols + c]) - w;
+      signal += w * w;
+      change += d * d;
+    }
+    row_signal_[first + r] = signal;
+    row_change_[first + r] = change;
+  }
+  return absl::OkStatus();
+}
+
+double MergedWeightReader::relative_update() const {
+  double signal = 0, change = 0;
+  for (size_t r = 0; r < row_signal_.size(); ++r) {
+    signal += row_signal_[r];
+    change += row_change_[r];
+  }
+  if (change == 0) return 0;
+  return signal == 0 ? std::numeric_limits<double>::infinity() : std::sqrt(change / signal);
+}
+
+namespace {
+
+// The layout writer reports progress in its own units; the merge job counts base bytes, so the
+// writer gets a context that only relays stop requests.
+class StopOnlyContext final : public JobContext {
+ public:
+  explicit StopOnlyContext(const JobContext& inner) : inner_(inner) {}
+  bool stop_requested() const override { return inner_.stop_requested(); }
+  void ReportProgress(const v1::Progress&) override {}
+  void Warn(absl::string_view, absl::string_view, absl::string_view) override {}
+  void Log(absl::string_view) override {}
+
+ private:
+  const JobContext& inner_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const MergeTensor& t, std::vector<LowRankUpdate> updates,
+                                                                         const RandomAccessObject& file, RateLimiter& pace,
+                                                                         const JobContext& context, MergedTensorFigures* figures) {
+  const MergedWeightReader merged(*t.reader, std::move(updates));
+  LayoutTensorPlan plan = t.layout_plan;
+  plan.reader = &merged;
+  std::string bytes;
+  StopOnlyContext quiet(context);
+  ProgressTracker ignored(quiet, 0, 0);
+  PipelinedWriter out(std::make_unique<MemoryWriter>(&bytes), 32 << 20);
+  if (absl::Status s = WriteQuantizedWeight(*t.layout, plan, file, out, ignored, pace, quiet, figures->written); !s.ok()) {
+    out.Abort();
+    return Annotate(s, absl::StrCat("requantizing '", t.reader->name(), "'"));
+  }
+  if (absl::Status s = out.Commit(); !s.ok()) return s;
+  figures->relative_update = merged.relative_update();
+  std::map<std::string, std::string> tensors;
+  uint64_t at = 0;
+  for (const SafetensorsEntry& e : plan.outputs) {
+    if (at + e.size_bytes > bytes.size()) {
+      return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("requantized '", e.name, "' is shorter than planned"));
+    }
+    tensors[e.name] = bytes.substr(at, e.size_bytes);
+    at += e.size_bytes;
+  }
+  return tensors;
 }
 
 }  // namespace modelsmith

@@ -4,6 +4,8 @@
 #ifndef MODELSMITH_WORKERS_JOBS_LORA_MERGE_TENSOR_H_
 #define MODELSMITH_WORKERS_JOBS_LORA_MERGE_TENSOR_H_
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,9 +20,30 @@
 namespace modelsmith {
 
 struct MergedTensorFigures {
-  QualityStats update;   // the base W against the exact F32 merge W': relative_error() = ||W' - W|| / ||W||
-  QualityStats written;  // W' against what was written (its rounding to the stored type)
+  double relative_update = 0;  // ||W' - W|| / ||W||, W the base as read, W' the exact F32 merge
+  QualityStats written;        // W' against what was written (its rounding to the stored type)
 };
+
+// A quantized weight read back with its updates added: what the layout kernels requantize.
+// ReadRows may run on several threads; it records each row's ||W||^2 and ||W' - W||^2, summed in
+// row order by relative_update(), so the figure does not depend on the threads.
+class MergedWeightReader final : public QuantizedWeightReader {
+ public:
+  MergedWeightReader(const QuantizedWeightReader& base, std::vector<LowRankUpdate> updates);
+  absl::Status ReadRows(uint64_t first, uint64_t count, float* out) const override;
+  double relative_update() const;
+
+ private:
+  const QuantizedWeightReader& base_;
+  std::vector<LowRankUpdate> updates_;
+  mutable std::vector<double> row_signal_, row_change_;  // per row; rows are disjoint across calls
+};
+
+// The tensors of a merged quantized group (t.reader set): read back, merged and quantized again
+// with the base's layout settings; name -> bytes, exactly the base's names and sizes.
+absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const MergeTensor& t, std::vector<LowRankUpdate> updates,
+                                                                         const RandomAccessObject& file, RateLimiter& pace,
+                                                                         const JobContext& context, MergedTensorFigures* figures);
 
 // The updates of `t` in adapter order, with each module's A, B and DoRA magnitude read from its
 // adapter file as F32 (B's rows, and the magnitudes, reordered to the stored row order of a
