@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "nlohmann/json.hpp"
+#include "tests/support/read_file.h"
 #include "tests/support/server_test.h"
 #include "tests/support/torch_file.h"
 
@@ -17,13 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string Hex(const std::string& bytes) {
   static const char* digits = "0123456789abcdef";

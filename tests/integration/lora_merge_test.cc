@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "nlohmann/json.hpp"
+#include "tests/support/read_file.h"
 #include "tests/support/server_test.h"
 
 namespace modelsmith::testing {
@@ -20,13 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 struct F32Tensor {
   std::string name;

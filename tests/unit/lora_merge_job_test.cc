@@ -14,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/read_file.h"
 #include "tests/support/checkpoint_files.h"
 #include "tests/support/recording_context.h"
 #include "tests/support/temp_dir.h"
@@ -33,13 +34,6 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string GoldenGguf(const std::string& name) { return std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf/" + name; }
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 struct FloatTensor {
   std::string name;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/read_file.h"
 #include "tests/support/checkpoint_files.h"
 #include "tests/support/recording_context.h"
 #include "tests/support/temp_dir.h"
@@ -20,13 +21,6 @@ namespace modelsmith {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::vector<std::string> FileNames(const std::string& dir) {
   std::vector<std::string> names;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/read_file.h"
 #include "tests/support/memory_object.h"
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
@@ -22,13 +23,6 @@ namespace {
 using namespace std::string_literals;
 
 const std::string kDir = std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/torch";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 nlohmann::json Expected(const std::string& fixture) {
   return nlohmann::json::parse(ReadFile(kDir + "/expected.json")).at(fixture);
