@@ -133,9 +133,11 @@ void PrintJob(const v1::Job& job, FILE* out) {
     }
     if (f.has_lora_merge()) {
       const v1::LoraMergeFigures& m = f.lora_merge();
-      absl::FPrintF(out, "  lora merge: %d adapter(s), %d module(s) merged, %d skipped; %d tensors changed (%d requantized), %d copied\n",
+      absl::FPrintF(out,
+                    "  lora merge: %d adapter(s), %d module(s) merged, %d skipped; %d tensors changed (%d requantized, %d dequantized), "
+                    "%d copied; %d other file(s) copied\n",
                     m.adapters(), m.modules_matched(), m.modules_skipped(), m.tensors_merged(), m.tensors_requantized(),
-                    m.tensors_copied());
+                    m.tensors_dequantized(), m.tensors_copied(), m.files_copied());
       for (const v1::MergedTensor& t : m.largest_updates()) {
         absl::FPrintF(out, "    %-48s %-5s |dW|/|W| %.4g  SNR %6.2f dB\n", t.name(), t.type(), t.relative_update(), t.snr_db());
       }

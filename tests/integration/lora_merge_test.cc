@@ -121,7 +121,7 @@ TEST_F(LoraMergeServerTest, KohyaAndPeftAdaptersMergeWithWarningsProgressAndMani
                            data_ + "/peft", "--output", data_ + "/merged", "--allow-partial", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("LORA_KEY_SKIPPED"), std::string::npos) << run.out;
-  EXPECT_NE(run.out.find("lora merge: 2 adapter(s), 3 module(s) merged, 1 skipped; 2 tensors changed (0 requantized), 3 copied"),
+  EXPECT_NE(run.out.find("lora merge: 2 adapter(s), 3 module(s) merged, 1 skipped; 2 tensors changed (0 requantized, 0 dequantized), 3 copied"),
             std::string::npos)
       << run.out;
 

@@ -1,7 +1,9 @@
 // The LoRA merge job in-process: each key style merged into a generated base and checked against
 // the update computed here in double, byte-identical untouched tensors and headers, sharded and
 // GGUF (float and requantized) bases, the unmatched-key report, partial merges, several adapters,
-// cancellation and the refusals of what is not built.
+// policy DEQUANTIZE (GGUF and the safetensors layouts), torch bases merged in place with their
+// zip checksums, the base directory's other files, cancellation and the refusals of what is not
+// built.
 #include "workers/jobs/lora_merge_job.h"
 
 #include <gtest/gtest.h>
@@ -17,6 +19,7 @@
 #include "tests/support/read_file.h"
 #include "tests/support/checkpoint_files.h"
 #include "tests/support/recording_context.h"
+#include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
@@ -143,11 +146,20 @@ TEST_F(LoraMergeJobTest, PeftAdapterIntoF16BaseChangesOnlyItsTargets) {
   fs::create_directories(base_dir);
   const std::map<std::string, std::vector<float>> base = WriteFloatCheckpoint(base_dir + "/model.safetensors", LlamaLikeTensors(2, 32, 64));
   std::ofstream(base_dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"]})";
+  // The directory's other files come along, but not another model's weights or subdirectories.
+  std::ofstream(base_dir + "/tokenizer.json") << R"({"model": {"type": "BPE"}})";
+  std::ofstream(base_dir + "/other-model.gguf") << "GGUF";
+  fs::create_directories(base_dir + "/checkpoint-100");
+  std::ofstream(base_dir + "/checkpoint-100/trainer_state.json") << "{}";
   std::vector<FloatTensor> adapter;
   const std::string adapter_dir = PeftAdapter("peft", 32, &adapter);
 
   absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
   ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(ReadFile(base_dir + "/tokenizer.json"), ReadFile(dir_.path() + "/out/tokenizer.json"));
+  EXPECT_FALSE(fs::exists(dir_.path() + "/out/other-model.gguf"));
+  EXPECT_FALSE(fs::exists(dir_.path() + "/out/checkpoint-100"));
+  EXPECT_EQ(result->figures().lora_merge().files_copied(), 2u);  // config.json, tokenizer.json
   const std::string out = dir_.path() + "/out/model.safetensors";
   const std::string in_bytes = ReadFile(base_dir + "/model.safetensors"), out_bytes = ReadFile(out);
   ASSERT_EQ(in_bytes.size(), out_bytes.size());
@@ -403,6 +415,20 @@ TEST_F(LoraMergeJobTest, RefusalsNameTheFieldAndWhatIsNotBuilt) {
   r = Run(Spec(base_dir, {base_dir}, dir_.path() + "/out"));
   EXPECT_EQ(ReasonOf(r.status()), "LORA_NOT_AN_ADAPTER") << r.status();
 
+  r = Run([&] {
+    v1::LoraMergeSpec spec = Spec(base_dir, {adapter_dir}, dir_.path() + "/out");
+    spec.set_dequantize_dtype("f16");  // without policy DEQUANTIZE
+    return spec;
+  }());
+  EXPECT_EQ(ContextOf(r.status())["field"], "lora_merge.dequantize_dtype") << r.status();
+  r = Run([&] {
+    v1::LoraMergeSpec spec = Spec(base_dir, {adapter_dir}, dir_.path() + "/out");
+    spec.set_policy(v1::QUANTIZED_BASE_POLICY_DEQUANTIZE);
+    spec.set_dequantize_dtype("int8");
+    return spec;
+  }());
+  EXPECT_EQ(ContextOf(r.status())["field"], "lora_merge.dequantize_dtype") << r.status();
+
   // An fp8 base weight: not built yet, and said so.
   const std::string fp8_dir = dir_.path() + "/fp8";
   fs::create_directories(fp8_dir);
@@ -414,38 +440,166 @@ TEST_F(LoraMergeJobTest, RefusalsNameTheFieldAndWhatIsNotBuilt) {
   EXPECT_EQ(ContextOf(r.status())["tensor"], "model.layers.0.self_attn.q_proj.weight");
 }
 
+// A Q8_0 GGUF with policy DEQUANTIZE: the merged weights are written as BF16 under a new
+// tensor table; every other tensor keeps its type and bytes.
+TEST_F(LoraMergeJobTest, GgufDequantizePolicyWritesMergedWeightsAsFloats) {
+  std::vector<FloatTensor> adapter;
+  const std::string adapter_dir = PeftAdapter("peft", 256, &adapter, {"self_attn.v_proj"});
+  v1::LoraMergeSpec spec = Spec(GoldenGguf("expected-Q8_0.gguf"), {adapter_dir}, dir_.path() + "/bf16.gguf");
+  spec.set_policy(v1::QUANTIZED_BASE_POLICY_DEQUANTIZE);
+  spec.set_dequantize_dtype("bf16");
+  absl::StatusOr<v1::JobResult> result = Run(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(Codes(), std::vector<std::string>{"LORA_DEQUANTIZED"});
+  const v1::LoraMergeFigures& f = result->figures().lora_merge();
+  EXPECT_EQ(f.tensors_dequantized(), 1u);
+  EXPECT_EQ(f.tensors_requantized(), 0u);
+  EXPECT_EQ(f.largest_updates(0).type(), "BF16");
+
+  absl::StatusOr<ModelView> in = OpenModel(*router_.Resolve(GoldenGguf("expected-Q8_0.gguf")));
+  absl::StatusOr<ModelView> out = OpenModel(*router_.Resolve(dir_.path() + "/bf16.gguf"));
+  ASSERT_TRUE(in.ok() && out.ok()) << out.status();
+  ASSERT_EQ(in->tensors.size(), out->tensors.size());
+  EXPECT_EQ(in->gguf->kvs.size(), out->gguf->kvs.size());
+  for (size_t i = 0; i < in->tensors.size(); ++i) {
+    const TensorInfo& a = in->tensors[i];
+    const TensorInfo& b = out->tensors[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.shape, b.shape);
+    if (a.name == "blk.0.attn_v.weight") {
+      EXPECT_EQ(*b.ggml_type, static_cast<uint32_t>(GgmlType::kBF16));
+      continue;
+    }
+    EXPECT_EQ(a.ggml_type, b.ggml_type) << a.name;
+    EXPECT_EQ(Values(GoldenGguf("expected-Q8_0.gguf"), a.name), Values(dir_.path() + "/bf16.gguf", b.name)) << a.name;
+  }
+  // V is not permuted: the exact merge of the Q8_0 weight, rounded to BF16 once.
+  const std::vector<double> dv = Delta(adapter[1], adapter[0], 2.0);
+  const std::vector<float> w = Values(GoldenGguf("expected-Q8_0.gguf"), "blk.0.attn_v.weight");
+  const std::vector<float> got = Values(dir_.path() + "/bf16.gguf", "blk.0.attn_v.weight");
+  ASSERT_EQ(w.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double exact = w[i] + dv[i];
+    ASSERT_NEAR(got[i], exact, std::fabs(exact) * std::ldexp(1.0, -8) * 1.01 + 1e-7) << i;
+  }
+}
+
+// A PEFT adapter merged into torch.save's own checkpoint (tests/data/torch/state_dict.bin, made
+// by torch): the file is mirrored, the merged records get their new CRC-32 in every field that
+// holds it, and tensors that share storage with another name are refused.
+TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
+  const std::string base_dir = dir_.path() + "/torch";
+  fs::create_directories(base_dir);
+  const std::string fixture = std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/torch/state_dict.bin";
+  fs::copy_file(fixture, base_dir + "/pytorch_model.bin");
+  std::ofstream(base_dir + "/config.json") << "{}";
+  const std::string adapter_dir = dir_.path() + "/peft";
+  fs::create_directories(adapter_dir);
+  const std::vector<FloatTensor> adapter = {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}),
+                                            Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2}),
+                                            Random("base_model.model.layers.0.mlp.up.lora_A.weight", {2, 4}),
+                                            Random("base_model.model.layers.0.mlp.up.lora_B.weight", {8, 2})};
+  WriteFloats(adapter_dir + "/adapter_model.safetensors", adapter);
+  std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
+
+  absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->figures().lora_merge().tensors_merged(), 2u);
+  const std::string in_bytes = ReadFile(base_dir + "/pytorch_model.bin");
+  const std::string out_path = dir_.path() + "/out/pytorch_model.bin";
+  const std::string out_bytes = ReadFile(out_path);
+  ASSERT_EQ(in_bytes.size(), out_bytes.size());
+  struct Case {
+    const char* name;
+    size_t down, up;
+    int bits;  // significant bits of the stored type
+  };
+  for (const Case& c : {Case{"layers.0.attn.q_proj.weight", 0, 1, 11}, Case{"layers.0.mlp.up.weight", 2, 3, 8}}) {
+    const std::vector<double> delta = Delta(adapter[c.up], adapter[c.down], 1.0);
+    const std::vector<float> w = Values(base_dir, c.name), got = Values(dir_.path() + "/out", c.name);
+    ASSERT_EQ(got.size(), delta.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double exact = w[i] + delta[i];
+      EXPECT_NEAR(got[i], exact, std::fabs(exact) * std::ldexp(1.0, -c.bits) * 1.01 + 1e-7) << c.name << " " << i;
+    }
+  }
+  // The same tensors, aliases and non-tensor entries; the other tensors byte for byte.
+  absl::StatusOr<ModelView> in = OpenModel(*router_.Resolve(base_dir));
+  absl::StatusOr<ModelView> out = OpenModel(*router_.Resolve(dir_.path() + "/out"));
+  ASSERT_TRUE(in.ok() && out.ok()) << out.status();
+  ASSERT_EQ(in->tensors.size(), out->tensors.size());
+  EXPECT_EQ(in->aliases.size(), out->aliases.size());
+  for (const TensorInfo& t : in->tensors) {
+    if (t.name == "layers.0.attn.q_proj.weight" || t.name == "layers.0.mlp.up.weight") continue;
+    EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(t.data_offset, t.size_bytes)) << t.name;
+  }
+  // Every record's CRC-32, checked by Python's zipfile (an independent reader) as it extracts.
+  const testing::CommandResult check = testing::RunCommand(
+      {"python3", "-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); bad = z.testzip(); sys.exit(bad or 0)", out_path});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_EQ(ReadFile(dir_.path() + "/out/config.json"), "{}");
+
+  // proj.weight shares its storage with the view proj_t.weight; embed.weight is tied to lm_head.
+  for (const char* module : {"proj", "embed"}) {
+    const std::string dir = dir_.path() + "/peft-" + module;
+    fs::create_directories(dir);
+    const uint64_t rows = std::string(module) == "proj" ? 3 : 6;
+    WriteFloats(dir + "/adapter_model.safetensors", {Random(std::string("base_model.model.") + module + ".lora_A.weight", {2, 4}),
+                                                      Random(std::string("base_model.model.") + module + ".lora_B.weight", {rows, 2})});
+    std::ofstream(dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
+    absl::StatusOr<v1::JobResult> refused = Run(Spec(base_dir, {dir}, dir_.path() + "/refused"));
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+    EXPECT_EQ(ReasonOf(refused.status()), "LORA_TARGET_SHARED_STORAGE") << refused.status();
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), std::string(module) == "proj" ? "proj_t.weight" : "lm_head.weight"))
+        << refused.status();
+  }
+}
+
 // Every safetensors quantized layout the quantize job writes but quanto qint4 (its checkpoint
 // does not record the weight's shape, so it cannot be read back: REQUANTIZE_UNSUPPORTED), merged
 // into: the group is read
 // back, merged and quantized again with the base's settings, so the header and every untouched
 // tensor stay byte for byte, and the merged weight reads back as the exact merge up to the
 // layout's own rounding.
-class LoraMergeLayoutTest : public LoraMergeJobTest, public ::testing::WithParamInterface<std::pair<const char*, double>> {};
+class LoraMergeLayoutTest : public LoraMergeJobTest, public ::testing::WithParamInterface<std::pair<const char*, double>> {
+ protected:
+  // A one-block Llama-like F16 model quantized by the quantize job into <dir>/quantized.
+  void QuantizeBase(const std::string& scheme) {
+    const std::string float_dir = dir_.path() + "/float";
+    fs::create_directories(float_dir);
+    WriteFloatCheckpoint(float_dir + "/model.safetensors", LlamaLikeTensors(1, 64, 128));
+    std::ofstream(float_dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"]})";
+    JobRun quantize;
+    quantize.job_id = "quantize";
+    quantize.router = &router_;
+    v1::QuantizeSpec* q = quantize.spec.mutable_quantize();
+    q->set_input(float_dir);
+    q->set_output(dir_.path() + "/quantized");
+    q->set_scheme(scheme);
+    q->set_double_quant(scheme == "bnb_nf4");
+    absl::StatusOr<v1::JobResult> result = RunJob(quantize, context_);
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+  // A PEFT adapter on q_proj and v_proj merged into <dir>/quantized, written to <dir>/merged.
+  absl::StatusOr<v1::JobResult> MergeIntoQuantized(v1::QuantizedBasePolicy policy, std::vector<FloatTensor>* adapter,
+                                                   RecordingContext& context) {
+    const std::string adapter_dir = PeftAdapter("peft", 64, adapter);
+    JobRun run;
+    run.job_id = "merge";
+    run.router = &router_;
+    *run.spec.mutable_lora_merge() = Spec(dir_.path() + "/quantized", {adapter_dir}, dir_.path() + "/merged");
+    run.spec.mutable_lora_merge()->set_policy(policy);
+    return RunJob(run, context);
+  }
+};
 
 TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
   const auto [scheme, tolerance] = GetParam();
-  const std::string float_dir = dir_.path() + "/float";
-  fs::create_directories(float_dir);
-  WriteFloatCheckpoint(float_dir + "/model.safetensors", LlamaLikeTensors(1, 64, 128));
-  std::ofstream(float_dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"]})";
-  JobRun quantize;
-  quantize.job_id = "quantize";
-  quantize.router = &router_;
-  v1::QuantizeSpec* q = quantize.spec.mutable_quantize();
-  q->set_input(float_dir);
-  q->set_output(dir_.path() + "/quantized");
-  q->set_scheme(scheme);
-  q->set_double_quant(std::string(scheme) == "bnb_nf4");
-  ASSERT_TRUE(RunJob(quantize, context_).ok());
+  ASSERT_NO_FATAL_FAILURE(QuantizeBase(scheme));
 
   std::vector<FloatTensor> adapter;
-  const std::string adapter_dir = PeftAdapter("peft", 64, &adapter);
   RecordingContext merge_context;
-  JobRun run;
-  run.job_id = "merge";
-  run.router = &router_;
-  *run.spec.mutable_lora_merge() = Spec(dir_.path() + "/quantized", {adapter_dir}, dir_.path() + "/merged");
-  absl::StatusOr<v1::JobResult> result = RunJob(run, merge_context);
+  absl::StatusOr<v1::JobResult> result = MergeIntoQuantized(v1::QUANTIZED_BASE_POLICY_REQUANTIZE, &adapter, merge_context);
   ASSERT_TRUE(result.ok()) << result.status();
   const v1::LoraMergeFigures& f = result->figures().lora_merge();
   EXPECT_EQ(f.tensors_merged(), 2u);
@@ -489,6 +643,75 @@ TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
   }
   EXPECT_LT(std::sqrt(error / energy), tolerance) << scheme << ": the merged weight reads back far from the exact merge";
   EXPECT_GT(std::sqrt(change / energy), 5 * std::sqrt(error / energy)) << scheme << ": the update is lost in the rounding";
+}
+
+// Policy DEQUANTIZE on the same bases: the merged weight becomes one F16 tensor under its
+// module's name, its companions leave the header, the loader's settings learn of it, and every
+// other tensor is untouched. ChatGLM refuses it: its loader quantizes every layer.
+TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
+  const auto [scheme, tolerance] = GetParam();
+  ASSERT_NO_FATAL_FAILURE(QuantizeBase(scheme));
+
+  std::vector<FloatTensor> adapter;
+  RecordingContext merge_context;
+  absl::StatusOr<v1::JobResult> result = MergeIntoQuantized(v1::QUANTIZED_BASE_POLICY_DEQUANTIZE, &adapter, merge_context);
+  if (absl::StartsWith(scheme, "chatglm")) {
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+    EXPECT_EQ(ReasonOf(result.status()), "LORA_POLICY_UNSUPPORTED");
+    return;
+  }
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->figures().lora_merge().tensors_dequantized(), 2u);
+  ASSERT_EQ(merge_context.warnings().size(), 1u);
+  EXPECT_EQ(merge_context.warnings()[0].first, "LORA_DEQUANTIZED");
+
+  absl::StatusOr<ModelView> in_view = OpenModel(*router_.Resolve(dir_.path() + "/quantized"));
+  absl::StatusOr<ModelView> out_view = OpenModel(*router_.Resolve(dir_.path() + "/merged"));
+  ASSERT_TRUE(in_view.ok() && out_view.ok()) << out_view.status();
+  const std::string in_bytes = ReadFile(dir_.path() + "/quantized/model.safetensors");
+  const std::string out_bytes = ReadFile(dir_.path() + "/merged/model.safetensors");
+  std::map<std::string, const TensorInfo*> written;
+  for (const TensorInfo& t : out_view->tensors) written[t.name] = &t;
+  for (const TensorInfo& t : in_view->tensors) {
+    const bool merged = absl::StrContains(t.name, "layers.0.self_attn.q_proj") || absl::StrContains(t.name, "layers.0.self_attn.v_proj");
+    if (merged) {
+      const bool weight = absl::EndsWith(t.name, "_proj.weight");
+      EXPECT_EQ(written.count(t.name), weight ? 1u : 0u) << t.name << ": a dequantized group keeps only its weight";
+      continue;
+    }
+    ASSERT_EQ(written.count(t.name), 1u) << t.name;
+    EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(written[t.name]->data_offset, t.size_bytes)) << t.name;
+  }
+  const std::string weight = "model.layers.0.self_attn.q_proj.weight";
+  ASSERT_EQ(written.count(weight), 1u);
+  EXPECT_EQ(written[weight]->dtype, DType::kF16);  // the weight's type before quantization
+  EXPECT_EQ(written[weight]->shape, (std::vector<uint64_t>{64, 64}));
+
+  const std::optional<nlohmann::json> config = nlohmann::json::parse(ReadFile(dir_.path() + "/quantized/config.json"));
+  absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true);
+  ASSERT_TRUE(before.ok());
+  const QuantizedWeightReader* base_reader = nullptr;
+  for (const auto& r : before->readers) base_reader = r->name() == weight ? r.get() : base_reader;
+  ASSERT_NE(base_reader, nullptr);
+  std::vector<float> w(64 * 64);
+  ASSERT_TRUE(base_reader->ReadRows(0, 64, w.data()).ok());
+  const std::vector<double> delta = Delta(adapter[1], adapter[0], 2.0);
+  const std::vector<float> got = Values(dir_.path() + "/merged", weight);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double exact = w[i] + delta[i];
+    ASSERT_NEAR(got[i], exact, std::fabs(exact) * std::ldexp(1.0, -11) * 1.01 + 1e-7) << i;
+  }
+  // The loaders' settings: bitsandbytes skips the modules, quanto's map drops them.
+  if (absl::StartsWith(scheme, "bnb")) {
+    const nlohmann::json merged_config = nlohmann::json::parse(ReadFile(dir_.path() + "/merged/config.json"));
+    const nlohmann::json& skip = merged_config["quantization_config"]["llm_int8_skip_modules"];
+    EXPECT_NE(std::find(skip.begin(), skip.end(), "model.layers.0.self_attn.q_proj"), skip.end()) << skip.dump();
+    EXPECT_NE(std::find(skip.begin(), skip.end(), "lm_head"), skip.end()) << skip.dump();
+  } else {
+    const nlohmann::json qmap = nlohmann::json::parse(ReadFile(dir_.path() + "/merged/quanto_qmap.json"));
+    EXPECT_FALSE(qmap.contains("model.layers.0.self_attn.q_proj"));
+    EXPECT_TRUE(qmap.contains("model.layers.0.self_attn.k_proj"));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, LoraMergeLayoutTest,

@@ -10,6 +10,7 @@ namespace modelsmith {
 namespace {
 
 constexpr uint32_t kLocalSignature = 0x04034b50;
+constexpr uint32_t kDescriptorSignature = 0x08074b50;
 constexpr uint32_t kCentralSignature = 0x02014b50;
 constexpr uint32_t kEndSignature = 0x06054b50;
 constexpr uint32_t kZip64EndSignature = 0x06064b50;
@@ -240,7 +241,7 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
       return ZipError("TORCH_ZIP_DUPLICATE_NAME", file, absl::StrCat("record '", name, "' appears twice"), {{"tensor", name}});
     }
     archive.by_name.emplace(name, archive.records.size());
-    archive.records.push_back(ZipRecord{std::move(name), 0, size, crc});
+    archive.records.push_back(ZipRecord{std::move(name), 0, size, crc, {dir->offset + at + 16}});
     placed.push_back(Placed{placed.size(), header_offset, 0});
     flags.push_back(flag);
     at += kCentralBytes + name_bytes + extra_bytes + comment_bytes;
@@ -288,8 +289,18 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
       }
     }
     record.data_offset = data_offset;
-    // A data descriptor takes at least 12 bytes (crc, two 32-bit sizes) after the data.
+    // A data descriptor takes at least 12 bytes (crc, two 32-bit sizes) after the data, 16 with
+    // its optional signature.
     p.end = data_offset + record.size + (descriptor ? 12 : 0);
+    if (!descriptor) {
+      record.crc_fields.push_back(p.header_offset + 14);
+    } else if (p.end <= dir->offset) {
+      absl::StatusOr<std::vector<std::byte>> head = ReadRange(file, data_offset + record.size, 4);
+      if (!head.ok()) return head.status();
+      const bool signed_descriptor = U32(head->data()) == kDescriptorSignature;
+      if (signed_descriptor) p.end += 4;
+      record.crc_fields.push_back(data_offset + record.size + (signed_descriptor ? 4 : 0));
+    }
     if (p.end > dir->offset) {
       return ZipError("TORCH_ZIP_RECORD_OUT_OF_BOUNDS", file, absl::StrCat("record '", record.name, "' runs into the directory"),
                       {{"tensor", record.name}});

@@ -35,6 +35,10 @@ struct ZipRecord {
   uint64_t data_offset = 0;  // absolute, within the file
   uint64_t size = 0;
   uint32_t crc32 = 0;  // as the directory states it (not checked here)
+  // Absolute offsets of the 4-byte little-endian fields that hold the CRC-32: the directory
+  // entry's, the local header's (unless a data descriptor carries it) and the descriptor's. A
+  // writer that changes the data in place rewrites all of them.
+  std::vector<uint64_t> crc_fields;
 };
 
 struct ZipArchive {

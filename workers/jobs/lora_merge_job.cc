@@ -11,7 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "workers/common/error.h"
+#include "workers/jobs/lora_merge_files.h"
 #include "workers/jobs/lora_merge_plan.h"
+#include "workers/jobs/lora_merge_side_files.h"
 #include "workers/jobs/lora_merge_tensor.h"
 #include "workers/jobs/output_location.h"
 #include "workers/jobs/progress_tracker.h"
@@ -29,8 +31,6 @@ constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 // The writer's queue, a chunk being made, per-thread scratch and bookkeeping; the adapters'
 // matrices of one tensor come on top.
 constexpr uint64_t kMergeJobBaseMemoryBytes = 96 << 20;
-// Small files copied beside a safetensors base's tensors.
-constexpr uint64_t kSmallFileMaxBytes = 64 << 20;
 constexpr size_t kLargestUpdatesReported = 10;
 
 absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message) {
@@ -44,9 +44,10 @@ absl::Status CheckOutputShape(const LoraMergePlan& plan, const std::string& outp
     return FieldError("INVALID_OUTPUT", "lora_merge.output",
                       absl::StrCat("base '", plan.base.uri, "' is GGUF, so the output must be a .gguf file, not '", output, "'"));
   }
-  if (!plan.gguf() && (gguf_output || absl::EndsWith(output, ".safetensors"))) {
+  if (!plan.gguf() && (gguf_output || absl::EndsWith(output, ".safetensors") || absl::EndsWith(output, ".bin"))) {
     return FieldError("INVALID_OUTPUT", "lora_merge.output",
-                      absl::StrCat("the output of a safetensors base is a directory that receives its files; '", output, "' names a file"));
+                      absl::StrCat("the output of a ", plan.base.is_torch() ? "torch" : "safetensors",
+                                   " base is a directory that receives its files; '", output, "' names a file"));
   }
   return absl::OkStatus();
 }
@@ -77,140 +78,36 @@ std::vector<std::string> OutputUris(const LoraMergePlan& plan, const std::string
   return uris;
 }
 
-absl::StatusOr<std::string> ReadSmallObject(ObjectStore& store, const std::string& uri) {
-  absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-  if (!object.ok()) return object.status();
-  const uint64_t size = (*object)->size_bytes();
-  if (size > kSmallFileMaxBytes) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", uri, "' is larger than 64 MiB"),
-                     {{"file", uri}});
-  }
-  std::string text(size, '\0');
-  if (absl::Status s = (*object)->ReadAt(0, size, reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
-  return text;
-}
-
-// The written file must have the base file's size and, byte for byte, its header (everything
-// before the first tensor's data), so its tensor table is the base's.
-absl::Status CheckMirrored(const RandomAccessObject& written, const ModelFile& base, uint64_t header_bytes) {
-  auto mismatch = [&](absl::string_view what) {
-    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
-                     absl::StrCat("'", written.uri(), "' as written does not match base file '", base.name, "': ", what),
-                     {{"file", base.name}});
-  };
-  if (written.size_bytes() != base.object->size_bytes()) return mismatch("size");
-  std::string expected(header_bytes, '\0'), got(header_bytes, '\0');
-  if (absl::Status s = base.object->ReadAt(0, header_bytes, reinterpret_cast<std::byte*>(expected.data())); !s.ok()) return s;
-  if (absl::Status s = written.ReadAt(0, header_bytes, reinterpret_cast<std::byte*>(got.data())); !s.ok()) return s;
-  if (expected != got) return mismatch("header");
-  return absl::OkStatus();
-}
-
-struct MergedRecord {
-  const MergeTensor* tensor;
-  MergedTensorFigures figures;
-};
-
-// What the file walk carries from file to file: the merged tensors' figures, and the requantized
-// groups whose tensors are not all written yet (a bitsandbytes weight and its SCB may sit in
-// different shards).
-struct MergeState {
-  std::vector<MergedRecord> records;
-  std::map<size_t, std::map<std::string, std::string>> group_bytes;  // by key in plan.merged
-};
-
-// Appends base tensor `t`, a member of the merged quantized group at `key`: the whole group is
-// requantized when its first member comes, and each member is written from memory.
-absl::Status WriteGroupMember(const LoraMergePlan& plan, size_t key, const TensorInfo& t, const RandomAccessObject& source,
-                              PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
-                              MergeState& state) {
-  auto cached = state.group_bytes.find(key);
-  if (cached == state.group_bytes.end()) {
-    const MergeTensor& m = plan.merged.at(key);
-    absl::StatusOr<std::vector<LowRankUpdate>> updates = LoadUpdates(m);
-    if (!updates.ok()) return updates.status();
-    state.records.push_back({&m, {}});
-    absl::StatusOr<std::map<std::string, std::string>> group =
-        RequantizeMergedGroup(m, *std::move(updates), source, pace, context, &state.records.back().figures);
-    if (!group.ok()) return group.status();
-    cached = state.group_bytes.emplace(key, *std::move(group)).first;
-  }
-  auto bytes = cached->second.find(t.name);
-  if (bytes == cached->second.end() || bytes->second.size() != t.size_bytes) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("requantized group has no tensor '", t.name, "' of its size"),
-                     {{"tensor", t.name}});
-  }
-  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes->second.data()), bytes->second.size()}); !s.ok()) return s;
-  tracker.AddBytes(t.size_bytes);
-  cached->second.erase(bytes);
-  if (cached->second.empty()) state.group_bytes.erase(cached);
-  return absl::OkStatus();
-}
-
-// Mirrors base file `file_index` into `out`, merged tensors rewritten. Returns the header size.
-absl::StatusOr<uint64_t> WriteFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, ProgressTracker& tracker,
-                                   RateLimiter& pace, const JobContext& context, MergeState& state) {
-  const ModelFile& file = plan.base.files[file_index];
-  const RandomAccessObject& source = *file.object;
-  std::vector<size_t> order;
-  for (size_t i = 0; i < plan.base.tensors.size(); ++i) {
-    if (plan.base.tensors[i].file_index == file_index) order.push_back(i);
-  }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return plan.base.tensors[a].data_offset < plan.base.tensors[b].data_offset; });
-  const uint64_t header_bytes = order.empty() ? source.size_bytes() : plan.base.tensors[order.front()].data_offset;
-  uint64_t position = 0;
-  for (size_t i : order) {
-    const TensorInfo& t = plan.base.tensors[i];
-    if (t.data_offset < position) {
-      return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_TENSORS_OVERLAP",
-                       absl::StrCat("tensor '", t.name, "' of '", file.name, "' overlaps the tensor before it"), {{"tensor", t.name}});
-    }
-    if (absl::Status s = CopyByteRange(source, position, t.data_offset - position, out, tracker, pace, context); !s.ok()) return s;
-    auto merged = plan.merged.find(i);
-    if (auto member = plan.group_member.find(i); member != plan.group_member.end()) {
-      if (absl::Status s = WriteGroupMember(plan, member->second, t, source, out, tracker, pace, context, state); !s.ok()) return s;
-    } else if (merged == plan.merged.end()) {
-      if (absl::Status s = CopyByteRange(source, t.data_offset, t.size_bytes, out, tracker, pace, context); !s.ok()) {
-        return Annotate(s, absl::StrCat("copying tensor '", t.name, "'"));
-      }
-    } else {
-      absl::StatusOr<std::vector<LowRankUpdate>> updates = LoadUpdates(merged->second);
-      if (!updates.ok()) return updates.status();
-      state.records.push_back({&merged->second, {}});
-      if (absl::Status s = WriteMergedTensor(merged->second, *updates, source, out, tracker, pace, context, &state.records.back().figures);
-          !s.ok()) {
-        return s;
-      }
-    }
-    position = t.data_offset + t.size_bytes;
-    tracker.AddTensors(1);
-  }
-  if (absl::Status s = CopyByteRange(source, position, source.size_bytes() - position, out, tracker, pace, context); !s.ok()) return s;
-  return header_bytes;
-}
-
 ordered_json FiniteOrNull(double v) { return std::isfinite(v) ? ordered_json(v) : ordered_json(nullptr); }
 
 // The weight a merged tensor stands for: a quantized group's "<module>.weight", else the tensor.
 const std::string& WeightName(const MergeTensor& t) { return t.reader != nullptr ? t.reader->name() : t.base->name; }
 
-bool IsQuantizedType(const MergeTensor& t) {
-  return t.reader != nullptr || (t.base->ggml_type && t.type != "F32" && t.type != "F16" && t.type != "BF16");
-}
-
+// One warning per quantized scheme merged into, stating the policy.
 void WarnPolicies(const LoraMergePlan& plan, JobContext& context) {
-  std::map<std::string, std::pair<size_t, std::string>> by_type;  // type -> count, first tensor
+  struct Scheme {
+    size_t count = 0;
+    std::string first, written;
+  };
+  std::map<std::string, Scheme> by_type;
   for (const auto& [index, t] : plan.merged) {
-    if (!IsQuantizedType(t)) continue;
-    auto [it, created] = by_type.try_emplace(t.type, 0, WeightName(t));
-    ++it->second.first;
+    if (!t.quantized()) continue;
+    auto [it, created] = by_type.try_emplace(t.type, Scheme{0, WeightName(t), t.written_type()});
+    ++it->second.count;
   }
-  for (const auto& [type, entry] : by_type) {
-    context.Warn("LORA_REQUANTIZED",
-                 absl::StrCat(entry.first, " merged weight(s) of type ", type, " are dequantized, merged in F32 and quantized again as ",
-                              type, " (policy requantize); the result's snr_db per tensor is the error that adds"),
-                 entry.second);
+  for (const auto& [type, scheme] : by_type) {
+    if (scheme.written != type) {
+      context.Warn("LORA_DEQUANTIZED",
+                   absl::StrCat(scheme.count, " merged weight(s) of type ", type, " are dequantized, merged in F32 and written as ",
+                                scheme.written, " (policy dequantize): they grow, the rest of the model stays ", type,
+                                "; the result's snr_db per tensor is the rounding to ", scheme.written),
+                   scheme.first);
+    } else {
+      context.Warn("LORA_REQUANTIZED",
+                   absl::StrCat(scheme.count, " merged weight(s) of type ", type, " are dequantized, merged in F32 and quantized again as ",
+                                type, " (policy requantize); the result's snr_db per tensor is the error that adds"),
+                   scheme.first);
+    }
   }
 }
 
@@ -240,13 +137,14 @@ void FillFigures(const LoraMergePlan& plan, const std::vector<MergedRecord>& rec
   for (size_t i = 0; i < plan.base.tensors.size(); ++i) copied += !plan.merged.count(i) && !plan.group_member.count(i);
   f->set_tensors_copied(copied);
   double min_snr = std::numeric_limits<double>::infinity();
-  uint32_t requantized = 0;
+  uint32_t requantized = 0, dequantized = 0;
   for (const MergedRecord& r : records) {
-    if (!IsQuantizedType(*r.tensor)) continue;
-    ++requantized;
+    if (!r.tensor->quantized()) continue;
+    ++(r.tensor->dequantize_to ? dequantized : requantized);
     min_snr = std::min(min_snr, r.figures.written.snr_db());
   }
   f->set_tensors_requantized(requantized);
+  f->set_tensors_dequantized(dequantized);
   f->set_min_snr_db(min_snr);
   std::vector<const MergedRecord*> by_update;
   for (const MergedRecord& r : records) by_update.push_back(&r);
@@ -256,7 +154,7 @@ void FillFigures(const LoraMergePlan& plan, const std::vector<MergedRecord>& rec
   for (size_t i = 0; i < by_update.size() && i < kLargestUpdatesReported; ++i) {
     v1::MergedTensor* m = f->add_largest_updates();
     m->set_name(WeightName(*by_update[i]->tensor));
-    m->set_type(by_update[i]->tensor->type);
+    m->set_type(by_update[i]->tensor->written_type());
     m->set_adapters(by_update[i]->tensor->updates.size());
     m->set_relative_update(by_update[i]->figures.relative_update);
     m->set_snr_db(by_update[i]->figures.written.snr_db());
@@ -270,6 +168,7 @@ ordered_json ManifestBody(const LoraMergePlan& plan, const std::vector<MergedRec
     for (const MergeUpdate& u : r.tensor->updates) modules.push_back({{"adapter", u.adapter->uri}, {"module", u.target->module->key}});
     merged.push_back({{"name", WeightName(*r.tensor)},
                       {"type", r.tensor->type},
+                      {"written_type", r.tensor->written_type()},
                       {"modules", std::move(modules)},
                       {"relative_update", FiniteOrNull(r.figures.relative_update)},
                       {"snr_db", FiniteOrNull(r.figures.written.snr_db())},
@@ -379,15 +278,12 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
     absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uris[i]);
     if (!writer.ok()) return fail(writer.status());
     PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
-    absl::StatusOr<uint64_t> header_bytes = WriteFile(plan, i, out, tracker, pace, context, state);
-    if (!header_bytes.ok()) {
+    absl::StatusOr<WrittenFile> written = WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state);
+    if (!written.ok()) {
       out.Abort();
-      return fail(header_bytes.status());
+      return fail(written.status());
     }
-    const ModelFile& base_file = plan.base.files[i];
-    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(
-        out, store, uris[i], base_file.object->size_bytes(), role,
-        [&](const RandomAccessObject& written) { return CheckMirrored(written, base_file, *header_bytes); }, tracker, context);
+    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(out, store, uris[i], written->size_bytes, role, written->check, tracker, context);
     if (!artifact.ok()) {
       out.Abort();
       return fail(artifact.status());
@@ -395,21 +291,18 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
     artifacts.push_back(*artifact);
     committed_names.push_back(std::string(BaseName(uris[i])));
   }
+  uint32_t files_copied = 0;
   if (directory) {
-    // The index (its weight map is unchanged) and config.json, copied as they are.
-    std::vector<std::pair<std::string, std::string>> small;  // source uri, role
-    if (!plan.base.index_uri.empty()) small.emplace_back(plan.base.index_uri, "index");
-    if (plan.config) small.emplace_back(JoinUri(ParentUri(plan.base.files.front().uri), "config.json"), "config");
     absl::StatusOr<Location> base_location = run.router->Resolve(plan.base.uri);
     if (!base_location.ok()) return fail(base_location.status());
-    for (const auto& [uri, small_role] : small) {
-      absl::StatusOr<std::string> text = ReadSmallObject(*base_location->store, uri);
-      if (!text.ok()) return fail(text.status());
-      const std::string name(BaseName(uri));
-      absl::StatusOr<v1::Artifact> artifact = WriteSmallObject(store, directory->UriOf(name), *text, small_role);
+    absl::StatusOr<std::vector<SideFile>> side = MakeSideFiles(plan, *base_location->store, context);
+    if (!side.ok()) return fail(side.status());
+    for (const SideFile& file : *side) {
+      absl::StatusOr<v1::Artifact> artifact = WriteSmallObject(store, directory->UriOf(file.name), file.bytes, file.role);
       if (!artifact.ok()) return fail(artifact.status());
       artifacts.push_back(*artifact);
-      committed_names.push_back(name);
+      committed_names.push_back(file.name);
+      files_copied += file.role != "index";
     }
   }
 
@@ -417,6 +310,7 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
   FillFigures(plan, state.records, figures->mutable_lora_merge());
+  figures->mutable_lora_merge()->set_files_copied(files_copied);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   figures->set_duration_seconds(seconds);
   figures->set_bytes_read(plan.base.file_bytes);

@@ -6,10 +6,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "workers/common/error.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/formats/tensor_reader.h"
+#include "workers/formats/zip_archive.h"
 #include "workers/jobs/gguf_to_hf.h"
 #include "workers/quant/cast.h"
 #include "workers/quant/quantize_rows.h"
@@ -190,6 +192,61 @@ absl::Status PlanLayoutGroup(LoraMergePlan& plan, MergeTensor& m) {
   return absl::OkStatus();
 }
 
+// A torch base is merged in place: each tensor written anew must be exactly its storage record
+// (contiguous, from the record's first byte to its last) and the only name that reads it, so the
+// merge changes that tensor and nothing else; its record's CRC-32 fields are noted.
+absl::Status PlanTorchRecords(LoraMergePlan& plan) {
+  std::set<size_t> written;
+  for (const auto& [index, m] : plan.merged) {
+    if (m.group.empty()) written.insert(index);
+    written.insert(m.group.begin(), m.group.end());
+  }
+  std::map<size_t, ZipArchive> archives;
+  for (size_t index : written) {
+    const TensorInfo& t = plan.base.tensors[index];
+    auto [it, created] = archives.try_emplace(t.file_index);
+    if (created) {
+      absl::StatusOr<ZipArchive> archive = ReadZipArchive(*plan.base.files[t.file_index].object);
+      if (!archive.ok()) return archive.status();
+      it->second = *std::move(archive);
+    }
+    const ZipRecord* record = nullptr;
+    for (const ZipRecord& r : it->second.records) {
+      if (r.data_offset <= t.data_offset && t.data_offset < r.data_offset + std::max<uint64_t>(r.size, 1)) record = &r;
+    }
+    std::vector<std::string> sharing;
+    for (const TensorInfo& other : plan.base.tensors) {
+      if (&other == &t || other.file_index != t.file_index || record == nullptr) continue;
+      if (other.data_offset < record->data_offset + record->size && record->data_offset < other.data_offset + std::max<uint64_t>(other.size_bytes, 1)) {
+        sharing.push_back(other.name);
+      }
+    }
+    for (const TensorAlias& alias : plan.base.aliases) {
+      if (alias.target == t.name) sharing.push_back(alias.name);
+    }
+    const bool whole = record != nullptr && t.strides.empty() && t.data_offset == record->data_offset && t.size_bytes == record->size;
+    if (!whole || !sharing.empty()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_TARGET_SHARED_STORAGE",
+                       absl::StrCat("base tensor '", t.name, "' of torch checkpoint '", plan.base.files[t.file_index].name, "' ",
+                                    sharing.empty() ? "is a view of part of its storage"
+                                                    : absl::StrCat("shares its storage with ", absl::StrJoin(sharing, ", ")),
+                                    ", so merging into it would change other tensors too; convert the base to safetensors first"),
+                       {{"tensor", t.name}, {"field", "lora_merge.base"}});
+    }
+    plan.crc_fields[index] = record->crc_fields;
+  }
+  return absl::OkStatus();
+}
+
+// The spec's dequantize_dtype as a ggml float type; nullopt when empty or unknown.
+std::optional<GgmlType> DequantizeDtype(const v1::LoraMergeSpec& spec) {
+  const std::string name = absl::AsciiStrToLower(spec.dequantize_dtype());
+  if (name == "f16") return GgmlType::kF16;
+  if (name == "bf16") return GgmlType::kBF16;
+  if (name == "f32") return GgmlType::kF32;
+  return std::nullopt;
+}
+
 absl::Status UnmatchedError(const std::vector<SkippedKey>& mismatches) {
   std::vector<std::string> lines;
   for (size_t i = 0; i < mismatches.size() && i < kReportedMismatches; ++i) {
@@ -210,6 +267,16 @@ std::string DescribeMismatch(const LoraMismatch& m) {
   return absl::StrCat(m.problem, " (closest: ", absl::StrJoin(m.closest, ", "), ")");
 }
 
+const std::string& MergeTensor::written_name() const { return dequantize_to && reader != nullptr ? reader->name() : base->name; }
+
+std::vector<uint64_t> MergeTensor::written_shape() const {
+  return dequantize_to && reader != nullptr ? reader->shape() : base->shape;
+}
+
+std::string MergeTensor::written_type() const { return dequantize_to ? std::string(GgmlTypeName(*dequantize_to)) : type; }
+
+bool MergeTensor::quantized() const { return reader != nullptr || (base->ggml_type && GgmlTraits(*base->ggml_type)->quantized); }
+
 absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   if (spec.base().empty()) return FieldError("MISSING_FIELD", "lora_merge.base", "'lora_merge.base' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "lora_merge.output", "'lora_merge.output' is required");
@@ -224,6 +291,15 @@ absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   if (!v1::QuantizedBasePolicy_IsValid(spec.policy())) {
     return FieldError("INVALID_VALUE", "lora_merge.policy", absl::StrCat("unknown policy ", spec.policy()));
   }
+  if (!spec.dequantize_dtype().empty()) {
+    if (spec.policy() != v1::QUANTIZED_BASE_POLICY_DEQUANTIZE) {
+      return FieldError("INVALID_VALUE", "lora_merge.dequantize_dtype", "'dequantize_dtype' applies to policy DEQUANTIZE only");
+    }
+    if (!DequantizeDtype(spec)) {
+      return FieldError("INVALID_VALUE", "lora_merge.dequantize_dtype",
+                        absl::StrCat("unknown dequantize_dtype '", spec.dequantize_dtype(), "'; use f16, bf16 or f32"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -235,12 +311,6 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   absl::StatusOr<ModelView> view = OpenModel(*base);
   if (!view.ok()) return WithReason(view.status(), ReasonOf(view.status()), {{"field", "lora_merge.base"}});
   plan->base = *std::move(view);
-  if (plan->base.is_torch()) {
-    return MakeError(absl::StatusCode::kUnimplemented, "LORA_BASE_FORMAT_NOT_IMPLEMENTED",
-                     absl::StrCat("base '", plan->base.uri, "' is a torch checkpoint; merging writes safetensors and GGUF bases only "
-                                  "(convert it to safetensors first with the convert job)"),
-                     {{"field", "lora_merge.base"}});
-  }
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*base->store, plan->base);
   if (!config.ok()) return config.status();
   plan->config = *std::move(config);
@@ -263,6 +333,7 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   plan->skipped = std::move(mismatches);
 
   const bool dequantize = spec.policy() == v1::QUANTIZED_BASE_POLICY_DEQUANTIZE;
+  const std::optional<GgmlType> dequantize_dtype = DequantizeDtype(spec);
   for (const std::unique_ptr<LoraAdapterInput>& adapter : plan->adapters) {
     for (const LoraTarget& target : adapter->match.targets) {
       const size_t index = plan->candidate_of[target.base - plan->candidates.data()];
@@ -275,16 +346,13 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
         m.cols = target.cols;
         const bool quantized = stored.ggml_type && GgmlTraits(*stored.ggml_type)->quantized;
         m.type = stored.ggml_type ? std::string(GgmlTypeName(static_cast<GgmlType>(*stored.ggml_type))) : std::string(DTypeName(stored.dtype));
-        if (quantized && !CanEncode(static_cast<GgmlType>(*stored.ggml_type))) {
+        if (quantized && dequantize) {
+          m.dequantize_to = dequantize_dtype.value_or(GgmlType::kF16);
+          plan->rewritten_files.insert(stored.file_index);
+        } else if (quantized && !CanEncode(static_cast<GgmlType>(*stored.ggml_type))) {
           return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
                            absl::StrCat("base tensor '", stored.name, "' is ", m.type, ", which this build cannot quantize again"),
                            {{"tensor", stored.name}, {"field", "lora_merge.base"}});
-        }
-        if (quantized && dequantize) {
-          return MakeError(absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
-                           absl::StrCat("policy DEQUANTIZE for GGUF bases is not built yet (base tensor '", stored.name, "' is ", m.type,
-                                        "); use REQUANTIZE"),
-                           {{"tensor", stored.name}, {"field", "lora_merge.policy"}});
         }
         if (stored.ggml_type && (stored.shape.size() != 2 || m.cols != stored.shape[1])) {
           return MakeError(absl::StatusCode::kUnimplemented, "LORA_SHAPE_NOT_IMPLEMENTED",
@@ -295,17 +363,23 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
         if (auto group = plan->requantize.group_of.find(stored.name); group != plan->requantize.group_of.end()) {
           m.reader = group->second;
           m.type = m.reader->layout();
-          if (dequantize) {
-            return MakeError(absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
-                             absl::StrCat("policy DEQUANTIZE is not built yet (base weight '", m.reader->name(), "' is ", m.type,
-                                          "); use REQUANTIZE"),
-                             {{"tensor", m.reader->name()}, {"field", "lora_merge.policy"}});
-          }
           for (size_t j = 0; j < plan->base.tensors.size(); ++j) {
             auto member = plan->requantize.group_of.find(plan->base.tensors[j].name);
             if (member != plan->requantize.group_of.end() && member->second == m.reader) m.group.push_back(j);
           }
-          if (absl::Status s = PlanLayoutGroup(*plan, m); !s.ok()) return s;
+          if (dequantize) {
+            if (absl::StartsWith(m.type, "chatglm")) {
+              return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_POLICY_UNSUPPORTED",
+                               absl::StrCat("base weight '", m.reader->name(), "' is ", m.type,
+                                            ": ChatGLM's loader quantizes every layer from config.json's quantization_bit, so a "
+                                            "partly dequantized checkpoint would not load; use policy REQUANTIZE"),
+                               {{"tensor", m.reader->name()}, {"field", "lora_merge.policy"}});
+            }
+            m.dequantize_to = dequantize_dtype.value_or(m.reader->original_type() == StoredFloat::kBF16 ? GgmlType::kBF16 : GgmlType::kF16);
+            for (size_t j : m.group) plan->rewritten_files.insert(plan->base.tensors[j].file_index);
+          } else if (absl::Status s = PlanLayoutGroup(*plan, m); !s.ok()) {
+            return s;
+          }
           for (size_t j : m.group) plan->group_member[j] = index;
         }
       }
@@ -318,6 +392,16 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
       m.updates.push_back({adapter.get(), &target});
       ++plan->modules_matched;
     }
+  }
+  if (plan->base.is_torch()) {
+    if (!plan->rewritten_files.empty()) {
+      return MakeError(absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
+                       absl::StrCat("policy DEQUANTIZE on torch base '", plan->base.uri,
+                                    "' is not built yet (it rewrites the pickled state dict); use REQUANTIZE, or convert the base to "
+                                    "safetensors first"),
+                       {{"field", "lora_merge.policy"}});
+    }
+    if (absl::Status s = PlanTorchRecords(*plan); !s.ok()) return s;
   }
   return plan;
 }

@@ -10,11 +10,21 @@
 // int8 / NF4 / FP4, optimum-quanto qint8 / qint4, ChatGLM) is matched by its module path, read
 // back (quantized_weight_reader.h) and quantized again by the layout kernels with the base's own
 // parameters (block size, double quantization, group size), so that every tensor of the group
-// keeps its name, dtype and shape. Not built yet, and refused as UNIMPLEMENTED naming what: torch
-// checkpoints as bases, the DEQUANTIZE policy for quantized targets, quanto qfloat8 and fp8
-// targets, and a group the kernels would write with another shape (a bitsandbytes quant_state
-// JSON of another length). A grouped quanto qint4 base is FAILED_PRECONDITION
-// (REQUANTIZE_UNSUPPORTED): its checkpoint does not record the weight's shape.
+// keeps its name, dtype and shape. Policy DEQUANTIZE instead writes the merged weight of a
+// quantized target as one float tensor (dequantize_dtype) under the weight's name, drops the
+// group's other tensors and marks the files that hold them for a rewritten header
+// (`rewritten_files`); ChatGLM bases refuse it (FAILED_PRECONDITION LORA_POLICY_UNSUPPORTED:
+// their loader quantizes every layer). Not built yet, and refused as UNIMPLEMENTED naming what:
+// REQUANTIZE of quanto qfloat8 and fp8 targets, and a group the kernels would write with another
+// shape (a bitsandbytes quant_state JSON of another length). A grouped quanto qint4 base is
+// FAILED_PRECONDITION (REQUANTIZE_UNSUPPORTED): its checkpoint does not record the weight's
+// shape.
+//
+// PyTorch checkpoints (.bin, single or sharded) are merged in place too: a merged tensor must be
+// contiguous and own its storage record alone (else FAILED_PRECONDITION LORA_TARGET_SHARED_STORAGE,
+// naming the tensors that share it), and `torch_records` gives the zip fields its new CRC-32
+// goes to (`crc_fields`). Policy DEQUANTIZE on a torch base is UNIMPLEMENTED
+// (LORA_POLICY_NOT_IMPLEMENTED): it would rewrite the pickle.
 //
 // Matching is strict (lora_match.h): any mismatch fails the plan with FAILED_PRECONDITION,
 // LORA_KEYS_UNMATCHED and a report of each key and its closest base names, unless allow_partial,
@@ -25,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +48,7 @@
 #include "workers/jobs/lora_match.h"
 #include "workers/jobs/quantized_weight_reader.h"
 #include "workers/storage/storage_router.h"
+#include "workers/tensor/ggml_types.h"
 
 namespace modelsmith {
 
@@ -68,6 +80,15 @@ struct MergeTensor {
   std::optional<LayoutSpec> layout;
   LayoutTensorPlan layout_plan;
   std::vector<size_t> group;
+  // Policy DEQUANTIZE on a quantized weight: written as this float type under the weight's name
+  // (a group's stand-in "<module>.weight") and shape; the group's other tensors are dropped.
+  std::optional<GgmlType> dequantize_to;
+
+  // The name, shape and type the merged weight is written under.
+  const std::string& written_name() const;
+  std::vector<uint64_t> written_shape() const;
+  std::string written_type() const;
+  bool quantized() const;  // the stored weight is quantized (GGUF type or layout group)
 };
 
 struct SkippedKey {
@@ -88,6 +109,12 @@ struct LoraMergePlan {
   std::map<size_t, size_t> group_member;  // every tensor of a merged group -> its key in `merged`
   std::vector<SkippedKey> skipped;        // allow_partial only
   uint32_t modules_matched = 0;
+  // Files whose header changes (a dequantized weight or a dropped group tensor in them); the
+  // others are mirrored with the base's header.
+  std::set<size_t> rewritten_files;
+  // A torch base: for every tensor written anew (merged, or a member of a requantized group),
+  // the offsets of the zip fields that hold its storage record's CRC-32 (zip_archive.h).
+  std::map<size_t, std::vector<uint64_t>> crc_fields;
 
   bool gguf() const { return base.format == "gguf"; }
 };

@@ -28,13 +28,10 @@ constexpr uint64_t kPartElements = 256 << 10;
 // the same rounding, which have AVX2 versions) or a GGUF ggml type.
 class RowCodec {
  public:
-  explicit RowCodec(const TensorInfo& t, uint64_t cols) : cols_(cols) {
-    if (t.ggml_type) {
-      type_ = static_cast<GgmlType>(*t.ggml_type);
-    } else {
-      type_ = t.dtype == DType::kF16 ? GgmlType::kF16 : t.dtype == DType::kBF16 ? GgmlType::kBF16 : GgmlType::kF32;
-    }
-    row_bytes_ = *GgmlRowBytes(type_, cols);
+  RowCodec(GgmlType type, uint64_t cols) : cols_(cols), type_(type), row_bytes_(*GgmlRowBytes(type, cols)) {}
+  static RowCodec Stored(const TensorInfo& t, uint64_t cols) {
+    if (t.ggml_type) return RowCodec(static_cast<GgmlType>(*t.ggml_type), cols);
+    return RowCodec(t.dtype == DType::kF16 ? GgmlType::kF16 : t.dtype == DType::kBF16 ? GgmlType::kBF16 : GgmlType::kF32, cols);
   }
   uint64_t row_bytes() const { return row_bytes_; }
 
@@ -118,6 +115,11 @@ absl::StatusOr<std::vector<LowRankUpdate>> LoadUpdates(const MergeTensor& t) {
   return updates;
 }
 
+uint64_t MergedTensorBytes(const MergeTensor& t) {
+  if (!t.dequantize_to) return t.base->size_bytes;
+  return t.rows * GgmlRowBytes(*t.dequantize_to, t.cols).value_or(0);
+}
+
 absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates, const RandomAccessObject& file,
                                PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
                                MergedTensorFigures* figures) {
@@ -128,12 +130,20 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
   struct PartFigures {
     QualityStats update, written;
   };
-  const RowCodec codec(*t.base, t.cols);
+  // Rows come from the stored bytes, or from the layout's reader for a quantized group; they go
+  // out in the stored type, or in the float type of a dequantized weight.
+  const RowCodec stored = RowCodec::Stored(*t.base, t.cols);
+  const RowCodec codec = t.dequantize_to ? RowCodec(*t.dequantize_to, t.cols) : stored;
   const uint64_t row_bytes = codec.row_bytes();
-  if (row_bytes * t.rows != t.base->size_bytes) {
+  if (t.reader == nullptr && stored.row_bytes() * t.rows != t.base->size_bytes) {
     return MakeError(absl::StatusCode::kInternal, "LORA_SHAPE_MISMATCH",
-                     absl::StrCat("base tensor '", t.base->name, "' holds ", t.base->size_bytes, " bytes, not ", t.rows, " rows of ", row_bytes),
+                     absl::StrCat("base tensor '", t.base->name, "' holds ", t.base->size_bytes, " bytes, not ", t.rows, " rows of ",
+                                  stored.row_bytes()),
                      {{"tensor", t.base->name}});
+  }
+  if (t.reader != nullptr && (!t.dequantize_to || t.reader->rows() != t.rows || t.reader->columns() != t.cols)) {
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("'", t.reader->name(), "' is not a dequantized merge target"),
+                     {{"tensor", t.reader->name()}});
   }
   const uint64_t cols = std::max<uint64_t>(1, t.cols);
   const uint64_t rows_per_part = std::max<uint64_t>(1, kPartElements / cols);
@@ -157,15 +167,24 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
       const uint64_t first = row + part * rows_per_part;
       const uint64_t count = std::min(rows_per_part, row + rows - first);
       const uint64_t elements = count * t.cols;
-      w.stored.resize(count * row_bytes);
       w.original.resize(elements);
       w.merged.resize(elements);
       w.back.resize(elements);
-      if (absl::Status s = file.ReadAt(t.base->data_offset + first * row_bytes, count * row_bytes, w.stored.data()); !s.ok()) {
-        part_status[part] = Annotate(s, absl::StrCat("reading base tensor '", t.base->name, "'"));
-        return;
+      if (t.reader != nullptr) {
+        if (absl::Status s = t.reader->ReadRows(first, count, w.original.data()); !s.ok()) {
+          part_status[part] = Annotate(s, absl::StrCat("reading back base weight '", t.reader->name(), "'"));
+          return;
+        }
+      } else {
+        const uint64_t stored_row_bytes = stored.row_bytes();
+        w.stored.resize(count * stored_row_bytes);
+        if (absl::Status s = file.ReadAt(t.base->data_offset + first * stored_row_bytes, count * stored_row_bytes, w.stored.data());
+            !s.ok()) {
+          part_status[part] = Annotate(s, absl::StrCat("reading base tensor '", t.base->name, "'"));
+          return;
+        }
+        stored.Decode(w.stored.data(), count, w.original.data());
       }
-      codec.Decode(w.stored.data(), count, w.original.data());
       std::copy(w.original.begin(), w.original.end(), w.merged.begin());
       for (const LowRankUpdate& u : updates) u.ApplyRows(first, count, w.merged.data());
       std::byte* target = encoded.get() + (first - row) * row_bytes;
@@ -180,7 +199,7 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
       figures->written.Merge(part_figures[part].written);
     }
     if (absl::Status s = out.AppendShared(std::move(encoded), rows * row_bytes); !s.ok()) return s;
-    tracker.AddBytes(rows * row_bytes);
+    tracker.AddBytes(t.reader != nullptr ? 0 : rows * stored.row_bytes());  // base bytes; a group's are counted by the job
     pace.Account(rows * row_bytes, [&] { return context.stop_requested(); });
   }
   figures->relative_update = update.relative_error();

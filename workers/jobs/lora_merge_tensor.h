@@ -50,7 +50,14 @@ absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const M
 // permuted GGUF Q/K weight).
 absl::StatusOr<std::vector<LowRankUpdate>> LoadUpdates(const MergeTensor& t);
 
-// Appends exactly t.base->size_bytes to `out`: the merged tensor in its stored type.
+// The bytes WriteMergedTensor appends: t.base->size_bytes (the stored type), or the rows in the
+// float type of a dequantized weight.
+uint64_t MergedTensorBytes(const MergeTensor& t);
+
+// Appends MergedTensorBytes(t) to `out`: the merged tensor in its stored type, or for policy
+// DEQUANTIZE (t.dequantize_to) in that float type, the rows read back through t.reader for a
+// quantized group. Progress counts the stored bytes of t.base (not a group's: the job counts
+// those).
 absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates, const RandomAccessObject& file,
                                PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
                                MergedTensorFigures* figures);
