@@ -103,21 +103,24 @@ bool ParseAdapterArgument(const std::string& argument, v1::LoraAdapter* adapter)
 
 // submit lora-merge: adapters merged into a base, written back in the base's format.
 void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
-  CLI::App* merge = submit->add_subcommand("lora-merge", "merge LoRA adapters (PEFT, kohya, diffusers) into a safetensors or GGUF base");
+  CLI::App* merge = submit->add_subcommand("lora-merge", "merge LoRA adapters (PEFT, kohya, diffusers) into a safetensors, PyTorch or GGUF base");
   struct Options {
     v1::SubmitJobRequest request;
-    std::string base, output, policy = "requantize", request_id;
+    std::string base, output, policy = "requantize", dequantize_dtype, request_id;
     std::vector<std::string> adapters;
     bool allow_partial = false, overwrite = false, watch = false;
   };
   auto options = std::make_shared<Options>();
-  merge->add_option("--base", options->base, "safetensors file, index.json or directory, or a .gguf file")->required();
+  merge->add_option("--base", options->base, "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")->required();
   merge->add_option("--adapter", options->adapters,
                     "ADAPTER[:STRENGTH]: a PEFT directory or a kohya/diffusers .safetensors file; repeatable, applied in order")
       ->required();
-  merge->add_option("--output", options->output, "output directory (safetensors base) or .gguf file (GGUF base)")->required();
+  merge->add_option("--output", options->output, "output directory (safetensors or .bin base) or .gguf file (GGUF base)")->required();
   merge->add_option("--policy", options->policy, "quantized bases: requantize (same type) or dequantize")
       ->check(CLI::IsMember({"requantize", "dequantize"}))->capture_default_str();
+  merge->add_option("--dequantize-dtype", options->dequantize_dtype,
+                    "policy dequantize: f16, bf16 or f32 (default: the weight's type before quantization, else f16)")
+      ->check(CLI::IsMember({"f16", "bf16", "f32"}));
   merge->add_flag("--allow-partial", options->allow_partial, "leave out adapter keys that match no base weight (each a warning)");
   merge->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   merge->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
@@ -136,6 +139,7 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
       adapter->set_uri(AbsoluteIfLocalPath(adapter->uri()));
     }
     spec.set_policy(options->policy == "dequantize" ? v1::QUANTIZED_BASE_POLICY_DEQUANTIZE : v1::QUANTIZED_BASE_POLICY_REQUANTIZE);
+    spec.set_dequantize_dtype(options->dequantize_dtype);
     spec.set_allow_partial(options->allow_partial);
     spec.set_overwrite(options->overwrite);
     options->request.set_request_id(options->request_id);

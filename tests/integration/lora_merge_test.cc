@@ -1,7 +1,7 @@
 // The LoRA merge job through the real modelsmithd and the CLI: a kohya and a PEFT adapter merged
 // into a generated safetensors base (values checked against the update computed here), warnings
 // and progress in the event stream, the manifest, the LORA_KEYS_UNMATCHED refusal at submit,
-// and cancel in the middle.
+// policy dequantize on a GGUF and a torch base through the CLI, and cancel in the middle.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -174,6 +174,39 @@ TEST_F(LoraMergeServerTest, KohyaAndPeftAdaptersMergeWithWarningsProgressAndMani
   EXPECT_EQ(done.result().artifacts(done.result().artifacts_size() - 1).role(), "manifest");
 }
 
+// A Q8_0 GGUF with --policy dequantize, and torch.save's own checkpoint merged in place: the CLI
+// shows the policy's warning and the figures; Python's zipfile checks the torch output's CRC-32s.
+TEST_F(LoraMergeServerTest, DequantizePolicyAndTorchBaseThroughTheCli) {
+  fs::copy_file(SourceDir() + "/tests/data/golden/gguf/expected-Q8_0.gguf", data_ + "/q8.gguf");
+  fs::create_directories(data_ + "/peft-v");
+  WriteSafetensors(data_ + "/peft-v/adapter_model.safetensors",
+                   {Random("base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", {4, 256}, 1),
+                    Random("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", {256, 4}, 2)});
+  std::ofstream(data_ + "/peft-v/adapter_config.json") << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 4})";
+  fs::create_directories(data_ + "/torch");
+  fs::copy_file(SourceDir() + "/tests/data/torch/state_dict.bin", data_ + "/torch/pytorch_model.bin");
+  fs::create_directories(data_ + "/peft-q");
+  WriteSafetensors(data_ + "/peft-q/adapter_model.safetensors", {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}, 3),
+                                                                 Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2}, 4)});
+  std::ofstream(data_ + "/peft-q/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
+  Start();
+
+  CommandResult gguf = Cli({"submit", "lora-merge", "--base", data_ + "/q8.gguf", "--adapter", data_ + "/peft-v", "--output",
+                            data_ + "/merged-f16.gguf", "--policy", "dequantize", "--dequantize-dtype", "f16", "--watch"});
+  ASSERT_EQ(gguf.exit_code, 0) << gguf.out << gguf.err;
+  EXPECT_NE(gguf.out.find("LORA_DEQUANTIZED"), std::string::npos) << gguf.out;
+  EXPECT_NE(gguf.out.find("1 tensors changed (0 requantized, 1 dequantized)"), std::string::npos) << gguf.out;
+  EXPECT_NE(gguf.out.find("blk.0.attn_v.weight"), std::string::npos) << gguf.out;
+
+  CommandResult torch = Cli({"submit", "lora-merge", "--base", data_ + "/torch", "--adapter", data_ + "/peft-q", "--output",
+                             data_ + "/merged-torch", "--watch"});
+  ASSERT_EQ(torch.exit_code, 0) << torch.out << torch.err;
+  EXPECT_EQ(fs::file_size(data_ + "/merged-torch/pytorch_model.bin"), fs::file_size(data_ + "/torch/pytorch_model.bin"));
+  const CommandResult check = RunCommand({"python3", "-c", "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() or 0)",
+                                          data_ + "/merged-torch/pytorch_model.bin"});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
 TEST_F(LoraMergeServerTest, CancelInTheMiddleLeavesNothing) {
   // 8 MiB of F32 weights, each updated by the adapter, merged at 500 KB/s.
   std::vector<F32Tensor> base, adapter;
@@ -195,7 +228,9 @@ TEST_F(LoraMergeServerTest, CancelInTheMiddleLeavesNothing) {
   ASSERT_TRUE(Submit(*stub_, request, &job).ok());
   // Watched live: progress events with growing byte counts, then the state change.
   std::future<std::vector<v1::JobEvent>> events = std::async(std::launch::async, [&] { return WatchAll(*stub_, job.id()); });
-  EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id(), 1 << 20), v1::JOB_STATE_CANCELLED);
+  // Past the second of the 1 MiB tensors (about 4 s in): the watch, which may subscribe after the
+  // first reports, has seen at least two progress events by then.
+  EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id(), 2 << 20), v1::JOB_STATE_CANCELLED);
   ExpectNothingLeftIn(data_ + "/slow");
   uint64_t last = 0, progress_events = 0;
   bool cancelled = false;
@@ -208,7 +243,7 @@ TEST_F(LoraMergeServerTest, CancelInTheMiddleLeavesNothing) {
     cancelled |= e.has_state_change() && e.state_change().state() == v1::JOB_STATE_CANCELLED;
   }
   EXPECT_GT(progress_events, 1u);
-  EXPECT_GT(last, 1u << 20);
+  EXPECT_GT(last, 2u << 20);
   EXPECT_TRUE(cancelled);
 }
 

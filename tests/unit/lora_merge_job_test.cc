@@ -264,6 +264,77 @@ TEST_F(LoraMergeJobTest, KohyaAdapterIntoShardedBaseWithConvolutions) {
   EXPECT_EQ(Values(dir_.path() + "/merged", "down_blocks.0.resnets.0.conv1.bias"), Values(base_dir, "down_blocks.0.resnets.0.conv1.bias"));
 }
 
+// A grouped convolution (2 groups of 2 input channels, 3x3) with a grouped adapter (A over the
+// group's channels, B [out, r / 2] as PEFT makes lora_B for groups), and a depthwise 1x1 one;
+// each compared with the block-diagonal update computed here. An adapter whose A reads every
+// input channel of a grouped base (PEFT's layout) cannot be merged, and the report says why.
+TEST_F(LoraMergeJobTest, GroupedConvolutionsMergeBlockDiagonalUpdates) {
+  const FloatTensor grouped = Random("conv.weight", {8, 2, 3, 3}, 0.05f);
+  const FloatTensor depthwise = Random("dw.weight", {4, 1, 1, 1}, 0.05f);
+  WriteFloats(dir_.path() + "/base.safetensors", {grouped, depthwise});
+  const FloatTensor a = Random("conv.lora.down.weight", {4, 2, 3, 3}), b = Random("conv.lora.up.weight", {8, 2, 1, 1});
+  const FloatTensor dw_a = Random("dw.lora.down.weight", {4, 1, 1, 1}), dw_b = Random("dw.lora.up.weight", {4, 1, 1, 1});
+  WriteFloats(dir_.path() + "/grouped.safetensors", {a, b, dw_a, dw_b});
+  absl::StatusOr<v1::JobResult> result = Run(Spec(dir_.path() + "/base.safetensors", {dir_.path() + "/grouped.safetensors"}, dir_.path() + "/out"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->figures().lora_merge().tensors_merged(), 2u);
+
+  // delta[o, c] = scale * sum_j B[o, j] * A[g * r/G + j, c], g the group of output o.
+  auto expected = [](const FloatTensor& w, const FloatTensor& down, const FloatTensor& up, uint64_t groups) {
+    const uint64_t out = w.shape[0], cols = w.values.size() / out, rank = down.shape[0], per_group = rank / groups;
+    const double scale = 1.0;  // no alpha: alpha = r
+    std::vector<double> merged(w.values.begin(), w.values.end());
+    for (uint64_t o = 0; o < out; ++o) {
+      const uint64_t g = o / (out / groups);
+      for (uint64_t c = 0; c < cols; ++c) {
+        double sum = 0;
+        for (uint64_t j = 0; j < per_group; ++j) sum += double(up.values[o * per_group + j]) * down.values[(g * per_group + j) * cols + c];
+        merged[o * cols + c] += scale * sum;
+      }
+    }
+    return merged;
+  };
+  for (const auto& [w, down, up, groups] : {std::make_tuple(&grouped, &a, &b, 2), std::make_tuple(&depthwise, &dw_a, &dw_b, 4)}) {
+    const std::vector<double> want = expected(*w, *down, *up, groups);
+    const std::vector<float> got = Values(dir_.path() + "/out", w->name);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << w->name << " " << i;
+  }
+
+  // PEFT's layout for a grouped base: A [r, all 4 input channels, 3, 3].
+  WriteFloats(dir_.path() + "/dense-a.safetensors", {Random("conv.lora.down.weight", {4, 4, 3, 3}), b});
+  absl::StatusOr<v1::JobResult> refused = Run(Spec(dir_.path() + "/base.safetensors", {dir_.path() + "/dense-a.safetensors"}, dir_.path() + "/out2"));
+  EXPECT_EQ(ReasonOf(refused.status()), "LORA_KEYS_UNMATCHED") << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "not block-diagonal")) << refused.status();
+}
+
+// A PEFT DoRA adapter on a linear weight: W' = m / ||V|| * V row by row, V = W + scale * B @ A.
+TEST_F(LoraMergeJobTest, DoraMagnitudesRescaleEachMergedRow) {
+  const FloatTensor w = Random("model.layers.0.mlp.up_proj.weight", {6, 5}, 0.1f);
+  WriteFloats(dir_.path() + "/base.safetensors", {w});
+  const std::string adapter_dir = dir_.path() + "/dora";
+  fs::create_directories(adapter_dir);
+  const FloatTensor a = Random("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", {2, 5});
+  const FloatTensor b = Random("base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", {6, 2});
+  FloatTensor m = Random("base_model.model.model.layers.0.mlp.up_proj.lora_magnitude_vector", {6}, 0.1f);
+  for (float& v : m.values) v = std::fabs(v) + 0.2f;
+  WriteFloats(adapter_dir + "/adapter_model.safetensors", {a, b, m});
+  std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true})";
+  absl::StatusOr<v1::JobResult> result = Run(Spec(dir_.path() + "/base.safetensors", {adapter_dir}, dir_.path() + "/out"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::vector<double> delta = Delta(b, a, 4.0 / 2.0);
+  const std::vector<float> got = Values(dir_.path() + "/out", w.name);
+  for (uint64_t o = 0; o < 6; ++o) {
+    double norm = 0;
+    for (uint64_t c = 0; c < 5; ++c) norm += std::pow(w.values[o * 5 + c] + delta[o * 5 + c], 2);
+    norm = std::sqrt(norm);
+    for (uint64_t c = 0; c < 5; ++c) {
+      const double want = m.values[o] / norm * (w.values[o * 5 + c] + delta[o * 5 + c]);
+      EXPECT_NEAR(got[o * 5 + c], want, 1e-6) << o << ", " << c;
+    }
+  }
+}
+
 TEST_F(LoraMergeJobTest, UnmatchedKeysFailWithTheClosestNamesUnlessPartialIsAllowed) {
   const std::string base_dir = dir_.path() + "/base";
   fs::create_directories(base_dir);

@@ -168,10 +168,13 @@ absl::Status CheckShapes(LoraModule& m) {
   if ((a.size() != 2 && a.size() != 4) || b.size() != a.size()) {
     return ShapeError(m, absl::StrCat("A ", ShapeText(a), " and B ", ShapeText(b), " must both be 2-D (linear) or 4-D (convolution)"));
   }
-  if (b[1] != a[0]) return ShapeError(m, absl::StrCat("B ", ShapeText(b), " does not take A's rank ", a[0]));
+  if (a[0] == 0 || b[1] == 0) return ShapeError(m, "rank 0");
+  // A grouped B (convolutions only) takes r / groups of A's channels per output channel.
+  const bool grouped = b.size() == 4 && b[1] != a[0] && a[0] % b[1] == 0 && b[0] % (a[0] / b[1]) == 0;
+  if (b[1] != a[0] && !grouped) return ShapeError(m, absl::StrCat("B ", ShapeText(b), " does not take A's rank ", a[0]));
   if (b.size() == 4 && (b[2] != 1 || b[3] != 1)) return ShapeError(m, absl::StrCat("B ", ShapeText(b), " must be a 1x1 convolution"));
-  if (a[0] == 0) return ShapeError(m, "rank 0");
   m.rank = a[0];
+  m.groups = grouped ? a[0] / b[1] : 1;
   if (m.magnitude != nullptr && ElementCount(m.magnitude->shape).value_or(0) != b[0]) {
     return ShapeError(m, absl::StrCat("DoRA magnitude ", ShapeText(m.magnitude->shape), " must hold one value per output row (", b[0], ")"));
   }

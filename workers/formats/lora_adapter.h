@@ -39,9 +39,12 @@ struct LoraModule {
   std::string component;  // diffusers: "unet", "text_encoder", ...; kohya: "unet", "te", "te1", ...
   bool flattened = false;  // kohya: '.' became '_' in `path`
   const TensorInfo* down = nullptr;       // A: [r, in] or [r, in, kh, kw]
-  const TensorInfo* up = nullptr;         // B: [out, r] or [out, r, 1, 1]
+  const TensorInfo* up = nullptr;         // B: [out, r] or [out, r / groups, 1, 1]
   const TensorInfo* magnitude = nullptr;  // DoRA: one value per output row
   uint64_t rank = 0;
+  // A convolution's B may be grouped (PEFT's lora_B for a grouped base): output channel o takes
+  // A's channels of its group only, [g * r / groups, (g + 1) * r / groups) for g = o / (out / groups).
+  uint64_t groups = 1;
   double alpha = 0;
   double scale = 0;  // alpha / r (or / sqrt(r))
   bool fan_in_fan_out = false;  // the base stores this weight as [in, out] (GPT-2 Conv1D)

@@ -94,7 +94,12 @@ std::string CheckTakes(const LoraModule& m, const TensorInfo& base, LoraTarget* 
   const bool kernel = a.size() == 4 && (a[2] != 1 || a[3] != 1);
   if (w[0] != b[0] || Product(w, 1) != Product(a, 1) || (kernel && (w.size() != 4 || w[2] != a[2] || w[3] != a[3]))) {
     if (w.size() == 4 && a.size() == 4 && w[0] == b[0] && w[2] == a[2] && w[3] == a[3] && a[1] % w[1] == 0 && a[1] != w[1]) {
-      return absl::StrCat(shapes, " (a grouped convolution, groups = ", a[1] / w[1], ", is not supported yet)");
+      // PEFT's LoRA on a grouped convolution: A reads every input channel, so the update reaches
+      // across groups, which the grouped weight has no entries for.
+      return absl::StrCat(shapes, ": the base is a grouped convolution (", a[1] / w[1], " groups of ", w[1],
+                          " input channels) but A reads all ", a[1],
+                          " input channels, so the update is not block-diagonal and no merged weight computes it; keep this "
+                          "adapter unmerged");
     }
     return shapes;
   }

@@ -177,6 +177,7 @@ absl::StatusOr<WrittenFile> MirrorFile(const LoraMergePlan& plan, size_t file_in
   }
   Patches patches;
   uint64_t position = 0;
+  size_t counted = 0;  // of `order`
   for (size_t i : renewed) {
     const TensorInfo& t = plan.base.tensors[i];
     if (t.data_offset < position) {
@@ -198,9 +199,14 @@ absl::StatusOr<WrittenFile> MirrorFile(const LoraMergePlan& plan, size_t file_in
       return s;
     }
     position = t.data_offset + t.size_bytes;
+    // Tensors count as done once the walk has passed their last byte.
+    for (; counted < order.size() && plan.base.tensors[order[counted]].data_offset + plan.base.tensors[order[counted]].size_bytes <= position;
+         ++counted) {
+      io.tracker.AddTensors(1);
+    }
   }
   if (absl::Status s = CopyPatched(source, position, source.size_bytes() - position, patches, out, io); !s.ok()) return s;
-  io.tracker.AddTensors(order.size());
+  io.tracker.AddTensors(order.size() - counted);
   return WrittenFile{source.size_bytes(), MirrorCheck(file, header_bytes, std::move(patches))};
 }
 

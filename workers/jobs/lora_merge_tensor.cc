@@ -84,6 +84,16 @@ absl::StatusOr<std::vector<LowRankUpdate>> LoadUpdates(const MergeTensor& t) {
     }
     const uint64_t out = m.up->shape[0];
     const uint64_t cols_a = Product(m.down->shape, 1);
+    if (m.groups > 1) {
+      // A grouped B [out, r / groups] as the dense [out, r] it stands for: zeros outside each output
+      // channel's group (a zero step adds nothing, so the update stays exact).
+      const uint64_t per_group = m.rank / m.groups, outs_per_group = out / m.groups;
+      std::vector<float> dense(out * m.rank, 0.0f);
+      for (uint64_t o = 0; o < out; ++o) {
+        std::copy_n(up->data() + o * per_group, per_group, dense.data() + o * m.rank + (o / outs_per_group) * per_group);
+      }
+      *up = std::move(dense);
+    }
     if (!t.row_of_hf_row.empty()) {
       // Row r of the Hugging Face weight is stored as row row_of_hf_row[r]: move B's rows (and the
       // DoRA magnitudes, one per row) there too.
