@@ -500,15 +500,50 @@ TEST_F(LoraMergeJobTest, RefusalsNameTheFieldAndWhatIsNotBuilt) {
   }());
   EXPECT_EQ(ContextOf(r.status())["field"], "lora_merge.dequantize_dtype") << r.status();
 
-  // An fp8 base weight: not built yet, and said so.
-  const std::string fp8_dir = dir_.path() + "/fp8";
-  fs::create_directories(fp8_dir);
-  WriteCheckpoint(fp8_dir + "/model.safetensors", {{"model.layers.0.self_attn.q_proj.weight", DType::kF8E4M3, {16, 16}},
-                                                   {"model.layers.0.self_attn.v_proj.weight", DType::kF16, {16, 16}}});
-  r = Run(Spec(fp8_dir, {adapter_dir}, dir_.path() + "/out"));
+  // A quanto qfloat8 weight cannot be requantized yet, and says so (policy dequantize takes it).
+  const std::string qfloat8_dir = dir_.path() + "/qfloat8";
+  fs::create_directories(qfloat8_dir);
+  WriteCheckpoint(qfloat8_dir + "/model.safetensors", {{"model.layers.0.self_attn.q_proj.weight._data", DType::kF8E4M3, {16, 16}},
+                                                       {"model.layers.0.self_attn.q_proj.weight._scale", DType::kF16, {16, 1}},
+                                                       {"model.layers.0.self_attn.v_proj.weight", DType::kF16, {16, 16}}});
+  r = Run(Spec(qfloat8_dir, {adapter_dir}, dir_.path() + "/out"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
   EXPECT_EQ(ReasonOf(r.status()), "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED");
   EXPECT_EQ(ContextOf(r.status())["tensor"], "model.layers.0.self_attn.q_proj.weight");
+}
+
+// A bare F8_E4M3 weight is merged like a float one and rounded back to fp8, with the policy's
+// warning; its F16 neighbour is merged in F16.
+TEST_F(LoraMergeJobTest, Fp8WeightIsMergedAndRoundedBackToFp8) {
+  const FloatTensor q = Random("model.layers.0.self_attn.q_proj.weight", {16, 16}, 0.2f);
+  std::string fp8(256, '\0');
+  CastCounts counts;
+  CastElements(DType::kF32, DType::kF8E4M3, reinterpret_cast<const std::byte*>(q.values.data()), 256, reinterpret_cast<std::byte*>(fp8.data()),
+               &counts);
+  const std::string base_dir = dir_.path() + "/fp8";
+  fs::create_directories(base_dir);
+  {
+    const std::vector<SafetensorsEntry> entries = {{q.name, DType::kF8E4M3, {16, 16}, 256},
+                                                   {"model.layers.0.self_attn.v_proj.weight", DType::kF32, {16, 16}, 1024}};
+    std::ofstream out(base_dir + "/model.safetensors", std::ios::binary);
+    out << SerializeSafetensorsHeader(entries, {}) << fp8;
+    const FloatTensor v = Random("model.layers.0.self_attn.v_proj.weight", {16, 16});
+    out.write(reinterpret_cast<const char*>(v.values.data()), 1024);
+  }
+  std::vector<FloatTensor> adapter;
+  const std::string adapter_dir = PeftAdapter("peft", 16, &adapter);
+  absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(Codes(), std::vector<std::string>{"LORA_REQUANTIZED"});
+  EXPECT_EQ(result->figures().lora_merge().tensors_requantized(), 1u);
+  const std::vector<double> delta = Delta(adapter[1], adapter[0], 2.0);
+  const std::vector<float> w = Values(base_dir, q.name), got = Values(dir_.path() + "/out", q.name);
+  ASSERT_EQ(got.size(), 256u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double exact = w[i] + delta[i];
+    // E4M3 keeps 4 significant bits; below 2^-6 it is subnormal with steps of 2^-9.
+    EXPECT_NEAR(got[i], exact, std::fabs(exact) * std::ldexp(1.0, -4) * 1.01 + std::ldexp(1.0, -10)) << i;
+  }
 }
 
 // A Q8_0 GGUF with policy DEQUANTIZE: the merged weights are written as BF16 under a new
@@ -626,12 +661,14 @@ TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
   }
 }
 
-// Every safetensors quantized layout the quantize job writes but quanto qint4 (its checkpoint
-// does not record the weight's shape, so it cannot be read back: REQUANTIZE_UNSUPPORTED), merged
-// into: the group is read
-// back, merged and quantized again with the base's settings, so the header and every untouched
-// tensor stay byte for byte, and the merged weight reads back as the exact merge up to the
-// layout's own rounding.
+// Every safetensors quantized layout the quantize job writes, merged into: the group is read back
+// (a quanto qint4 weight with the shape its adapter module implies, as its checkpoint does not
+// record it), merged and quantized again with the base's settings, so the header and every
+// untouched tensor stay byte for byte, and the merged weight reads back as the exact merge up to
+// the layout's own rounding.
+// quanto qint4 does not record a weight's shape: what the adapter implies, for reading back here.
+const std::map<std::string, std::vector<uint64_t>> kHints = {{"model.layers.0.self_attn.q_proj", {64, 64}}};
+
 class LoraMergeLayoutTest : public LoraMergeJobTest, public ::testing::WithParamInterface<std::pair<const char*, double>> {
  protected:
   // A one-block Llama-like F16 model quantized by the quantize job into <dir>/quantized.
@@ -692,8 +729,8 @@ TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
   }
 
   const std::optional<nlohmann::json> config = nlohmann::json::parse(ReadFile(dir_.path() + "/quantized/config.json"));
-  absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true);
-  absl::StatusOr<RequantizeInputs> after = OpenRequantizeInputs(*out_view, config, true);
+  absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true, kHints, true);
+  absl::StatusOr<RequantizeInputs> after = OpenRequantizeInputs(*out_view, config, true, kHints, true);
   ASSERT_TRUE(before.ok() && after.ok());
   const std::string weight = "model.layers.0.self_attn.q_proj.weight";
   const QuantizedWeightReader* base_reader = nullptr;
@@ -759,7 +796,7 @@ TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
   EXPECT_EQ(written[weight]->shape, (std::vector<uint64_t>{64, 64}));
 
   const std::optional<nlohmann::json> config = nlohmann::json::parse(ReadFile(dir_.path() + "/quantized/config.json"));
-  absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true);
+  absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true, kHints, true);
   ASSERT_TRUE(before.ok());
   const QuantizedWeightReader* base_reader = nullptr;
   for (const auto& r : before->readers) base_reader = r->name() == weight ? r.get() : base_reader;
@@ -787,7 +824,7 @@ TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, LoraMergeLayoutTest,
                          ::testing::Values(std::make_pair("bnb_int8", 0.02), std::make_pair("bnb_nf4", 0.15), std::make_pair("bnb_fp4", 0.2),
-                                           std::make_pair("quanto_int8", 0.02),
+                                           std::make_pair("quanto_int8", 0.02), std::make_pair("quanto_int4", 0.2),
                                            std::make_pair("chatglm_int8", 0.02), std::make_pair("chatglm_int4", 0.2)),
                          [](const auto& info) { return std::string(info.param.first); });
 

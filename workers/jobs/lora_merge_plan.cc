@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/formats/tensor_reader.h"
@@ -89,6 +90,34 @@ absl::StatusOr<std::unique_ptr<LoraAdapterInput>> OpenAdapter(const v1::LoraAdap
   input->adapter = *std::move(adapter);
   if (absl::Status s = CheckAdapterDtypes(input->adapter, field); !s.ok()) return s;
   return input;
+}
+
+// The weight shape each adapter module implies ([out, in] or [out, in, kh, kw]), by the module
+// path a quantized layout's group is named by: what a quanto qint4 checkpoint does not record.
+// Kohya's flattened paths are resolved against the base's qint4 modules.
+std::map<std::string, std::vector<uint64_t>> ShapeHints(const ModelView& base, const std::vector<std::unique_ptr<LoraAdapterInput>>& adapters) {
+  std::map<std::string, std::string> module_of_flat;
+  for (const TensorInfo& t : base.tensors) {
+    if (!absl::EndsWith(t.name, ".weight._data._data")) continue;
+    const std::string module = t.name.substr(0, t.name.size() - std::strlen(".weight._data._data"));
+    module_of_flat[absl::StrReplaceAll(module, {{".", "_"}})] = module;
+  }
+  std::map<std::string, std::vector<uint64_t>> hints;
+  for (const auto& adapter : adapters) {
+    for (const LoraModule& m : adapter->adapter.modules) {
+      const std::vector<uint64_t>& a = m.down->shape;
+      if (m.fan_in_fan_out || m.up->shape.empty() || a.size() < 2) continue;
+      std::vector<uint64_t> shape = {m.up->shape[0]};
+      shape.insert(shape.end(), a.begin() + 1, a.end());
+      if (m.flattened) {
+        if (auto it = module_of_flat.find(m.path); it != module_of_flat.end()) hints[it->second] = shape;
+        continue;
+      }
+      hints[m.path] = shape;
+      if (!m.component.empty()) hints[absl::StrCat(m.component, ".", m.path)] = shape;
+    }
+  }
+  return hints;
 }
 
 // The base's tensors under the names adapters use. A GGUF of the Llama family takes Hugging Face
@@ -275,7 +304,10 @@ std::vector<uint64_t> MergeTensor::written_shape() const {
 
 std::string MergeTensor::written_type() const { return dequantize_to ? std::string(GgmlTypeName(*dequantize_to)) : type; }
 
-bool MergeTensor::quantized() const { return reader != nullptr || (base->ggml_type && GgmlTraits(*base->ggml_type)->quantized); }
+bool MergeTensor::quantized() const {
+  return reader != nullptr || (base->ggml_type && GgmlTraits(*base->ggml_type)->quantized) || base->dtype == DType::kF8E4M3 ||
+         base->dtype == DType::kF8E5M2;
+}
 
 absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   if (spec.base().empty()) return FieldError("MISSING_FIELD", "lora_merge.base", "'lora_merge.base' is required");
@@ -314,20 +346,28 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*base->store, plan->base);
   if (!config.ok()) return config.status();
   plan->config = *std::move(config);
-  absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(plan->base, plan->config, /*allow_requantize=*/true);
+  for (int i = 0; i < spec.adapters_size(); ++i) {
+    absl::StatusOr<std::unique_ptr<LoraAdapterInput>> adapter = OpenAdapter(spec.adapters(i), i, router);
+    if (!adapter.ok()) return adapter.status();
+    plan->adapters.push_back(*std::move(adapter));
+  }
+  absl::StatusOr<RequantizeInputs> requantize =
+      OpenRequantizeInputs(plan->base, plan->config, /*allow_requantize=*/true, ShapeHints(plan->base, plan->adapters),
+                           /*skip_unreadable=*/true);
   if (!requantize.ok()) return WithReason(requantize.status(), ReasonOf(requantize.status()), {{"field", "lora_merge.base"}});
   plan->requantize = *std::move(requantize);
 
   std::map<size_t, std::vector<uint64_t>> row_sources;
   if (absl::Status s = BuildCandidates(*plan, row_sources); !s.ok()) return s;
   std::vector<SkippedKey> mismatches;
-  for (int i = 0; i < spec.adapters_size(); ++i) {
-    absl::StatusOr<std::unique_ptr<LoraAdapterInput>> adapter = OpenAdapter(spec.adapters(i), i, router);
-    if (!adapter.ok()) return adapter.status();
-    LoraAdapterInput& input = **adapter;
-    input.match = MatchLoraAdapter(input.adapter, plan->candidates);
-    for (const LoraMismatch& m : input.match.mismatches) mismatches.push_back({&input, m});
-    plan->adapters.push_back(*std::move(adapter));
+  for (const std::unique_ptr<LoraAdapterInput>& input : plan->adapters) {
+    input->match = MatchLoraAdapter(input->adapter, plan->candidates);
+    for (LoraMismatch& m : input->match.mismatches) {
+      for (const auto& [module, why] : plan->requantize.unreadable) {
+        if (absl::StrContains(m.problem, absl::StrCat("'", module, ".weight'"))) m.problem = absl::StrCat(m.problem, ": ", why);
+      }
+      mismatches.push_back({input.get(), m});
+    }
   }
   if (!mismatches.empty() && !spec.allow_partial()) return UnmatchedError(mismatches);
   plan->skipped = std::move(mismatches);
@@ -367,7 +407,12 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
             auto member = plan->requantize.group_of.find(plan->base.tensors[j].name);
             if (member != plan->requantize.group_of.end() && member->second == m.reader) m.group.push_back(j);
           }
-          if (dequantize) {
+          if (!dequantize && (m.type == "fp8_e4m3" || m.type == "fp8_e5m2") && m.group.size() == 1) {
+            // A bare fp8 weight is a float type: merged and rounded back to it as F16 would be.
+            m.reader = nullptr;
+            m.group.clear();
+            m.type = std::string(DTypeName(stored.dtype));
+          } else if (dequantize) {
             if (absl::StartsWith(m.type, "chatglm")) {
               return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_POLICY_UNSUPPORTED",
                                absl::StrCat("base weight '", m.reader->name(), "' is ", m.type,

@@ -16,9 +16,10 @@
 // (`rewritten_files`); ChatGLM bases refuse it (FAILED_PRECONDITION LORA_POLICY_UNSUPPORTED:
 // their loader quantizes every layer). Not built yet, and refused as UNIMPLEMENTED naming what:
 // REQUANTIZE of quanto qfloat8 and fp8 targets, and a group the kernels would write with another
-// shape (a bitsandbytes quant_state JSON of another length). A grouped quanto qint4 base is
-// FAILED_PRECONDITION (REQUANTIZE_UNSUPPORTED): its checkpoint does not record the weight's
-// shape.
+// shape (a bitsandbytes quant_state JSON of another length). A grouped quanto qint4 weight, whose
+// checkpoint does not record its shape, is read with the shape its adapter module implies; a
+// quantized group that cannot be read back is no merge target (an adapter module naming it is
+// a mismatch that says why) and is copied as it is.
 //
 // PyTorch checkpoints (.bin, single or sharded) are merged in place too: a merged tensor must be
 // contiguous and own its storage record alone (else FAILED_PRECONDITION LORA_TARGET_SHARED_STORAGE,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
@@ -24,28 +25,43 @@ namespace {
 constexpr uint64_t kChunkElements = 4 << 20;
 constexpr uint64_t kPartElements = 256 << 10;
 
-// Decodes and encodes whole rows of the stored type: a float dtype (through the ggml codecs of
-// the same rounding, which have AVX2 versions) or a GGUF ggml type.
+// Decodes and encodes whole rows of the stored type: a float dtype (F32/F16/BF16 through the
+// ggml codecs of the same rounding, which have AVX2 versions; fp8 through the casts the convert
+// job uses) or a GGUF ggml type.
 class RowCodec {
  public:
   RowCodec(GgmlType type, uint64_t cols) : cols_(cols), type_(type), row_bytes_(*GgmlRowBytes(type, cols)) {}
   static RowCodec Stored(const TensorInfo& t, uint64_t cols) {
     if (t.ggml_type) return RowCodec(static_cast<GgmlType>(*t.ggml_type), cols);
+    if (t.dtype == DType::kF8E4M3 || t.dtype == DType::kF8E5M2) return RowCodec(t.dtype, cols);
     return RowCodec(t.dtype == DType::kF16 ? GgmlType::kF16 : t.dtype == DType::kBF16 ? GgmlType::kBF16 : GgmlType::kF32, cols);
   }
   uint64_t row_bytes() const { return row_bytes_; }
 
   void Decode(const std::byte* in, uint64_t rows, float* out) const {
+    if (fp8_) {
+      CastCounts ignored;
+      CastElements(*fp8_, DType::kF32, in, rows * cols_, reinterpret_cast<std::byte*>(out), &ignored);
+      return;
+    }
     DecodeRows(type_, reinterpret_cast<const uint8_t*>(in), rows, cols_, out);
   }
   void Encode(const float* in, uint64_t rows, std::byte* out) const {
+    if (fp8_) {
+      CastCounts ignored;  // values past the fp8 range saturate, as the convert job's cast does
+      CastElements(DType::kF32, *fp8_, reinterpret_cast<const std::byte*>(in), rows * cols_, out, &ignored);
+      return;
+    }
     EncodeRows(type_, in, rows, cols_, reinterpret_cast<uint8_t*>(out));
   }
 
  private:
+  RowCodec(DType fp8, uint64_t cols) : cols_(cols), type_(GgmlType::kF32), row_bytes_(cols), fp8_(fp8) {}
+
   uint64_t cols_;
   GgmlType type_;
   uint64_t row_bytes_ = 0;
+  std::optional<DType> fp8_;
 };
 
 absl::StatusOr<std::vector<float>> ReadAsFloats(const LoraAdapterInput& adapter, const TensorInfo& t) {

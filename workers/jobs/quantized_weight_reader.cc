@@ -210,19 +210,21 @@ class RowScaledReader final : public QuantizedWeightReader {
 
 class QuantoInt4Reader final : public QuantizedWeightReader {
  public:
-  QuantoInt4Reader(std::shared_ptr<const Tensors> tensors, const TensorInfo& packed, std::vector<float> scales, std::vector<float> shifts,
-                   StoredFloat type)
-      : tensors_(std::move(tensors)), packed_(packed), scales_(std::move(scales)), shifts_(std::move(shifts)), type_(type) {}
+  // `g`: the group length; a weight row is columns() / g consecutive groups.
+  QuantoInt4Reader(std::shared_ptr<const Tensors> tensors, const TensorInfo& packed, uint64_t g, std::vector<float> scales,
+                   std::vector<float> shifts, StoredFloat type)
+      : tensors_(std::move(tensors)), packed_(packed), g_(g), scales_(std::move(scales)), shifts_(std::move(shifts)), type_(type) {}
   absl::Status ReadRows(uint64_t first, uint64_t count, float* out) const override {
-    const uint64_t g = columns();
-    const uint64_t half = (rows() + 1) / 2;
+    const uint64_t per_row = columns() / g_;
+    const uint64_t half = (scales_.size() + 1) / 2;  // packed along dim 0 of the grouped tensor
     std::string raw;
-    std::vector<uint8_t> low(g), high(g);
-    for (uint64_t r = first; r < first + count; ++r) {
-      const uint64_t byte_row = r < half ? r : r - half;
-      if (absl::Status s = ReadRawRows(*tensors_, packed_, g, byte_row, 1, raw); !s.ok()) return s;
-      QuantoUnpackRowPair(reinterpret_cast<const uint8_t*>(raw.data()), g, low.data(), high.data());
-      QuantoInt4DequantizeGroup(type_, r < half ? low.data() : high.data(), g, scales_[r], shifts_[r], out + (r - first) * g);
+    std::vector<uint8_t> low(g_), high(g_);
+    for (uint64_t group = first * per_row; group < (first + count) * per_row; ++group) {
+      const uint64_t byte_row = group < half ? group : group - half;
+      if (absl::Status s = ReadRawRows(*tensors_, packed_, g_, byte_row, 1, raw); !s.ok()) return s;
+      QuantoUnpackRowPair(reinterpret_cast<const uint8_t*>(raw.data()), g_, low.data(), high.data());
+      QuantoInt4DequantizeGroup(type_, group < half ? low.data() : high.data(), g_, scales_[group], shifts_[group],
+                                out + (group - first * per_row) * g_);
     }
     return absl::OkStatus();
   }
@@ -230,6 +232,7 @@ class QuantoInt4Reader final : public QuantizedWeightReader {
  private:
   std::shared_ptr<const Tensors> tensors_;
   const TensorInfo& packed_;
+  uint64_t g_;
   std::vector<float> scales_, shifts_;
   StoredFloat type_;
 };
@@ -331,7 +334,9 @@ absl::Status QuantizedWeightReader::ReadElements(uint64_t first, uint64_t count,
 }
 
 absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model, const std::optional<nlohmann::json>& config,
-                                                      bool allow_requantize) {
+                                                      bool allow_requantize,
+                                                      const std::map<std::string, std::vector<uint64_t>>& shape_hints,
+                                                      bool skip_unreadable) {
   RequantizeInputs inputs;
   if (model.gguf) return inputs;
   const std::optional<int> bits = ChatglmBitsFromConfig(config);
@@ -345,7 +350,13 @@ absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model, co
                      {{"tensor", g.tensors.front()}, {"field", "quantize.input"}});
   }
   for (const QuantizedGroup& g : groups) {
-    absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> reader = QuantizedWeightReader::Open(model, g, bits);
+    auto hint = shape_hints.find(g.module);
+    absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> reader =
+        QuantizedWeightReader::Open(model, g, bits, hint == shape_hints.end() ? nullptr : &hint->second);
+    if (!reader.ok() && skip_unreadable && reader.status().code() == absl::StatusCode::kFailedPrecondition) {
+      inputs.unreadable[g.module] = std::string(reader.status().message());
+      continue;
+    }
     if (!reader.ok()) return reader.status();
     const QuantizedWeightReader* r = reader->get();
     auto info = std::make_unique<TensorInfo>();
@@ -377,7 +388,8 @@ uint64_t QuantizedWeightReader::columns() const {
 
 absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Open(const ModelView& model,
                                                                                      const QuantizedGroup& group,
-                                                                                     std::optional<int> chatglm_bits) {
+                                                                                     std::optional<int> chatglm_bits,
+                                                                                     const std::vector<uint64_t>* shape_hint) {
   // Each reader holds its own table of the model's tensors (the model outlives the readers).
   auto table = std::make_shared<const Tensors>(model);
   const Tensors& tensors = *table;
@@ -425,12 +437,16 @@ absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Op
       // Per channel the groups are the rows. Grouped, the row length is recorded nowhere, and
       // quanto's group sizes (32, 64, 96, 128) are also valid row lengths: refuse rather than guess.
       const uint64_t g = (*packed)->shape[1];
-      if (g == 32 || g == 64 || g == 96 || g == 128) {
+      shape = {groups, g};
+      const bool hinted = shape_hint != nullptr && shape_hint->size() >= 2 && ElementCount(*shape_hint).value_or(0) == groups * g &&
+                          ElementCount(*shape_hint).value_or(0) / (*shape_hint)[0] % g == 0;
+      if (hinted) {
+        shape = *shape_hint;
+      } else if (g == 32 || g == 64 || g == 96 || g == 128) {
         return Unreadable(m + ".weight", absl::StrCat("its qint4 groups of ", g, " may be rows or parts of rows; ",
                                                       "the weight's shape is not recorded in the checkpoint"));
       }
-      shape = {groups, g};
-      reader = std::make_unique<QuantoInt4Reader>(table, **packed, *std::move(scales), *std::move(shifts), *type);
+      reader = std::make_unique<QuantoInt4Reader>(table, **packed, g, *std::move(scales), *std::move(shifts), *type);
     } else {
       absl::StatusOr<const TensorInfo*> data = tensors.Require(m + ".weight._data", m);
       if (!data.ok()) return data.status();

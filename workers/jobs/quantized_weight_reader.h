@@ -6,8 +6,10 @@
 //                   dtype and block size of the quant_state JSON; nested absmax are expanded once
 //   quanto_qint8    q * scale (per row), in the scale's dtype
 //   quanto_qfloat8  fp8 * scale
-//   quanto_qint4    per-channel only (one group per row): the grouped layout does not record the
-//                   weight's columns, so a grouped qint4 weight is FAILED_PRECONDITION
+//   quanto_qint4    (q - shift) * scale per group; the grouped layout ([numel / g, g]) does not
+//                   record the weight's columns, so a weight whose group length is also a quanto
+//                   group size (32, 64, 96, 128) needs its shape from a hint (a LoRA adapter's
+//                   A and B give it), else it is FAILED_PRECONDITION
 //   chatglm_*       q * weight_scale; the bits come from config.json's quantization_bit
 //   fp8_e4m3/e5m2   the value itself
 // The reader reads only the bytes of the rows asked for (plus the small scale tensors once), so a
@@ -38,7 +40,8 @@ class QuantizedWeightReader {
   // FAILED_PRECONDITION naming the tensor when the layout cannot be read back (see above);
   // INVALID_ARGUMENT when its tensors contradict each other.
   static absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> Open(const ModelView& model, const QuantizedGroup& group,
-                                                                      std::optional<int> chatglm_bits);
+                                                                      std::optional<int> chatglm_bits,
+                                                                      const std::vector<uint64_t>* shape_hint = nullptr);
 
   // The weight it stands for: "<module>.weight" (or the fp8 tensor's own name), its shape
   // (rows = shape[0], columns = the rest), and the float type it had before quantization.
@@ -68,6 +71,7 @@ struct RequantizeInputs {
   std::vector<std::unique_ptr<QuantizedWeightReader>> readers;
   std::map<std::string, const QuantizedWeightReader*> group_of;  // every tensor of every group
   std::map<const QuantizedWeightReader*, std::unique_ptr<TensorInfo>> info_of;
+  std::map<std::string, std::string> unreadable;  // module -> why (skip_unreadable only)
 
   // Called for the model's tensors in order: what to plan in place of `stored` — itself; a
   // group's stand-in float tensor at the group's first tensor (then *reader is set); or nullptr
@@ -81,8 +85,14 @@ struct RequantizeInputs {
 // Nothing for a GGUF model (its types are per tensor) or one without quantized layouts.
 // Otherwise FAILED_PRECONDITION (ALREADY_QUANTIZED) naming the first quantized module, unless
 // `allow_requantize`; then the readers, or the error of the first that cannot be opened.
+// `shape_hints`: the weight shape of a module ("model.layers.0.self_attn.q_proj") known from
+// elsewhere, for layouts that do not record it (quanto qint4 with groups); ignored when it does
+// not fit the stored group. With `skip_unreadable`, a group that cannot be read back
+// (FAILED_PRECONDITION) is left out of the inputs and its reason kept in `unreadable`.
 absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model, const std::optional<nlohmann::json>& config,
-                                                      bool allow_requantize);
+                                                      bool allow_requantize,
+                                                      const std::map<std::string, std::vector<uint64_t>>& shape_hints = {},
+                                                      bool skip_unreadable = false);
 
 // FP8 E4M3 (the "fn" kind: no infinities, S.1111.111 is NaN) and E5M2 to FP32, exactly.
 float Fp8E4M3ToFp32(uint8_t bits);
