@@ -304,6 +304,9 @@ absl::StatusOr<WrittenFile> RewriteGguf(const LoraMergePlan& plan, size_t file_i
   io.tracker.AddBytes(part->data_start);
   const auto padding = [alignment](uint64_t size) { return GgufPadding(size, alignment); };
   if (absl::Status s = WriteRewrittenTensors(plan, order, *file.object, padding, out, io, state); !s.ok()) return s;
+  uint64_t base_tensor_bytes = 0;
+  for (size_t i : order) base_tensor_bytes += plan.base.tensors[i].size_bytes;
+  io.tracker.AddBytes(file.object->size_bytes() - std::min(file.object->size_bytes(), part->data_start + base_tensor_bytes));  // padding
   uint64_t size = header.size();
   for (const GgufTensor& g : tensors) size += g.size_bytes + padding(g.size_bytes);
   ObjectChecker check = [tensors = std::move(tensors)](const RandomAccessObject& written) { return CheckGgufTensorTable(written, tensors); };

@@ -203,7 +203,8 @@ absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, co
     for (const MergeUpdate& u : t.updates) {
       bytes += 4 * (ElementCount(u.target->module->up->shape).value_or(0) + ElementCount(u.target->module->down->shape).value_or(0));
     }
-    largest_adapter = std::max(largest_adapter, 2 * bytes);  // read, then held transposed or permuted
+    // Read, then held transposed or permuted; a torch record is merged into memory whole first.
+    largest_adapter = std::max(largest_adapter, 2 * bytes + ((*plan)->base.is_torch() ? t.base->size_bytes : 0));
   }
   return kMergeJobBaseMemoryBytes + largest_adapter;
 }
