@@ -21,6 +21,7 @@
 #include "tests/support/recording_context.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/torch_file.h"
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
 #include "workers/formats/tensor_reader.h"
@@ -590,9 +591,10 @@ TEST_F(LoraMergeJobTest, GgufDequantizePolicyWritesMergedWeightsAsFloats) {
   }
 }
 
-// A PEFT adapter merged into torch.save's own checkpoint (tests/data/torch/state_dict.bin, made
-// by torch): the file is mirrored, the merged records get their new CRC-32 in every field that
-// holds it, and tensors that share storage with another name are refused.
+// A PEFT adapter (adapter_model.bin) merged into torch.save's own checkpoint
+// (tests/data/torch/state_dict.bin, made by torch): the file is mirrored, the merged records get
+// their new CRC-32 in every field that holds it, and tensors that share storage with another name
+// are refused.
 TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
   const std::string base_dir = dir_.path() + "/torch";
   fs::create_directories(base_dir);
@@ -605,7 +607,12 @@ TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
                                             Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2}),
                                             Random("base_model.model.layers.0.mlp.up.lora_A.weight", {2, 4}),
                                             Random("base_model.model.layers.0.mlp.up.lora_B.weight", {8, 2})};
-  WriteFloats(adapter_dir + "/adapter_model.safetensors", adapter);
+  // The adapter as PEFT's adapter_model.bin (torch.save layout), F32.
+  std::vector<TorchTensorSpec> specs;
+  for (const FloatTensor& t : adapter) specs.push_back({t.name, DType::kF32, t.shape});
+  WriteTorchCheckpoint(adapter_dir + "/adapter_model.bin", "archive", specs, [&](size_t i, uint64_t offset, char* data, size_t size) {
+    std::memcpy(data, reinterpret_cast<const char*>(adapter[i].values.data()) + offset, size);
+  });
   std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
 
   absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
