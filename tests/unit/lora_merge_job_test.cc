@@ -668,6 +668,28 @@ TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
   }
 }
 
+// torch.save's sharded fixture: only the shard holding the target changes; the index and the other
+// shard are copied, and the changed shard's CRC-32s check out.
+TEST_F(LoraMergeJobTest, ShardedTorchBaseChangesOnlyTheTargetsShard) {
+  const std::string base_dir = dir_.path() + "/sharded";
+  fs::copy(std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/torch/sharded", base_dir);
+  const std::string adapter_dir = dir_.path() + "/peft";
+  fs::create_directories(adapter_dir);
+  WriteFloats(adapter_dir + "/adapter_model.safetensors", {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}),
+                                                           Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2})});
+  std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
+  absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->figures().lora_merge().tensors_merged(), 1u);
+  EXPECT_EQ(ReadFile(base_dir + "/pytorch_model.bin.index.json"), ReadFile(dir_.path() + "/out/pytorch_model.bin.index.json"));
+  EXPECT_EQ(ReadFile(base_dir + "/pytorch_model-00002-of-00002.bin"), ReadFile(dir_.path() + "/out/pytorch_model-00002-of-00002.bin"));
+  const std::string changed = dir_.path() + "/out/pytorch_model-00001-of-00002.bin";
+  EXPECT_NE(ReadFile(base_dir + "/pytorch_model-00001-of-00002.bin"), ReadFile(changed));
+  const testing::CommandResult check =
+      testing::RunCommand({"python3", "-c", "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() or 0)", changed});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
 // Every safetensors quantized layout the quantize job writes, merged into: the group is read back
 // (a quanto qint4 weight with the shape its adapter module implies, as its checkpoint does not
 // record it), merged and quantized again with the base's settings, so the header and every
