@@ -695,6 +695,13 @@ TEST_F(LoraMergeJobTest, ShardedTorchBaseChangesOnlyTheTargetsShard) {
 // record it), merged and quantized again with the base's settings, so the header and every
 // untouched tensor stay byte for byte, and the merged weight reads back as the exact merge up to
 // the layout's own rounding.
+const QuantizedWeightReader* ReaderOf(const RequantizeInputs& inputs, const std::string& weight) {
+  for (const auto& r : inputs.readers) {
+    if (r->name() == weight) return r.get();
+  }
+  return nullptr;
+}
+
 // quanto qint4 does not record a weight's shape: what the adapter implies, for reading back here.
 const std::map<std::string, std::vector<uint64_t>> kHints = {{"model.layers.0.self_attn.q_proj", {64, 64}}};
 
@@ -762,10 +769,8 @@ TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
   absl::StatusOr<RequantizeInputs> after = OpenRequantizeInputs(*out_view, config, true, kHints, true);
   ASSERT_TRUE(before.ok() && after.ok());
   const std::string weight = "model.layers.0.self_attn.q_proj.weight";
-  const QuantizedWeightReader* base_reader = nullptr;
-  const QuantizedWeightReader* merged_reader = nullptr;
-  for (const auto& r : before->readers) base_reader = r->name() == weight ? r.get() : base_reader;
-  for (const auto& r : after->readers) merged_reader = r->name() == weight ? r.get() : merged_reader;
+  const QuantizedWeightReader* base_reader = ReaderOf(*before, weight);
+  const QuantizedWeightReader* merged_reader = ReaderOf(*after, weight);
   ASSERT_TRUE(base_reader != nullptr && merged_reader != nullptr);
   std::vector<float> w(64 * 64), got(64 * 64);
   ASSERT_TRUE(base_reader->ReadRows(0, 64, w.data()).ok());
@@ -827,8 +832,7 @@ TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
   const std::optional<nlohmann::json> config = nlohmann::json::parse(ReadFile(dir_.path() + "/quantized/config.json"));
   absl::StatusOr<RequantizeInputs> before = OpenRequantizeInputs(*in_view, config, true, kHints, true);
   ASSERT_TRUE(before.ok());
-  const QuantizedWeightReader* base_reader = nullptr;
-  for (const auto& r : before->readers) base_reader = r->name() == weight ? r.get() : base_reader;
+  const QuantizedWeightReader* base_reader = ReaderOf(*before, weight);
   ASSERT_NE(base_reader, nullptr);
   std::vector<float> w(64 * 64);
   ASSERT_TRUE(base_reader->ReadRows(0, 64, w.data()).ok());

@@ -322,17 +322,21 @@ absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t fi
   return RewriteSafetensors(plan, file_index, out, io, state);
 }
 
-std::map<std::string, size_t> WrittenTensorFiles(const LoraMergePlan& plan) {
-  std::map<std::string, size_t> files;
+std::map<std::string, WrittenTensor> WrittenTensors(const LoraMergePlan& plan) {
+  std::map<std::string, WrittenTensor> written;
   for (size_t i = 0; i < plan.base.tensors.size(); ++i) {
     const TensorInfo& t = plan.base.tensors[i];
     switch (FateOf(plan, i)) {
       case Fate::kDropped: break;
-      case Fate::kMerge: files[plan.merged.at(i).written_name()] = t.file_index; break;
-      default: files[t.name] = t.file_index; break;
+      case Fate::kMerge: {
+        const MergeTensor& m = plan.merged.at(i);
+        written[m.written_name()] = {t.file_index, MergedTensorBytes(m)};
+        break;
+      }
+      default: written[t.name] = {t.file_index, t.size_bytes}; break;
     }
   }
-  return files;
+  return written;
 }
 
 }  // namespace modelsmith

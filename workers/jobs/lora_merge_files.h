@@ -60,9 +60,13 @@ struct WrittenFile {
 absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io,
                                             MergeState& state);
 
-// The tensor names each base file's output holds after a DEQUANTIZE rewrite, for the index:
-// name -> index into plan.base.files.
-std::map<std::string, size_t> WrittenTensorFiles(const LoraMergePlan& plan);
+struct WrittenTensor {
+  size_t file_index;  // into plan.base.files
+  uint64_t size_bytes;
+};
+
+// The tensors the output holds (after a DEQUANTIZE rewrite too), for the index: by name.
+std::map<std::string, WrittenTensor> WrittenTensors(const LoraMergePlan& plan);
 
 }  // namespace modelsmith
 

@@ -8,7 +8,6 @@
 #include "nlohmann/json.hpp"
 #include "workers/common/error.h"
 #include "workers/jobs/lora_merge_files.h"
-#include "workers/jobs/lora_merge_tensor.h"
 #include "workers/jobs/output_location.h"
 #include "workers/storage/uri.h"
 
@@ -26,10 +25,11 @@ bool IsWeightFile(absl::string_view name) {
   return false;
 }
 
-absl::StatusOr<std::string> ReadObject(ObjectStore& store, const std::string& uri, uint64_t size) {
+// The size is the object's own, not the listing's, which may be stale.
+absl::StatusOr<std::string> ReadObject(ObjectStore& store, const std::string& uri) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (!object.ok()) return object.status();
-  if ((*object)->size_bytes() != size) size = (*object)->size_bytes();
+  const uint64_t size = (*object)->size_bytes();
   if (size > kSideFileMaxBytes) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", uri, "' is larger than 64 MiB"),
                      {{"file", uri}});
@@ -64,16 +64,9 @@ absl::StatusOr<std::string> RewrittenIndex(const LoraMergePlan& plan, const std:
   if (!index.ok()) return index.status();
   ordered_json weight_map = ordered_json::object();
   uint64_t total = 0;
-  for (const auto& [tensor, file] : WrittenTensorFiles(plan)) weight_map[tensor] = plan.base.files[file].name;
-  for (size_t i = 0; i < plan.base.tensors.size(); ++i) {
-    const TensorInfo& t = plan.base.tensors[i];
-    auto member = plan.group_member.find(i);
-    auto merged = plan.merged.find(i);
-    if (merged != plan.merged.end()) {
-      total += MergedTensorBytes(merged->second);
-    } else if (member == plan.group_member.end() || !plan.merged.at(member->second).dequantize_to) {
-      total += t.size_bytes;
-    }
+  for (const auto& [tensor, written] : WrittenTensors(plan)) {
+    weight_map[tensor] = plan.base.files[written.file_index].name;
+    total += written.size_bytes;
   }
   if (!(*index)["metadata"].is_object()) (*index)["metadata"] = ordered_json::object();
   (*index)["metadata"]["total_size"] = total;
@@ -135,7 +128,7 @@ absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, O
       left.push_back(name);
       continue;
     }
-    absl::StatusOr<std::string> bytes = ReadObject(base_store, e.uri, e.size_bytes);
+    absl::StatusOr<std::string> bytes = ReadObject(base_store, e.uri);
     if (!bytes.ok()) return bytes.status();
     SideFile file{name, *std::move(bytes), "file"};
     if (name == index_name) {
