@@ -26,11 +26,12 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench bisect_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/convert_bench --work-dir bench-data/convert
 	$(BUILD_DIR)/tests/bench/lora_bench --work-dir bench-data/lora
+	$(BUILD_DIR)/tests/bench/bisect_bench --work-dir bench-data/bisect
 
 # The GGUF reader, the torch restricted unpickler and the torch checkpoint reader (zip record
 # table + pickle) under libFuzzer + AddressSanitizer for FUZZ_SECONDS each (clang, its own build

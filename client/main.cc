@@ -147,6 +147,38 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
   });
 }
 
+// submit bisect: a checkpoint split into N chunks of balanced stored size, in execution order.
+void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
+  CLI::App* bisect = submit->add_subcommand("bisect", "split a safetensors, PyTorch or GGUF checkpoint into N balanced chunks in execution order");
+  struct Options {
+    v1::SubmitJobRequest request;
+    std::string input, output, granularity = "block", request_id;
+    uint32_t chunks = 2;
+    bool overwrite = false, watch = false;
+  };
+  auto options = std::make_shared<Options>();
+  bisect->add_option("--input", options->input, "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")->required();
+  bisect->add_option("--output", options->output, "output directory: the chunks, <stem>.chunks.json and the manifest")->required();
+  bisect->add_option("--chunks", options->chunks, "number of chunks")->check(CLI::Range(2, 256))->capture_default_str();
+  bisect->add_option("--granularity", options->granularity, "cut between whole blocks, modules or single tensors")
+      ->check(CLI::IsMember({"block", "module", "tensor"}))->capture_default_str();
+  bisect->add_flag("--overwrite", options->overwrite, "replace files already at the output");
+  bisect->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
+  bisect->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
+  bisect->callback([options, &remote, &exit_code] {
+    v1::BisectSpec& spec = *options->request.mutable_spec()->mutable_bisect();
+    spec.set_input(AbsoluteIfLocalPath(options->input));
+    spec.set_output(AbsoluteIfLocalPath(options->output));
+    spec.set_chunks(options->chunks);
+    spec.set_granularity(options->granularity == "tensor"   ? v1::BISECT_GRANULARITY_TENSOR
+                         : options->granularity == "module" ? v1::BISECT_GRANULARITY_MODULE
+                                                            : v1::BISECT_GRANULARITY_BLOCK);
+    spec.set_overwrite(options->overwrite);
+    options->request.set_request_id(options->request_id);
+    exit_code = SubmitCommand(remote, options->request, options->watch);
+  });
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"modelsmith: submit, watch and inspect Modelsmith jobs"};
   app.require_subcommand(1);
@@ -188,6 +220,7 @@ int Main(int argc, char** argv) {
 
   AddConvertCommand(submit, remote, exit_code);
   AddLoraMergeCommand(submit, remote, exit_code);
+  AddBisectCommand(submit, remote, exit_code);
 
   CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;

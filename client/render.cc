@@ -148,6 +148,12 @@ void PrintJob(const v1::Job& job, FILE* out) {
       absl::FPrintF(out, "  shards: %d (%s), imbalance max/mean %.3f\n", f.shard().shard_count(),
                     absl::StrJoin(sizes, ", "), f.shard().imbalance_ratio());
     }
+    if (f.has_bisect()) {
+      std::vector<std::string> sizes;
+      for (uint64_t s : f.bisect().chunk_sizes_bytes()) sizes.push_back(HumanBytes(s));
+      absl::FPrintF(out, "  chunks: %d (%s) cut between %d %s units, imbalance max/mean %.3f\n", f.bisect().chunk_count(),
+                    absl::StrJoin(sizes, ", "), f.bisect().units(), f.bisect().granularity(), f.bisect().imbalance_ratio());
+    }
   }
 }
 

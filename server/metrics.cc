@@ -140,6 +140,8 @@ Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
       tensors_processed_(BuildCounter().Name("modelsmith_tensors_processed_total").Help("Tensors processed by finished jobs.").Register(*registry_).Add({})),
       shard_size_(BuildHistogram().Name("modelsmith_shard_size_bytes").Help("Sizes of the shard files written.").Register(*registry_).Add({}, ExponentialBuckets(1 << 20, 4, 12))),
       shard_imbalance_(BuildGauge().Name("modelsmith_shard_imbalance_ratio").Help("Largest shard over mean shard size of the last shard job.").Register(*registry_).Add({})),
+      bisect_chunk_size_(BuildHistogram().Name("modelsmith_bisect_chunk_size_bytes").Help("Stored tensor bytes of the chunks bisect jobs wrote.").Register(*registry_).Add({}, ExponentialBuckets(1 << 20, 4, 12))),
+      bisect_imbalance_(BuildGauge().Name("modelsmith_bisect_imbalance_ratio").Help("Largest chunk over mean chunk size of the last bisect job.").Register(*registry_).Add({})),
       job_peak_resident_(BuildGauge().Name("modelsmith_job_peak_resident_bytes").Help("Peak resident memory seen during the last finished job, by kind.").Register(*registry_)),
       store_requests_(BuildCounter().Name("modelsmith_object_store_requests_total").Help("Object store request attempts, by store, operation and HTTP status (\"error\" when none came back).").Register(*registry_)),
       store_request_duration_(BuildHistogram().Name("modelsmith_object_store_request_duration_seconds").Help("Object store request attempt durations.").Register(*registry_)),
@@ -209,6 +211,10 @@ void Metrics::RecordJobFinished(const v1::Job& job) {
   if (job.state() == v1::JOB_STATE_SUCCEEDED && figures.has_shard()) {
     for (uint64_t size : figures.shard().shard_sizes_bytes()) shard_size_.Observe(size);
     shard_imbalance_.Set(figures.shard().imbalance_ratio());
+  }
+  if (job.state() == v1::JOB_STATE_SUCCEEDED && figures.has_bisect()) {
+    for (uint64_t size : figures.bisect().chunk_sizes_bytes()) bisect_chunk_size_.Observe(size);
+    bisect_imbalance_.Set(figures.bisect().imbalance_ratio());
   }
 }
 

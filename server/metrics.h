@@ -57,6 +57,8 @@ class Metrics final : public StoreObserver {
   prometheus::Counter& tensors_processed_;
   prometheus::Histogram& shard_size_;
   prometheus::Gauge& shard_imbalance_;
+  prometheus::Histogram& bisect_chunk_size_;
+  prometheus::Gauge& bisect_imbalance_;
   prometheus::Family<prometheus::Gauge>& job_peak_resident_;
   prometheus::Family<prometheus::Counter>& store_requests_;
   prometheus::Family<prometheus::Histogram>& store_request_duration_;

@@ -1,5 +1,5 @@
 // What the benchmark programs share: spawning a contender and reading its time and peak RSS,
-// generating a Llama-shaped F16 checkpoint, warming the page cache, medians.
+// generating a Llama-shaped F16 checkpoint, warming the page cache, medians, interleaved rounds.
 #ifndef MODELSMITH_TESTS_BENCH_BENCH_SUPPORT_H_
 #define MODELSMITH_TESTS_BENCH_BENCH_SUPPORT_H_
 
@@ -14,10 +14,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tests/support/torch_file.h"
 #include "workers/formats/safetensors.h"
 
 namespace modelsmith::bench {
@@ -123,6 +125,17 @@ inline void WarmPageCache(const std::string& path) {
   }
 }
 
+// The same checkpoint as Generate, written as torch.save writes a state dict (tests/support/torch_file.h).
+inline void GenerateTorch(const std::string& path, uint64_t target_bytes) {
+  const std::vector<SafetensorsEntry> entries = LlamaEntries(target_bytes);
+  std::vector<TorchTensorSpec> tensors;
+  for (const auto& e : entries) tensors.push_back({e.name, e.dtype, e.shape});
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  WriteTorchCheckpoint(path + ".tmp", "pytorch_model", tensors,
+                                   [&](size_t, uint64_t, char* data, size_t size) { FillWeights(state, data, size); });
+  fs::rename(path + ".tmp", path);
+}
+
 inline double Gbps(uint64_t bytes, double seconds) { return bytes / seconds / 1e9; }
 
 // Makes `work_dir` absolute (creating it), generates `name` there at `size_gb` unless a file at
@@ -147,6 +160,52 @@ inline std::string PrepareInput(const char* bench, std::string* work_dir, const 
 inline double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
+}
+
+struct Contender {
+  std::string label;
+  std::vector<std::string> argv;
+  std::string stdin_text;
+};
+
+// Runs every contender once per round, `rounds` times, after `reset` (which removes outputs) and a
+// sync each time: the disk's speed drifts (writeback of earlier runs, burst credits), so ratios are
+// taken within a round. Then prints per contender the median time, GB/s over `bytes`, the peak RSS
+// and, from contender `first_job` on, the medians of the per-round ratios against contenders 0 and
+// 1 (the baselines). Returns false (after saying which) when a run fails.
+inline bool RunInterleaved(const std::vector<Contender>& contenders, int rounds, uint64_t bytes, size_t first_job,
+                           const std::function<void()>& reset) {
+  std::vector<std::vector<RunFigures>> runs(contenders.size());
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t c = 0; c < contenders.size(); ++c) {
+      reset();
+      sync();
+      runs[c].push_back(Spawn(contenders[c].argv, contenders[c].stdin_text));
+      if (runs[c].back().exit_code != 0) {
+        std::printf("%s failed (exit %d)\n", contenders[c].label.c_str(), runs[c].back().exit_code);
+        return false;
+      }
+    }
+  }
+  reset();
+  std::printf("(medians of %d interleaved rounds, each run after a sync; ratio = baseline time / job time in the same round)\n",
+              rounds);
+  for (size_t c = 0; c < contenders.size(); ++c) {
+    std::vector<double> seconds, vs_first, vs_second;
+    long peak_kb = 0;
+    for (int r = 0; r < rounds; ++r) {
+      seconds.push_back(runs[c][r].seconds);
+      vs_first.push_back(runs[0][r].seconds / runs[c][r].seconds);
+      vs_second.push_back(runs[1][r].seconds / runs[c][r].seconds);
+      peak_kb = std::max(peak_kb, runs[c][r].peak_rss_kb);
+    }
+    const double median = Median(seconds);
+    std::printf("%-30s %6.2f s  %6.3f GB/s  peak RSS %6.1f MB", contenders[c].label.c_str(), median, Gbps(bytes, median), peak_kb / 1e3);
+    if (c >= first_job) std::printf("  ratio vs %s %.2f  vs %s %.2f", contenders[0].label.c_str(), Median(vs_first),
+                                    contenders[1].label.c_str(), Median(vs_second));
+    std::printf("\n");
+  }
+  return true;
 }
 
 }  // namespace modelsmith::bench

@@ -13,21 +13,10 @@
 // Not a test: it asserts nothing.
 #include "CLI/CLI.hpp"
 #include "tests/bench/bench_support.h"
-#include "tests/support/torch_file.h"
 
 namespace {
 
 using namespace modelsmith::bench;
-
-void GenerateTorch(const std::string& path, uint64_t target_bytes) {
-  const std::vector<modelsmith::SafetensorsEntry> entries = LlamaEntries(target_bytes);
-  std::vector<modelsmith::TorchTensorSpec> tensors;
-  for (const auto& e : entries) tensors.push_back({e.name, e.dtype, e.shape});
-  uint64_t state = 0x9E3779B97F4A7C15ull;
-  modelsmith::WriteTorchCheckpoint(path + ".tmp", "pytorch_model", tensors,
-                                   [&](size_t, uint64_t, char* data, size_t size) { FillWeights(state, data, size); });
-  fs::rename(path + ".tmp", path);
-}
 
 // config.json and a 32000-token BPE tokenizer.json for the generated shapes (LlamaEntries).
 void WriteHfFiles(const std::string& dir, const std::vector<modelsmith::SafetensorsEntry>& entries) {

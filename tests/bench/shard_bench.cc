@@ -55,44 +55,16 @@ int main(int argc, char** argv) {
     return std::string(R"({"shard": {"input": ")") + input + R"(", "output": ")" + out + R"(", "max_shard_size": ")" +
            limit + R"(", "strategy": ")" + strategy + R"("}})";
   };
-  const std::vector<std::pair<std::string, std::vector<std::string>>> contenders = {
-      {"baseline cp", {"cp", input, copy}},
-      {"baseline cp + fsync", {"sh", "-c", "cp \"$0\" \"$1\" && sync -f \"$1\"", input, copy}},
-      {"shard " + limit + " hf_greedy", {cli, "run", "--spec", "-"}},
-      {"shard " + limit + " balanced", {cli, "run", "--spec", "-"}},
+  const std::vector<Contender> contenders = {
+      {"baseline cp", {"cp", input, copy}, ""},
+      {"baseline cp + fsync", {"sh", "-c", "cp \"$0\" \"$1\" && sync -f \"$1\"", input, copy}, ""},
+      {"shard " + limit + " hf_greedy", {cli, "run", "--spec", "-"}, spec("SHARD_STRATEGY_HF_GREEDY")},
+      {"shard " + limit + " balanced", {cli, "run", "--spec", "-"}, spec("SHARD_STRATEGY_BALANCED")},
   };
-  const std::vector<std::string> stdin_of = {"", "", spec("SHARD_STRATEGY_HF_GREEDY"), spec("SHARD_STRATEGY_BALANCED")};
-  std::vector<std::vector<RunFigures>> runs(contenders.size());
-  for (int round = 0; round < kRounds; ++round) {
-    for (size_t c = 0; c < contenders.size(); ++c) {
-      fs::remove(copy);
-      fs::remove_all(out);
-      sync();
-      runs[c].push_back(Spawn(contenders[c].second, stdin_of[c]));
-      if (runs[c].back().exit_code != 0) {
-        std::printf("%s failed (exit %d)\n", contenders[c].first.c_str(), runs[c].back().exit_code);
-        return 1;
-      }
-    }
-  }
-  fs::remove(copy);
-  fs::remove_all(out);
-  std::printf("(medians of %d interleaved rounds, each run after a sync; ratio = baseline time / job time in the same round)\n",
-              kRounds);
-  for (size_t c = 0; c < contenders.size(); ++c) {
-    std::vector<double> seconds, vs_cp, vs_cp_sync;
-    long peak_kb = 0;
-    for (int r = 0; r < kRounds; ++r) {
-      seconds.push_back(runs[c][r].seconds);
-      vs_cp.push_back(runs[0][r].seconds / runs[c][r].seconds);
-      vs_cp_sync.push_back(runs[1][r].seconds / runs[c][r].seconds);
-      peak_kb = std::max(peak_kb, runs[c][r].peak_rss_kb);
-    }
-    const double median = Median(seconds);
-    std::printf("%-30s %6.2f s  %6.3f GB/s  peak RSS %6.1f MB", contenders[c].first.c_str(), median,
-                Gbps(bytes, median), peak_kb / 1e3);
-    if (c >= 2) std::printf("  ratio vs cp %.2f  vs cp+fsync %.2f", Median(vs_cp), Median(vs_cp_sync));
-    std::printf("\n");
-  }
+  const bool ok = RunInterleaved(contenders, kRounds, bytes, 2, [&] {
+    fs::remove(copy);
+    fs::remove_all(out);
+  });
+  if (!ok) return 1;
   return 0;
 }

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "nlohmann/json.hpp"
+#include "tests/support/f32_safetensors.h"
 #include "tests/support/read_file.h"
 #include "tests/support/server_test.h"
 
@@ -21,51 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-struct F32Tensor {
-  std::string name;
-  std::vector<uint64_t> shape;
-  std::vector<float> values;
-};
-
-F32Tensor Random(const std::string& name, std::vector<uint64_t> shape, uint32_t seed) {
-  F32Tensor t{name, shape, {}};
-  uint64_t n = 1;
-  for (uint64_t d : shape) n *= d;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  for (uint64_t i = 0; i < n; ++i) t.values.push_back(normal(rng));
-  return t;
-}
-
-// A safetensors file written here, independently of the service's writer.
-void WriteSafetensors(const std::string& path, const std::vector<F32Tensor>& tensors) {
-  json header = json::object();
-  uint64_t offset = 0;
-  for (const F32Tensor& t : tensors) {
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.values.size() * 4}}};
-    offset += t.values.size() * 4;
-  }
-  std::string text = header.dump();
-  while (text.size() % 8 != 0) text += ' ';
-  std::ofstream out(path, std::ios::binary);
-  const uint64_t n = text.size();
-  out.write(reinterpret_cast<const char*>(&n), 8);
-  out << text;
-  for (const F32Tensor& t : tensors) out.write(reinterpret_cast<const char*>(t.values.data()), t.values.size() * 4);
-}
-
-// A tensor of a safetensors file written by the service, read here.
-std::vector<float> ReadTensor(const std::string& path, const std::string& name) {
-  const std::string file = ReadFile(path);
-  uint64_t n = 0;
-  std::memcpy(&n, file.data(), 8);
-  const json header = json::parse(file.substr(8, n));
-  const uint64_t begin = header.at(name)["data_offsets"][0], end = header.at(name)["data_offsets"][1];
-  std::vector<float> v((end - begin) / 4);
-  std::memcpy(v.data(), file.data() + 8 + n + begin, end - begin);
-  return v;
-}
 
 class LoraMergeServerTest : public ServerTest {
  protected:
@@ -224,27 +180,8 @@ TEST_F(LoraMergeServerTest, CancelInTheMiddleLeavesNothing) {
   spec->set_base(data_ + "/big.safetensors");
   spec->add_adapters()->set_uri(data_ + "/big_lora.safetensors");
   spec->set_output(data_ + "/slow");
-  v1::Job job;
-  ASSERT_TRUE(Submit(*stub_, request, &job).ok());
-  // Watched live: progress events with growing byte counts, then the state change.
-  std::future<std::vector<v1::JobEvent>> events = std::async(std::launch::async, [&] { return WatchAll(*stub_, job.id()); });
-  // Past the second of the 1 MiB tensors (about 4 s in): the watch, which may subscribe after the
-  // first reports, has seen at least two progress events by then.
-  EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id(), 2 << 20), v1::JOB_STATE_CANCELLED);
-  ExpectNothingLeftIn(data_ + "/slow");
-  uint64_t last = 0, progress_events = 0;
-  bool cancelled = false;
-  for (const v1::JobEvent& e : events.get()) {
-    if (e.has_progress()) {
-      EXPECT_GE(e.progress().bytes_done(), last);
-      last = e.progress().bytes_done();
-      ++progress_events;
-    }
-    cancelled |= e.has_state_change() && e.state_change().state() == v1::JOB_STATE_CANCELLED;
-  }
-  EXPECT_GT(progress_events, 1u);
-  EXPECT_GT(last, 2u << 20);
-  EXPECT_TRUE(cancelled);
+  // Past the second of the 1 MiB tensors, about 4 s in.
+  CancelMidwayLeavesNothing(request, data_ + "/slow");
 }
 
 }  // namespace

@@ -6,38 +6,12 @@
 #include <regex>
 
 #include "tests/support/job_client.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
 namespace modelsmith::testing {
 namespace {
-
-std::string Scrape(int port) {
-  std::string body;
-  CURL* curl = curl_easy_init();
-  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* out) {
-    static_cast<std::string*>(out)->append(p, size * n);
-    return size * n;
-  });
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  EXPECT_EQ(curl_easy_perform(curl), CURLE_OK);
-  curl_easy_cleanup(curl);
-  return body;
-}
-
-// The value of the first sample whose line starts with `series` followed by a space.
-double Sample(const std::string& text, const std::string& series) {
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  ADD_FAILURE() << "no sample " << series;
-  return -1;
-}
 
 TEST(MetricsTest, ScrapeShowsJobAndShardFigures) {
   TempDir dir;

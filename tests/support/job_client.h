@@ -94,6 +94,28 @@ inline std::vector<v1::JobEvent> WatchAll(v1::JobService::Stub& stub, const std:
   return events;
 }
 
+// What an event stream said about progress: how many progress events, the last byte count,
+// whether the counts never went down, and whether the job ended in `final_state`.
+struct EventSummary {
+  uint64_t progress_events = 0;
+  uint64_t last_bytes_done = 0;
+  bool monotonic = true;
+  bool reached_final_state = false;
+};
+
+inline EventSummary Summarize(const std::vector<v1::JobEvent>& events, v1::JobState final_state) {
+  EventSummary summary;
+  for (const v1::JobEvent& e : events) {
+    if (e.has_progress()) {
+      summary.monotonic &= e.progress().bytes_done() >= summary.last_bytes_done;
+      summary.last_bytes_done = e.progress().bytes_done();
+      ++summary.progress_events;
+    }
+    summary.reached_final_state |= e.has_state_change() && e.state_change().state() == final_state;
+  }
+  return summary;
+}
+
 // The ErrorInfo in a failed call's details.
 inline google::rpc::ErrorInfo ErrorInfoOf(const grpc::Status& status) {
   google::rpc::Status rich;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,24 @@ class ServerTest : public ::testing::Test {
   static void ExpectNothingLeftIn(const std::string& dir) {
     if (!std::filesystem::exists(dir)) return;
     for (const auto& e : std::filesystem::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
+  }
+
+  // Submits `request` (to a server started with a low --job-io-limit), watches it live, cancels
+  // it once it has read 2 MiB and expects: the CANCELLED state, nothing left in `output_dir`, and
+  // a stream of at least two progress events with growing byte counts ending in the cancel.
+  void CancelMidwayLeavesNothing(const v1::SubmitJobRequest& request, const std::string& output_dir) {
+    v1::Job job;
+    ASSERT_TRUE(Submit(*stub_, request, &job).ok());
+    std::future<std::vector<v1::JobEvent>> events = std::async(std::launch::async, [&] { return WatchAll(*stub_, job.id()); });
+    // The watch, which may subscribe after the first reports, has seen two progress events by
+    // the time 2 MiB are read.
+    EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id(), 2 << 20), v1::JOB_STATE_CANCELLED);
+    ExpectNothingLeftIn(output_dir);
+    const EventSummary seen = Summarize(events.get(), v1::JOB_STATE_CANCELLED);
+    EXPECT_GT(seen.progress_events, 1u);
+    EXPECT_TRUE(seen.monotonic);
+    EXPECT_GT(seen.last_bytes_done, 2u << 20);
+    EXPECT_TRUE(seen.reached_final_state);
   }
 
   TempDir dir_;

@@ -194,10 +194,7 @@ TEST_F(ShardJobTest, BadSpecsNameTheField) {
   EXPECT_EQ(ContextOf(status)["field"], "shard.variant");
 }
 
-TEST_F(ShardJobTest, UnbuiltKindsAreUnimplemented) {
-  v1::JobSpec spec;
-  spec.mutable_bisect()->set_input(input_);
-  EXPECT_EQ(ValidateSpec(spec).code(), absl::StatusCode::kUnimplemented);
+TEST_F(ShardJobTest, SpecWithoutAKindIsInvalid) {
   EXPECT_EQ(ValidateSpec(v1::JobSpec()).code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -350,15 +350,7 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
                          {"renamed", std::move(renamed)},
                          {"casts", std::move(casts)}};
   manifest["figures"] = MessageJson(*figures);
-  absl::StatusOr<v1::Artifact> manifest_artifact = output->WriteManifest(std::move(manifest), artifacts);
-  if (!manifest_artifact.ok()) return fail(manifest_artifact.status());
-  std::set<std::string> kept(committed.begin(), committed.end());
-  kept.insert(std::string(kManifestName));
-  output->RemoveReplaced(kept).IgnoreError();
-  uint64_t written = manifest_artifact->size_bytes();
-  for (const v1::Artifact& a : artifacts) written += a.size_bytes();
-  figures->set_bytes_written(written);
-  *result.add_artifacts() = *manifest_artifact;
+  if (absl::Status s = output->Complete(std::move(manifest), artifacts, committed, result); !s.ok()) return s;
   return result;
 }
 

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
+#include "workers/jobs/bisect_job.h"
 #include "workers/jobs/convert_job.h"
 #include "workers/jobs/convert_plan.h"
 #include "workers/jobs/lora_merge_job.h"
@@ -55,6 +56,8 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
       return ValidateConvertSpec(spec.convert());
     case v1::JOB_KIND_LORA_MERGE:
       return ValidateLoraMergeSpec(spec.lora_merge());
+    case v1::JOB_KIND_BISECT:
+      return ValidateBisectSpec(spec.bisect());
     case v1::JOB_KIND_UNSPECIFIED:
       return MakeError(absl::StatusCode::kInvalidArgument, "MISSING_FIELD",
                        "'spec' must hold one of convert, quantize, shard, bisect, lora_merge",
@@ -70,6 +73,7 @@ absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRout
   if (KindOf(spec) == v1::JOB_KIND_QUANTIZE) return PreflightQuantizeJob(spec.quantize(), router);
   if (KindOf(spec) == v1::JOB_KIND_CONVERT) return PreflightConvertJob(spec.convert(), router);
   if (KindOf(spec) == v1::JOB_KIND_LORA_MERGE) return PreflightLoraMergeJob(spec.lora_merge(), router);
+  if (KindOf(spec) == v1::JOB_KIND_BISECT) return PreflightBisectJob(spec.bisect(), router);
   return KindNotBuilt(KindOf(spec));
 }
 
@@ -79,6 +83,7 @@ absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   if (KindOf(run.spec) == v1::JOB_KIND_QUANTIZE) return RunQuantizeJob(run, context);
   if (KindOf(run.spec) == v1::JOB_KIND_CONVERT) return RunConvertJob(run, context);
   if (KindOf(run.spec) == v1::JOB_KIND_LORA_MERGE) return RunLoraMergeJob(run, context);
+  if (KindOf(run.spec) == v1::JOB_KIND_BISECT) return RunBisectJob(run, context);
   return KindNotBuilt(KindOf(run.spec));
 }
 

@@ -216,19 +216,7 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   v1::JobResult result;
   for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   ordered_json manifest = report.Finish(run, plan->model, start, tracker, &result);
-  v1::JobFigures* figures = result.mutable_figures();
-  absl::StatusOr<v1::Artifact> manifest_artifact = output->WriteManifest(std::move(manifest), artifacts);
-  if (!manifest_artifact.ok()) {
-    output->Discard(committed);
-    return manifest_artifact.status();
-  }
-  std::set<std::string> kept_names(committed.begin(), committed.end());
-  kept_names.insert(std::string(kManifestName));
-  output->RemoveReplaced(kept_names).IgnoreError();
-  uint64_t written = manifest_artifact->size_bytes();
-  for (const v1::Artifact& a : artifacts) written += a.size_bytes();
-  figures->set_bytes_written(written);
-  *result.add_artifacts() = *manifest_artifact;
+  if (absl::Status s = output->Complete(std::move(manifest), artifacts, committed, result); !s.ok()) return s;
   return result;
 }
 

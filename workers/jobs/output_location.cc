@@ -117,6 +117,23 @@ absl::StatusOr<v1::Artifact> OutputLocation::WriteManifest(ordered_json manifest
   return WriteManifestTo(store(), UriOf(kManifestName), std::move(manifest), artifacts);
 }
 
+absl::Status OutputLocation::Complete(ordered_json manifest, const std::vector<v1::Artifact>& artifacts,
+                                      const std::vector<std::string>& committed_names, v1::JobResult& result) {
+  absl::StatusOr<v1::Artifact> manifest_artifact = WriteManifest(std::move(manifest), artifacts);
+  if (!manifest_artifact.ok()) {
+    Discard(committed_names);
+    return manifest_artifact.status();
+  }
+  std::set<std::string> kept(committed_names.begin(), committed_names.end());
+  kept.insert(std::string(kManifestName));
+  RemoveReplaced(kept).IgnoreError();
+  uint64_t written = manifest_artifact->size_bytes();
+  for (const v1::Artifact& a : artifacts) written += a.size_bytes();
+  result.mutable_figures()->set_bytes_written(written);
+  *result.add_artifacts() = *manifest_artifact;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::Artifact> WriteSmallObject(ObjectStore& store, const std::string& uri, const std::string& text,
                                               absl::string_view role) {
   absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uri);

@@ -94,6 +94,13 @@ class OutputLocation {
   absl::StatusOr<v1::Artifact> WriteManifest(nlohmann::ordered_json manifest,
                                              const std::vector<v1::Artifact>& artifacts);
 
+  // The last step of a job that wrote `committed_names` (its `artifacts`): writes the manifest,
+  // then (best effort) removes the replaced manifest's files that are not among them, appends the
+  // manifest to `result`'s artifacts and sets figures.bytes_written to the sum of all of them. On
+  // error the committed files are discarded.
+  absl::Status Complete(nlohmann::ordered_json manifest, const std::vector<v1::Artifact>& artifacts,
+                        const std::vector<std::string>& committed_names, v1::JobResult& result);
+
  private:
   explicit OutputLocation(Location location) : location_(std::move(location)) {}
 
