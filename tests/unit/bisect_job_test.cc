@@ -317,6 +317,8 @@ TEST_F(BisectJobTest, TorchCheckpointGivesTorchChunksThatZipfileAccepts) {
   const nlohmann::json index = nlohmann::json::parse(ReadFile(out + "/state_dict.chunks.json"));
   EXPECT_EQ(index["chunks"][0]["file"], "state_dict-chunk1-of-2.bin");
   ExpectChunksHoldTheInput(input, index, out);
+  ASSERT_EQ(context_.warnings().size(), 1u);  // "config_version", a non-tensor entry
+  EXPECT_EQ(context_.warnings()[0].first, "BISECT_ENTRIES_DROPPED");
   for (const auto& chunk : index["chunks"]) {
     const std::string path = out + "/" + chunk["file"].get<std::string>();
     testing::CommandResult zip = testing::RunCommand(
@@ -357,6 +359,35 @@ TEST_F(BisectJobTest, GgufKeepsItsMetadataAndQuantizedBlocks) {
       if (s.name == t.name) EXPECT_EQ(s.ggml_type, t.ggml_type) << t.name;
     }
   }
+}
+
+TEST_F(BisectJobTest, SplitGgufIsReadAsOneModelAndNamedByItsPrefix) {
+  JobRun quantize;
+  quantize.job_id = "quantize";
+  quantize.router = &router_;
+  v1::QuantizeSpec* q = quantize.spec.mutable_quantize();
+  q->set_input(SourcePath("tests/data/golden/gguf/input-f32.gguf"));
+  fs::create_directories(dir_.path() + "/split");
+  q->set_output(dir_.path() + "/split/llama-Q8_0.gguf");
+  q->set_scheme("Q8_0");
+  q->set_max_split_size("300KB");
+  ASSERT_TRUE(RunJob(quantize, context_).ok());
+  std::vector<std::string> parts;
+  for (const std::string& name : FileNames(dir_.path() + "/split")) {
+    if (name.find("-of-") != std::string::npos) parts.push_back(dir_.path() + "/split/" + name);
+  }
+  ASSERT_GT(parts.size(), 1u);
+
+  // Named by any part.
+  absl::StatusOr<v1::JobResult> result = Run(Spec(parts.back(), "out"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const nlohmann::json index = nlohmann::json::parse(ReadFile(dir_.path() + "/out/llama-Q8_0.chunks.json"));
+  EXPECT_EQ(index["chunks"][0]["file"], "llama-Q8_0-chunk1-of-2.gguf");
+  ExpectChunksHoldTheInput(parts.front(), index, dir_.path() + "/out");
+  // A chunk is a model file of its own, not a part of a split.
+  absl::StatusOr<ModelView> chunk = OpenModel(*router_.Resolve(dir_.path() + "/out/llama-Q8_0-chunk1-of-2.gguf"));
+  ASSERT_TRUE(chunk.ok()) << chunk.status();
+  EXPECT_EQ(chunk->gguf->Find("split.count"), nullptr);
 }
 
 TEST_F(BisectJobTest, CancelledJobLeavesNothingBehind) {

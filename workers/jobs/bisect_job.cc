@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
@@ -262,6 +263,13 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
   for (const PlannedChunk& c : plan->chunks) {
     context.Log(absl::StrFormat("%s: %d bytes, units '%s' .. '%s'", c.name, c.size_bytes, plan->units[c.units.front()].name,
                                 plan->units[c.units.back()].name));
+  }
+
+  if (!model->skipped_entries.empty()) {
+    context.Warn("BISECT_ENTRIES_DROPPED",
+                 absl::StrCat("the state dict's non-tensor entries are not carried into the chunks: ",
+                              absl::StrJoin(model->skipped_entries, ", ")),
+                 "");
   }
 
   std::vector<v1::Artifact> artifacts;
