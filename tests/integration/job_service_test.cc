@@ -104,15 +104,15 @@ TEST_F(JobServiceTest, MalformedInputIsRefusedAtSubmitNamingTheFile) {
   EXPECT_EQ(ErrorInfoOf(status).metadata().at("file"), bad);
 }
 
-TEST_F(JobServiceTest, UnbuiltInputKindIsUnimplemented) {
+TEST_F(JobServiceTest, MissingOnnxModelIsNotFoundNamingTheField) {
   Start();
   v1::SubmitJobRequest request;
   request.mutable_spec()->mutable_bisect()->set_input(data_ + "/model.onnx");
   request.mutable_spec()->mutable_bisect()->set_output(data_ + "/chunks");
   v1::Job job;
   grpc::Status status = Submit(*stub_, request, &job);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(ErrorInfoOf(status).reason(), "BISECT_ONNX_NOT_IMPLEMENTED");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ErrorInfoOf(status).metadata().at("field"), "bisect.input");
 }
 
 TEST_F(JobServiceTest, PathsOutsideRootsArePermissionDenied) {

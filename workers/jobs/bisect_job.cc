@@ -13,6 +13,7 @@
 #include "workers/formats/model_view.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/jobs/bisect_chunk_writer.h"
+#include "workers/jobs/bisect_onnx_job.h"
 #include "workers/jobs/bisect_plan.h"
 #include "workers/jobs/output_location.h"
 #include "workers/jobs/quantize_report.h"
@@ -48,11 +49,6 @@ v1::BisectGranularity Granularity(const v1::BisectSpec& spec) {
 }
 
 absl::StatusOr<ModelView> OpenInput(const v1::BisectSpec& spec, const StorageRouter& router) {
-  if (absl::EndsWith(spec.input(), ".onnx")) {
-    return MakeError(absl::StatusCode::kUnimplemented, "BISECT_ONNX_NOT_IMPLEMENTED",
-                     "bisecting ONNX graphs is not built yet; checkpoints (safetensors, torch .bin, GGUF) are",
-                     {{"field", "bisect.input"}});
-  }
   absl::StatusOr<Location> input = router.Resolve(spec.input());
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "bisect.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
@@ -173,13 +169,6 @@ uint64_t EstimatePeakMemory(const ModelView& model) {
   return kBisectBaseMemoryBytes + 8 * header_bytes + largest_view;
 }
 
-double Imbalance(const std::vector<uint64_t>& sizes) {
-  uint64_t largest = 0;
-  uint64_t sum = 0;
-  for (uint64_t s : sizes) largest = std::max(largest, s), sum += s;
-  return sum == 0 ? 1.0 : static_cast<double>(largest) / (static_cast<double>(sum) / static_cast<double>(sizes.size()));
-}
-
 ordered_json ChunkIndexJson(const v1::BisectSpec& spec, const ModelView& model, const BisectPlan& plan,
                             const std::vector<v1::Artifact>& artifacts, double imbalance) {
   ordered_json index;
@@ -231,6 +220,7 @@ absl::Status ValidateBisectSpec(const v1::BisectSpec& spec) {
 }
 
 absl::StatusOr<uint64_t> PreflightBisectJob(const v1::BisectSpec& spec, const StorageRouter& router) {
+  if (IsOnnxInput(spec.input())) return PreflightOnnxBisect(spec, router);
   absl::StatusOr<ModelView> model = OpenInput(spec, router);
   if (!model.ok()) return model.status();
   if (absl::StatusOr<BisectPlan> plan = PlanBisect(spec, *model); !plan.ok()) return plan.status();
@@ -243,6 +233,7 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
   const auto start = std::chrono::steady_clock::now();
   const v1::BisectSpec& spec = run.spec.bisect();
   if (absl::Status s = ValidateBisectSpec(spec); !s.ok()) return s;
+  if (IsOnnxInput(spec.input())) return RunOnnxBisect(run, context);
   absl::StatusOr<ModelView> model = OpenInput(spec, *run.router);
   if (!model.ok()) return model.status();
   if (absl::Status s = CheckOutputApartFromInput(*model, *run.router, spec.output()); !s.ok()) return s;
@@ -256,7 +247,7 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
   if (!output.ok()) return output.status();
   std::vector<uint64_t> chunk_sizes;
   for (const PlannedChunk& c : plan->chunks) chunk_sizes.push_back(c.size_bytes);
-  const double imbalance = Imbalance(chunk_sizes);
+  const double imbalance = ImbalanceRatio(chunk_sizes);
   context.Log(absl::StrFormat("splitting %d tensors (%d bytes) of '%s' (%s) into %d chunks between %d %s units at '%s'",
                               plan->tensors.size(), plan->total_bytes, model->uri, model->format, plan->chunks.size(),
                               plan->units.size(), GranularityName(Granularity(spec)), output->uri()));
@@ -311,15 +302,9 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
   v1::JobResult result;
   for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
-  v1::BisectFigures* bisect = figures->mutable_bisect();
-  bisect->set_chunk_count(plan->chunks.size());
-  for (size_t k = 0; k < plan->chunks.size(); ++k) {
-    bisect->add_chunk_sizes_bytes(chunk_sizes[k]);
-    bisect->add_chunk_file_bytes(artifacts[k].size_bytes());
-  }
-  bisect->set_imbalance_ratio(imbalance);
-  bisect->set_granularity(std::string(GranularityName(Granularity(spec))));
-  bisect->set_units(plan->units.size());
+  std::vector<uint64_t> file_bytes;
+  for (size_t k = 0; k < plan->chunks.size(); ++k) file_bytes.push_back(artifacts[k].size_bytes());
+  *figures->mutable_bisect() = MakeBisectFigures(chunk_sizes, file_bytes, std::string(GranularityName(Granularity(spec))), plan->units.size());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   figures->set_duration_seconds(seconds);
   figures->set_bytes_read(plan->total_bytes);

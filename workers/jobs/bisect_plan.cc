@@ -165,6 +165,25 @@ uint64_t BestLargestChunk(std::span<const uint64_t> sizes, size_t chunks) {
   return low;
 }
 
+double ImbalanceRatio(std::span<const uint64_t> chunk_bytes) {
+  uint64_t largest = 0;
+  uint64_t sum = 0;
+  for (uint64_t s : chunk_bytes) largest = std::max(largest, s), sum += s;
+  return sum == 0 ? 1.0 : static_cast<double>(largest) / (static_cast<double>(sum) / static_cast<double>(chunk_bytes.size()));
+}
+
+v1::BisectFigures MakeBisectFigures(std::span<const uint64_t> chunk_bytes, std::span<const uint64_t> file_bytes,
+                                    std::string granularity, size_t units) {
+  v1::BisectFigures figures;
+  figures.set_chunk_count(chunk_bytes.size());
+  for (uint64_t b : chunk_bytes) figures.add_chunk_sizes_bytes(b);
+  for (uint64_t b : file_bytes) figures.add_chunk_file_bytes(b);
+  figures.set_imbalance_ratio(ImbalanceRatio(chunk_bytes));
+  figures.set_granularity(std::move(granularity));
+  figures.set_units(units);
+  return figures;
+}
+
 std::vector<size_t> PartitionMinMax(std::span<const uint64_t> sizes, size_t chunks) {
   const size_t n = sizes.size();
   const uint64_t cap = BestLargestChunk(sizes, chunks);

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "modelsmith/v1/job.pb.h"
 #include "modelsmith/v1/specs.pb.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/tensor/tensor_info.h"
@@ -54,6 +55,14 @@ std::vector<size_t> PartitionMinMax(std::span<const uint64_t> sizes, size_t chun
 
 // The largest chunk of the best split (what PartitionMinMax achieves): for reports and tests.
 uint64_t BestLargestChunk(std::span<const uint64_t> sizes, size_t chunks);
+
+// Largest over mean of `chunk_bytes` (1 when all are empty).
+double ImbalanceRatio(std::span<const uint64_t> chunk_bytes);
+
+// The result's figures: chunk count, each chunk's stored and file bytes, the imbalance, the
+// granularity's name and the number of units cut between.
+v1::BisectFigures MakeBisectFigures(std::span<const uint64_t> chunk_bytes, std::span<const uint64_t> file_bytes,
+                                    std::string granularity, size_t units);
 
 }  // namespace modelsmith
 
