@@ -27,7 +27,7 @@ absl::Status Mismatch(const RandomAccessObject& written, absl::string_view what)
                    absl::StrCat("chunk '", written.uri(), "' as written does not match its plan: ", what));
 }
 
-absl::StatusOr<WrittenChunk> WriteSafetensorsChunk(const ModelView& model, const std::vector<TensorInfo>& tensors,
+absl::StatusOr<WrittenObject> WriteSafetensorsChunk(const ModelView& model, const std::vector<TensorInfo>& tensors,
                                                    PipelinedWriter& out, ChunkIo io) {
   std::vector<SafetensorsEntry> entries;
   for (const TensorInfo& t : tensors) entries.push_back({t.name, t.dtype, t.shape, t.size_bytes});
@@ -60,10 +60,10 @@ absl::StatusOr<WrittenChunk> WriteSafetensorsChunk(const ModelView& model, const
     }
     return absl::OkStatus();
   };
-  return WrittenChunk{size, std::move(check)};
+  return WrittenObject{size, std::move(check)};
 }
 
-absl::StatusOr<WrittenChunk> WriteGgufChunk(const ModelView& model, const std::vector<TensorInfo>& tensors, PipelinedWriter& out,
+absl::StatusOr<WrittenObject> WriteGgufChunk(const ModelView& model, const std::vector<TensorInfo>& tensors, PipelinedWriter& out,
                                             ChunkIo io) {
   static const std::byte kZeros[256] = {};
   std::vector<GgufKv> kvs;
@@ -93,7 +93,7 @@ absl::StatusOr<WrittenChunk> WriteGgufChunk(const ModelView& model, const std::v
     size += t.size_bytes + padding;
   }
   ObjectChecker check = [table = std::move(table)](const RandomAccessObject& written) { return CheckGgufTensorTable(written, table); };
-  return WrittenChunk{size, std::move(check)};
+  return WrittenObject{size, std::move(check)};
 }
 
 // Streams one tensor's logical bytes into the open record: in pieces when it is contiguous, in one
@@ -114,7 +114,7 @@ absl::Status AppendTorchTensor(const ModelView& model, const TensorInfo& t, Torc
   return absl::OkStatus();
 }
 
-absl::StatusOr<WrittenChunk> WriteTorchChunk(const ModelView& model, const std::vector<TensorInfo>& tensors, const std::string& prefix,
+absl::StatusOr<WrittenObject> WriteTorchChunk(const ModelView& model, const std::vector<TensorInfo>& tensors, const std::string& prefix,
                                              PipelinedWriter& out, ChunkIo io) {
   std::vector<TorchTensorEntry> entries;
   for (const TensorInfo& t : tensors) {
@@ -151,12 +151,12 @@ absl::StatusOr<WrittenChunk> WriteTorchChunk(const ModelView& model, const std::
     }
     return absl::OkStatus();
   };
-  return WrittenChunk{zip.bytes_written(), std::move(check)};
+  return WrittenObject{zip.bytes_written(), std::move(check)};
 }
 
 }  // namespace
 
-absl::StatusOr<WrittenChunk> WriteChunkFile(const ModelView& model, const std::vector<TensorInfo>& tensors,
+absl::StatusOr<WrittenObject> WriteChunkFile(const ModelView& model, const std::vector<TensorInfo>& tensors,
                                             const std::string& torch_prefix, PipelinedWriter& out, ChunkIo io) {
   if (model.gguf) return WriteGgufChunk(model, tensors, out, io);
   if (model.is_torch()) return WriteTorchChunk(model, tensors, torch_prefix, out, io);

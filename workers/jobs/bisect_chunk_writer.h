@@ -31,15 +31,10 @@ struct ChunkIo {
   const JobContext& context;
 };
 
-struct WrittenChunk {
-  uint64_t size_bytes = 0;
-  ObjectChecker check;
-};
-
 // Writes `tensors` (in execution order; each names a file of `model`) into `out` in the format of
 // `model`. `torch_prefix` is the archive's top directory for torch output. CANCELLED when the job
 // is stopped; the errors of the store and of reading the input otherwise.
-absl::StatusOr<WrittenChunk> WriteChunkFile(const ModelView& model, const std::vector<TensorInfo>& tensors,
+absl::StatusOr<WrittenObject> WriteChunkFile(const ModelView& model, const std::vector<TensorInfo>& tensors,
                                             const std::string& torch_prefix, PipelinedWriter& out, ChunkIo io);
 
 }  // namespace modelsmith

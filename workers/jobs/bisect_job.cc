@@ -26,7 +26,6 @@ namespace {
 
 using nlohmann::ordered_json;
 
-constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 // Fixed memory beyond the headers: the writer's queue and its compare buffers, read pieces.
 constexpr uint64_t kBisectBaseMemoryBytes = 96 << 20;
 
@@ -272,22 +271,12 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
   RateLimiter pace(run.io_bytes_per_second);
   for (const PlannedChunk& chunk : plan->chunks) {
     tracker.SetPhase("execute");
-    const std::string uri = output->UriOf(chunk.name);
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(uri);
-    if (!writer.ok()) return fail(writer.status());
-    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
     const std::string torch_prefix = chunk.name.substr(0, chunk.name.rfind('.'));
-    absl::StatusOr<WrittenChunk> written = WriteChunkFile(*model, chunk.tensors, torch_prefix, out, ChunkIo{tracker, pace, context});
-    if (!written.ok()) {
-      out.Abort();
-      return fail(written.status());
-    }
-    absl::StatusOr<v1::Artifact> artifact =
-        VerifyAndCommit(out, output->store(), uri, written->size_bytes, "chunk", written->check, tracker, context);
-    if (!artifact.ok()) {
-      out.Abort();
-      return fail(artifact.status());
-    }
+    absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
+        output->store(), output->UriOf(chunk.name), "chunk",
+        [&](PipelinedWriter& out) { return WriteChunkFile(*model, chunk.tensors, torch_prefix, out, ChunkIo{tracker, pace, context}); },
+        tracker, context);
+    if (!artifact.ok()) return fail(artifact.status());
     artifacts.push_back(*artifact);
     committed.push_back(chunk.name);
   }

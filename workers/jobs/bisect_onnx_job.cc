@@ -26,7 +26,6 @@ namespace {
 
 using nlohmann::ordered_json;
 
-constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 constexpr uint64_t kInlineLimitBytes = uint64_t{1} << 30;
 constexpr uint64_t kExternalAlignment = 4096;
 constexpr uint64_t kOnnxBaseMemoryBytes = 96 << 20;
@@ -191,22 +190,16 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
     const bool external = input->any_external || chunk.size_bytes > kInlineLimitBytes;
     if (external) {
       const std::string data_name = name + ".data";
-      const std::string uri = output->UriOf(data_name);
-      absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(uri);
-      if (!writer.ok()) return fail(writer.status());
-      PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
-      absl::StatusOr<uint64_t> size = WriteExternalData(*model, *input, data_name, out, tracker, pace, context);
-      if (!size.ok()) {
-        out.Abort();
-        return fail(size.status());
-      }
-      absl::StatusOr<v1::Artifact> artifact =
-          VerifyAndCommit(out, output->store(), uri, *size, "chunk_data", [](const RandomAccessObject&) { return absl::OkStatus(); }, tracker,
-                          context);
-      if (!artifact.ok()) {
-        out.Abort();
-        return fail(artifact.status());
-      }
+      absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
+          output->store(), output->UriOf(data_name), "chunk_data",
+          [&](PipelinedWriter& out) -> absl::StatusOr<WrittenObject> {
+            absl::StatusOr<uint64_t> size = WriteExternalData(*model, *input, data_name, out, tracker, pace, context);
+            if (!size.ok()) return size.status();
+            // Every range was compared as it was written; a data file has no header to read back.
+            return WrittenObject{*size, [](const RandomAccessObject&) { return absl::OkStatus(); }};
+          },
+          tracker, context);
+      if (!artifact.ok()) return fail(artifact.status());
       artifacts.push_back(*artifact);
       committed.push_back(data_name);
       entry["data_file"] = data_name;
@@ -218,19 +211,14 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
       return fail(MakeError(absl::StatusCode::kFailedPrecondition, "ONNX_CHUNK_TOO_LARGE",
                             absl::StrCat("chunk ", k + 1, " does not fit one protobuf (2 GiB); its weights need external data")));
     }
-    const std::string uri = output->UriOf(name);
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(uri);
-    if (!writer.ok()) return fail(writer.status());
-    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
-    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok()) {
-      out.Abort();
-      return fail(s);
-    }
-    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(out, output->store(), uri, bytes.size(), "chunk", ModelCheck(*model), tracker, context);
-    if (!artifact.ok()) {
-      out.Abort();
-      return fail(artifact.status());
-    }
+    absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
+        output->store(), output->UriOf(name), "chunk",
+        [&](PipelinedWriter& out) -> absl::StatusOr<WrittenObject> {
+          if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok()) return s;
+          return WrittenObject{bytes.size(), ModelCheck(*model)};
+        },
+        tracker, context);
+    if (!artifact.ok()) return fail(artifact.status());
     artifacts.push_back(*artifact);
     committed.push_back(name);
     tracker.AddTensors(model->graph().initializer_size());

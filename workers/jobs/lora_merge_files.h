@@ -51,10 +51,8 @@ struct MergeIo {
   const JobContext& context;
 };
 
-struct WrittenFile {
-  uint64_t size_bytes = 0;
-  ObjectChecker check;  // what the written object must satisfy before it is published
-};
+// A written base file: its size and the check it must pass before it is published.
+using WrittenFile = WrittenObject;
 
 // Writes the output counterpart of base file `file_index` into `out`.
 absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io,

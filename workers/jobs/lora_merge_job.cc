@@ -27,7 +27,6 @@ namespace {
 
 using nlohmann::ordered_json;
 
-constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 // The writer's queue, a chunk being made, per-thread scratch and bookkeeping; the adapters'
 // matrices of one tensor come on top.
 constexpr uint64_t kMergeJobBaseMemoryBytes = 96 << 20;
@@ -276,19 +275,10 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   const std::string role = plan.base.files.size() == 1 ? "model" : "shard";
   for (size_t i = 0; i < plan.base.files.size(); ++i) {
     tracker.SetPhase("execute");
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uris[i]);
-    if (!writer.ok()) return fail(writer.status());
-    PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
-    absl::StatusOr<WrittenFile> written = WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state);
-    if (!written.ok()) {
-      out.Abort();
-      return fail(written.status());
-    }
-    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(out, store, uris[i], written->size_bytes, role, written->check, tracker, context);
-    if (!artifact.ok()) {
-      out.Abort();
-      return fail(artifact.status());
-    }
+    absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
+        store, uris[i], role, [&](PipelinedWriter& out) { return WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state); },
+        tracker, context);
+    if (!artifact.ok()) return fail(artifact.status());
     artifacts.push_back(*artifact);
     committed_names.push_back(std::string(BaseName(uris[i])));
   }

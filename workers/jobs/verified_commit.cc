@@ -51,4 +51,17 @@ absl::StatusOr<v1::Artifact> VerifyAndCommit(PipelinedWriter& out, ObjectStore& 
   return artifact;
 }
 
+absl::StatusOr<v1::Artifact> WriteVerifiedObject(ObjectStore& store, const std::string& uri, absl::string_view role,
+                                                 const ObjectProducer& produce, ProgressTracker& tracker, const JobContext& context) {
+  constexpr uint64_t kQueuedWriteBytes = 32 << 20;
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store.OpenForWrite(uri);
+  if (!writer.ok()) return writer.status();
+  PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
+  absl::StatusOr<WrittenObject> written = produce(out);
+  absl::StatusOr<v1::Artifact> artifact =
+      written.ok() ? VerifyAndCommit(out, store, uri, written->size_bytes, role, written->check, tracker, context) : written.status();
+  if (!artifact.ok()) out.Abort();
+  return artifact;
+}
+
 }  // namespace modelsmith

@@ -24,10 +24,24 @@ namespace modelsmith {
 
 using ObjectChecker = std::function<absl::Status(const RandomAccessObject&)>;
 
+// What a producer wrote: the planned size of the object and what it must satisfy.
+struct WrittenObject {
+  uint64_t size_bytes = 0;
+  ObjectChecker check;
+};
+using ObjectProducer = std::function<absl::StatusOr<WrittenObject>(PipelinedWriter&)>;
+
 // Returns the committed object's artifact: `uri`, `size_bytes`, the verified SHA-256 and `role`.
 absl::StatusOr<v1::Artifact> VerifyAndCommit(PipelinedWriter& out, ObjectStore& store, const std::string& uri,
                                              uint64_t size_bytes, absl::string_view role, const ObjectChecker& check,
                                              ProgressTracker& tracker, const JobContext& context);
+
+// The whole life of one output object: opens `uri` in `store` behind a PipelinedWriter that
+// compares every range it writes with what it was given (kCompare, 32 MiB queued), runs
+// `produce` on it, then VerifyAndCommit. On any failure the writer is aborted and the error
+// returned; nothing stays at `uri`.
+absl::StatusOr<v1::Artifact> WriteVerifiedObject(ObjectStore& store, const std::string& uri, absl::string_view role,
+                                                 const ObjectProducer& produce, ProgressTracker& tracker, const JobContext& context);
 
 }  // namespace modelsmith
 
