@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
-#include "workers/jobs/size_string.h"
+#include "workers/jobs/core/size_string.h"
 
 namespace modelsmith {
 

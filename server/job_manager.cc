@@ -12,7 +12,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "server/logging.h"
 #include "workers/common/error.h"
-#include "workers/jobs/job_context.h"
+#include "workers/jobs/core/job_context.h"
 #include "workers/jobs/job_kinds.h"
 #include "workers/storage/checksum.h"
 
@@ -104,24 +104,12 @@ absl::StatusOr<v1::JobResult> RunGuarded(const JobRun& run, JobContext& context)
     return RunJob(run, context);
   } catch (const std::exception& e) {
     return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("job failed unexpectedly: ", e.what()));
+  } catch (...) {
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL", "job failed unexpectedly: a non-standard exception");
   }
 }
 
 }  // namespace
-
-struct JobManager::Tracked {
-  std::mutex mutex;
-  std::condition_variable changed;
-  v1::Job job;
-  uint64_t seq = 0;  // of the latest event
-  std::vector<std::pair<uint64_t, v1::JobEvent>> events;  // discrete events, in order
-  uint64_t progress_seq = 0;
-  bool ended = false;
-  size_t log_lines = 0;
-  std::chrono::steady_clock::time_point last_persist{};
-  std::atomic<bool> cancel{false};
-  std::atomic<bool> interrupt{false};
-};
 
 // The running job's view of the manager.
 class JobManager::Context final : public JobContext {
@@ -144,30 +132,37 @@ class JobManager::Context final : public JobContext {
         to_persist = tracked_->job;
       }
     }
+    WakeWatchers(*tracked_);
     if (to_persist) manager_.Persist(*to_persist);
   }
 
   void Warn(absl::string_view code, absl::string_view message, absl::string_view tensor) override {
     LogWarn(tracked_->job.id(), absl::StrCat(code, ": ", message));
-    std::lock_guard lock(tracked_->mutex);
-    if (static_cast<size_t>(tracked_->job.warnings_size()) >= kMaxWarningsPerJob) return;
-    v1::Warning* warning = tracked_->job.add_warnings();
-    warning->set_code(std::string(code));
-    warning->set_message(std::string(message));
-    warning->set_tensor(std::string(tensor));
-    v1::JobEvent event;
-    *event.mutable_warning() = *warning;
-    manager_.AppendEvent(*tracked_, std::move(event));
+    {
+      std::lock_guard lock(tracked_->mutex);
+      if (static_cast<size_t>(tracked_->job.warnings_size()) >= kMaxWarningsPerJob) return;
+      v1::Warning* warning = tracked_->job.add_warnings();
+      warning->set_code(std::string(code));
+      warning->set_message(std::string(message));
+      warning->set_tensor(std::string(tensor));
+      v1::JobEvent event;
+      *event.mutable_warning() = *warning;
+      manager_.AppendEvent(*tracked_, std::move(event));
+    }
+    WakeWatchers(*tracked_);
   }
 
   void Log(absl::string_view message) override {
     LogInfo(tracked_->job.id(), message);
-    std::lock_guard lock(tracked_->mutex);
-    if (tracked_->log_lines++ >= kMaxLogLinesPerJob) return;
-    v1::JobEvent event;
-    event.mutable_log()->set_level("info");
-    event.mutable_log()->set_message(std::string(message));
-    manager_.AppendEvent(*tracked_, std::move(event));
+    {
+      std::lock_guard lock(tracked_->mutex);
+      if (tracked_->log_lines++ >= kMaxLogLinesPerJob) return;
+      v1::JobEvent event;
+      event.mutable_log()->set_level("info");
+      event.mutable_log()->set_message(std::string(message));
+      manager_.AppendEvent(*tracked_, std::move(event));
+    }
+    WakeWatchers(*tracked_);
   }
 
  private:
@@ -185,6 +180,16 @@ void JobManager::AppendEvent(Tracked& tracked, v1::JobEvent event) {
   *event.mutable_time() = TimeUtil::GetCurrentTime();
   tracked.events.emplace_back(++tracked.seq, std::move(event));
   tracked.changed.notify_all();
+}
+
+void JobManager::WakeWatchers(Tracked& tracked) {
+  std::vector<std::function<void()>> wakers;
+  {
+    std::lock_guard lock(tracked.mutex);
+    wakers.reserve(tracked.wakers.size());
+    for (const auto& [number, wake] : tracked.wakers) wakers.push_back(wake);
+  }
+  for (const std::function<void()>& wake : wakers) wake();
 }
 
 void JobManager::Persist(const v1::Job& job) {
@@ -241,7 +246,21 @@ void JobManager::Schedule(const std::shared_ptr<Tracked>& tracked) {
   pool_.Submit(id, tracked->job.estimated_peak_bytes(), [this, tracked] { Execute(tracked); });
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::string& request_id) {
+absl::Status JobManager::CheckOutputFree(const JobOutput& output) {
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> held = store_.ListHeldOutputs();
+  if (!held.ok()) return held.status();
+  for (const auto& [job_id, key] : *held) {
+    if (!OutputsOverlap(key, output.uri)) continue;
+    return MakeError(absl::StatusCode::kFailedPrecondition, "OUTPUT_BUSY",
+                     absl::StrCat("output '", output.uri, "' is held by job ", job_id, ", which writes '", key,
+                                  "' and has not ended; cancel it or wait for it to end"),
+                     {{"field", output.field}, {"job_id", job_id}});
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::string& request_id,
+                                           const std::function<bool()>& caller_waiting) {
   if (draining_) {
     return MakeError(absl::StatusCode::kUnavailable, "SHUTTING_DOWN",
                      "the server is shutting down and accepts no new jobs");
@@ -254,34 +273,61 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
   }
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
   const std::string fingerprint = SpecFingerprint(spec);
-
-  std::lock_guard submit_lock(submit_mutex_);
-  if (!request_id.empty()) {
+  // A repeated request_id answers with its job and nothing else; REQUIRES submit_mutex_.
+  auto find_repeat = [&]() -> absl::StatusOr<std::optional<v1::Job>> {
+    if (request_id.empty()) return std::nullopt;
     auto existing = store_.FindByRequestId(request_id);
     if (!existing.ok()) return existing.status();
-    if (existing->has_value()) {
-      if ((*existing)->second != fingerprint) {
-        return MakeError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED",
-                         absl::StrCat("request_id '", request_id, "' was used for job ",
-                                      (*existing)->first.id(), " with a different spec"),
-                         {{"field", "request_id"}, {"job_id", (*existing)->first.id()}});
-      }
-      return Get((*existing)->first.id());
+    if (!existing->has_value()) return std::nullopt;
+    if ((*existing)->second != fingerprint) {
+      return MakeError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED",
+                       absl::StrCat("request_id '", request_id, "' was used for job ", (*existing)->first.id(),
+                                    " with a different spec"),
+                       {{"field", "request_id"}, {"job_id", (*existing)->first.id()}});
+    }
+    absl::StatusOr<v1::Job> job = Get((*existing)->first.id());
+    if (!job.ok()) return job.status();
+    return *std::move(job);
+  };
+  // An output that does not resolve is reported by the preflight, in its order of checks.
+  absl::StatusOr<JobOutput> output = ResolveJobOutput(spec, router_);
+  {
+    std::lock_guard submit_lock(submit_mutex_);
+    absl::StatusOr<std::optional<v1::Job>> repeat = find_repeat();
+    if (!repeat.ok()) return repeat.status();
+    if (*repeat) return **repeat;
+    // Before the preflight, so a busy output is reported as busy, not as "not empty".
+    if (output.ok()) {
+      if (absl::Status s = CheckOutputFree(*output); !s.ok()) return s;
     }
   }
+  // The preflight may read a large input; no lock is held, so nothing else waits for it.
   absl::StatusOr<uint64_t> estimate = PreflightJob(spec, router_);
   if (!estimate.ok()) return estimate.status();
+  if (!output.ok()) return output.status();
 
   auto tracked = std::make_shared<Tracked>();
   v1::Job& job = tracked->job;
-  job.set_id(NewJobId());
-  job.set_kind(KindOf(spec));
-  *job.mutable_spec() = spec;
-  job.set_state(v1::JOB_STATE_QUEUED);
-  *job.mutable_create_time() = TimeUtil::GetCurrentTime();
-  job.set_request_id(request_id);
-  job.set_estimated_peak_bytes(*estimate);
-  if (absl::Status s = store_.Insert(job, fingerprint); !s.ok()) return s;
+  {
+    std::lock_guard submit_lock(submit_mutex_);
+    if (caller_waiting && !caller_waiting()) {
+      return MakeError(absl::StatusCode::kDeadlineExceeded, "CALLER_GONE",
+                       "the caller's deadline passed or it cancelled before the job was created; no job was created");
+    }
+    // Again under the lock that covers the insert: a submit that raced this one may have won.
+    absl::StatusOr<std::optional<v1::Job>> repeat = find_repeat();
+    if (!repeat.ok()) return repeat.status();
+    if (*repeat) return **repeat;
+    if (absl::Status s = CheckOutputFree(*output); !s.ok()) return s;
+    job.set_id(NewJobId());
+    job.set_kind(KindOf(spec));
+    *job.mutable_spec() = spec;
+    job.set_state(v1::JOB_STATE_QUEUED);
+    *job.mutable_create_time() = TimeUtil::GetCurrentTime();
+    job.set_request_id(request_id);
+    job.set_estimated_peak_bytes(*estimate);
+    if (absl::Status s = store_.Insert(job, fingerprint, output->uri); !s.ok()) return s;
+  }
   LogInfo(job.id(), absl::StrCat("queued ", KindName(job.kind()), " job (estimated peak memory ",
                                  *estimate, " bytes)"));
   v1::Job snapshot = job;
@@ -289,28 +335,26 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
   return snapshot;
 }
 
+void JobManager::CancelBeforeStart(Tracked& tracked) {
+  v1::Job& job = tracked.job;
+  job.set_state(v1::JOB_STATE_CANCELLED);
+  *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
+  *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+  AppendEvent(tracked, StateEvent(job, "cancelled before it started"));
+  Persist(job);
+}
+
 void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
+  if (before_start_hook_) before_start_hook_(tracked->job.id());
   JobRun run;
   {
+    // One critical section decides whether the job starts: a cancel that took this lock first
+    // has already ended it (CANCELLED, persisted), and one that comes later finds it started.
     std::lock_guard lock(tracked->mutex);
     // While draining nothing new starts: the job stays QUEUED for the next process.
     if (tracked->ended || draining_) return;
     v1::Job& job = tracked->job;
-    if (tracked->cancel) {  // cancelled after it was tracked but before the pool took it
-      job.set_state(v1::JOB_STATE_CANCELLED);
-      *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
-      *job.mutable_end_time() = TimeUtil::GetCurrentTime();
-      AppendEvent(*tracked, StateEvent(job, "cancelled before it started"));
-      Persist(job);
-    }
-  }
-  if (tracked->cancel) {
-    Finish(tracked);
-    return;
-  }
-  {
-    std::lock_guard lock(tracked->mutex);
-    v1::Job& job = tracked->job;
+    tracked->started = true;
     job.set_state(v1::JOB_STATE_RUNNING);
     job.set_attempt(job.attempt() + 1);
     *job.mutable_start_time() = TimeUtil::GetCurrentTime();
@@ -325,6 +369,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     run.router = &router_;
     run.io_bytes_per_second = io_bytes_per_second_;
   }
+  WakeWatchers(*tracked);
   {
     std::lock_guard lock(mutex_);
     ++running_;
@@ -357,6 +402,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     Persist(job);
     if (job.state() == v1::JOB_STATE_FAILED) LogWarn(job.id(), message); else LogInfo(job.id(), message);
   }
+  WakeWatchers(*tracked);
   Finish(tracked);
   {
     std::lock_guard lock(mutex_);
@@ -373,6 +419,7 @@ void JobManager::Finish(const std::shared_ptr<Tracked>& tracked) {
     tracked->changed.notify_all();
     final_job = tracked->job;
   }
+  WakeWatchers(*tracked);
   {
     std::lock_guard lock(mutex_);
     tracked_.erase(final_job.id());
@@ -438,17 +485,19 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
                        {{"job_id", id}});
     }
   }
-  if (pool_.RemoveQueued(id)) {
-    {
-      std::lock_guard lock(tracked->mutex);
-      v1::Job& job = tracked->job;
-      job.set_state(v1::JOB_STATE_CANCELLED);
-      *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
-      *job.mutable_end_time() = TimeUtil::GetCurrentTime();
-      AppendEvent(*tracked, StateEvent(job, "cancelled before it started"));
-      Persist(job);
+  bool cancelled_before_start = false;
+  {
+    std::lock_guard lock(tracked->mutex);
+    if (!tracked->started && !tracked->ended) {
+      // Queued in the pool, or admitted and not yet started: either way it never runs now.
+      CancelBeforeStart(*tracked);
+      cancelled_before_start = true;
     }
-    LogInfo(id, "cancelled while queued");
+  }
+  if (cancelled_before_start) {
+    pool_.RemoveQueued(id);  // frees its place in the pool's queue, if it is still there
+    LogInfo(id, "cancelled before it started");
+    WakeWatchers(*tracked);
     Finish(tracked);
   } else {
     tracked->cancel = true;
@@ -460,70 +509,11 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
   return tracked->job;
 }
 
-absl::Status JobManager::Watch(const std::string& id, const std::function<bool(const v1::JobEvent&)>& send,
-                               const std::function<bool()>& still_wanted) {
-  std::shared_ptr<Tracked> tracked = Find(id);
-  v1::JobEvent first;
-  *first.mutable_time() = TimeUtil::GetCurrentTime();
-  if (tracked == nullptr) {
-    absl::StatusOr<v1::Job> job = Get(id);
-    if (!job.ok()) return job.status();
-    *first.mutable_job() = *std::move(job);
-    send(first);
-    return absl::OkStatus();
-  }
-  uint64_t cursor;
-  {
-    std::lock_guard lock(tracked->mutex);
-    *first.mutable_job() = tracked->job;
-    cursor = tracked->seq;
-  }
-  if (!send(first)) return absl::OkStatus();
-  // Warnings raised before this watcher came are replayed, so every watcher sees each one as an
-  // event whenever it attached.
-  for (const v1::Warning& warning : first.job().warnings()) {
-    v1::JobEvent replay;
-    *replay.mutable_time() = first.time();
-    *replay.mutable_warning() = warning;
-    if (!send(replay)) return absl::OkStatus();
-  }
-  while (true) {
-    std::vector<std::pair<uint64_t, v1::JobEvent>> batch;
-    bool ended;
-    v1::Job latest;
-    {
-      std::unique_lock lock(tracked->mutex);
-      tracked->changed.wait_for(lock, std::chrono::milliseconds(250),
-                                [&] { return tracked->seq > cursor || tracked->ended || closed_; });
-      if (closed_ && !tracked->ended) {
-        return MakeError(absl::StatusCode::kUnavailable, "SHUTTING_DOWN", "the server is shutting down");
-      }
-      for (auto it = tracked->events.rbegin(); it != tracked->events.rend() && it->first > cursor; ++it) {
-        batch.push_back(*it);
-      }
-      if (tracked->progress_seq > cursor) {
-        v1::JobEvent progress;
-        *progress.mutable_time() = TimeUtil::GetCurrentTime();
-        *progress.mutable_progress() = tracked->job.progress();
-        batch.emplace_back(tracked->progress_seq, std::move(progress));
-      }
-      cursor = tracked->seq;
-      ended = tracked->ended;
-      if (ended) latest = tracked->job;
-    }
-    std::sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (const auto& [seq, event] : batch) {
-      if (!send(event)) return absl::OkStatus();
-    }
-    if (ended) {
-      v1::JobEvent last;
-      *last.mutable_time() = TimeUtil::GetCurrentTime();
-      *last.mutable_job() = std::move(latest);
-      send(last);
-      return absl::OkStatus();
-    }
-    if (!still_wanted()) return absl::CancelledError("the watcher went away");
-  }
+absl::StatusOr<std::shared_ptr<JobWatch>> JobManager::OpenWatch(const std::string& id, std::function<void()> wake) {
+  if (std::shared_ptr<Tracked> tracked = Find(id)) return JobWatch::OfLive(tracked, std::move(wake), closed_);
+  absl::StatusOr<v1::Job> job = Get(id);
+  if (!job.ok()) return job.status();
+  return JobWatch::OfEnded(*std::move(job));
 }
 
 void JobManager::BeginDrain() { draining_ = true; }
@@ -544,10 +534,17 @@ void JobManager::InterruptRunning() {
 
 void JobManager::Close() {
   closed_ = true;
-  std::lock_guard lock(mutex_);
-  for (auto& [id, tracked] : tracked_) {
-    std::lock_guard job_lock(tracked->mutex);
-    tracked->changed.notify_all();
+  std::vector<std::shared_ptr<Tracked>> live;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, tracked] : tracked_) live.push_back(tracked);
+  }
+  for (const std::shared_ptr<Tracked>& tracked : live) {
+    {
+      std::lock_guard job_lock(tracked->mutex);
+      tracked->changed.notify_all();
+    }
+    WakeWatchers(*tracked);
   }
 }
 

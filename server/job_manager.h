@@ -4,8 +4,9 @@
 // States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED; QUEUED -> CANCELLED. A RUNNING job
 // interrupted by shutdown goes back to QUEUED and runs again after restart; one found RUNNING at
 // startup (the process died) is queued again with attempt+1, and FAILED (reason INTERRUPTED) once
-// it has been interrupted 3 times.
-// Thread-safe.
+// it has been interrupted 3 times. A QUEUED or RUNNING job holds its output location (recorded in
+// the store with the job); no other job may be submitted on an overlapping one.
+// Thread-safe; no method holds a lock across another job's preflight.
 #ifndef MODELSMITH_SERVER_JOB_MANAGER_H_
 #define MODELSMITH_SERVER_JOB_MANAGER_H_
 
@@ -21,7 +22,9 @@
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job_service.pb.h"
 #include "server/job_store.h"
+#include "server/job_watch.h"
 #include "server/metrics.h"
+#include "workers/jobs/job_kinds.h"
 #include "workers/pool/worker_pool.h"
 #include "workers/storage/storage_router.h"
 
@@ -40,9 +43,14 @@ class JobManager {
   absl::Status Recover();
 
   // INVALID_ARGUMENT / UNIMPLEMENTED / PERMISSION_DENIED / NOT_FOUND / FAILED_PRECONDITION for a
-  // spec that cannot run; ALREADY_EXISTS (REQUEST_ID_REUSED) for a request_id used with another
-  // spec; UNAVAILABLE (SHUTTING_DOWN) while draining.
-  absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec, const std::string& request_id);
+  // spec that cannot run; FAILED_PRECONDITION (OUTPUT_BUSY, naming the holder in "job_id") when a
+  // QUEUED or RUNNING job writes the same or an enclosing/enclosed output; ALREADY_EXISTS
+  // (REQUEST_ID_REUSED) for a request_id used with another spec; UNAVAILABLE (SHUTTING_DOWN)
+  // while draining; DEADLINE_EXCEEDED (CALLER_GONE) when `caller_waiting` returns false once the
+  // preflight is done: then no job is created. The preflight (which may read a large input) runs
+  // without any lock, so other submits, cancels and reads never wait for it.
+  absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec, const std::string& request_id,
+                                 const std::function<bool()>& caller_waiting = nullptr);
 
   absl::StatusOr<v1::Job> Get(const std::string& id);
 
@@ -52,12 +60,11 @@ class JobManager {
   // end. Ended: FAILED_PRECONDITION (JOB_ALREADY_ENDED).
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
 
-  // Calls `send` with the job as it is now, then with each warning it has raised so far, then
-  // with each change until the job ends, then with the final job. Progress may be coalesced; state changes and warnings never are. Returns when
-  // the job has ended, when `send` returns false, when `still_wanted` returns false (polled), or
-  // with UNAVAILABLE when the manager closes.
-  absl::Status Watch(const std::string& id, const std::function<bool(const v1::JobEvent&)>& send,
-                     const std::function<bool()>& still_wanted);
+  // Opens a watch on job `id` (NOT_FOUND when there is none). Its first batch holds the job as it
+  // is now and each warning raised so far; then each change until the job ends, then the final
+  // job. `wake` is called, from any thread and with no lock of the manager held, whenever new
+  // events can be taken; it must not block. See JobWatch.
+  absl::StatusOr<std::shared_ptr<JobWatch>> OpenWatch(const std::string& id, std::function<void()> wake);
 
   // Refuses new submits from now on.
   void BeginDrain();
@@ -70,15 +77,28 @@ class JobManager {
 
   size_t running() const;
 
+  // Test seam: called on the worker thread after the pool admitted a job and before it starts,
+  // with the job's id. Set it before submitting.
+  void SetBeforeStartHookForTesting(std::function<void(const std::string& job_id)> hook) {
+    before_start_hook_ = std::move(hook);
+  }
+
  private:
-  struct Tracked;
+  using Tracked = TrackedJob;
   class Context;
+
+  // OUTPUT_BUSY when a QUEUED or RUNNING job holds an output overlapping `output`.
+  absl::Status CheckOutputFree(const JobOutput& output);
+  // Marks a job that has not started CANCELLED. REQUIRES: tracked.mutex held, job not started.
+  void CancelBeforeStart(Tracked& tracked);
 
   void Schedule(const std::shared_ptr<Tracked>& tracked);
   void Execute(const std::shared_ptr<Tracked>& tracked);
   // REQUIRES: tracked->mutex held. Appends an event and wakes watchers.
   void AppendEvent(Tracked& tracked, v1::JobEvent event);
   void Persist(const v1::Job& job);
+  // Calls every watcher's wake function. REQUIRES: tracked.mutex not held.
+  static void WakeWatchers(Tracked& tracked);
   void Finish(const std::shared_ptr<Tracked>& tracked);
   std::shared_ptr<Tracked> Find(const std::string& id) const;
 
@@ -95,6 +115,7 @@ class JobManager {
   std::mutex submit_mutex_;  // serialises request_id lookups with inserts
   std::atomic<bool> draining_{false};
   std::atomic<bool> closed_{false};
+  std::function<void(const std::string&)> before_start_hook_;
 };
 
 }  // namespace modelsmith

@@ -1,35 +1,42 @@
-// JobServiceImpl: modelsmith.v1.JobService over the JobManager. Each method validates its
-// request, translates and delegates; no job logic lives here.
+// JobServiceImpl: modelsmith.v1.JobService on gRPC's callback API, over the JobManager. Each method
+// validates its request, translates and delegates; no job logic lives here. No gRPC thread blocks:
+// reads of the job table answer inline, work that may take long (a submit's preflight, inspecting
+// a model, a cancel waiting for its job to stop) runs on bounded executors, and WatchJob streams
+// are write reactors woken by the manager.
 #ifndef MODELSMITH_SERVER_JOB_SERVICE_H_
 #define MODELSMITH_SERVER_JOB_SERVICE_H_
 
 #include "modelsmith/v1/job_service.grpc.pb.h"
+#include "server/bounded_executor.h"
 #include "server/job_manager.h"
 #include "workers/storage/storage_router.h"
 
 namespace modelsmith {
 
-class JobServiceImpl final : public v1::JobService::Service {
+class JobServiceImpl final : public v1::JobService::CallbackService {
  public:
-  JobServiceImpl(JobManager& manager, const StorageRouter& router)
-      : manager_(manager), router_(router) {}
+  // Preflights and inspections run `preflight_threads` at a time, at most 64 pending; cancels run
+  // on an executor of their own, so a cancel never waits behind a preflight.
+  JobServiceImpl(JobManager& manager, const StorageRouter& router, size_t preflight_threads = 2);
 
-  grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
-                         v1::Job* response) override;
-  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
-                      v1::Job* response) override;
-  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
-                        v1::ListJobsResponse* response) override;
-  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
-                         v1::Job* response) override;
-  grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
-                        grpc::ServerWriter<v1::JobEvent>* writer) override;
-  grpc::Status InspectModel(grpc::ServerContext* context, const v1::InspectModelRequest* request,
-                            v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context, const v1::SubmitJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
+                                   v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* context,
+                                                   const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* InspectModel(grpc::CallbackServerContext* context, const v1::InspectModelRequest* request,
+                                         v1::ModelInfo* response) override;
 
  private:
   JobManager& manager_;
   const StorageRouter& router_;
+  BoundedExecutor preflights_;
+  BoundedExecutor cancels_;
 };
 
 }  // namespace modelsmith

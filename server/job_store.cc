@@ -71,11 +71,20 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
            "  state INTEGER NOT NULL,"
            "  request_id TEXT UNIQUE,"
            "  spec_fingerprint TEXT NOT NULL,"
-           "  job BLOB NOT NULL)",
+           "  job BLOB NOT NULL,"
+           "  output_key TEXT)",
            "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq)",
-           "PRAGMA user_version=1",
        }) {
     if (absl::Status s = store->Exec(sql); !s.ok()) return s;
+  }
+  absl::StatusOr<int64_t> version = store->UserVersion();
+  if (!version.ok()) return version.status();
+  if (*version < 2) {
+    // A version 1 table was created without output_key (a fresh one has it already).
+    if (!store->HasColumn("jobs", "output_key")) {
+      if (absl::Status s = store->Exec("ALTER TABLE jobs ADD COLUMN output_key TEXT"); !s.ok()) return s;
+    }
+    if (absl::Status s = store->Exec("PRAGMA user_version=2"); !s.ok()) return s;
   }
   return store;
 }
@@ -92,9 +101,25 @@ absl::Status JobStore::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
-absl::Status JobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint) {
+absl::StatusOr<int64_t> JobStore::UserVersion() {
+  Statement st(db_, "PRAGMA user_version");
+  if (!st.ok() || st.Step() != SQLITE_ROW) return DbError(db_, "read user_version");
+  return sqlite3_column_int64(st.get(), 0);
+}
+
+bool JobStore::HasColumn(const char* table, const char* column) {
+  Statement st(db_, absl::StrCat("PRAGMA table_info(", table, ")").c_str());
+  while (st.ok() && st.Step() == SQLITE_ROW) {
+    const unsigned char* name = sqlite3_column_text(st.get(), 1);
+    if (name != nullptr && std::string_view(reinterpret_cast<const char*>(name)) == column) return true;
+  }
+  return false;
+}
+
+absl::Status JobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint, const std::string& output_key) {
   std::lock_guard lock(mutex_);
-  Statement st(db_, "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job) VALUES(?,?,?,?,?,?)");
+  Statement st(db_,
+               "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) VALUES(?,?,?,?,?,?,?)");
   if (!st.ok()) return DbError(db_, "prepare insert");
   st.Bind(1, job.id());
   st.Bind(2, int64_t{job.kind()});
@@ -102,6 +127,7 @@ absl::Status JobStore::Insert(const v1::Job& job, const std::string& spec_finger
   if (job.request_id().empty()) st.BindNull(4); else st.Bind(4, job.request_id());
   st.Bind(5, spec_fingerprint);
   st.BindBlob(6, job.SerializeAsString());
+  if (output_key.empty()) st.BindNull(7); else st.Bind(7, output_key);
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) return absl::AlreadyExistsError("a job with this id or request_id exists");
   if (rc != SQLITE_DONE) return DbError(db_, "insert");
@@ -166,6 +192,22 @@ absl::StatusOr<std::vector<StoredJob>> JobStore::List(v1::JobState state, v1::Jo
   }
   if (rc != SQLITE_DONE) return DbError(db_, "list");
   return rows;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> JobStore::ListHeldOutputs() {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "SELECT id, output_key FROM jobs WHERE state IN (?, ?) AND output_key IS NOT NULL");
+  if (!st.ok()) return DbError(db_, "prepare held outputs");
+  st.Bind(1, int64_t{v1::JOB_STATE_QUEUED});
+  st.Bind(2, int64_t{v1::JOB_STATE_RUNNING});
+  std::vector<std::pair<std::string, std::string>> held;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    auto text = [&](int column) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), column))); };
+    held.emplace_back(text(0), text(1));
+  }
+  if (rc != SQLITE_DONE) return DbError(db_, "held outputs");
+  return held;
 }
 
 absl::StatusOr<std::vector<v1::Job>> JobStore::ListInState(v1::JobState state) {

@@ -1,9 +1,12 @@
 // JobStore: every job, persisted in SQLite (WAL mode) so that jobs survive a restart.
 //
-// Schema (user_version 1):
+// Schema (user_version 2):
 //   jobs(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, kind INT, state INT,
-//        request_id TEXT UNIQUE (NULL when absent), spec_fingerprint TEXT, job BLOB)
-// `job` is the serialized modelsmith.v1.Job; `seq` orders jobs by creation.
+//        request_id TEXT UNIQUE (NULL when absent), spec_fingerprint TEXT, job BLOB,
+//        output_key TEXT (the canonical output uri the job holds; NULL for none))
+// `job` is the serialized modelsmith.v1.Job; `seq` orders jobs by creation. A job holds its
+// output_key while it is QUEUED or RUNNING: the lock lives in the job's row, so it survives a
+// restart with the job. Version 1 databases gain the output_key column on open.
 // Thread-safe: one connection behind a mutex (writes are few: state changes and throttled
 // progress).
 #ifndef MODELSMITH_SERVER_JOB_STORE_H_
@@ -35,7 +38,8 @@ class JobStore {
 
   // ALREADY_EXISTS if the id or the request_id is taken. `spec_fingerprint` identifies the spec
   // for request_id comparisons.
-  absl::Status Insert(const v1::Job& job, const std::string& spec_fingerprint);
+  // `output_key` is the canonical output uri the job holds while it is QUEUED or RUNNING.
+  absl::Status Insert(const v1::Job& job, const std::string& spec_fingerprint, const std::string& output_key = "");
 
   // Replaces the stored job with the same id. NOT_FOUND if absent.
   absl::Status Update(const v1::Job& job);
@@ -51,12 +55,17 @@ class JobStore {
   absl::StatusOr<std::vector<StoredJob>> List(v1::JobState state, v1::JobKind kind,
                                               int64_t before_seq, int limit);
 
+  // The jobs that hold an output now (QUEUED or RUNNING): job id -> output_key.
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs();
+
   // Oldest first: every job in `state`.
   absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state);
 
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
   absl::Status Exec(const char* sql);
+  absl::StatusOr<int64_t> UserVersion();
+  bool HasColumn(const char* table, const char* column);
 
   std::mutex mutex_;
   sqlite3* db_;

@@ -13,7 +13,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 #include "workers/jobs/job_kinds.h"
-#include "workers/jobs/version.h"
+#include "workers/jobs/core/version.h"
 #include "workers/pool/process_memory.h"
 
 namespace modelsmith {

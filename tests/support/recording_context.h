@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "workers/jobs/job_context.h"
+#include "workers/jobs/core/job_context.h"
 
 namespace modelsmith {
 

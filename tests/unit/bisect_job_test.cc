@@ -1,7 +1,7 @@
 // The bisect job end to end on generated and committed checkpoints: chunk files in the input's
 // format holding the input's bytes, the chunk index, balance by stored size (a mostly quantized
 // model, the coremltools case), numeric block order, a dominant tensor, refusals and cancellation.
-#include "workers/jobs/bisect_job.h"
+#include "workers/jobs/bisect/bisect_job.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Bisect planning: execution order from names, units at each granularity with quantized companions,
 // and the min-max contiguous partition against exhaustive search.
-#include "workers/jobs/bisect_plan.h"
+#include "workers/jobs/bisect/bisect_plan.h"
 
 #include <gtest/gtest.h>
 

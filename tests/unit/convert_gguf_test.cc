@@ -12,7 +12,7 @@
 #include "workers/common/error.h"
 #include "workers/formats/gguf.h"
 #include "workers/formats/model_view.h"
-#include "workers/jobs/gguf_to_hf.h"
+#include "workers/jobs/convert/gguf_to_hf.h"
 #include "workers/jobs/job_kinds.h"
 #include "workers/quant/quantize_rows.h"
 

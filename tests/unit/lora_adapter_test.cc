@@ -5,7 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "workers/common/error.h"
-#include "workers/jobs/lora_match.h"
+#include "workers/jobs/lora_merge/lora_match.h"
 
 namespace modelsmith {
 namespace {

@@ -4,7 +4,7 @@
 // policy DEQUANTIZE (GGUF and the safetensors layouts), torch bases merged in place with their
 // zip checksums, the base directory's other files, cancellation and the refusals of what is not
 // built.
-#include "workers/jobs/lora_merge_job.h"
+#include "workers/jobs/lora_merge/lora_merge_job.h"
 
 #include <gtest/gtest.h>
 
@@ -25,9 +25,9 @@
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
 #include "workers/formats/tensor_reader.h"
-#include "workers/jobs/gguf_to_hf.h"
+#include "workers/jobs/convert/gguf_to_hf.h"
 #include "workers/jobs/job_kinds.h"
-#include "workers/jobs/quantized_weight_reader.h"
+#include "workers/formats/quantized_weight_reader.h"
 #include "workers/quant/cast.h"
 #include "workers/quant/quantize_rows.h"
 #include "workers/tensor/ggml_types.h"

@@ -1,7 +1,7 @@
 // ONNX bisect planning on graphs built here: quantized weights attributed to their real consumer
 // through DequantizeLinear and MatMulNBits, crossing counts, the cut choice, what each chunk holds,
 // and hostile graphs.
-#include "workers/jobs/onnx_bisect_plan.h"
+#include "workers/jobs/bisect/onnx_bisect_plan.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // The quantize job in-process: the golden GGUF vectors reproduced through the whole job, the
 // type plan, the quality report, refusals and warnings.
-#include "workers/jobs/quantize_job.h"
+#include "workers/jobs/quantize/quantize_job.h"
 
 #include <gtest/gtest.h>
 

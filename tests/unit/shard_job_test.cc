@@ -1,4 +1,4 @@
-#include "workers/jobs/shard_job.h"
+#include "workers/jobs/shard/shard_job.h"
 
 #include <gtest/gtest.h>
 

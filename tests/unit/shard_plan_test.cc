@@ -1,4 +1,4 @@
-#include "workers/jobs/shard_plan.h"
+#include "workers/jobs/shard/shard_plan.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "workers/jobs/size_string.h"
+#include "workers/jobs/core/size_string.h"
 
 #include <gtest/gtest.h>
 

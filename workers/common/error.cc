@@ -35,6 +35,10 @@ absl::Status MakeError(absl::StatusCode code, absl::string_view reason, absl::st
   return WithReason(absl::Status(code, message), reason, std::move(context));
 }
 
+absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message) {
+  return MakeError(absl::StatusCode::kInvalidArgument, reason, message, {{"field", std::string(field)}});
+}
+
 std::string ReasonOf(const absl::Status& status) {
   if (auto payload = status.GetPayload(kReasonUrl)) return std::string(*payload);
   return absl::AsciiStrToUpper(absl::StatusCodeToString(status.code()));

@@ -24,6 +24,10 @@ absl::Status WithReason(absl::Status status, absl::string_view reason, ErrorCont
 absl::Status MakeError(absl::StatusCode code, absl::string_view reason, absl::string_view message,
                        ErrorContext context = {});
 
+// INVALID_ARGUMENT with `reason` and, as context, the spec field at fault ("quantize.output"): the
+// one way every layer reports a bad field of a job spec or request.
+absl::Status FieldError(absl::string_view reason, absl::string_view field, absl::string_view message);
+
 // The attached reason, or a default derived from the code ("INVALID_ARGUMENT") when none is.
 std::string ReasonOf(const absl::Status& status);
 

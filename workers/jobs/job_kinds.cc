@@ -1,23 +1,60 @@
 #include "workers/jobs/job_kinds.h"
 
+#include <array>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
-#include "workers/jobs/bisect_job.h"
-#include "workers/jobs/convert_job.h"
-#include "workers/jobs/convert_plan.h"
-#include "workers/jobs/lora_merge_job.h"
-#include "workers/jobs/lora_merge_plan.h"
-#include "workers/jobs/quantize_job.h"
-#include "workers/jobs/shard_job.h"
+#include "workers/jobs/bisect/bisect_job.h"
+#include "workers/jobs/convert/convert_job.h"
+#include "workers/jobs/convert/convert_plan.h"
+#include "workers/jobs/lora_merge/lora_merge_job.h"
+#include "workers/jobs/lora_merge/lora_merge_plan.h"
+#include "workers/jobs/quantize/quantize_job.h"
+#include "workers/jobs/shard/shard_job.h"
 
 namespace modelsmith {
 namespace {
 
-absl::Status KindNotBuilt(v1::JobKind kind) {
-  return MakeError(absl::StatusCode::kUnimplemented, "KIND_NOT_IMPLEMENTED",
-                   absl::StrCat("job kind '", KindName(kind),
-                                "' is not available in this build of modelsmithd"),
-                   {{"field", std::string(KindName(kind))}});
+// One row per kind. The lambdas pick the kind's message out of the spec; the registry calls a
+// row only for a spec whose oneof holds that kind.
+const std::array<JobKindEntry, 5> kKinds = {{
+    {v1::JOB_KIND_SHARD, "shard", "shard.output",
+     [](const v1::JobSpec& s) { return ValidateShardSpec(s.shard()); },
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightShardJob(s.shard(), r); },
+     RunShardJob,
+     [](const v1::JobSpec& s) -> const std::string& { return s.shard().output(); }},
+    {v1::JOB_KIND_QUANTIZE, "quantize", "quantize.output",
+     [](const v1::JobSpec& s) { return ValidateQuantizeSpec(s.quantize()); },
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightQuantizeJob(s.quantize(), r); },
+     RunQuantizeJob,
+     [](const v1::JobSpec& s) -> const std::string& { return s.quantize().output(); }},
+    {v1::JOB_KIND_CONVERT, "convert", "convert.output",
+     [](const v1::JobSpec& s) { return ValidateConvertSpec(s.convert()); },
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightConvertJob(s.convert(), r); },
+     RunConvertJob,
+     [](const v1::JobSpec& s) -> const std::string& { return s.convert().output(); }},
+    {v1::JOB_KIND_BISECT, "bisect", "bisect.output",
+     [](const v1::JobSpec& s) { return ValidateBisectSpec(s.bisect()); },
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightBisectJob(s.bisect(), r); },
+     RunBisectJob,
+     [](const v1::JobSpec& s) -> const std::string& { return s.bisect().output(); }},
+    {v1::JOB_KIND_LORA_MERGE, "lora_merge", "lora_merge.output",
+     [](const v1::JobSpec& s) { return ValidateLoraMergeSpec(s.lora_merge()); },
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightLoraMergeJob(s.lora_merge(), r); },
+     RunLoraMergeJob,
+     [](const v1::JobSpec& s) -> const std::string& { return s.lora_merge().output(); }},
+}};
+
+const JobKindEntry* EntryOf(v1::JobKind kind) {
+  for (const JobKindEntry& entry : kKinds) {
+    if (entry.kind == kind) return &entry;
+  }
+  return nullptr;
+}
+
+absl::Status NoKind() {
+  return FieldError("MISSING_FIELD", "spec", "'spec' must hold one of convert, quantize, shard, bisect, lora_merge");
 }
 
 }  // namespace
@@ -34,57 +71,47 @@ v1::JobKind KindOf(const v1::JobSpec& spec) {
   return v1::JOB_KIND_UNSPECIFIED;
 }
 
+const JobKindEntry* FindJobKind(const v1::JobSpec& spec) { return EntryOf(KindOf(spec)); }
+
 absl::string_view KindName(v1::JobKind kind) {
-  switch (kind) {
-    case v1::JOB_KIND_CONVERT: return "convert";
-    case v1::JOB_KIND_QUANTIZE: return "quantize";
-    case v1::JOB_KIND_SHARD: return "shard";
-    case v1::JOB_KIND_BISECT: return "bisect";
-    case v1::JOB_KIND_LORA_MERGE: return "lora_merge";
-    default: return "unspecified";
-  }
+  const JobKindEntry* entry = EntryOf(kind);
+  return entry == nullptr ? absl::string_view("unspecified") : entry->name;
 }
 
 absl::Status ValidateSpec(const v1::JobSpec& spec) {
-  const v1::JobKind kind = KindOf(spec);
-  switch (kind) {
-    case v1::JOB_KIND_SHARD:
-      return ValidateShardSpec(spec.shard());
-    case v1::JOB_KIND_QUANTIZE:
-      return ValidateQuantizeSpec(spec.quantize());
-    case v1::JOB_KIND_CONVERT:
-      return ValidateConvertSpec(spec.convert());
-    case v1::JOB_KIND_LORA_MERGE:
-      return ValidateLoraMergeSpec(spec.lora_merge());
-    case v1::JOB_KIND_BISECT:
-      return ValidateBisectSpec(spec.bisect());
-    case v1::JOB_KIND_UNSPECIFIED:
-      return MakeError(absl::StatusCode::kInvalidArgument, "MISSING_FIELD",
-                       "'spec' must hold one of convert, quantize, shard, bisect, lora_merge",
-                       {{"field", "spec"}});
-    default:
-      return KindNotBuilt(kind);
-  }
+  const JobKindEntry* entry = FindJobKind(spec);
+  return entry == nullptr ? NoKind() : entry->validate(spec);
 }
 
 absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router) {
-  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
-  if (KindOf(spec) == v1::JOB_KIND_SHARD) return PreflightShardJob(spec.shard(), router);
-  if (KindOf(spec) == v1::JOB_KIND_QUANTIZE) return PreflightQuantizeJob(spec.quantize(), router);
-  if (KindOf(spec) == v1::JOB_KIND_CONVERT) return PreflightConvertJob(spec.convert(), router);
-  if (KindOf(spec) == v1::JOB_KIND_LORA_MERGE) return PreflightLoraMergeJob(spec.lora_merge(), router);
-  if (KindOf(spec) == v1::JOB_KIND_BISECT) return PreflightBisectJob(spec.bisect(), router);
-  return KindNotBuilt(KindOf(spec));
+  const JobKindEntry* entry = FindJobKind(spec);
+  if (entry == nullptr) return NoKind();
+  if (absl::Status s = entry->validate(spec); !s.ok()) return s;
+  return entry->preflight(spec, router);
 }
 
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
-  if (absl::Status s = ValidateSpec(run.spec); !s.ok()) return s;
-  if (KindOf(run.spec) == v1::JOB_KIND_SHARD) return RunShardJob(run, context);
-  if (KindOf(run.spec) == v1::JOB_KIND_QUANTIZE) return RunQuantizeJob(run, context);
-  if (KindOf(run.spec) == v1::JOB_KIND_CONVERT) return RunConvertJob(run, context);
-  if (KindOf(run.spec) == v1::JOB_KIND_LORA_MERGE) return RunLoraMergeJob(run, context);
-  if (KindOf(run.spec) == v1::JOB_KIND_BISECT) return RunBisectJob(run, context);
-  return KindNotBuilt(KindOf(run.spec));
+  const JobKindEntry* entry = FindJobKind(run.spec);
+  if (entry == nullptr) return NoKind();
+  if (absl::Status s = entry->validate(run.spec); !s.ok()) return s;
+  return entry->run(run, context);
+}
+
+absl::StatusOr<JobOutput> ResolveJobOutput(const v1::JobSpec& spec, const StorageRouter& router) {
+  const JobKindEntry* entry = FindJobKind(spec);
+  if (entry == nullptr) return NoKind();
+  absl::StatusOr<Location> location = router.Resolve(entry->output(spec));
+  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", std::string(entry->output_field)}});
+  // A trailing separator names the same directory.
+  std::string uri = location->uri;
+  while (uri.size() > 1 && uri.back() == '/') uri.pop_back();
+  return JobOutput{std::move(uri), std::string(entry->output_field)};
+}
+
+bool OutputsOverlap(absl::string_view a, absl::string_view b) {
+  if (a.size() > b.size()) std::swap(a, b);
+  // `a` is the shorter: the same place, or a directory that holds `b`.
+  return a == b || (absl::StartsWith(b, a) && (a.back() == '/' || b[a.size()] == '/'));
 }
 
 }  // namespace modelsmith

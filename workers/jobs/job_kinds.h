@@ -1,15 +1,37 @@
-// The job kinds, and the one place that sends a spec to the code of its kind.
+// The registry of job kinds: the one place that knows every kind and sends a spec to the code of
+// its kind. Adding a kind is one row in job_kinds.cc plus its folder.
 #ifndef MODELSMITH_WORKERS_JOBS_JOB_KINDS_H_
 #define MODELSMITH_WORKERS_JOBS_JOB_KINDS_H_
 
-#include "absl/strings/string_view.h"
-#include <string_view>
+#include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "modelsmith/v1/job.pb.h"
-#include "workers/jobs/job_context.h"
+#include "workers/jobs/core/job_context.h"
+#include "workers/storage/storage_router.h"
 
 namespace modelsmith {
+
+// What the lifecycle needs of one kind. Every function takes the whole spec; the registry only
+// calls a kind's functions with a spec that holds that kind.
+struct JobKindEntry {
+  v1::JobKind kind;
+  absl::string_view name;          // "shard": metrics labels, logs and the CLI
+  absl::string_view output_field;  // "shard.output": the spec field naming the job's output
+  // Field checks without I/O.
+  absl::Status (*validate)(const v1::JobSpec& spec);
+  // Submit-time checks with I/O (the input opened, the output vacant); the estimated peak memory.
+  absl::StatusOr<uint64_t> (*preflight)(const v1::JobSpec& spec, const StorageRouter& router);
+  // Runs the job to completion; CANCELLED once the context asks it to stop.
+  absl::StatusOr<v1::JobResult> (*run)(const JobRun& run, JobContext& context);
+  // The output uri as the spec names it.
+  const std::string& (*output)(const v1::JobSpec& spec);
+};
+
+// The entry for the kind `spec` holds; null when the spec holds none.
+const JobKindEntry* FindJobKind(const v1::JobSpec& spec);
 
 // The kind the spec's oneof holds (UNSPECIFIED when none).
 v1::JobKind KindOf(const v1::JobSpec& spec);
@@ -17,8 +39,8 @@ v1::JobKind KindOf(const v1::JobSpec& spec);
 // "shard", "convert", ... (lowercase; used in metrics labels, logs and the CLI).
 absl::string_view KindName(v1::JobKind kind);
 
-// Field checks without I/O. INVALID_ARGUMENT (reason and field) for a bad spec; UNIMPLEMENTED
-// (reason KIND_NOT_IMPLEMENTED) for a kind this build does not run yet.
+// Field checks without I/O. INVALID_ARGUMENT (reason and field) for a bad spec, MISSING_FIELD for
+// a spec that holds no kind.
 absl::Status ValidateSpec(const v1::JobSpec& spec);
 
 // Submit-time checks with I/O; returns the job's estimated peak memory in bytes.
@@ -26,6 +48,19 @@ absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRout
 
 // Runs the job to completion. CANCELLED when context.stop_requested() became true.
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context);
+
+// Where a job writes: the canonical uri (resolved by `router`, so two spellings of one place
+// compare equal) and the spec field that names it. Errors as StorageRouter::Resolve, with the
+// field attached.
+struct JobOutput {
+  std::string uri;
+  std::string field;
+};
+absl::StatusOr<JobOutput> ResolveJobOutput(const v1::JobSpec& spec, const StorageRouter& router);
+
+// True when two canonical output uris name the same place or one lies inside the other: two
+// jobs writing them would write over each other's files.
+bool OutputsOverlap(absl::string_view a, absl::string_view b);
 
 }  // namespace modelsmith
 

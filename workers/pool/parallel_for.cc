@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -21,13 +23,25 @@ size_t ComputeThreads() {
 void ParallelFor(size_t count, size_t threads, const std::function<void(size_t piece, size_t worker)>& fn) {
   threads = std::max<size_t>(1, std::min(threads, count));
   std::atomic<size_t> next{0};
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
+  // An exception escaping a helper thread would std::terminate the whole server. The first one
+  // is kept, the remaining pieces are skipped, and it is rethrown on the caller's thread once
+  // every helper has been joined, where the job's own error handling sees it.
   auto run = [&](size_t worker) {
-    for (size_t piece = next++; piece < count; piece = next++) fn(piece, worker);
+    try {
+      for (size_t piece = next++; piece < count; piece = next++) fn(piece, worker);
+    } catch (...) {
+      next = count;
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
   };
   std::vector<std::thread> helpers;
   for (size_t w = 1; w < threads; ++w) helpers.emplace_back(run, w);
   run(0);
   for (std::thread& t : helpers) t.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace modelsmith

@@ -15,7 +15,8 @@ size_t ComputeThreads();
 
 // Runs fn(piece, worker) for every piece in [0, count) on up to `threads` threads, the caller's
 // included; `worker` in [0, threads) names the thread, for per-thread scratch space. Returns when
-// every piece is done.
+// every piece is done. If `fn` throws (on any thread), the pieces not yet started are skipped and
+// the first exception is rethrown on the caller's thread after every helper thread has ended.
 void ParallelFor(size_t count, size_t threads, const std::function<void(size_t piece, size_t worker)>& fn);
 
 }  // namespace modelsmith

@@ -1,0 +1,39 @@
+// The bisect job: split a checkpoint into N chunks, contiguous in execution order, whose stored
+// sizes are as even as a contiguous split allows.
+//
+// plan: open the input (safetensors single or sharded, torch .bin single or sharded, GGUF single
+//   or split), group its tensors into units (bisect_plan.h: blocks, modules or tensors, quantized
+//   companions with their weight), and choose the cuts that minimise the largest chunk.
+//   N greater than the number of units is INVALID_ARGUMENT (BISECT_TOO_MANY_CHUNKS, field
+//   bisect.chunks), naming the unit count and the finer granularity that would allow it.
+// execute: per chunk, one checkpoint in the input's format (bisect_chunk_writer.h) named
+//   "<stem>-chunk<k>-of-<N><ext>" ("model-chunk1-of-2.safetensors", "pytorch_model-chunk2-of-4.bin",
+//   "llama-Q4_K-chunk1-of-2.gguf"), every range re-read and compared as it is written;
+// verify: the chunk's tensor table read back before it is published;
+// publish: the chunks, then "<stem>.chunks.json" (which units, blocks and tensors each chunk
+//   holds, in load order, with sizes and SHA-256), then the manifest.
+// The figures give each chunk's stored tensor bytes and the imbalance (max/mean).
+#ifndef MODELSMITH_WORKERS_JOBS_BISECT_BISECT_JOB_H_
+#define MODELSMITH_WORKERS_JOBS_BISECT_BISECT_JOB_H_
+
+#include "absl/status/statusor.h"
+#include "modelsmith/v1/job.pb.h"
+#include "workers/jobs/core/job_context.h"
+
+namespace modelsmith {
+
+inline constexpr uint32_t kDefaultBisectChunks = 2;
+inline constexpr uint32_t kMaxBisectChunks = 256;
+
+// Field checks that need no I/O. INVALID_ARGUMENT naming the field.
+absl::Status ValidateBisectSpec(const v1::BisectSpec& spec);
+
+// Submit-time checks with I/O (input readable, enough units for the chunks, output vacant);
+// returns the estimated peak memory of the job in bytes.
+absl::StatusOr<uint64_t> PreflightBisectJob(const v1::BisectSpec& spec, const StorageRouter& router);
+
+absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& context);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_JOBS_BISECT_BISECT_JOB_H_

@@ -1,0 +1,234 @@
+#include "workers/jobs/convert/convert_plan.h"
+
+#include <map>
+#include <regex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
+#include "workers/jobs/convert/convert_gguf_job.h"
+#include "workers/jobs/convert/gguf_to_hf.h"
+#include "workers/jobs/shard/shard_plan.h"
+#include "workers/jobs/core/size_string.h"
+#include "workers/quant/cast.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+struct Rule {
+  std::regex pattern;
+  std::string replacement;
+};
+
+absl::StatusOr<std::vector<Rule>> CompileRules(const v1::ConvertSpec& spec) {
+  std::vector<Rule> rules;
+  for (int i = 0; i < spec.rename_size(); ++i) {
+    const std::string field = absl::StrCat("convert.rename[", i, "]");
+    if (spec.rename(i).pattern().empty()) return FieldError("INVALID_REGEX", field, absl::StrCat("'", field, ".pattern' is empty"));
+    try {
+      rules.push_back({std::regex(absl::StrCat("^(?:", spec.rename(i).pattern(), ")$")), spec.rename(i).replacement()});
+    } catch (const std::regex_error& e) {
+      return FieldError("INVALID_REGEX", field, absl::StrCat("'", spec.rename(i).pattern(), "' is not a valid regex: ", e.what()));
+    }
+  }
+  return rules;
+}
+
+absl::StatusOr<std::vector<std::regex>> CompileKeep(const v1::ConvertSpec& spec) {
+  std::vector<std::regex> keep;
+  for (int i = 0; i < spec.keep_size(); ++i) {
+    try {
+      keep.emplace_back(spec.keep(i));
+    } catch (const std::regex_error& e) {
+      return FieldError("INVALID_REGEX", absl::StrCat("convert.keep[", i, "]"),
+                        absl::StrCat("'", spec.keep(i), "' is not a valid regex: ", e.what()));
+    }
+  }
+  return keep;
+}
+
+// The name the input is known by: the index for sharded input, else the (first) file.
+std::string InputName(const ModelView& model) {
+  if (!model.index_uri.empty()) return std::string(BaseName(model.index_uri));
+  return model.files.empty() ? std::string() : model.files.front().name;
+}
+
+bool IsBlockGgml(const TensorInfo& t) {
+  if (!t.ggml_type) return false;
+  std::optional<GgmlTypeTraits> traits = GgmlTraits(*t.ggml_type);
+  return traits && traits->quantized;
+}
+
+}  // namespace
+
+bool ConvertTensor::row_wise() const { return !row_source.empty() || IsBlockGgml(*source); }
+
+absl::StatusOr<DType> ParseConvertDtype(absl::string_view name) {
+  static const std::map<std::string, DType> names = {
+      {"f32", DType::kF32},         {"fp32", DType::kF32},        {"float32", DType::kF32},
+      {"f16", DType::kF16},         {"fp16", DType::kF16},        {"float16", DType::kF16},
+      {"bf16", DType::kBF16},       {"bfloat16", DType::kBF16},   {"f8_e4m3", DType::kF8E4M3},
+      {"float8_e4m3fn", DType::kF8E4M3}, {"f8_e5m2", DType::kF8E5M2}, {"float8_e5m2", DType::kF8E5M2},
+  };
+  auto it = names.find(absl::AsciiStrToLower(name));
+  if (it == names.end()) {
+    return FieldError("INVALID_DTYPE", "convert.dtype",
+                      absl::StrCat("dtype '", name, "' is not one of f32, f16, bf16, f8_e4m3, f8_e5m2"));
+  }
+  return it->second;
+}
+
+std::string DefaultStem(absl::string_view name) {
+  std::string stem(name.substr(0, name.find('.')));
+  static const std::regex shard_suffix("-[0-9]{5}-of-[0-9]{5}$");
+  stem = std::regex_replace(stem, shard_suffix, "");
+  if (stem == "pytorch_model") stem = "model";
+  return stem.empty() ? "model" : stem;
+}
+
+absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec) {
+  if (spec.input().empty()) return FieldError("MISSING_FIELD", "convert.input", "'convert.input' is required");
+  if (spec.output().empty()) return FieldError("MISSING_FIELD", "convert.output", "'convert.output' is required");
+  if (spec.target_format() == v1::TARGET_FORMAT_UNSPECIFIED) {
+    return FieldError("MISSING_FIELD", "convert.target_format", "'convert.target_format' is required (safetensors or gguf)");
+  }
+  if (!v1::TargetFormat_IsValid(spec.target_format())) {
+    return FieldError("INVALID_ENUM", "convert.target_format", "unknown target format");
+  }
+  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) return ValidateConvertToGguf(spec);
+  if (!spec.dtype().empty()) {
+    if (absl::StatusOr<DType> d = ParseConvertDtype(spec.dtype()); !d.ok()) return d.status();
+  }
+  if (!spec.max_shard_size().empty()) {
+    if (absl::StatusOr<uint64_t> limit = ParseSize(spec.max_shard_size()); !limit.ok()) {
+      return WithReason(limit.status(), "INVALID_SIZE", {{"field", "convert.max_shard_size"}});
+    }
+  }
+  if (!v1::ShardStrategy_IsValid(spec.strategy())) return FieldError("INVALID_ENUM", "convert.strategy", "unknown shard strategy");
+  if (absl::Status s = ValidateShardNaming(spec.stem().empty() ? "model" : spec.stem(), spec.variant()); !s.ok()) {
+    return WithReason(s, ReasonOf(s), {{"field", absl::StrCat("convert.", ContextOf(s)["field"])}});
+  }
+  if (absl::StatusOr<std::vector<Rule>> rules = CompileRules(spec); !rules.ok()) return rules.status();
+  if (absl::StatusOr<std::vector<std::regex>> keep = CompileKeep(spec); !keep.ok()) return keep.status();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const StorageRouter& router) {
+  if (absl::Status s = ValidateConvertSpec(spec); !s.ok()) return s;
+  absl::StatusOr<Location> input = router.Resolve(spec.input());
+  if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "convert.input"}});
+  absl::StatusOr<ModelView> model = OpenModel(*input);
+  if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "convert.input"}});
+  std::optional<GgufToHf> hf;
+  if (model->gguf) {
+    absl::StatusOr<GgufToHf> mapped = MapGgufToHf(*model);
+    if (!mapped.ok()) return WithReason(mapped.status(), ReasonOf(mapped.status()), {{"field", "convert.input"}});
+    hf = *std::move(mapped);
+  }
+  if (model->tensors.empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
+                     absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to convert"), {{"field", "convert.input"}});
+  }
+  const std::vector<Rule> rules = *CompileRules(spec);
+  const std::vector<std::regex> keep = *CompileKeep(spec);
+  const bool cast = !spec.dtype().empty();
+  const DType target = cast ? *ParseConvertDtype(spec.dtype()) : DType::kF32;
+
+  ConvertPlan plan;
+  plan.model = *std::move(model);
+  plan.stem = !spec.stem().empty() ? spec.stem() : hf ? "model" : DefaultStem(InputName(plan.model));
+  if (hf) {
+    plan.config = hf->config;
+    plan.dropped = hf->dropped;
+  }
+  if (absl::Status s = ValidateShardNaming(plan.stem, spec.variant()); !s.ok()) {
+    return WithReason(s, ReasonOf(s), {{"field", "convert.stem"}});
+  }
+  std::map<std::string, std::string> origin;  // output name -> input name
+  plan.tensors.reserve(plan.model.tensors.size());
+  for (const TensorInfo& t : plan.model.tensors) {
+    ConvertTensor c;
+    c.source = &t;
+    c.name = t.name;
+    if (hf) {
+      auto it = hf->tensors.find(t.name);
+      if (it == hf->tensors.end()) continue;  // dropped (listed in plan.dropped)
+      c.name = it->second.name;
+      c.row_source = it->second.row_source;
+    }
+    for (const Rule& rule : rules) {
+      if (std::regex_match(c.name, rule.pattern)) {
+        c.name = std::regex_replace(c.name, rule.pattern, rule.replacement, std::regex_constants::format_first_only);
+      }
+    }
+    if (c.name.empty()) {
+      return FieldError("RENAME_EMPTY", "convert.rename", absl::StrCat("the rename rules turn '", t.name, "' into an empty name"));
+    }
+    if (auto [it, inserted] = origin.try_emplace(c.name, t.name); !inserted) {
+      return FieldError("RENAME_COLLISION", "convert.rename",
+                        absl::StrCat("tensors '", it->second, "' and '", t.name, "' would both be named '", c.name, "'"));
+    }
+    if (c.name != t.name) plan.renamed.emplace_back(t.name, c.name);
+    c.dtype = t.dtype;
+    if (IsBlockGgml(t)) c.dtype = cast ? target : DType::kF32;  // dequantized; keep-list cannot keep a block type
+    if (cast && IsCastableFloat(t.dtype)) {
+      bool kept = false;
+      for (const std::regex& k : keep) kept = kept || std::regex_match(c.name, k);
+      if (!kept) c.dtype = target;
+    }
+    c.size_bytes = *StorageBytes(c.dtype, t.shape);
+    plan.output_tensor_bytes += c.size_bytes;
+    plan.tensors.push_back(std::move(c));
+  }
+
+  if (plan.config) {
+    for (const ConvertTensor& c : plan.tensors) {
+      if (c.source->shape.size() != 2) continue;
+      static const std::map<DType, const char*> torch_names = {
+          {DType::kF32, "float32"}, {DType::kF16, "float16"}, {DType::kBF16, "bfloat16"}, {DType::kF64, "float64"}};
+      if (auto it = torch_names.find(c.dtype); it != torch_names.end()) (*plan.config)["torch_dtype"] = it->second;
+      break;
+    }
+  }
+
+  // Files: the input's partition, or the shard planner's.
+  ShardAssignment assignment;
+  const uint64_t limit = spec.max_shard_size().empty() ? 0 : *ParseSize(spec.max_shard_size());
+  if (limit == 0) {
+    assignment.resize(hf ? 1 : plan.model.files.size());  // a split GGUF becomes one file
+    for (size_t i = 0; i < plan.tensors.size(); ++i) assignment[hf ? 0 : plan.tensors[i].source->file_index].push_back(i);
+    std::erase_if(assignment, [](const std::vector<size_t>& a) { return a.empty(); });
+  } else {
+    std::vector<uint64_t> sizes;
+    for (const ConvertTensor& c : plan.tensors) sizes.push_back(c.size_bytes);
+    assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED ? PlanShardsBalanced(sizes, limit) : PlanShardsHfGreedy(sizes, limit);
+  }
+  if (assignment.size() > kMaxShardCount) {
+    return FieldError("TOO_MANY_SHARDS", "convert.max_shard_size",
+                      absl::StrCat("the limit gives ", assignment.size(), " files; at most ", kMaxShardCount, " fit Hugging Face names"));
+  }
+  std::map<std::string, std::string> metadata =
+      plan.model.is_torch() || hf ? std::map<std::string, std::string>{} : plan.model.metadata;
+  metadata["format"] = "pt";
+  for (size_t f = 0; f < assignment.size(); ++f) {
+    ConvertFile file;
+    file.name = ShardFileName(plan.stem, spec.variant(), f, assignment.size());
+    std::map<std::string, const ConvertTensor*> by_name;
+    for (size_t i : assignment[f]) {
+      const ConvertTensor& c = plan.tensors[i];
+      file.entries.push_back({c.name, c.dtype, c.source->shape, c.size_bytes});
+      by_name[c.name] = &c;
+    }
+    SortLikeReferenceWriter(file.entries);
+    for (const SafetensorsEntry& e : file.entries) file.tensors.push_back(by_name[e.name]);
+    file.header = SerializeSafetensorsHeader(file.entries, metadata);
+    file.file_bytes = file.header.size();
+    for (const SafetensorsEntry& e : file.entries) file.file_bytes += e.size_bytes;
+    plan.files.push_back(std::move(file));
+  }
+  if (plan.files.size() > 1) plan.index_name = IndexFileName(plan.stem, spec.variant());
+  return plan;
+}
+
+}  // namespace modelsmith

@@ -1,0 +1,169 @@
+#include "workers/jobs/convert/gguf_to_hf.h"
+
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
+
+namespace modelsmith {
+namespace {
+
+absl::Status MetadataError(absl::string_view key, absl::string_view message) {
+  return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_METADATA_INVALID", absl::StrCat("GGUF key '", key, "': ", message),
+                   {{"field", std::string(key)}});
+}
+
+std::optional<double> AsFloat(const GgufKv& kv) {
+  if (kv.type == GgufValueType::kF32 && kv.value_bytes.size() == 4) {
+    // The float's shortest decimal (1e-05, not 1.0000000116860974e-05), as Python prints it.
+    float f;
+    std::memcpy(&f, kv.value_bytes.data(), 4);
+    char text[32];
+    const auto [end, ec] = std::to_chars(text, text + sizeof(text), f);
+    return ec == std::errc() ? std::strtod(std::string(text, end).c_str(), nullptr) : static_cast<double>(f);
+  }
+  if (kv.type == GgufValueType::kF64 && kv.value_bytes.size() == 8) {
+    double d;
+    std::memcpy(&d, kv.value_bytes.data(), 8);
+    return d;
+  }
+  return std::nullopt;
+}
+
+// The Hugging Face name of a llama.cpp tensor name, or empty.
+std::string HfName(const std::string& gguf) {
+  const LlamaNames& names = LlamaTensorNames();
+  if (auto it = names.top.find(gguf); it != names.top.end()) return it->second;
+  static const std::regex pattern(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (!std::regex_match(gguf, m, pattern)) return "";
+  auto it = names.block.find(m[2].str());
+  if (it == names.block.end()) return "";
+  return absl::StrCat("model.layers.", m[1].str(), ".", it->second, ".", m[3].str());
+}
+
+}  // namespace
+
+const LlamaNames& LlamaTensorNames() {
+  static const LlamaNames names{
+      {{"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}, {"output.weight", "lm_head.weight"}},
+      {{"attn_norm", "input_layernorm"},
+       {"attn_q", "self_attn.q_proj"},
+       {"attn_k", "self_attn.k_proj"},
+       {"attn_v", "self_attn.v_proj"},
+       {"attn_output", "self_attn.o_proj"},
+       {"ffn_gate", "mlp.gate_proj"},
+       {"ffn_up", "mlp.up_proj"},
+       {"ffn_down", "mlp.down_proj"},
+       {"ffn_norm", "post_attention_layernorm"}},
+  };
+  return names;
+}
+
+absl::StatusOr<std::vector<uint64_t>> UnpermuteRows(uint64_t rows, uint64_t heads) {
+  if (heads == 0 || rows % (2 * heads) != 0) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_METADATA_INVALID",
+                     absl::StrCat(rows, " rows do not split into ", heads, " heads of an even size"));
+  }
+  const uint64_t head_dim = rows / heads;
+  const uint64_t half = head_dim / 2;
+  std::vector<uint64_t> source(rows);
+  for (uint64_t h = 0; h < heads; ++h) {
+    for (uint64_t s = 0; s < 2; ++s) {
+      for (uint64_t k = 0; k < half; ++k) source[h * head_dim + s * half + k] = h * head_dim + 2 * k + s;
+    }
+  }
+  return source;
+}
+
+absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
+  const GgufFile& gguf = *model.gguf;
+  GgufToHf out;
+  const GgufKv* arch_kv = gguf.Find("general.architecture");
+  out.architecture = arch_kv ? arch_kv->AsString().value_or("") : "";
+  std::string hf_class;
+  if (out.architecture == "llama") hf_class = "LlamaForCausalLM";
+  if (out.architecture == "qwen2") hf_class = "Qwen2ForCausalLM";
+  if (hf_class.empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "GGUF_ARCHITECTURE_UNSUPPORTED",
+                     absl::StrCat("GGUF architecture '", out.architecture,
+                                  "' is not converted to safetensors; the Llama family (llama, which Mistral uses too, and qwen2) is"),
+                     {{"field", "general.architecture"}});
+  }
+  const std::string a = out.architecture;
+  auto unsigned_key = [&](const std::string& key, bool required) -> absl::StatusOr<std::optional<uint64_t>> {
+    const GgufKv* kv = gguf.Find(key);
+    if (kv == nullptr) {
+      if (required) return MetadataError(key, "is missing");
+      return std::optional<uint64_t>();
+    }
+    std::optional<uint64_t> v = kv->AsUnsigned();
+    if (!v) return MetadataError(key, "is not an unsigned integer");
+    return v;
+  };
+  auto float_key = [&](const std::string& key) -> std::optional<double> {
+    const GgufKv* kv = gguf.Find(key);
+    return kv ? AsFloat(*kv) : std::nullopt;
+  };
+  absl::StatusOr<std::optional<uint64_t>> hidden = unsigned_key(a + ".embedding_length", true);
+  absl::StatusOr<std::optional<uint64_t>> layers = unsigned_key(a + ".block_count", true);
+  absl::StatusOr<std::optional<uint64_t>> ffn = unsigned_key(a + ".feed_forward_length", true);
+  absl::StatusOr<std::optional<uint64_t>> heads = unsigned_key(a + ".attention.head_count", true);
+  absl::StatusOr<std::optional<uint64_t>> heads_kv = unsigned_key(a + ".attention.head_count_kv", false);
+  absl::StatusOr<std::optional<uint64_t>> context = unsigned_key(a + ".context_length", false);
+  for (const auto* s : {&hidden, &layers, &ffn, &heads, &heads_kv, &context}) {
+    if (!s->ok()) return s->status();
+  }
+  const uint64_t n_head = **heads;
+  const uint64_t n_head_kv = heads_kv->value_or(n_head);
+
+  uint64_t vocab = 0;
+  bool has_output = false;
+  for (const TensorInfo& t : model.tensors) {
+    if (t.name == "token_embd.weight" && !t.shape.empty()) vocab = t.shape.front();
+    if (t.name == "output.weight") has_output = true;
+    if (t.name == "rope_freqs.weight") {
+      out.dropped.push_back(t.name);
+      continue;
+    }
+    HfTensor mapped{HfName(t.name), {}};
+    if (mapped.name.empty()) {
+      return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
+                       absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"), {{"tensor", t.name}});
+    }
+    const bool q = mapped.name.find(".self_attn.q_proj.") != std::string::npos;
+    const bool k = mapped.name.find(".self_attn.k_proj.") != std::string::npos;
+    if (a == "llama" && (q || k) && !t.shape.empty()) {
+      absl::StatusOr<std::vector<uint64_t>> rows = UnpermuteRows(t.shape.front(), q ? n_head : n_head_kv);
+      if (!rows.ok()) return Annotate(rows.status(), absl::StrCat("tensor '", t.name, "'"));
+      mapped.row_source = *std::move(rows);
+    }
+    out.tensors.emplace(t.name, std::move(mapped));
+  }
+  nlohmann::ordered_json config = {
+      {"architectures", {hf_class}},
+      {"model_type", a == "llama" ? "llama" : "qwen2"},
+      {"hidden_size", **hidden},
+      {"intermediate_size", **ffn},
+      {"num_hidden_layers", **layers},
+      {"num_attention_heads", n_head},
+      {"num_key_value_heads", n_head_kv},
+      {"hidden_act", "silu"},
+      {"tie_word_embeddings", !has_output},
+  };
+  if (vocab > 0) config["vocab_size"] = vocab;
+  if (*context) config["max_position_embeddings"] = **context;
+  if (std::optional<double> eps = float_key(a + ".attention.layer_norm_rms_epsilon")) config["rms_norm_eps"] = *eps;
+  config["rope_theta"] = float_key(a + ".rope.freq_base").value_or(10000.0);
+  for (const char* id : {"bos", "eos"}) {
+    const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", id, "_token_id"));
+    if (std::optional<uint64_t> v = kv ? kv->AsUnsigned() : std::nullopt) config[absl::StrCat(id, "_token_id")] = *v;
+  }
+  out.config = std::move(config);
+  return out;
+}
+
+}  // namespace modelsmith

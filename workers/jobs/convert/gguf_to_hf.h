@@ -1,0 +1,61 @@
+// What a llama.cpp GGUF of the Llama family is on the Hugging Face side (the reverse of
+// llama.cpp's convert_hf_to_gguf.py for LlamaForCausalLM / MistralForCausalLM, which it writes as
+// architecture "llama", and Qwen2ForCausalLM, "qwen2"):
+//   - names: token_embd -> model.embed_tokens, blk.N.attn_norm -> model.layers.N.input_layernorm,
+//     attn_q/k/v/output -> self_attn.q_proj/k_proj/v_proj/o_proj (weights and biases),
+//     ffn_gate/up/down -> mlp.gate_proj/up_proj/down_proj, ffn_norm -> post_attention_layernorm,
+//     output_norm -> model.norm, output -> lm_head;
+//   - Q/K row order: for "llama", llama.cpp permutes the rows of q_proj (n_head heads) and k_proj
+//     (n_head_kv heads) so that each head's two rotary halves interleave: GGUF row (h, 2k + s)
+//     is HF row (h, s * head_dim/2 + k). The reverse is applied here; "qwen2" is not permuted;
+//   - config.json from the metadata: hidden, intermediate and vocab sizes, layer and head counts,
+//     context length, RMS-norm epsilon, RoPE base, BOS/EOS ids, tied embeddings when there is no
+//     output tensor.
+// rope_freqs.weight (a llama.cpp-computed table for Llama 3 RoPE scaling) has no Hugging Face
+// tensor and is left out. The tokenizer is not converted back (tokenizer.json is not rebuilt).
+#ifndef MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
+#define MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "workers/formats/model_view.h"
+
+namespace modelsmith {
+
+struct HfTensor {
+  std::string name;
+  // HF row r is GGUF row row_source[r]; empty when the order is the same.
+  std::vector<uint64_t> row_source;
+};
+
+struct GgufToHf {
+  std::string architecture;  // the GGUF's general.architecture
+  nlohmann::ordered_json config;
+  std::map<std::string, HfTensor> tensors;  // by GGUF tensor name
+  std::vector<std::string> dropped;         // GGUF tensors with no Hugging Face counterpart
+};
+
+// FAILED_PRECONDITION (GGUF_ARCHITECTURE_UNSUPPORTED) for other architectures,
+// INVALID_ARGUMENT (GGUF_METADATA_INVALID / GGUF_TENSOR_UNMAPPED) naming the key or tensor.
+absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model);
+
+// The one name table both directions use: llama.cpp name -> Hugging Face name. Whole names for
+// the top-level tensors ("token_embd.weight"), module names within a block ("attn_q" ->
+// "self_attn.q_proj", found under "blk.N." / "model.layers.N.").
+struct LlamaNames {
+  std::map<std::string, std::string> top;
+  std::map<std::string, std::string> block;
+};
+const LlamaNames& LlamaTensorNames();
+
+// The row order llama.cpp gives a Q or K projection of `rows` rows in `heads` heads: the
+// GGUF-to-HF map described above. INVALID_ARGUMENT unless rows is a multiple of 2 * heads.
+absl::StatusOr<std::vector<uint64_t>> UnpermuteRows(uint64_t rows, uint64_t heads);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_

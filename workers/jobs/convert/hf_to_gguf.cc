@@ -1,0 +1,284 @@
+#include "workers/jobs/convert/hf_to_gguf.h"
+
+#include <map>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
+#include "workers/jobs/convert/gguf_to_hf.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kMaxJsonBytes = 64 << 20;
+enum TokenType : int32_t { kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5 };
+
+absl::Status Refused(absl::StatusCode code, absl::string_view reason, absl::string_view field, absl::string_view message) {
+  return MakeError(code, reason, message, {{"field", std::string(field)}});
+}
+
+
+// The llama.cpp name of a Hugging Face tensor name, or empty (the table of gguf_to_hf.h, inverted).
+std::string GgufName(const std::string& hf) {
+  static const auto* const inverted = [] {
+    auto* m = new std::pair<std::map<std::string, std::string>, std::map<std::string, std::string>>;
+    for (const auto& [gguf, name] : LlamaTensorNames().top) m->first[name] = gguf;
+    for (const auto& [gguf, name] : LlamaTensorNames().block) m->second[name] = gguf;
+    return m;
+  }();
+  if (auto it = inverted->first.find(hf); it != inverted->first.end()) return it->second;
+  static const std::regex pattern(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
+  std::smatch m;
+  if (!std::regex_match(hf, m, pattern)) return "";
+  auto it = inverted->second.find(m[2].str());
+  if (it == inverted->second.end()) return "";
+  return absl::StrCat("blk.", m[1].str(), ".", it->second, ".", m[3].str());
+}
+
+std::optional<uint64_t> Unsigned(const json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end() || !it->is_number_unsigned()) return std::nullopt;
+  return it->get<uint64_t>();
+}
+
+std::optional<double> Number(const json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end() || !it->is_number()) return std::nullopt;
+  return it->get<double>();
+}
+
+// tokenizer.ggml.pre from the pre-tokenizer's split patterns.
+std::string PreTokenizer(const json& tokenizer) {
+  std::vector<std::string> patterns;
+  std::vector<const json*> stack = {&tokenizer};
+  while (!stack.empty()) {  // every {"Regex": "..."} anywhere under pre_tokenizer
+    const json* node = stack.back();
+    stack.pop_back();
+    if (node->is_object()) {
+      for (const auto& [key, value] : node->items()) {
+        if (key == "Regex" && value.is_string()) patterns.push_back(value.get<std::string>());
+        else if (value.is_structured()) stack.push_back(&value);
+      }
+    } else if (node->is_array()) {
+      for (const json& value : *node) stack.push_back(&value);
+    }
+  }
+  for (const std::string& p : patterns) {
+    if (p.find(R"(\p{N}{1,3})") != std::string::npos) return "llama-bpe";
+  }
+  for (const std::string& p : patterns) {
+    if (p.find(R"(\p{N})") != std::string::npos) return "qwen2";
+  }
+  return "default";
+}
+
+// The content of a special token entry of tokenizer_config.json (a string or {"content": ...}).
+std::optional<std::string> SpecialContent(const json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) return (*it)["content"].get<std::string>();
+  return std::nullopt;
+}
+
+absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector<GgufKv>& kvs) {
+  if (!files.tokenizer) {
+    return Refused(absl::StatusCode::kFailedPrecondition, "TOKENIZER_MISSING", "convert.input",
+                   "llama.cpp needs the vocabulary: put the model's tokenizer.json beside its weights");
+  }
+  const json& tok = *files.tokenizer;
+  const json model = tok.value("model", json::object());
+  if (model.value("type", "") != "BPE" || !model.contains("vocab") || !model["vocab"].is_object()) {
+    return Refused(absl::StatusCode::kUnimplemented, "TOKENIZER_UNSUPPORTED", "convert.input",
+                   absl::StrCat("tokenizer.json holds a '", model.value("type", "?"),
+                                "' model; only BPE tokenizers (Llama 3, Mistral Nemo, Qwen2) are converted"));
+  }
+  std::map<int64_t, std::string> by_id;
+  std::map<std::string, int64_t> id_of;
+  for (const auto& [token, id] : model["vocab"].items()) {
+    if (!id.is_number_integer()) return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input", "a vocab id is not an integer");
+    by_id[id.get<int64_t>()] = token;
+    id_of[token] = id.get<int64_t>();
+  }
+  std::map<int64_t, bool> added_special;
+  for (const json& added : tok.value("added_tokens", json::array())) {
+    if (!added.is_object() || !added.contains("id") || !added["id"].is_number_integer() || !added.contains("content")) continue;
+    const int64_t id = added["id"].get<int64_t>();
+    by_id[id] = added["content"].get<std::string>();
+    id_of[by_id[id]] = id;
+    added_special[id] = added.value("special", false);
+  }
+  if (vocab_size == 0) vocab_size = by_id.empty() ? 0 : static_cast<uint64_t>(by_id.rbegin()->first) + 1;
+  if (vocab_size > (1u << 24)) return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input", "vocabulary too large");
+  std::vector<std::string> tokens(vocab_size);
+  std::vector<int32_t> types(vocab_size);
+  for (uint64_t i = 0; i < vocab_size; ++i) {
+    auto it = by_id.find(static_cast<int64_t>(i));
+    if (it == by_id.end()) {
+      tokens[i] = absl::StrCat("[PAD", i, "]");
+      types[i] = kUnused;
+    } else {
+      tokens[i] = it->second;
+      auto added = added_special.find(static_cast<int64_t>(i));
+      types[i] = added == added_special.end() ? kNormal : added->second ? kControl : kUserDefined;
+    }
+  }
+  std::vector<std::string> merges;
+  for (const json& merge : model.value("merges", json::array())) {
+    if (merge.is_string()) merges.push_back(merge.get<std::string>());
+    else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
+      merges.push_back(absl::StrCat(merge[0].get<std::string>(), " ", merge[1].get<std::string>()));
+    }
+  }
+  kvs.push_back(GgufKv::String("tokenizer.ggml.model", "gpt2"));
+  kvs.push_back(GgufKv::String("tokenizer.ggml.pre", PreTokenizer(tok.value("pre_tokenizer", json::object()))));
+  kvs.push_back(GgufKv::StringArray("tokenizer.ggml.tokens", tokens));
+  kvs.push_back(GgufKv::I32Array("tokenizer.ggml.token_type", types));
+  kvs.push_back(GgufKv::StringArray("tokenizer.ggml.merges", merges));
+  const json tokenizer_config = files.tokenizer_config.value_or(json::object());
+  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
+           {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}}) {
+    std::optional<int64_t> id;
+    if (std::optional<std::string> content = SpecialContent(tokenizer_config, key.c_str())) {
+      if (auto it = id_of.find(*content); it != id_of.end()) id = it->second;
+    }
+    if (!id && name != "unknown") {
+      const std::string config_key = absl::StrCat(name == "padding" ? "pad" : name, "_token_id");
+      if (std::optional<uint64_t> v = Unsigned(files.config, config_key.c_str())) id = static_cast<int64_t>(*v);
+    }
+    if (id && *id >= 0 && static_cast<uint64_t>(*id) < vocab_size) {
+      kvs.push_back(GgufKv::U32(absl::StrCat("tokenizer.ggml.", name, "_token_id"), static_cast<uint32_t>(*id)));
+    }
+  }
+  for (const char* flag : {"add_bos_token", "add_eos_token"}) {
+    if (auto it = tokenizer_config.find(flag); it != tokenizer_config.end() && it->is_boolean()) {
+      kvs.push_back(GgufKv::Bool(absl::StrCat("tokenizer.ggml.", flag), it->get<bool>()));
+    }
+  }
+  if (auto it = tokenizer_config.find("chat_template"); it != tokenizer_config.end() && it->is_string()) {
+    kvs.push_back(GgufKv::String("tokenizer.chat_template", it->get<std::string>()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint64_t>> PermuteRows(uint64_t rows, uint64_t heads) {
+  // The inverse of the GGUF-to-HF order.
+  absl::StatusOr<std::vector<uint64_t>> back = UnpermuteRows(rows, heads);
+  if (!back.ok()) return back.status();
+  std::vector<uint64_t> source(rows);
+  for (uint64_t hf_row = 0; hf_row < rows; ++hf_row) source[(*back)[hf_row]] = hf_row;
+  return source;
+}
+
+absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model) {
+  const std::string dir(ParentUri(model.files.front().uri));
+  HfFiles files;
+  absl::StatusOr<std::optional<json>> config = ReadJsonObject(store, JoinUri(dir, "config.json"), kMaxJsonBytes);
+  if (!config.ok()) return config.status();
+  if (!*config) {
+    return Refused(absl::StatusCode::kFailedPrecondition, "MODEL_CONFIG_MISSING", "convert.input",
+                   absl::StrCat("no config.json beside '", model.uri, "'; GGUF metadata comes from it"));
+  }
+  files.config = **config;
+  absl::StatusOr<std::optional<json>> tokenizer = ReadJsonObject(store, JoinUri(dir, "tokenizer.json"), kMaxJsonBytes);
+  if (!tokenizer.ok()) return tokenizer.status();
+  files.tokenizer = *tokenizer;
+  absl::StatusOr<std::optional<json>> tokenizer_config = ReadJsonObject(store, JoinUri(dir, "tokenizer_config.json"), kMaxJsonBytes);
+  if (!tokenizer_config.ok()) return tokenizer_config.status();
+  files.tokenizer_config = *tokenizer_config;
+  return files;
+}
+
+absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type, const std::string& name) {
+  const json& config = files.config;
+  std::string architecture;
+  if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
+      config["architectures"][0].is_string()) {
+    architecture = config["architectures"][0].get<std::string>();
+  }
+  HfToGguf out;
+  if (architecture == "LlamaForCausalLM" || architecture == "MistralForCausalLM") out.architecture = "llama";
+  if (architecture == "Qwen2ForCausalLM") out.architecture = "qwen2";
+  if (out.architecture.empty()) {
+    return Refused(absl::StatusCode::kFailedPrecondition, "ARCHITECTURE_UNSUPPORTED", "convert.input",
+                   absl::StrCat("config.json architecture '", architecture,
+                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM are"));
+  }
+  const std::string a = out.architecture;
+  const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
+  const std::optional<uint64_t> layers = Unsigned(config, "num_hidden_layers");
+  const std::optional<uint64_t> ffn = Unsigned(config, "intermediate_size");
+  const std::optional<uint64_t> heads = Unsigned(config, "num_attention_heads");
+  if (!hidden || !layers || !ffn || !heads || *heads == 0) {
+    return Refused(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", "convert.input",
+                   "config.json lacks hidden_size, num_hidden_layers, intermediate_size or num_attention_heads");
+  }
+  const uint64_t heads_kv = Unsigned(config, "num_key_value_heads").value_or(*heads);
+  const uint64_t head_dim = Unsigned(config, "head_dim").value_or(*hidden / *heads);
+  uint64_t vocab = Unsigned(config, "vocab_size").value_or(0);
+  if (config.contains("rope_scaling") && config["rope_scaling"].is_object()) {
+    const json& scaling = config["rope_scaling"];
+    const std::string kind = scaling.value("rope_type", scaling.value("type", ""));
+    if (kind != "linear" && kind != "yarn") {
+      return Refused(absl::StatusCode::kUnimplemented, "ROPE_SCALING_UNSUPPORTED", "convert.input",
+                     absl::StrCat("rope_scaling type '", kind, "' is not converted (linear and yarn are)"));
+    }
+  }
+
+  std::vector<GgufKv>& kvs = out.kvs;
+  kvs.push_back(GgufKv::String("general.architecture", a));
+  kvs.push_back(GgufKv::String("general.name", name));
+  if (std::optional<uint64_t> context = Unsigned(config, "max_position_embeddings")) {
+    kvs.push_back(GgufKv::U32(a + ".context_length", static_cast<uint32_t>(*context)));
+  }
+  kvs.push_back(GgufKv::U32(a + ".embedding_length", static_cast<uint32_t>(*hidden)));
+  kvs.push_back(GgufKv::U32(a + ".block_count", static_cast<uint32_t>(*layers)));
+  kvs.push_back(GgufKv::U32(a + ".feed_forward_length", static_cast<uint32_t>(*ffn)));
+  kvs.push_back(GgufKv::U32(a + ".attention.head_count", static_cast<uint32_t>(*heads)));
+  kvs.push_back(GgufKv::U32(a + ".attention.head_count_kv", static_cast<uint32_t>(heads_kv)));
+  if (std::optional<double> theta = Number(config, "rope_theta")) kvs.push_back(GgufKv::F32(a + ".rope.freq_base", static_cast<float>(*theta)));
+  if (std::optional<double> eps = Number(config, "rms_norm_eps")) {
+    kvs.push_back(GgufKv::F32(a + ".attention.layer_norm_rms_epsilon", static_cast<float>(*eps)));
+  }
+  kvs.push_back(GgufKv::U32(a + ".rope.dimension_count", static_cast<uint32_t>(head_dim)));
+  if (config.contains("rope_scaling") && config["rope_scaling"].is_object()) {
+    const json& scaling = config["rope_scaling"];
+    kvs.push_back(GgufKv::String(a + ".rope.scaling.type", scaling.value("rope_type", scaling.value("type", ""))));
+    if (std::optional<double> factor = Number(scaling, "factor")) kvs.push_back(GgufKv::F32(a + ".rope.scaling.factor", static_cast<float>(*factor)));
+    if (std::optional<uint64_t> original = Unsigned(scaling, "original_max_position_embeddings")) {
+      kvs.push_back(GgufKv::U32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(*original)));
+    }
+  }
+
+  for (const TensorInfo& t : model.tensors) {
+    GgufOutputTensor g;
+    g.source = &t;
+    g.name = GgufName(t.name);
+    if (g.name.empty()) {
+      if (t.name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // recomputed by llama.cpp, as the converter skips it
+      return MakeError(absl::StatusCode::kInvalidArgument, "TENSOR_UNMAPPED",
+                       absl::StrCat("tensor '", t.name, "' has no llama.cpp name in a ", architecture, " model"), {{"tensor", t.name}});
+    }
+    if (t.name == "model.embed_tokens.weight" && !t.shape.empty() && vocab == 0) vocab = t.shape.front();
+    const bool q = g.name.find(".attn_q.") != std::string::npos;
+    const bool k = g.name.find(".attn_k.") != std::string::npos;
+    if (a == "llama" && (q || k) && !t.shape.empty()) {
+      absl::StatusOr<std::vector<uint64_t>> rows = PermuteRows(t.shape.front(), q ? *heads : heads_kv);
+      if (!rows.ok()) return Annotate(rows.status(), absl::StrCat("tensor '", t.name, "'"));
+      g.row_source = *std::move(rows);
+    }
+    const std::optional<uint64_t> row_bytes = t.shape.empty() ? std::nullopt : GgmlRowBytes(type, t.shape.back());
+    g.type = t.shape.size() <= 1 ? GgmlType::kF32 : row_bytes ? type : GgmlType::kF16;
+    out.tensors.push_back(std::move(g));
+  }
+  kvs.push_back(GgufKv::U32(a + ".vocab_size", static_cast<uint32_t>(vocab)));
+  if (absl::Status s = AddTokenizer(files, vocab, kvs); !s.ok()) return s;
+  return out;
+}
+
+}  // namespace modelsmith

@@ -1,0 +1,68 @@
+// What a Hugging Face checkpoint of the Llama family (LlamaForCausalLM, MistralForCausalLM,
+// Qwen2ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's convert_hf_to_gguf.py
+// writes it (the reverse of gguf_to_hf.h):
+//   - architecture "llama" (Llama and Mistral) or "qwen2"; metadata from config.json:
+//     <arch>.context_length (max_position_embeddings), .embedding_length (hidden_size),
+//     .block_count, .feed_forward_length, .attention.head_count, .attention.head_count_kv,
+//     .rope.freq_base (rope_theta), .attention.layer_norm_rms_epsilon, .vocab_size,
+//     .rope.dimension_count (head_dim, else hidden / heads), linear and yarn RoPE scaling;
+//     general.file_type and general.quantization_version;
+//   - tensor names (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, ...), and for
+//     "llama" the rows of q_proj / k_proj interleaved per head as llama.cpp's permute does;
+//   - the tokenizer from tokenizer.json (BPE only): tokenizer.ggml.model "gpt2", tokens in id
+//     order ("[PAD<i>]" for holes, type UNUSED), token types (NORMAL; added tokens CONTROL when
+//     special, USER_DEFINED otherwise), merges, BOS/EOS/UNK/PAD ids and add_bos/add_eos from
+//     tokenizer_config.json (else config.json), the chat template, and tokenizer.ggml.pre chosen
+//     from the pre-tokenizer's split pattern (llama.cpp hashes a tokenization instead; ours
+//     recognises "llama-bpe" and "qwen2" and writes "default" otherwise).
+// Types: 1-D tensors F32, every other tensor `type` (a whole number of its blocks per row, else
+// F16), as the converter does for --outtype.
+// Refused: other architectures, Llama 3 RoPE scaling (which needs a rope_freqs table), a
+// tokenizer.json that is not BPE or is missing, and names the map does not know.
+#ifndef MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_
+#define MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "workers/formats/gguf.h"
+#include "workers/formats/model_view.h"
+
+namespace modelsmith {
+
+struct GgufOutputTensor {
+  const TensorInfo* source = nullptr;
+  std::string name;
+  GgmlType type = GgmlType::kF16;
+  // GGUF row r is source row row_source[r]; empty when the order is the same.
+  std::vector<uint64_t> row_source;
+};
+
+struct HfToGguf {
+  std::string architecture;
+  std::vector<GgufKv> kvs;
+  std::vector<GgufOutputTensor> tensors;
+};
+
+struct HfFiles {
+  nlohmann::json config;
+  std::optional<nlohmann::json> tokenizer;         // tokenizer.json
+  std::optional<nlohmann::json> tokenizer_config;  // tokenizer_config.json
+};
+
+// The JSON files beside the model: config.json (required), tokenizer.json and
+// tokenizer_config.json (optional here). INVALID_ARGUMENT for files that are not JSON objects.
+absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model);
+
+absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type, const std::string& name);
+
+// llama.cpp's permute for `heads` heads of `rows` rows: GGUF row (h, 2k + s) is HF row
+// (h, s * head_dim/2 + k).
+absl::StatusOr<std::vector<uint64_t>> PermuteRows(uint64_t rows, uint64_t heads);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_

@@ -1,0 +1,90 @@
+#include "workers/jobs/inspect/inspect.h"
+
+#include <map>
+#include <set>
+
+#include "absl/strings/str_join.h"
+
+#include "workers/common/error.h"
+#include "workers/formats/adapter_keys.h"
+#include "workers/formats/model_view.h"
+#include "workers/formats/quantized_layout.h"
+#include "workers/tensor/ggml_types.h"
+
+namespace modelsmith {
+namespace {
+
+std::string Architecture(const ModelView& model, const std::optional<nlohmann::json>& config) {
+  if (model.gguf) {
+    const GgufKv* kv = model.gguf->Find("general.architecture");
+    std::optional<std::string> text = kv ? kv->AsString() : std::nullopt;
+    return text.value_or("");
+  }
+  if (!config) return "";
+  if (auto it = config->find("architectures"); it != config->end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
+    return (*it)[0].get<std::string>();
+  }
+  if (auto it = config->find("model_type"); it != config->end() && it->is_string()) return it->get<std::string>();
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::string_view uri) {
+  absl::StatusOr<Location> location = router.Resolve(uri);
+  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", "uri"}});
+  absl::StatusOr<ModelView> model = OpenModel(*location);
+  if (!model.ok()) return model.status();
+  absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*location->store, *model);
+  if (!config.ok()) return config.status();
+  const std::vector<QuantizedGroup> groups = DetectQuantizedLayouts(model->tensors, ChatglmBitsFromConfig(*config));
+  std::map<std::string, std::string> layout_of;
+  for (const QuantizedGroup& g : groups) {
+    for (const std::string& name : g.tensors) layout_of[name] = g.layout;
+  }
+  v1::ModelInfo info;
+  info.set_uri(model->uri);
+  info.set_format(model->format);
+  info.set_index_file(model->index_uri);
+  for (const ModelFile& file : model->files) info.add_files(file.name);
+  for (const TensorInfo& t : model->tensors) {
+    v1::TensorDescriptor* d = info.add_tensors();
+    d->set_name(t.name);
+    std::optional<GgmlTypeTraits> ggml = t.ggml_type ? GgmlTraits(*t.ggml_type) : std::nullopt;
+    d->set_dtype(ggml ? std::string(ggml->name) : std::string(DTypeName(t.dtype)));
+    for (uint64_t dim : t.shape) d->add_shape(dim);
+    d->set_size_bytes(t.size_bytes);
+    d->set_file(model->files[t.file_index].name);
+    d->set_data_offset(t.data_offset);
+    if (auto it = layout_of.find(t.name); it != layout_of.end()) d->set_quantization(it->second);
+  }
+  for (const QuantizedGroup& g : groups) {
+    v1::QuantizedModule* q = info.add_quantized();
+    q->set_module(g.module);
+    q->set_layout(g.layout);
+    for (const std::string& name : g.tensors) q->add_tensors(name);
+  }
+  std::set<std::string> schemes;
+  for (const QuantizedGroup& g : groups) schemes.insert(g.layout);
+  for (const TensorInfo& t : model->tensors) {
+    std::optional<GgmlTypeTraits> ggml = t.ggml_type ? GgmlTraits(*t.ggml_type) : std::nullopt;
+    if (ggml && ggml->quantized) schemes.insert(std::string(ggml->name));
+  }
+  info.set_quantization(absl::StrJoin(schemes, ","));
+  info.set_architecture(Architecture(*model, *config));
+  for (const TensorAlias& a : model->aliases) {
+    v1::TensorAlias* alias = info.add_aliases();
+    alias->set_name(a.name);
+    alias->set_target(a.target);
+  }
+  for (const std::string& s : model->skipped_entries) info.add_skipped_entries(s);
+  const AdapterStyle adapter = DetectAdapterStyle(model->tensors);
+  info.set_adapter_format(adapter.style);
+  info.set_adapter_modules(adapter.modules);
+  info.set_total_bytes(model->tensor_bytes);
+  info.set_tensor_count(model->tensors.size());
+  for (const auto& [key, value] : model->metadata) (*info.mutable_metadata())[key] = value;
+  return info;
+}
+
+}  // namespace modelsmith

@@ -1,0 +1,78 @@
+// Which type each tensor gets in a GGUF quantize job. Pure; no I/O.
+//
+// Rules, in order (the first that applies decides):
+//   1. a `tensor_types` override (regex matching the whole name) gives that type;
+//   2. a tensor of one dimension (norms, biases) is written as F32, as llama.cpp does;
+//   3. a tensor matched by `exclude`, not matched by a non-empty `include`, or with fewer than
+//      `min_elements` elements keeps its type;
+//   4. otherwise the scheme's type; for the presets Q4_K_M / Q5_K_M, llama.cpp's choice per tensor
+//      class (llama_tensor_get_type): output.weight (or token_embd.weight when there is no
+//      output) Q6_K; attn_v.weight and ffn_down Q6_K where use_more_bits(i, n) (the first and last
+//      eighth of the layers and every third between); attn_qkv.weight Q5_K (Q6_K for Q5_K_M);
+//      the rest Q4_K (Q5_K); rows that are not whole 256-element super-blocks fall back to Q5_0,
+//      Q5_1, Q8_0 (or F16). The MoE (8 experts) and 70B special cases are not applied.
+// A block type needs the innermost dimension to be a whole number of blocks; a tensor that is
+// not keeps its type with a TENSOR_NOT_QUANTIZABLE warning, or fails the job when `strict`.
+#ifndef MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_PLAN_H_
+#define MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_PLAN_H_
+
+#include <map>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "modelsmith/v1/specs.pb.h"
+#include "workers/tensor/ggml_types.h"
+#include "workers/tensor/tensor_info.h"
+
+namespace modelsmith {
+
+struct TensorPlan {
+  GgmlType source_type;  // as stored (F32/F16/BF16/integers, or a quantized GGUF type)
+  GgmlType target_type;
+  bool warn_not_quantizable = false;
+};
+
+class QuantizePlanner {
+ public:
+  // INVALID_ARGUMENT naming the field for a bad regex or an unknown type or scheme.
+  static absl::StatusOr<QuantizePlanner> Create(const v1::QuantizeSpec& spec);
+
+  GgmlType scheme_type() const { return scheme_; }
+  bool is_preset() const { return preset_; }
+
+  // Presets decide by the tensor's position among its class, so they need the whole model first
+  // (tensor order as in the file). A no-op for plain types.
+  void PrepareForModel(const std::vector<TensorInfo>& tensors);
+
+  // The decision for one tensor. INVALID_ARGUMENT naming the tensor when it cannot be written
+  // to GGUF at all (a dtype GGUF lacks, more than 4 dimensions) or, with `strict`, cannot take
+  // the type it should.
+  absl::StatusOr<TensorPlan> Plan(const TensorInfo& tensor) const;
+
+ private:
+  struct Override {
+    std::regex pattern;
+    GgmlType type;
+  };
+
+  GgmlType scheme_ = GgmlType::kF32;
+  std::vector<Override> overrides_;
+  std::vector<std::regex> include_;
+  std::vector<std::regex> exclude_;
+  uint64_t min_elements_ = 0;
+  bool strict_ = false;
+  bool preset_ = false;
+  std::map<std::string, GgmlType> preset_types_;
+};
+
+// The GGUF type a stored tensor has: its ggml type for GGUF input, else from its dtype.
+absl::StatusOr<GgmlType> SourceGgmlType(const TensorInfo& tensor);
+
+// llama.cpp's general.file_type for a scheme (LLAMA_FTYPE_*: Q4_K is Q4_K_M, and so on).
+uint32_t LlamaFileType(GgmlType scheme);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_PLAN_H_

@@ -1,0 +1,396 @@
+#include "workers/jobs/shard/shard_job.h"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <numeric>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+#include "workers/common/error.h"
+#include "workers/formats/model_view.h"
+#include "workers/formats/safetensors.h"
+#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/progress_tracker.h"
+#include "workers/jobs/core/rate_limiter.h"
+#include "workers/jobs/shard/shard_plan.h"
+#include "workers/jobs/core/size_string.h"
+#include "workers/storage/checksum.h"
+#include "workers/storage/uri.h"
+
+namespace modelsmith {
+namespace {
+
+using nlohmann::ordered_json;
+
+// Cancellation is polled between pieces of this size inside a tensor's copy.
+constexpr uint64_t kCopyPieceBytes = 64 << 20;
+// Shards verified at once, each on its own thread beside the copying one: enough to keep two
+// cores busy hashing while the kernel copies, and a bound on threads and open files.
+constexpr size_t kMaxVerifying = 2;
+// Fixed memory of a shard job beyond the headers: hash and fallback-copy buffers, bookkeeping.
+constexpr uint64_t kShardJobBaseMemoryBytes = 32 << 20;
+
+absl::string_view StemOf(const v1::ShardSpec& spec) {
+  return spec.stem().empty() ? absl::string_view("model") : absl::string_view(spec.stem());
+}
+
+// Parsed max_shard_size with the field named in errors.
+absl::StatusOr<uint64_t> ShardLimit(const v1::ShardSpec& spec) {
+  if (spec.max_shard_size().empty()) {
+    return FieldError("MISSING_FIELD", "shard.max_shard_size",
+                      "'shard.max_shard_size' is required (e.g. \"5GB\", \"2GiB\", or \"0\" for one file)");
+  }
+  absl::StatusOr<uint64_t> limit = ParseSize(spec.max_shard_size());
+  if (!limit.ok()) return WithReason(limit.status(), "INVALID_SIZE", {{"field", "shard.max_shard_size"}});
+  return limit;
+}
+
+absl::StatusOr<ModelView> OpenInput(const v1::ShardSpec& spec, const StorageRouter& router) {
+  absl::StatusOr<Location> input = router.Resolve(spec.input());
+  if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "shard.input"}});
+  absl::StatusOr<ModelView> model = OpenModel(*input);
+  if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "shard.input"}});
+  if (model->format == "gguf" || model->is_torch()) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
+                     absl::StrCat("input '", model->uri, "' is ", model->format,
+                                  "; the shard job reshards safetensors checkpoints (the convert job turns torch checkpoints "
+                                  "into sharded safetensors)"),
+                     {{"field", "shard.input"}});
+  }
+  if (model->tensors.empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
+                     absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to shard"),
+                     {{"field", "shard.input"}});
+  }
+  return model;
+}
+
+// The output must not be the directory an input file lives in (resharding in place would
+// replace files while they are read).
+absl::Status CheckOutputApartFromInput(const ModelView& model, const StorageRouter& router,
+                                       absl::string_view output_uri) {
+  absl::StatusOr<Location> output = router.Resolve(output_uri);
+  if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "shard.output"}});
+  for (const ModelFile& file : model.files) {
+    if (ParentUri(file.uri) == output->uri) {
+      return FieldError("OUTPUT_OVERLAPS_INPUT", "shard.output",
+                        absl::StrCat("output '", output->uri, "' is the directory of input file '",
+                                     file.uri, "'; write to another directory"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+uint64_t EstimatePeakMemory(const ModelView& model) {
+  uint64_t header_bytes = 0;
+  for (const ModelFile& file : model.files) header_bytes += file.header.header_bytes;
+  // Parsed JSON and tensor tables take several times the header text.
+  return kShardJobBaseMemoryBytes + 8 * header_bytes;
+}
+
+struct PlannedShard {
+  std::string name;
+  std::vector<SafetensorsEntry> entries;          // file order
+  std::vector<const TensorInfo*> sources;         // parallel to entries
+  std::string header;                             // serialized header bytes
+  uint64_t file_bytes = 0;
+};
+
+std::vector<PlannedShard> PlanOutput(const v1::ShardSpec& spec, const ModelView& model,
+                                     uint64_t limit, JobContext& context) {
+  std::vector<uint64_t> sizes;
+  sizes.reserve(model.tensors.size());
+  for (const TensorInfo& t : model.tensors) sizes.push_back(t.size_bytes);
+  const ShardAssignment assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED
+                                         ? PlanShardsBalanced(sizes, limit)
+                                         : PlanShardsHfGreedy(sizes, limit);
+  std::map<std::string, std::string> metadata = model.metadata;
+  metadata.try_emplace("format", "pt");
+
+  std::vector<PlannedShard> shards(assignment.size());
+  for (size_t s = 0; s < assignment.size(); ++s) {
+    PlannedShard& shard = shards[s];
+    shard.name = ShardFileName(StemOf(spec), spec.variant(), s, assignment.size());
+    std::vector<size_t> order = assignment[s];
+    std::vector<SafetensorsEntry> entries;
+    for (size_t i : order) {
+      const TensorInfo& t = model.tensors[i];
+      entries.push_back({t.name, t.dtype, t.shape, t.size_bytes});
+      if (limit > 0 && t.size_bytes > limit) {
+        context.Warn("SHARD_TENSOR_OVER_LIMIT",
+                     absl::StrCat("tensor '", t.name, "' has ", t.size_bytes,
+                                  " bytes, more than max_shard_size (", limit,
+                                  " bytes); it gets a shard of its own"),
+                     t.name);
+      }
+    }
+    SortLikeReferenceWriter(entries);
+    std::map<absl::string_view, const TensorInfo*> by_name;
+    for (size_t i : order) by_name[model.tensors[i].name] = &model.tensors[i];
+    for (const SafetensorsEntry& e : entries) shard.sources.push_back(by_name[e.name]);
+    shard.header = SerializeSafetensorsHeader(entries, metadata);
+    shard.file_bytes = shard.header.size();
+    for (const SafetensorsEntry& e : entries) shard.file_bytes += e.size_bytes;
+    shard.entries = std::move(entries);
+  }
+  return shards;
+}
+
+absl::Status CheckStop(const JobContext& context) {
+  if (context.stop_requested()) {
+    return MakeError(absl::StatusCode::kCancelled, "CANCELLED", "the job was stopped");
+  }
+  return absl::OkStatus();
+}
+
+// Re-reads a written shard: header parses, tensors match the plan, size matches; returns the
+// SHA-256 of the file.
+absl::StatusOr<std::string> VerifyShard(const RandomAccessObject& written, const PlannedShard& plan,
+                                        ProgressTracker& tracker, const JobContext& context) {
+  absl::StatusOr<SafetensorsHeader> header = ReadSafetensorsHeader(written);
+  if (!header.ok()) return Annotate(header.status(), absl::StrCat("verifying '", plan.name, "'"));
+  auto mismatch = [&](absl::string_view what) {
+    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                     absl::StrCat("shard '", plan.name, "' as written does not match its plan: ", what),
+                     {{"file", plan.name}});
+  };
+  if (written.size_bytes() != plan.file_bytes) return mismatch("file size");
+  if (header->tensors.size() != plan.entries.size()) return mismatch("tensor count");
+  for (size_t i = 0; i < plan.entries.size(); ++i) {
+    const TensorInfo& got = header->tensors[i];
+    const SafetensorsEntry& want = plan.entries[i];
+    if (got.name != want.name || got.dtype != want.dtype || got.shape != want.shape ||
+        got.size_bytes != want.size_bytes) {
+      return mismatch(absl::StrCat("tensor '", want.name, "'"));
+    }
+  }
+  return Sha256Hex(written, nullptr, [&] { return context.stop_requested(); });
+}
+
+std::string IndexJson(const ModelView& model, const std::vector<PlannedShard>& shards) {
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  for (const PlannedShard& shard : shards) {
+    for (const SafetensorsEntry& e : shard.entries) weight_map.emplace_back(e.name, shard.name);
+  }
+  return HfIndexJson(model.index_metadata, model.tensor_bytes, weight_map);
+}
+
+}  // namespace
+
+absl::Status ValidateShardSpec(const v1::ShardSpec& spec) {
+  if (spec.input().empty()) return FieldError("MISSING_FIELD", "shard.input", "'shard.input' is required");
+  if (spec.output().empty()) return FieldError("MISSING_FIELD", "shard.output", "'shard.output' is required");
+  if (absl::StatusOr<uint64_t> limit = ShardLimit(spec); !limit.ok()) return limit.status();
+  if (!v1::ShardStrategy_IsValid(spec.strategy())) {
+    return FieldError("INVALID_ENUM", "shard.strategy", "unknown shard strategy");
+  }
+  if (absl::Status s = ValidateShardNaming(StemOf(spec), spec.variant()); !s.ok()) {
+    const std::string field = ContextOf(s)["field"];
+    return WithReason(s, ReasonOf(s), {{"field", absl::StrCat("shard.", field)}});
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> PreflightShardJob(const v1::ShardSpec& spec, const StorageRouter& router) {
+  absl::StatusOr<ModelView> model = OpenInput(spec, router);
+  if (!model.ok()) return model.status();
+  if (absl::Status s = CheckOutputApartFromInput(*model, router, spec.output()); !s.ok()) return s;
+  if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "shard.output");
+      !s.ok()) {
+    return s;
+  }
+  return EstimatePeakMemory(*model);
+}
+
+absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context) {
+  const auto start = std::chrono::steady_clock::now();
+  const v1::ShardSpec& spec = run.spec.shard();
+  if (absl::Status s = ValidateShardSpec(spec); !s.ok()) return s;
+  const uint64_t limit = *ShardLimit(spec);
+  absl::StatusOr<ModelView> model = OpenInput(spec, *run.router);
+  if (!model.ok()) return model.status();
+  if (absl::Status s = CheckOutputApartFromInput(*model, *run.router, spec.output()); !s.ok()) return s;
+
+  ProgressTracker tracker(context, model->tensor_bytes, model->tensors.size());
+  tracker.SetPhase("plan");
+  std::vector<PlannedShard> shards = PlanOutput(spec, *model, limit, context);
+  if (shards.size() > kMaxShardCount) {
+    return FieldError("TOO_MANY_SHARDS", "shard.max_shard_size",
+                      absl::StrCat("the limit gives ", shards.size(), " shards; at most ",
+                                   kMaxShardCount, " fit Hugging Face names"));
+  }
+  absl::StatusOr<OutputLocation> output =
+      OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "shard.output");
+  if (!output.ok()) return output.status();
+  context.Log(absl::StrCat("sharding ", model->tensors.size(), " tensors (", model->tensor_bytes,
+                           " bytes) from '", model->uri, "' into ", shards.size(), " file(s) at '",
+                           output->uri(), "'"));
+
+  // Writers stay uncommitted (invisible) until every shard is written and verified.
+  std::vector<std::unique_ptr<ObjectWriter>> writers;
+  std::vector<std::future<absl::StatusOr<std::string>>> verifications(shards.size());
+  std::vector<std::string> digests(shards.size());
+  size_t collected = 0;  // verifications before this index have been collected into digests
+  auto fail = [&](absl::Status status) -> absl::Status {
+    for (auto& v : verifications) {
+      if (v.valid()) v.wait();
+    }
+    for (auto& w : writers) w->Abort();
+    return status;
+  };
+  // Collects verifications in shard order until at most `max_pending` of the first `launched`
+  // are still running.
+  auto collect = [&](size_t launched, size_t max_pending) -> absl::Status {
+    for (; collected < launched && launched - collected > max_pending; ++collected) {
+      if (!verifications[collected].valid()) continue;  // the store verifies after commit
+      absl::StatusOr<std::string> digest = verifications[collected].get();
+      if (!digest.ok()) return absl::IsCancelled(digest.status()) ? CheckStop(context) : digest.status();
+      digests[collected] = *digest;
+    }
+    return absl::OkStatus();
+  };
+
+  tracker.SetPhase("execute");
+  RateLimiter pace(run.io_bytes_per_second);
+  uint64_t bytes_read = 0;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const PlannedShard& shard = shards[s];
+    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->UriOf(shard.name));
+    if (!writer.ok()) return fail(writer.status());
+    writers.push_back(*std::move(writer));
+    ObjectWriter& out = *writers.back();
+    if (absl::Status st = out.Append({reinterpret_cast<const std::byte*>(shard.header.data()), shard.header.size()});
+        !st.ok()) {
+      return fail(st);
+    }
+    for (const TensorInfo* source : shard.sources) {
+      const RandomAccessObject& file = *model->files[source->file_index].object;
+      for (uint64_t done = 0; done < source->size_bytes;) {
+        if (absl::Status st = CheckStop(context); !st.ok()) return fail(st);
+        const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, source->size_bytes - done));
+        if (absl::Status st = out.AppendFrom(file, source->data_offset + done, piece); !st.ok()) {
+          return fail(Annotate(st, absl::StrCat("copying tensor '", source->name, "'")));
+        }
+        done += piece;
+        bytes_read += piece;
+        tracker.AddBytes(piece);
+        pace.Account(piece, [&] { return context.stop_requested(); });
+      }
+      tracker.AddTensors(1);
+    }
+    // Verify this shard on another thread while the next one is copied.
+    absl::StatusOr<std::unique_ptr<RandomAccessObject>> readback = out.ReadBack();
+    if (readback.ok()) {
+      if (absl::Status st = collect(s, kMaxVerifying - 1); !st.ok()) return fail(st);
+      ObjectWriter* writer = writers.back().get();
+      verifications[s] = std::async(std::launch::async,
+          [&, s, writer, object = std::shared_ptr<RandomAccessObject>(*std::move(readback))]()
+              -> absl::StatusOr<std::string> {
+            absl::StatusOr<std::string> digest = VerifyShard(*object, shards[s], tracker, context);
+            // Flush to disk here, overlapped with the next shard's copy, so publishing is a rename.
+            if (digest.ok()) {
+              if (absl::Status synced = writer->Sync(); !synced.ok()) return synced;
+            }
+            return digest;
+          });
+    } else if (absl::IsUnimplemented(readback.status())) {
+      // Verified after commit; meanwhile the writer uploads what it holds and keeps nothing.
+      if (absl::Status st = out.Sync(); !st.ok()) return fail(st);
+    } else {
+      return fail(readback.status());
+    }
+  }
+
+  tracker.SetPhase("verify");
+  if (absl::Status st = collect(shards.size(), 0); !st.ok()) return fail(st);
+  if (absl::Status st = CheckStop(context); !st.ok()) return fail(st);
+
+  tracker.SetPhase("publish");
+  std::vector<std::string> committed;
+  auto fail_published = [&](absl::Status status) -> absl::Status {
+    for (auto& w : writers) w->Abort();
+    output->Discard(committed);
+    return status;
+  };
+  for (size_t s = 0; s < shards.size(); ++s) {
+    if (absl::Status st = writers[s]->Commit(); !st.ok()) return fail_published(st);
+    committed.push_back(shards[s].name);
+    if (digests[s].empty()) {  // the store could not read back before commit
+      absl::StatusOr<std::unique_ptr<RandomAccessObject>> object =
+          output->store().OpenForRead(output->UriOf(shards[s].name));
+      if (!object.ok()) return fail_published(object.status());
+      absl::StatusOr<std::string> digest = VerifyShard(**object, shards[s], tracker, context);
+      if (!digest.ok()) return fail_published(digest.status());
+      digests[s] = *digest;
+    }
+  }
+
+  v1::JobResult result;
+  uint64_t bytes_written = 0;
+  std::set<std::string> names;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    v1::Artifact* artifact = result.add_artifacts();
+    artifact->set_uri(output->UriOf(shards[s].name));
+    artifact->set_size_bytes(shards[s].file_bytes);
+    artifact->set_sha256(digests[s]);
+    artifact->set_role(shards.size() == 1 ? "model" : "shard");
+    bytes_written += shards[s].file_bytes;
+    names.insert(shards[s].name);
+  }
+  if (shards.size() > 1) {
+    const std::string index_name = IndexFileName(StemOf(spec), spec.variant());
+    const std::string index = IndexJson(*model, shards);
+    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->UriOf(index_name));
+    if (!writer.ok()) return fail_published(writer.status());
+    if (absl::Status st = (*writer)->Append({reinterpret_cast<const std::byte*>(index.data()), index.size()});
+        !st.ok()) {
+      return fail_published(st);
+    }
+    if (absl::Status st = (*writer)->Commit(); !st.ok()) return fail_published(st);
+    committed.push_back(index_name);
+    names.insert(index_name);
+    v1::Artifact* artifact = result.add_artifacts();
+    artifact->set_uri(output->UriOf(index_name));
+    artifact->set_size_bytes(index.size());
+    artifact->set_sha256(Sha256Hex(index));
+    artifact->set_role("index");
+    bytes_written += index.size();
+  }
+  if (absl::Status st = output->RemoveReplaced(names); !st.ok()) return fail_published(st);
+
+  // Figures.
+  v1::JobFigures* figures = result.mutable_figures();
+  v1::ShardFigures* shard_figures = figures->mutable_shard();
+  uint64_t largest = 0;
+  uint64_t sum = 0;
+  for (const PlannedShard& shard : shards) {
+    shard_figures->add_shard_sizes_bytes(shard.file_bytes);
+    largest = std::max(largest, shard.file_bytes);
+    sum += shard.file_bytes;
+  }
+  shard_figures->set_shard_count(shards.size());
+  shard_figures->set_max_shard_size_bytes(limit);
+  shard_figures->set_imbalance_ratio(static_cast<double>(largest) / (static_cast<double>(sum) / shards.size()));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  figures->set_duration_seconds(seconds);
+  figures->set_bytes_read(bytes_read);
+  figures->set_tensors(model->tensors.size());
+  figures->set_throughput_bytes_per_second(seconds > 0 ? bytes_read / seconds : 0);
+  tracker.Flush();
+  figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
+
+  ordered_json manifest = ManifestHeader(run, "shard", *model);
+  manifest["figures"] = MessageJson(*figures);
+  std::vector<v1::Artifact> artifacts(result.artifacts().begin(), result.artifacts().end());
+  absl::StatusOr<v1::Artifact> manifest_artifact = output->WriteManifest(std::move(manifest), artifacts);
+  if (!manifest_artifact.ok()) return fail_published(manifest_artifact.status());
+  bytes_written += manifest_artifact->size_bytes();
+  figures->set_bytes_written(bytes_written);
+  *result.add_artifacts() = *manifest_artifact;
+  return result;
+}
+
+}  // namespace modelsmith
