@@ -24,8 +24,8 @@ PipelinedWriter::~PipelinedWriter() {
     queue_.clear();
   }
   changed_.notify_all();
-  thread_.join();
-  inner_->Abort();  // a no-op once committed
+  if (thread_.joinable()) thread_.join();
+  if (inner_ != nullptr) inner_->Abort();  // a no-op once committed
 }
 
 void PipelinedWriter::Loop() {
@@ -166,6 +166,20 @@ absl::Status PipelinedWriter::Commit() {
     return s;
   }
   return inner_->Commit();
+}
+
+absl::StatusOr<std::unique_ptr<ObjectWriter>> PipelinedWriter::Release() {
+  if (absl::Status s = Drain(); !s.ok()) {
+    inner_->Abort();
+    return s;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+  return std::move(inner_);
 }
 
 void PipelinedWriter::Abort() {

@@ -62,6 +62,12 @@ class PipelinedWriter final : public ObjectWriter {
   absl::Status Commit() override;
   void Abort() override;
 
+  // Drains the queue, ends the writer thread and hands back the inner writer, uncommitted, for
+  // the caller to commit later (a job publishes all its artifacts together). On a queued append's
+  // error the inner writer is aborted and the error returned. Nothing but the destructor may be
+  // called afterwards.
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> Release();
+
   // After the queue drains: the SHA-256 (hex) of every byte read back from the file (kCompare:
   // of every byte appended, each compared equal to what the file holds), or UNIMPLEMENTED when
   // reading back was off or the store cannot read before commit.

@@ -20,7 +20,7 @@
 #include "workers/jobs/core/job_context.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/rate_limiter.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/storage/pipelined_writer.h"
 
 namespace modelsmith {

@@ -15,7 +15,8 @@
 #include "workers/jobs/bisect/bisect_chunk_writer.h"
 #include "workers/jobs/bisect/bisect_onnx_job.h"
 #include "workers/jobs/bisect/bisect_plan.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/paced_copy.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/pipelined_writer.h"
@@ -220,7 +221,7 @@ absl::StatusOr<uint64_t> PreflightBisectJob(const v1::BisectSpec& spec, const St
   if (!model.ok()) return model.status();
   if (absl::StatusOr<BisectPlan> plan = PlanBisect(spec, *model); !plan.ok()) return plan.status();
   if (absl::Status s = CheckOutputApartFromInput(*model, router, spec.output()); !s.ok()) return s;
-  if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "bisect.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output"); !s.ok()) return s;
   return EstimatePeakMemory(*model);
 }
 
@@ -237,8 +238,8 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
 
   ProgressTracker tracker(context, plan->total_bytes, plan->tensors.size());
   tracker.SetPhase("plan");
-  absl::StatusOr<OutputLocation> output =
-      OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "bisect.output");
+  absl::StatusOr<Publication> output =
+      Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "bisect.output");
   if (!output.ok()) return output.status();
   std::vector<uint64_t> chunk_sizes;
   for (const PlannedChunk& c : plan->chunks) chunk_sizes.push_back(c.size_bytes);
@@ -258,34 +259,25 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
                  "");
   }
 
-  std::vector<v1::Artifact> artifacts;
-  std::vector<std::string> committed;
-  auto fail = [&](absl::Status status) -> absl::Status {
-    output->Discard(committed);
-    return status;
-  };
   RateLimiter pace(run.io_bytes_per_second);
   for (const PlannedChunk& chunk : plan->chunks) {
     tracker.SetPhase("execute");
     const std::string torch_prefix = chunk.name.substr(0, chunk.name.rfind('.'));
-    absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
-        output->store(), output->UriOf(chunk.name), "chunk",
+    absl::StatusOr<v1::Artifact> artifact = output->Write(
+        output->UriOf(chunk.name), "chunk",
         [&](PipelinedWriter& out) { return WriteChunkFile(*model, chunk.tensors, torch_prefix, out, ChunkIo{tracker, pace, context}); },
         tracker, context);
-    if (!artifact.ok()) return fail(artifact.status());
-    artifacts.push_back(*artifact);
-    committed.push_back(chunk.name);
+    if (!artifact.ok()) return artifact.status();
   }
-
+  // The index lists every chunk's SHA-256, which a store that verifies after commit has only then.
+  if (absl::Status s = output->Commit(tracker, context); !s.ok()) return s;
+  const std::vector<v1::Artifact> artifacts = output->artifacts();
   const std::string index_name = plan->stem + ".chunks.json";
   const std::string index_text = ChunkIndexJson(spec, *model, *plan, artifacts, imbalance).dump(2) + "\n";
-  absl::StatusOr<v1::Artifact> index_artifact = WriteSmallObject(output->store(), output->UriOf(index_name), index_text, "index");
-  if (!index_artifact.ok()) return fail(index_artifact.status());
-  artifacts.push_back(*index_artifact);
-  committed.push_back(index_name);
+  absl::StatusOr<v1::Artifact> index_artifact = output->WriteSmall(output->UriOf(index_name), index_text, "index");
+  if (!index_artifact.ok()) return index_artifact.status();
 
   v1::JobResult result;
-  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
   std::vector<uint64_t> file_bytes;
   for (size_t k = 0; k < plan->chunks.size(); ++k) file_bytes.push_back(artifacts[k].size_bytes());
@@ -300,7 +292,7 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
 
   ordered_json manifest = ManifestHeader(run, "bisect", *model);
   manifest["figures"] = MessageJson(*figures);
-  if (absl::Status s = output->Complete(std::move(manifest), artifacts, committed, result); !s.ok()) return s;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

@@ -12,11 +12,12 @@
 #include "workers/jobs/bisect/bisect_job.h"
 #include "workers/jobs/bisect/bisect_plan.h"
 #include "workers/jobs/bisect/onnx_bisect_plan.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/paced_copy.h"
 #include "workers/jobs/core/rate_limiter.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/version.h"
 #include "workers/storage/pipelined_writer.h"
 #include "workers/storage/uri.h"
@@ -148,7 +149,7 @@ absl::StatusOr<uint64_t> PreflightOnnxBisect(const v1::BisectSpec& spec, const S
   if (!input.ok()) return input.status();
   const size_t chunks = spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks();
   if (absl::StatusOr<OnnxBisectPlan> plan = PlanOnnxBisect(input->model, chunks); !plan.ok()) return plan.status();
-  if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "bisect.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output"); !s.ok()) return s;
   // The model is held twice at most (the original and one chunk being built).
   return kOnnxBaseMemoryBytes + 2 * input->file->size_bytes();
 }
@@ -165,33 +166,27 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
 
   ProgressTracker tracker(context, plan->total_bytes, input->model.graph().initializer_size());
   tracker.SetPhase("plan");
-  absl::StatusOr<OutputLocation> output = OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "bisect.output");
+  absl::StatusOr<Publication> output = Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "bisect.output");
   if (!output.ok()) return output.status();
   const std::string stem = Stem(input->location.uri);
   context.Log(absl::StrFormat("splitting ONNX graph '%s' (%d nodes, %d computing, %d initializer bytes) into %d chunks at '%s'",
                               input->location.uri, input->model.graph().node_size(), plan->positions.size(), plan->total_bytes, chunk_count,
                               output->uri()));
 
-  std::vector<v1::Artifact> artifacts;
-  std::vector<std::string> committed;
-  auto fail = [&](absl::Status status) -> absl::Status {
-    output->Discard(committed);
-    return status;
-  };
   RateLimiter pace(run.io_bytes_per_second);
   ordered_json chunks_json = ordered_json::array();
   for (size_t k = 0; k < plan->chunks.size(); ++k) {
     const OnnxChunkPlan& chunk = plan->chunks[k];
     tracker.SetPhase("execute");
     absl::StatusOr<onnx::ModelProto> model = BuildOnnxChunk(input->model, chunk, k, plan->chunks.size());
-    if (!model.ok()) return fail(model.status());
+    if (!model.ok()) return model.status();
     const std::string name = absl::StrCat(stem, "-chunk", k + 1, "-of-", plan->chunks.size(), ".onnx");
     ordered_json entry = {{"index", k + 1}, {"file", name}, {"size_bytes", chunk.size_bytes}};
     const bool external = input->any_external || chunk.size_bytes > kInlineLimitBytes;
     if (external) {
       const std::string data_name = name + ".data";
-      absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
-          output->store(), output->UriOf(data_name), "chunk_data",
+      absl::StatusOr<v1::Artifact> artifact = output->Write(
+          output->UriOf(data_name), "chunk_data",
           [&](PipelinedWriter& out) -> absl::StatusOr<WrittenObject> {
             absl::StatusOr<uint64_t> size = WriteExternalData(*model, *input, data_name, out, tracker, pace, context);
             if (!size.ok()) return size.status();
@@ -199,31 +194,27 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
             return WrittenObject{*size, [](const RandomAccessObject&) { return absl::OkStatus(); }};
           },
           tracker, context);
-      if (!artifact.ok()) return fail(artifact.status());
-      artifacts.push_back(*artifact);
-      committed.push_back(data_name);
+      if (!artifact.ok()) return artifact.status();
       entry["data_file"] = data_name;
     } else {
       for (const auto& t : model->graph().initializer()) tracker.AddBytes(OnnxStoredBytes(t));
     }
     std::string bytes;
     if (!model->SerializeToString(&bytes) || bytes.size() > kOnnxMaxModelBytes) {
-      return fail(MakeError(absl::StatusCode::kFailedPrecondition, "ONNX_CHUNK_TOO_LARGE",
-                            absl::StrCat("chunk ", k + 1, " does not fit one protobuf (2 GiB); its weights need external data")));
+      return MakeError(absl::StatusCode::kFailedPrecondition, "ONNX_CHUNK_TOO_LARGE",
+                       absl::StrCat("chunk ", k + 1, " does not fit one protobuf (2 GiB); its weights need external data"));
     }
-    absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
-        output->store(), output->UriOf(name), "chunk",
+    absl::StatusOr<v1::Artifact> artifact = output->Write(
+        output->UriOf(name), "chunk",
         [&](PipelinedWriter& out) -> absl::StatusOr<WrittenObject> {
           if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok()) return s;
           return WrittenObject{bytes.size(), ModelCheck(*model)};
         },
         tracker, context);
-    if (!artifact.ok()) return fail(artifact.status());
-    artifacts.push_back(*artifact);
-    committed.push_back(name);
+    if (!artifact.ok()) return artifact.status();
     tracker.AddTensors(model->graph().initializer_size());
     entry["file_bytes"] = artifact->size_bytes();
-    entry["sha256"] = artifact->sha256();
+    entry["sha256"] = "";  // known once committed, below
     entry["nodes"] = model->graph().node_size();
     entry["inputs"] = chunk.inputs;
     entry["outputs"] = chunk.outputs;
@@ -231,6 +222,14 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
     chunks_json.push_back(std::move(entry));
   }
 
+  // The index lists every chunk's SHA-256, which a store that verifies after commit has only then.
+  if (absl::Status s = output->Commit(tracker, context); !s.ok()) return s;
+  const std::vector<v1::Artifact> artifacts = output->artifacts();
+  for (ordered_json& entry : chunks_json) {
+    for (const v1::Artifact& a : artifacts) {
+      if (BaseName(a.uri()) == entry["file"].get<std::string>()) entry["sha256"] = a.sha256();
+    }
+  }
   std::vector<uint64_t> sizes, file_bytes;
   for (const OnnxChunkPlan& c : plan->chunks) sizes.push_back(c.size_bytes);
   for (const v1::Artifact& a : artifacts) {
@@ -245,13 +244,10 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
   index["imbalance_ratio"] = imbalance;
   index["chunks"] = std::move(chunks_json);
   const std::string index_name = stem + ".chunks.json";
-  absl::StatusOr<v1::Artifact> index_artifact = WriteSmallObject(output->store(), output->UriOf(index_name), index.dump(2) + "\n", "index");
-  if (!index_artifact.ok()) return fail(index_artifact.status());
-  artifacts.push_back(*index_artifact);
-  committed.push_back(index_name);
+  absl::StatusOr<v1::Artifact> index_artifact = output->WriteSmall(output->UriOf(index_name), index.dump(2) + "\n", "index");
+  if (!index_artifact.ok()) return index_artifact.status();
 
   v1::JobResult result;
-  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
   v1::BisectFigures* bisect = figures->mutable_bisect();
   *bisect = MakeBisectFigures(sizes, file_bytes, "node", plan->positions.size());
@@ -273,7 +269,7 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
   manifest["input"] = {{"uri", input->location.uri}, {"format", "onnx"}, {"nodes", input->model.graph().node_size()},
                        {"initializer_bytes", plan->total_bytes}};
   manifest["figures"] = MessageJson(*figures);
-  if (absl::Status s = output->Complete(std::move(manifest), artifacts, committed, result); !s.ok()) return s;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

@@ -11,12 +11,13 @@
 #include "workers/common/error.h"
 #include "workers/formats/tensor_reader.h"
 #include "workers/jobs/convert/hf_to_gguf.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/quantize/quantize_plan.h"
 #include "workers/jobs/core/paced_copy.h"
 #include "workers/jobs/core/rate_limiter.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/cast.h"
 #include "workers/quant/quantize_rows.h"
@@ -227,7 +228,7 @@ absl::Status ValidateConvertToGguf(const v1::ConvertSpec& spec) {
 absl::StatusOr<uint64_t> PreflightConvertToGguf(const v1::ConvertSpec& spec, const StorageRouter& router) {
   absl::StatusOr<Plan> plan = MakePlan(spec, router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = OutputFile::CheckVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok()) return s;
   return kJobMemoryBytes;
 }
 
@@ -236,14 +237,14 @@ absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& co
   const v1::ConvertSpec& spec = run.spec.convert();
   absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<OutputFile> output = OutputFile::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
+  absl::StatusOr<Publication> output = Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
   if (!output.ok()) return output.status();
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->layout.size());
   tracker.SetPhase("execute");
   context.Log(absl::StrFormat("converting '%s' (%s) to GGUF '%s' as %s, %d tensors", plan->model.uri, plan->mapping.architecture,
                               output->uri(), GgmlTypeName(plan->layout.empty() ? GgmlType::kF16 : plan->layout.front().type),
                               plan->layout.size()));
-  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->uri());
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(output->uri());
   if (!writer.ok()) return writer.status();
   PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
   auto fail = [&](absl::Status status) -> absl::Status {
@@ -258,13 +259,12 @@ absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& co
     if (absl::Status s = WriteTensor(t, plan->layout[i], file, out, tracker, pace, context); !s.ok()) return fail(s);
     tracker.AddTensors(1);
   }
-  absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(
-      out, output->store(), output->uri(), plan->file_bytes, "model",
+  absl::StatusOr<v1::Artifact> artifact = output->Stage(
+      out, plan->file_bytes, "model",
       [&](const RandomAccessObject& written) { return CheckGgufTensorTable(written, plan->layout); }, tracker, context);
-  if (!artifact.ok()) return fail(artifact.status());
+  if (!artifact.ok()) return artifact.status();
 
   v1::JobResult result;
-  *result.add_artifacts() = *artifact;
   v1::JobFigures* figures = result.mutable_figures();
   v1::ConvertFigures* convert = figures->mutable_convert();
   convert->set_files(1);
@@ -288,14 +288,7 @@ absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& co
   }
   manifest["convert"] = {{"architecture", plan->mapping.architecture}, {"tensors", std::move(names)}};
   manifest["figures"] = MessageJson(*figures);
-  std::vector<v1::Artifact> artifacts = {*artifact};
-  absl::StatusOr<v1::Artifact> manifest_artifact = WriteManifestTo(output->store(), output->manifest_uri(), std::move(manifest), artifacts);
-  if (!manifest_artifact.ok()) {
-    output->store().Delete(output->uri()).IgnoreError();
-    return manifest_artifact.status();
-  }
-  figures->set_bytes_written(artifact->size_bytes() + manifest_artifact->size_bytes());
-  *result.add_artifacts() = *manifest_artifact;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

@@ -11,12 +11,13 @@
 #include "workers/formats/tensor_reader.h"
 #include "workers/jobs/convert/convert_gguf_job.h"
 #include "workers/jobs/convert/convert_plan.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/paced_copy.h"
 #include "workers/jobs/core/rate_limiter.h"
 #include "workers/jobs/shard/shard_plan.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/cast.h"
 #include "workers/quant/quantize_rows.h"
@@ -207,7 +208,7 @@ absl::StatusOr<uint64_t> PreflightConvertJob(const v1::ConvertSpec& spec, const 
                        {{"field", "convert.output"}});
     }
   }
-  if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok()) return s;
   uint64_t largest_strided = 0;
   for (const ConvertTensor& c : plan->tensors) {
     if (!c.source->strides.empty()) largest_strided = std::max(largest_strided, c.source->size_bytes + c.size_bytes);
@@ -224,7 +225,7 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
   }
   absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<OutputLocation> output = OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
+  absl::StatusOr<Publication> output = Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
   if (!output.ok()) return output.status();
   const ModelView& model = plan->model;
 
@@ -244,12 +245,6 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
     context.Warn("ENTRY_SKIPPED", absl::StrCat("state-dict entry '", skipped, "' is not a tensor; it is left out"), skipped);
   }
 
-  std::vector<std::string> committed;
-  std::vector<v1::Artifact> artifacts;
-  auto fail = [&](absl::Status status) -> absl::Status {
-    output->Discard(committed);
-    return status;
-  };
   RateLimiter pace(run.io_bytes_per_second);
   ordered_json casts = ordered_json::array();
   CastCounts total;
@@ -258,19 +253,19 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
   for (const ConvertFile& file : plan->files) {
     tracker.SetPhase("execute");
     const std::string uri = output->UriOf(file.name);
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(uri);
-    if (!writer.ok()) return fail(writer.status());
+    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(uri);
+    if (!writer.ok()) return writer.status();
     PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
     if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(file.header.data()), file.header.size()}); !s.ok()) {
       out.Abort();
-      return fail(s);
+      return s;
     }
     for (const ConvertTensor* c : file.tensors) {
       CastCounts counts;
       const RandomAccessObject& source = *model.files[c->source->file_index].object;
       if (absl::Status s = WriteTensor(*c, source, out, tracker, pace, context, &counts); !s.ok()) {
         out.Abort();
-        return fail(s);
+        return s;
       }
       bytes_read += c->source->size_bytes;
       tracker.AddTensors(1);
@@ -292,36 +287,29 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
                      c->name);
       }
     }
-    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(
-        out, output->store(), uri, file.file_bytes, plan->files.size() == 1 ? "model" : "shard",
-        [&](const RandomAccessObject& written) {
-          return CheckWritten(written, file, model, context, out.compared_bytes() == file.file_bytes);
+    // Every range compared as it was written spares re-reading the tensors; the check may also
+    // run after `out` is gone (a store that reads only committed objects), and then compares.
+    auto live_writer = std::make_shared<const PipelinedWriter*>(&out);
+    absl::StatusOr<v1::Artifact> artifact = output->Stage(
+        out, file.file_bytes, plan->files.size() == 1 ? "model" : "shard",
+        [&file, &model, &context, live_writer](const RandomAccessObject& written) {
+          const bool compared = *live_writer != nullptr && (*live_writer)->compared_bytes() == file.file_bytes;
+          return CheckWritten(written, file, model, context, compared);
         },
         tracker, context);
-    if (!artifact.ok()) {
-      out.Abort();
-      return fail(artifact.status());
-    }
-    committed.push_back(file.name);
-    artifacts.push_back(*artifact);
+    *live_writer = nullptr;
+    if (!artifact.ok()) return artifact.status();
   }
   if (plan->config) {
-    absl::StatusOr<v1::Artifact> config =
-        WriteSmallObject(output->store(), output->UriOf("config.json"), plan->config->dump(2) + "\n", "config");
-    if (!config.ok()) return fail(config.status());
-    committed.push_back("config.json");
-    artifacts.push_back(*config);
+    absl::StatusOr<v1::Artifact> config = output->WriteSmall(output->UriOf("config.json"), plan->config->dump(2) + "\n", "config");
+    if (!config.ok()) return config.status();
   }
   if (!plan->index_name.empty()) {
-    absl::StatusOr<v1::Artifact> index =
-        WriteSmallObject(output->store(), output->UriOf(plan->index_name), IndexJson(*plan), "index");
-    if (!index.ok()) return fail(index.status());
-    committed.push_back(plan->index_name);
-    artifacts.push_back(*index);
+    absl::StatusOr<v1::Artifact> index = output->WriteSmall(output->UriOf(plan->index_name), IndexJson(*plan), "index");
+    if (!index.ok()) return index.status();
   }
 
   v1::JobResult result;
-  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
   v1::ConvertFigures* convert = figures->mutable_convert();
   convert->set_files(plan->files.size());
@@ -350,7 +338,7 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
                          {"renamed", std::move(renamed)},
                          {"casts", std::move(casts)}};
   manifest["figures"] = MessageJson(*figures);
-  if (absl::Status s = output->Complete(std::move(manifest), artifacts, committed, result); !s.ok()) return s;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

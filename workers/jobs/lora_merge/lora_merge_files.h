@@ -27,7 +27,7 @@
 #include "workers/jobs/lora_merge/lora_merge_tensor.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/rate_limiter.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/storage/pipelined_writer.h"
 
 namespace modelsmith {

@@ -15,11 +15,12 @@
 #include "workers/jobs/lora_merge/lora_merge_plan.h"
 #include "workers/jobs/lora_merge/lora_merge_side_files.h"
 #include "workers/jobs/lora_merge/lora_merge_tensor.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/paced_copy.h"
 #include "workers/jobs/core/rate_limiter.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/storage/uri.h"
 
 namespace modelsmith {
@@ -58,12 +59,14 @@ absl::Status CheckNoOverlap(const LoraMergePlan& plan, const std::string& output
 }
 
 // Where each base file goes.
-std::vector<std::string> OutputUris(const LoraMergePlan& plan, const std::string& output_uri, const OutputLocation* directory) {
+// The uri of each output file, in the base's file order: the base's names inside a directory
+// output, else the named GGUF file or its split parts.
+std::vector<std::string> OutputUris(const LoraMergePlan& plan, const std::string& output_uri, bool directory) {
   std::vector<std::string> uris;
   const size_t n = plan.base.files.size();
   for (size_t i = 0; i < n; ++i) {
-    if (directory != nullptr) {
-      uris.push_back(directory->UriOf(plan.base.files[i].name));
+    if (directory) {
+      uris.push_back(JoinUri(output_uri, plan.base.files[i].name));
     } else if (n == 1) {
       uris.push_back(output_uri);
     } else {
@@ -186,10 +189,11 @@ absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, co
   if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "lora_merge.output"}});
   if (absl::Status s = CheckNoOverlap(**plan, output->uri); !s.ok()) return s;
   if ((*plan)->gguf()) {
-    for (const std::string& uri : OutputUris(**plan, output->uri, nullptr)) {
-      if (absl::Status s = OutputFile::CheckVacant(router, uri, spec.overwrite(), "lora_merge.output"); !s.ok()) return s;
+    for (const std::string& uri : OutputUris(**plan, output->uri, false)) {
+      if (absl::Status s = Publication::CheckFileVacant(router, uri, spec.overwrite(), "lora_merge.output"); !s.ok()) return s;
     }
-  } else if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "lora_merge.output"); !s.ok()) {
+  } else if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "lora_merge.output");
+             !s.ok()) {
     return s;
   }
   uint64_t largest_adapter = 0;
@@ -213,31 +217,17 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   if (absl::Status s = CheckOutputShape(plan, spec.output()); !s.ok()) return s;
 
   // Output rules: a directory for safetensors, one file (or its split parts) for GGUF.
-  std::optional<OutputLocation> directory;
-  std::optional<OutputFile> single;
-  std::vector<std::string> uris;
-  if (plan.gguf()) {
-    absl::StatusOr<OutputFile> file = OutputFile::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output");
-    if (!file.ok()) return file.status();
-    single = *std::move(file);
-    if (absl::Status s = CheckNoOverlap(plan, single->uri()); !s.ok()) return s;
-    uris = OutputUris(plan, single->uri(), nullptr);
-    // The parts of a split base obey the same rules as the named file (the manifest's name).
-    for (size_t i = 0; uris.size() > 1 && i < uris.size(); ++i) {
-      absl::StatusOr<OutputFile> part = OutputFile::Prepare(*run.router, uris[i], spec.overwrite(), run.attempt, "lora_merge.output");
-      if (!part.ok()) return part.status();
-    }
-  } else {
-    absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
-    if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "lora_merge.output"}});
-    if (absl::Status s = CheckNoOverlap(plan, resolved->uri); !s.ok()) return s;
-    absl::StatusOr<OutputLocation> location =
-        OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output");
-    if (!location.ok()) return location.status();
-    directory = *std::move(location);
-    uris = OutputUris(plan, directory->uri(), &*directory);
-  }
-  ObjectStore& store = directory ? directory->store() : single->store();
+  absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
+  if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "lora_merge.output"}});
+  if (absl::Status s = CheckNoOverlap(plan, resolved->uri); !s.ok()) return s;
+  const bool directory = !plan.gguf();
+  const std::vector<std::string> uris = OutputUris(plan, resolved->uri, directory);
+  // The parts of a split base obey the same rules as the named file (the manifest's name).
+  absl::StatusOr<Publication> output =
+      directory ? Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output")
+                : Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output",
+                                       uris.size() > 1 ? uris : std::vector<std::string>{});
+  if (!output.ok()) return output.status();
 
   ProgressTracker tracker(context, plan.base.file_bytes, plan.base.tensors.size());
   tracker.SetPhase("plan");
@@ -247,7 +237,7 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   }
   context.Log(absl::StrFormat("merging %d adapter(s) into %d of %d tensors of '%s' (%s, %d file(s)); output '%s'", plan.adapters.size(),
                               plan.merged.size(), plan.base.tensors.size(), plan.base.uri, plan.base.format, plan.base.files.size(),
-                              directory ? directory->uri() : single->uri()));
+                              output->uri()));
   for (const SkippedKey& k : plan.skipped) {
     context.Warn("LORA_KEY_SKIPPED",
                  absl::StrCat("adapter '", k.adapter->uri, "' key '", k.mismatch.key, "' is left out: ", DescribeMismatch(k.mismatch)),
@@ -255,46 +245,31 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   }
   WarnPolicies(plan, context);
 
-  std::vector<v1::Artifact> artifacts;
-  std::vector<std::string> committed_names;  // directory output
-  auto fail = [&](absl::Status status) -> absl::Status {
-    if (directory) {
-      directory->Discard(committed_names);
-    } else {
-      for (const v1::Artifact& a : artifacts) store.Delete(a.uri()).IgnoreError();
-    }
-    return status;
-  };
   RateLimiter pace(run.io_bytes_per_second);
   MergeState state;
   state.records.reserve(plan.merged.size());  // records are pointed to while they are filled
   const std::string role = plan.base.files.size() == 1 ? "model" : "shard";
   for (size_t i = 0; i < plan.base.files.size(); ++i) {
     tracker.SetPhase("execute");
-    absl::StatusOr<v1::Artifact> artifact = WriteVerifiedObject(
-        store, uris[i], role, [&](PipelinedWriter& out) { return WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state); },
+    absl::StatusOr<v1::Artifact> artifact = output->Write(
+        uris[i], role, [&](PipelinedWriter& out) { return WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state); },
         tracker, context);
-    if (!artifact.ok()) return fail(artifact.status());
-    artifacts.push_back(*artifact);
-    committed_names.push_back(std::string(BaseName(uris[i])));
+    if (!artifact.ok()) return artifact.status();
   }
   uint32_t files_copied = 0;
   if (directory) {
     absl::StatusOr<Location> base_location = run.router->Resolve(plan.base.uri);
-    if (!base_location.ok()) return fail(base_location.status());
+    if (!base_location.ok()) return base_location.status();
     absl::StatusOr<std::vector<SideFile>> side = MakeSideFiles(plan, *base_location->store, context);
-    if (!side.ok()) return fail(side.status());
+    if (!side.ok()) return side.status();
     for (const SideFile& file : *side) {
-      absl::StatusOr<v1::Artifact> artifact = WriteSmallObject(store, directory->UriOf(file.name), file.bytes, file.role);
-      if (!artifact.ok()) return fail(artifact.status());
-      artifacts.push_back(*artifact);
-      committed_names.push_back(file.name);
+      absl::StatusOr<v1::Artifact> artifact = output->WriteSmall(output->UriOf(file.name), file.bytes, file.role);
+      if (!artifact.ok()) return artifact.status();
       files_copied += file.role != "index";
     }
   }
 
   v1::JobResult result;
-  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   v1::JobFigures* figures = result.mutable_figures();
   FillFigures(plan, state.records, figures->mutable_lora_merge());
   figures->mutable_lora_merge()->set_files_copied(files_copied);
@@ -309,19 +284,7 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   ordered_json manifest = ManifestHeader(run, "lora_merge", plan.base);
   manifest["lora_merge"] = ManifestBody(plan, state.records);
   manifest["figures"] = MessageJson(*figures);
-  absl::StatusOr<v1::Artifact> manifest_artifact =
-      directory ? directory->WriteManifest(std::move(manifest), artifacts)
-                : WriteManifestTo(store, single->manifest_uri(), std::move(manifest), artifacts);
-  if (!manifest_artifact.ok()) return fail(manifest_artifact.status());
-  if (directory) {
-    std::set<std::string> kept(committed_names.begin(), committed_names.end());
-    kept.insert(std::string(kManifestName));
-    directory->RemoveReplaced(kept).IgnoreError();
-  }
-  uint64_t written = manifest_artifact->size_bytes();
-  for (const v1::Artifact& a : artifacts) written += a.size_bytes();
-  figures->set_bytes_written(written);
-  *result.add_artifacts() = *manifest_artifact;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

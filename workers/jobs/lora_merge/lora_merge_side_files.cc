@@ -8,7 +8,8 @@
 #include "nlohmann/json.hpp"
 #include "workers/common/error.h"
 #include "workers/jobs/lora_merge/lora_merge_files.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/storage/uri.h"
 
 namespace modelsmith {

@@ -12,11 +12,12 @@
 #include "workers/formats/safetensors.h"
 #include "workers/jobs/quantize/layout_quantize_plan.h"
 #include "workers/jobs/quantize/layout_weight_writer.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/quantize/quantize_report.h"
 #include "workers/jobs/core/rate_limiter.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/pipelined_writer.h"
 
@@ -103,7 +104,7 @@ absl::Status ValidateLayoutQuantizeSpec(const v1::QuantizeSpec& spec) {
 absl::StatusOr<uint64_t> PreflightLayoutQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router) {
   absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
   return kLayoutJobMemoryBytes;
 }
 
@@ -113,7 +114,7 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   if (absl::Status s = ValidateLayoutQuantizeSpec(spec); !s.ok()) return s;
   absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<OutputLocation> output = OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
+  absl::StatusOr<Publication> output = Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
   if (!output.ok()) return output.status();
 
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());
@@ -131,13 +132,11 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   }
 
   const std::string model_uri = output->UriOf(kModelFile);
-  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(model_uri);
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(model_uri);
   if (!writer.ok()) return writer.status();
   PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kDigest);
-  std::vector<std::string> committed;
   auto fail = [&](absl::Status status) -> absl::Status {
     out.Abort();
-    output->Discard(committed);
     return status;
   };
   if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(header.data()), header.size()}); !s.ok()) return fail(s);
@@ -189,30 +188,22 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
     }
   }
 
-  absl::StatusOr<v1::Artifact> model_artifact = VerifyAndCommit(
-      out, output->store(), model_uri, file_bytes, "model",
-      [&](const RandomAccessObject& written) { return CheckWritten(written, plan->entries); }, tracker, context);
-  if (!model_artifact.ok()) return fail(model_artifact.status());
-  committed.push_back(kModelFile);
-  std::vector<v1::Artifact> artifacts = {*model_artifact};
+  absl::StatusOr<v1::Artifact> model_artifact = output->Stage(
+      out, file_bytes, "model", [&](const RandomAccessObject& written) { return CheckWritten(written, plan->entries); },
+      tracker, context);
+  if (!model_artifact.ok()) return model_artifact.status();
 
   std::vector<std::pair<std::string, std::string>> small_files = {
       {"config.json", OutputConfig(*plan, kept_modules).dump(2) + "\n"}};
   if (!qmap.empty()) small_files.emplace_back("quanto_qmap.json", qmap.dump(4));
   for (const auto& [name, text] : small_files) {
-    absl::StatusOr<v1::Artifact> artifact = WriteSmallObject(output->store(), output->UriOf(name), text, "config");
-    if (!artifact.ok()) {
-      output->Discard(committed);
-      return artifact.status();
-    }
-    committed.push_back(name);
-    artifacts.push_back(*artifact);
+    absl::StatusOr<v1::Artifact> artifact = output->WriteSmall(output->UriOf(name), text, "config");
+    if (!artifact.ok()) return artifact.status();
   }
 
   v1::JobResult result;
-  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   ordered_json manifest = report.Finish(run, plan->model, start, tracker, &result);
-  if (absl::Status s = output->Complete(std::move(manifest), artifacts, committed, result); !s.ok()) return s;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

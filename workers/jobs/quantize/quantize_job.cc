@@ -13,14 +13,15 @@
 #include "workers/formats/gguf.h"
 #include "workers/formats/model_view.h"
 #include "workers/jobs/quantize/layout_quantize_job.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/quantize/quantize_plan.h"
 #include "workers/jobs/quantize/quantize_report.h"
 #include "workers/formats/quantized_weight_reader.h"
 #include "workers/jobs/core/rate_limiter.h"
 #include "workers/jobs/core/size_string.h"
-#include "workers/jobs/core/verified_commit.h"
+#include "workers/jobs/core/publication.h"
 #include "workers/pool/parallel_for.h"
 #include "workers/quant/quality.h"
 #include "workers/quant/quantize_rows.h"
@@ -329,10 +330,10 @@ absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, cons
   if (IsLayoutScheme(spec.scheme())) return PreflightLayoutQuantizeJob(spec, router);
   absl::StatusOr<Plan> plan = MakePlan(spec, router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = OutputFile::CheckVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
   if (!spec.max_split_size().empty()) {
     for (const OutputPart& part : PlanParts(*plan, spec.output(), *ParseSize(spec.max_split_size()))) {
-      if (absl::Status s = OutputFile::CheckVacant(router, part.uri, spec.overwrite(), "quantize.output"); !s.ok()) return s;
+      if (absl::Status s = Publication::CheckFileVacant(router, part.uri, spec.overwrite(), "quantize.output"); !s.ok()) return s;
     }
   }
   return kQuantizeJobMemoryBytes;
@@ -345,19 +346,19 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
   if (absl::Status s = ValidateQuantizeSpec(spec); !s.ok()) return s;
   absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<OutputFile> output = OutputFile::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
-  if (!output.ok()) return output.status();
-
   absl::StatusOr<uint64_t> max_split = spec.max_split_size().empty() ? absl::StatusOr<uint64_t>(0) : ParseSize(spec.max_split_size());
   if (!max_split.ok()) return max_split.status();
-  const std::vector<OutputPart> parts = PlanParts(*plan, output->uri(), *max_split);
+  absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
+  if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "quantize.output"}});
+  const std::vector<OutputPart> parts = PlanParts(*plan, resolved->uri, *max_split);
   // Parts other than the named file obey the same rules (vacant unless overwriting or rerunning).
+  std::vector<std::string> part_uris;
   if (*max_split > 0) {
-    for (const OutputPart& part : parts) {
-      absl::StatusOr<OutputFile> vacant = OutputFile::Prepare(*run.router, part.uri, spec.overwrite(), run.attempt, "quantize.output");
-      if (!vacant.ok()) return vacant.status();
-    }
+    for (const OutputPart& part : parts) part_uris.push_back(part.uri);
   }
+  absl::StatusOr<Publication> output =
+      Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output", part_uris);
+  if (!output.ok()) return output.status();
 
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());
   tracker.SetPhase("plan");
@@ -367,18 +368,13 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
   tracker.SetPhase("execute");
   RateLimiter pace(run.io_bytes_per_second);
   QuantizeReport report(spec.snr_warning_db());
-  std::vector<v1::Artifact> artifacts;
-  auto discard = [&](absl::Status status) -> absl::Status {
-    for (const v1::Artifact& a : artifacts) output->store().Delete(a.uri()).IgnoreError();
-    return status;
-  };
   for (const OutputPart& part : parts) {
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(part.uri);
-    if (!writer.ok()) return discard(writer.status());
+    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(part.uri);
+    if (!writer.ok()) return writer.status();
     PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kDigest);
     auto fail = [&](absl::Status status) -> absl::Status {
       out.Abort();
-      return discard(status);
+      return status;
     };
     if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(part.header.data()), part.header.size()}); !s.ok()) {
       return fail(s);
@@ -386,25 +382,16 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
     for (size_t i : part.tensors) {
       if (absl::Status s = WriteTensor(*plan, plan->tensors[i], out, report, tracker, pace, context); !s.ok()) return fail(s);
     }
-    absl::StatusOr<v1::Artifact> artifact = VerifyAndCommit(
-        out, output->store(), part.uri, part.bytes, "model",
-        [&](const RandomAccessObject& written) { return CheckGgufTensorTable(written, part.layout); }, tracker, context);
-    if (!artifact.ok()) return fail(artifact.status());
-    artifacts.push_back(*artifact);
+    absl::StatusOr<v1::Artifact> artifact = output->Stage(
+        out, part.bytes, "model", [&](const RandomAccessObject& written) { return CheckGgufTensorTable(written, part.layout); },
+        tracker, context);
+    if (!artifact.ok()) return artifact.status();
     tracker.SetPhase("execute");
   }
 
   v1::JobResult result;
-  for (const v1::Artifact& a : artifacts) *result.add_artifacts() = a;
   ordered_json manifest = report.Finish(run, plan->model, start, tracker, &result);
-  v1::JobFigures* figures = result.mutable_figures();
-  absl::StatusOr<v1::Artifact> manifest_artifact =
-      WriteManifestTo(output->store(), output->manifest_uri(), std::move(manifest), artifacts);
-  if (!manifest_artifact.ok()) return discard(manifest_artifact.status());
-  uint64_t written = manifest_artifact->size_bytes();
-  for (const v1::Artifact& a : artifacts) written += a.size_bytes();
-  figures->set_bytes_written(written);
-  *result.add_artifacts() = *manifest_artifact;
+  if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;
   return result;
 }
 

@@ -13,7 +13,7 @@
 //   parts quantized on every core, decoded again for the quality figures (RMSE, max |error|,
 //   SNR); warnings for non-finite values and SNR under the threshold;
 // verify: re-open each file, check its header, tensor table and size; the SHA-256 comes from the
-//   writer re-reading the file as it wrote it (verified_commit.h);
+//   writer re-reading the file as it wrote it (publication.h);
 // publish: the file(s), then "<output>.manifest.json" with the full quality table. A failed or
 //   cancelled job removes every part it had committed.
 #ifndef MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_JOB_H_

@@ -12,7 +12,9 @@
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
 #include "workers/formats/safetensors.h"
-#include "workers/jobs/core/output_location.h"
+#include "workers/jobs/core/manifest.h"
+#include "workers/jobs/core/publication.h"
+#include "workers/jobs/core/paced_copy.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/rate_limiter.h"
 #include "workers/jobs/shard/shard_plan.h"
@@ -139,17 +141,8 @@ std::vector<PlannedShard> PlanOutput(const v1::ShardSpec& spec, const ModelView&
   return shards;
 }
 
-absl::Status CheckStop(const JobContext& context) {
-  if (context.stop_requested()) {
-    return MakeError(absl::StatusCode::kCancelled, "CANCELLED", "the job was stopped");
-  }
-  return absl::OkStatus();
-}
-
-// Re-reads a written shard: header parses, tensors match the plan, size matches; returns the
-// SHA-256 of the file.
-absl::StatusOr<std::string> VerifyShard(const RandomAccessObject& written, const PlannedShard& plan,
-                                        ProgressTracker& tracker, const JobContext& context) {
+// Re-reads a written shard's header: it parses, the tensors match the plan, the size matches.
+absl::Status CheckShard(const RandomAccessObject& written, const PlannedShard& plan) {
   absl::StatusOr<SafetensorsHeader> header = ReadSafetensorsHeader(written);
   if (!header.ok()) return Annotate(header.status(), absl::StrCat("verifying '", plan.name, "'"));
   auto mismatch = [&](absl::string_view what) {
@@ -167,6 +160,13 @@ absl::StatusOr<std::string> VerifyShard(const RandomAccessObject& written, const
       return mismatch(absl::StrCat("tensor '", want.name, "'"));
     }
   }
+  return absl::OkStatus();
+}
+
+// CheckShard, then the SHA-256 of the file.
+absl::StatusOr<std::string> VerifyShard(const RandomAccessObject& written, const PlannedShard& plan,
+                                        const JobContext& context) {
+  if (absl::Status s = CheckShard(written, plan); !s.ok()) return s;
   return Sha256Hex(written, nullptr, [&] { return context.stop_requested(); });
 }
 
@@ -198,7 +198,7 @@ absl::StatusOr<uint64_t> PreflightShardJob(const v1::ShardSpec& spec, const Stor
   absl::StatusOr<ModelView> model = OpenInput(spec, router);
   if (!model.ok()) return model.status();
   if (absl::Status s = CheckOutputApartFromInput(*model, router, spec.output()); !s.ok()) return s;
-  if (absl::Status s = CheckOutputVacant(router, spec.output(), spec.overwrite(), "shard.output");
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "shard.output");
       !s.ok()) {
     return s;
   }
@@ -222,14 +222,15 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
                       absl::StrCat("the limit gives ", shards.size(), " shards; at most ",
                                    kMaxShardCount, " fit Hugging Face names"));
   }
-  absl::StatusOr<OutputLocation> output =
-      OutputLocation::Prepare(*run.router, spec.output(), spec.overwrite(), run.attempt, "shard.output");
+  absl::StatusOr<Publication> output =
+      Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "shard.output");
   if (!output.ok()) return output.status();
   context.Log(absl::StrCat("sharding ", model->tensors.size(), " tensors (", model->tensor_bytes,
                            " bytes) from '", model->uri, "' into ", shards.size(), " file(s) at '",
                            output->uri(), "'"));
 
-  // Writers stay uncommitted (invisible) until every shard is written and verified.
+  // Writers stay uncommitted (invisible) until every shard is written and verified; then the
+  // publication takes them.
   std::vector<std::unique_ptr<ObjectWriter>> writers;
   std::vector<std::future<absl::StatusOr<std::string>>> verifications(shards.size());
   std::vector<std::string> digests(shards.size());
@@ -247,7 +248,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
     for (; collected < launched && launched - collected > max_pending; ++collected) {
       if (!verifications[collected].valid()) continue;  // the store verifies after commit
       absl::StatusOr<std::string> digest = verifications[collected].get();
-      if (!digest.ok()) return absl::IsCancelled(digest.status()) ? CheckStop(context) : digest.status();
+      if (!digest.ok()) return absl::IsCancelled(digest.status()) ? StopStatus(context) : digest.status();
       digests[collected] = *digest;
     }
     return absl::OkStatus();
@@ -258,7 +259,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   uint64_t bytes_read = 0;
   for (size_t s = 0; s < shards.size(); ++s) {
     const PlannedShard& shard = shards[s];
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->UriOf(shard.name));
+    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(output->UriOf(shard.name));
     if (!writer.ok()) return fail(writer.status());
     writers.push_back(*std::move(writer));
     ObjectWriter& out = *writers.back();
@@ -269,7 +270,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
     for (const TensorInfo* source : shard.sources) {
       const RandomAccessObject& file = *model->files[source->file_index].object;
       for (uint64_t done = 0; done < source->size_bytes;) {
-        if (absl::Status st = CheckStop(context); !st.ok()) return fail(st);
+        if (absl::Status st = StopStatus(context); !st.ok()) return fail(st);
         const uint64_t piece = pace.PieceBytes(std::min(kCopyPieceBytes, source->size_bytes - done));
         if (absl::Status st = out.AppendFrom(file, source->data_offset + done, piece); !st.ok()) {
           return fail(Annotate(st, absl::StrCat("copying tensor '", source->name, "'")));
@@ -289,7 +290,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
       verifications[s] = std::async(std::launch::async,
           [&, s, writer, object = std::shared_ptr<RandomAccessObject>(*std::move(readback))]()
               -> absl::StatusOr<std::string> {
-            absl::StatusOr<std::string> digest = VerifyShard(*object, shards[s], tracker, context);
+            absl::StatusOr<std::string> digest = VerifyShard(*object, shards[s], context);
             // Flush to disk here, overlapped with the next shard's copy, so publishing is a rename.
             if (digest.ok()) {
               if (absl::Status synced = writer->Sync(); !synced.ok()) return synced;
@@ -306,61 +307,26 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
 
   tracker.SetPhase("verify");
   if (absl::Status st = collect(shards.size(), 0); !st.ok()) return fail(st);
-  if (absl::Status st = CheckStop(context); !st.ok()) return fail(st);
+  if (absl::Status st = StopStatus(context); !st.ok()) return fail(st);
 
-  tracker.SetPhase("publish");
-  std::vector<std::string> committed;
-  auto fail_published = [&](absl::Status status) -> absl::Status {
-    for (auto& w : writers) w->Abort();
-    output->Discard(committed);
-    return status;
-  };
+  // An empty digest: the store reads only committed objects; the publication checks it then.
   for (size_t s = 0; s < shards.size(); ++s) {
-    if (absl::Status st = writers[s]->Commit(); !st.ok()) return fail_published(st);
-    committed.push_back(shards[s].name);
-    if (digests[s].empty()) {  // the store could not read back before commit
-      absl::StatusOr<std::unique_ptr<RandomAccessObject>> object =
-          output->store().OpenForRead(output->UriOf(shards[s].name));
-      if (!object.ok()) return fail_published(object.status());
-      absl::StatusOr<std::string> digest = VerifyShard(**object, shards[s], tracker, context);
-      if (!digest.ok()) return fail_published(digest.status());
-      digests[s] = *digest;
-    }
+    v1::Artifact artifact;
+    artifact.set_uri(output->UriOf(shards[s].name));
+    artifact.set_size_bytes(shards[s].file_bytes);
+    artifact.set_sha256(digests[s]);
+    artifact.set_role(shards.size() == 1 ? "model" : "shard");
+    output->Hold(std::move(writers[s]), std::move(artifact),
+                 [&shard = shards[s]](const RandomAccessObject& written) { return CheckShard(written, shard); });
+  }
+  writers.clear();
+  if (shards.size() > 1) {
+    const std::string index_name = IndexFileName(StemOf(spec), spec.variant());
+    absl::StatusOr<v1::Artifact> index = output->WriteSmall(output->UriOf(index_name), IndexJson(*model, shards), "index");
+    if (!index.ok()) return index.status();
   }
 
   v1::JobResult result;
-  uint64_t bytes_written = 0;
-  std::set<std::string> names;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    v1::Artifact* artifact = result.add_artifacts();
-    artifact->set_uri(output->UriOf(shards[s].name));
-    artifact->set_size_bytes(shards[s].file_bytes);
-    artifact->set_sha256(digests[s]);
-    artifact->set_role(shards.size() == 1 ? "model" : "shard");
-    bytes_written += shards[s].file_bytes;
-    names.insert(shards[s].name);
-  }
-  if (shards.size() > 1) {
-    const std::string index_name = IndexFileName(StemOf(spec), spec.variant());
-    const std::string index = IndexJson(*model, shards);
-    absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->store().OpenForWrite(output->UriOf(index_name));
-    if (!writer.ok()) return fail_published(writer.status());
-    if (absl::Status st = (*writer)->Append({reinterpret_cast<const std::byte*>(index.data()), index.size()});
-        !st.ok()) {
-      return fail_published(st);
-    }
-    if (absl::Status st = (*writer)->Commit(); !st.ok()) return fail_published(st);
-    committed.push_back(index_name);
-    names.insert(index_name);
-    v1::Artifact* artifact = result.add_artifacts();
-    artifact->set_uri(output->UriOf(index_name));
-    artifact->set_size_bytes(index.size());
-    artifact->set_sha256(Sha256Hex(index));
-    artifact->set_role("index");
-    bytes_written += index.size();
-  }
-  if (absl::Status st = output->RemoveReplaced(names); !st.ok()) return fail_published(st);
-
   // Figures.
   v1::JobFigures* figures = result.mutable_figures();
   v1::ShardFigures* shard_figures = figures->mutable_shard();
@@ -384,12 +350,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
 
   ordered_json manifest = ManifestHeader(run, "shard", *model);
   manifest["figures"] = MessageJson(*figures);
-  std::vector<v1::Artifact> artifacts(result.artifacts().begin(), result.artifacts().end());
-  absl::StatusOr<v1::Artifact> manifest_artifact = output->WriteManifest(std::move(manifest), artifacts);
-  if (!manifest_artifact.ok()) return fail_published(manifest_artifact.status());
-  bytes_written += manifest_artifact->size_bytes();
-  figures->set_bytes_written(bytes_written);
-  *result.add_artifacts() = *manifest_artifact;
+  if (absl::Status st = output->Publish(std::move(manifest), result, tracker, context); !st.ok()) return st;
   return result;
 }
 
