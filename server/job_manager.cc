@@ -302,6 +302,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
     }
   }
   // The preflight may read a large input; no lock is held, so nothing else waits for it.
+  if (before_preflight_hook_) before_preflight_hook_(spec);
   absl::StatusOr<uint64_t> estimate = PreflightJob(spec, router_);
   if (!estimate.ok()) return estimate.status();
   if (!output.ok()) return output.status();

@@ -82,6 +82,10 @@ class JobManager {
   void SetBeforeStartHookForTesting(std::function<void(const std::string& job_id)> hook) {
     before_start_hook_ = std::move(hook);
   }
+  // Test seam: called on the submitting thread right before a submit's preflight, with the spec.
+  void SetBeforePreflightHookForTesting(std::function<void(const v1::JobSpec& spec)> hook) {
+    before_preflight_hook_ = std::move(hook);
+  }
 
  private:
   using Tracked = TrackedJob;
@@ -116,6 +120,7 @@ class JobManager {
   std::atomic<bool> draining_{false};
   std::atomic<bool> closed_{false};
   std::function<void(const std::string&)> before_start_hook_;
+  std::function<void(const v1::JobSpec&)> before_preflight_hook_;
 };
 
 }  // namespace modelsmith

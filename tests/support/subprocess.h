@@ -46,6 +46,7 @@ class ServerProcess {
   bool started() const { return grpc_port_ > 0; }
   std::string address() const;  // "127.0.0.1:PORT"
   int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return pid_; }
 
   // Sends SIGTERM and waits (at most `timeout`); returns the exit code (128+signal if killed).
   int Terminate(std::chrono::seconds timeout = std::chrono::seconds(30));

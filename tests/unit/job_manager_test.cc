@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <mutex>
 
 #include "tests/support/f32_safetensors.h"
@@ -173,6 +174,38 @@ TEST_F(JobManagerTest, SubmitWhoseCallerLeftCreatesNoJob) {
   absl::StatusOr<v1::ListJobsResponse> listed = manager_->List(request);
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->jobs_size(), 0);
+}
+
+TEST_F(JobManagerTest, ASlowPreflightHoldsUpNoOtherSubmitOrCancel) {
+  gate_->Open();
+  StartGate preflight_gate;
+  const std::string slow_output = root_ + "/slow";
+  manager_->SetBeforePreflightHookForTesting([&](const v1::JobSpec& spec) {
+    if (spec.shard().output() == slow_output) preflight_gate.Wait(slow_output);
+  });
+  std::atomic<bool> slow_caller_waiting{true};
+  std::future<absl::StatusOr<v1::Job>> slow = std::async(std::launch::async, [&] {
+    return manager_->Submit(Shard(slow_output), "", [&] { return slow_caller_waiting.load(); });
+  });
+  ASSERT_TRUE(preflight_gate.AwaitArrivals(1));  // the slow submit is inside its preflight
+
+  // Meanwhile another submit runs to the end, and a cancel answers.
+  absl::StatusOr<v1::Job> other = manager_->Submit(Shard(root_ + "/other"), "");
+  ASSERT_TRUE(other.ok()) << other.status();
+  absl::StatusOr<v1::Job> cancelled = manager_->Cancel(other->id());
+  ASSERT_TRUE(cancelled.ok() || absl::IsFailedPrecondition(cancelled.status())) << cancelled.status();
+  WaitForEnd(other->id());
+
+  // The slow submit's caller gives up; when its preflight ends, no job is created.
+  slow_caller_waiting = false;
+  preflight_gate.Open();
+  absl::StatusOr<v1::Job> late = slow.get();
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(ReasonOf(late.status()), "CALLER_GONE");
+  absl::StatusOr<v1::ListJobsResponse> listed = manager_->List(v1::ListJobsRequest());
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->jobs_size(), 1);
+  EXPECT_EQ(listed->jobs(0).id(), other->id());
 }
 
 TEST_F(JobManagerTest, WatchSeesEveryStateChangeAndTheFinalJob) {
