@@ -1,16 +1,18 @@
 #include "workers/formats/torch_pickle.h"
 
-#include <cstring>
 #include <map>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "workers/common/error.h"
+#include "workers/formats/pickle_machine.h"
 
 namespace modelsmith {
 namespace {
+
+using Kind = PickleKind;
+using Value = PickleValue;
 
 // What an allowed global stands for.
 enum class Global : uint8_t {
@@ -94,317 +96,40 @@ const std::map<std::string, GlobalInfo, std::less<>>& AllowedGlobals() {
   return *globals;
 }
 
-enum class Kind : uint8_t {
-  kNone, kBool, kInt, kBigInt, kFloat, kStr, kBytes, kTuple, kList, kDict, kOrderedDict, kCounter, kSet,
-  kGlobal, kStorage, kTensor, kDevice, kComplex,
-};
-
-bool IsDictKind(Kind k) { return k == Kind::kDict || k == Kind::kOrderedDict || k == Kind::kCounter; }
-
-// One value of the pickle machine. Containers hold indices into the arena, so memo sharing and
-// even cycles are plain indices: nothing owns anything, nothing recurses on destruction.
-struct Value {
-  Kind kind = Kind::kNone;
-  int64_t number = 0;  // bool/int; storage or tensor index
-  double real = 0;
-  std::string text;             // str, bytes, global name, device
-  std::vector<uint32_t> items;  // tuple/list/set elements; dict key,value pairs in insertion order
-  GlobalInfo global{};
-};
-
-const char* KindName(Kind k) {
-  switch (k) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "bool";
-    case Kind::kInt:
-    case Kind::kBigInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kStr: return "str";
-    case Kind::kBytes: return "bytes";
-    case Kind::kTuple: return "tuple";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
-    case Kind::kOrderedDict: return "OrderedDict";
-    case Kind::kCounter: return "Counter";
-    case Kind::kSet: return "set";
-    case Kind::kGlobal: return "global";
-    case Kind::kStorage: return "storage";
-    case Kind::kTensor: return "tensor";
-    case Kind::kDevice: return "device";
-    case Kind::kComplex: return "complex";
-  }
-  return "?";
+// What a global value stands for (a default GlobalInfo for any other value).
+GlobalInfo InfoOf(const Value& v) {
+  return v.host_data == nullptr ? GlobalInfo{} : *static_cast<const GlobalInfo*>(v.host_data);
 }
 
-bool ValidUtf8(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = s[i];
-    int extra;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { extra = 1; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { extra = 2; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { extra = 3; cp = c & 0x07; }
-    else return false;
-    if (s.size() - i <= static_cast<size_t>(extra)) return false;
-    for (int k = 1; k <= extra; ++k) {
-      const unsigned char d = s[i + k];
-      if ((d & 0xC0) != 0x80) return false;
-      cp = cp << 6 | (d & 0x3F);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
+bool IsDictKind(Kind k) { return IsPickleDict(k); }
+const char* KindName(Kind k) { return PickleKindName(k); }
 
-std::string OpcodeName(uint8_t op) {
-  // The opcodes torch refuses that a hostile or newer pickle is most likely to hold.
-  static const std::map<uint8_t, const char*> names = {
-      {0x95, "FRAME"},       {0x93, "STACK_GLOBAL"}, {0x94, "MEMOIZE"},        {0x8c, "SHORT_BINUNICODE"},
-      {'i', "INST"},         {'o', "OBJ"},           {'c', "GLOBAL"},          {'P', "PERSID"},
-      {'I', "INT"},          {'L', "LONG"},          {'F', "FLOAT"},           {'S', "STRING"},
-      {'V', "UNICODE"},      {'T', "BINSTRING"},     {'B', "BINBYTES"},        {'C', "SHORT_BINBYTES"},
-      {0x8e, "BINBYTES8"},   {0x8d, "BINUNICODE8"},  {0x96, "BYTEARRAY8"},     {0x97, "NEXT_BUFFER"},
-      {0x98, "READONLY_BUFFER"}, {0x90, "ADDITEMS"}, {0x91, "FROZENSET"},      {0x92, "NEWOBJ_EX"},
-      {0x82, "EXT1"},        {0x83, "EXT2"},         {0x84, "EXT4"},           {0x8b, "LONG4"},
-      {'0', "POP"},          {'1', "POP_MARK"},      {'2', "DUP"},             {'l', "LIST"},
-      {'d', "DICT"},         {'g', "GET"},           {'p', "PUT"},
-  };
-  auto it = names.find(op);
-  return it == names.end() ? absl::StrFormat("0x%02x", op) : std::string(it->second);
-}
-
-class Machine {
+// The torch side of the machine: what the allowed globals are and what the calls torch allows
+// build (storages, tensor views, dicts), then the state dict flattened into named tensors.
+class TorchReader final : public PickleMachine::Host {
  public:
-  Machine(absl::string_view data, absl::string_view file) : data_(data), file_(file) {}
+  TorchReader(absl::string_view data, absl::string_view file) : machine_(data, file, kTorchPickleMaxValues) {}
 
   absl::StatusOr<TorchPickle> Run() {
-    if (absl::StatusOr<uint32_t> root = Execute(); !root.ok()) {
-      return root.status();
-    } else {
-      return Collect(*root);
-    }
+    absl::StatusOr<uint32_t> root = machine_.Run(*this);
+    if (!root.ok()) return root.status();
+    return Collect(*root);
   }
 
- private:
-  absl::Status Error(absl::string_view reason, absl::string_view message) const {
-    return MakeError(absl::StatusCode::kInvalidArgument, reason,
-                     absl::StrCat("'", file_, "' data.pkl at byte ", op_pos_, ": ", message),
-                     {{"file", std::string(file_)}, {"field", absl::StrCat("byte ", op_pos_)}});
-  }
-  absl::Status Malformed(absl::string_view message) const { return Error("TORCH_PICKLE_MALFORMED", message); }
-  absl::Status Unsupported(absl::string_view message) const { return Error("TORCH_PICKLE_UNSUPPORTED", message); }
-
-  absl::StatusOr<uint32_t> New(Value v) {
-    if (values_.size() >= kTorchPickleMaxValues) {
-      return Error("TORCH_PICKLE_TOO_LARGE", absl::StrCat("more than ", kTorchPickleMaxValues, " values"));
-    }
-    values_.push_back(std::move(v));
-    return static_cast<uint32_t>(values_.size() - 1);
-  }
-  absl::Status Push(Value v) {
-    absl::StatusOr<uint32_t> id = New(std::move(v));
-    if (!id.ok()) return id.status();
-    stack_.push_back(*id);
-    return absl::OkStatus();
-  }
-
-  // Bytes of the argument that follows the opcode.
-  absl::StatusOr<absl::string_view> Take(size_t n) {
-    if (data_.size() - pos_ < n) return Malformed("truncated argument");
-    absl::string_view out = data_.substr(pos_, n);
-    pos_ += n;
-    return out;
-  }
-  absl::StatusOr<std::string> Line() {
-    const size_t end = data_.find('\n', pos_);
-    if (end == absl::string_view::npos) return Malformed("GLOBAL without a newline");
-    std::string line(data_.substr(pos_, end - pos_));
-    pos_ = end + 1;
-    return line;
-  }
-
-  absl::StatusOr<uint32_t> Pop() {
-    if (stack_.size() <= Floor()) return Malformed("stack underflow");
-    const uint32_t v = stack_.back();
-    stack_.pop_back();
-    return v;
-  }
-  absl::StatusOr<uint32_t*> Top() {
-    if (stack_.size() <= Floor()) return Malformed("stack underflow");
-    return &stack_.back();
-  }
-  size_t Floor() const { return marks_.empty() ? 0 : marks_.back(); }
-  absl::StatusOr<std::vector<uint32_t>> PopMark() {
-    if (marks_.empty()) return Malformed("no MARK to pop to");
-    std::vector<uint32_t> items(stack_.begin() + static_cast<ptrdiff_t>(marks_.back()), stack_.end());
-    stack_.resize(marks_.back());
-    marks_.pop_back();
-    return items;
-  }
-
-  absl::StatusOr<uint32_t> Execute() {
-    while (true) {
-      op_pos_ = pos_;
-      if (pos_ >= data_.size()) return Malformed("ends before STOP");
-      const uint8_t op = static_cast<uint8_t>(data_[pos_++]);
-      absl::Status s;
-      switch (op) {
-        case 0x80: {  // PROTO
-          absl::StatusOr<absl::string_view> b = Take(1);
-          if (!b.ok()) return b.status();
-          result_.protocol = static_cast<uint8_t>((*b)[0]);
-          break;
-        }
-        case '.': {  // STOP
-          absl::StatusOr<uint32_t> root = Pop();
-          if (!root.ok()) return root.status();
-          return *root;
-        }
-        case '(': marks_.push_back(stack_.size()); break;
-        case 'c': s = OpGlobal(); break;
-        case 0x81: s = OpNewObj(); break;
-        case 'R': s = OpReduce(); break;
-        case 'b': s = OpBuild(); break;
-        case 'a':
-        case 'e': s = OpAppend(op == 'e'); break;
-        case 's':
-        case 'u': s = OpSetItem(op == 'u'); break;
-        case 't': {
-          absl::StatusOr<std::vector<uint32_t>> items = PopMark();
-          if (!items.ok()) return items.status();
-          s = Push(Value{.kind = Kind::kTuple, .items = *std::move(items)});
-          break;
-        }
-        case 0x85:
-        case 0x86:
-        case 0x87: {  // TUPLE1..3
-          const size_t n = op - 0x84;
-          if (stack_.size() < Floor() + n) return Malformed("stack underflow");
-          std::vector<uint32_t> items(stack_.end() - static_cast<ptrdiff_t>(n), stack_.end());
-          stack_.resize(stack_.size() - n);
-          s = Push(Value{.kind = Kind::kTuple, .items = std::move(items)});
-          break;
-        }
-        case 'N': s = Push(Value{.kind = Kind::kNone}); break;
-        case 0x88: s = Push(Value{.kind = Kind::kBool, .number = 1}); break;
-        case 0x89: s = Push(Value{.kind = Kind::kBool, .number = 0}); break;
-        case ')': s = Push(Value{.kind = Kind::kTuple}); break;
-        case ']': s = Push(Value{.kind = Kind::kList}); break;
-        case '}': s = Push(Value{.kind = Kind::kDict}); break;
-        case 0x8f: s = Push(Value{.kind = Kind::kSet}); break;
-        case 'J':
-        case 'K':
-        case 'M': {
-          const size_t n = op == 'J' ? 4 : op == 'K' ? 1 : 2;
-          absl::StatusOr<absl::string_view> b = Take(n);
-          if (!b.ok()) return b.status();
-          uint32_t raw = 0;
-          for (size_t i = 0; i < n; ++i) raw |= uint32_t(static_cast<uint8_t>((*b)[i])) << (8 * i);
-          const int64_t v = op == 'J' ? static_cast<int64_t>(static_cast<int32_t>(raw)) : static_cast<int64_t>(raw);
-          s = Push(Value{.kind = Kind::kInt, .number = v});
-          break;
-        }
-        case 0x8a: s = OpLong1(); break;
-        case 'G': {  // BINFLOAT, big-endian
-          absl::StatusOr<absl::string_view> b = Take(8);
-          if (!b.ok()) return b.status();
-          uint64_t bits = 0;
-          for (int i = 0; i < 8; ++i) bits = bits << 8 | static_cast<uint8_t>((*b)[i]);
-          double d;
-          std::memcpy(&d, &bits, 8);
-          s = Push(Value{.kind = Kind::kFloat, .real = d});
-          break;
-        }
-        case 'X':
-        case 'U': {  // BINUNICODE (u32 length), SHORT_BINSTRING (u8 length, decoded as UTF-8)
-          absl::StatusOr<absl::string_view> len = Take(op == 'X' ? 4 : 1);
-          if (!len.ok()) return len.status();
-          uint32_t n = 0;
-          for (size_t i = 0; i < len->size(); ++i) n |= uint32_t(static_cast<uint8_t>((*len)[i])) << (8 * i);
-          absl::StatusOr<absl::string_view> text = Take(n);
-          if (!text.ok()) return text.status();
-          if (!ValidUtf8(*text)) return Malformed("a string is not valid UTF-8");
-          s = Push(Value{.kind = Kind::kStr, .text = std::string(*text)});
-          break;
-        }
-        case 'Q': s = OpPersistentId(); break;
-        case 'h':
-        case 'j': {  // BINGET, LONG_BINGET
-          absl::StatusOr<absl::string_view> b = Take(op == 'h' ? 1 : 4);
-          if (!b.ok()) return b.status();
-          uint32_t idx = 0;
-          for (size_t i = 0; i < b->size(); ++i) idx |= uint32_t(static_cast<uint8_t>((*b)[i])) << (8 * i);
-          auto it = memo_.find(idx);
-          if (it == memo_.end()) return Malformed(absl::StrCat("memo entry ", idx, " was never stored"));
-          stack_.push_back(it->second);
-          break;
-        }
-        case 'q':
-        case 'r': {  // BINPUT, LONG_BINPUT
-          absl::StatusOr<absl::string_view> b = Take(op == 'q' ? 1 : 4);
-          if (!b.ok()) return b.status();
-          uint32_t idx = 0;
-          for (size_t i = 0; i < b->size(); ++i) idx |= uint32_t(static_cast<uint8_t>((*b)[i])) << (8 * i);
-          absl::StatusOr<uint32_t*> top = Top();
-          if (!top.ok()) return top.status();
-          if (memo_.size() >= kTorchPickleMaxValues && memo_.count(idx) == 0) {
-            return Error("TORCH_PICKLE_TOO_LARGE", "too many memo entries");
-          }
-          memo_[idx] = **top;
-          break;
-        }
-        default:
-          return Error("TORCH_PICKLE_FORBIDDEN_OPCODE",
-                       absl::StrCat("opcode ", OpcodeName(op), " is not allowed (torch's weights_only unpickler refuses it)"));
-      }
-      if (!s.ok()) return s;
-    }
-  }
-
-  absl::Status OpLong1() {
-    absl::StatusOr<absl::string_view> len = Take(1);
-    if (!len.ok()) return len.status();
-    absl::StatusOr<absl::string_view> b = Take(static_cast<uint8_t>((*len)[0]));
-    if (!b.ok()) return b.status();
-    if (b->size() > 8) return Push(Value{.kind = Kind::kBigInt});  // usable as nothing we need
-    uint64_t raw = 0;
-    for (size_t i = 0; i < b->size(); ++i) raw |= uint64_t(static_cast<uint8_t>((*b)[i])) << (8 * i);
-    if (!b->empty() && b->size() < 8 && (static_cast<uint8_t>(b->back()) & 0x80)) raw |= ~uint64_t{0} << (8 * b->size());
-    return Push(Value{.kind = Kind::kInt, .number = static_cast<int64_t>(raw)});
-  }
-
-  absl::Status OpGlobal() {
-    absl::StatusOr<std::string> module = Line();
-    if (!module.ok()) return module.status();
-    absl::StatusOr<std::string> name = Line();
-    if (!name.ok()) return name.status();
-    // Python 3's protocol-2 pickler writes Python 2 module names; the unpickler maps them back.
-    if (*module == "__builtin__") *module = "builtins";
-    if (*module == "copy_reg") *module = "copyreg";
-    const std::string full = absl::StrCat(*module, ".", *name);
-    for (const char* blocked : {"sys", "os", "posix", "nt"}) {
-      if (*module == blocked) {
-        return Error("TORCH_PICKLE_FORBIDDEN_GLOBAL",
-                     absl::StrCat("global '", full, "' refused: module '", blocked, "' is always blocked"));
-      }
-    }
+  absl::StatusOr<uint32_t> Global(PickleMachine&, const std::string& full) override {
     auto it = AllowedGlobals().find(full);
     if (it == AllowedGlobals().end()) {
       return Error("TORCH_PICKLE_FORBIDDEN_GLOBAL",
                    absl::StrCat("global '", full, "' is not in torch's weights_only allow-list; the pickle is refused, never run"));
     }
-    return Push(Value{.kind = Kind::kGlobal, .text = full, .global = it->second});
+    return New(Value{.kind = Kind::kGlobal, .text = full, .host_data = &it->second});
   }
 
+  absl::StatusOr<uint32_t> Reduce(PickleMachine&, uint32_t func, uint32_t args) override { return Call(func, args); }
+
   // ('storage', storage_type, key, location, numel) -> a storage, one per key.
-  absl::Status OpPersistentId() {
-    absl::StatusOr<uint32_t> pid = Pop();
-    if (!pid.ok()) return pid.status();
-    const Value& id = values_[*pid];
+  absl::StatusOr<uint32_t> PersistentLoad(PickleMachine&, uint32_t pid) override {
+    const Value& id = values_[pid];
     if (id.kind != Kind::kTuple) {
       return Malformed(absl::StrCat("persistent id is a ", KindName(id.kind), ", not a ('storage', ...) tuple"));
     }
@@ -418,14 +143,14 @@ class Machine {
     const Value& key = values_[id.items[2]];
     const Value& location = values_[id.items[3]];
     const Value& numel = values_[id.items[4]];
-    const bool typed = type.kind == Kind::kGlobal && type.global.kind == Global::kStorageType;
-    const bool untyped = type.kind == Kind::kGlobal && type.global.kind == Global::kUntypedStorage;
+    const bool typed = type.kind == Kind::kGlobal && InfoOf(type).kind == Global::kStorageType;
+    const bool untyped = type.kind == Kind::kGlobal && InfoOf(type).kind == Global::kUntypedStorage;
     if (!typed && !untyped) return Malformed("the storage type is not a storage class");
-    if (typed && !type.global.dtype) return Unsupported(absl::StrCat("storage type '", type.text, "'"));
+    if (typed && !InfoOf(type).dtype) return Unsupported(absl::StrCat("storage type '", type.text, "'"));
     if (key.kind != Kind::kStr || location.kind != Kind::kStr || numel.kind != Kind::kInt || numel.number < 0) {
       return Malformed("storage persistent id fields are not (str key, str location, int numel)");
     }
-    TorchStorage storage{key.text, typed ? type.global.dtype : std::nullopt, location.text, static_cast<uint64_t>(numel.number)};
+    TorchStorage storage{key.text, typed ? InfoOf(type).dtype : std::nullopt, location.text, static_cast<uint64_t>(numel.number)};
     auto [it, inserted] = storage_by_key_.try_emplace(key.text, result_.storages.size());
     if (inserted) {
       result_.storages.push_back(std::move(storage));
@@ -435,8 +160,66 @@ class Machine {
         return Malformed(absl::StrCat("storage '", key.text, "' is described twice, differently"));
       }
     }
-    return Push(Value{.kind = Kind::kStorage, .number = static_cast<int64_t>(it->second)});
+    return New(Value{.kind = Kind::kStorage, .number = static_cast<int64_t>(it->second)});
   }
+
+  absl::StatusOr<uint32_t> NewObj(PickleMachine&, uint32_t cls_id, uint32_t args_id) override {
+    const Value& cls = values_[cls_id];
+    const Value& args = values_[args_id];
+    if (cls.kind != Kind::kGlobal) return Error("TORCH_PICKLE_FORBIDDEN_CALL", "NEWOBJ on something that is not an allowed class");
+    if (args.kind != Kind::kTuple) return Malformed("NEWOBJ arguments are not a tuple");
+    switch (InfoOf(cls).kind) {
+      case Global::kParameter:
+        if (args.items.empty() || args.items.size() > 2 || values_[args.items[0]].kind != Kind::kTensor) {
+          return Unsupported("Parameter built from something other than a tensor");
+        }
+        return args.items[0];
+      case Global::kSize:
+        return New(Value{.kind = Kind::kTuple, .items = args.items.empty() ? std::vector<uint32_t>{} : values_[args.items[0]].items});
+      case Global::kOrderedDict: return New(Value{.kind = Kind::kOrderedDict});
+      case Global::kCounter: return New(Value{.kind = Kind::kCounter});
+      case Global::kSet: return New(Value{.kind = Kind::kSet});
+      default:
+        return Unsupported(absl::StrCat("NEWOBJ of '", cls.text, "'"));
+    }
+  }
+
+  absl::StatusOr<uint32_t> Build(PickleMachine&, uint32_t inst_id, uint32_t state_id) override {
+    const Value& inst = values_[inst_id];
+    const Value& state = values_[state_id];
+    switch (inst.kind) {
+      case Kind::kTensor:
+        // Tensor.set_(storage, offset, size, stride) for legacy pickles; a dict of attributes
+        // (or nothing) otherwise, which changes no data.
+        if (state.kind == Kind::kTuple && state.items.size() == 4) {
+          const std::vector<uint32_t> s = state.items;
+          return MakeTensor(s[0], s[1], s[2], s[3], std::nullopt);
+        }
+        if (IsDictKind(state.kind) || state.kind == Kind::kNone || (state.kind == Kind::kTuple && state.items.empty())) {
+          return inst_id;
+        }
+        return Unsupported(absl::StrCat("BUILD of a tensor with a ", KindName(state.kind), " state"));
+      case Kind::kOrderedDict:
+      case Kind::kCounter:
+        // __dict__.update(state): attributes such as _metadata, not entries.
+        if (!IsDictKind(state.kind)) return Malformed("BUILD of an OrderedDict with a state that is not a dict");
+        return inst_id;
+      default:
+        return Error("TORCH_PICKLE_FORBIDDEN_CALL",
+                     absl::StrCat("BUILD of a ", KindName(inst.kind), " (only Tensor, Parameter and OrderedDict may be built)"));
+    }
+  }
+
+ private:
+  // The machine's values, read through the names the rest of this class uses.
+  struct Values {
+    const PickleMachine& machine;
+    const Value& operator[](uint32_t id) const { return machine.value(id); }
+  };
+  absl::StatusOr<uint32_t> New(Value v) { return machine_.New(std::move(v)); }
+  absl::Status Error(absl::string_view reason, absl::string_view message) const { return machine_.Error(reason, message); }
+  absl::Status Malformed(absl::string_view message) const { return machine_.Malformed(message); }
+  absl::Status Unsupported(absl::string_view message) const { return machine_.Unsupported(message); }
 
   absl::StatusOr<std::vector<uint64_t>> Dims(uint32_t id, absl::string_view what) const {
     const Value& v = values_[id];
@@ -460,10 +243,10 @@ class Machine {
     std::optional<DType> dtype = storage.dtype;
     if (dtype_id) {
       const Value& d = values_[*dtype_id];
-      if (d.kind != Kind::kGlobal || d.global.kind != Global::kDtype) return Malformed("the dtype argument is not a dtype");
-      if (!d.global.dtype) return Unsupported(absl::StrCat("tensors of dtype '", d.text, "'"));
-      if (storage.dtype && storage.dtype != d.global.dtype) return Malformed("the dtype disagrees with the storage type");
-      dtype = d.global.dtype;
+      if (d.kind != Kind::kGlobal || InfoOf(d).kind != Global::kDtype) return Malformed("the dtype argument is not a dtype");
+      if (!InfoOf(d).dtype) return Unsupported(absl::StrCat("tensors of dtype '", d.text, "'"));
+      if (storage.dtype && storage.dtype != InfoOf(d).dtype) return Malformed("the dtype disagrees with the storage type");
+      dtype = InfoOf(d).dtype;
     }
     if (!dtype) return Malformed("an untyped storage is rebuilt without a dtype");
     const Value& offset = values_[offset_id];
@@ -511,11 +294,11 @@ class Machine {
       }
       return absl::OkStatus();
     };
-    switch (func.global.kind) {
+    switch (InfoOf(func).kind) {
       case Global::kOrderedDict:
       case Global::kCounter:
         if (!args.empty()) return Unsupported(absl::StrCat("'", func.text, "' built from arguments"));
-        return New(Value{.kind = func.global.kind == Global::kOrderedDict ? Kind::kOrderedDict : Kind::kCounter});
+        return New(Value{.kind = InfoOf(func).kind == Global::kOrderedDict ? Kind::kOrderedDict : Kind::kCounter});
       case Global::kSize: {
         if (absl::Status s = arity(1, 1); !s.ok()) return s;
         if (absl::StatusOr<std::vector<uint64_t>> d = Dims(args[0], "torch.Size"); !d.ok()) return d.status();
@@ -575,7 +358,7 @@ class Machine {
       case Global::kRebuildParameter:
       case Global::kRebuildParameterWithState: {
         // (data, requires_grad, backward_hooks[, state]): the parameter is its data.
-        if (absl::Status s = func.global.kind == Global::kRebuildParameter ? arity(3, 3) : arity(4, 4); !s.ok()) return s;
+        if (absl::Status s = InfoOf(func).kind == Global::kRebuildParameter ? arity(3, 3) : arity(4, 4); !s.ok()) return s;
         if (values_[args[0]].kind != Kind::kTensor) return Malformed("a parameter rebuilt from something that is not a tensor");
         return args[0];
       }
@@ -584,7 +367,7 @@ class Machine {
         if (absl::Status s = arity(4, 4); !s.ok()) return s;
         const Value& new_type = values_[args[1]];
         if (new_type.kind != Kind::kGlobal ||
-            (new_type.global.kind != Global::kTensor && new_type.global.kind != Global::kParameter)) {
+            (InfoOf(new_type).kind != Global::kTensor && InfoOf(new_type).kind != Global::kParameter)) {
           return Unsupported("a tensor subclass other than Tensor or Parameter");
         }
         return Call(args[0], args[2]);
@@ -603,119 +386,6 @@ class Machine {
         return Error("TORCH_PICKLE_FORBIDDEN_CALL", absl::StrCat("'", func.text, "' is not callable"));
     }
     return Malformed("unknown global");
-  }
-
-  absl::Status OpReduce() {
-    absl::StatusOr<uint32_t> args = Pop();
-    if (!args.ok()) return args.status();
-    absl::StatusOr<uint32_t*> func = Top();
-    if (!func.ok()) return func.status();
-    absl::StatusOr<uint32_t> result = Call(**func, *args);
-    if (!result.ok()) return result.status();
-    stack_.back() = *result;
-    return absl::OkStatus();
-  }
-
-  absl::Status OpNewObj() {
-    absl::StatusOr<uint32_t> args_id = Pop();
-    if (!args_id.ok()) return args_id.status();
-    absl::StatusOr<uint32_t> cls_id = Pop();
-    if (!cls_id.ok()) return cls_id.status();
-    const Value& cls = values_[*cls_id];
-    const Value& args = values_[*args_id];
-    if (cls.kind != Kind::kGlobal) return Error("TORCH_PICKLE_FORBIDDEN_CALL", "NEWOBJ on something that is not an allowed class");
-    if (args.kind != Kind::kTuple) return Malformed("NEWOBJ arguments are not a tuple");
-    switch (cls.global.kind) {
-      case Global::kParameter:
-        if (args.items.empty() || args.items.size() > 2 || values_[args.items[0]].kind != Kind::kTensor) {
-          return Unsupported("Parameter built from something other than a tensor");
-        }
-        stack_.push_back(args.items[0]);
-        return absl::OkStatus();
-      case Global::kSize:
-        return Push(Value{.kind = Kind::kTuple, .items = args.items.empty() ? std::vector<uint32_t>{} : values_[args.items[0]].items});
-      case Global::kOrderedDict: return Push(Value{.kind = Kind::kOrderedDict});
-      case Global::kCounter: return Push(Value{.kind = Kind::kCounter});
-      case Global::kSet: return Push(Value{.kind = Kind::kSet});
-      default:
-        return Unsupported(absl::StrCat("NEWOBJ of '", cls.text, "'"));
-    }
-  }
-
-  absl::Status OpBuild() {
-    absl::StatusOr<uint32_t> state_id = Pop();
-    if (!state_id.ok()) return state_id.status();
-    absl::StatusOr<uint32_t*> inst_id = Top();
-    if (!inst_id.ok()) return inst_id.status();
-    const Value& inst = values_[**inst_id];
-    const Value& state = values_[*state_id];
-    switch (inst.kind) {
-      case Kind::kTensor:
-        // Tensor.set_(storage, offset, size, stride) for legacy pickles; a dict of attributes
-        // (or nothing) otherwise, which changes no data.
-        if (state.kind == Kind::kTuple && state.items.size() == 4) {
-          const std::vector<uint32_t> s = state.items;
-          absl::StatusOr<uint32_t> rebuilt = MakeTensor(s[0], s[1], s[2], s[3], std::nullopt);
-          if (!rebuilt.ok()) return rebuilt.status();
-          stack_.back() = *rebuilt;
-          return absl::OkStatus();
-        }
-        if (IsDictKind(state.kind) || state.kind == Kind::kNone || (state.kind == Kind::kTuple && state.items.empty())) {
-          return absl::OkStatus();
-        }
-        return Unsupported(absl::StrCat("BUILD of a tensor with a ", KindName(state.kind), " state"));
-      case Kind::kOrderedDict:
-      case Kind::kCounter:
-        // __dict__.update(state): attributes such as _metadata, not entries.
-        if (!IsDictKind(state.kind)) return Malformed("BUILD of an OrderedDict with a state that is not a dict");
-        return absl::OkStatus();
-      default:
-        return Error("TORCH_PICKLE_FORBIDDEN_CALL",
-                     absl::StrCat("BUILD of a ", KindName(inst.kind), " (only Tensor, Parameter and OrderedDict may be built)"));
-    }
-  }
-
-  absl::Status OpAppend(bool many) {
-    std::vector<uint32_t> items;
-    if (many) {
-      absl::StatusOr<std::vector<uint32_t>> popped = PopMark();
-      if (!popped.ok()) return popped.status();
-      items = *std::move(popped);
-    } else {
-      absl::StatusOr<uint32_t> item = Pop();
-      if (!item.ok()) return item.status();
-      items.push_back(*item);
-    }
-    absl::StatusOr<uint32_t*> target = Top();
-    if (!target.ok()) return target.status();
-    Value& list = values_[**target];
-    if (list.kind != Kind::kList) return Malformed(absl::StrCat("can only append to lists, not to a ", KindName(list.kind)));
-    list.items.insert(list.items.end(), items.begin(), items.end());
-    return absl::OkStatus();
-  }
-
-  absl::Status OpSetItem(bool many) {
-    std::vector<uint32_t> items;
-    if (many) {
-      absl::StatusOr<std::vector<uint32_t>> popped = PopMark();
-      if (!popped.ok()) return popped.status();
-      items = *std::move(popped);
-      if (items.size() % 2 != 0) return Malformed("SETITEMS with an odd number of items");
-    } else {
-      absl::StatusOr<uint32_t> v = Pop();
-      if (!v.ok()) return v.status();
-      absl::StatusOr<uint32_t> k = Pop();
-      if (!k.ok()) return k.status();
-      items = {*k, *v};
-    }
-    absl::StatusOr<uint32_t*> target = Top();
-    if (!target.ok()) return target.status();
-    Value& dict = values_[**target];
-    if (!IsDictKind(dict.kind)) {
-      return Malformed(absl::StrCat("can only set items of dict, OrderedDict or Counter, not of a ", KindName(dict.kind)));
-    }
-    dict.items.insert(dict.items.end(), items.begin(), items.end());
-    return absl::OkStatus();
   }
 
   // Flattens `dict` into named tensors: string keys, nested dicts joined with '.', a later
@@ -755,7 +425,6 @@ class Machine {
   }
 
   absl::StatusOr<TorchPickle> Collect(uint32_t root_id) {
-    op_pos_ = pos_;
     const Value* root = &values_[root_id];
     if (!IsDictKind(root->kind)) {
       return Unsupported(absl::StrCat("the checkpoint holds a ", KindName(root->kind), ", not a state dict"));
@@ -769,17 +438,12 @@ class Machine {
     }
     std::unordered_set<uint32_t> open;
     if (absl::Status s = Flatten(root_id, "", 0, open); !s.ok()) return s;
+    result_.protocol = machine_.protocol();
     return std::move(result_);
   }
 
-  absl::string_view data_;
-  absl::string_view file_;
-  size_t pos_ = 0;
-  size_t op_pos_ = 0;
-  std::vector<Value> values_;
-  std::vector<uint32_t> stack_;
-  std::vector<size_t> marks_;
-  std::unordered_map<uint32_t, uint32_t> memo_;
+  PickleMachine machine_;
+  Values values_{machine_};
   std::unordered_map<std::string, size_t> storage_by_key_;
   std::vector<TorchTensor> tensors_;  // every tensor built, named or not
   std::unordered_set<std::string> names_;
@@ -789,7 +453,7 @@ class Machine {
 }  // namespace
 
 absl::StatusOr<TorchPickle> ReadTorchPickle(absl::string_view pickle, absl::string_view file) {
-  return Machine(pickle, file).Run();
+  return TorchReader(pickle, file).Run();
 }
 
 }  // namespace modelsmith

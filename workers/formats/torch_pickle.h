@@ -2,11 +2,8 @@
 // weights_only=True unpickler (torch/_weights_only_unpickler.py; formats.md §3) and never calls,
 // imports or executes anything: it builds descriptors of the tensors the pickle would rebuild.
 //
-// Opcodes: exactly torch's set (PROTO STOP MARK GLOBAL NEWOBJ REDUCE BUILD APPEND APPENDS
-// SETITEM SETITEMS TUPLE TUPLE1-3 NONE NEWFALSE NEWTRUE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT
-// EMPTY_SET BININT BININT1 BININT2 LONG1 BINFLOAT BINUNICODE SHORT_BINSTRING BINPERSID BINGET
-// LONG_BINGET BINPUT LONG_BINPUT); any other (FRAME, STACK_GLOBAL, MEMOIZE, INST, OBJ, ...)
-// is refused with its name and byte position.
+// The opcodes are interpreted by PickleMachine (pickle_machine.h), exactly torch's set; this
+// reader is its host: it decides what the globals stand for and what the allowed calls build.
 // Globals: torch's default allow-list (collections.OrderedDict/Counter, torch.nn.parameter.
 // Parameter, torch.Size, torch.Tensor, torch.device, _codecs.encode, builtins.bytearray/set/
 // complex, torch.serialization._get_layout, every torch dtype, tensor class, storage class and
