@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:50051
 METRICS_LISTEN ?= 127.0.0.1:9464
 DATA_DIR ?= ./data
 
-.PHONY: deps build serve test bench fuzz clean
+.PHONY: deps build serve test bench fuzz format format-check clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -26,12 +26,13 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench bisect_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench bisect_bench watch_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/convert_bench --work-dir bench-data/convert
 	$(BUILD_DIR)/tests/bench/lora_bench --work-dir bench-data/lora
 	$(BUILD_DIR)/tests/bench/bisect_bench --work-dir bench-data/bisect
+	$(BUILD_DIR)/tests/bench/watch_bench --work-dir bench-data/watch
 
 # The GGUF reader, the torch restricted unpickler and the torch checkpoint reader (zip record
 # table + pickle) under libFuzzer + AddressSanitizer for FUZZ_SECONDS each (clang, its own build
@@ -53,6 +54,12 @@ fuzz:
 	  -rss_limit_mb=2048 corpus/pickle
 	cd build-fuzz && tests/fuzz/torch_checkpoint_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
 	  -rss_limit_mb=2048 corpus/torch
+
+# The tree is kept formatted by .clang-format; format-check is also a ctest case.
+format:
+	bash scripts/format.sh
+format-check:
+	bash scripts/format.sh --check
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -23,8 +23,8 @@ BUILD_PACKAGES=(
 # /metrics, boto3 reads S3 artifacts back as an independent client, PyYAML checks the deploy
 # manifests, python3-onnx (with numpy) builds the ONNX test graphs and runs the ONNX checker on
 # bisected chunks, node + npm install the pinned test-only tools (tests/package-lock.json: buf,
-# s3rver, onnxruntime-node).
-TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy)
+# s3rver, onnxruntime-node); clang-format checks the tree against .clang-format.
+TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy clang-format git)
 
 # `make fuzz` builds the fuzz targets with clang's libFuzzer and AddressSanitizer.
 FUZZ_PACKAGES=(clang libclang-rt-14-dev)
