@@ -34,7 +34,8 @@ v1::JobKind ParseKind(const std::string& name) {
 
 // submit convert: a checkpoint to safetensors with dtype, names and sharding.
 void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
-  CLI::App* convert = submit->add_subcommand("convert", "convert a checkpoint: torch/safetensors/GGUF to safetensors, or a Llama-family checkpoint to GGUF");
+  CLI::App* convert = submit->add_subcommand(
+      "convert", "convert a checkpoint: torch/safetensors/GGUF to safetensors, or a Llama-family checkpoint to GGUF");
   struct Options {
     v1::SubmitJobRequest request;
     std::string input, output, to, dtype, variant, max_size, strategy = "hf_greedy", stem, request_id;
@@ -42,17 +43,23 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
     bool overwrite = false, watch = false;
   };
   auto options = std::make_shared<Options>();
-  convert->add_option("--input", options->input, "pytorch_model.bin (.pt/.pth/.ckpt), a .bin or safetensors index, a Llama-family .gguf, a directory")
+  convert
+      ->add_option("--input", options->input,
+                   "pytorch_model.bin (.pt/.pth/.ckpt), a .bin or safetensors index, a Llama-family .gguf, a directory")
       ->required();
   convert->add_option("--output", options->output, "output directory")->required();
   convert->add_option("--to", options->to, "target format")->check(CLI::IsMember({"safetensors", "gguf"}))->required();
-  convert->add_option("--dtype", options->dtype, "safetensors: cast float tensors to f32 f16 bf16 f8_e4m3 f8_e5m2 (default: keep); gguf: f32 f16 bf16 or a GGUF type such as Q8_0");
+  convert->add_option("--dtype", options->dtype,
+                      "safetensors: cast float tensors to f32 f16 bf16 f8_e4m3 f8_e5m2 (default: keep); gguf: f32 f16 "
+                      "bf16 or a GGUF type such as Q8_0");
   convert->add_option("--keep", options->keep, "tensors matching this regex keep their dtype (repeatable)");
   convert->add_option("--rename", options->rename, "REGEX=REPLACEMENT on whole names, applied in order (repeatable)");
   convert->add_option("--variant", options->variant, "name variant, e.g. fp16 (model.fp16.safetensors)");
-  convert->add_option("--max-shard-size", options->max_size, "reshard: e.g. 5GB; default one output file per input file");
+  convert->add_option("--max-shard-size", options->max_size,
+                      "reshard: e.g. 5GB; default one output file per input file");
   convert->add_option("--strategy", options->strategy, "hf_greedy or balanced")
-      ->check(CLI::IsMember({"hf_greedy", "balanced"}))->capture_default_str();
+      ->check(CLI::IsMember({"hf_greedy", "balanced"}))
+      ->capture_default_str();
   convert->add_option("--stem", options->stem, "output file stem (default from the input: pytorch_model -> model)");
   convert->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   convert->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
@@ -103,7 +110,8 @@ bool ParseAdapterArgument(const std::string& argument, v1::LoraAdapter* adapter)
 
 // submit lora-merge: adapters merged into a base, written back in the base's format.
 void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
-  CLI::App* merge = submit->add_subcommand("lora-merge", "merge LoRA adapters (PEFT, kohya, diffusers) into a safetensors, PyTorch or GGUF base");
+  CLI::App* merge = submit->add_subcommand(
+      "lora-merge", "merge LoRA adapters (PEFT, kohya, diffusers) into a safetensors, PyTorch or GGUF base");
   struct Options {
     v1::SubmitJobRequest request;
     std::string base, output, policy = "requantize", dequantize_dtype, request_id;
@@ -111,17 +119,27 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
     bool allow_partial = false, overwrite = false, watch = false;
   };
   auto options = std::make_shared<Options>();
-  merge->add_option("--base", options->base, "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")->required();
-  merge->add_option("--adapter", options->adapters,
-                    "ADAPTER[:STRENGTH]: a PEFT directory or a kohya/diffusers .safetensors file; repeatable, applied in order")
+  merge
+      ->add_option("--base", options->base,
+                   "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")
       ->required();
-  merge->add_option("--output", options->output, "output directory (safetensors or .bin base) or .gguf file (GGUF base)")->required();
+  merge
+      ->add_option(
+          "--adapter", options->adapters,
+          "ADAPTER[:STRENGTH]: a PEFT directory or a kohya/diffusers .safetensors file; repeatable, applied in order")
+      ->required();
+  merge
+      ->add_option("--output", options->output, "output directory (safetensors or .bin base) or .gguf file (GGUF base)")
+      ->required();
   merge->add_option("--policy", options->policy, "quantized bases: requantize (same type) or dequantize")
-      ->check(CLI::IsMember({"requantize", "dequantize"}))->capture_default_str();
-  merge->add_option("--dequantize-dtype", options->dequantize_dtype,
-                    "policy dequantize: f16, bf16 or f32 (default: the weight's type before quantization, else f16)")
+      ->check(CLI::IsMember({"requantize", "dequantize"}))
+      ->capture_default_str();
+  merge
+      ->add_option("--dequantize-dtype", options->dequantize_dtype,
+                   "policy dequantize: f16, bf16 or f32 (default: the weight's type before quantization, else f16)")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}));
-  merge->add_flag("--allow-partial", options->allow_partial, "leave out adapter keys that match no base weight (each a warning)");
+  merge->add_flag("--allow-partial", options->allow_partial,
+                  "leave out adapter keys that match no base weight (each a warning)");
   merge->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   merge->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   merge->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
@@ -138,7 +156,8 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
       }
       adapter->set_uri(AbsoluteIfLocalPath(adapter->uri()));
     }
-    spec.set_policy(options->policy == "dequantize" ? v1::QUANTIZED_BASE_POLICY_DEQUANTIZE : v1::QUANTIZED_BASE_POLICY_REQUANTIZE);
+    spec.set_policy(options->policy == "dequantize" ? v1::QUANTIZED_BASE_POLICY_DEQUANTIZE
+                                                    : v1::QUANTIZED_BASE_POLICY_REQUANTIZE);
     spec.set_dequantize_dtype(options->dequantize_dtype);
     spec.set_allow_partial(options->allow_partial);
     spec.set_overwrite(options->overwrite);
@@ -149,7 +168,8 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
 
 // submit bisect: a checkpoint split into N chunks of balanced stored size, in execution order.
 void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
-  CLI::App* bisect = submit->add_subcommand("bisect", "split a safetensors, PyTorch or GGUF checkpoint into N balanced chunks in execution order");
+  CLI::App* bisect = submit->add_subcommand(
+      "bisect", "split a safetensors, PyTorch or GGUF checkpoint into N balanced chunks in execution order");
   struct Options {
     v1::SubmitJobRequest request;
     std::string input, output, granularity = "block", request_id;
@@ -157,11 +177,16 @@ void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
     bool overwrite = false, watch = false;
   };
   auto options = std::make_shared<Options>();
-  bisect->add_option("--input", options->input, "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")->required();
-  bisect->add_option("--output", options->output, "output directory: the chunks, <stem>.chunks.json and the manifest")->required();
+  bisect
+      ->add_option("--input", options->input,
+                   "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")
+      ->required();
+  bisect->add_option("--output", options->output, "output directory: the chunks, <stem>.chunks.json and the manifest")
+      ->required();
   bisect->add_option("--chunks", options->chunks, "number of chunks")->check(CLI::Range(2, 256))->capture_default_str();
   bisect->add_option("--granularity", options->granularity, "cut between whole blocks, modules or single tensors")
-      ->check(CLI::IsMember({"block", "module", "tensor"}))->capture_default_str();
+      ->check(CLI::IsMember({"block", "module", "tensor"}))
+      ->capture_default_str();
   bisect->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   bisect->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   bisect->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
@@ -184,7 +209,8 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   RemoteOptions remote;
   app.add_option("--server", remote.server, "modelsmithd address HOST:PORT")
-      ->envname("MODELSMITH_SERVER")->capture_default_str();
+      ->envname("MODELSMITH_SERVER")
+      ->capture_default_str();
   app.add_flag("--json", remote.json, "machine-readable JSON output");
   int exit_code = kExitOk;
 
@@ -200,7 +226,8 @@ int Main(int argc, char** argv) {
   shard->add_option("--output", output, "output directory")->required();
   shard->add_option("--max-shard-size", max_size, "e.g. 5GB (10^9), 5GiB (2^30), bytes, or 0 for one file")->required();
   shard->add_option("--strategy", strategy, "hf_greedy or balanced")
-      ->check(CLI::IsMember({"hf_greedy", "balanced"}))->capture_default_str();
+      ->check(CLI::IsMember({"hf_greedy", "balanced"}))
+      ->capture_default_str();
   shard->add_option("--variant", variant, "name variant, e.g. fp16");
   shard->add_option("--stem", stem, "file stem (default model; diffusion_pytorch_model for diffusers)");
   shard->add_flag("--overwrite", overwrite, "replace files already at the output");
@@ -222,7 +249,8 @@ int Main(int argc, char** argv) {
   AddLoraMergeCommand(submit, remote, exit_code);
   AddBisectCommand(submit, remote, exit_code);
 
-  CLI::App* quantize = submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
+  CLI::App* quantize =
+      submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;
   v1::QuantizeSpec& qspec = *quantize_request.mutable_spec()->mutable_quantize();
   std::string q_input, q_output, q_scheme, q_request_id, q_max_split;
@@ -234,9 +262,10 @@ int Main(int argc, char** argv) {
   double q_snr_warning = 0;
   quantize->add_option("--input", q_input, "safetensors file, index.json, directory, or .gguf")->required();
   quantize->add_option("--output", q_output, "a .gguf file for GGUF types, a directory for layouts")->required();
-  quantize->add_option("--scheme", q_scheme,
-                       "Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32, or bnb_int8 bnb_nf4 bnb_fp4 "
-                       "quanto_int8 quanto_int4 chatglm_int8 chatglm_int4")
+  quantize
+      ->add_option("--scheme", q_scheme,
+                   "Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32, or bnb_int8 bnb_nf4 bnb_fp4 "
+                   "quanto_int8 quanto_int4 chatglm_int8 chatglm_int4")
       ->required();
   quantize->add_option("--block-size", q_block_size, "bnb_nf4/bnb_fp4 block size, 32..4096 (default 64)");
   quantize->add_flag("--double-quant", q_double_quant, "bnb_nf4/bnb_fp4: quantize the absmax values too");
@@ -308,7 +337,8 @@ int Main(int argc, char** argv) {
   list->add_flag("--all", all, "fetch every page");
   list->callback([&] {
     v1::ListJobsRequest request;
-    for (auto* s : {&state, &kind}) for (char& c : *s) c = static_cast<char>(std::toupper(c));
+    for (auto* s : {&state, &kind})
+      for (char& c : *s) c = static_cast<char>(std::toupper(c));
     request.set_state(ParseState(state));
     request.set_kind(ParseKind(kind));
     request.set_page_size(page_size);

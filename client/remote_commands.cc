@@ -48,12 +48,9 @@ int Follow(const RemoteOptions& options, v1::JobService::Stub& stub, const std::
   if (!status.ok()) return ReportRpcError(status);
   if (!options.json) PrintJob(last, stdout);
   switch (last.state()) {
-    case v1::JOB_STATE_SUCCEEDED:
-      return kExitOk;
-    case v1::JOB_STATE_FAILED:
-      return IsInvalidInputCode(last.error().code()) ? kExitInvalidInput : kExitFailure;
-    default:
-      return kExitFailure;
+    case v1::JOB_STATE_SUCCEEDED: return kExitOk;
+    case v1::JOB_STATE_FAILED: return IsInvalidInputCode(last.error().code()) ? kExitInvalidInput : kExitFailure;
+    default: return kExitFailure;
   }
 }
 

@@ -38,9 +38,11 @@ std::string ProgressText(const v1::Progress& p) {
     absl::StrAppend(&text, absl::StrFormat(" %5.1f%% %s / %s", 100.0 * p.bytes_done() / p.bytes_total(),
                                            HumanBytes(p.bytes_done()), HumanBytes(p.bytes_total())));
   }
-  if (p.tensors_total() > 0) absl::StrAppend(&text, absl::StrFormat("  %d/%d tensors", p.tensors_done(), p.tensors_total()));
+  if (p.tensors_total() > 0)
+    absl::StrAppend(&text, absl::StrFormat("  %d/%d tensors", p.tensors_done(), p.tensors_total()));
   if (p.bytes_per_second() > 0) absl::StrAppend(&text, "  ", HumanBytes(p.bytes_per_second()), "/s");
-  if (p.eta_seconds() >= 0 && p.bytes_done() < p.bytes_total()) absl::StrAppend(&text, "  ETA ", HumanDuration(p.eta_seconds()));
+  if (p.eta_seconds() >= 0 && p.bytes_done() < p.bytes_total())
+    absl::StrAppend(&text, "  ETA ", HumanDuration(p.eta_seconds()));
   return text;
 }
 
@@ -54,10 +56,8 @@ bool IsInvalidInputCode(int code) {
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kUnimplemented:
-      return true;
-    default:
-      return false;
+    case absl::StatusCode::kUnimplemented: return true;
+    default: return false;
   }
 }
 
@@ -98,13 +98,14 @@ void PrintJob(const v1::Job& job, FILE* out) {
   std::string kind = v1::JobKind_Name(job.kind());
   if (kind.rfind("JOB_KIND_", 0) == 0) kind = kind.substr(9);
   absl::FPrintF(out, "%s  %s  %s  attempt %d\n", job.id(), kind, StateName(job.state()), job.attempt());
-  absl::FPrintF(out, "  created %s  started %s  ended %s\n", TimeText(job.create_time()),
-                TimeText(job.start_time()), TimeText(job.end_time()));
+  absl::FPrintF(out, "  created %s  started %s  ended %s\n", TimeText(job.create_time()), TimeText(job.start_time()),
+                TimeText(job.end_time()));
   if (job.has_progress()) absl::FPrintF(out, "  progress: %s\n", ProgressText(job.progress()));
   for (const v1::Warning& w : job.warnings()) absl::FPrintF(out, "  warning %s: %s\n", w.code(), w.message());
   if (job.has_error()) {
-    absl::FPrintF(out, "  error: %s (%s): %s\n", absl::StatusCodeToString(static_cast<absl::StatusCode>(job.error().code())),
-                  job.error().reason(), job.error().message());
+    absl::FPrintF(out, "  error: %s (%s): %s\n",
+                  absl::StatusCodeToString(static_cast<absl::StatusCode>(job.error().code())), job.error().reason(),
+                  job.error().message());
   }
   if (job.has_result()) {
     absl::FPrintF(out, "  artifacts:\n");
@@ -117,10 +118,14 @@ void PrintJob(const v1::Job& job, FILE* out) {
                   HumanBytes(f.throughput_bytes_per_second()), HumanBytes(f.peak_resident_bytes()));
     if (f.has_convert()) {
       const v1::ConvertFigures& c = f.convert();
-      absl::FPrintF(out, "  convert: %d tensors in %d file(s), %d cast, %d renamed, %d tied names written once, %d entries skipped\n",
-                    c.tensors_written(), c.files(), c.tensors_cast(), c.tensors_renamed(), c.aliases_dropped(), c.entries_skipped());
+      absl::FPrintF(
+          out,
+          "  convert: %d tensors in %d file(s), %d cast, %d renamed, %d tied names written once, %d entries skipped\n",
+          c.tensors_written(), c.files(), c.tensors_cast(), c.tensors_renamed(), c.aliases_dropped(),
+          c.entries_skipped());
       if (c.overflowed_values() + c.saturated_values() > 0) {
-        absl::FPrintF(out, "  convert: %d values overflowed to Inf, %d saturated\n", c.overflowed_values(), c.saturated_values());
+        absl::FPrintF(out, "  convert: %d values overflowed to Inf, %d saturated\n", c.overflowed_values(),
+                      c.saturated_values());
       }
     }
     if (f.has_quantize()) {
@@ -134,12 +139,14 @@ void PrintJob(const v1::Job& job, FILE* out) {
     if (f.has_lora_merge()) {
       const v1::LoraMergeFigures& m = f.lora_merge();
       absl::FPrintF(out,
-                    "  lora merge: %d adapter(s), %d module(s) merged, %d skipped; %d tensors changed (%d requantized, %d dequantized), "
+                    "  lora merge: %d adapter(s), %d module(s) merged, %d skipped; %d tensors changed (%d requantized, "
+                    "%d dequantized), "
                     "%d copied; %d other file(s) copied\n",
                     m.adapters(), m.modules_matched(), m.modules_skipped(), m.tensors_merged(), m.tensors_requantized(),
                     m.tensors_dequantized(), m.tensors_copied(), m.files_copied());
       for (const v1::MergedTensor& t : m.largest_updates()) {
-        absl::FPrintF(out, "    %-48s %-5s |dW|/|W| %.4g  SNR %6.2f dB\n", t.name(), t.type(), t.relative_update(), t.snr_db());
+        absl::FPrintF(out, "    %-48s %-5s |dW|/|W| %.4g  SNR %6.2f dB\n", t.name(), t.type(), t.relative_update(),
+                      t.snr_db());
       }
     }
     if (f.has_shard()) {
@@ -151,8 +158,9 @@ void PrintJob(const v1::Job& job, FILE* out) {
     if (f.has_bisect()) {
       std::vector<std::string> sizes;
       for (uint64_t s : f.bisect().chunk_sizes_bytes()) sizes.push_back(HumanBytes(s));
-      absl::FPrintF(out, "  chunks: %d (%s) cut between %d %s units, imbalance max/mean %.3f\n", f.bisect().chunk_count(),
-                    absl::StrJoin(sizes, ", "), f.bisect().units(), f.bisect().granularity(), f.bisect().imbalance_ratio());
+      absl::FPrintF(out, "  chunks: %d (%s) cut between %d %s units, imbalance max/mean %.3f\n",
+                    f.bisect().chunk_count(), absl::StrJoin(sizes, ", "), f.bisect().units(), f.bisect().granularity(),
+                    f.bisect().imbalance_ratio());
     }
   }
 }
@@ -176,7 +184,8 @@ void PrintModel(const v1::ModelInfo& model, FILE* out) {
   if (!model.adapter_format().empty()) {
     absl::FPrintF(out, "  LoRA adapter, %s keys, %d module(s)\n", model.adapter_format(), model.adapter_modules());
   }
-  for (const v1::TensorAlias& a : model.aliases()) absl::FPrintF(out, "  alias %s = %s (tied, stored once)\n", a.name(), a.target());
+  for (const v1::TensorAlias& a : model.aliases())
+    absl::FPrintF(out, "  alias %s = %s (tied, stored once)\n", a.name(), a.target());
   for (const std::string& s : model.skipped_entries()) absl::FPrintF(out, "  not a tensor: %s\n", s);
   for (const auto& [key, value] : model.metadata()) absl::FPrintF(out, "  metadata %s = %s\n", key, value);
   std::map<std::string, int> layouts;
@@ -265,8 +274,7 @@ void ProgressView::OnEvent(const v1::JobEvent& event) {
       Finish();
       absl::FPrintF(out_, "log %s\n", event.log().message());
       return;
-    default:
-      return;
+    default: return;
   }
 }
 

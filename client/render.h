@@ -27,8 +27,8 @@ bool IsInvalidInputCode(int canonical_code);
 std::string ToJson(const google::protobuf::Message& message, bool multiline);
 
 std::string StateName(v1::JobState state);  // "SUCCEEDED"
-std::string HumanBytes(double bytes);        // "1.50 GB"
-std::string HumanDuration(double seconds);   // "1m 05s"
+std::string HumanBytes(double bytes);       // "1.50 GB"
+std::string HumanDuration(double seconds);  // "1m 05s"
 
 void PrintJob(const v1::Job& job, FILE* out);
 void PrintJobRow(const v1::Job& job, FILE* out);

@@ -68,7 +68,8 @@ absl::StatusOr<v1::JobSpec> ReadSpec(const std::string& path) {
   } else {
     std::ifstream in(path);
     if (!in) {
-      return MakeError(absl::StatusCode::kNotFound, "SPEC_NOT_FOUND", absl::StrCat("cannot read spec file '", path, "'"));
+      return MakeError(absl::StatusCode::kNotFound, "SPEC_NOT_FOUND",
+                       absl::StrCat("cannot read spec file '", path, "'"));
     }
     text << in.rdbuf();
   }
@@ -114,7 +115,8 @@ int RunCommand(const std::string& spec_path, bool json) {
     }
     return ReportError(result.status());
   }
-  result->mutable_figures()->set_peak_resident_bytes(std::max(result->figures().peak_resident_bytes(), PeakResidentBytes()));
+  result->mutable_figures()->set_peak_resident_bytes(
+      std::max(result->figures().peak_resident_bytes(), PeakResidentBytes()));
   if (json) {
     std::printf("%s\n", ToJson(*result, true).c_str());
   } else {

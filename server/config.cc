@@ -15,37 +15,56 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
   std::string memory_budget = "auto";
   std::string log_format = "text";
   app.add_option("--listen", config.listen, "gRPC address HOST:PORT (port 0 picks a free port)")
-      ->envname("MODELSMITH_LISTEN")->capture_default_str();
+      ->envname("MODELSMITH_LISTEN")
+      ->capture_default_str();
   app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics address HOST:PORT, or 'off'")
-      ->envname("MODELSMITH_METRICS_LISTEN")->capture_default_str();
+      ->envname("MODELSMITH_METRICS_LISTEN")
+      ->capture_default_str();
   app.add_option("--data-dir", config.data_dir, "job database and default storage root")
-      ->envname("MODELSMITH_DATA_DIR")->capture_default_str();
+      ->envname("MODELSMITH_DATA_DIR")
+      ->capture_default_str();
   app.add_option("--roots", config.roots, "comma-separated directories jobs may read and write (default: the data dir)")
-      ->delimiter(',')->envname("MODELSMITH_ROOTS");
+      ->delimiter(',')
+      ->envname("MODELSMITH_ROOTS");
   app.add_option("--workers", config.workers, "jobs run at once (default: the number of cores)")
-      ->envname("MODELSMITH_WORKERS")->check(CLI::Range(0, 1024));
-  app.add_option("--memory-budget", memory_budget, "memory for admitting jobs, e.g. 8GiB (default: cgroup limit, else 75% of RAM)")
-      ->envname("MODELSMITH_MEMORY_BUDGET")->capture_default_str();
+      ->envname("MODELSMITH_WORKERS")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--memory-budget", memory_budget,
+                 "memory for admitting jobs, e.g. 8GiB (default: cgroup limit, else 75% of RAM)")
+      ->envname("MODELSMITH_MEMORY_BUDGET")
+      ->capture_default_str();
   app.add_option("--shutdown-grace", config.shutdown_grace_seconds, "seconds running jobs get to finish on SIGTERM")
-      ->envname("MODELSMITH_SHUTDOWN_GRACE")->check(CLI::Range(0.0, 86400.0))->capture_default_str();
+      ->envname("MODELSMITH_SHUTDOWN_GRACE")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   std::string io_limit = "0";
   app.add_option("--job-io-limit", io_limit, "bytes per second each job may move, e.g. 200MB (0: unlimited)")
-      ->envname("MODELSMITH_JOB_IO_LIMIT")->capture_default_str();
+      ->envname("MODELSMITH_JOB_IO_LIMIT")
+      ->capture_default_str();
   std::string s3_part_size = "16MiB";
-  app.add_option("--s3-endpoint", config.s3_endpoint, "S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS)")
+  app.add_option("--s3-endpoint", config.s3_endpoint,
+                 "S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS)")
       ->envname("MODELSMITH_S3_ENDPOINT");
   app.add_option("--s3-region", config.s3_region, "S3 region (default: AWS_REGION, else us-east-1)")
       ->envname("MODELSMITH_S3_REGION");
   app.add_option("--s3-addressing", config.s3_addressing, "path or virtual (default: path for a custom endpoint)")
-      ->envname("MODELSMITH_S3_ADDRESSING")->check(CLI::IsMember({"path", "virtual"}));
+      ->envname("MODELSMITH_S3_ADDRESSING")
+      ->check(CLI::IsMember({"path", "virtual"}));
   app.add_option("--s3-part-size", s3_part_size, "multipart part size (5MiB to 5GiB)")
-      ->envname("MODELSMITH_S3_PART_SIZE")->capture_default_str();
+      ->envname("MODELSMITH_S3_PART_SIZE")
+      ->capture_default_str();
   app.add_option("--s3-parts-in-flight", config.s3_parts_in_flight, "parts uploading at once per object")
-      ->envname("MODELSMITH_S3_PARTS_IN_FLIGHT")->check(CLI::Range(1, 64))->capture_default_str();
+      ->envname("MODELSMITH_S3_PARTS_IN_FLIGHT")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--s3-max-attempts", config.s3_max_attempts, "attempts per S3 request, retries included")
-      ->envname("MODELSMITH_S3_MAX_ATTEMPTS")->check(CLI::Range(1, 100))->capture_default_str();
+      ->envname("MODELSMITH_S3_MAX_ATTEMPTS")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   app.add_option("--log-format", log_format, "text or json")
-      ->envname("MODELSMITH_LOG_FORMAT")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+      ->envname("MODELSMITH_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -55,7 +74,8 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
   if (memory_budget != "auto") {
     absl::StatusOr<uint64_t> bytes = ParseSize(memory_budget);
     if (!bytes.ok() || *bytes == 0) {
-      std::cerr << "--memory-budget: " << (bytes.ok() ? "must be positive" : std::string(bytes.status().message())) << "\n";
+      std::cerr << "--memory-budget: " << (bytes.ok() ? "must be positive" : std::string(bytes.status().message()))
+                << "\n";
       *exit_code = 2;
       return config;
     }

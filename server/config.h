@@ -16,15 +16,15 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9464";  // "off" disables the metrics endpoint
   std::string data_dir = "./data";
-  std::vector<std::string> roots;  // empty: the data directory alone
-  size_t workers = 0;              // 0: the number of cores
+  std::vector<std::string> roots;    // empty: the data directory alone
+  size_t workers = 0;                // 0: the number of cores
   uint64_t memory_budget_bytes = 0;  // 0: the cgroup limit, else 75% of RAM
   double shutdown_grace_seconds = 30;
   uint64_t job_io_bytes_per_second = 0;  // 0: unlimited
   // S3: credentials and defaults from the standard AWS_* variables; these override.
-  std::string s3_endpoint;     // --s3-endpoint, else AWS_ENDPOINT_URL
-  std::string s3_region;       // --s3-region, else AWS_REGION
-  std::string s3_addressing;   // "path", "virtual", or "" (path for a custom endpoint)
+  std::string s3_endpoint;    // --s3-endpoint, else AWS_ENDPOINT_URL
+  std::string s3_region;      // --s3-region, else AWS_REGION
+  std::string s3_addressing;  // "path", "virtual", or "" (path for a custom endpoint)
   uint64_t s3_part_size_bytes = 16 << 20;
   int s3_parts_in_flight = 4;
   int s3_max_attempts = 6;

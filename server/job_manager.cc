@@ -30,8 +30,7 @@ constexpr auto kProgressPersistInterval = std::chrono::seconds(2);
 constexpr auto kCancelWait = std::chrono::seconds(5);
 
 bool IsTerminal(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
-         state == v1::JOB_STATE_CANCELLED;
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED;
 }
 
 std::string NewJobId() {
@@ -73,8 +72,7 @@ v1::JobError ErrorOf(const absl::Status& status) {
 
 // Page tokens bind the position to the filter they were made for.
 std::string MakePageToken(int64_t before_seq, const v1::ListJobsRequest& request) {
-  return absl::WebSafeBase64Escape(
-      absl::StrCat("v1:", before_seq, ":", request.state(), ":", request.kind()));
+  return absl::WebSafeBase64Escape(absl::StrCat("v1:", before_seq, ":", request.state(), ":", request.kind()));
 }
 
 absl::StatusOr<int64_t> ParsePageToken(const v1::ListJobsRequest& request) {
@@ -114,8 +112,7 @@ absl::StatusOr<v1::JobResult> RunGuarded(const JobRun& run, JobContext& context)
 // The running job's view of the manager.
 class JobManager::Context final : public JobContext {
  public:
-  Context(JobManager& manager, std::shared_ptr<Tracked> tracked)
-      : manager_(manager), tracked_(std::move(tracked)) {}
+  Context(JobManager& manager, std::shared_ptr<Tracked> tracked) : manager_(manager), tracked_(std::move(tracked)) {}
 
   bool stop_requested() const override { return tracked_->cancel || tracked_->interrupt; }
 
@@ -210,9 +207,9 @@ absl::Status JobManager::Recover() {
   for (v1::Job& job : *running) {
     if (job.attempt() >= kMaxInterruptedAttempts) {
       job.set_state(v1::JOB_STATE_FAILED);
-      *job.mutable_error() = ErrorOf(MakeError(
-          absl::StatusCode::kAborted, "INTERRUPTED",
-          absl::StrCat("the server stopped while the job ran, ", job.attempt(), " times; giving up")));
+      *job.mutable_error() = ErrorOf(
+          MakeError(absl::StatusCode::kAborted, "INTERRUPTED",
+                    absl::StrCat("the server stopped while the job ran, ", job.attempt(), " times; giving up")));
       *job.mutable_end_time() = TimeUtil::GetCurrentTime();
       LogWarn(job.id(), "failed: interrupted too many times");
       Persist(job);
@@ -222,8 +219,7 @@ absl::Status JobManager::Recover() {
     job.set_state(v1::JOB_STATE_QUEUED);
     v1::Warning* warning = job.add_warnings();
     warning->set_code("JOB_INTERRUPTED");
-    warning->set_message(absl::StrCat("the server stopped while attempt ", job.attempt(),
-                                      " ran; the job runs again"));
+    warning->set_message(absl::StrCat("the server stopped while attempt ", job.attempt(), " ran; the job runs again"));
     LogInfo(job.id(), absl::StrCat("requeued after attempt ", job.attempt(), " was interrupted"));
     Persist(job);
   }
@@ -267,8 +263,8 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
   }
   if (request_id.size() > kMaxRequestIdLength) {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_REQUEST_ID",
-                     absl::StrCat("'request_id' has ", request_id.size(), " characters; at most ",
-                                  kMaxRequestIdLength, " are allowed"),
+                     absl::StrCat("'request_id' has ", request_id.size(), " characters; at most ", kMaxRequestIdLength,
+                                  " are allowed"),
                      {{"field", "request_id"}});
   }
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
@@ -329,8 +325,8 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
     job.set_estimated_peak_bytes(*estimate);
     if (absl::Status s = store_.Insert(job, fingerprint, output->uri); !s.ok()) return s;
   }
-  LogInfo(job.id(), absl::StrCat("queued ", KindName(job.kind()), " job (estimated peak memory ",
-                                 *estimate, " bytes)"));
+  LogInfo(job.id(),
+          absl::StrCat("queued ", KindName(job.kind()), " job (estimated peak memory ", *estimate, " bytes)"));
   v1::Job snapshot = job;
   Schedule(tracked);
   return snapshot;
@@ -401,7 +397,10 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     if (IsTerminal(job.state())) *job.mutable_end_time() = TimeUtil::GetCurrentTime();
     AppendEvent(*tracked, StateEvent(job, message));
     Persist(job);
-    if (job.state() == v1::JOB_STATE_FAILED) LogWarn(job.id(), message); else LogInfo(job.id(), message);
+    if (job.state() == v1::JOB_STATE_FAILED)
+      LogWarn(job.id(), message);
+    else
+      LogInfo(job.id(), message);
   }
   WakeWatchers(*tracked);
   Finish(tracked);
@@ -434,14 +433,16 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {
     return tracked->job;
   }
   absl::StatusOr<v1::Job> job = store_.Get(id);
-  if (!job.ok()) return WithReason(job.status(), absl::IsNotFound(job.status()) ? "JOB_NOT_FOUND" : ReasonOf(job.status()), {{"job_id", id}});
+  if (!job.ok())
+    return WithReason(job.status(), absl::IsNotFound(job.status()) ? "JOB_NOT_FOUND" : ReasonOf(job.status()),
+                      {{"job_id", id}});
   return job;
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request) {
   if (request.page_size() < 0) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_PAGE_SIZE",
-                     "'page_size' must not be negative", {{"field", "page_size"}});
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_PAGE_SIZE", "'page_size' must not be negative",
+                     {{"field", "page_size"}});
   }
   if (!v1::JobState_IsValid(request.state()) || !v1::JobKind_IsValid(request.kind())) {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_ENUM", "unknown state or kind filter",

@@ -62,7 +62,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
       reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller gave up before the submit ran"));
       return;
     }
-    Reply(reactor, manager_.Submit(request->spec(), request->request_id(), [context] { return CallerWaiting(context); }),
+    Reply(reactor,
+          manager_.Submit(request->spec(), request->request_id(), [context] { return CallerWaiting(context); }),
           response);
   });
   if (!posted) reactor->Finish(ToGrpcStatus(Busy("submits")));
@@ -108,7 +109,8 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(grpc::CallbackS
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::InspectModel(grpc::CallbackServerContext* context,
-                                                       const v1::InspectModelRequest* request, v1::ModelInfo* response) {
+                                                       const v1::InspectModelRequest* request,
+                                                       v1::ModelInfo* response) {
   if (request->uri().empty()) return Refuse(context, FieldError("MISSING_FIELD", "uri", "'uri' is required"));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   bool posted = preflights_.TryPost([this, request, response, reactor] {

@@ -10,9 +10,7 @@ namespace {
 // A prepared statement that finalizes itself.
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
+  Statement(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
   ~Statement() { sqlite3_finalize(stmt_); }
   bool ok() const { return rc_ == SQLITE_OK; }
   sqlite3_stmt* get() { return stmt_; }
@@ -51,8 +49,8 @@ absl::StatusOr<v1::Job> ParseJobColumn(sqlite3_stmt* stmt, int column) {
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string message = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -118,16 +116,22 @@ bool JobStore::HasColumn(const char* table, const char* column) {
 
 absl::Status JobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint, const std::string& output_key) {
   std::lock_guard lock(mutex_);
-  Statement st(db_,
-               "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) VALUES(?,?,?,?,?,?,?)");
+  Statement st(
+      db_, "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) VALUES(?,?,?,?,?,?,?)");
   if (!st.ok()) return DbError(db_, "prepare insert");
   st.Bind(1, job.id());
   st.Bind(2, int64_t{job.kind()});
   st.Bind(3, int64_t{job.state()});
-  if (job.request_id().empty()) st.BindNull(4); else st.Bind(4, job.request_id());
+  if (job.request_id().empty())
+    st.BindNull(4);
+  else
+    st.Bind(4, job.request_id());
   st.Bind(5, spec_fingerprint);
   st.BindBlob(6, job.SerializeAsString());
-  if (output_key.empty()) st.BindNull(7); else st.Bind(7, output_key);
+  if (output_key.empty())
+    st.BindNull(7);
+  else
+    st.Bind(7, output_key);
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) return absl::AlreadyExistsError("a job with this id or request_id exists");
   if (rc != SQLITE_DONE) return DbError(db_, "insert");
@@ -172,8 +176,8 @@ absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> JobStore::FindByR
   return std::make_pair(*std::move(job), std::string(fp ? reinterpret_cast<const char*>(fp) : ""));
 }
 
-absl::StatusOr<std::vector<StoredJob>> JobStore::List(v1::JobState state, v1::JobKind kind,
-                                                      int64_t before_seq, int limit) {
+absl::StatusOr<std::vector<StoredJob>> JobStore::List(v1::JobState state, v1::JobKind kind, int64_t before_seq,
+                                                      int limit) {
   std::lock_guard lock(mutex_);
   Statement st(db_,
                "SELECT seq, job FROM jobs WHERE (?1 = 0 OR state = ?1) AND (?2 = 0 OR kind = ?2) "
@@ -203,7 +207,9 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> JobStore::ListH
   std::vector<std::pair<std::string, std::string>> held;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    auto text = [&](int column) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), column))); };
+    auto text = [&](int column) {
+      return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), column)));
+    };
     held.emplace_back(text(0), text(1));
   }
   if (rc != SQLITE_DONE) return DbError(db_, "held outputs");

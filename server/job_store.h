@@ -47,13 +47,11 @@ class JobStore {
   absl::StatusOr<v1::Job> Get(const std::string& id);
 
   // The job and its spec fingerprint for `request_id`, if any.
-  absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> FindByRequestId(
-      const std::string& request_id);
+  absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> FindByRequestId(const std::string& request_id);
 
   // Newest first, with seq < `before_seq` (0: no bound), filtered by state and kind when they are
   // not UNSPECIFIED, at most `limit` rows.
-  absl::StatusOr<std::vector<StoredJob>> List(v1::JobState state, v1::JobKind kind,
-                                              int64_t before_seq, int limit);
+  absl::StatusOr<std::vector<StoredJob>> List(v1::JobState state, v1::JobKind kind, int64_t before_seq, int limit);
 
   // The jobs that hold an output now (QUEUED or RUNNING): job id -> output_key.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs();

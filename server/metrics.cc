@@ -94,27 +94,32 @@ size_t OpenFileDescriptors() {
 // computed when scraped.
 class RuntimeCollector final : public prometheus::Collectable {
  public:
-  explicit RuntimeCollector(std::function<SchedulerSnapshot()> scheduler)
-      : scheduler_(std::move(scheduler)) {}
+  explicit RuntimeCollector(std::function<SchedulerSnapshot()> scheduler) : scheduler_(std::move(scheduler)) {}
 
   std::vector<MetricFamily> Collect() const override {
     std::vector<MetricFamily> families;
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
-    const double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
-                       usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+    const double cpu =
+        usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
     rlimit files{};
     getrlimit(RLIMIT_NOFILE, &files);
-    families.push_back(CounterFamily("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu));
-    families.push_back(GaugeFamily("process_resident_memory_bytes", "Resident memory size in bytes.", CurrentResidentBytes()));
+    families.push_back(
+        CounterFamily("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu));
+    families.push_back(
+        GaugeFamily("process_resident_memory_bytes", "Resident memory size in bytes.", CurrentResidentBytes()));
     families.push_back(GaugeFamily("process_open_fds", "Number of open file descriptors.", OpenFileDescriptors()));
     families.push_back(GaugeFamily("process_max_fds", "Maximum number of open file descriptors.", files.rlim_cur));
-    families.push_back(GaugeFamily("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", ProcessStartTimeSeconds()));
+    families.push_back(GaugeFamily("process_start_time_seconds",
+                                   "Start time of the process since unix epoch in seconds.",
+                                   ProcessStartTimeSeconds()));
     const SchedulerSnapshot s = scheduler_();
     families.push_back(GaugeFamily("modelsmith_queue_depth", "Jobs queued and not yet started.", s.queue_depth));
     families.push_back(GaugeFamily("modelsmith_workers_busy", "Workers running a job.", s.workers_busy));
-    families.push_back(GaugeFamily("modelsmith_memory_budget_bytes", "Memory budget for admitting jobs.", s.memory_budget_bytes));
-    families.push_back(GaugeFamily("modelsmith_memory_reserved_bytes", "Estimated peak memory of the running jobs.", s.memory_reserved_bytes));
+    families.push_back(
+        GaugeFamily("modelsmith_memory_budget_bytes", "Memory budget for admitting jobs.", s.memory_budget_bytes));
+    families.push_back(GaugeFamily("modelsmith_memory_reserved_bytes", "Estimated peak memory of the running jobs.",
+                                   s.memory_reserved_bytes));
     return families;
   }
 
@@ -133,21 +138,75 @@ prometheus::Histogram::BucketBoundaries ExponentialBuckets(double start, double 
 Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
     : registry_(std::make_shared<prometheus::Registry>()),
       runtime_collector_(std::make_shared<RuntimeCollector>(std::move(scheduler))),
-      jobs_total_(BuildCounter().Name("modelsmith_jobs_total").Help("Jobs that ended, by kind and final state.").Register(*registry_)),
-      job_duration_(BuildHistogram().Name("modelsmith_job_duration_seconds").Help("Run time of jobs that ended, by kind.").Register(*registry_)),
-      read_bytes_(BuildCounter().Name("modelsmith_read_bytes_total").Help("Bytes read by finished jobs.").Register(*registry_).Add({})),
-      written_bytes_(BuildCounter().Name("modelsmith_written_bytes_total").Help("Bytes written by finished jobs.").Register(*registry_).Add({})),
-      tensors_processed_(BuildCounter().Name("modelsmith_tensors_processed_total").Help("Tensors processed by finished jobs.").Register(*registry_).Add({})),
-      shard_size_(BuildHistogram().Name("modelsmith_shard_size_bytes").Help("Sizes of the shard files written.").Register(*registry_).Add({}, ExponentialBuckets(1 << 20, 4, 12))),
-      shard_imbalance_(BuildGauge().Name("modelsmith_shard_imbalance_ratio").Help("Largest shard over mean shard size of the last shard job.").Register(*registry_).Add({})),
-      bisect_chunk_size_(BuildHistogram().Name("modelsmith_bisect_chunk_size_bytes").Help("Stored tensor bytes of the chunks bisect jobs wrote.").Register(*registry_).Add({}, ExponentialBuckets(1 << 20, 4, 12))),
-      bisect_imbalance_(BuildGauge().Name("modelsmith_bisect_imbalance_ratio").Help("Largest chunk over mean chunk size of the last bisect job.").Register(*registry_).Add({})),
-      job_peak_resident_(BuildGauge().Name("modelsmith_job_peak_resident_bytes").Help("Peak resident memory seen during the last finished job, by kind.").Register(*registry_)),
-      store_requests_(BuildCounter().Name("modelsmith_object_store_requests_total").Help("Object store request attempts, by store, operation and HTTP status (\"error\" when none came back).").Register(*registry_)),
-      store_request_duration_(BuildHistogram().Name("modelsmith_object_store_request_duration_seconds").Help("Object store request attempt durations.").Register(*registry_)),
-      store_retries_(BuildCounter().Name("modelsmith_object_store_retries_total").Help("Object store request attempts that were retried.").Register(*registry_)),
-      store_sent_bytes_(BuildCounter().Name("modelsmith_object_store_sent_bytes_total").Help("Bytes uploaded to object stores.").Register(*registry_)),
-      store_received_bytes_(BuildCounter().Name("modelsmith_object_store_received_bytes_total").Help("Bytes downloaded from object stores.").Register(*registry_)) {
+      jobs_total_(BuildCounter()
+                      .Name("modelsmith_jobs_total")
+                      .Help("Jobs that ended, by kind and final state.")
+                      .Register(*registry_)),
+      job_duration_(BuildHistogram()
+                        .Name("modelsmith_job_duration_seconds")
+                        .Help("Run time of jobs that ended, by kind.")
+                        .Register(*registry_)),
+      read_bytes_(BuildCounter()
+                      .Name("modelsmith_read_bytes_total")
+                      .Help("Bytes read by finished jobs.")
+                      .Register(*registry_)
+                      .Add({})),
+      written_bytes_(BuildCounter()
+                         .Name("modelsmith_written_bytes_total")
+                         .Help("Bytes written by finished jobs.")
+                         .Register(*registry_)
+                         .Add({})),
+      tensors_processed_(BuildCounter()
+                             .Name("modelsmith_tensors_processed_total")
+                             .Help("Tensors processed by finished jobs.")
+                             .Register(*registry_)
+                             .Add({})),
+      shard_size_(BuildHistogram()
+                      .Name("modelsmith_shard_size_bytes")
+                      .Help("Sizes of the shard files written.")
+                      .Register(*registry_)
+                      .Add({}, ExponentialBuckets(1 << 20, 4, 12))),
+      shard_imbalance_(BuildGauge()
+                           .Name("modelsmith_shard_imbalance_ratio")
+                           .Help("Largest shard over mean shard size of the last shard job.")
+                           .Register(*registry_)
+                           .Add({})),
+      bisect_chunk_size_(BuildHistogram()
+                             .Name("modelsmith_bisect_chunk_size_bytes")
+                             .Help("Stored tensor bytes of the chunks bisect jobs wrote.")
+                             .Register(*registry_)
+                             .Add({}, ExponentialBuckets(1 << 20, 4, 12))),
+      bisect_imbalance_(BuildGauge()
+                            .Name("modelsmith_bisect_imbalance_ratio")
+                            .Help("Largest chunk over mean chunk size of the last bisect job.")
+                            .Register(*registry_)
+                            .Add({})),
+      job_peak_resident_(BuildGauge()
+                             .Name("modelsmith_job_peak_resident_bytes")
+                             .Help("Peak resident memory seen during the last finished job, by kind.")
+                             .Register(*registry_)),
+      store_requests_(
+          BuildCounter()
+              .Name("modelsmith_object_store_requests_total")
+              .Help(
+                  "Object store request attempts, by store, operation and HTTP status (\"error\" when none came back).")
+              .Register(*registry_)),
+      store_request_duration_(BuildHistogram()
+                                  .Name("modelsmith_object_store_request_duration_seconds")
+                                  .Help("Object store request attempt durations.")
+                                  .Register(*registry_)),
+      store_retries_(BuildCounter()
+                         .Name("modelsmith_object_store_retries_total")
+                         .Help("Object store request attempts that were retried.")
+                         .Register(*registry_)),
+      store_sent_bytes_(BuildCounter()
+                            .Name("modelsmith_object_store_sent_bytes_total")
+                            .Help("Bytes uploaded to object stores.")
+                            .Register(*registry_)),
+      store_received_bytes_(BuildCounter()
+                                .Name("modelsmith_object_store_received_bytes_total")
+                                .Help("Bytes downloaded from object stores.")
+                                .Register(*registry_)) {
   BuildGauge()
       .Name("modelsmith_build_info")
       .Help("Build identity; the value is always 1.")
@@ -155,8 +214,8 @@ Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
       .Add({{"version", kModelsmithVersion}, {"revision", kModelsmithGitRevision}})
       .Set(1);
   // Every kind and final state from the start, so rate() works before the first job ends.
-  for (v1::JobKind kind : {v1::JOB_KIND_CONVERT, v1::JOB_KIND_QUANTIZE, v1::JOB_KIND_SHARD,
-                           v1::JOB_KIND_BISECT, v1::JOB_KIND_LORA_MERGE}) {
+  for (v1::JobKind kind : {v1::JOB_KIND_CONVERT, v1::JOB_KIND_QUANTIZE, v1::JOB_KIND_SHARD, v1::JOB_KIND_BISECT,
+                           v1::JOB_KIND_LORA_MERGE}) {
     for (v1::JobState state : {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
       jobs_total_.Add({{"kind", std::string(KindName(kind))}, {"state", StateLabel(state)}});
     }
@@ -198,7 +257,8 @@ void Metrics::RecordJobFinished(const v1::Job& job) {
   jobs_total_.Add({{"kind", kind}, {"state", StateLabel(job.state())}}).Increment();
   if (job.has_start_time() && job.has_end_time()) {
     job_duration_
-        .Add({{"kind", kind}}, prometheus::Histogram::BucketBoundaries{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200})
+        .Add({{"kind", kind}},
+             prometheus::Histogram::BucketBoundaries{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200})
         .Observe(std::max(0.0, SecondsOf(job.end_time()) - SecondsOf(job.start_time())));
   }
   const v1::JobFigures& figures = job.result().figures();

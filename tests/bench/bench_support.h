@@ -77,7 +77,8 @@ inline std::vector<modelsmith::SafetensorsEntry> LlamaEntries(uint64_t target_by
   uint64_t total = entries[0].size_bytes * 2;
   for (int i = 0; total < target_bytes; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) add(p + "self_attn." + proj + ".weight", {hidden, hidden}, DType::kF16);
+    for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"})
+      add(p + "self_attn." + proj + ".weight", {hidden, hidden}, DType::kF16);
     add(p + "mlp.gate_proj.weight", {intermediate, hidden}, DType::kF16);
     add(p + "mlp.up_proj.weight", {intermediate, hidden}, DType::kF16);
     add(p + "mlp.down_proj.weight", {hidden, intermediate}, DType::kF16);
@@ -132,7 +133,7 @@ inline void GenerateTorch(const std::string& path, uint64_t target_bytes) {
   for (const auto& e : entries) tensors.push_back({e.name, e.dtype, e.shape});
   uint64_t state = 0x9E3779B97F4A7C15ull;
   WriteTorchCheckpoint(path + ".tmp", "pytorch_model", tensors,
-                                   [&](size_t, uint64_t, char* data, size_t size) { FillWeights(state, data, size); });
+                       [&](size_t, uint64_t, char* data, size_t size) { FillWeights(state, data, size); });
   fs::rename(path + ".tmp", path);
 }
 
@@ -152,8 +153,8 @@ inline std::string PrepareInput(const char* bench, std::string* work_dir, const 
     generate(input, target);
   }
   WarmPageCache(input);
-  std::printf("%s: input %s, %.3f GB (F16 weights), page cache warm, %u cores\n", bench, input.c_str(), fs::file_size(input) / 1e9,
-              std::thread::hardware_concurrency());
+  std::printf("%s: input %s, %.3f GB (F16 weights), page cache warm, %u cores\n", bench, input.c_str(),
+              fs::file_size(input) / 1e9, std::thread::hardware_concurrency());
   return input;
 }
 
@@ -188,8 +189,9 @@ inline bool RunInterleaved(const std::vector<Contender>& contenders, int rounds,
     }
   }
   reset();
-  std::printf("(medians of %d interleaved rounds, each run after a sync; ratio = baseline time / job time in the same round)\n",
-              rounds);
+  std::printf(
+      "(medians of %d interleaved rounds, each run after a sync; ratio = baseline time / job time in the same round)\n",
+      rounds);
   for (size_t c = 0; c < contenders.size(); ++c) {
     std::vector<double> seconds, vs_first, vs_second;
     long peak_kb = 0;
@@ -200,9 +202,11 @@ inline bool RunInterleaved(const std::vector<Contender>& contenders, int rounds,
       peak_kb = std::max(peak_kb, runs[c][r].peak_rss_kb);
     }
     const double median = Median(seconds);
-    std::printf("%-30s %6.2f s  %6.3f GB/s  peak RSS %6.1f MB", contenders[c].label.c_str(), median, Gbps(bytes, median), peak_kb / 1e3);
-    if (c >= first_job) std::printf("  ratio vs %s %.2f  vs %s %.2f", contenders[0].label.c_str(), Median(vs_first),
-                                    contenders[1].label.c_str(), Median(vs_second));
+    std::printf("%-30s %6.2f s  %6.3f GB/s  peak RSS %6.1f MB", contenders[c].label.c_str(), median,
+                Gbps(bytes, median), peak_kb / 1e3);
+    if (c >= first_job)
+      std::printf("  ratio vs %s %.2f  vs %s %.2f", contenders[0].label.c_str(), Median(vs_first),
+                  contenders[1].label.c_str(), Median(vs_second));
     std::printf("\n");
   }
   return true;

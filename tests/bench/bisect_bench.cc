@@ -24,7 +24,8 @@ using namespace modelsmith::bench;
 constexpr int kRounds = 3;
 
 std::string Spec(const std::string& input, const std::string& output, int chunks) {
-  return R"({"bisect": {"input": ")" + input + R"(", "output": ")" + output + R"(", "chunks": )" + std::to_string(chunks) + "}}";
+  return R"({"bisect": {"input": ")" + input + R"(", "output": ")" + output + R"(", "chunks": )" +
+         std::to_string(chunks) + "}}";
 }
 
 bool Bench(const char* label, const std::string& input, const std::string& work_dir, const std::string& cli) {

@@ -22,10 +22,12 @@ using namespace modelsmith::bench;
 void WriteHfFiles(const std::string& dir, const std::vector<modelsmith::SafetensorsEntry>& entries) {
   uint64_t layers = 0;
   for (const auto& e : entries) layers += e.name.find(".mlp.up_proj.") != std::string::npos;
-  std::ofstream(dir + "/config.json") << "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 2048, "
-                                         "\"intermediate_size\": 5504, \"num_hidden_layers\": " << layers
-                                      << ", \"num_attention_heads\": 16, \"num_key_value_heads\": 16, \"vocab_size\": 32000, "
-                                         "\"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0}";
+  std::ofstream(dir + "/config.json")
+      << "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 2048, "
+         "\"intermediate_size\": 5504, \"num_hidden_layers\": "
+      << layers
+      << ", \"num_attention_heads\": 16, \"num_key_value_heads\": 16, \"vocab_size\": 32000, "
+         "\"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0}";
   std::ofstream tokenizer(dir + "/tokenizer.json");
   tokenizer << "{\"model\": {\"type\": \"BPE\", \"merges\": [], \"vocab\": {";
   for (int i = 0; i < 32000; ++i) tokenizer << (i ? ", " : "") << "\"t" << i << "\": " << i;
@@ -41,7 +43,8 @@ int main(int argc, char** argv) {
   int rounds = 3;
   std::string cli = MODELSMITH_CLI_PATH;
   app.add_option("--work-dir", work_dir, "where the generated checkpoint and outputs go")->capture_default_str();
-  app.add_option("--size-gb", size_gb, "checkpoint size in GB (10^9), at least 1.5 for the issue's figures")->capture_default_str();
+  app.add_option("--size-gb", size_gb, "checkpoint size in GB (10^9), at least 1.5 for the issue's figures")
+      ->capture_default_str();
   app.add_option("--rounds", rounds, "interleaved rounds (medians are reported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -49,7 +52,8 @@ int main(int argc, char** argv) {
   const uint64_t bytes = fs::file_size(input);
   const std::string copy = work_dir + "/cp-copy.bin";
   WriteHfFiles(work_dir, LlamaEntries(static_cast<uint64_t>(size_gb * 1e9)));
-  const std::vector<std::pair<std::string, std::string>> jobs = {{"GGUF F16", "f16"}, {"safetensors F16", ""}, {"safetensors BF16", "bf16"}};
+  const std::vector<std::pair<std::string, std::string>> jobs = {
+      {"GGUF F16", "f16"}, {"safetensors F16", ""}, {"safetensors BF16", "bf16"}};
   auto output_of = [&](size_t i) { return work_dir + "/out-" + std::to_string(i) + (i == 0 ? ".gguf" : ""); };
   auto clean = [&] {
     fs::remove(copy);
@@ -74,8 +78,9 @@ int main(int argc, char** argv) {
       clean();
       sync();
       const std::string spec = R"({"convert": {"input": ")" + input + R"(", "output": ")" + output_of(i) +
-                               R"(", "target_format": ")" + (i == 0 ? "TARGET_FORMAT_GGUF" : "TARGET_FORMAT_SAFETENSORS") +
-                               R"(", "dtype": ")" + jobs[i].second + R"("}})";
+                               R"(", "target_format": ")" +
+                               (i == 0 ? "TARGET_FORMAT_GGUF" : "TARGET_FORMAT_SAFETENSORS") + R"(", "dtype": ")" +
+                               jobs[i].second + R"("}})";
       runs[i].push_back(Spawn({cli, "run", "--spec", "-"}, spec));
       if (runs[i].back().exit_code != 0) {
         std::printf("%s failed (exit %d)\n", jobs[i].first.c_str(), runs[i].back().exit_code);
@@ -87,8 +92,8 @@ int main(int argc, char** argv) {
   std::printf("(medians of %d interleaved rounds; ratio = baseline time / job time in the same round)\n", rounds);
   std::printf("%-26s %7.2f s  %7.0f MB/s\n", "baseline cp", Median(cp_s), bytes / Median(cp_s) / 1e6);
   std::printf("%-26s %7.2f s  %7.0f MB/s\n", "baseline cp + fsync", Median(cp_sync_s), bytes / Median(cp_sync_s) / 1e6);
-  std::printf("%-26s %7.2f s  %7.0f MB/s  (a bound on every job: each hashes what it writes)\n", "baseline openssl sha256", Median(sha_s),
-              bytes / Median(sha_s) / 1e6);
+  std::printf("%-26s %7.2f s  %7.0f MB/s  (a bound on every job: each hashes what it writes)\n",
+              "baseline openssl sha256", Median(sha_s), bytes / Median(sha_s) / 1e6);
   for (size_t i = 0; i < jobs.size(); ++i) {
     std::vector<double> seconds, vs_cp, vs_cp_sync;
     long peak_kb = 0;

@@ -5,9 +5,9 @@
 // Rows: `cp` and `cp` + fsync of the base; the merge into the F16 safetensors base (every
 // projection decoded, updated with B @ A, rounded back to F16; embeddings, norms and head copied);
 // the merge into the same model quantized to Q8_0 GGUF and to bitsandbytes int8 (each made once,
-// before the rounds, by the quantize job): decoded, updated and requantized in the same scheme. Each job is a `modelsmith run` child whose
-// peak RSS comes from wait4; throughput is base bytes / job time; medians over interleaved rounds.
-// Not a test: it asserts nothing.
+// before the rounds, by the quantize job): decoded, updated and requantized in the same scheme. Each job is a
+// `modelsmith run` child whose peak RSS comes from wait4; throughput is base bytes / job time; medians over interleaved
+// rounds. Not a test: it asserts nothing.
 #include <random>
 
 #include "CLI/CLI.hpp"
@@ -36,13 +36,15 @@ void WriteAdapter(const std::string& dir, const std::vector<modelsmith::Safetens
     for (float& v : values) v = normal(rng);
     out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(e.size_bytes));
   }
-  std::ofstream(dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": )" << rank
-                                              << R"(, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", )"
-                                                 R"("gate_proj", "up_proj", "down_proj"]})";
+  std::ofstream(dir + "/adapter_config.json")
+      << R"({"peft_type": "LORA", "r": )" << rank
+      << R"(, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", )"
+         R"("gate_proj", "up_proj", "down_proj"]})";
 }
 
 std::string MergeSpec(const std::string& base, const std::string& adapter, const std::string& output) {
-  return R"({"lora_merge": {"base": ")" + base + R"(", "adapters": [{"uri": ")" + adapter + R"("}], "output": ")" + output + R"("}})";
+  return R"({"lora_merge": {"base": ")" + base + R"(", "adapters": [{"uri": ")" + adapter + R"("}], "output": ")" +
+         output + R"("}})";
 }
 
 }  // namespace
@@ -55,7 +57,8 @@ int main(int argc, char** argv) {
   uint64_t rank = 16;
   std::string cli = MODELSMITH_CLI_PATH;
   app.add_option("--work-dir", work_dir, "where the generated base, adapter and outputs go")->capture_default_str();
-  app.add_option("--size-gb", size_gb, "base size in GB (10^9), at least 1.5 for the issue's figures")->capture_default_str();
+  app.add_option("--size-gb", size_gb, "base size in GB (10^9), at least 1.5 for the issue's figures")
+      ->capture_default_str();
   app.add_option("--rounds", rounds, "interleaved rounds (medians are reported)")->capture_default_str();
   app.add_option("--rank", rank, "adapter rank")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -67,8 +70,8 @@ int main(int argc, char** argv) {
   const std::string q8 = work_dir + "/model-Q8_0.gguf";
   if (!fs::exists(q8)) {
     std::printf("quantizing the base to Q8_0 GGUF once ...\n");
-    RunFigures made = Spawn({cli, "run", "--spec", "-"},
-                            R"({"quantize": {"input": ")" + base + R"(", "output": ")" + q8 + R"(", "scheme": "Q8_0"}})");
+    RunFigures made = Spawn({cli, "run", "--spec", "-"}, R"({"quantize": {"input": ")" + base + R"(", "output": ")" +
+                                                             q8 + R"(", "scheme": "Q8_0"}})");
     if (made.exit_code != 0) return 1;
   }
   WarmPageCache(q8);
@@ -77,8 +80,8 @@ int main(int argc, char** argv) {
   if (!fs::exists(int8 + "/model.safetensors")) {
     std::printf("quantizing the base to bitsandbytes int8 once ...\n");
     fs::remove_all(int8);
-    RunFigures made = Spawn({cli, "run", "--spec", "-"},
-                            R"({"quantize": {"input": ")" + base + R"(", "output": ")" + int8 + R"(", "scheme": "bnb_int8"}})");
+    RunFigures made = Spawn({cli, "run", "--spec", "-"}, R"({"quantize": {"input": ")" + base + R"(", "output": ")" +
+                                                             int8 + R"(", "scheme": "bnb_int8"}})");
     if (made.exit_code != 0) return 1;
   }
   WarmPageCache(int8 + "/model.safetensors");
@@ -132,8 +135,8 @@ int main(int argc, char** argv) {
       peak_kb = std::max(peak_kb, runs[i][r].peak_rss_kb);
     }
     const double median = Median(seconds);
-    std::printf("merge into %-17s %7.2f s  %7.0f MB/s  peak RSS %6.1f MB  (%.2f GB)  time ratio vs cp %.2f\n", jobs[i].label, median,
-                jobs[i].bytes / median / 1e6, peak_kb / 1e3, jobs[i].bytes / 1e9, Median(vs_cp));
+    std::printf("merge into %-17s %7.2f s  %7.0f MB/s  peak RSS %6.1f MB  (%.2f GB)  time ratio vs cp %.2f\n",
+                jobs[i].label, median, jobs[i].bytes / median / 1e6, peak_kb / 1e3, jobs[i].bytes / 1e9, Median(vs_cp));
   }
   return 0;
 }

@@ -48,7 +48,8 @@ int Main(int argc, char** argv) {
   int streams = 500;
   int jobs = 10;
   CLI::App app{"GetJob latency while WatchJob streams follow running jobs"};
-  app.add_option("--work-dir", work_dir, "where the server's data directory and the checkpoint go")->capture_default_str();
+  app.add_option("--work-dir", work_dir, "where the server's data directory and the checkpoint go")
+      ->capture_default_str();
   app.add_option("--streams", streams, "WatchJob streams opened at once")->capture_default_str();
   app.add_option("--jobs", jobs, "paced shard jobs the streams follow")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -74,14 +75,17 @@ int Main(int argc, char** argv) {
   std::vector<std::string> ids;
   for (int j = 0; j < jobs; ++j) {
     v1::Job submitted;
-    if (!testing::Submit(*stub, testing::ShardRequest(input, data + "/out" + std::to_string(j), "5MB"), &submitted).ok()) return 1;
+    if (!testing::Submit(*stub, testing::ShardRequest(input, data + "/out" + std::to_string(j), "5MB"), &submitted)
+             .ok())
+      return 1;
     ids.push_back(submitted.id());
   }
   std::vector<std::unique_ptr<v1::JobService::Stub>> stubs;
   for (int c = 0; c < 10; ++c) {
     grpc::ChannelArguments args;
     args.SetInt("modelsmith.bench.channel", c);
-    stubs.push_back(v1::JobService::NewStub(grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args)));
+    stubs.push_back(
+        v1::JobService::NewStub(grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args)));
   }
   std::atomic<int> complete{0};
   std::vector<std::thread> watchers;
@@ -105,12 +109,13 @@ int Main(int argc, char** argv) {
   for (std::thread& t : watchers) t.join();
 
   std::printf("watch_bench: %d streams over %d paced shard jobs, 2 workers, 2 cores\n", streams, jobs);
-  std::printf("baseline GetJob idle          p50 %6.3f ms  p99 %6.3f ms  (%zu calls)\n", Percentile(idle, 0.5), Percentile(idle, 0.99),
-              idle.size());
-  std::printf("GetJob during %d streams     p50 %6.3f ms  p99 %6.3f ms  (%zu calls)  ratio p99 loaded/idle %.2f\n", streams,
-              Percentile(loaded, 0.5), Percentile(loaded, 0.99), loaded.size(), Percentile(loaded, 0.99) / Percentile(idle, 0.99));
-  std::printf("streams that saw their job's final state: %d of %d; server threads at most %d\n", complete.load(), streams,
-              most_threads);
+  std::printf("baseline GetJob idle          p50 %6.3f ms  p99 %6.3f ms  (%zu calls)\n", Percentile(idle, 0.5),
+              Percentile(idle, 0.99), idle.size());
+  std::printf("GetJob during %d streams     p50 %6.3f ms  p99 %6.3f ms  (%zu calls)  ratio p99 loaded/idle %.2f\n",
+              streams, Percentile(loaded, 0.5), Percentile(loaded, 0.99), loaded.size(),
+              Percentile(loaded, 0.99) / Percentile(idle, 0.99));
+  std::printf("streams that saw their job's final state: %d of %d; server threads at most %d\n", complete.load(),
+              streams, most_threads);
   return 0;
 }
 

@@ -34,7 +34,8 @@ class BisectOnnxTest : public ServerTest {
     const json index = json::parse(ReadFile(index_path));
     std::vector<std::string> argv = {kDebianPython, "-c",
                                      "import sys, onnx\nfor p in sys.argv[1:]: onnx.checker.check_model(p)"};
-    for (const auto& chunk : index["chunks"]) argv.push_back(fs::path(index_path).parent_path() / chunk["file"].get<std::string>());
+    for (const auto& chunk : index["chunks"])
+      argv.push_back(fs::path(index_path).parent_path() / chunk["file"].get<std::string>());
     CommandResult checked = RunCommand(argv);
     EXPECT_EQ(checked.exit_code, 0) << checked.out << checked.err;
     CommandResult ran = RunCommand({"node", SourceDir() + "/tests/tools/run_onnx_chunks.js", original, index_path});
@@ -49,7 +50,8 @@ TEST_F(BisectOnnxTest, QdqAndMatMulNBitsGraphSplitsIntoValidChunksThatComputeThe
   Start();
   for (const std::string chunks : {"2", "4"}) {
     const std::string out = data_ + "/out" + chunks;
-    CommandResult run = Cli({"submit", "bisect", "--input", data_ + "/mixed/model.onnx", "--output", out, "--chunks", chunks, "--watch"});
+    CommandResult run = Cli(
+        {"submit", "bisect", "--input", data_ + "/mixed/model.onnx", "--output", out, "--chunks", chunks, "--watch"});
     ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
     EXPECT_NE(run.out.find("node units"), std::string::npos) << run.out;
     const json index = json::parse(ReadFile(out + "/model.chunks.json"));
@@ -69,7 +71,8 @@ TEST_F(BisectOnnxTest, ExternalDataStaysExternalPerChunk) {
   MakeModel(data_ + "/ext/model.onnx", {"--layers", "6", "--kind", "nbits", "--external"});
   ASSERT_TRUE(fs::exists(data_ + "/ext/model.onnx.data"));
   Start();
-  CommandResult run = Cli({"submit", "bisect", "--input", data_ + "/ext/model.onnx", "--output", data_ + "/chunks", "--chunks", "3", "--watch"});
+  CommandResult run = Cli({"submit", "bisect", "--input", data_ + "/ext/model.onnx", "--output", data_ + "/chunks",
+                           "--chunks", "3", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   for (int k = 1; k <= 3; ++k) {
     const std::string name = data_ + "/chunks/model-chunk" + std::to_string(k) + "-of-3.onnx";

@@ -41,7 +41,8 @@ TEST_F(BisectServerTest, ChunksIndexManifestProgressAndMetrics) {
   ASSERT_TRUE(server_->started());
   stub_ = Connect(server_->address());
 
-  CommandResult run = Cli({"submit", "bisect", "--input", data_ + "/model", "--output", data_ + "/chunks", "--chunks", "3", "--watch"});
+  CommandResult run =
+      Cli({"submit", "bisect", "--input", data_ + "/model", "--output", data_ + "/chunks", "--chunks", "3", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("chunks: 3 ("), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("cut between 9 block units"), std::string::npos) << run.out;
@@ -79,7 +80,8 @@ TEST_F(BisectServerTest, ChunksIndexManifestProgressAndMetrics) {
   EXPECT_EQ(Sample(metrics, R"(modelsmith_jobs_total{kind="bisect",state="succeeded"})"), 1);
 
   // More chunks than blocks: refused at submit, naming the count, exit code 2 (invalid input).
-  CommandResult refused = Cli({"submit", "bisect", "--input", data_ + "/model", "--output", data_ + "/many", "--chunks", "10"});
+  CommandResult refused =
+      Cli({"submit", "bisect", "--input", data_ + "/model", "--output", data_ + "/many", "--chunks", "10"});
   EXPECT_EQ(refused.exit_code, 2) << refused.out << refused.err;
   EXPECT_NE(refused.err.find("BISECT_TOO_MANY_CHUNKS"), std::string::npos) << refused.err;
   EXPECT_NE(refused.err.find("only 9 block unit(s)"), std::string::npos) << refused.err;

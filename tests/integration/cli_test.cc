@@ -36,8 +36,8 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, SubmitWatchGetListInspect) {
   server_ = std::make_unique<ServerProcess>(data_);
-  CommandResult submit = Cli({"submit", "shard", "--input", model_, "--output", data_ + "/out",
-                              "--max-shard-size", "100KB", "--strategy", "balanced", "--watch"});
+  CommandResult submit = Cli({"submit", "shard", "--input", model_, "--output", data_ + "/out", "--max-shard-size",
+                              "100KB", "--strategy", "balanced", "--watch"});
   ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
   EXPECT_NE(submit.out.find("state SUCCEEDED"), std::string::npos) << submit.out;
   EXPECT_NE(submit.out.find("model-00001-of-00003.safetensors"), std::string::npos) << submit.out;
@@ -67,12 +67,12 @@ TEST_F(CliTest, SubmitWatchGetListInspect) {
 
 TEST_F(CliTest, SubmitExitCodesDistinguishInvalidInputFromSuccess) {
   server_ = std::make_unique<ServerProcess>(data_);
-  CommandResult bad_size = Cli({"submit", "shard", "--input", model_, "--output", data_ + "/out",
-                                "--max-shard-size", "5 gigs", "--watch"});
+  CommandResult bad_size =
+      Cli({"submit", "shard", "--input", model_, "--output", data_ + "/out", "--max-shard-size", "5 gigs", "--watch"});
   EXPECT_EQ(bad_size.exit_code, 2);
   EXPECT_NE(bad_size.err.find("INVALID_SIZE"), std::string::npos) << bad_size.err;
-  CommandResult missing = Cli({"submit", "shard", "--input", data_ + "/nope.safetensors", "--output",
-                               data_ + "/out", "--max-shard-size", "1GB", "--watch"});
+  CommandResult missing = Cli({"submit", "shard", "--input", data_ + "/nope.safetensors", "--output", data_ + "/out",
+                               "--max-shard-size", "1GB", "--watch"});
   EXPECT_EQ(missing.exit_code, 2);
   CommandResult no_server = RunCommand({CliBinary(), "--server", "127.0.0.1:1", "get", "job-x"});
   EXPECT_EQ(no_server.exit_code, 1);

@@ -111,7 +111,8 @@ TEST_F(ConcurrencyTest, TwoSubmitsOnOneOutputOneIsRefusedAsBusy) {
     const v1::Job done = WaitForEnd(*stub_, accepted.id());
     EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message();
     EXPECT_EQ(ShardFiles(out), shards) << "round " << round;
-    for (const v1::Artifact& artifact : done.result().artifacts()) EXPECT_TRUE(fs::exists(artifact.uri())) << artifact.uri();
+    for (const v1::Artifact& artifact : done.result().artifacts())
+      EXPECT_TRUE(fs::exists(artifact.uri())) << artifact.uri();
   }
 }
 
@@ -151,7 +152,8 @@ TEST_F(ConcurrencyTest, FiveHundredWatchersSeeEveryStateChangeWithFewServerThrea
     for (const std::string& id : ids) {
       const auto begin = std::chrono::steady_clock::now();
       const v1::Job job = GetJob(*stub_, id);
-      latencies_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count());
+      latencies_ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count());
       all_ended &= IsTerminal(job.state());
     }
     if (all_ended) break;

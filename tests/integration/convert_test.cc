@@ -66,12 +66,14 @@ class ConvertServerTest : public ServerTest {
 
 TEST_F(ConvertServerTest, TorchBinBecomesModelSafetensorsBitForBit) {
   Start();
-  CommandResult run = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/out", "--to", "safetensors", "--watch"});
+  CommandResult run = Convert(
+      {"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/out", "--to", "safetensors", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("TENSOR_ALIAS"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("ENTRY_SKIPPED"), std::string::npos) << run.out;
-  EXPECT_NE(run.out.find("convert: 14 tensors in 1 file(s), 0 cast, 0 renamed, 1 tied names written once, 1 entries skipped"),
-            std::string::npos)
+  EXPECT_NE(
+      run.out.find("convert: 14 tensors in 1 file(s), 0 cast, 0 renamed, 1 tied names written once, 1 entries skipped"),
+      std::string::npos)
       << run.out;
 
   const Safetensors st = ReadSafetensors(data_ + "/out/model.safetensors");
@@ -94,8 +96,8 @@ TEST_F(ConvertServerTest, TorchBinBecomesModelSafetensorsBitForBit) {
 
 TEST_F(ConvertServerTest, Fp16VariantMatchesTorchsOwnCastAndKeepsChosenTensors) {
   Start();
-  CommandResult run = Convert({"--input", data_ + "/in", "--output", data_ + "/fp16", "--to", "safetensors", "--dtype", "f16",
-                           "--variant", "fp16", "--keep", ".*norm.*", "--watch"});
+  CommandResult run = Convert({"--input", data_ + "/in", "--output", data_ + "/fp16", "--to", "safetensors", "--dtype",
+                               "f16", "--variant", "fp16", "--keep", ".*norm.*", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const Safetensors st = ReadSafetensors(data_ + "/fp16/model.fp16.safetensors");
   const json expected = Expected("state_dict.bin");
@@ -118,8 +120,8 @@ TEST_F(ConvertServerTest, Fp16VariantMatchesTorchsOwnCastAndKeepsChosenTensors) 
 TEST_F(ConvertServerTest, ShardedBinKeepsItsShardsOrReshards) {
   fs::copy(SourceDir() + "/tests/data/torch/sharded", data_ + "/sharded");
   Start();
-  CommandResult run = Convert({"--input", data_ + "/sharded/pytorch_model.bin.index.json", "--output", data_ + "/st", "--to",
-                           "safetensors", "--dtype", "bf16", "--watch"});
+  CommandResult run = Convert({"--input", data_ + "/sharded/pytorch_model.bin.index.json", "--output", data_ + "/st",
+                               "--to", "safetensors", "--dtype", "bf16", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const json index = json::parse(ReadFile(data_ + "/st/model.safetensors.index.json"));
   const json expected = Expected("sharded");
@@ -138,7 +140,7 @@ TEST_F(ConvertServerTest, ShardedBinKeepsItsShardsOrReshards) {
 
   // One file when the limit holds everything.
   CommandResult one = Convert({"--input", data_ + "/sharded", "--output", data_ + "/one", "--to", "safetensors",
-                           "--max-shard-size", "1GB", "--watch"});
+                               "--max-shard-size", "1GB", "--watch"});
   ASSERT_EQ(one.exit_code, 0) << one.out << one.err;
   EXPECT_TRUE(fs::exists(data_ + "/one/model.safetensors"));
   EXPECT_FALSE(fs::exists(data_ + "/one/model.safetensors.index.json"));
@@ -147,17 +149,17 @@ TEST_F(ConvertServerTest, ShardedBinKeepsItsShardsOrReshards) {
 
 TEST_F(ConvertServerTest, RenamesApplyInOrderAndCollisionsAreRefused) {
   Start();
-  CommandResult run = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/renamed", "--to", "safetensors",
-                           "--rename", "layers\\.(\\d+)\\.(.*)=model.layers.$1.$2", "--rename", "model\\.layers\\.0\\.norm\\.weight=norm.weight",
-                           "--watch"});
+  CommandResult run = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/renamed", "--to",
+                               "safetensors", "--rename", "layers\\.(\\d+)\\.(.*)=model.layers.$1.$2", "--rename",
+                               "model\\.layers\\.0\\.norm\\.weight=norm.weight", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const Safetensors st = ReadSafetensors(data_ + "/renamed/model.safetensors");
   EXPECT_TRUE(st.data.count("model.layers.0.attn.q_proj.weight"));
   EXPECT_TRUE(st.data.count("norm.weight"));
   EXPECT_FALSE(st.data.count("layers.0.norm.weight"));
 
-  CommandResult clash = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/clash", "--to", "safetensors",
-                             "--rename", "counts\\..*=counts", "--watch"});
+  CommandResult clash = Convert({"--input", data_ + "/in/pytorch_model.bin", "--output", data_ + "/clash", "--to",
+                                 "safetensors", "--rename", "counts\\..*=counts", "--watch"});
   EXPECT_EQ(clash.exit_code, 2) << clash.out << clash.err;
   EXPECT_NE(clash.err.find("RENAME_COLLISION"), std::string::npos) << clash.err;
   EXPECT_FALSE(fs::exists(data_ + "/clash"));
@@ -168,10 +170,12 @@ TEST_F(ConvertServerTest, HostilePicklesAreRefusedAtSubmitAndNothingRuns) {
     fs::copy_file(SourceDir() + "/tests/data/torch/" + name, data_ + "/" + name);
   }
   Start();
-  for (const auto& [name, names] : std::vector<std::pair<std::string, std::string>>{
-           {"hostile_posix_system.bin", "posix.system"}, {"hostile_builtins_eval.bin", "builtins.eval"},
-           {"hostile_stack_global.bin", "STACK_GLOBAL"}}) {
-    CommandResult run = Convert({"--input", data_ + "/" + name, "--output", data_ + "/h", "--to", "safetensors", "--watch"});
+  for (const auto& [name, names] :
+       std::vector<std::pair<std::string, std::string>>{{"hostile_posix_system.bin", "posix.system"},
+                                                        {"hostile_builtins_eval.bin", "builtins.eval"},
+                                                        {"hostile_stack_global.bin", "STACK_GLOBAL"}}) {
+    CommandResult run =
+        Convert({"--input", data_ + "/" + name, "--output", data_ + "/h", "--to", "safetensors", "--watch"});
     EXPECT_EQ(run.exit_code, 2) << run.out << run.err;
     EXPECT_NE(run.err.find(names), std::string::npos) << run.err;
     EXPECT_NE(run.err.find("TORCH_PICKLE_FORBIDDEN"), std::string::npos) << run.err;
@@ -210,10 +214,9 @@ TEST_F(ConvertServerTest, CancelInTheMiddleLeavesNothing) {
   // 8 MiB of F32 in 8 tensors, converted at 500 KB/s: the job is still running when cancelled.
   std::vector<TorchTensorSpec> tensors;
   for (int i = 0; i < 8; ++i) tensors.push_back({"layers." + std::to_string(i) + ".weight", DType::kF32, {512, 512}});
-  WriteTorchCheckpoint(data_ + "/big.bin", "big", tensors,
-                       [](size_t t, uint64_t offset, char* data, size_t size) {
-                         for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>((t * 131 + offset + i) % 61);
-                       });
+  WriteTorchCheckpoint(data_ + "/big.bin", "big", tensors, [](size_t t, uint64_t offset, char* data, size_t size) {
+    for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>((t * 131 + offset + i) % 61);
+  });
   Start({"--job-io-limit", "500KB"});
   v1::SubmitJobRequest request;
   v1::ConvertSpec* spec = request.mutable_spec()->mutable_convert();

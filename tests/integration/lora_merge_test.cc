@@ -52,12 +52,14 @@ TEST_F(LoraMergeServerTest, KohyaAndPeftAdaptersMergeWithWarningsProgressAndMani
   WriteSafetensors(data_ + "/kohya.safetensors", kohya);
   // PEFT, then: v_proj of layer 1 and q_proj of layer 0 again (applied after the kohya update).
   fs::create_directories(data_ + "/peft");
-  const std::vector<F32Tensor> peft = {Random("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight", {4, 16}, 5),
-                                       Random("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight", {16, 4}, 6),
-                                       Random("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 16}, 7),
-                                       Random("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {16, 4}, 8)};
+  const std::vector<F32Tensor> peft = {
+      Random("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight", {4, 16}, 5),
+      Random("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight", {16, 4}, 6),
+      Random("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 16}, 7),
+      Random("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {16, 4}, 8)};
   WriteSafetensors(data_ + "/peft/adapter_model.safetensors", peft);
-  std::ofstream(data_ + "/peft/adapter_config.json") << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 16, "use_rslora": true})";
+  std::ofstream(data_ + "/peft/adapter_config.json")
+      << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 16, "use_rslora": true})";
   Start();
 
   // Without --allow-partial the unmatched kohya module fails the submission, naming it.
@@ -73,11 +75,13 @@ TEST_F(LoraMergeServerTest, KohyaAndPeftAdaptersMergeWithWarningsProgressAndMani
   EXPECT_NE(status.error_message().find("lora_te_model_layers_0_mlp_fc9"), std::string::npos) << status.error_message();
   ExpectNothingLeftIn(data_ + "/strict");
 
-  CommandResult run = Cli({"submit", "lora-merge", "--base", data_ + "/base", "--adapter", data_ + "/kohya.safetensors:0.5", "--adapter",
-                           data_ + "/peft", "--output", data_ + "/merged", "--allow-partial", "--watch"});
+  CommandResult run =
+      Cli({"submit", "lora-merge", "--base", data_ + "/base", "--adapter", data_ + "/kohya.safetensors:0.5",
+           "--adapter", data_ + "/peft", "--output", data_ + "/merged", "--allow-partial", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("LORA_KEY_SKIPPED"), std::string::npos) << run.out;
-  EXPECT_NE(run.out.find("lora merge: 2 adapter(s), 3 module(s) merged, 1 skipped; 2 tensors changed (0 requantized, 0 dequantized), 3 copied"),
+  EXPECT_NE(run.out.find("lora merge: 2 adapter(s), 3 module(s) merged, 1 skipped; 2 tensors changed (0 requantized, 0 "
+                         "dequantized), 3 copied"),
             std::string::npos)
       << run.out;
 
@@ -88,14 +92,16 @@ TEST_F(LoraMergeServerTest, KohyaAndPeftAdaptersMergeWithWarningsProgressAndMani
     for (uint64_t o = 0; o < 16; ++o) {
       for (uint64_t c = 0; c < 16; ++c) {
         double sum = 0;
-        for (uint64_t k = 0; k < rank; ++k) sum += static_cast<double>(up.values[o * rank + k]) * down.values[k * 16 + c];
+        for (uint64_t k = 0; k < rank; ++k)
+          sum += static_cast<double>(up.values[o * rank + k]) * down.values[k * 16 + c];
         expected[o * 16 + c] += scale * sum;
       }
     }
   };
   add(kohya[1], kohya[0], 0.5 * 4.0 / 2.0);
   add(peft[3], peft[2], 16.0 / 2.0);
-  const std::vector<float> got = ReadTensor(data_ + "/merged/model.safetensors", "model.layers.0.self_attn.q_proj.weight");
+  const std::vector<float> got =
+      ReadTensor(data_ + "/merged/model.safetensors", "model.layers.0.self_attn.q_proj.weight");
   ASSERT_EQ(got.size(), expected.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], 1e-5) << i;
   // Untouched: layer 1's q_proj, byte for byte.
@@ -142,24 +148,28 @@ TEST_F(LoraMergeServerTest, DequantizePolicyAndTorchBaseThroughTheCli) {
   fs::create_directories(data_ + "/torch");
   fs::copy_file(SourceDir() + "/tests/data/torch/state_dict.bin", data_ + "/torch/pytorch_model.bin");
   fs::create_directories(data_ + "/peft-q");
-  WriteSafetensors(data_ + "/peft-q/adapter_model.safetensors", {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}, 3),
-                                                                 Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2}, 4)});
+  WriteSafetensors(data_ + "/peft-q/adapter_model.safetensors",
+                   {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}, 3),
+                    Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2}, 4)});
   std::ofstream(data_ + "/peft-q/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
   Start();
 
-  CommandResult gguf = Cli({"submit", "lora-merge", "--base", data_ + "/q8.gguf", "--adapter", data_ + "/peft-v", "--output",
-                            data_ + "/merged-f16.gguf", "--policy", "dequantize", "--dequantize-dtype", "f16", "--watch"});
+  CommandResult gguf =
+      Cli({"submit", "lora-merge", "--base", data_ + "/q8.gguf", "--adapter", data_ + "/peft-v", "--output",
+           data_ + "/merged-f16.gguf", "--policy", "dequantize", "--dequantize-dtype", "f16", "--watch"});
   ASSERT_EQ(gguf.exit_code, 0) << gguf.out << gguf.err;
   EXPECT_NE(gguf.out.find("LORA_DEQUANTIZED"), std::string::npos) << gguf.out;
   EXPECT_NE(gguf.out.find("1 tensors changed (0 requantized, 1 dequantized)"), std::string::npos) << gguf.out;
   EXPECT_NE(gguf.out.find("blk.0.attn_v.weight"), std::string::npos) << gguf.out;
 
-  CommandResult torch = Cli({"submit", "lora-merge", "--base", data_ + "/torch", "--adapter", data_ + "/peft-q", "--output",
-                             data_ + "/merged-torch", "--watch"});
+  CommandResult torch = Cli({"submit", "lora-merge", "--base", data_ + "/torch", "--adapter", data_ + "/peft-q",
+                             "--output", data_ + "/merged-torch", "--watch"});
   ASSERT_EQ(torch.exit_code, 0) << torch.out << torch.err;
-  EXPECT_EQ(fs::file_size(data_ + "/merged-torch/pytorch_model.bin"), fs::file_size(data_ + "/torch/pytorch_model.bin"));
-  const CommandResult check = RunCommand({"python3", "-c", "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() or 0)",
-                                          data_ + "/merged-torch/pytorch_model.bin"});
+  EXPECT_EQ(fs::file_size(data_ + "/merged-torch/pytorch_model.bin"),
+            fs::file_size(data_ + "/torch/pytorch_model.bin"));
+  const CommandResult check =
+      RunCommand({"python3", "-c", "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() or 0)",
+                  data_ + "/merged-torch/pytorch_model.bin"});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 

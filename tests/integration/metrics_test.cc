@@ -30,7 +30,8 @@ TEST(MetricsTest, ScrapeShowsJobAndShardFigures) {
   EXPECT_EQ(Sample(text, R"(modelsmith_jobs_total{kind="shard",state="succeeded"})"), 1);
   EXPECT_EQ(Sample(text, R"(modelsmith_jobs_total{kind="shard",state="failed"})"), 0);
   EXPECT_EQ(Sample(text, "modelsmith_shard_size_bytes_count"), 3);
-  EXPECT_NEAR(Sample(text, "modelsmith_shard_imbalance_ratio"), done.result().figures().shard().imbalance_ratio(), 1e-9);
+  EXPECT_NEAR(Sample(text, "modelsmith_shard_imbalance_ratio"), done.result().figures().shard().imbalance_ratio(),
+              1e-9);
   EXPECT_EQ(Sample(text, "modelsmith_read_bytes_total"), done.result().figures().bytes_read());
   EXPECT_EQ(Sample(text, "modelsmith_written_bytes_total"), done.result().figures().bytes_written());
   EXPECT_EQ(Sample(text, "modelsmith_tensors_processed_total"), 21);

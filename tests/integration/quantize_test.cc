@@ -25,8 +25,9 @@ class QuantizeServerTest : public ServerTest {
 
 TEST_F(QuantizeServerTest, CliSubmitWatchWritesGgufAndManifest) {
   Start();
-  CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/input-f32.gguf", "--output", data_ + "/out/m-Q4_K.gguf",
-                           "--scheme", "Q4_K", "--tensor-type", "output\\.weight=Q6_K", "--watch"});
+  CommandResult run =
+      Cli({"submit", "quantize", "--input", data_ + "/input-f32.gguf", "--output", data_ + "/out/m-Q4_K.gguf",
+           "--scheme", "Q4_K", "--tensor-type", "output\\.weight=Q6_K", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("state SUCCEEDED"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("9 tensors quantized, 3 kept"), std::string::npos) << run.out;
@@ -56,8 +57,8 @@ TEST_F(QuantizeServerTest, CliSubmitBnbNf4WritesTheLayoutAndInspectRecognisesIt)
   MakeCheckpoint(data_ + "/hf/model.safetensors", {"--hidden", "128", "--intermediate", "256"});
   std::ofstream(data_ + "/hf/config.json") << R"({"architectures": ["LlamaForCausalLM"], "torch_dtype": "float16"})";
   Start();
-  CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/hf", "--output", data_ + "/nf4", "--scheme", "bnb_nf4",
-                           "--double-quant", "--block-size", "128", "--watch"});
+  CommandResult run = Cli({"submit", "quantize", "--input", data_ + "/hf", "--output", data_ + "/nf4", "--scheme",
+                           "bnb_nf4", "--double-quant", "--block-size", "128", "--watch"});
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("state SUCCEEDED"), std::string::npos) << run.out;
   EXPECT_TRUE(fs::exists(data_ + "/nf4/model.safetensors"));
@@ -74,13 +75,14 @@ TEST_F(QuantizeServerTest, CliSubmitBnbNf4WritesTheLayoutAndInspectRecognisesIt)
   EXPECT_EQ(info.quantized(0).layout(), "bnb_nf4");
   bool state_tagged = false;
   for (const auto& t : info.tensors()) {
-    state_tagged |= t.name().find("quant_state.bitsandbytes__nf4") != std::string::npos && t.quantization() == "bnb_nf4";
+    state_tagged |=
+        t.name().find("quant_state.bitsandbytes__nf4") != std::string::npos && t.quantization() == "bnb_nf4";
   }
   EXPECT_TRUE(state_tagged);
 
   // Quantizing the output again is refused at submit, naming the module.
-  CommandResult again = Cli({"submit", "quantize", "--input", data_ + "/nf4", "--output", data_ + "/again.gguf", "--scheme",
-                             "Q8_0", "--watch"});
+  CommandResult again = Cli({"submit", "quantize", "--input", data_ + "/nf4", "--output", data_ + "/again.gguf",
+                             "--scheme", "Q8_0", "--watch"});
   EXPECT_EQ(again.exit_code, 2);
   EXPECT_NE(again.err.find("ALREADY_QUANTIZED"), std::string::npos) << again.err;
   EXPECT_NE(again.err.find("bnb_nf4"), std::string::npos) << again.err;

@@ -39,9 +39,8 @@ class RecoveryTest : public ::testing::Test {
   void KillWhileRunning(const std::string& id) {
     ServerProcess server(data_, {"--job-io-limit", "1MB"});
     auto stub = Connect(server.address());
-    WaitFor(*stub, id, [](const v1::Job& j) {
-      return j.state() == v1::JOB_STATE_RUNNING && j.progress().bytes_done() > 0;
-    });
+    WaitFor(*stub, id,
+            [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING && j.progress().bytes_done() > 0; });
     server.Kill();
   }
 
@@ -82,8 +81,8 @@ TEST_F(RecoveryTest, JobKilledMidRunCompletesAfterRestartWithNoPartialFiles) {
 
 TEST_F(RecoveryTest, ThirdInterruptionFailsTheJob) {
   const std::string id = SubmitThenKillWhileRunning();  // attempt 1
-  KillWhileRunning(id);  // attempt 2
-  KillWhileRunning(id);  // attempt 3
+  KillWhileRunning(id);                                 // attempt 2
+  KillWhileRunning(id);                                 // attempt 3
   ServerProcess server(data_);
   auto stub = Connect(server.address());
   v1::Job job = GetJob(*stub, id);
@@ -101,7 +100,8 @@ TEST_F(RecoveryTest, SigtermDrainsRefusesSubmitsAndExitsZero) {
 
   std::thread terminate([&] { EXPECT_EQ(server.Terminate(), 0); });
   // During the grace period: NOT_SERVING, and submits are refused.
-  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  auto health =
+      grpc::health::v1::Health::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
   bool saw_not_serving = false;
   bool saw_unavailable = false;
   for (int i = 0; i < 50 && !(saw_not_serving && saw_unavailable); ++i) {

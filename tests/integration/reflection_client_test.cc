@@ -26,7 +26,9 @@ class ReflectionClientTest : public ::testing::Test {
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv);
   }
-  std::string Url(const std::string& method = "") { return "http://" + server_->address() + (method.empty() ? "" : "/" + method); }
+  std::string Url(const std::string& method = "") {
+    return "http://" + server_->address() + (method.empty() ? "" : "/" + method);
+  }
 
   TempDir dir_;
   std::string data_;

@@ -51,7 +51,8 @@ class S3JobTest : public ::testing::Test {
   nlohmann::json ReadBackWithBoto3(const std::string& prefix) {
     std::vector<std::string> argv = {"env"};
     for (const std::string& e : s3_->Environment()) argv.push_back(e);
-    argv.insert(argv.end(), {"python3", SourceDir() + "/tests/tools/s3_readback.py", s3_->endpoint(), kS3Bucket, prefix});
+    argv.insert(argv.end(),
+                {"python3", SourceDir() + "/tests/tools/s3_readback.py", s3_->endpoint(), kS3Bucket, prefix});
     CommandResult result = RunCommand(argv);
     EXPECT_EQ(result.exit_code, 0) << result.err;
     return nlohmann::json::parse(result.out, nullptr, false);
@@ -138,14 +139,17 @@ TEST_F(S3JobTest, S3ToS3ReshardAndInspectOnS3) {
   EXPECT_EQ(InspectTotal(Uri("stage2")), InspectTotal(model_));
 
   // Metrics saw the S3 traffic.
-  CommandResult scrape = RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
-  EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_requests_total{code="200",op="put",store="s3"})"), std::string::npos);
+  CommandResult scrape =
+      RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
+  EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_requests_total{code="200",op="put",store="s3"})"),
+            std::string::npos);
   EXPECT_NE(scrape.out.find("modelsmith_object_store_request_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_received_bytes_total{store="s3"})"), std::string::npos);
 }
 
 TEST_F(S3JobTest, CancelDuringMultipartUploadLeavesNoObject) {
-  MakeCheckpoint(data_ + "/big.safetensors", {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});
+  MakeCheckpoint(data_ + "/big.safetensors",
+                 {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});
   StartServer({"--job-io-limit", "4MB"});
   v1::Job job;
   ASSERT_TRUE(Submit(*stub_, ShardRequest(data_ + "/big.safetensors", Uri("cancelled"), "0"), &job).ok());
@@ -154,7 +158,8 @@ TEST_F(S3JobTest, CancelDuringMultipartUploadLeavesNoObject) {
 }
 
 TEST_F(S3JobTest, S3OutageDuringUploadIsRetriedOrFailsCleanly) {
-  MakeCheckpoint(data_ + "/big.safetensors", {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});
+  MakeCheckpoint(data_ + "/big.safetensors",
+                 {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});
   StartServer({"--job-io-limit", "6MB", "--s3-max-attempts", "40"});
   v1::Job job;
   ASSERT_TRUE(Submit(*stub_, ShardRequest(data_ + "/big.safetensors", Uri("outage"), "8MB"), &job).ok());
@@ -171,7 +176,8 @@ TEST_F(S3JobTest, S3OutageDuringUploadIsRetriedOrFailsCleanly) {
     EXPECT_EQ(done.state(), v1::JOB_STATE_FAILED);
     EXPECT_TRUE(objects.empty()) << "a failed job left " << objects.size() << " objects";
   }
-  CommandResult scrape = RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
+  CommandResult scrape =
+      RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
   EXPECT_NE(scrape.out.find("modelsmith_object_store_retries_total{"), std::string::npos) << "no retry was counted";
 }
 
@@ -183,14 +189,14 @@ TEST_F(S3JobTest, CliRunReadsFromS3WithTheAwsEnvironment) {
   std::vector<std::string> argv = {"env"};
   for (const std::string& e : s3_->Environment()) argv.push_back(e);
   argv.insert(argv.end(), {CliBinary(), "run", "--spec", "-"});
-  CommandResult run = RunCommand(argv, R"({"shard":{"input":")" + Uri("src") + R"(","output":")" + data_ +
-                                           R"(/from-s3","max_shard_size":"0"}})");
+  CommandResult run = RunCommand(
+      argv, R"({"shard":{"input":")" + Uri("src") + R"(","output":")" + data_ + R"(/from-s3","max_shard_size":"0"}})");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(InspectTotal(data_ + "/from-s3"), InspectTotal(model_));
 
-  CommandResult no_credentials = RunCommand({CliBinary(), "run", "--spec", "-"},
-                                            R"({"shard":{"input":")" + Uri("src") + R"(","output":")" + data_ +
-                                                R"(/nope","max_shard_size":"0"}})");
+  CommandResult no_credentials =
+      RunCommand({CliBinary(), "run", "--spec", "-"}, R"({"shard":{"input":")" + Uri("src") + R"(","output":")" +
+                                                          data_ + R"(/nope","max_shard_size":"0"}})");
   EXPECT_EQ(no_credentials.exit_code, 2);
   EXPECT_NE(no_credentials.err.find("S3_NOT_CONFIGURED"), std::string::npos) << no_credentials.err;
 }

@@ -35,8 +35,10 @@ inline std::string TensorBytes(const std::string& name, uint64_t size) {
 }
 
 // Writes `tensors` in the given order (no reordering) to `path`; returns the data per tensor.
-inline std::map<std::string, std::string> WriteCheckpoint(const std::string& path, const std::vector<TestTensor>& tensors,
-                                                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}}) {
+inline std::map<std::string, std::string> WriteCheckpoint(const std::string& path,
+                                                          const std::vector<TestTensor>& tensors,
+                                                          const std::map<std::string, std::string>& metadata = {
+                                                              {"format", "pt"}}) {
   std::vector<SafetensorsEntry> entries;
   std::map<std::string, std::string> data;
   for (const TestTensor& t : tensors) {
@@ -52,7 +54,8 @@ inline std::map<std::string, std::string> WriteCheckpoint(const std::string& pat
 
 // Writes `tensors` with normally distributed float values (mean 0, sd 0.02, seeded by the name) in
 // their F32 / F16 / BF16 dtype; returns the values as F32 per tensor.
-std::map<std::string, std::vector<float>> WriteFloatCheckpoint(const std::string& path, const std::vector<TestTensor>& tensors);
+std::map<std::string, std::vector<float>> WriteFloatCheckpoint(const std::string& path,
+                                                               const std::vector<TestTensor>& tensors);
 
 // A Llama-like state dict: embed, `layers` blocks of 9 tensors, norm, head.
 inline std::vector<TestTensor> LlamaLikeTensors(int layers, uint64_t hidden, uint64_t vocab) {

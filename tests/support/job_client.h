@@ -80,7 +80,8 @@ inline v1::Job WaitForEnd(v1::JobService::Stub& stub, const std::string& id) {
 }
 
 // Reads a whole WatchJob stream.
-inline std::vector<v1::JobEvent> WatchAll(v1::JobService::Stub& stub, const std::string& id, grpc::Status* status = nullptr) {
+inline std::vector<v1::JobEvent> WatchAll(v1::JobService::Stub& stub, const std::string& id,
+                                          grpc::Status* status = nullptr) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   v1::WatchJobRequest request;

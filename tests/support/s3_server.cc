@@ -32,8 +32,9 @@ void S3Server::Start(int port) {
     dup2(out_pipe[1], 1);
     // s3rver makes ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only offers
     // through its legacy provider.
-    execlp("node", "node", "--openssl-legacy-provider", script.c_str(), "--port", port_text.c_str(), "--directory", directory_.c_str(), "--bucket",
-           kS3Bucket, "--access-key", kS3AccessKey, "--secret-key", kS3SecretKey, static_cast<char*>(nullptr));
+    execlp("node", "node", "--openssl-legacy-provider", script.c_str(), "--port", port_text.c_str(), "--directory",
+           directory_.c_str(), "--bucket", kS3Bucket, "--access-key", kS3AccessKey, "--secret-key", kS3SecretKey,
+           static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out_pipe[1]);

@@ -48,7 +48,8 @@ class ServerTest : public ::testing::Test {
   void CancelMidwayLeavesNothing(const v1::SubmitJobRequest& request, const std::string& output_dir) {
     v1::Job job;
     ASSERT_TRUE(Submit(*stub_, request, &job).ok());
-    std::future<std::vector<v1::JobEvent>> events = std::async(std::launch::async, [&] { return WatchAll(*stub_, job.id()); });
+    std::future<std::vector<v1::JobEvent>> events =
+        std::async(std::launch::async, [&] { return WatchAll(*stub_, job.id()); });
     // The watch, which may subscribe after the first reports, has seen two progress events by
     // the time 2 MiB are read.
     EXPECT_EQ(CancelOnceUnderWay(*stub_, job.id(), 2 << 20), v1::JOB_STATE_CANCELLED);

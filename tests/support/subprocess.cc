@@ -67,8 +67,8 @@ CommandResult RunCommand(const std::vector<std::string>& args, const std::string
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   int open_fds = 2;
   while (open_fds > 0) {
-    const int wait_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             deadline - std::chrono::steady_clock::now()).count());
+    const int wait_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
     if (wait_ms <= 0) {
       ADD_FAILURE() << "command timed out: " << args[0];
       kill(pid, SIGKILL);
@@ -108,8 +108,13 @@ void MakeCheckpoint(const std::string& path, const std::vector<std::string>& fla
 ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::string> extra_args, bool with_metrics,
                              std::vector<std::string> environment) {
   log_path_ = data_dir + "/modelsmithd.log";
-  std::vector<std::string> args = {ServerBinary(), "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                                   "--metrics-listen", with_metrics ? "127.0.0.1:0" : "off"};
+  std::vector<std::string> args = {ServerBinary(),
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--data-dir",
+                                   data_dir,
+                                   "--metrics-listen",
+                                   with_metrics ? "127.0.0.1:0" : "off"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   int out_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) {

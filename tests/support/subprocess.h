@@ -35,8 +35,8 @@ class ServerProcess {
  public:
   // Starts modelsmithd on 127.0.0.1 with ephemeral ports, storing under `data_dir`, plus
   // `extra_args`. Waits until it prints its ports (fails the test after 30 s).
-  ServerProcess(const std::string& data_dir, std::vector<std::string> extra_args = {},
-                bool with_metrics = false, std::vector<std::string> environment = {});
+  ServerProcess(const std::string& data_dir, std::vector<std::string> extra_args = {}, bool with_metrics = false,
+                std::vector<std::string> environment = {});
   // Kills the server if it still runs.
   ~ServerProcess();
 

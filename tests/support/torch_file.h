@@ -63,20 +63,28 @@ inline std::string Int(uint64_t v) {
 }
 
 inline std::string Pickle(const std::vector<TorchTensorSpec>& tensors) {
-  std::string p = "\x80\x02" "ccollections\nOrderedDict\n" ")R(";
+  std::string p =
+      "\x80\x02"
+      "ccollections\nOrderedDict\n"
+      ")R(";
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TorchTensorSpec& t = tensors[i];
     uint64_t numel = 1;
     for (uint64_t d : t.shape) numel *= d;
-    p += Unicode(t.name) + "ctorch._utils\n_rebuild_tensor_v2\n" "((" + Unicode("storage") + "ctorch\n" + StorageClass(t.dtype) +
-         "\n" + Unicode(std::to_string(i)) + Unicode("cpu") + Int(numel) + "tQ" + Int(0) + "(";
+    p += Unicode(t.name) +
+         "ctorch._utils\n_rebuild_tensor_v2\n"
+         "((" +
+         Unicode("storage") + "ctorch\n" + StorageClass(t.dtype) + "\n" + Unicode(std::to_string(i)) + Unicode("cpu") +
+         Int(numel) + "tQ" + Int(0) + "(";
     for (uint64_t d : t.shape) p += Int(d);
     p += "t(";
     uint64_t stride = 1;
     std::vector<uint64_t> strides(t.shape.size());
     for (size_t d = t.shape.size(); d-- > 0;) strides[d] = stride, stride *= t.shape[d];
     for (uint64_t s : strides) p += Int(s);
-    p += "t\x89" "ccollections\nOrderedDict\n)R" "tR";
+    p += "t\x89"
+         "ccollections\nOrderedDict\n)R"
+         "tR";
   }
   return p + "u.";
 }
@@ -87,8 +95,8 @@ inline std::string Pickle(const std::vector<TorchTensorSpec>& tensors) {
 // order, with pieces of at most 64 MiB.
 using TorchFill = std::function<void(size_t tensor, uint64_t offset, char* data, size_t size)>;
 
-inline void WriteTorchCheckpoint(const std::string& path, const std::string& stem, const std::vector<TorchTensorSpec>& tensors,
-                                 const TorchFill& fill) {
+inline void WriteTorchCheckpoint(const std::string& path, const std::string& stem,
+                                 const std::vector<TorchTensorSpec>& tensors, const TorchFill& fill) {
   using namespace torch_file_internal;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   std::string central;
@@ -99,7 +107,8 @@ inline void WriteTorchCheckpoint(const std::string& path, const std::string& ste
     const uint64_t fixed = 30 + name.size() + 4;
     const uint64_t pad = (64 - (offset + fixed) % 64) % 64;
     std::string header;
-    Put32(header, 0x04034b50), Put16(header, 20), Put16(header, 0), Put16(header, 0), Put32(header, 0), Put32(header, 0);
+    Put32(header, 0x04034b50), Put16(header, 20), Put16(header, 0), Put16(header, 0), Put32(header, 0),
+        Put32(header, 0);
     Put32(header, static_cast<uint32_t>(size)), Put32(header, static_cast<uint32_t>(size));
     Put16(header, static_cast<uint32_t>(name.size())), Put16(header, static_cast<uint32_t>(4 + pad));
     header += name;
@@ -109,7 +118,8 @@ inline void WriteTorchCheckpoint(const std::string& path, const std::string& ste
     out << header;
     write_data();
     Put32(central, 0x02014b50), Put16(central, 20), Put16(central, 20), Put16(central, 0), Put16(central, 0);
-    Put32(central, 0), Put32(central, 0), Put32(central, static_cast<uint32_t>(size)), Put32(central, static_cast<uint32_t>(size));
+    Put32(central, 0), Put32(central, 0), Put32(central, static_cast<uint32_t>(size)),
+        Put32(central, static_cast<uint32_t>(size));
     Put16(central, static_cast<uint32_t>(name.size())), Put16(central, 0), Put16(central, 0), Put16(central, 0);
     Put16(central, 0), Put32(central, 0), Put32(central, static_cast<uint32_t>(offset));
     central += name;

@@ -43,7 +43,9 @@ std::map<std::string, std::string> TensorBytesOf(const StorageRouter& router, co
   if (!model.ok()) return bytes;
   for (const TensorInfo& t : model->tensors) {
     std::string data(t.size_bytes, '\0');
-    EXPECT_TRUE(ReadTensorBytes(*model->files[t.file_index].object, t, 0, t.size_bytes, reinterpret_cast<std::byte*>(data.data())).ok());
+    EXPECT_TRUE(ReadTensorBytes(*model->files[t.file_index].object, t, 0, t.size_bytes,
+                                reinterpret_cast<std::byte*>(data.data()))
+                    .ok());
     bytes[t.name] = std::move(data);
   }
   for (const TensorAlias& a : model->aliases) bytes[a.name] = bytes[a.target];
@@ -215,7 +217,8 @@ TEST_F(BisectJobTest, MostlyQuantizedModelSplitsByStoredBytes) {
     // Eight equal blocks and two small float tensors halve evenly; with more chunks whole blocks
     // allow less, which the exhaustive comparison above covers.
     if (chunks == 2) EXPECT_LT(f.imbalance_ratio(), 1.05);
-    ExpectChunksHoldTheInput(dir_.path() + "/nf4", nlohmann::json::parse(ReadFile(dir_.path() + "/" + out + "/model.chunks.json")),
+    ExpectChunksHoldTheInput(dir_.path() + "/nf4",
+                             nlohmann::json::parse(ReadFile(dir_.path() + "/" + out + "/model.chunks.json")),
                              dir_.path() + "/" + out);
   }
 }
@@ -272,7 +275,8 @@ TEST_F(BisectJobTest, MoreChunksThanBlocksIsRefusedNamingTheCount) {
   EXPECT_EQ(ReasonOf(result.status()), "BISECT_TOO_MANY_CHUNKS");
   EXPECT_EQ(ContextOf(result.status())["field"], "bisect.chunks");
   EXPECT_NE(result.status().message().find("only 5 block unit(s)"), std::string::npos) << result.status();
-  EXPECT_NE(result.status().message().find("granularity 'module' gives 21 units"), std::string::npos) << result.status();
+  EXPECT_NE(result.status().message().find("granularity 'module' gives 21 units"), std::string::npos)
+      << result.status();
   EXPECT_FALSE(fs::exists(dir_.path() + "/out"));
   // Refused at submit time too.
   v1::JobSpec spec;

@@ -112,8 +112,9 @@ TEST(BisectUnits, BlocksComeInNumericOrderBetweenEmbeddingAndHead) {
 }
 
 TEST(BisectUnits, GgufNamesFollowTheSameOrder) {
-  std::vector<TensorInfo> tensors = {T("output.weight", 64), T("output_norm.weight", 4), T("token_embd.weight", 64),
-                                     T("blk.10.attn_q.weight", 8), T("blk.9.attn_q.weight", 8), T("blk.0.attn_q.weight", 8)};
+  std::vector<TensorInfo> tensors = {T("output.weight", 64),      T("output_norm.weight", 4),
+                                     T("token_embd.weight", 64),  T("blk.10.attn_q.weight", 8),
+                                     T("blk.9.attn_q.weight", 8), T("blk.0.attn_q.weight", 8)};
   EXPECT_EQ(UnitNames(BisectUnits(tensors, {}, v1::BISECT_GRANULARITY_BLOCK)),
             (std::vector<std::string>{"token_embd", "blk.0", "blk.9", "blk.10", "output_norm", "output"}));
 }
@@ -124,18 +125,21 @@ TEST(BisectUnits, EncoderBeforeDecoderAndDownBeforeMidBeforeUp) {
                                      T("conv_out.weight", 8),           T("conv_in.weight", 8),
                                      T("decoder.block.0.w.weight", 8),  T("encoder.block.0.w.weight", 8)};
   EXPECT_EQ(UnitNames(BisectUnits(tensors, {}, v1::BISECT_GRANULARITY_BLOCK)),
-            (std::vector<std::string>{"conv_in", "down_blocks.0", "down_blocks.1", "encoder.block.0", "mid_block.resnets.0",
-                                      "up_blocks.0", "decoder.block.0", "conv_out"}));
+            (std::vector<std::string>{"conv_in", "down_blocks.0", "down_blocks.1", "encoder.block.0",
+                                      "mid_block.resnets.0", "up_blocks.0", "decoder.block.0", "conv_out"}));
 }
 
 TEST(BisectUnits, QuantizedCompanionsStayWithTheirWeightAtEveryGranularity) {
   // A bitsandbytes NF4 weight and its companions, listed apart as a safetensors file would.
   const std::string m = "model.layers.0.self_attn.q_proj";
   std::vector<TensorInfo> tensors = {T(m + ".weight", 512, DType::kU8), T("model.layers.0.input_layernorm.weight", 8),
-                                     T(m + ".weight.absmax", 32, DType::kF32), T(m + ".weight.quant_map", 64, DType::kF32),
+                                     T(m + ".weight.absmax", 32, DType::kF32),
+                                     T(m + ".weight.quant_map", 64, DType::kF32),
                                      T(m + ".weight.quant_state.bitsandbytes__nf4", 100, DType::kU8)};
   std::vector<QuantizedGroup> groups = {
-      {m, "bnb_nf4", {m + ".weight", m + ".weight.absmax", m + ".weight.quant_map", m + ".weight.quant_state.bitsandbytes__nf4"}}};
+      {m,
+       "bnb_nf4",
+       {m + ".weight", m + ".weight.absmax", m + ".weight.quant_map", m + ".weight.quant_state.bitsandbytes__nf4"}}};
   for (v1::BisectGranularity g : {v1::BISECT_GRANULARITY_TENSOR, v1::BISECT_GRANULARITY_MODULE}) {
     const std::vector<BisectUnit> units = BisectUnits(tensors, groups, g);
     ASSERT_EQ(units.size(), 2u);

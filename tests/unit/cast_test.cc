@@ -15,7 +15,8 @@ template <typename Out, typename In>
 Out CastOne(DType from, DType to, In x, CastCounts* counts = nullptr) {
   CastCounts local;
   Out out{};
-  CastElements(from, to, reinterpret_cast<const std::byte*>(&x), 1, reinterpret_cast<std::byte*>(&out), counts ? counts : &local);
+  CastElements(from, to, reinterpret_cast<const std::byte*>(&x), 1, reinterpret_cast<std::byte*>(&out),
+               counts ? counts : &local);
   return out;
 }
 
@@ -62,11 +63,11 @@ TEST(CastTest, F32ToE4M3SaturatesAndHasNoInf) {
   EXPECT_EQ(F32ToE4M3(-1.0f), 0xB8);
   EXPECT_EQ(F32ToE4M3(-2.0f), 0xC0);
   EXPECT_EQ(F32ToE4M3(448.0f), 0x7E);
-  EXPECT_EQ(F32ToE4M3(1.0f + 1.0f / 16), 0x38);   // tie between 1 and 1.125: even
-  EXPECT_EQ(F32ToE4M3(1.0f + 3.0f / 16), 0x3A);   // tie between 1.125 and 1.25: even (1.25)
+  EXPECT_EQ(F32ToE4M3(1.0f + 1.0f / 16), 0x38);      // tie between 1 and 1.125: even
+  EXPECT_EQ(F32ToE4M3(1.0f + 3.0f / 16), 0x3A);      // tie between 1.125 and 1.25: even (1.25)
   EXPECT_EQ(F32ToE4M3(std::ldexp(1.0f, -9)), 0x01);  // smallest subnormal
   EXPECT_EQ(F32ToE4M3(std::ldexp(1.0f, -10)), 0x00);
-  EXPECT_EQ(F32ToE4M3(std::ldexp(7.0f, -9)), 0x07);  // largest subnormal
+  EXPECT_EQ(F32ToE4M3(std::ldexp(7.0f, -9)), 0x07);    // largest subnormal
   EXPECT_EQ(F32ToE4M3(std::ldexp(15.0f, -10)), 0x08);  // rounds up into the first normal
   CastCounts counts;
   EXPECT_EQ(F32ToE4M3(464.0f, &counts), 0x7E);  // the tie above 448 rounds to even: 448, not saturated

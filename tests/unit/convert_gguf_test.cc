@@ -26,7 +26,9 @@ std::vector<float> Values(const ModelView& model, const std::string& name, std::
   for (const TensorInfo& t : model.tensors) {
     if (t.name != name) continue;
     std::string bytes(t.size_bytes, '\0');
-    EXPECT_TRUE(model.files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    EXPECT_TRUE(model.files[t.file_index]
+                    .object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data()))
+                    .ok());
     const uint64_t row = t.shape.back();
     const uint64_t rows = *ElementCount(t.shape) / row;
     std::vector<float> values(rows * row);
@@ -41,7 +43,8 @@ std::vector<float> Values(const ModelView& model, const std::string& name, std::
 
 class ConvertGgufTest : public ::testing::Test {
  protected:
-  absl::StatusOr<v1::JobResult> Convert(const std::string& input, const std::string& output, const std::string& dtype = "") {
+  absl::StatusOr<v1::JobResult> Convert(const std::string& input, const std::string& output,
+                                        const std::string& dtype = "") {
     JobRun run;
     run.job_id = "job-test";
     v1::ConvertSpec* spec = run.spec.mutable_convert();
@@ -88,8 +91,9 @@ TEST_F(ConvertGgufTest, LlamaGgufBecomesAHuggingFaceCheckpoint) {
   EXPECT_EQ(Values(hf, "model.norm.weight"), Values(gguf, "output_norm.weight"));
 
   // Q and K: 4 heads of 64 rows; HF row (h, s*32 + k) is GGUF row (h, 2k + s).
-  for (const auto& [hf_name, gguf_name] : {std::pair{"model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight"},
-                                           std::pair{"model.layers.0.self_attn.k_proj.weight", "blk.0.attn_k.weight"}}) {
+  for (const auto& [hf_name, gguf_name] :
+       {std::pair{"model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight"},
+        std::pair{"model.layers.0.self_attn.k_proj.weight", "blk.0.attn_k.weight"}}) {
     const std::vector<float> a = Values(hf, hf_name), b = Values(gguf, gguf_name);
     ASSERT_EQ(a.size(), 256u * 256u);
     for (uint64_t h = 0; h < 4; ++h) {

@@ -58,27 +58,40 @@ class LlamaRoundTripTest : public ::testing::Test {
       out << data_[e.name];
     }
     out.close();
-    config_ = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", kHidden},
-               {"intermediate_size", kFfn},             {"num_hidden_layers", kLayers}, {"num_attention_heads", kHeads},
-               {"num_key_value_heads", kKvHeads},       {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-05},
-               {"rope_theta", 500000.0},                {"vocab_size", kVocab},          {"bos_token_id", 1},
-               {"eos_token_id", 2},                     {"tie_word_embeddings", false}};
+    config_ = {{"architectures", {"LlamaForCausalLM"}},
+               {"model_type", "llama"},
+               {"hidden_size", kHidden},
+               {"intermediate_size", kFfn},
+               {"num_hidden_layers", kLayers},
+               {"num_attention_heads", kHeads},
+               {"num_key_value_heads", kKvHeads},
+               {"max_position_embeddings", 256},
+               {"rms_norm_eps", 1e-05},
+               {"rope_theta", 500000.0},
+               {"vocab_size", kVocab},
+               {"bos_token_id", 1},
+               {"eos_token_id", 2},
+               {"tie_word_embeddings", false}};
     std::ofstream(hf_ + "/config.json") << config_.dump(2);
     // A byte-level BPE vocabulary: 36 tokens, 3 merges, and 3 added special tokens (one id unused).
     json vocab = json::object();
     for (int i = 0; i < 36; ++i) vocab[std::string(1, static_cast<char>('a' + i % 26)) + (i >= 26 ? "x" : "")] = i + 3;
     json tokenizer = {
         {"version", "1.0"},
-        {"added_tokens", {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
-                          {{"id", 1}, {"content", "<s>"}, {"special", true}},
-                          {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
-        {"pre_tokenizer", {{"type", "Sequence"},
-                           {"pretokenizers", {{{"type", "Split"}, {"pattern", {{"Regex", R"((?i:'s|'t)|\p{N}{1,3}| ?\p{L}+)"}}}},
-                                              {{"type", "ByteLevel"}}}}}},
+        {"added_tokens",
+         {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+          {{"id", 1}, {"content", "<s>"}, {"special", true}},
+          {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+        {"pre_tokenizer",
+         {{"type", "Sequence"},
+          {"pretokenizers",
+           {{{"type", "Split"}, {"pattern", {{"Regex", R"((?i:'s|'t)|\p{N}{1,3}| ?\p{L}+)"}}}},
+            {{"type", "ByteLevel"}}}}}},
         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", "c d", {"e", "f"}}}}},
     };
     std::ofstream(hf_ + "/tokenizer.json") << tokenizer.dump();
-    std::ofstream(hf_ + "/tokenizer_config.json") << R"({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true,
+    std::ofstream(hf_ + "/tokenizer_config.json")
+        << R"({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true,
         "chat_template": "{{ messages }}"})";
   }
   absl::StatusOr<v1::JobResult> Convert(const std::string& input, const std::string& output, v1::TargetFormat to,
@@ -106,7 +119,9 @@ std::string Bytes(const ModelView& model, const std::string& name) {
   for (const TensorInfo& t : model.tensors) {
     if (t.name != name) continue;
     std::string bytes(t.size_bytes, '\0');
-    EXPECT_TRUE(model.files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    EXPECT_TRUE(model.files[t.file_index]
+                    .object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data()))
+                    .ok());
     return bytes;
   }
   ADD_FAILURE() << "no tensor " << name;
@@ -175,9 +190,9 @@ TEST_F(LlamaRoundTripTest, HuggingFaceToGgufAndBackKeepsNamesShapesMetadataAndVa
   for (const auto& [name, bytes] : data_) EXPECT_TRUE(Bytes(*round, name) == bytes) << name;
   std::ifstream config_file(dir_.path() + "/back/config.json");
   const json config = json::parse(config_file);
-  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                          "max_position_embeddings", "rms_norm_eps", "rope_theta", "vocab_size", "bos_token_id", "eos_token_id",
-                          "tie_word_embeddings"}) {
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta", "vocab_size",
+                          "bos_token_id", "eos_token_id", "tie_word_embeddings"}) {
     EXPECT_EQ(config[key], config_[key]) << key;
   }
   EXPECT_EQ(config["architectures"], config_["architectures"]);
@@ -189,7 +204,8 @@ TEST_F(LlamaRoundTripTest, Q8_0OutputAndRefusals) {
   absl::StatusOr<ModelView> gguf = OpenModel(*router_.Resolve(dir_.path() + "/tiny-q8.gguf"));
   ASSERT_TRUE(gguf.ok());
   for (const TensorInfo& t : gguf->tensors) {
-    EXPECT_EQ(*t.ggml_type, t.shape.size() == 1 ? static_cast<uint32_t>(GgmlType::kF32) : static_cast<uint32_t>(GgmlType::kQ8_0))
+    EXPECT_EQ(*t.ggml_type,
+              t.shape.size() == 1 ? static_cast<uint32_t>(GgmlType::kF32) : static_cast<uint32_t>(GgmlType::kQ8_0))
         << t.name;
   }
   EXPECT_EQ(gguf->gguf->Find("general.file_type")->AsUnsigned(), 7u);  // MOSTLY_Q8_0

@@ -41,7 +41,8 @@ struct LoadedGguf {
   GgufFile header;
   std::string Data(const GgufTensor& t) const {
     std::string bytes(t.size_bytes, '\0');
-    EXPECT_TRUE(object->ReadAt(header.data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    EXPECT_TRUE(
+        object->ReadAt(header.data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
     return bytes;
   }
   const GgufTensor* Find(const std::string& name) const {
@@ -92,8 +93,9 @@ TEST_P(GgufGoldenTest, QuantizedTensorsMatchLlamaCppByteForByte) {
     const std::string reference = expected.Data(want);
     size_t first_difference = 0;
     while (first_difference < got.size() && got[first_difference] == reference[first_difference]) ++first_difference;
-    EXPECT_EQ(first_difference, got.size()) << kernel.type << " " << want.name << ": first difference at byte "
-                                            << first_difference << " (block " << first_difference / traits->block_bytes << ")";
+    EXPECT_EQ(first_difference, got.size())
+        << kernel.type << " " << want.name << ": first difference at byte " << first_difference << " (block "
+        << first_difference / traits->block_bytes << ")";
     ++compared;
 
     // Dequantizing our bytes comes back within the type's error bound for every element.

@@ -12,7 +12,6 @@
 namespace modelsmith {
 namespace {
 
-
 // Builds GGUF bytes field by field, so tests can break exactly one thing.
 class Bytes {
  public:
@@ -74,7 +73,9 @@ TEST(GgufReader, AcceptsAValidFile) {
 TEST(GgufReader, RejectsBadMagic) { ExpectRejected("GGML\3\0\0\0", "GGUF_BAD_MAGIC"); }
 TEST(GgufReader, RejectsVersionOne) { ExpectRejected(ValidHeader(1).str(), "GGUF_UNSUPPORTED_VERSION"); }
 TEST(GgufReader, RejectsBigEndianVersion) { ExpectRejected(ValidHeader(0x03000000).str(), "GGUF_UNSUPPORTED_VERSION"); }
-TEST(GgufReader, RejectsCountsTheFileCannotHold) { ExpectRejected(ValidHeader(3, uint64_t{1} << 60).str(), "GGUF_INVALID_COUNT"); }
+TEST(GgufReader, RejectsCountsTheFileCannotHold) {
+  ExpectRejected(ValidHeader(3, uint64_t{1} << 60).str(), "GGUF_INVALID_COUNT");
+}
 TEST(GgufReader, AStringLongerThanTheFileIsRefusedBeforeAllocating) {
   // A 48-byte file claiming a key of 1 GiB (found by the fuzzer: it used to allocate first).
   Bytes b;
@@ -93,10 +94,22 @@ TEST(GgufReader, RejectsDuplicateKeys) {
 
 TEST(GgufReader, RejectsUnknownValueTypeAndBadBool) {
   Bytes b;
-  b.Put<uint32_t>(0x46554747).Put<uint32_t>(3).Put<uint64_t>(0).Put<uint64_t>(1).Str("k").Put<uint32_t>(13).Put<uint32_t>(0);
+  b.Put<uint32_t>(0x46554747)
+      .Put<uint32_t>(3)
+      .Put<uint64_t>(0)
+      .Put<uint64_t>(1)
+      .Str("k")
+      .Put<uint32_t>(13)
+      .Put<uint32_t>(0);
   ExpectRejected(b.str(), "GGUF_INVALID_VALUE_TYPE");
   Bytes c;
-  c.Put<uint32_t>(0x46554747).Put<uint32_t>(3).Put<uint64_t>(0).Put<uint64_t>(1).Str("k").Put<uint32_t>(7).Put<uint8_t>(2);
+  c.Put<uint32_t>(0x46554747)
+      .Put<uint32_t>(3)
+      .Put<uint64_t>(0)
+      .Put<uint64_t>(1)
+      .Str("k")
+      .Put<uint32_t>(7)
+      .Put<uint8_t>(2);
   ExpectRejected(c.str(), "GGUF_INVALID_BOOL");
 }
 
@@ -108,7 +121,13 @@ TEST(GgufReader, RejectsOverlongString) {
 
 TEST(GgufReader, RejectsAlignmentThatIsNotAPowerOfTwo) {
   Bytes b;
-  b.Put<uint32_t>(0x46554747).Put<uint32_t>(3).Put<uint64_t>(0).Put<uint64_t>(1).Str("general.alignment").Put<uint32_t>(4).Put<uint32_t>(24);
+  b.Put<uint32_t>(0x46554747)
+      .Put<uint32_t>(3)
+      .Put<uint64_t>(0)
+      .Put<uint64_t>(1)
+      .Str("general.alignment")
+      .Put<uint32_t>(4)
+      .Put<uint32_t>(24);
   ExpectRejected(b.str(), "GGUF_INVALID_ALIGNMENT");
 }
 
@@ -117,8 +136,12 @@ TEST(GgufReader, RejectsDuplicateTensorNames) {
   ExpectRejected(b.Pad(32).Raw(256).str(), "GGUF_DUPLICATE_TENSOR");
 }
 
-TEST(GgufReader, RejectsTooManyDims) { ExpectRejected(TensorInfo(ValidHeader(), "w", {1, 1, 1, 1, 1}, 0, 0).str(), "GGUF_INVALID_DIMS"); }
-TEST(GgufReader, RejectsUnknownType) { ExpectRejected(TensorInfo(ValidHeader(), "w", {32}, 4, 0).str(), "GGUF_UNSUPPORTED_TYPE"); }
+TEST(GgufReader, RejectsTooManyDims) {
+  ExpectRejected(TensorInfo(ValidHeader(), "w", {1, 1, 1, 1, 1}, 0, 0).str(), "GGUF_INVALID_DIMS");
+}
+TEST(GgufReader, RejectsUnknownType) {
+  ExpectRejected(TensorInfo(ValidHeader(), "w", {32}, 4, 0).str(), "GGUF_UNSUPPORTED_TYPE");
+}
 TEST(GgufReader, RejectsRowNotAWholeNumberOfBlocks) {
   ExpectRejected(TensorInfo(ValidHeader(), "w", {33, 2}, 8, 0).str(), "GGUF_INVALID_DIMS");  // Q8_0 blocks are 32
 }
@@ -135,8 +158,7 @@ TEST(GgufReader, RejectsOverlongTensorName) {
 TEST(GgufWriter, HeaderReadsBackWithRunningPaddedOffsets) {
   std::vector<GgufKv> kvs = {GgufKv::String("general.architecture", "llama"),
                              GgufKv::U32("general.quantization_version", kGgmlQuantizationVersion)};
-  std::vector<GgufTensor> tensors = {{"a", {32, 3}, GgmlType::kQ8_0, 0, 3 * 34},
-                                     {"b", {5}, GgmlType::kF32, 0, 20}};
+  std::vector<GgufTensor> tensors = {{"a", {32, 3}, GgmlType::kQ8_0, 0, 3 * 34}, {"b", {5}, GgmlType::kF32, 0, 20}};
   std::string bytes = SerializeGgufHeader(kvs, tensors);
   ASSERT_EQ(bytes.size() % 32, 0u);
   EXPECT_EQ(tensors[1].offset, 128u);  // 102 bytes padded to 128

@@ -64,7 +64,10 @@ TEST(JobStore, ListsNewestFirstWithFiltersAndCursor) {
   TempDir dir;
   auto store = JobStore::Open(dir.path() + "/jobs.db");
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE((*store)->Insert(MakeJob("j" + std::to_string(i), i % 2 ? v1::JOB_STATE_FAILED : v1::JOB_STATE_SUCCEEDED), "fp").ok());
+    ASSERT_TRUE(
+        (*store)
+            ->Insert(MakeJob("j" + std::to_string(i), i % 2 ? v1::JOB_STATE_FAILED : v1::JOB_STATE_SUCCEEDED), "fp")
+            .ok());
   }
   auto page = (*store)->List(v1::JOB_STATE_UNSPECIFIED, v1::JOB_KIND_UNSPECIFIED, 0, 2);
   ASSERT_EQ(page->size(), 2u);

@@ -166,7 +166,8 @@ TEST_F(LayoutQuantizeJobTest, Nf4DoubleQuantKeysStateJsonAndPackedCodes) {
   EXPECT_EQ(parsed["nested_blocksize"], 256);
   EXPECT_EQ(parsed["nested_dtype"], "float32");
   EXPECT_TRUE(parsed["nested_offset"].is_number_float());
-  EXPECT_EQ(state.rfind("{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float16\", \"shape\": [64, 64]", 0), 0u);
+  EXPECT_EQ(state.rfind("{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float16\", \"shape\": [64, 64]", 0),
+            0u);
 
   const std::vector<float>& source = values_[w];
   std::vector<uint8_t> packed(source.size() / 2);
@@ -254,8 +255,10 @@ TEST_F(LayoutQuantizeJobTest, ChatglmInt4HalvesColumnsAndSetsQuantizationBit) {
 }
 
 TEST_F(LayoutQuantizeJobTest, InspectRecognisesEachLayoutAndQuantizedInputIsRefused) {
-  const std::pair<const char*, const char*> cases[] = {{"bnb_int8", "bnb_int8"},       {"bnb_nf4", "bnb_nf4"},
-                                                       {"quanto_int4", "quanto_qint4"}, {"quanto_int8", "quanto_qint8"},
+  const std::pair<const char*, const char*> cases[] = {{"bnb_int8", "bnb_int8"},
+                                                       {"bnb_nf4", "bnb_nf4"},
+                                                       {"quanto_int4", "quanto_qint4"},
+                                                       {"quanto_int8", "quanto_qint8"},
                                                        {"chatglm_int8", "chatglm_int8"}};
   for (const auto& [scheme, layout] : cases) {
     const v1::QuantizeSpec spec = Spec(scheme);
@@ -299,12 +302,14 @@ TEST_F(LayoutQuantizeJobTest, WeightsLargerThanAChunkMatchTheKernelsAcrossPartAn
         int8_t expected[1024];
         BnbInt8QuantizeRow(rounded.data(), 1024, expected);
         EXPECT_EQ(out.Data("model.layers.0.mlp.up_proj.weight").substr(row * 1024, 1024),
-                  std::string(reinterpret_cast<char*>(expected), 1024)) << scheme << " row " << row;
+                  std::string(reinterpret_cast<char*>(expected), 1024))
+            << scheme << " row " << row;
       } else if (std::string(scheme) == "bnb_nf4") {
         uint8_t expected[512];
         float absmax[16];
         Bnb4Quantize(Bnb4Type::kNf4, x, 1024, 64, expected, absmax);
-        EXPECT_EQ(out.Data(w).substr(row * 512, 512), std::string(reinterpret_cast<char*>(expected), 512)) << scheme << " row " << row;
+        EXPECT_EQ(out.Data(w).substr(row * 512, 512), std::string(reinterpret_cast<char*>(expected), 512))
+            << scheme << " row " << row;
         EXPECT_EQ(out.Data(w + ".absmax").substr(row * 64, 64), std::string(reinterpret_cast<char*>(absmax), 64));
       } else {
         // 1024 columns: groups of 128, 36864 groups, byte rows pair group r with r + 18432.
@@ -316,7 +321,8 @@ TEST_F(LayoutQuantizeJobTest, WeightsLargerThanAChunkMatchTheKernelsAcrossPartAn
         QuantoInt4QuantizeGroup(StoredFloat::kBF16, source.data() + (group + 18432) * 128, 128, high, &scale, &shift);
         QuantoPackRowPair(low, high, 128, expected);
         EXPECT_EQ(out.Data("model.layers.0.mlp.up_proj.weight._data._data").substr(group * 128, 128),
-                  std::string(reinterpret_cast<char*>(expected), 128)) << scheme << " group " << group;
+                  std::string(reinterpret_cast<char*>(expected), 128))
+            << scheme << " group " << group;
       }
     }
   }
@@ -331,7 +337,9 @@ std::vector<float> GgufF32(const std::string& path, const std::string& name) {
     if (t.name != name) continue;
     EXPECT_EQ(t.type, GgmlType::kF32) << name;
     std::vector<float> values(t.size_bytes / 4);
-    EXPECT_TRUE((*object)->ReadAt(header->data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(values.data())).ok());
+    EXPECT_TRUE((*object)
+                    ->ReadAt(header->data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(values.data()))
+                    .ok());
     return values;
   }
   ADD_FAILURE() << name << " not in " << path;
@@ -427,11 +435,11 @@ TEST_F(LayoutQuantizeJobTest, RequantizingWhatCannotBeReadBackSaysWhy) {
 }
 
 TEST(Fp8, DecodesE4M3FnAndE5M2Exactly) {
-  EXPECT_EQ(Fp8E4M3ToFp32(0x7E), 448.0f);         // S.1111.110: the largest
-  EXPECT_EQ(Fp8E4M3ToFp32(0x01), 1.0f / 512);     // the smallest subnormal, 2^-9
-  EXPECT_EQ(Fp8E4M3ToFp32(0x38), 1.0f);           // 0.0111.000
-  EXPECT_EQ(Fp8E4M3ToFp32(0xC4), -3.0f);          // 1.1000.100: -1.5 * 2
-  EXPECT_TRUE(std::isnan(Fp8E4M3ToFp32(0x7F)));   // no infinity, S.1111.111 is NaN
+  EXPECT_EQ(Fp8E4M3ToFp32(0x7E), 448.0f);        // S.1111.110: the largest
+  EXPECT_EQ(Fp8E4M3ToFp32(0x01), 1.0f / 512);    // the smallest subnormal, 2^-9
+  EXPECT_EQ(Fp8E4M3ToFp32(0x38), 1.0f);          // 0.0111.000
+  EXPECT_EQ(Fp8E4M3ToFp32(0xC4), -3.0f);         // 1.1000.100: -1.5 * 2
+  EXPECT_TRUE(std::isnan(Fp8E4M3ToFp32(0x7F)));  // no infinity, S.1111.111 is NaN
   EXPECT_EQ(Fp8E5M2ToFp32(0x7B), 57344.0f);
   EXPECT_TRUE(std::isinf(Fp8E5M2ToFp32(0x7C)));
   EXPECT_EQ(Fp8E5M2ToFp32(0x3C), 1.0f);

@@ -39,7 +39,10 @@ TEST(LoraAdapter, PeftScaleComesFromTheConfigWithPatterns) {
       T("base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", {2, 8}),
       T("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", {4, 2}),
   };
-  nlohmann::json config = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"rank_pattern", {{"v_proj", 2}}},
+  nlohmann::json config = {{"peft_type", "LORA"},
+                           {"r", 4},
+                           {"lora_alpha", 8},
+                           {"rank_pattern", {{"v_proj", 2}}},
                            {"alpha_pattern", {{"layers.0.self_attn.v_proj", 1}}}};
   absl::StatusOr<LoraAdapter> a = ParseLoraAdapter(tensors, config, {}, ReadAlpha);
   ASSERT_TRUE(a.ok()) << a.status();
@@ -74,8 +77,10 @@ TEST(LoraAdapter, PeftWithoutConfigAndRankDisagreementsAreRefused) {
   EXPECT_EQ(ReasonOf(a.status()), "LORA_CONFIG_INVALID");
   EXPECT_EQ(ContextOf(a.status())["field"], "r");
   tensors[1] = T("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 3});
-  EXPECT_EQ(ReasonOf(ParseLoraAdapter(tensors, nlohmann::json{{"r", 4}}, {}, ReadAlpha).status()), "LORA_SHAPE_MISMATCH");
-  EXPECT_EQ(ReasonOf(ParseLoraAdapter({T("a.weight", {2})}, std::nullopt, {}, ReadAlpha).status()), "LORA_NOT_AN_ADAPTER");
+  EXPECT_EQ(ReasonOf(ParseLoraAdapter(tensors, nlohmann::json{{"r", 4}}, {}, ReadAlpha).status()),
+            "LORA_SHAPE_MISMATCH");
+  EXPECT_EQ(ReasonOf(ParseLoraAdapter({T("a.weight", {2})}, std::nullopt, {}, ReadAlpha).status()),
+            "LORA_NOT_AN_ADAPTER");
 }
 
 TEST(LoraAdapter, KohyaAlphaAndFlattenedNamesResolveAgainstTheBase) {
@@ -103,7 +108,8 @@ TEST(LoraAdapter, KohyaAlphaAndFlattenedNamesResolveAgainstTheBase) {
 
 TEST(LoraAdapter, AFlattenedNameThatFitsTwoBaseWeightsIsAmbiguous) {
   std::vector<TensorInfo> base = {T("a.b_c.weight", {8, 8}), T("a_b.c.weight", {8, 8})};
-  std::vector<TensorInfo> tensors = {T("lora_unet_a_b_c.lora_down.weight", {2, 8}), T("lora_unet_a_b_c.lora_up.weight", {8, 2})};
+  std::vector<TensorInfo> tensors = {T("lora_unet_a_b_c.lora_down.weight", {2, 8}),
+                                     T("lora_unet_a_b_c.lora_up.weight", {8, 2})};
   absl::StatusOr<LoraAdapter> a = ParseLoraAdapter(tensors, std::nullopt, {}, ReadAlpha);
   ASSERT_TRUE(a.ok());
   LoraMatch m = MatchLoraAdapter(*a, base);
@@ -134,9 +140,11 @@ TEST(LoraAdapter, UnmatchedModulesNameTheClosestBaseWeights) {
 TEST(LoraAdapter, DiffusersKeysTakeTheirConfigFromTheFileMetadata) {
   std::vector<TensorInfo> base = {T("down_blocks.0.attentions.0.proj_in.weight", {4, 8, 1, 1}),
                                   T("mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.weight", {8, 8})};
-  std::vector<TensorInfo> tensors = {T("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", {2, 8}),  // linear LoRA, 1x1 base
-                                     T("unet.down_blocks.0.attentions.0.proj_in.lora_B.weight", {4, 2})};
-  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"lora_adapter_metadata", R"({"r": 2, "lora_alpha": 4})"}};
+  std::vector<TensorInfo> tensors = {
+      T("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", {2, 8}),  // linear LoRA, 1x1 base
+      T("unet.down_blocks.0.attentions.0.proj_in.lora_B.weight", {4, 2})};
+  std::map<std::string, std::string> metadata = {{"format", "pt"},
+                                                 {"lora_adapter_metadata", R"({"r": 2, "lora_alpha": 4})"}};
   absl::StatusOr<LoraAdapter> a = ParseLoraAdapter(tensors, std::nullopt, metadata, ReadAlpha);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->style, "diffusers");
@@ -164,11 +172,15 @@ TEST(LoraAdapter, ShapesDtypesAndFanInFanOutAreChecked) {
   std::vector<TensorInfo> base = {T("h.0.attn.c_attn.weight", {8, 24}), T("q.weight", {8, 8}, DType::kI8),
                                   T("conv.weight", {16, 4, 3, 3})};
   std::vector<TensorInfo> tensors = {
-      T("base_model.model.h.0.attn.c_attn.lora_A.weight", {2, 8}), T("base_model.model.h.0.attn.c_attn.lora_B.weight", {24, 2}),
-      T("base_model.model.q.lora_A.weight", {2, 8}),               T("base_model.model.q.lora_B.weight", {8, 2}),
-      T("base_model.model.conv.lora_A.weight", {2, 16, 3, 3}),     T("base_model.model.conv.lora_B.weight", {16, 2, 1, 1}),
+      T("base_model.model.h.0.attn.c_attn.lora_A.weight", {2, 8}),
+      T("base_model.model.h.0.attn.c_attn.lora_B.weight", {24, 2}),
+      T("base_model.model.q.lora_A.weight", {2, 8}),
+      T("base_model.model.q.lora_B.weight", {8, 2}),
+      T("base_model.model.conv.lora_A.weight", {2, 16, 3, 3}),
+      T("base_model.model.conv.lora_B.weight", {16, 2, 1, 1}),
   };
-  absl::StatusOr<LoraAdapter> a = ParseLoraAdapter(tensors, nlohmann::json{{"r", 2}, {"fan_in_fan_out", true}}, {}, ReadAlpha);
+  absl::StatusOr<LoraAdapter> a =
+      ParseLoraAdapter(tensors, nlohmann::json{{"r", 2}, {"fan_in_fan_out", true}}, {}, ReadAlpha);
   ASSERT_TRUE(a.ok()) << a.status();
   LoraMatch m = MatchLoraAdapter(*a, base);
   ASSERT_EQ(m.targets.size(), 1u);

@@ -37,7 +37,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string GoldenGguf(const std::string& name) { return std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf/" + name; }
+std::string GoldenGguf(const std::string& name) {
+  return std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf/" + name;
+}
 
 struct FloatTensor {
   std::string name;
@@ -70,7 +72,8 @@ std::vector<double> Delta(const FloatTensor& up, const FloatTensor& down, double
   for (uint64_t o = 0; o < out; ++o) {
     for (uint64_t c = 0; c < cols; ++c) {
       double sum = 0;
-      for (uint64_t k = 0; k < rank; ++k) sum += static_cast<double>(up.values[o * rank + k]) * down.values[k * cols + c];
+      for (uint64_t k = 0; k < rank; ++k)
+        sum += static_cast<double>(up.values[o * rank + k]) * down.values[k * cols + c];
       d[o * cols + c] = scale * sum;
     }
   }
@@ -84,7 +87,8 @@ class LoraMergeJobTest : public ::testing::Test {
     run.job_id = "job-test";
     *run.spec.mutable_lora_merge() = spec;
     run.router = &router_;
-    if (absl::StatusOr<uint64_t> preflight = PreflightJob(run.spec, router_); !preflight.ok()) return preflight.status();
+    if (absl::StatusOr<uint64_t> preflight = PreflightJob(run.spec, router_); !preflight.ok())
+      return preflight.status();
     return RunJob(run, context_);
   }
   v1::LoraMergeSpec Spec(const std::string& base, const std::vector<std::string>& adapters, const std::string& output) {
@@ -106,8 +110,8 @@ class LoraMergeJobTest : public ::testing::Test {
       EXPECT_TRUE(view->files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, raw.data()).ok());
       std::vector<float> v(*ElementCount(t.shape));
       if (t.ggml_type) {
-        DecodeRows(static_cast<GgmlType>(*t.ggml_type), reinterpret_cast<const uint8_t*>(raw.data()), v.size() / t.shape.back(),
-                   t.shape.back(), v.data());
+        DecodeRows(static_cast<GgmlType>(*t.ggml_type), reinterpret_cast<const uint8_t*>(raw.data()),
+                   v.size() / t.shape.back(), t.shape.back(), v.data());
       } else {
         CastCounts ignored;
         CastElements(t.dtype, DType::kF32, raw.data(), v.size(), reinterpret_cast<std::byte*>(v.data()), &ignored);
@@ -133,7 +137,8 @@ class LoraMergeJobTest : public ::testing::Test {
       written->push_back(Random(prefix + ".lora_B.weight", {hidden, 4}));
     }
     WriteFloats(dir + "/adapter_model.safetensors", *written);
-    std::ofstream(dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})";
+    std::ofstream(dir + "/adapter_config.json")
+        << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})";
     return dir;
   }
 
@@ -145,7 +150,8 @@ class LoraMergeJobTest : public ::testing::Test {
 TEST_F(LoraMergeJobTest, PeftAdapterIntoF16BaseChangesOnlyItsTargets) {
   const std::string base_dir = dir_.path() + "/base";
   fs::create_directories(base_dir);
-  const std::map<std::string, std::vector<float>> base = WriteFloatCheckpoint(base_dir + "/model.safetensors", LlamaLikeTensors(2, 32, 64));
+  const std::map<std::string, std::vector<float>> base =
+      WriteFloatCheckpoint(base_dir + "/model.safetensors", LlamaLikeTensors(2, 32, 64));
   std::ofstream(base_dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"]})";
   // The directory's other files come along, but not another model's weights or subdirectories.
   std::ofstream(base_dir + "/tokenizer.json") << R"({"model": {"type": "BPE"}})";
@@ -194,7 +200,9 @@ TEST_F(LoraMergeJobTest, PeftAdapterIntoF16BaseChangesOnlyItsTargets) {
   absl::StatusOr<ModelView> in_view = OpenModel(*in_location);
   ASSERT_TRUE(in_view.ok());
   for (const TensorInfo& t : in_view->tensors) {
-    if (absl::StrContains(t.name, "layers.0.self_attn.q_proj") || absl::StrContains(t.name, "layers.0.self_attn.v_proj")) continue;
+    if (absl::StrContains(t.name, "layers.0.self_attn.q_proj") ||
+        absl::StrContains(t.name, "layers.0.self_attn.v_proj"))
+      continue;
     EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(t.data_offset, t.size_bytes)) << t.name;
   }
   const v1::LoraMergeFigures& f = result->figures().lora_merge();
@@ -219,13 +227,16 @@ TEST_F(LoraMergeJobTest, KohyaAdapterIntoShardedBaseWithConvolutions) {
   fs::create_directories(base_dir);
   const std::vector<FloatTensor> shard1 = {Random("down_blocks.0.resnets.0.conv1.weight", {8, 4, 3, 3}),
                                            Random("down_blocks.0.resnets.0.conv1.bias", {8})};
-  const std::vector<FloatTensor> shard2 = {Random("down_blocks.0.attentions.0.proj_in.weight", {8, 8, 1, 1}),
-                                           Random("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", {8, 8})};
+  const std::vector<FloatTensor> shard2 = {
+      Random("down_blocks.0.attentions.0.proj_in.weight", {8, 8, 1, 1}),
+      Random("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", {8, 8})};
   WriteFloats(base_dir + "/diffusion_pytorch_model-00001-of-00002.safetensors", shard1);
   WriteFloats(base_dir + "/diffusion_pytorch_model-00002-of-00002.safetensors", shard2);
   nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
-  for (const FloatTensor& t : shard1) index["weight_map"][t.name] = "diffusion_pytorch_model-00001-of-00002.safetensors";
-  for (const FloatTensor& t : shard2) index["weight_map"][t.name] = "diffusion_pytorch_model-00002-of-00002.safetensors";
+  for (const FloatTensor& t : shard1)
+    index["weight_map"][t.name] = "diffusion_pytorch_model-00001-of-00002.safetensors";
+  for (const FloatTensor& t : shard2)
+    index["weight_map"][t.name] = "diffusion_pytorch_model-00002-of-00002.safetensors";
   std::ofstream(base_dir + "/diffusion_pytorch_model.safetensors.index.json") << index.dump();
 
   std::vector<FloatTensor> adapter = {
@@ -236,7 +247,9 @@ TEST_F(LoraMergeJobTest, KohyaAdapterIntoShardedBaseWithConvolutions) {
       Random("lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight", {8, 2, 1, 1}),
       Random("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight", {2, 8}),
       Random("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight", {8, 2}),
-      FloatTensor{"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha", {}, {0.0f}},  // 0 means alpha = r
+      FloatTensor{"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha",
+                  {},
+                  {0.0f}},  // 0 means alpha = r
   };
   WriteFloats(dir_.path() + "/kohya.safetensors", adapter);
   v1::LoraMergeSpec spec = Spec(base_dir, {dir_.path() + "/kohya.safetensors"}, dir_.path() + "/merged");
@@ -252,9 +265,10 @@ TEST_F(LoraMergeJobTest, KohyaAdapterIntoShardedBaseWithConvolutions) {
     size_t down, up;
     double scale;  // alpha / r times the strength
   };
-  for (const Case& c : {Case{"down_blocks.0.resnets.0.conv1.weight", 0, 1, 1.0 / 2 * 0.5},
-                        Case{"down_blocks.0.attentions.0.proj_in.weight", 3, 4, 1.0 * 0.5},  // no alpha tensor: alpha = r
-                        Case{"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", 5, 6, 1.0 * 0.5}}) {
+  for (const Case& c :
+       {Case{"down_blocks.0.resnets.0.conv1.weight", 0, 1, 1.0 / 2 * 0.5},
+        Case{"down_blocks.0.attentions.0.proj_in.weight", 3, 4, 1.0 * 0.5},  // no alpha tensor: alpha = r
+        Case{"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", 5, 6, 1.0 * 0.5}}) {
     const std::vector<double> delta = Delta(adapter[c.up], adapter[c.down], c.scale);
     const std::vector<float> got = Values(dir_.path() + "/merged", c.base);
     const std::vector<float> w = Values(base_dir, c.base);
@@ -262,7 +276,8 @@ TEST_F(LoraMergeJobTest, KohyaAdapterIntoShardedBaseWithConvolutions) {
     for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], w[i] + delta[i], 1e-6) << c.base << " element " << i;
   }
   // The untouched shard tensor, byte for byte.
-  EXPECT_EQ(Values(dir_.path() + "/merged", "down_blocks.0.resnets.0.conv1.bias"), Values(base_dir, "down_blocks.0.resnets.0.conv1.bias"));
+  EXPECT_EQ(Values(dir_.path() + "/merged", "down_blocks.0.resnets.0.conv1.bias"),
+            Values(base_dir, "down_blocks.0.resnets.0.conv1.bias"));
 }
 
 // A grouped convolution (2 groups of 2 input channels, 3x3) with a grouped adapter (A over the
@@ -274,9 +289,11 @@ TEST_F(LoraMergeJobTest, GroupedConvolutionsMergeBlockDiagonalUpdates) {
   const FloatTensor depthwise = Random("dw.weight", {4, 1, 1, 1}, 0.05f);
   WriteFloats(dir_.path() + "/base.safetensors", {grouped, depthwise});
   const FloatTensor a = Random("conv.lora.down.weight", {4, 2, 3, 3}), b = Random("conv.lora.up.weight", {8, 2, 1, 1});
-  const FloatTensor dw_a = Random("dw.lora.down.weight", {4, 1, 1, 1}), dw_b = Random("dw.lora.up.weight", {4, 1, 1, 1});
+  const FloatTensor dw_a = Random("dw.lora.down.weight", {4, 1, 1, 1}),
+                    dw_b = Random("dw.lora.up.weight", {4, 1, 1, 1});
   WriteFloats(dir_.path() + "/grouped.safetensors", {a, b, dw_a, dw_b});
-  absl::StatusOr<v1::JobResult> result = Run(Spec(dir_.path() + "/base.safetensors", {dir_.path() + "/grouped.safetensors"}, dir_.path() + "/out"));
+  absl::StatusOr<v1::JobResult> result =
+      Run(Spec(dir_.path() + "/base.safetensors", {dir_.path() + "/grouped.safetensors"}, dir_.path() + "/out"));
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->figures().lora_merge().tensors_merged(), 2u);
 
@@ -289,13 +306,15 @@ TEST_F(LoraMergeJobTest, GroupedConvolutionsMergeBlockDiagonalUpdates) {
       const uint64_t g = o / (out / groups);
       for (uint64_t c = 0; c < cols; ++c) {
         double sum = 0;
-        for (uint64_t j = 0; j < per_group; ++j) sum += double(up.values[o * per_group + j]) * down.values[(g * per_group + j) * cols + c];
+        for (uint64_t j = 0; j < per_group; ++j)
+          sum += double(up.values[o * per_group + j]) * down.values[(g * per_group + j) * cols + c];
         merged[o * cols + c] += scale * sum;
       }
     }
     return merged;
   };
-  for (const auto& [w, down, up, groups] : {std::make_tuple(&grouped, &a, &b, 2), std::make_tuple(&depthwise, &dw_a, &dw_b, 4)}) {
+  for (const auto& [w, down, up, groups] :
+       {std::make_tuple(&grouped, &a, &b, 2), std::make_tuple(&depthwise, &dw_a, &dw_b, 4)}) {
     const std::vector<double> want = expected(*w, *down, *up, groups);
     const std::vector<float> got = Values(dir_.path() + "/out", w->name);
     ASSERT_EQ(got.size(), want.size());
@@ -304,7 +323,8 @@ TEST_F(LoraMergeJobTest, GroupedConvolutionsMergeBlockDiagonalUpdates) {
 
   // PEFT's layout for a grouped base: A [r, all 4 input channels, 3, 3].
   WriteFloats(dir_.path() + "/dense-a.safetensors", {Random("conv.lora.down.weight", {4, 4, 3, 3}), b});
-  absl::StatusOr<v1::JobResult> refused = Run(Spec(dir_.path() + "/base.safetensors", {dir_.path() + "/dense-a.safetensors"}, dir_.path() + "/out2"));
+  absl::StatusOr<v1::JobResult> refused =
+      Run(Spec(dir_.path() + "/base.safetensors", {dir_.path() + "/dense-a.safetensors"}, dir_.path() + "/out2"));
   EXPECT_EQ(ReasonOf(refused.status()), "LORA_KEYS_UNMATCHED") << refused.status();
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "not block-diagonal")) << refused.status();
 }
@@ -320,8 +340,10 @@ TEST_F(LoraMergeJobTest, DoraMagnitudesRescaleEachMergedRow) {
   FloatTensor m = Random("base_model.model.model.layers.0.mlp.up_proj.lora_magnitude_vector", {6}, 0.1f);
   for (float& v : m.values) v = std::fabs(v) + 0.2f;
   WriteFloats(adapter_dir + "/adapter_model.safetensors", {a, b, m});
-  std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true})";
-  absl::StatusOr<v1::JobResult> result = Run(Spec(dir_.path() + "/base.safetensors", {adapter_dir}, dir_.path() + "/out"));
+  std::ofstream(adapter_dir + "/adapter_config.json")
+      << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true})";
+  absl::StatusOr<v1::JobResult> result =
+      Run(Spec(dir_.path() + "/base.safetensors", {adapter_dir}, dir_.path() + "/out"));
   ASSERT_TRUE(result.ok()) << result.status();
   const std::vector<double> delta = Delta(b, a, 4.0 / 2.0);
   const std::vector<float> got = Values(dir_.path() + "/out", w.name);
@@ -347,7 +369,8 @@ TEST_F(LoraMergeJobTest, UnmatchedKeysFailWithTheClosestNamesUnlessPartialIsAllo
   ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
   EXPECT_EQ(ReasonOf(refused.status()), "LORA_KEYS_UNMATCHED");
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "qq_proj")) << refused.status();
-  EXPECT_TRUE(absl::StrContains(refused.status().message(), "closest: model.layers.0.self_attn.q_proj.weight")) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "closest: model.layers.0.self_attn.q_proj.weight"))
+      << refused.status();
   EXPECT_FALSE(fs::exists(dir_.path() + "/out/model.safetensors"));
 
   v1::LoraMergeSpec spec = Spec(base_dir, {adapter_dir}, dir_.path() + "/out");
@@ -367,14 +390,17 @@ TEST_F(LoraMergeJobTest, SeveralAdaptersApplyInOrderWithTheirStrengths) {
   const std::string base = dir_.path() + "/base.safetensors";
   const FloatTensor w = Random("layer.weight", {6, 5}, 0.02f);
   WriteFloats(base, {w, Random("layer.bias", {6})});
-  const std::vector<FloatTensor> first = {Random("lora_unet_layer.lora_down.weight", {2, 5}), Random("lora_unet_layer.lora_up.weight", {6, 2})};
+  const std::vector<FloatTensor> first = {Random("lora_unet_layer.lora_down.weight", {2, 5}),
+                                          Random("lora_unet_layer.lora_up.weight", {6, 2})};
   // diffusers-legacy keys with a separate alpha.
-  const std::vector<FloatTensor> second = {Random("layer.lora.down.weight", {3, 5}), Random("layer.lora.up.weight", {6, 3}),
+  const std::vector<FloatTensor> second = {Random("layer.lora.down.weight", {3, 5}),
+                                           Random("layer.lora.up.weight", {6, 3}),
                                            FloatTensor{"layer.alpha", {}, {6.0f}}};
   WriteFloats(dir_.path() + "/first.safetensors", first);
   WriteFloats(dir_.path() + "/second.safetensors", second);
   // A bare file is read as a single-file model: the output goes to a directory.
-  v1::LoraMergeSpec spec = Spec(base, {dir_.path() + "/first.safetensors", dir_.path() + "/second.safetensors"}, dir_.path() + "/out");
+  v1::LoraMergeSpec spec =
+      Spec(base, {dir_.path() + "/first.safetensors", dir_.path() + "/second.safetensors"}, dir_.path() + "/out");
   spec.mutable_adapters(0)->set_strength(-1.0);
   spec.mutable_adapters(1)->set_strength(0.25);
   absl::StatusOr<v1::JobResult> result = Run(spec);
@@ -396,7 +422,8 @@ TEST_F(LoraMergeJobTest, GgufBasesTakeHuggingFaceNamedAdaptersAndRequantize) {
   adapter[2] = Random("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight", {4, 512});
   WriteFloats(adapter_dir + "/adapter_model.safetensors", adapter);
 
-  absl::StatusOr<v1::JobResult> result = Run(Spec(GoldenGguf("input-f32.gguf"), {adapter_dir}, dir_.path() + "/f32.gguf"));
+  absl::StatusOr<v1::JobResult> result =
+      Run(Spec(GoldenGguf("input-f32.gguf"), {adapter_dir}, dir_.path() + "/f32.gguf"));
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->figures().lora_merge().tensors_merged(), 2u);
   EXPECT_TRUE(Codes().empty());
@@ -427,7 +454,8 @@ TEST_F(LoraMergeJobTest, GgufBasesTakeHuggingFaceNamedAdaptersAndRequantize) {
     EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(t.data_offset, t.size_bytes)) << t.name;
   }
 
-  absl::StatusOr<v1::JobResult> q8 = Run(Spec(GoldenGguf("expected-Q8_0.gguf"), {adapter_dir}, dir_.path() + "/q8.gguf"));
+  absl::StatusOr<v1::JobResult> q8 =
+      Run(Spec(GoldenGguf("expected-Q8_0.gguf"), {adapter_dir}, dir_.path() + "/q8.gguf"));
   ASSERT_TRUE(q8.ok()) << q8.status();
   EXPECT_EQ(Codes(), std::vector<std::string>{"LORA_REQUANTIZED"});
   const v1::LoraMergeFigures& f = q8->figures().lora_merge();
@@ -504,9 +532,10 @@ TEST_F(LoraMergeJobTest, RefusalsNameTheFieldAndWhatIsNotBuilt) {
   // A quanto qfloat8 weight cannot be requantized yet, and says so (policy dequantize takes it).
   const std::string qfloat8_dir = dir_.path() + "/qfloat8";
   fs::create_directories(qfloat8_dir);
-  WriteCheckpoint(qfloat8_dir + "/model.safetensors", {{"model.layers.0.self_attn.q_proj.weight._data", DType::kF8E4M3, {16, 16}},
-                                                       {"model.layers.0.self_attn.q_proj.weight._scale", DType::kF16, {16, 1}},
-                                                       {"model.layers.0.self_attn.v_proj.weight", DType::kF16, {16, 16}}});
+  WriteCheckpoint(qfloat8_dir + "/model.safetensors",
+                  {{"model.layers.0.self_attn.q_proj.weight._data", DType::kF8E4M3, {16, 16}},
+                   {"model.layers.0.self_attn.q_proj.weight._scale", DType::kF16, {16, 1}},
+                   {"model.layers.0.self_attn.v_proj.weight", DType::kF16, {16, 16}}});
   r = Run(Spec(qfloat8_dir, {adapter_dir}, dir_.path() + "/out"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
   EXPECT_EQ(ReasonOf(r.status()), "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED");
@@ -519,13 +548,14 @@ TEST_F(LoraMergeJobTest, Fp8WeightIsMergedAndRoundedBackToFp8) {
   const FloatTensor q = Random("model.layers.0.self_attn.q_proj.weight", {16, 16}, 0.2f);
   std::string fp8(256, '\0');
   CastCounts counts;
-  CastElements(DType::kF32, DType::kF8E4M3, reinterpret_cast<const std::byte*>(q.values.data()), 256, reinterpret_cast<std::byte*>(fp8.data()),
-               &counts);
+  CastElements(DType::kF32, DType::kF8E4M3, reinterpret_cast<const std::byte*>(q.values.data()), 256,
+               reinterpret_cast<std::byte*>(fp8.data()), &counts);
   const std::string base_dir = dir_.path() + "/fp8";
   fs::create_directories(base_dir);
   {
-    const std::vector<SafetensorsEntry> entries = {{q.name, DType::kF8E4M3, {16, 16}, 256},
-                                                   {"model.layers.0.self_attn.v_proj.weight", DType::kF32, {16, 16}, 1024}};
+    const std::vector<SafetensorsEntry> entries = {
+        {q.name, DType::kF8E4M3, {16, 16}, 256},
+        {"model.layers.0.self_attn.v_proj.weight", DType::kF32, {16, 16}, 1024}};
     std::ofstream out(base_dir + "/model.safetensors", std::ios::binary);
     out << SerializeSafetensorsHeader(entries, {}) << fp8;
     const FloatTensor v = Random("model.layers.0.self_attn.v_proj.weight", {16, 16});
@@ -610,9 +640,10 @@ TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
   // The adapter as PEFT's adapter_model.bin (torch.save layout), F32.
   std::vector<TorchTensorSpec> specs;
   for (const FloatTensor& t : adapter) specs.push_back({t.name, DType::kF32, t.shape});
-  WriteTorchCheckpoint(adapter_dir + "/adapter_model.bin", "archive", specs, [&](size_t i, uint64_t offset, char* data, size_t size) {
-    std::memcpy(data, reinterpret_cast<const char*>(adapter[i].values.data()) + offset, size);
-  });
+  WriteTorchCheckpoint(adapter_dir + "/adapter_model.bin", "archive", specs,
+                       [&](size_t i, uint64_t offset, char* data, size_t size) {
+                         std::memcpy(data, reinterpret_cast<const char*>(adapter[i].values.data()) + offset, size);
+                       });
   std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
 
   absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
@@ -648,7 +679,8 @@ TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
   }
   // Every record's CRC-32, checked by Python's zipfile (an independent reader) as it extracts.
   const testing::CommandResult check = testing::RunCommand(
-      {"python3", "-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); bad = z.testzip(); sys.exit(bad or 0)", out_path});
+      {"python3", "-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); bad = z.testzip(); sys.exit(bad or 0)",
+       out_path});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
   EXPECT_EQ(ReadFile(dir_.path() + "/out/config.json"), "{}");
 
@@ -657,13 +689,15 @@ TEST_F(LoraMergeJobTest, TorchBaseIsMergedInPlaceWithNewChecksums) {
     const std::string dir = dir_.path() + "/peft-" + module;
     fs::create_directories(dir);
     const uint64_t rows = std::string(module) == "proj" ? 3 : 6;
-    WriteFloats(dir + "/adapter_model.safetensors", {Random(std::string("base_model.model.") + module + ".lora_A.weight", {2, 4}),
-                                                      Random(std::string("base_model.model.") + module + ".lora_B.weight", {rows, 2})});
+    WriteFloats(dir + "/adapter_model.safetensors",
+                {Random(std::string("base_model.model.") + module + ".lora_A.weight", {2, 4}),
+                 Random(std::string("base_model.model.") + module + ".lora_B.weight", {rows, 2})});
     std::ofstream(dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
     absl::StatusOr<v1::JobResult> refused = Run(Spec(base_dir, {dir}, dir_.path() + "/refused"));
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
     EXPECT_EQ(ReasonOf(refused.status()), "LORA_TARGET_SHARED_STORAGE") << refused.status();
-    EXPECT_TRUE(absl::StrContains(refused.status().message(), std::string(module) == "proj" ? "proj_t.weight" : "lm_head.weight"))
+    EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                  std::string(module) == "proj" ? "proj_t.weight" : "lm_head.weight"))
         << refused.status();
   }
 }
@@ -675,18 +709,21 @@ TEST_F(LoraMergeJobTest, ShardedTorchBaseChangesOnlyTheTargetsShard) {
   fs::copy(std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/torch/sharded", base_dir);
   const std::string adapter_dir = dir_.path() + "/peft";
   fs::create_directories(adapter_dir);
-  WriteFloats(adapter_dir + "/adapter_model.safetensors", {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}),
-                                                           Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2})});
+  WriteFloats(adapter_dir + "/adapter_model.safetensors",
+              {Random("base_model.model.layers.0.attn.q_proj.lora_A.weight", {2, 4}),
+               Random("base_model.model.layers.0.attn.q_proj.lora_B.weight", {4, 2})});
   std::ofstream(adapter_dir + "/adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 2})";
   absl::StatusOr<v1::JobResult> result = Run(Spec(base_dir, {adapter_dir}, dir_.path() + "/out"));
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->figures().lora_merge().tensors_merged(), 1u);
-  EXPECT_EQ(ReadFile(base_dir + "/pytorch_model.bin.index.json"), ReadFile(dir_.path() + "/out/pytorch_model.bin.index.json"));
-  EXPECT_EQ(ReadFile(base_dir + "/pytorch_model-00002-of-00002.bin"), ReadFile(dir_.path() + "/out/pytorch_model-00002-of-00002.bin"));
+  EXPECT_EQ(ReadFile(base_dir + "/pytorch_model.bin.index.json"),
+            ReadFile(dir_.path() + "/out/pytorch_model.bin.index.json"));
+  EXPECT_EQ(ReadFile(base_dir + "/pytorch_model-00002-of-00002.bin"),
+            ReadFile(dir_.path() + "/out/pytorch_model-00002-of-00002.bin"));
   const std::string changed = dir_.path() + "/out/pytorch_model-00001-of-00002.bin";
   EXPECT_NE(ReadFile(base_dir + "/pytorch_model-00001-of-00002.bin"), ReadFile(changed));
-  const testing::CommandResult check =
-      testing::RunCommand({"python3", "-c", "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() or 0)", changed});
+  const testing::CommandResult check = testing::RunCommand(
+      {"python3", "-c", "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() or 0)", changed});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
@@ -705,7 +742,8 @@ const QuantizedWeightReader* ReaderOf(const RequantizeInputs& inputs, const std:
 // quanto qint4 does not record a weight's shape: what the adapter implies, for reading back here.
 const std::map<std::string, std::vector<uint64_t>> kHints = {{"model.layers.0.self_attn.q_proj", {64, 64}}};
 
-class LoraMergeLayoutTest : public LoraMergeJobTest, public ::testing::WithParamInterface<std::pair<const char*, double>> {
+class LoraMergeLayoutTest : public LoraMergeJobTest,
+                            public ::testing::WithParamInterface<std::pair<const char*, double>> {
  protected:
   // A one-block Llama-like F16 model quantized by the quantize job into <dir>/quantized.
   void QuantizeBase(const std::string& scheme) {
@@ -743,7 +781,8 @@ TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
 
   std::vector<FloatTensor> adapter;
   RecordingContext merge_context;
-  absl::StatusOr<v1::JobResult> result = MergeIntoQuantized(v1::QUANTIZED_BASE_POLICY_REQUANTIZE, &adapter, merge_context);
+  absl::StatusOr<v1::JobResult> result =
+      MergeIntoQuantized(v1::QUANTIZED_BASE_POLICY_REQUANTIZE, &adapter, merge_context);
   ASSERT_TRUE(result.ok()) << result.status();
   const v1::LoraMergeFigures& f = result->figures().lora_merge();
   EXPECT_EQ(f.tensors_merged(), 2u);
@@ -758,9 +797,12 @@ TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
   absl::StatusOr<ModelView> in_view = OpenModel(*router_.Resolve(dir_.path() + "/quantized"));
   absl::StatusOr<ModelView> out_view = OpenModel(*router_.Resolve(dir_.path() + "/merged"));
   ASSERT_TRUE(in_view.ok() && out_view.ok());
-  EXPECT_EQ(in_bytes.substr(0, in_view->tensors.front().data_offset), out_bytes.substr(0, in_view->tensors.front().data_offset));
+  EXPECT_EQ(in_bytes.substr(0, in_view->tensors.front().data_offset),
+            out_bytes.substr(0, in_view->tensors.front().data_offset));
   for (const TensorInfo& t : in_view->tensors) {
-    if (absl::StrContains(t.name, "layers.0.self_attn.q_proj") || absl::StrContains(t.name, "layers.0.self_attn.v_proj")) continue;
+    if (absl::StrContains(t.name, "layers.0.self_attn.q_proj") ||
+        absl::StrContains(t.name, "layers.0.self_attn.v_proj"))
+      continue;
     EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(t.data_offset, t.size_bytes)) << t.name;
   }
 
@@ -783,8 +825,10 @@ TEST_P(LoraMergeLayoutTest, QuantizedBaseIsRequantizedInItsOwnLayout) {
     energy += exact * exact;
     change += (got[i] - w[i]) * (got[i] - w[i]);
   }
-  EXPECT_LT(std::sqrt(error / energy), tolerance) << scheme << ": the merged weight reads back far from the exact merge";
-  EXPECT_GT(std::sqrt(change / energy), 5 * std::sqrt(error / energy)) << scheme << ": the update is lost in the rounding";
+  EXPECT_LT(std::sqrt(error / energy), tolerance)
+      << scheme << ": the merged weight reads back far from the exact merge";
+  EXPECT_GT(std::sqrt(change / energy), 5 * std::sqrt(error / energy))
+      << scheme << ": the update is lost in the rounding";
 }
 
 // Policy DEQUANTIZE on the same bases: the merged weight becomes one F16 tensor under its
@@ -796,7 +840,8 @@ TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
 
   std::vector<FloatTensor> adapter;
   RecordingContext merge_context;
-  absl::StatusOr<v1::JobResult> result = MergeIntoQuantized(v1::QUANTIZED_BASE_POLICY_DEQUANTIZE, &adapter, merge_context);
+  absl::StatusOr<v1::JobResult> result =
+      MergeIntoQuantized(v1::QUANTIZED_BASE_POLICY_DEQUANTIZE, &adapter, merge_context);
   if (absl::StartsWith(scheme, "chatglm")) {
     EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
     EXPECT_EQ(ReasonOf(result.status()), "LORA_POLICY_UNSUPPORTED");
@@ -815,14 +860,17 @@ TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
   std::map<std::string, const TensorInfo*> written;
   for (const TensorInfo& t : out_view->tensors) written[t.name] = &t;
   for (const TensorInfo& t : in_view->tensors) {
-    const bool merged = absl::StrContains(t.name, "layers.0.self_attn.q_proj") || absl::StrContains(t.name, "layers.0.self_attn.v_proj");
+    const bool merged = absl::StrContains(t.name, "layers.0.self_attn.q_proj") ||
+                        absl::StrContains(t.name, "layers.0.self_attn.v_proj");
     if (merged) {
       const bool weight = absl::EndsWith(t.name, "_proj.weight");
       EXPECT_EQ(written.count(t.name), weight ? 1u : 0u) << t.name << ": a dequantized group keeps only its weight";
       continue;
     }
     ASSERT_EQ(written.count(t.name), 1u) << t.name;
-    EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes), out_bytes.substr(written[t.name]->data_offset, t.size_bytes)) << t.name;
+    EXPECT_EQ(in_bytes.substr(t.data_offset, t.size_bytes),
+              out_bytes.substr(written[t.name]->data_offset, t.size_bytes))
+        << t.name;
   }
   const std::string weight = "model.layers.0.self_attn.q_proj.weight";
   ASSERT_EQ(written.count(weight), 1u);
@@ -856,9 +904,10 @@ TEST_P(LoraMergeLayoutTest, DequantizePolicyWritesTheMergedWeightAsFloat) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, LoraMergeLayoutTest,
-                         ::testing::Values(std::make_pair("bnb_int8", 0.02), std::make_pair("bnb_nf4", 0.15), std::make_pair("bnb_fp4", 0.2),
-                                           std::make_pair("quanto_int8", 0.02), std::make_pair("quanto_int4", 0.2),
-                                           std::make_pair("chatglm_int8", 0.02), std::make_pair("chatglm_int4", 0.2)),
+                         ::testing::Values(std::make_pair("bnb_int8", 0.02), std::make_pair("bnb_nf4", 0.15),
+                                           std::make_pair("bnb_fp4", 0.2), std::make_pair("quanto_int8", 0.02),
+                                           std::make_pair("quanto_int4", 0.2), std::make_pair("chatglm_int8", 0.02),
+                                           std::make_pair("chatglm_int4", 0.2)),
                          [](const auto& info) { return std::string(info.param.first); });
 
 }  // namespace

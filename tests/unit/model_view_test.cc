@@ -14,7 +14,8 @@ namespace {
 class ModelViewTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    WriteCheckpoint(dir_.path() + "/model-00001-of-00002.safetensors", {{"a", DType::kF32, {4}}, {"b", DType::kF16, {2}}});
+    WriteCheckpoint(dir_.path() + "/model-00001-of-00002.safetensors",
+                    {{"a", DType::kF32, {4}}, {"b", DType::kF16, {2}}});
     WriteCheckpoint(dir_.path() + "/model-00002-of-00002.safetensors", {{"c", DType::kU8, {3}}});
   }
   void WriteIndex(const std::string& json, const std::string& name = "model.safetensors.index.json") {
@@ -71,7 +72,8 @@ TEST_F(ModelViewTest, SingleFileOpens) {
 }
 
 TEST_F(ModelViewTest, MissingShardIsNotFound) {
-  WriteIndex(R"({"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00001-of-00002.safetensors","c":"gone.safetensors"}})");
+  WriteIndex(
+      R"({"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00001-of-00002.safetensors","c":"gone.safetensors"}})");
   absl::StatusOr<ModelView> view = Open("model.safetensors.index.json");
   EXPECT_EQ(view.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ReasonOf(view.status()), "INDEX_MISSING_SHARD");
@@ -79,7 +81,8 @@ TEST_F(ModelViewTest, MissingShardIsNotFound) {
 
 TEST_F(ModelViewTest, TensorMappedButAbsentFromShardIsRejected) {
   ExpectReason(R"({"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00001-of-00002.safetensors",
-      "c":"model-00002-of-00002.safetensors","d":"model-00002-of-00002.safetensors"}})", "INDEX_MISMATCH");
+      "c":"model-00002-of-00002.safetensors","d":"model-00002-of-00002.safetensors"}})",
+               "INDEX_MISMATCH");
 }
 
 TEST_F(ModelViewTest, TensorInShardButNotMappedIsRejected) {

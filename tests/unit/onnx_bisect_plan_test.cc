@@ -30,7 +30,8 @@ onnx::NodeProto Node(const std::string& op, std::vector<std::string> inputs, std
   return n;
 }
 
-void AddFloatValue(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* to, const std::string& name, std::vector<int64_t> dims) {
+void AddFloatValue(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* to, const std::string& name,
+                   std::vector<int64_t> dims) {
   onnx::ValueInfoProto* v = to->Add();
   v->set_name(name);
   auto* tensor = v->mutable_type()->mutable_tensor_type();
@@ -50,7 +51,8 @@ onnx::ModelProto QuantizedChain() {
   *g->add_initializer() = Initializer("w_q", onnx::TensorProto::INT8, {64, 64}, 4096);
   *g->add_initializer() = Initializer("w_scale", onnx::TensorProto::FLOAT, {64}, 256);
   *g->add_initializer() = Initializer("w_zero", onnx::TensorProto::INT8, {64}, 64);
-  *g->add_initializer() = Initializer("B", onnx::TensorProto::UINT8, {64, 2, 16}, 8192);  // raw size stands in for a bigger layer
+  *g->add_initializer() =
+      Initializer("B", onnx::TensorProto::UINT8, {64, 2, 16}, 8192);  // raw size stands in for a bigger layer
   *g->add_initializer() = Initializer("scales", onnx::TensorProto::FLOAT, {64, 2}, 512);
   *g->add_initializer() = Initializer("bias", onnx::TensorProto::FLOAT, {64}, 256);
   *g->add_initializer() = Initializer("unused", onnx::TensorProto::FLOAT, {1000}, 4000);
@@ -59,7 +61,8 @@ onnx::ModelProto QuantizedChain() {
   *g->add_node() = Node("Add", {"m", "bias"}, {"m_b"});
   *g->add_node() = Node("Tanh", {"m_b"}, {"t"});
   onnx::NodeProto nbits = Node("MatMulNBits", {"t", "B", "scales"}, {"n"}, "com.microsoft");
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"K", 64}, {"N", 64}, {"bits", 4}, {"block_size", 32}}) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, int64_t>{"K", 64}, {"N", 64}, {"bits", 4}, {"block_size", 32}}) {
     auto* a = nbits.add_attribute();
     a->set_name(name);
     a->set_type(onnx::AttributeProto::INT);
@@ -96,7 +99,8 @@ TEST(OnnxBisectPlan, ChunksCarryTheirConstantsInputsAndOutputs) {
   EXPECT_EQ(first.outputs, second.crossing_in);
   EXPECT_EQ(second.outputs, (std::vector<std::string>{"y"}));
   EXPECT_EQ(first.initializers, (std::vector<std::string>{"w_q", "w_scale", "w_zero", "bias"}));
-  EXPECT_EQ(second.initializers, (std::vector<std::string>{"B", "scales", "bias"})) << "a shared constant goes to every chunk that reads it";
+  EXPECT_EQ(second.initializers, (std::vector<std::string>{"B", "scales", "bias"}))
+      << "a shared constant goes to every chunk that reads it";
   EXPECT_EQ(first.size_bytes + second.size_bytes, plan->total_bytes);
 
   // The chunk models: typed boundaries (MatMulNBits' output typed from its input A and N).
@@ -110,14 +114,17 @@ TEST(OnnxBisectPlan, ChunksCarryTheirConstantsInputsAndOutputs) {
 }
 
 TEST(OnnxCuts, PreferTheCutFewTensorsCross) {
-  EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{10, 10, 10, 10}, std::vector<uint32_t>{3, 1, 3, 0}, 2), (std::vector<size_t>{2, 4}));
+  EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{10, 10, 10, 10}, std::vector<uint32_t>{3, 1, 3, 0}, 2),
+            (std::vector<size_t>{2, 4}));
   // One tensor crosses only after position 2: 30 | 30 there.
   EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{10, 10, 10, 10, 10, 10}, std::vector<uint32_t>{2, 2, 1, 2, 2, 0}, 2),
             (std::vector<size_t>{3, 6}));
   // The single-crossing cut would leave 200 | 1; balance wins beyond the slack.
-  EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{100, 100, 1}, std::vector<uint32_t>{5, 1, 0}, 2), (std::vector<size_t>{1, 3}));
+  EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{100, 100, 1}, std::vector<uint32_t>{5, 1, 0}, 2),
+            (std::vector<size_t>{1, 3}));
   // Within the slack of the best (101 vs 105) the single-crossing places are kept.
-  EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{100, 1, 1, 1, 1}, std::vector<uint32_t>{2, 1, 1, 1, 0}, 2), (std::vector<size_t>{2, 5}));
+  EXPECT_EQ(ChooseOnnxCuts(std::vector<uint64_t>{100, 1, 1, 1, 1}, std::vector<uint32_t>{2, 1, 1, 1, 0}, 2),
+            (std::vector<size_t>{2, 5}));
 }
 
 TEST(OnnxBisectPlan, HostileGraphsAreRefusedNamingTheFault) {
@@ -144,7 +151,8 @@ TEST(OnnxGraph, ExternalDataMustStayInsideTheModelsDirectory) {
   onnx::TensorProto t = Initializer("w", onnx::TensorProto::FLOAT, {4}, 0);
   t.clear_raw_data();
   t.set_data_location(onnx::TensorProto::EXTERNAL);
-  for (const auto& [key, value] : {std::pair<const char*, const char*>{"location", "../../etc/passwd"}, {"offset", "0"}, {"length", "16"}}) {
+  for (const auto& [key, value] :
+       {std::pair<const char*, const char*>{"location", "../../etc/passwd"}, {"offset", "0"}, {"length", "16"}}) {
     auto* kv = t.add_external_data();
     kv->set_key(key);
     kv->set_value(value);

@@ -106,7 +106,8 @@ TEST_F(PublicationTest, AnOverwriteThatNeverPublishesLeavesThePreviousOutputWhol
         p.UriOf("big.bin"), "data",
         [](PipelinedWriter& out) -> absl::StatusOr<WrittenObject> {
           std::string bytes(3 << 20, 'x');
-          if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok()) return s;
+          if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok())
+            return s;
           return WrittenObject{bytes.size(), [](const RandomAccessObject&) { return absl::OkStatus(); }};
         },
         tracker_, context_);

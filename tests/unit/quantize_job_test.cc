@@ -39,7 +39,8 @@ struct Gguf {
   }
   std::string Data(const GgufTensor& t) const {
     std::string bytes(t.size_bytes, '\0');
-    EXPECT_TRUE(object->ReadAt(header.data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    EXPECT_TRUE(
+        object->ReadAt(header.data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
     return bytes;
   }
 };
@@ -103,13 +104,14 @@ TEST_P(QuantizeGoldenTest, JobOutputMatchesLlamaQuantizeTensorByTensor) {
   EXPECT_EQ(got.header.Find("general.file_type")->AsUnsigned(), want.header.Find("general.file_type")->AsUnsigned());
   EXPECT_EQ(got.header.Find("general.quantization_version")->AsUnsigned(), 2u);
   EXPECT_EQ(got.header.Find("general.architecture")->AsString(), "llama");  // metadata copied
-  EXPECT_EQ(result->figures().quantize().tensors_quantized(), 9u);  // every 2-D tensor
-  EXPECT_EQ(result->figures().quantize().tensors_kept(), 3u);  // the three norms
+  EXPECT_EQ(result->figures().quantize().tensors_quantized(), 9u);          // every 2-D tensor
+  EXPECT_EQ(result->figures().quantize().tensors_kept(), 3u);               // the three norms
   EXPECT_TRUE(fs::exists(dir_.path() + "/" + type + ".gguf.manifest.json"));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, QuantizeGoldenTest,
-                         ::testing::Values("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"));
+                         ::testing::Values("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                                           "Q6_K"));
 
 TEST_F(QuantizeJobTest, AlreadyQuantizedInputIsRefusedUnlessAllowed) {
   v1::QuantizeSpec spec = Spec(GoldenDir() + "/expected-Q4_0.gguf", "re.gguf", "Q8_0");
@@ -127,8 +129,8 @@ TEST_F(QuantizeJobTest, AlreadyQuantizedInputIsRefusedUnlessAllowed) {
 TEST_F(QuantizeJobTest, SafetensorsInputKeepsNamesAndReportsQuality) {
   const std::string input = dir_.path() + "/m.safetensors";
   std::vector<TestTensor> tensors = LlamaLikeTensors(1, 256, 128);  // rows of 256 and 768: whole Q4_K blocks
-  tensors.push_back({"odd.weight", DType::kF32, {4, 33}});      // rows of 33: not whole Q8_0 blocks
-  tensors.push_back({"position_ids", DType::kI64, {1, 16}});     // integers pass through
+  tensors.push_back({"odd.weight", DType::kF32, {4, 33}});          // rows of 33: not whole Q8_0 blocks
+  tensors.push_back({"position_ids", DType::kI64, {1, 16}});        // integers pass through
   // Finite random F16/F32 values: bytes from a fixed pattern may be NaN, so write real values.
   std::vector<SafetensorsEntry> entries;
   std::string data;
@@ -139,8 +141,14 @@ TEST_F(QuantizeJobTest, SafetensorsInputKeepsNamesAndReportsQuality) {
     for (uint64_t i = 0; i < count; ++i) {
       const float v = std::sin(0.37f * i + t.name.size()) * 0.1f;
       if (t.dtype == DType::kF32) data.append(reinterpret_cast<const char*>(&v), 4);
-      if (t.dtype == DType::kF16) { uint16_t h = 0x2E66 ^ (i & 0x3FF); data.append(reinterpret_cast<const char*>(&h), 2); }
-      if (t.dtype == DType::kI64) { int64_t k = i; data.append(reinterpret_cast<const char*>(&k), 8); }
+      if (t.dtype == DType::kF16) {
+        uint16_t h = 0x2E66 ^ (i & 0x3FF);
+        data.append(reinterpret_cast<const char*>(&h), 2);
+      }
+      if (t.dtype == DType::kI64) {
+        int64_t k = i;
+        data.append(reinterpret_cast<const char*>(&k), 8);
+      }
     }
   }
   std::ofstream(input, std::ios::binary) << SerializeSafetensorsHeader(entries, {{"format", "pt"}}) << data;
@@ -155,9 +163,9 @@ TEST_F(QuantizeJobTest, SafetensorsInputKeepsNamesAndReportsQuality) {
   Gguf got = Load(dir_.path() + "/m.gguf");
   EXPECT_EQ(got.Find("model.layers.0.self_attn.q_proj.weight")->type, GgmlType::kQ8_0);
   EXPECT_EQ(got.Find("model.layers.0.mlp.down_proj.weight")->type, GgmlType::kQ4_K);
-  EXPECT_EQ(got.Find("lm_head.weight")->type, GgmlType::kF16);          // excluded: kept
-  EXPECT_EQ(got.Find("model.norm.weight")->type, GgmlType::kF32);       // 1-D: F32
-  EXPECT_EQ(got.Find("odd.weight")->type, GgmlType::kF32);              // not whole blocks: kept
+  EXPECT_EQ(got.Find("lm_head.weight")->type, GgmlType::kF16);     // excluded: kept
+  EXPECT_EQ(got.Find("model.norm.weight")->type, GgmlType::kF32);  // 1-D: F32
+  EXPECT_EQ(got.Find("odd.weight")->type, GgmlType::kF32);         // not whole blocks: kept
   EXPECT_EQ(got.Find("position_ids")->type, GgmlType::kI64);
   EXPECT_EQ(got.Find("model.layers.0.mlp.gate_proj.weight")->ne, (std::vector<uint64_t>{256, 768}));  // reversed
   std::vector<std::string> codes = Codes();
@@ -243,7 +251,8 @@ void WriteSplit(const std::string& prefix, uint16_t first_no = 0) {
     }
     kvs.push_back(kv("split.no", GgufValueType::kU16, u16(part == 0 ? first_no : part)));
     kvs.push_back(kv("split.count", GgufValueType::kU16, u16(2)));
-    kvs.push_back(kv("split.tensors.count", GgufValueType::kI32, std::string(reinterpret_cast<const char*>(&total), 4)));
+    kvs.push_back(
+        kv("split.tensors.count", GgufValueType::kI32, std::string(reinterpret_cast<const char*>(&total), 4)));
     std::vector<GgufTensor> tensors(input.header.tensors.begin() + (part == 0 ? 0 : half),
                                     part == 0 ? input.header.tensors.begin() + half : input.header.tensors.end());
     std::ofstream out(prefix + (part == 0 ? "-00001-of-00002.gguf" : "-00002-of-00002.gguf"), std::ios::binary);
@@ -306,7 +315,9 @@ TEST_F(QuantizeJobTest, SplitOutputWritesPartsAsGgufSplitDoesAndReadsBackAsOneMo
   ASSERT_EQ(model->tensors.size(), golden.header.tensors.size());
   for (const TensorInfo& t : model->tensors) {
     std::string bytes(t.size_bytes, '\0');
-    ASSERT_TRUE(model->files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+    ASSERT_TRUE(model->files[t.file_index]
+                    .object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data()))
+                    .ok());
     EXPECT_EQ(bytes, golden.Data(*golden.Find(t.name))) << t.name;
   }
   spec.set_max_split_size("lots");

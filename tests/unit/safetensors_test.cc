@@ -21,7 +21,6 @@ std::string FileWith(const std::string& header, uint64_t data_bytes) {
   return file + header + std::string(data_bytes, '\0');
 }
 
-
 absl::StatusOr<SafetensorsHeader> Read(const std::string& file) {
   return ReadSafetensorsHeader(MemoryObject(file, "test.safetensors"));
 }
@@ -35,7 +34,8 @@ void ExpectRejected(const std::string& file, const std::string& reason) {
   EXPECT_NE(header.status().message().find("test.safetensors"), absl::string_view::npos) << header.status();
 }
 
-constexpr char kGood[] = R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"F16","shape":[3],"data_offsets":[16,22]}})";
+constexpr char kGood[] =
+    R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"F16","shape":[3],"data_offsets":[16,22]}})";
 
 TEST(SafetensorsReader, ParsesValidFileSortedByOffset) {
   absl::StatusOr<SafetensorsHeader> header = Read(FileWith(kGood, 22));
@@ -77,15 +77,22 @@ TEST(SafetensorsReader, RejectsHeaderPastEndOfFile) {
   ExpectRejected(file, "SAFETENSORS_INVALID_HEADER_LENGTH");
 }
 
-TEST(SafetensorsReader, RejectsInvalidUtf8) { ExpectRejected(FileWith("{\"\xff\":1}", 0), "SAFETENSORS_INVALID_HEADER_UTF8"); }
+TEST(SafetensorsReader, RejectsInvalidUtf8) {
+  ExpectRejected(FileWith("{\"\xff\":1}", 0), "SAFETENSORS_INVALID_HEADER_UTF8");
+}
 
 TEST(SafetensorsReader, RejectsNonJson) { ExpectRejected(FileWith("{not json", 0), "SAFETENSORS_INVALID_HEADER_JSON"); }
 
-TEST(SafetensorsReader, RejectsJsonThatIsNotAnObject) { ExpectRejected(FileWith("[1,2]", 0), "SAFETENSORS_INVALID_HEADER_JSON"); }
+TEST(SafetensorsReader, RejectsJsonThatIsNotAnObject) {
+  ExpectRejected(FileWith("[1,2]", 0), "SAFETENSORS_INVALID_HEADER_JSON");
+}
 
 TEST(SafetensorsReader, RejectsDuplicateTensorNames) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2),
-                 "SAFETENSORS_DUPLICATE_KEY");
+  ExpectRejected(
+      FileWith(
+          R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+          2),
+      "SAFETENSORS_DUPLICATE_KEY");
 }
 
 TEST(SafetensorsReader, RejectsMissingField) {
@@ -97,7 +104,8 @@ TEST(SafetensorsReader, RejectsEntryThatIsNotAnObject) {
 }
 
 TEST(SafetensorsReader, RejectsUnknownDtype) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})", 16), "SAFETENSORS_UNKNOWN_DTYPE");
+  ExpectRejected(FileWith(R"({"a":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})", 16),
+                 "SAFETENSORS_UNKNOWN_DTYPE");
 }
 
 TEST(SafetensorsReader, RejectsLowercaseDtype) {
@@ -109,7 +117,8 @@ TEST(SafetensorsReader, RejectsNegativeDimension) {
 }
 
 TEST(SafetensorsReader, RejectsFractionalDimension) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})", 1), "SAFETENSORS_INVALID_SHAPE");
+  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})", 1),
+                 "SAFETENSORS_INVALID_SHAPE");
 }
 
 TEST(SafetensorsReader, RejectsShapeWhoseElementCountOverflows) {
@@ -124,11 +133,13 @@ TEST(SafetensorsReader, RejectsBitCountOverflow) {
 }
 
 TEST(SafetensorsReader, RejectsSizeNotMatchingShape) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "SAFETENSORS_TENSOR_SIZE_MISMATCH");
+  ExpectRejected(FileWith(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4),
+                 "SAFETENSORS_TENSOR_SIZE_MISMATCH");
 }
 
 TEST(SafetensorsReader, RejectsEndBeforeBegin) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4), "SAFETENSORS_INVALID_OFFSETS");
+  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4),
+                 "SAFETENSORS_INVALID_OFFSETS");
 }
 
 TEST(SafetensorsReader, RejectsOffsetsOfWrongArity) {
@@ -136,17 +147,24 @@ TEST(SafetensorsReader, RejectsOffsetsOfWrongArity) {
 }
 
 TEST(SafetensorsReader, RejectsGapBetweenTensors) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}})", 3),
-                 "SAFETENSORS_INVALID_OFFSETS");
+  ExpectRejected(
+      FileWith(
+          R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}})",
+          3),
+      "SAFETENSORS_INVALID_OFFSETS");
 }
 
 TEST(SafetensorsReader, RejectsDataNotStartingAtZero) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2), "SAFETENSORS_INVALID_OFFSETS");
+  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2),
+                 "SAFETENSORS_INVALID_OFFSETS");
 }
 
 TEST(SafetensorsReader, RejectsOverlappingTensors) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})", 3),
-                 "SAFETENSORS_INVALID_OFFSETS");
+  ExpectRejected(
+      FileWith(
+          R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})",
+          3),
+      "SAFETENSORS_INVALID_OFFSETS");
 }
 
 TEST(SafetensorsReader, RejectsTrailingBytes) { ExpectRejected(FileWith(kGood, 23), "SAFETENSORS_TRAILING_BYTES"); }
@@ -162,7 +180,8 @@ TEST(SafetensorsReader, RejectsMetadataThatIsNotAnObject) {
 }
 
 TEST(SafetensorsReader, RejectsSubByteTensorThatIsNotWholeBytes) {
-  ExpectRejected(FileWith(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2), "SAFETENSORS_MISALIGNED_TENSOR");
+  ExpectRejected(FileWith(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2),
+                 "SAFETENSORS_MISALIGNED_TENSOR");
 }
 
 TEST(SafetensorsReader, ErrorNamesTensorAndField) {

@@ -63,7 +63,9 @@ class ShardJobTest : public ::testing::Test {
     ASSERT_EQ(out->tensors.size(), data_.size());
     for (const TensorInfo& t : out->tensors) {
       std::string bytes(t.size_bytes, '\0');
-      ASSERT_TRUE(out->files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
+      ASSERT_TRUE(out->files[t.file_index]
+                      .object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data()))
+                      .ok());
       EXPECT_EQ(bytes, data_.at(t.name)) << t.name;
     }
   }
@@ -159,7 +161,8 @@ TEST_F(ShardJobTest, OccupiedOutputNeedsOverwrite) {
   v1::ShardSpec spec = Spec("out", "0");
   spec.set_overwrite(true);
   ASSERT_TRUE(Run(spec).ok());
-  EXPECT_EQ(FileNames(dir_.path() + "/out"), (std::vector<std::string>{"model.safetensors", "modelsmith.manifest.json"}));
+  EXPECT_EQ(FileNames(dir_.path() + "/out"),
+            (std::vector<std::string>{"model.safetensors", "modelsmith.manifest.json"}));
 }
 
 TEST_F(ShardJobTest, RerunOfSameJobReplacesItsOwnLeftovers) {
@@ -185,12 +188,20 @@ TEST_F(ShardJobTest, OutputInInputDirectoryIsRefused) {
 
 TEST_F(ShardJobTest, BadSpecsNameTheField) {
   v1::ShardSpec spec = Spec("out", "5 gigs");
-  absl::Status status = ValidateSpec([&] { v1::JobSpec s; *s.mutable_shard() = spec; return s; }());
+  absl::Status status = ValidateSpec([&] {
+    v1::JobSpec s;
+    *s.mutable_shard() = spec;
+    return s;
+  }());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ContextOf(status)["field"], "shard.max_shard_size");
   spec = Spec("out", "1GB");
   spec.set_variant("../x");
-  status = ValidateSpec([&] { v1::JobSpec s; *s.mutable_shard() = spec; return s; }());
+  status = ValidateSpec([&] {
+    v1::JobSpec s;
+    *s.mutable_shard() = spec;
+    return s;
+  }());
   EXPECT_EQ(ContextOf(status)["field"], "shard.variant");
 }
 

@@ -31,8 +31,8 @@ std::vector<std::vector<float>> Rows() {
     for (float& x : row) x = normal(rng) * std::pow(10.0f, static_cast<float>(r % 9) - 4);
     rows.push_back(row);
   }
-  const std::vector<float> specials = {0.0f, -0.0f, 1e-40f, -1e-41f, kInf, -kInf, kNan, 3e38f, -3e38f,
-                                       0.5f, -0.5f, 1.5f, 2.5f, -2.5f, 127.0f, -8.0f, 8.0f, 1e-30f};
+  const std::vector<float> specials = {0.0f, -0.0f, 1e-40f, -1e-41f, kInf,  -kInf,  kNan,  3e38f, -3e38f,
+                                       0.5f, -0.5f, 1.5f,   2.5f,    -2.5f, 127.0f, -8.0f, 8.0f,  1e-30f};
   for (float special : specials) {
     std::vector<float> row(256);
     for (size_t i = 0; i < row.size(); ++i) row[i] = i % 5 == 0 ? special : normal(rng);
@@ -167,9 +167,10 @@ TEST_F(SimdTest, Qkx2SearchMatchesScalarForQ2KQ4KAndQ5KSettings) {
         for (int i = 0; i < set.n; ++i) weights[i] = set.use_mad ? std::fabs(x[i]) : 0.25f + std::fabs(x[i]);
         uint8_t l_simd[32], l_scalar[32], aux[32];
         float min_simd = 0, min_scalar = 0;
-        const float a = MakeQkx2QuantsAvx2(set.n, set.nmax, x, weights, l_simd, &min_simd, aux, set.rmin, 0.1f, set.nstep, set.use_mad);
-        const float b = MakeQkx2QuantsScalar(set.n, set.nmax, x, weights, l_scalar, &min_scalar, aux, set.rmin, 0.1f, set.nstep,
-                                             set.use_mad);
+        const float a = MakeQkx2QuantsAvx2(set.n, set.nmax, x, weights, l_simd, &min_simd, aux, set.rmin, 0.1f,
+                                           set.nstep, set.use_mad);
+        const float b = MakeQkx2QuantsScalar(set.n, set.nmax, x, weights, l_scalar, &min_scalar, aux, set.rmin, 0.1f,
+                                             set.nstep, set.use_mad);
         ASSERT_EQ(std::memcmp(&a, &b, 4), 0) << "nmax " << set.nmax << " at " << start << " of row starting " << row[0];
         ASSERT_EQ(std::memcmp(&min_simd, &min_scalar, 4), 0);
         ASSERT_EQ(std::memcmp(l_simd, l_scalar, set.n), 0);
@@ -198,8 +199,10 @@ TEST_F(SimdTest, CastsToBf16AndFp16EqualTheScalarOnesWithTheSameCounts) {
     (bf16 ? Fp32ToBf16RowAvx2 : Fp32ToFp16RowAvx2)(x.data(), x.size(), fast.data(), &nan_fast, &over_fast);
     for (size_t i = 0; i < x.size(); ++i) {
       slow[i] = bf16 ? Fp32ToBf16(x[i]) : Fp32ToFp16(x[i]);
-      if (std::isnan(x[i])) ++nan_slow;
-      else if ((slow[i] & 0x7FFF) == (bf16 ? 0x7F80 : 0x7C00) && !std::isinf(x[i])) ++over_slow;
+      if (std::isnan(x[i]))
+        ++nan_slow;
+      else if ((slow[i] & 0x7FFF) == (bf16 ? 0x7F80 : 0x7C00) && !std::isinf(x[i]))
+        ++over_slow;
     }
     for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(fast[i], slow[i]) << (bf16 ? "bf16 " : "f16 ") << i << " " << x[i];
     EXPECT_EQ(nan_fast, nan_slow);

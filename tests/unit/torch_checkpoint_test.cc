@@ -38,7 +38,8 @@ std::string TensorHex(const RandomAccessObject& file, const TensorInfo& t) {
 }
 
 // Every tensor of `expected` (dtype, shape, bytes) and nothing else, in the given order.
-void ExpectTensors(const RandomAccessObject& file, const std::vector<TensorInfo>& tensors, const nlohmann::json& expected) {
+void ExpectTensors(const RandomAccessObject& file, const std::vector<TensorInfo>& tensors,
+                   const nlohmann::json& expected) {
   ASSERT_EQ(tensors.size(), expected.at("tensors").size() - expected.at("aliases").size());
   for (const TensorInfo& t : tensors) {
     SCOPED_TRACE(t.name);
@@ -92,7 +93,8 @@ TEST(TorchCheckpointTest, ShardedCheckpointOpensThroughItsIndex) {
   const nlohmann::json expected = Expected("sharded");
   ASSERT_EQ(view->tensors.size(), expected["tensors"].size());
   for (const TensorInfo& t : view->tensors) {
-    EXPECT_EQ(TensorHex(*view->files[t.file_index].object, t), expected["tensors"][t.name]["hex"].get<std::string>()) << t.name;
+    EXPECT_EQ(TensorHex(*view->files[t.file_index].object, t), expected["tensors"][t.name]["hex"].get<std::string>())
+        << t.name;
   }
   // The directory alone opens the same model (no safetensors beside it).
   absl::StatusOr<ModelView> by_dir = OpenModel(*router.Resolve(kDir + "/sharded"));
@@ -162,21 +164,35 @@ TEST(TorchPickleTest, RefusesEveryOpcodeOutsideTorchsSet) {
 }
 
 TEST(TorchPickleTest, RefusesBlockedModulesAndCallsOnNonGlobals) {
-  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02" "cos\nsystem\n" ")R.")), "TORCH_PICKLE_FORBIDDEN_GLOBAL");
-  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02" "c__builtin__\nexec\n" ")R.")), "TORCH_PICKLE_FORBIDDEN_GLOBAL");
-  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02" "csubprocess\nPopen\n" ")R.")), "TORCH_PICKLE_FORBIDDEN_GLOBAL");
+  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02"
+                                  "cos\nsystem\n"
+                                  ")R.")),
+            "TORCH_PICKLE_FORBIDDEN_GLOBAL");
+  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02"
+                                  "c__builtin__\nexec\n"
+                                  ")R.")),
+            "TORCH_PICKLE_FORBIDDEN_GLOBAL");
+  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02"
+                                  "csubprocess\nPopen\n"
+                                  ")R.")),
+            "TORCH_PICKLE_FORBIDDEN_GLOBAL");
   // REDUCE on a string, BUILD of a plain dict, a dtype called.
   EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02" + Unicode("x") + ")R.")), "TORCH_PICKLE_FORBIDDEN_CALL");
   EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02}}b.")), "TORCH_PICKLE_FORBIDDEN_CALL");
-  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02" "ctorch\nfloat32\n" ")R.")), "TORCH_PICKLE_FORBIDDEN_CALL");
+  EXPECT_EQ(ReasonOf(PickleStatus("\x80\x02"
+                                  "ctorch\nfloat32\n"
+                                  ")R.")),
+            "TORCH_PICKLE_FORBIDDEN_CALL");
 }
 
 TEST(TorchPickleTest, MalformedStreamsAreErrorsNotCrashes) {
-  for (const std::string bad : {std::string(""), std::string("\x80\x02"), std::string("\x80\x02."), std::string("\x80\x02h\x05."),
-                                std::string("\x80\x02t."), std::string("\x80\x02(u."), std::string("\x80\x02]}s."),
-                                std::string("\x80\x02X\xff\xff\xff\xff"), "\x80\x02X\x01\x00\x00\x00\xff."s,
-                                std::string("\x80\x02}(a."), std::string("\x80\x02" "ccollections\n"),
-                                std::string("\x80\x02Q."), "\x80\x02(X\x07\x00\x00\x00storagetQ."s}) {
+  for (const std::string bad :
+       {std::string(""), std::string("\x80\x02"), std::string("\x80\x02."), std::string("\x80\x02h\x05."),
+        std::string("\x80\x02t."), std::string("\x80\x02(u."), std::string("\x80\x02]}s."),
+        std::string("\x80\x02X\xff\xff\xff\xff"), "\x80\x02X\x01\x00\x00\x00\xff."s, std::string("\x80\x02}(a."),
+        std::string("\x80\x02"
+                    "ccollections\n"),
+        std::string("\x80\x02Q."), "\x80\x02(X\x07\x00\x00\x00storagetQ."s}) {
     absl::Status s = PickleStatus(bad);
     EXPECT_FALSE(s.ok()) << absl::BytesToHexString(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
@@ -224,13 +240,17 @@ std::string BuildZip(const std::vector<Entry>& entries, bool zip64 = false, cons
     out += e.name;
     if (zip64) Put16(out, 1), Put16(out, 16), Put64(out, e.data.size()), Put64(out, e.data.size());
     out += e.data;
-    Put32(central, 0x02014b50), Put16(central, 45), Put16(central, 45), Put16(central, e.flags), Put16(central, e.method);
+    Put32(central, 0x02014b50), Put16(central, 45), Put16(central, 45), Put16(central, e.flags),
+        Put16(central, e.method);
     Put32(central, 0), Put32(central, 0);
     Put32(central, zip64 ? 0xFFFFFFFF : e.data.size()), Put32(central, zip64 ? 0xFFFFFFFF : e.data.size());
-    Put16(central, e.name.size()), Put16(central, zip64 ? 28 : 0), Put16(central, 0), Put16(central, 0), Put16(central, 0);
+    Put16(central, e.name.size()), Put16(central, zip64 ? 28 : 0), Put16(central, 0), Put16(central, 0),
+        Put16(central, 0);
     Put32(central, 0), Put32(central, zip64 ? 0xFFFFFFFF : offset);
     central += e.name;
-    if (zip64) Put16(central, 1), Put16(central, 24), Put64(central, e.data.size()), Put64(central, e.data.size()), Put64(central, offset);
+    if (zip64)
+      Put16(central, 1), Put16(central, 24), Put64(central, e.data.size()), Put64(central, e.data.size()),
+          Put64(central, offset);
   }
   const uint64_t dir_offset = out.size();
   out += central;

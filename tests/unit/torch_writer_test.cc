@@ -29,7 +29,8 @@ std::string Write(const std::vector<TorchTensorEntry>& tensors, const std::vecto
     // In two pieces, as a streamed copy appends them.
     const size_t half = data[i].size() / 2;
     EXPECT_TRUE(zip.AppendToRecord({reinterpret_cast<const std::byte*>(data[i].data()), half}).ok());
-    EXPECT_TRUE(zip.AppendToRecord({reinterpret_cast<const std::byte*>(data[i].data()) + half, data[i].size() - half}).ok());
+    EXPECT_TRUE(
+        zip.AppendToRecord({reinterpret_cast<const std::byte*>(data[i].data()) + half, data[i].size() - half}).ok());
     EXPECT_TRUE(zip.EndRecord().ok());
   }
   EXPECT_TRUE(zip.AddRecord("version", {reinterpret_cast<const std::byte*>("3\n"), 2}).ok());

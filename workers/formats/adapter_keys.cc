@@ -8,7 +8,8 @@ AdapterStyle DetectAdapterStyle(const std::vector<TensorInfo>& tensors) {
   uint32_t kohya = 0, lora_a = 0, diffusers = 0, legacy = 0;
   for (const TensorInfo& t : tensors) {
     const std::string& n = t.name;
-    if ((absl::StartsWith(n, "lora_unet_") || absl::StartsWith(n, "lora_te")) && absl::EndsWith(n, ".lora_down.weight")) ++kohya;
+    if ((absl::StartsWith(n, "lora_unet_") || absl::StartsWith(n, "lora_te")) && absl::EndsWith(n, ".lora_down.weight"))
+      ++kohya;
     if (absl::EndsWith(n, ".lora_A.weight")) {
       ++lora_a;
       for (const char* component : {"unet.", "text_encoder.", "text_encoder_2.", "transformer."}) {

@@ -45,15 +45,16 @@ class Cursor {
 
   absl::Status Read(void* dst, uint64_t length) {
     if (length > file_.size_bytes() || position_ > file_.size_bytes() - length) {
-      return Malformed("TRUNCATED", file_.uri(), "", "", absl::StrCat("the header ends past the end of the file (",
-                                                                     file_.size_bytes(), " bytes)"));
+      return Malformed("TRUNCATED", file_.uri(), "", "",
+                       absl::StrCat("the header ends past the end of the file (", file_.size_bytes(), " bytes)"));
     }
     auto* out = static_cast<char*>(dst);
     while (length > 0) {
       if (position_ < buffer_start_ || position_ >= buffer_start_ + buffer_.size()) {
         buffer_start_ = position_;
         buffer_.resize(static_cast<size_t>(std::min<uint64_t>(kBufferBytes, file_.size_bytes() - position_)));
-        if (absl::Status s = file_.ReadAt(position_, buffer_.size(), reinterpret_cast<std::byte*>(buffer_.data())); !s.ok()) {
+        if (absl::Status s = file_.ReadAt(position_, buffer_.size(), reinterpret_cast<std::byte*>(buffer_.data()));
+            !s.ok()) {
           return s;
         }
       }
@@ -84,8 +85,8 @@ class Cursor {
     if (*length > file_.size_bytes() - std::min(position_, file_.size_bytes())) {
       // Refused before allocating: a tiny file must not make the reader reserve a gigabyte.
       return Malformed("TRUNCATED", file_.uri(), where, field,
-                       absl::StrCat("a string of ", *length, " bytes runs past the end of the file (", file_.size_bytes(),
-                                    " bytes)"));
+                       absl::StrCat("a string of ", *length, " bytes runs past the end of the file (",
+                                    file_.size_bytes(), " bytes)"));
     }
     std::string text(*length, '\0');
     if (absl::Status s = Read(text.data(), *length); !s.ok()) return s;
@@ -113,10 +114,17 @@ class Cursor {
 
 std::optional<uint64_t> ScalarBytes(GgufValueType type) {
   switch (type) {
-    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kBool: return 1;
-    case GgufValueType::kU16: case GgufValueType::kI16: return 2;
-    case GgufValueType::kU32: case GgufValueType::kI32: case GgufValueType::kF32: return 4;
-    case GgufValueType::kU64: case GgufValueType::kI64: case GgufValueType::kF64: return 8;
+    case GgufValueType::kU8:
+    case GgufValueType::kI8:
+    case GgufValueType::kBool: return 1;
+    case GgufValueType::kU16:
+    case GgufValueType::kI16: return 2;
+    case GgufValueType::kU32:
+    case GgufValueType::kI32:
+    case GgufValueType::kF32: return 4;
+    case GgufValueType::kU64:
+    case GgufValueType::kI64:
+    case GgufValueType::kF64: return 8;
     default: return std::nullopt;
   }
 }
@@ -251,7 +259,8 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
   Cursor cursor(object);
   GgufFile gguf;
   absl::StatusOr<uint32_t> magic = cursor.Get<uint32_t>();
-  if (!magic.ok() || *magic != kMagic) return Malformed("BAD_MAGIC", file, "", "magic", "the file does not start with \"GGUF\"");
+  if (!magic.ok() || *magic != kMagic)
+    return Malformed("BAD_MAGIC", file, "", "magic", "the file does not start with \"GGUF\"");
   absl::StatusOr<uint32_t> version = cursor.Get<uint32_t>();
   if (!version.ok()) return version.status();
   if (*version != 2 && *version != 3) {
@@ -265,8 +274,9 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
   // Every key/value takes at least 12 bytes and every tensor info at least 24: the counts cannot
   // exceed what the file could hold.
   if (*kv_count > object.size_bytes() / 12 || *tensor_count > object.size_bytes() / 24) {
-    return Malformed("INVALID_COUNT", file, "", "tensor_count/kv_count",
-                     absl::StrCat(*tensor_count, " tensors and ", *kv_count, " keys cannot fit in ", object.size_bytes(), " bytes"));
+    return Malformed(
+        "INVALID_COUNT", file, "", "tensor_count/kv_count",
+        absl::StrCat(*tensor_count, " tensors and ", *kv_count, " keys cannot fit in ", object.size_bytes(), " bytes"));
   }
 
   std::set<std::string> keys;
@@ -299,13 +309,16 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
     if (!name.ok()) return name.status();
     tensor.name = *name;
     if (tensor.name.size() > kMaxTensorNameBytes) {
-      return Malformed("NAME_TOO_LONG", file, tensor.name, "name", absl::StrCat("names are at most ", kMaxTensorNameBytes, " bytes"));
+      return Malformed("NAME_TOO_LONG", file, tensor.name, "name",
+                       absl::StrCat("names are at most ", kMaxTensorNameBytes, " bytes"));
     }
-    if (!names.insert(tensor.name).second) return Malformed("DUPLICATE_TENSOR", file, tensor.name, "name", "the tensor appears twice");
+    if (!names.insert(tensor.name).second)
+      return Malformed("DUPLICATE_TENSOR", file, tensor.name, "name", "the tensor appears twice");
     absl::StatusOr<uint32_t> n_dims = cursor.Get<uint32_t>();
     if (!n_dims.ok()) return n_dims.status();
     if (*n_dims == 0 || *n_dims > kMaxDims) {
-      return Malformed("INVALID_DIMS", file, tensor.name, "n_dims", absl::StrCat(*n_dims, " dimensions (1 to 4 allowed)"));
+      return Malformed("INVALID_DIMS", file, tensor.name, "n_dims",
+                       absl::StrCat(*n_dims, " dimensions (1 to 4 allowed)"));
     }
     for (uint32_t d = 0; d < *n_dims; ++d) {
       absl::StatusOr<uint64_t> dim = cursor.Get<uint64_t>();
@@ -316,16 +329,19 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
     absl::StatusOr<uint32_t> type = cursor.Get<uint32_t>();
     if (!type.ok()) return type.status();
     std::optional<GgmlTypeTraits> traits = GgmlTraits(*type);
-    if (!traits) return Malformed("UNSUPPORTED_TYPE", file, tensor.name, "type", absl::StrCat("ggml type ", *type, " is not supported"));
+    if (!traits)
+      return Malformed("UNSUPPORTED_TYPE", file, tensor.name, "type",
+                       absl::StrCat("ggml type ", *type, " is not supported"));
     tensor.type = traits->type;
     if (tensor.ne[0] % traits->block_elements != 0) {
       return Malformed("INVALID_DIMS", file, tensor.name, "ne",
-                       absl::StrCat("ne[0] = ", tensor.ne[0], " is not a multiple of the ", traits->name, " block size ",
-                                    traits->block_elements));
+                       absl::StrCat("ne[0] = ", tensor.ne[0], " is not a multiple of the ", traits->name,
+                                    " block size ", traits->block_elements));
     }
     std::optional<uint64_t> elements = ElementCount(tensor.ne);
     uint64_t bytes = 0;
-    if (!elements || __builtin_mul_overflow(*elements / traits->block_elements, uint64_t{traits->block_bytes}, &bytes)) {
+    if (!elements ||
+        __builtin_mul_overflow(*elements / traits->block_elements, uint64_t{traits->block_bytes}, &bytes)) {
       return Malformed("SHAPE_OVERFLOW", file, tensor.name, "ne", "the element count overflows");
     }
     tensor.size_bytes = bytes;
@@ -344,7 +360,8 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
   gguf.data_start = cursor.position() + GgufPadding(cursor.position(), gguf.alignment);
   if (!gguf.tensors.empty()) {
     const GgufTensor& last = gguf.tensors.back();
-    if (gguf.data_start > object.size_bytes() || last.offset + last.size_bytes > object.size_bytes() - gguf.data_start) {
+    if (gguf.data_start > object.size_bytes() ||
+        last.offset + last.size_bytes > object.size_bytes() - gguf.data_start) {
       return Malformed("TRUNCATED", file, last.name, "offset",
                        absl::StrCat("the tensor data ends past the end of the file (", object.size_bytes(), " bytes)"));
     }
@@ -387,7 +404,8 @@ absl::Status CheckGgufTensorTable(const RandomAccessObject& written, const std::
     same = a.name == b.name && a.ne == b.ne && a.type == b.type && a.offset == b.offset && a.size_bytes == b.size_bytes;
   }
   if (!same) {
-    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", "the written GGUF's tensor table does not match the plan");
+    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                     "the written GGUF's tensor table does not match the plan");
   }
   return absl::OkStatus();
 }

@@ -32,8 +32,19 @@ inline constexpr uint32_t kGgufDefaultAlignment = 32;
 inline constexpr uint32_t kGgmlQuantizationVersion = 2;
 
 enum class GgufValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // One key/value pair, its value kept as the exact bytes of the file so it can be copied into
@@ -43,8 +54,8 @@ struct GgufKv {
   GgufValueType type;
   std::string value_bytes;
 
-  std::optional<uint64_t> AsUnsigned() const;      // U8/U16/U32/U64 (and non-negative signed)
-  std::optional<std::string> AsString() const;     // STRING
+  std::optional<uint64_t> AsUnsigned() const;   // U8/U16/U32/U64 (and non-negative signed)
+  std::optional<std::string> AsString() const;  // STRING
 
   static GgufKv String(std::string key, const std::string& value);
   static GgufKv U32(std::string key, uint32_t value);
@@ -58,7 +69,7 @@ struct GgufTensor {
   std::string name;
   std::vector<uint64_t> ne;  // ggml order: ne[0] innermost
   GgmlType type;
-  uint64_t offset = 0;       // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t size_bytes = 0;
 
   std::vector<uint64_t> Shape() const;  // PyTorch order (ne reversed)

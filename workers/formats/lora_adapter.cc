@@ -44,7 +44,8 @@ std::optional<KeyRole> Classify(const std::string& name) {
     if (p != "lora_A" && p != "lora_B" && p != "lora_magnitude_vector") continue;
     const size_t rest = parts.size() - i - 1;
     const bool weight_last = parts.back() == "weight";
-    const bool ok = p == "lora_magnitude_vector" ? rest <= 2 && (rest < 2 || weight_last) : (rest == 1 || rest == 2) && weight_last;
+    const bool ok =
+        p == "lora_magnitude_vector" ? rest <= 2 && (rest < 2 || weight_last) : (rest == 1 || rest == 2) && weight_last;
     if (!ok) return std::nullopt;
     module = absl::StrJoin(parts.begin(), parts.begin() + i, ".");
     return KeyRole{module, p == "lora_A" ? Role::kDown : p == "lora_B" ? Role::kUp : Role::kMagnitude};
@@ -89,8 +90,8 @@ void ResolvePath(const std::string& style, LoraModule& m) {
 }
 
 absl::Status ConfigError(absl::string_view field, absl::string_view message) {
-  return MakeError(absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID", absl::StrCat("adapter config field '", field, "' ", message),
-                   {{"field", std::string(field)}});
+  return MakeError(absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID",
+                   absl::StrCat("adapter config field '", field, "' ", message), {{"field", std::string(field)}});
 }
 
 struct Config {
@@ -106,7 +107,8 @@ absl::StatusOr<std::vector<std::pair<std::regex, double>>> Patterns(const nlohma
   if (!config.contains(field) || config[field].is_null()) return out;
   if (!config[field].is_object()) return ConfigError(field, "must be an object of pattern -> number");
   for (const auto& [pattern, value] : config[field].items()) {
-    if (!value.is_number() || value.get<double>() <= 0) return ConfigError(field, absl::StrCat("entry '", pattern, "' must be a positive number"));
+    if (!value.is_number() || value.get<double>() <= 0)
+      return ConfigError(field, absl::StrCat("entry '", pattern, "' must be a positive number"));
     try {
       // get_pattern_key: the module path is the pattern or ends with ".<pattern>".
       out.emplace_back(std::regex("(.*\\.)?(" + pattern + ")", std::regex::ECMAScript), value.get<double>());
@@ -122,7 +124,8 @@ absl::StatusOr<Config> ParseConfig(const nlohmann::json& json) {
   Config c;
   auto number = [&](const char* field, double* out) -> absl::Status {
     if (!json.contains(field) || json[field].is_null()) return absl::OkStatus();
-    if (!json[field].is_number() || json[field].get<double>() <= 0) return ConfigError(field, "must be a positive number");
+    if (!json[field].is_number() || json[field].get<double>() <= 0)
+      return ConfigError(field, "must be a positive number");
     *out = json[field].get<double>();
     return absl::OkStatus();
   };
@@ -133,7 +136,8 @@ absl::StatusOr<Config> ParseConfig(const nlohmann::json& json) {
     return absl::OkStatus();
   };
   if (json.contains("peft_type") && json["peft_type"].is_string() && json["peft_type"] != "LORA") {
-    return ConfigError("peft_type", absl::StrCat("is '", json["peft_type"].get<std::string>(), "'; only LORA adapters can be merged"));
+    return ConfigError(
+        "peft_type", absl::StrCat("is '", json["peft_type"].get<std::string>(), "'; only LORA adapters can be merged"));
   }
   for (absl::Status s : {number("r", &c.r), number("lora_alpha", &c.alpha), flag("use_rslora", &c.use_rslora),
                          flag("fan_in_fan_out", &c.fan_in_fan_out)}) {
@@ -148,7 +152,8 @@ absl::StatusOr<Config> ParseConfig(const nlohmann::json& json) {
   return c;
 }
 
-double PatternValue(const std::vector<std::pair<std::regex, double>>& patterns, const std::string& path, double fallback) {
+double PatternValue(const std::vector<std::pair<std::regex, double>>& patterns, const std::string& path,
+                    double fallback) {
   for (const auto& [re, value] : patterns) {
     if (std::regex_match(path, re)) return value;
   }
@@ -156,8 +161,8 @@ double PatternValue(const std::vector<std::pair<std::regex, double>>& patterns, 
 }
 
 absl::Status ShapeError(const LoraModule& m, absl::string_view message) {
-  return MakeError(absl::StatusCode::kInvalidArgument, "LORA_SHAPE_MISMATCH", absl::StrCat("adapter module '", m.key, "': ", message),
-                   {{"tensor", m.key}});
+  return MakeError(absl::StatusCode::kInvalidArgument, "LORA_SHAPE_MISMATCH",
+                   absl::StrCat("adapter module '", m.key, "': ", message), {{"tensor", m.key}});
 }
 
 std::string ShapeText(const std::vector<uint64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
@@ -166,25 +171,31 @@ absl::Status CheckShapes(LoraModule& m) {
   const auto& a = m.down->shape;
   const auto& b = m.up->shape;
   if ((a.size() != 2 && a.size() != 4) || b.size() != a.size()) {
-    return ShapeError(m, absl::StrCat("A ", ShapeText(a), " and B ", ShapeText(b), " must both be 2-D (linear) or 4-D (convolution)"));
+    return ShapeError(m, absl::StrCat("A ", ShapeText(a), " and B ", ShapeText(b),
+                                      " must both be 2-D (linear) or 4-D (convolution)"));
   }
   if (a[0] == 0 || b[1] == 0) return ShapeError(m, "rank 0");
   // A grouped B (convolutions only) takes r / groups of A's channels per output channel.
   const bool grouped = b.size() == 4 && b[1] != a[0] && a[0] % b[1] == 0 && b[0] % (a[0] / b[1]) == 0;
-  if (b[1] != a[0] && !grouped) return ShapeError(m, absl::StrCat("B ", ShapeText(b), " does not take A's rank ", a[0]));
-  if (b.size() == 4 && (b[2] != 1 || b[3] != 1)) return ShapeError(m, absl::StrCat("B ", ShapeText(b), " must be a 1x1 convolution"));
+  if (b[1] != a[0] && !grouped)
+    return ShapeError(m, absl::StrCat("B ", ShapeText(b), " does not take A's rank ", a[0]));
+  if (b.size() == 4 && (b[2] != 1 || b[3] != 1))
+    return ShapeError(m, absl::StrCat("B ", ShapeText(b), " must be a 1x1 convolution"));
   m.rank = a[0];
   m.groups = grouped ? a[0] / b[1] : 1;
   if (m.magnitude != nullptr && ElementCount(m.magnitude->shape).value_or(0) != b[0]) {
-    return ShapeError(m, absl::StrCat("DoRA magnitude ", ShapeText(m.magnitude->shape), " must hold one value per output row (", b[0], ")"));
+    return ShapeError(m, absl::StrCat("DoRA magnitude ", ShapeText(m.magnitude->shape),
+                                      " must hold one value per output row (", b[0], ")"));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tensors, const std::optional<nlohmann::json>& config,
-                                             const std::map<std::string, std::string>& metadata, const ScalarReader& read_scalar) {
+absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tensors,
+                                             const std::optional<nlohmann::json>& config,
+                                             const std::map<std::string, std::string>& metadata,
+                                             const ScalarReader& read_scalar) {
   LoraAdapter adapter;
   adapter.style = DetectAdapterStyle(tensors).style;
   if (adapter.style.empty()) {
@@ -199,7 +210,8 @@ absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tens
     adapter.config_source = "adapter_config.json";
   } else if (auto it = metadata.find("lora_adapter_metadata"); it != metadata.end()) {
     const nlohmann::json json = nlohmann::json::parse(it->second, nullptr, false);
-    absl::StatusOr<Config> c = json.is_discarded() ? ConfigError("lora_adapter_metadata", "is not JSON") : ParseConfig(json);
+    absl::StatusOr<Config> c =
+        json.is_discarded() ? ConfigError("lora_adapter_metadata", "is not JSON") : ParseConfig(json);
     if (!c.ok()) return Annotate(c.status(), "__metadata__");
     parsed = *c;
     adapter.config_source = "lora_adapter_metadata";
@@ -227,12 +239,15 @@ absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tens
       it->second.key = role->module;
       order.push_back(role->module);
     }
-    const TensorInfo** slot = role->role == Role::kDown ? &it->second.down : role->role == Role::kUp ? &it->second.up : &it->second.magnitude;
+    const TensorInfo** slot = role->role == Role::kDown ? &it->second.down
+                              : role->role == Role::kUp ? &it->second.up
+                                                        : &it->second.magnitude;
     if (*slot != nullptr) {
-      return MakeError(absl::StatusCode::kInvalidArgument, "LORA_DUPLICATE_KEY",
-                       absl::StrCat("adapter module '", role->module, "' has two tensors for the same role ('", (*slot)->name, "' and '",
-                                    t.name, "'); an adapter file with several named adapters is not supported"),
-                       {{"tensor", t.name}});
+      return MakeError(
+          absl::StatusCode::kInvalidArgument, "LORA_DUPLICATE_KEY",
+          absl::StrCat("adapter module '", role->module, "' has two tensors for the same role ('", (*slot)->name,
+                       "' and '", t.name, "'); an adapter file with several named adapters is not supported"),
+          {{"tensor", t.name}});
     }
     *slot = &t;
   }
@@ -251,7 +266,8 @@ absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tens
     if (parsed) {
       const double configured = PatternValue(parsed->rank_pattern, m.path, parsed->r);
       if (configured != r) {
-        return ShapeError(m, absl::StrCat("rank ", m.rank, " in the tensors but ", configured, " in the adapter config"));
+        return ShapeError(m,
+                          absl::StrCat("rank ", m.rank, " in the tensors but ", configured, " in the adapter config"));
       }
       m.alpha = PatternValue(parsed->alpha_pattern, m.path, parsed->alpha);
       m.fan_in_fan_out = parsed->fan_in_fan_out;
@@ -261,9 +277,10 @@ absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tens
         absl::StatusOr<double> alpha = read_scalar(*it->second);
         if (!alpha.ok()) return alpha.status();
         if (!std::isfinite(*alpha) || *alpha < 0) {
-          return MakeError(absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID",
-                           absl::StrCat("alpha '", it->second->name, "' is ", *alpha, "; it must be a finite number >= 0"),
-                           {{"tensor", it->second->name}});
+          return MakeError(
+              absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID",
+              absl::StrCat("alpha '", it->second->name, "' is ", *alpha, "; it must be a finite number >= 0"),
+              {{"tensor", it->second->name}});
         }
         m.alpha = *alpha;
         alphas.erase(it);

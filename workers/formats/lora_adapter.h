@@ -34,10 +34,10 @@
 namespace modelsmith {
 
 struct LoraModule {
-  std::string key;   // the module's key prefix as the adapter writes it
-  std::string path;  // the module path to find in the base (kohya: still flattened)
-  std::string component;  // diffusers: "unet", "text_encoder", ...; kohya: "unet", "te", "te1", ...
-  bool flattened = false;  // kohya: '.' became '_' in `path`
+  std::string key;                        // the module's key prefix as the adapter writes it
+  std::string path;                       // the module path to find in the base (kohya: still flattened)
+  std::string component;                  // diffusers: "unet", "text_encoder", ...; kohya: "unet", "te", "te1", ...
+  bool flattened = false;                 // kohya: '.' became '_' in `path`
   const TensorInfo* down = nullptr;       // A: [r, in] or [r, in, kh, kw]
   const TensorInfo* up = nullptr;         // B: [out, r] or [out, r / groups, 1, 1]
   const TensorInfo* magnitude = nullptr;  // DoRA: one value per output row
@@ -46,12 +46,12 @@ struct LoraModule {
   // A's channels of its group only, [g * r / groups, (g + 1) * r / groups) for g = o / (out / groups).
   uint64_t groups = 1;
   double alpha = 0;
-  double scale = 0;  // alpha / r (or / sqrt(r))
+  double scale = 0;             // alpha / r (or / sqrt(r))
   bool fan_in_fan_out = false;  // the base stores this weight as [in, out] (GPT-2 Conv1D)
 };
 
 struct LoraAdapter {
-  std::string style;  // "peft", "kohya", "diffusers", "diffusers-legacy"
+  std::string style;                // "peft", "kohya", "diffusers", "diffusers-legacy"
   std::vector<LoraModule> modules;  // in key order
   // Keys that belong to no module (an unknown suffix, a module missing its A or B); the job
   // reports them with the unmatched modules.
@@ -68,8 +68,10 @@ using ScalarReader = std::function<absl::StatusOr<double>(const TensorInfo&)>;
 // INVALID_ARGUMENT: not an adapter (LORA_NOT_AN_ADAPTER), a PEFT adapter without its config
 // (LORA_CONFIG_MISSING), a bad config field (LORA_CONFIG_INVALID, naming it), or A/B shapes that
 // disagree (LORA_SHAPE_MISMATCH, naming the module).
-absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tensors, const std::optional<nlohmann::json>& config,
-                                             const std::map<std::string, std::string>& metadata, const ScalarReader& read_scalar);
+absl::StatusOr<LoraAdapter> ParseLoraAdapter(const std::vector<TensorInfo>& tensors,
+                                             const std::optional<nlohmann::json>& config,
+                                             const std::map<std::string, std::string>& metadata,
+                                             const ScalarReader& read_scalar);
 
 }  // namespace modelsmith
 

@@ -22,8 +22,8 @@ absl::Status IndexError(absl::string_view reason, absl::string_view index, absl:
                         absl::string_view message) {
   ErrorContext context{{"file", std::string(index)}};
   if (!tensor.empty()) context["tensor"] = std::string(tensor);
-  return MakeError(absl::StatusCode::kInvalidArgument, reason,
-                   absl::StrCat("index '", index, "': ", message), std::move(context));
+  return MakeError(absl::StatusCode::kInvalidArgument, reason, absl::StrCat("index '", index, "': ", message),
+                   std::move(context));
 }
 
 absl::StatusOr<ModelFile> OpenSafetensorsFile(ObjectStore& store, const std::string& uri) {
@@ -164,29 +164,33 @@ absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
   std::set<std::string> names;
   for (uint64_t no = 0; no < *count; ++no) {
     const std::string part_uri = GgufSplitUri(name->prefix, no + 1, *count);
-    absl::StatusOr<std::unique_ptr<RandomAccessObject>> part = part_uri == uri ? std::move(object) : store.OpenForRead(part_uri);
+    absl::StatusOr<std::unique_ptr<RandomAccessObject>> part =
+        part_uri == uri ? std::move(object) : store.OpenForRead(part_uri);
     if (!part.ok()) return WithReason(part.status(), "MODEL_FILE_UNREADABLE", {{"file", part_uri}});
     absl::StatusOr<GgufFile> part_header = part_uri == uri ? *std::move(header) : ReadGgufHeader(**part);
     if (!part_header.ok()) return part_header.status();
     const GgufKv* part_no = part_header->Find("split.no");
     const GgufKv* part_count = part_header->Find("split.count");
-    if (part_no == nullptr || part_no->AsUnsigned() != no || part_count == nullptr || part_count->AsUnsigned() != *count) {
+    if (part_no == nullptr || part_no->AsUnsigned() != no || part_count == nullptr ||
+        part_count->AsUnsigned() != *count) {
       return SplitError(part_uri, absl::StrCat("expected split.no ", no, " of split.count ", *count));
     }
     if (no == 0) {
       const GgufKv* total = part_header->Find("split.tensors.count");
-      if (total == nullptr || !total->AsUnsigned()) return SplitError(part_uri, "the first part has no split.tensors.count");
+      if (total == nullptr || !total->AsUnsigned())
+        return SplitError(part_uri, "the first part has no split.tensors.count");
       expected_tensors = *total->AsUnsigned();
     }
     for (const GgufTensor& t : part_header->tensors) {
-      if (!names.insert(t.name).second) return SplitError(part_uri, absl::StrCat("tensor '", t.name, "' is in two parts"));
+      if (!names.insert(t.name).second)
+        return SplitError(part_uri, absl::StrCat("tensor '", t.name, "' is in two parts"));
     }
     AddFile(view, GgufModelFile(part_uri, *part_header, *std::move(part)));
     if (no == 0) view.gguf = *std::move(part_header);  // the model's metadata is the first part's
   }
   if (names.size() != expected_tensors) {
-    return SplitError(view.files.front().uri, absl::StrCat("split.tensors.count says ", expected_tensors, " tensors, the parts hold ",
-                                                          names.size()));
+    return SplitError(view.files.front().uri, absl::StrCat("split.tensors.count says ", expected_tensors,
+                                                           " tensors, the parts hold ", names.size()));
   }
   view.uri = view.files.front().uri;
   return view;
@@ -203,13 +207,12 @@ absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& ind
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(index_uri);
   if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", index_uri}});
   if ((*object)->size_bytes() > kMaxIndexBytes) {
-    return IndexError("INDEX_TOO_LARGE", index_uri, "",
-                      absl::StrCat("the index has ", (*object)->size_bytes(),
-                                   " bytes, more than the limit of ", kMaxIndexBytes));
+    return IndexError(
+        "INDEX_TOO_LARGE", index_uri, "",
+        absl::StrCat("the index has ", (*object)->size_bytes(), " bytes, more than the limit of ", kMaxIndexBytes));
   }
   std::string text((*object)->size_bytes(), '\0');
-  if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data()));
-      !s.ok()) {
+  if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data())); !s.ok()) {
     return s;
   }
   json index = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -232,11 +235,10 @@ absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& ind
       return IndexError("INDEX_INVALID", index_uri, tensor, "the shard name is not a string");
     }
     const std::string name = shard.get<std::string>();
-    if (name.empty() || name == "." || name == ".." || absl::StrContains(name, '/') ||
-        absl::StrContains(name, '\\') || absl::StrContains(name, '\0')) {
+    if (name.empty() || name == "." || name == ".." || absl::StrContains(name, '/') || absl::StrContains(name, '\\') ||
+        absl::StrContains(name, '\0')) {
       return IndexError("INDEX_INVALID_SHARD_NAME", index_uri, tensor,
-                        absl::StrCat("shard name '", name,
-                                     "' is not a plain file name in the index's directory"));
+                        absl::StrCat("shard name '", name, "' is not a plain file name in the index's directory"));
     }
     auto [it, inserted] = expected.try_emplace(name);
     if (inserted) shard_names.push_back(name);
@@ -257,27 +259,27 @@ absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& ind
     absl::StatusOr<ModelFile> file = OpenShardFile(store, uri, torch, view);
     if (!file.ok()) {
       if (absl::IsNotFound(file.status())) {
-        return MakeError(absl::StatusCode::kNotFound, "INDEX_MISSING_SHARD",
-                         absl::StrCat("index '", index_uri, "' maps tensors to shard '", name,
-                                      "', which does not exist"),
-                         {{"file", uri}});
+        return MakeError(
+            absl::StatusCode::kNotFound, "INDEX_MISSING_SHARD",
+            absl::StrCat("index '", index_uri, "' maps tensors to shard '", name, "', which does not exist"),
+            {{"file", uri}});
       }
       return file.status();
     }
     std::set<std::string>& wanted = expected[name];
     for (const TensorInfo& t : file->header.tensors) {
       if (wanted.erase(t.name) == 0) {
-        return IndexError("INDEX_MISMATCH", index_uri, t.name,
-                          absl::StrCat("tensor '", t.name, "' is in shard '", name,
-                                       "' but the weight map does not place it there"));
+        return IndexError(
+            "INDEX_MISMATCH", index_uri, t.name,
+            absl::StrCat("tensor '", t.name, "' is in shard '", name, "' but the weight map does not place it there"));
       }
     }
     // A tied weight is in the weight map under each of its names.
     for (size_t i = aliases_before; i < view.aliases.size(); ++i) wanted.erase(view.aliases[i].name);
     if (!wanted.empty()) {
       return IndexError("INDEX_MISMATCH", index_uri, *wanted.begin(),
-                        absl::StrCat("the weight map places tensor '", *wanted.begin(),
-                                     "' in shard '", name, "', which does not hold it"));
+                        absl::StrCat("the weight map places tensor '", *wanted.begin(), "' in shard '", name,
+                                     "', which does not hold it"));
     }
     if (view.files.empty()) view.metadata = file->header.metadata;
     AddFile(view, *std::move(file));
@@ -308,25 +310,28 @@ bool StartsLikeTorch(ObjectStore& store, const std::string& uri) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (!object.ok()) return false;
   std::string head(std::min<uint64_t>(16, (*object)->size_bytes()), '\0');
-  return (*object)->ReadAt(0, head.size(), reinterpret_cast<std::byte*>(head.data())).ok() && LooksLikeTorchCheckpoint(head);
+  return (*object)->ReadAt(0, head.size(), reinterpret_cast<std::byte*>(head.data())).ok() &&
+         LooksLikeTorchCheckpoint(head);
 }
 
 }  // namespace
 
-absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri, uint64_t max_bytes) {
+absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri,
+                                                             uint64_t max_bytes) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (absl::IsNotFound(object.status())) return std::nullopt;
   if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
   if ((*object)->size_bytes() > max_bytes) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
-                     absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", max_bytes), {{"file", uri}});
+                     absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", max_bytes),
+                     {{"file", uri}});
   }
   std::string text((*object)->size_bytes(), '\0');
   if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
   json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded() || !value.is_object()) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", uri, "' is not a JSON object"),
-                     {{"file", uri}});
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+                     absl::StrCat("'", uri, "' is not a JSON object"), {{"file", uri}});
   }
   return value;
 }
@@ -345,7 +350,8 @@ absl::StatusOr<ModelView> OpenModel(const Location& location) {
   if (absl::StatusOr<uint64_t> size = store.SizeOf(uri); size.ok()) {
     if (absl::EndsWith(uri, ".json")) {
       return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_UNKNOWN_FORMAT",
-                       absl::StrCat("'", uri, "' is a JSON file but not a safetensors or torch index "
+                       absl::StrCat("'", uri,
+                                    "' is a JSON file but not a safetensors or torch index "
                                     "(expected a name like model.safetensors.index.json)"),
                        {{"file", uri}});
     }
@@ -359,10 +365,14 @@ absl::StatusOr<ModelView> OpenModel(const Location& location) {
   std::vector<std::string> indexes, singles, torch_indexes, torch_singles;
   for (const ObjectEntry& e : *entries) {
     if (absl::StrContains(e.relative_name, '/') || store.IsStagingName(e.relative_name)) continue;
-    if (IsSafetensorsIndexName(e.relative_name)) indexes.push_back(e.uri);
-    else if (absl::EndsWith(e.relative_name, ".safetensors")) singles.push_back(e.uri);
-    else if (IsTorchIndexName(e.relative_name)) torch_indexes.push_back(e.uri);
-    else if (HasTorchExtension(e.relative_name)) torch_singles.push_back(e.uri);
+    if (IsSafetensorsIndexName(e.relative_name))
+      indexes.push_back(e.uri);
+    else if (absl::EndsWith(e.relative_name, ".safetensors"))
+      singles.push_back(e.uri);
+    else if (IsTorchIndexName(e.relative_name))
+      torch_indexes.push_back(e.uri);
+    else if (HasTorchExtension(e.relative_name))
+      torch_singles.push_back(e.uri);
   }
   const bool torch = indexes.empty() && singles.empty();
   if (torch) {
@@ -376,8 +386,8 @@ absl::StatusOr<ModelView> OpenModel(const Location& location) {
                      absl::StrCat("no safetensors or torch checkpoint or index at '", uri, "'"), {{"uri", uri}});
   }
   return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_AMBIGUOUS",
-                   absl::StrCat("'", uri, "' holds ", indexes.size(), " indexes and ",
-                                singles.size(), torch ? " torch checkpoints" : " safetensors files", "; name the one to use"),
+                   absl::StrCat("'", uri, "' holds ", indexes.size(), " indexes and ", singles.size(),
+                                torch ? " torch checkpoints" : " safetensors files", "; name the one to use"),
                    {{"uri", uri}});
 }
 

@@ -71,7 +71,8 @@ absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store
 
 // A JSON object file at `uri`: nullopt when there is none; INVALID_ARGUMENT (MODEL_CONFIG_INVALID)
 // naming the file when it is not a JSON object or over `max_bytes`.
-absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri, uint64_t max_bytes);
+absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri,
+                                                             uint64_t max_bytes);
 
 // True for "*.safetensors.index.json" and variant forms "*.safetensors.index.<variant>.json".
 bool IsSafetensorsIndexName(absl::string_view name);

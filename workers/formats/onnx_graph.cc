@@ -19,12 +19,27 @@ absl::Status GraphError(absl::string_view message, absl::string_view node) {
 // newer than Debian's 1.12 headers: float8 17-20, uint4/int4 21-22); 0 when unknown.
 uint32_t ElementBits(int32_t data_type) {
   switch (data_type) {
-    case 2: case 3: case 9: case 17: case 18: case 19: case 20: return 8;  // u8 i8 bool f8*
-    case 4: case 5: case 10: case 16: return 16;                            // u16 i16 f16 bf16
-    case 1: case 6: case 12: return 32;                                     // f32 i32 u32
-    case 7: case 11: case 13: case 14: return 64;                           // i64 f64 u64 c64
-    case 15: return 128;                                                    // c128
-    case 21: case 22: return 4;                                             // u4 i4
+    case 2:
+    case 3:
+    case 9:
+    case 17:
+    case 18:
+    case 19:
+    case 20: return 8;  // u8 i8 bool f8*
+    case 4:
+    case 5:
+    case 10:
+    case 16: return 16;  // u16 i16 f16 bf16
+    case 1:
+    case 6:
+    case 12: return 32;  // f32 i32 u32
+    case 7:
+    case 11:
+    case 13:
+    case 14: return 64;   // i64 f64 u64 c64
+    case 15: return 128;  // c128
+    case 21:
+    case 22: return 4;  // u4 i4
     default: return 0;
   }
 }
@@ -79,28 +94,34 @@ absl::StatusOr<std::optional<OnnxExternalData>> OnnxExternalDataOf(const onnx::T
     if (kv.key() == "offset" && !absl::SimpleAtoi(kv.value(), &ref.offset)) ref.location.clear();
     if (kv.key() == "length") has_length = absl::SimpleAtoi(kv.value(), &ref.length);
   }
-  const bool climbs = ref.location == ".." || absl::StartsWith(ref.location, "../") || absl::StrContains(ref.location, "/../");
+  const bool climbs =
+      ref.location == ".." || absl::StartsWith(ref.location, "../") || absl::StrContains(ref.location, "/../");
   if (ref.location.empty() || ref.location.front() == '/' || climbs || !has_length) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "ONNX_EXTERNAL_DATA_INVALID",
-                     absl::StrCat("initializer '", tensor.name(), "' has an unusable external data reference (location '", ref.location,
-                                  "'): it needs a relative location inside the model's directory, an offset and a length"),
-                     {{"tensor", tensor.name()}});
+    return MakeError(
+        absl::StatusCode::kInvalidArgument, "ONNX_EXTERNAL_DATA_INVALID",
+        absl::StrCat("initializer '", tensor.name(), "' has an unusable external data reference (location '",
+                     ref.location,
+                     "'): it needs a relative location inside the model's directory, an offset and a length"),
+        {{"tensor", tensor.name()}});
   }
   return ref;
 }
 
 absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const RandomAccessObject& file) {
   auto invalid = [&](absl::string_view why) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "ONNX_INVALID", absl::StrCat("'", file.uri(), "' is not an ONNX model: ", why),
-                     {{"file", file.uri()}});
+    return MakeError(absl::StatusCode::kInvalidArgument, "ONNX_INVALID",
+                     absl::StrCat("'", file.uri(), "' is not an ONNX model: ", why), {{"file", file.uri()}});
   };
-  if (file.size_bytes() > kOnnxMaxModelBytes) return invalid("over 2 GiB (larger models keep their weights as external data)");
+  if (file.size_bytes() > kOnnxMaxModelBytes)
+    return invalid("over 2 GiB (larger models keep their weights as external data)");
   std::string bytes(file.size_bytes(), '\0');
   if (absl::Status s = file.ReadAt(0, bytes.size(), reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) return s;
-  google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+  google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                static_cast<int>(bytes.size()));
   stream.SetTotalBytesLimit(static_cast<int>(kOnnxMaxModelBytes));
   onnx::ModelProto model;
-  if (!model.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) return invalid("the protobuf does not parse");
+  if (!model.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage())
+    return invalid("the protobuf does not parse");
   if (!model.has_graph() || model.graph().node_size() == 0) return invalid("it has no graph nodes");
   return model;
 }

@@ -46,12 +46,12 @@ absl::StatusOr<std::optional<OnnxExternalData>> OnnxExternalDataOf(const onnx::T
 absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const RandomAccessObject& file);
 
 struct OnnxGraphIndex {
-  std::vector<size_t> order;                        // node indices, topological, stable
-  std::vector<std::vector<std::string>> reads;      // per node: every value it reads (subgraphs' too)
-  std::map<std::string, size_t> producer;           // value -> node index
+  std::vector<size_t> order;                             // node indices, topological, stable
+  std::vector<std::vector<std::string>> reads;           // per node: every value it reads (subgraphs' too)
+  std::map<std::string, size_t> producer;                // value -> node index
   std::map<std::string, std::vector<size_t>> consumers;  // value -> node indices
   std::set<std::string> initializers;
-  std::set<std::string> graph_inputs;               // graph inputs that are not initializers
+  std::set<std::string> graph_inputs;  // graph inputs that are not initializers
 };
 
 absl::StatusOr<OnnxGraphIndex> IndexOnnxGraph(const onnx::GraphProto& graph);

@@ -16,11 +16,21 @@ bool ValidUtf8(absl::string_view s) {
     const unsigned char c = s[i];
     int extra;
     uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { extra = 1; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { extra = 2; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { extra = 3; cp = c & 0x07; }
-    else return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) {
+      extra = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3;
+      cp = c & 0x07;
+    } else
+      return false;
     if (s.size() - i <= static_cast<size_t>(extra)) return false;
     for (int k = 1; k <= extra; ++k) {
       const unsigned char d = s[i + k];
@@ -37,15 +47,41 @@ bool ValidUtf8(absl::string_view s) {
 std::string OpcodeName(uint8_t op) {
   // The opcodes torch refuses that a hostile or newer pickle is most likely to hold.
   static const std::map<uint8_t, const char*> names = {
-      {0x95, "FRAME"},       {0x93, "STACK_GLOBAL"}, {0x94, "MEMOIZE"},        {0x8c, "SHORT_BINUNICODE"},
-      {'i', "INST"},         {'o', "OBJ"},           {'c', "GLOBAL"},          {'P', "PERSID"},
-      {'I', "INT"},          {'L', "LONG"},          {'F', "FLOAT"},           {'S', "STRING"},
-      {'V', "UNICODE"},      {'T', "BINSTRING"},     {'B', "BINBYTES"},        {'C', "SHORT_BINBYTES"},
-      {0x8e, "BINBYTES8"},   {0x8d, "BINUNICODE8"},  {0x96, "BYTEARRAY8"},     {0x97, "NEXT_BUFFER"},
-      {0x98, "READONLY_BUFFER"}, {0x90, "ADDITEMS"}, {0x91, "FROZENSET"},      {0x92, "NEWOBJ_EX"},
-      {0x82, "EXT1"},        {0x83, "EXT2"},         {0x84, "EXT4"},           {0x8b, "LONG4"},
-      {'0', "POP"},          {'1', "POP_MARK"},      {'2', "DUP"},             {'l', "LIST"},
-      {'d', "DICT"},         {'g', "GET"},           {'p', "PUT"},
+      {0x95, "FRAME"},
+      {0x93, "STACK_GLOBAL"},
+      {0x94, "MEMOIZE"},
+      {0x8c, "SHORT_BINUNICODE"},
+      {'i', "INST"},
+      {'o', "OBJ"},
+      {'c', "GLOBAL"},
+      {'P', "PERSID"},
+      {'I', "INT"},
+      {'L', "LONG"},
+      {'F', "FLOAT"},
+      {'S', "STRING"},
+      {'V', "UNICODE"},
+      {'T', "BINSTRING"},
+      {'B', "BINBYTES"},
+      {'C', "SHORT_BINBYTES"},
+      {0x8e, "BINBYTES8"},
+      {0x8d, "BINUNICODE8"},
+      {0x96, "BYTEARRAY8"},
+      {0x97, "NEXT_BUFFER"},
+      {0x98, "READONLY_BUFFER"},
+      {0x90, "ADDITEMS"},
+      {0x91, "FROZENSET"},
+      {0x92, "NEWOBJ_EX"},
+      {0x82, "EXT1"},
+      {0x83, "EXT2"},
+      {0x84, "EXT4"},
+      {0x8b, "LONG4"},
+      {'0', "POP"},
+      {'1', "POP_MARK"},
+      {'2', "DUP"},
+      {'l', "LIST"},
+      {'d', "DICT"},
+      {'g', "GET"},
+      {'p', "PUT"},
   };
   auto it = names.find(op);
   return it == names.end() ? absl::StrFormat("0x%02x", op) : std::string(it->second);
@@ -53,7 +89,9 @@ std::string OpcodeName(uint8_t op) {
 
 }  // namespace
 
-bool IsPickleDict(PickleKind k) { return k == PickleKind::kDict || k == PickleKind::kOrderedDict || k == PickleKind::kCounter; }
+bool IsPickleDict(PickleKind k) {
+  return k == PickleKind::kDict || k == PickleKind::kOrderedDict || k == PickleKind::kCounter;
+}
 
 const char* PickleKindName(PickleKind k) {
   switch (k) {
@@ -80,7 +118,8 @@ const char* PickleKindName(PickleKind k) {
 }
 
 absl::Status PickleMachine::Error(absl::string_view reason, absl::string_view message) const {
-  return MakeError(absl::StatusCode::kInvalidArgument, reason, absl::StrCat("'", file_, "' data.pkl at byte ", op_pos_, ": ", message),
+  return MakeError(absl::StatusCode::kInvalidArgument, reason,
+                   absl::StrCat("'", file_, "' data.pkl at byte ", op_pos_, ": ", message),
                    {{"file", std::string(file_)}, {"field", absl::StrCat("byte ", op_pos_)}});
 }
 
@@ -130,7 +169,6 @@ absl::StatusOr<std::vector<uint32_t>> PickleMachine::PopMark() {
   marks_.pop_back();
   return items;
 }
-
 
 absl::StatusOr<uint32_t> PickleMachine::Run(Host& host) {
   while (true) {
@@ -278,13 +316,13 @@ absl::StatusOr<uint32_t> PickleMachine::Run(Host& host) {
         break;
       }
       default:
-        return Error("TORCH_PICKLE_FORBIDDEN_OPCODE",
-                     absl::StrCat("opcode ", OpcodeName(op), " is not allowed (torch's weights_only unpickler refuses it)"));
+        return Error(
+            "TORCH_PICKLE_FORBIDDEN_OPCODE",
+            absl::StrCat("opcode ", OpcodeName(op), " is not allowed (torch's weights_only unpickler refuses it)"));
     }
     if (!s.ok()) return s;
   }
 }
-
 
 absl::Status PickleMachine::OpLong1() {
   absl::StatusOr<absl::string_view> len = Take(1);
@@ -297,7 +335,6 @@ absl::Status PickleMachine::OpLong1() {
   if (!b->empty() && b->size() < 8 && (static_cast<uint8_t>(b->back()) & 0x80)) raw |= ~uint64_t{0} << (8 * b->size());
   return Push(PickleValue{.kind = PickleKind::kInt, .number = static_cast<int64_t>(raw)});
 }
-
 
 absl::Status PickleMachine::OpGlobal(Host& host) {
   absl::StatusOr<std::string> module = Line();
@@ -334,7 +371,8 @@ absl::Status PickleMachine::OpAppend(bool many) {
   absl::StatusOr<uint32_t*> target = Top();
   if (!target.ok()) return target.status();
   PickleValue& list = values_[**target];
-  if (list.kind != PickleKind::kList) return Malformed(absl::StrCat("can only append to lists, not to a ", PickleKindName(list.kind)));
+  if (list.kind != PickleKind::kList)
+    return Malformed(absl::StrCat("can only append to lists, not to a ", PickleKindName(list.kind)));
   list.items.insert(list.items.end(), items.begin(), items.end());
   return absl::OkStatus();
 }
@@ -357,11 +395,11 @@ absl::Status PickleMachine::OpSetItem(bool many) {
   if (!target.ok()) return target.status();
   PickleValue& dict = values_[**target];
   if (!IsPickleDict(dict.kind)) {
-    return Malformed(absl::StrCat("can only set items of dict, OrderedDict or Counter, not of a ", PickleKindName(dict.kind)));
+    return Malformed(
+        absl::StrCat("can only set items of dict, OrderedDict or Counter, not of a ", PickleKindName(dict.kind)));
   }
   dict.items.insert(dict.items.end(), items.begin(), items.end());
   return absl::OkStatus();
 }
-
 
 }  // namespace modelsmith

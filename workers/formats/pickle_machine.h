@@ -31,8 +31,24 @@
 namespace modelsmith {
 
 enum class PickleKind : uint8_t {
-  kNone, kBool, kInt, kBigInt, kFloat, kStr, kBytes, kTuple, kList, kDict, kOrderedDict, kCounter, kSet,
-  kGlobal, kStorage, kTensor, kDevice, kComplex,
+  kNone,
+  kBool,
+  kInt,
+  kBigInt,
+  kFloat,
+  kStr,
+  kBytes,
+  kTuple,
+  kList,
+  kDict,
+  kOrderedDict,
+  kCounter,
+  kSet,
+  kGlobal,
+  kStorage,
+  kTensor,
+  kDevice,
+  kComplex,
 };
 
 // dict, OrderedDict or Counter.
@@ -44,8 +60,8 @@ struct PickleValue {
   PickleKind kind = PickleKind::kNone;
   int64_t number = 0;  // bool/int; the host's index of a storage or tensor
   double real = 0;
-  std::string text;             // str, bytes, global name, device
-  std::vector<uint32_t> items;  // tuple/list/set elements; dict key,value pairs in insertion order
+  std::string text;                 // str, bytes, global name, device
+  std::vector<uint32_t> items;      // tuple/list/set elements; dict key,value pairs in insertion order
   const void* host_data = nullptr;  // what the host attached to a global
 };
 

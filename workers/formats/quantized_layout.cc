@@ -86,7 +86,8 @@ std::vector<QuantizedGroup> DetectQuantizedLayouts(const std::vector<TensorInfo>
       // qint4 packs two rows per byte row, qint2 four: compare packed rows with scale rows.
       const uint64_t rows = t.shape.empty() ? 0 : t.shape.front();
       const uint64_t packed_rows = packed->shape.empty() ? 0 : packed->shape.front();
-      const std::string layout = packed_rows != 0 && packed_rows == (rows + 3) / 4 && rows > 2 ? "quanto_qint2" : "quanto_qint4";
+      const std::string layout =
+          packed_rows != 0 && packed_rows == (rows + 3) / 4 && rows > 2 ? "quanto_qint2" : "quanto_qint4";
       std::vector<std::string> names = {packed->name};
       names.insert(names.end(), companions.begin(), companions.end());
       d.Add(m, layout, names);

@@ -24,8 +24,8 @@ absl::Status Unreadable(const std::string& tensor, absl::string_view why) {
 }
 
 absl::Status Inconsistent(const std::string& tensor, absl::string_view why) {
-  return MakeError(absl::StatusCode::kInvalidArgument, "QUANTIZED_LAYOUT_INVALID", absl::StrCat("'", tensor, "': ", why),
-                   {{"tensor", tensor}});
+  return MakeError(absl::StatusCode::kInvalidArgument, "QUANTIZED_LAYOUT_INVALID",
+                   absl::StrCat("'", tensor, "': ", why), {{"tensor", tensor}});
 }
 
 std::optional<StoredFloat> FloatTypeOf(DType d) {
@@ -83,7 +83,8 @@ class Tensors {
   absl::StatusOr<std::string> Bytes(const TensorInfo& t) const {
     if (t.size_bytes > kMaxCompanionBytes) return Inconsistent(t.name, "a companion tensor over 256 MiB");
     std::string bytes(t.size_bytes, '\0');
-    if (absl::Status s = FileOf(t).ReadAt(t.data_offset, bytes.size(), reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) {
+    if (absl::Status s = FileOf(t).ReadAt(t.data_offset, bytes.size(), reinterpret_cast<std::byte*>(bytes.data()));
+        !s.ok()) {
       return s;
     }
     return bytes;
@@ -91,12 +92,14 @@ class Tensors {
 
   // A float tensor (any float dtype) as FP32 values.
   absl::StatusOr<std::vector<float>> Floats(const TensorInfo& t) const {
-    if (!FloatTypeOf(t.dtype)) return Inconsistent(t.name, absl::StrCat("expected a float tensor, found ", DTypeName(t.dtype)));
+    if (!FloatTypeOf(t.dtype))
+      return Inconsistent(t.name, absl::StrCat("expected a float tensor, found ", DTypeName(t.dtype)));
     absl::StatusOr<std::string> bytes = Bytes(t);
     if (!bytes.ok()) return bytes.status();
     const uint64_t width = WidthOf(t.dtype);
     std::vector<float> out(bytes->size() / width);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = ToFloat(t.dtype, reinterpret_cast<const uint8_t*>(bytes->data()) + i * width);
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = ToFloat(t.dtype, reinterpret_cast<const uint8_t*>(bytes->data()) + i * width);
     return out;
   }
 
@@ -112,10 +115,11 @@ class Tensors {
 };
 
 // Reads `count` rows of `row_bytes` bytes from a stored tensor.
-absl::Status ReadRawRows(const Tensors& tensors, const TensorInfo& t, uint64_t row_bytes, uint64_t first, uint64_t count,
-                         std::string& out) {
+absl::Status ReadRawRows(const Tensors& tensors, const TensorInfo& t, uint64_t row_bytes, uint64_t first,
+                         uint64_t count, std::string& out) {
   out.resize(count * row_bytes);
-  return tensors.FileOf(t).ReadAt(t.data_offset + first * row_bytes, out.size(), reinterpret_cast<std::byte*>(out.data()));
+  return tensors.FileOf(t).ReadAt(t.data_offset + first * row_bytes, out.size(),
+                                  reinterpret_cast<std::byte*>(out.data()));
 }
 
 class BnbInt8Reader final : public QuantizedWeightReader {
@@ -127,7 +131,8 @@ class BnbInt8Reader final : public QuantizedWeightReader {
     std::string raw;
     if (absl::Status s = ReadRawRows(*tensors_, weight_, cols, first, count, raw); !s.ok()) return s;
     for (uint64_t r = 0; r < count; ++r) {
-      BnbInt8DequantizeRow(reinterpret_cast<const int8_t*>(raw.data()) + r * cols, cols, scb_[first + r], out + r * cols);
+      BnbInt8DequantizeRow(reinterpret_cast<const int8_t*>(raw.data()) + r * cols, cols, scb_[first + r],
+                           out + r * cols);
     }
     return absl::OkStatus();
   }
@@ -140,15 +145,20 @@ class BnbInt8Reader final : public QuantizedWeightReader {
 
 class Bnb4Reader final : public QuantizedWeightReader {
  public:
-  Bnb4Reader(std::shared_ptr<const Tensors> tensors, const TensorInfo& packed, std::vector<float> absmax, std::vector<float> map, uint64_t block)
-      : tensors_(std::move(tensors)), packed_(packed), absmax_(std::move(absmax)), map_(std::move(map)), block_(block) {}
+  Bnb4Reader(std::shared_ptr<const Tensors> tensors, const TensorInfo& packed, std::vector<float> absmax,
+             std::vector<float> map, uint64_t block)
+      : tensors_(std::move(tensors)),
+        packed_(packed),
+        absmax_(std::move(absmax)),
+        map_(std::move(map)),
+        block_(block) {}
   absl::Status ReadRows(uint64_t first, uint64_t count, float* out) const override {
     const uint64_t cols = columns();
     const uint64_t begin = first * cols, end = (first + count) * cols;
     const uint64_t byte_begin = begin / 2, byte_end = (end + 1) / 2;
     std::string raw(byte_end - byte_begin, '\0');
     if (absl::Status s = tensors_->FileOf(packed_).ReadAt(packed_.data_offset + byte_begin, raw.size(),
-                                                         reinterpret_cast<std::byte*>(raw.data()));
+                                                          reinterpret_cast<std::byte*>(raw.data()));
         !s.ok()) {
       return s;
     }
@@ -171,7 +181,8 @@ class Bnb4Reader final : public QuantizedWeightReader {
 class RowScaledReader final : public QuantizedWeightReader {
  public:
   enum class Codes { kInt8, kFp8E4M3, kFp8E5M2, kNibbles };
-  RowScaledReader(std::shared_ptr<const Tensors> tensors, const TensorInfo& data, Codes codes, std::vector<float> scales, StoredFloat scale_type)
+  RowScaledReader(std::shared_ptr<const Tensors> tensors, const TensorInfo& data, Codes codes,
+                  std::vector<float> scales, StoredFloat scale_type)
       : tensors_(std::move(tensors)), data_(data), codes_(codes), scales_(std::move(scales)), scale_type_(scale_type) {}
   absl::Status ReadRows(uint64_t first, uint64_t count, float* out) const override {
     const uint64_t cols = columns();
@@ -211,9 +222,14 @@ class RowScaledReader final : public QuantizedWeightReader {
 class QuantoInt4Reader final : public QuantizedWeightReader {
  public:
   // `g`: the group length; a weight row is columns() / g consecutive groups.
-  QuantoInt4Reader(std::shared_ptr<const Tensors> tensors, const TensorInfo& packed, uint64_t g, std::vector<float> scales,
-                   std::vector<float> shifts, StoredFloat type)
-      : tensors_(std::move(tensors)), packed_(packed), g_(g), scales_(std::move(scales)), shifts_(std::move(shifts)), type_(type) {}
+  QuantoInt4Reader(std::shared_ptr<const Tensors> tensors, const TensorInfo& packed, uint64_t g,
+                   std::vector<float> scales, std::vector<float> shifts, StoredFloat type)
+      : tensors_(std::move(tensors)),
+        packed_(packed),
+        g_(g),
+        scales_(std::move(scales)),
+        shifts_(std::move(shifts)),
+        type_(type) {}
   absl::Status ReadRows(uint64_t first, uint64_t count, float* out) const override {
     const uint64_t per_row = columns() / g_;
     const uint64_t half = (scales_.size() + 1) / 2;  // packed along dim 0 of the grouped tensor
@@ -287,7 +303,8 @@ absl::StatusOr<Bnb4Opened> OpenBnb4(std::shared_ptr<const Tensors> table, const 
     if (!nested_map.ok()) return nested_map.status();
     const uint64_t nested_block = qs.value("nested_blocksize", uint64_t{kBnbNestedBlock});
     if (codes->size() != blocks || nested_map->size() != 256 || nested_block == 0 ||
-        nested->size() != (blocks + nested_block - 1) / nested_block || !qs.value("nested_offset", nlohmann::json()).is_number()) {
+        nested->size() != (blocks + nested_block - 1) / nested_block ||
+        !qs.value("nested_offset", nlohmann::json()).is_number()) {
       return Inconsistent(w, "the nested absmax tensors do not fit the weight");
     }
     const float offset = qs["nested_offset"].get<float>();
@@ -305,8 +322,11 @@ absl::StatusOr<Bnb4Opened> OpenBnb4(std::shared_ptr<const Tensors> table, const 
   if (!map.ok()) return map.status();
   if (map->size() != 16) return Inconsistent(w, "quant_map does not have 16 values");
   const std::string dtype = qs.value("dtype", "float16");
-  const StoredFloat original = dtype == "bfloat16" ? StoredFloat::kBF16 : dtype == "float32" ? StoredFloat::kF32 : StoredFloat::kF16;
-  return Bnb4Opened{std::make_unique<Bnb4Reader>(table, **packed, std::move(absmax), *std::move(map), block), shape, original};
+  const StoredFloat original = dtype == "bfloat16"  ? StoredFloat::kBF16
+                               : dtype == "float32" ? StoredFloat::kF32
+                                                    : StoredFloat::kF16;
+  return Bnb4Opened{std::make_unique<Bnb4Reader>(table, **packed, std::move(absmax), *std::move(map), block), shape,
+                    original};
 }
 
 }  // namespace
@@ -333,7 +353,8 @@ absl::Status QuantizedWeightReader::ReadElements(uint64_t first, uint64_t count,
   return absl::OkStatus();
 }
 
-absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model, const std::optional<nlohmann::json>& config,
+absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model,
+                                                      const std::optional<nlohmann::json>& config,
                                                       bool allow_requantize,
                                                       const std::map<std::string, std::vector<uint64_t>>& shape_hints,
                                                       bool skip_unreadable) {
@@ -362,7 +383,9 @@ absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model, co
     auto info = std::make_unique<TensorInfo>();
     info->name = r->name();
     info->shape = r->shape();
-    info->dtype = r->original_type() == StoredFloat::kF32 ? DType::kF32 : r->original_type() == StoredFloat::kBF16 ? DType::kBF16 : DType::kF16;
+    info->dtype = r->original_type() == StoredFloat::kF32    ? DType::kF32
+                  : r->original_type() == StoredFloat::kBF16 ? DType::kBF16
+                                                             : DType::kF16;
     info->size_bytes = StorageBytes(info->dtype, info->shape).value_or(0);
     for (const std::string& name : g.tensors) inputs.group_of[name] = r;
     inputs.info_of[r] = std::move(info);
@@ -386,10 +409,9 @@ uint64_t QuantizedWeightReader::columns() const {
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Open(const ModelView& model,
-                                                                                     const QuantizedGroup& group,
-                                                                                     std::optional<int> chatglm_bits,
-                                                                                     const std::vector<uint64_t>* shape_hint) {
+absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Open(
+    const ModelView& model, const QuantizedGroup& group, std::optional<int> chatglm_bits,
+    const std::vector<uint64_t>* shape_hint) {
   // Each reader holds its own table of the model's tensors (the model outlives the readers).
   auto table = std::make_shared<const Tensors>(model);
   const Tensors& tensors = *table;
@@ -404,7 +426,8 @@ absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Op
     absl::StatusOr<const TensorInfo*> scb = tensors.Require(m + ".SCB", m);
     if (!w.ok()) return w.status();
     if (!scb.ok()) return scb.status();
-    if ((*w)->dtype != DType::kI8 || (*w)->shape.size() != 2) return Inconsistent((*w)->name, "expected a 2-D int8 weight");
+    if ((*w)->dtype != DType::kI8 || (*w)->shape.size() != 2)
+      return Inconsistent((*w)->name, "expected a 2-D int8 weight");
     absl::StatusOr<std::vector<float>> scales = tensors.Floats(**scb);
     if (!scales.ok()) return scales.status();
     if (scales->size() != (*w)->shape[0]) return Inconsistent((*scb)->name, "SCB does not have one value per row");
@@ -438,7 +461,8 @@ absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Op
       // quanto's group sizes (32, 64, 96, 128) are also valid row lengths: refuse rather than guess.
       const uint64_t g = (*packed)->shape[1];
       shape = {groups, g};
-      const bool hinted = shape_hint != nullptr && shape_hint->size() >= 2 && ElementCount(*shape_hint).value_or(0) == groups * g &&
+      const bool hinted = shape_hint != nullptr && shape_hint->size() >= 2 &&
+                          ElementCount(*shape_hint).value_or(0) == groups * g &&
                           ElementCount(*shape_hint).value_or(0) / (*shape_hint)[0] % g == 0;
       if (hinted) {
         shape = *shape_hint;
@@ -454,7 +478,7 @@ absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Op
         return Inconsistent((*data)->name, "the scale does not have one value per row");
       }
       using Codes = RowScaledReader::Codes;
-      const Codes codes = (*data)->dtype == DType::kI8      ? Codes::kInt8
+      const Codes codes = (*data)->dtype == DType::kI8       ? Codes::kInt8
                           : (*data)->dtype == DType::kF8E5M2 ? Codes::kFp8E5M2
                                                              : Codes::kFp8E4M3;
       shape = (*data)->shape;
@@ -470,15 +494,18 @@ absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> QuantizedWeightReader::Op
     if (!scale_t.ok()) return scale_t.status();
     absl::StatusOr<std::vector<float>> scales = tensors.Floats(**scale_t);
     if (!scales.ok()) return scales.status();
-    if ((*w)->shape.size() != 2 || scales->size() != (*w)->shape[0]) return Inconsistent((*w)->name, "weight and weight_scale differ in rows");
+    if ((*w)->shape.size() != 2 || scales->size() != (*w)->shape[0])
+      return Inconsistent((*w)->name, "weight and weight_scale differ in rows");
     const bool int4 = *chatglm_bits == 4;
     shape = {(*w)->shape[0], (*w)->shape[1] * (int4 ? 2 : 1)};
     original = FloatTypeOf((*scale_t)->dtype).value_or(StoredFloat::kF16);
     using Codes = RowScaledReader::Codes;
-    reader = std::make_unique<RowScaledReader>(table, **w, int4 ? Codes::kNibbles : Codes::kInt8, *std::move(scales), original);
+    reader = std::make_unique<RowScaledReader>(table, **w, int4 ? Codes::kNibbles : Codes::kInt8, *std::move(scales),
+                                               original);
   } else if (layout == "fp8_e4m3" || layout == "fp8_e5m2") {
     const TensorInfo* t = tensors.Find(group.tensors.front());
-    if (t == nullptr || t->shape.size() != 2) return Unreadable(group.tensors.front(), "only 2-D fp8 weights are read back");
+    if (t == nullptr || t->shape.size() != 2)
+      return Unreadable(group.tensors.front(), "only 2-D fp8 weights are read back");
     using Codes = RowScaledReader::Codes;
     shape = t->shape;
     reader = std::make_unique<RowScaledReader>(table, *t, layout == "fp8_e4m3" ? Codes::kFp8E4M3 : Codes::kFp8E5M2,

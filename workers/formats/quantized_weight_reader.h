@@ -39,9 +39,10 @@ class QuantizedWeightReader {
 
   // FAILED_PRECONDITION naming the tensor when the layout cannot be read back (see above);
   // INVALID_ARGUMENT when its tensors contradict each other.
-  static absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> Open(const ModelView& model, const QuantizedGroup& group,
-                                                                      std::optional<int> chatglm_bits,
-                                                                      const std::vector<uint64_t>* shape_hint = nullptr);
+  static absl::StatusOr<std::unique_ptr<QuantizedWeightReader>> Open(const ModelView& model,
+                                                                     const QuantizedGroup& group,
+                                                                     std::optional<int> chatglm_bits,
+                                                                     const std::vector<uint64_t>* shape_hint = nullptr);
 
   // The weight it stands for: "<module>.weight" (or the fp8 tensor's own name), its shape
   // (rows = shape[0], columns = the rest), and the float type it had before quantization.
@@ -89,10 +90,9 @@ struct RequantizeInputs {
 // elsewhere, for layouts that do not record it (quanto qint4 with groups); ignored when it does
 // not fit the stored group. With `skip_unreadable`, a group that cannot be read back
 // (FAILED_PRECONDITION) is left out of the inputs and its reason kept in `unreadable`.
-absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(const ModelView& model, const std::optional<nlohmann::json>& config,
-                                                      bool allow_requantize,
-                                                      const std::map<std::string, std::vector<uint64_t>>& shape_hints = {},
-                                                      bool skip_unreadable = false);
+absl::StatusOr<RequantizeInputs> OpenRequantizeInputs(
+    const ModelView& model, const std::optional<nlohmann::json>& config, bool allow_requantize,
+    const std::map<std::string, std::vector<uint64_t>>& shape_hints = {}, bool skip_unreadable = false);
 
 // FP8 E4M3 (the "fn" kind: no infinities, S.1111.111 is NaN) and E5M2 to FP32, exactly.
 float Fp8E4M3ToFp32(uint8_t bits);

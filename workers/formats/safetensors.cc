@@ -26,8 +26,8 @@ absl::Status Malformed(absl::string_view reason, absl::string_view file, absl::s
     absl::StrAppend(&message, ", field '", field, "'");
   }
   absl::StrAppend(&message, ": ", what);
-  return MakeError(absl::StatusCode::kInvalidArgument, absl::StrCat("SAFETENSORS_", reason),
-                   message, std::move(context));
+  return MakeError(absl::StatusCode::kInvalidArgument, absl::StrCat("SAFETENSORS_", reason), message,
+                   std::move(context));
 }
 
 bool IsValidUtf8(absl::string_view s) {
@@ -57,8 +57,7 @@ bool IsValidUtf8(absl::string_view s) {
       code_point = (code_point << 6) | (next & 0x3F);
     }
     // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8.
-    if (code_point < smallest || code_point > 0x10FFFF ||
-        (code_point >= 0xD800 && code_point <= 0xDFFF)) {
+    if (code_point < smallest || code_point > 0x10FFFF || (code_point >= 0xD800 && code_point <= 0xDFFF)) {
       return false;
     }
     i += extra + 1;
@@ -73,20 +72,16 @@ absl::StatusOr<json> ParseRejectingDuplicates(absl::string_view text, absl::stri
   std::string duplicate;
   json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
     switch (event) {
-      case json::parse_event_t::object_start:
-        seen.emplace_back();
-        break;
+      case json::parse_event_t::object_start: seen.emplace_back(); break;
       case json::parse_event_t::object_end:
         if (!seen.empty()) seen.pop_back();
         break;
       case json::parse_event_t::key:
-        if (!seen.empty() && !seen.back().insert(parsed.get<std::string>()).second &&
-            duplicate.empty()) {
+        if (!seen.empty() && !seen.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
           duplicate = parsed.get<std::string>();
         }
         break;
-      default:
-        break;
+      default: break;
     }
     return true;
   };
@@ -100,19 +95,17 @@ absl::StatusOr<json> ParseRejectingDuplicates(absl::string_view text, absl::stri
   return parsed;
 }
 
-absl::StatusOr<uint64_t> NonNegativeInteger(const json& value, absl::string_view file,
-                                            absl::string_view tensor, absl::string_view field,
-                                            absl::string_view reason) {
+absl::StatusOr<uint64_t> NonNegativeInteger(const json& value, absl::string_view file, absl::string_view tensor,
+                                            absl::string_view field, absl::string_view reason) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
   if (value.is_number_integer() && value.get<int64_t>() >= 0) {
     return static_cast<uint64_t>(value.get<int64_t>());
   }
-  return Malformed(reason, file, tensor, field,
-                   absl::StrCat("expected a non-negative integer, got ", value.dump()));
+  return Malformed(reason, file, tensor, field, absl::StrCat("expected a non-negative integer, got ", value.dump()));
 }
 
-absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json& entry,
-                                            uint64_t data_start, absl::string_view file) {
+absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json& entry, uint64_t data_start,
+                                            absl::string_view file) {
   if (!entry.is_object()) {
     return Malformed("INVALID_TENSOR_ENTRY", file, name, "", "the entry is not a JSON object");
   }
@@ -129,8 +122,7 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json&
   }
   std::optional<DType> parsed_dtype = ParseDType(dtype.get<std::string>());
   if (!parsed_dtype) {
-    return Malformed("UNKNOWN_DTYPE", file, name, "dtype",
-                     absl::StrCat("unknown dtype ", dtype.dump()));
+    return Malformed("UNKNOWN_DTYPE", file, name, "dtype", absl::StrCat("unknown dtype ", dtype.dump()));
   }
   info.dtype = *parsed_dtype;
 
@@ -144,14 +136,11 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json&
 
   const json& offsets = entry["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2) {
-    return Malformed("INVALID_OFFSETS", file, name, "data_offsets",
-                     "expected an array [BEGIN, END]");
+    return Malformed("INVALID_OFFSETS", file, name, "data_offsets", "expected an array [BEGIN, END]");
   }
-  absl::StatusOr<uint64_t> begin =
-      NonNegativeInteger(offsets[0], file, name, "data_offsets", "INVALID_OFFSETS");
+  absl::StatusOr<uint64_t> begin = NonNegativeInteger(offsets[0], file, name, "data_offsets", "INVALID_OFFSETS");
   if (!begin.ok()) return begin.status();
-  absl::StatusOr<uint64_t> end =
-      NonNegativeInteger(offsets[1], file, name, "data_offsets", "INVALID_OFFSETS");
+  absl::StatusOr<uint64_t> end = NonNegativeInteger(offsets[1], file, name, "data_offsets", "INVALID_OFFSETS");
   if (!end.ok()) return end.status();
   if (*end < *begin) {
     return Malformed("INVALID_OFFSETS", file, name, "data_offsets",
@@ -165,15 +154,14 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json&
                      absl::StrCat("the element count of shape ", shape.dump(), " overflows"));
   }
   if (bits % 8 != 0) {
-    return Malformed("MISALIGNED_TENSOR", file, name, "shape",
-                     absl::StrCat(*elements, " elements of ", DTypeName(info.dtype),
-                                  " are not a whole number of bytes"));
+    return Malformed(
+        "MISALIGNED_TENSOR", file, name, "shape",
+        absl::StrCat(*elements, " elements of ", DTypeName(info.dtype), " are not a whole number of bytes"));
   }
   if (*end - *begin != bits / 8) {
     return Malformed("TENSOR_SIZE_MISMATCH", file, name, "data_offsets",
-                     absl::StrCat("the range holds ", *end - *begin, " bytes but shape ",
-                                  shape.dump(), " of ", DTypeName(info.dtype), " needs ",
-                                  bits / 8));
+                     absl::StrCat("the range holds ", *end - *begin, " bytes but shape ", shape.dump(), " of ",
+                                  DTypeName(info.dtype), " needs ", bits / 8));
   }
   if (__builtin_add_overflow(data_start, *begin, &info.data_offset)) {
     return Malformed("INVALID_OFFSETS", file, name, "data_offsets", "BEGIN overflows");
@@ -204,8 +192,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view text,
   for (const auto& [key, value] : parsed->items()) {
     if (key == "__metadata__") {
       if (!value.is_object()) {
-        return Malformed("INVALID_METADATA", file_name, "", "__metadata__",
-                         "expected an object of strings");
+        return Malformed("INVALID_METADATA", file_name, "", "__metadata__", "expected an object of strings");
       }
       for (const auto& [mkey, mvalue] : value.items()) {
         if (!mvalue.is_string()) {
@@ -221,26 +208,22 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view text,
     header.tensors.push_back(*std::move(info));
   }
 
-  std::sort(header.tensors.begin(), header.tensors.end(),
-            [](const TensorInfo& a, const TensorInfo& b) {
-              return a.data_offset != b.data_offset ? a.data_offset < b.data_offset
-                                                    : a.size_bytes < b.size_bytes;
-            });
+  std::sort(header.tensors.begin(), header.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.data_offset != b.data_offset ? a.data_offset < b.data_offset : a.size_bytes < b.size_bytes;
+  });
   uint64_t expected = header.data_start;
   for (const TensorInfo& t : header.tensors) {
     if (t.data_offset != expected) {
       return Malformed("INVALID_OFFSETS", file_name, t.name, "data_offsets",
-                       absl::StrCat(t.data_offset > expected ? "gap" : "overlap",
-                                    ": data starts at buffer offset ", t.data_offset - header.data_start,
-                                    " but the previous tensor ends at ",
+                       absl::StrCat(t.data_offset > expected ? "gap" : "overlap", ": data starts at buffer offset ",
+                                    t.data_offset - header.data_start, " but the previous tensor ends at ",
                                     expected - header.data_start));
     }
     expected += t.size_bytes;
   }
   if (expected != file_size) {
     return Malformed(expected < file_size ? "TRAILING_BYTES" : "TRUNCATED", file_name, "", "",
-                     absl::StrCat("the tensors end at byte ", expected, " but the file has ",
-                                  file_size, " bytes"));
+                     absl::StrCat("the tensors end at byte ", expected, " but the file has ", file_size, " bytes"));
   }
   return header;
 }
@@ -256,14 +239,14 @@ absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const RandomAccessObject
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(prefix[i]);
   if (n > kSafetensorsMaxHeaderBytes) {
-    return Malformed("HEADER_TOO_LARGE", name, "", "",
-                     absl::StrCat("the header length ", n, " exceeds the limit of ",
-                                  kSafetensorsMaxHeaderBytes, " bytes"));
+    return Malformed(
+        "HEADER_TOO_LARGE", name, "", "",
+        absl::StrCat("the header length ", n, " exceeds the limit of ", kSafetensorsMaxHeaderBytes, " bytes"));
   }
   if (n > file.size_bytes() - 8) {
-    return Malformed("INVALID_HEADER_LENGTH", name, "", "",
-                     absl::StrCat("the header length ", n, " runs past the end of the file (",
-                                  file.size_bytes(), " bytes)"));
+    return Malformed(
+        "INVALID_HEADER_LENGTH", name, "", "",
+        absl::StrCat("the header length ", n, " runs past the end of the file (", file.size_bytes(), " bytes)"));
   }
   std::string text(n, '\0');
   if (absl::Status s = file.ReadAt(8, n, reinterpret_cast<std::byte*>(text.data())); !s.ok()) {
@@ -273,11 +256,10 @@ absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const RandomAccessObject
 }
 
 void SortLikeReferenceWriter(std::vector<SafetensorsEntry>& entries) {
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
-                     if (a.dtype != b.dtype) return a.dtype > b.dtype;
-                     return a.name < b.name;
-                   });
+  std::stable_sort(entries.begin(), entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+    if (a.dtype != b.dtype) return a.dtype > b.dtype;
+    return a.name < b.name;
+  });
 }
 
 std::string SerializeSafetensorsHeader(std::span<const SafetensorsEntry> entries,
@@ -299,8 +281,7 @@ std::string SerializeSafetensorsHeader(std::span<const SafetensorsEntry> entries
   for (const SafetensorsEntry& entry : entries) {
     if (!first) body += ',';
     first = false;
-    absl::StrAppend(&body, json(entry.name).dump(), ":{\"dtype\":\"", DTypeName(entry.dtype),
-                    "\",\"shape\":[");
+    absl::StrAppend(&body, json(entry.name).dump(), ":{\"dtype\":\"", DTypeName(entry.dtype), "\",\"shape\":[");
     for (size_t i = 0; i < entry.shape.size(); ++i) {
       absl::StrAppend(&body, i == 0 ? "" : ",", entry.shape[i]);
     }

@@ -11,13 +11,15 @@ namespace modelsmith {
 absl::Status ReadTensorBytes(const RandomAccessObject& file, const TensorInfo& tensor, uint64_t first, uint64_t count,
                              std::byte* dst) {
   if (first > tensor.size_bytes || count > tensor.size_bytes - first) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL",
-                     absl::StrCat("read of bytes [", first, ", +", count, ") past the end of tensor '", tensor.name, "'"));
+    return MakeError(
+        absl::StatusCode::kInternal, "INTERNAL",
+        absl::StrCat("read of bytes [", first, ", +", count, ") past the end of tensor '", tensor.name, "'"));
   }
   if (tensor.strides.empty()) return file.ReadAt(tensor.data_offset + first, count, dst);
   const uint64_t width = DTypeBits(tensor.dtype) / 8;
   if (first % width != 0 || count % width != 0) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("partial-element read of strided tensor '", tensor.name, "'"));
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                     absl::StrCat("partial-element read of strided tensor '", tensor.name, "'"));
   }
   if (count == 0) return absl::OkStatus();
   const size_t rank = tensor.shape.size();
@@ -26,7 +28,8 @@ absl::Status ReadTensorBytes(const RandomAccessObject& file, const TensorInfo& t
   for (size_t d = 0; d < rank; ++d) span += (tensor.shape[d] - 1) * tensor.strides[d];
   const std::byte* base = nullptr;
   std::vector<std::byte> buffer;
-  if (std::optional<std::span<const std::byte>> mapped = file.Mapped(); mapped && tensor.data_offset + span * width <= mapped->size()) {
+  if (std::optional<std::span<const std::byte>> mapped = file.Mapped();
+      mapped && tensor.data_offset + span * width <= mapped->size()) {
     base = mapped->data() + tensor.data_offset;
   } else {
     buffer.resize(span * width);
@@ -51,7 +54,8 @@ absl::Status ReadTensorBytes(const RandomAccessObject& file, const TensorInfo& t
     if (inner_stride == 1) {
       std::memcpy(dst + done * width, base + offset * width, run * width);
     } else {
-      for (uint64_t i = 0; i < run; ++i) std::memcpy(dst + (done + i) * width, base + (offset + i * inner_stride) * width, width);
+      for (uint64_t i = 0; i < run; ++i)
+        std::memcpy(dst + (done + i) * width, base + (offset + i * inner_stride) * width, width);
     }
     done += run;
     if (rank == 0 || done == elements) break;

@@ -34,7 +34,8 @@ bool IsContiguous(const std::vector<uint64_t>& shape, const std::vector<uint64_t
 
 absl::StatusOr<std::string> ReadRecord(const RandomAccessObject& file, const ZipRecord& record) {
   std::string bytes(record.size, '\0');
-  if (absl::Status s = file.ReadAt(record.data_offset, record.size, reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) {
+  if (absl::Status s = file.ReadAt(record.data_offset, record.size, reinterpret_cast<std::byte*>(bytes.data()));
+      !s.ok()) {
     return s;
   }
   return bytes;
@@ -81,7 +82,8 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const RandomAccessObject& fi
   }
   if (const ZipRecord* order = archive->Find(prefix + "byteorder"); order != nullptr) {
     if (order->size > 16) {
-      return CheckpointError(absl::StatusCode::kInvalidArgument, "TORCH_BAD_ARCHIVE", file, "the byteorder record is too long");
+      return CheckpointError(absl::StatusCode::kInvalidArgument, "TORCH_BAD_ARCHIVE", file,
+                             "the byteorder record is too long");
     }
     absl::StatusOr<std::string> value = ReadRecord(file, *order);
     if (!value.ok()) return value.status();
@@ -96,8 +98,9 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const RandomAccessObject& fi
                            absl::StrCat("no '", prefix, "data.pkl' record"));
   }
   if (pickle_record->size > kTorchMaxPickleBytes) {
-    return CheckpointError(absl::StatusCode::kInvalidArgument, "TORCH_PICKLE_TOO_LARGE", file,
-                           absl::StrCat("data.pkl has ", pickle_record->size, " bytes, more than ", kTorchMaxPickleBytes));
+    return CheckpointError(
+        absl::StatusCode::kInvalidArgument, "TORCH_PICKLE_TOO_LARGE", file,
+        absl::StrCat("data.pkl has ", pickle_record->size, " bytes, more than ", kTorchMaxPickleBytes));
   }
   absl::StatusOr<std::string> pickle_bytes = ReadRecord(file, *pickle_record);
   if (!pickle_bytes.ok()) return pickle_bytes.status();
@@ -116,7 +119,8 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const RandomAccessObject& fi
     const unsigned __int128 bytes = static_cast<unsigned __int128>(s.numel) * (s.dtype ? DTypeBits(*s.dtype) / 8 : 1);
     if (bytes != record->size) {
       return CheckpointError(absl::StatusCode::kInvalidArgument, "TORCH_STORAGE_MISMATCH", file,
-                             absl::StrCat("storage '", s.key, "' should hold ", static_cast<uint64_t>(std::min<unsigned __int128>(bytes, UINT64_MAX)),
+                             absl::StrCat("storage '", s.key, "' should hold ",
+                                          static_cast<uint64_t>(std::min<unsigned __int128>(bytes, UINT64_MAX)),
                                           " bytes but its record has ", record->size),
                              {{"field", name}});
     }
@@ -125,7 +129,8 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const RandomAccessObject& fi
 
   std::map<std::tuple<size_t, uint64_t, std::vector<uint64_t>, std::vector<uint64_t>, DType>, std::string> seen;
   for (const TorchTensor& t : pickle->tensors) {
-    auto [it, inserted] = seen.try_emplace(std::make_tuple(t.storage, t.storage_offset, t.shape, t.strides, t.dtype), t.name);
+    auto [it, inserted] =
+        seen.try_emplace(std::make_tuple(t.storage, t.storage_offset, t.shape, t.strides, t.dtype), t.name);
     if (!inserted) {
       checkpoint.aliases.push_back(TensorAlias{t.name, it->second});
       continue;
@@ -140,9 +145,10 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const RandomAccessObject& fi
     const std::optional<uint64_t> size = StorageBytes(t.dtype, t.shape);
     if (!size || *size > records[t.storage]->size) {
       // Only a view with a zero stride (expand/broadcast) can be larger than its storage.
-      return CheckpointError(absl::StatusCode::kInvalidArgument, "TORCH_UNSUPPORTED_VIEW", file,
-                             absl::StrCat("tensor '", t.name, "' is a broadcast view larger than its storage; save it with .contiguous()"),
-                             {{"tensor", t.name}});
+      return CheckpointError(
+          absl::StatusCode::kInvalidArgument, "TORCH_UNSUPPORTED_VIEW", file,
+          absl::StrCat("tensor '", t.name, "' is a broadcast view larger than its storage; save it with .contiguous()"),
+          {{"tensor", t.name}});
     }
     info.size_bytes = *size;
     if (!IsContiguous(t.shape, t.strides)) info.strides = t.strides;

@@ -16,10 +16,30 @@ using Value = PickleValue;
 
 // What an allowed global stands for.
 enum class Global : uint8_t {
-  kOrderedDict, kCounter, kParameter, kSize, kTensor, kDevice, kCodecsEncode, kBytearray, kSet, kComplex,
-  kGetLayout, kDtype, kStorageType, kUntypedStorage, kTypedStorage, kTensorClass, kQScheme,
-  kRebuildTensor, kRebuildTensorV2, kRebuildTensorV3, kRebuildParameter, kRebuildParameterWithState,
-  kRebuildFromTypeV2, kUnsupportedRebuild,
+  kOrderedDict,
+  kCounter,
+  kParameter,
+  kSize,
+  kTensor,
+  kDevice,
+  kCodecsEncode,
+  kBytearray,
+  kSet,
+  kComplex,
+  kGetLayout,
+  kDtype,
+  kStorageType,
+  kUntypedStorage,
+  kTypedStorage,
+  kTensorClass,
+  kQScheme,
+  kRebuildTensor,
+  kRebuildTensorV2,
+  kRebuildTensorV3,
+  kRebuildParameter,
+  kRebuildParameterWithState,
+  kRebuildFromTypeV2,
+  kUnsupportedRebuild,
 };
 
 struct GlobalInfo {
@@ -52,34 +72,72 @@ const std::map<std::string, GlobalInfo, std::less<>>& AllowedGlobals() {
         {"torch._utils._rebuild_parameter_with_state", {Global::kRebuildParameterWithState, {}}},
         {"torch._tensor._rebuild_from_type_v2", {Global::kRebuildFromTypeV2, {}}},
     };
-    for (const char* f : {"_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_meta_tensor_no_storage",
-                          "_rebuild_wrapper_subclass", "_rebuild_device_tensor_from_numpy",
-                          "_rebuild_device_tensor_from_cpu_tensor"}) {
+    for (const char* f :
+         {"_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
+          "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor"}) {
       m->emplace(absl::StrCat("torch._utils.", f), GlobalInfo{Global::kUnsupportedRebuild, {}});
     }
     // Dtypes (str(torch.<dtype>)): the ones a tensor here can have, then the rest torch allows.
     const std::pair<const char*, DType> dtypes[] = {
-        {"float32", DType::kF32},      {"float64", DType::kF64},        {"float16", DType::kF16},
-        {"bfloat16", DType::kBF16},    {"int8", DType::kI8},            {"uint8", DType::kU8},
-        {"int16", DType::kI16},        {"int32", DType::kI32},          {"int64", DType::kI64},
-        {"bool", DType::kBool},        {"complex64", DType::kC64},      {"float8_e4m3fn", DType::kF8E4M3},
-        {"float8_e5m2", DType::kF8E5M2}, {"float8_e4m3fnuz", DType::kF8E4M3Fnuz},
-        {"float8_e5m2fnuz", DType::kF8E5M2Fnuz}, {"float8_e8m0fnu", DType::kF8E8M0},
-        {"uint16", DType::kU16},       {"uint32", DType::kU32},         {"uint64", DType::kU64},
+        {"float32", DType::kF32},
+        {"float64", DType::kF64},
+        {"float16", DType::kF16},
+        {"bfloat16", DType::kBF16},
+        {"int8", DType::kI8},
+        {"uint8", DType::kU8},
+        {"int16", DType::kI16},
+        {"int32", DType::kI32},
+        {"int64", DType::kI64},
+        {"bool", DType::kBool},
+        {"complex64", DType::kC64},
+        {"float8_e4m3fn", DType::kF8E4M3},
+        {"float8_e5m2", DType::kF8E5M2},
+        {"float8_e4m3fnuz", DType::kF8E4M3Fnuz},
+        {"float8_e5m2fnuz", DType::kF8E5M2Fnuz},
+        {"float8_e8m0fnu", DType::kF8E8M0},
+        {"uint16", DType::kU16},
+        {"uint32", DType::kU32},
+        {"uint64", DType::kU64},
     };
-    for (const auto& [name, dtype] : dtypes) m->emplace(absl::StrCat("torch.", name), GlobalInfo{Global::kDtype, dtype});
-    for (const char* name : {"complex128", "complex32", "qint8", "quint8", "qint32", "quint4x2", "quint2x4", "bits1x8",
-                             "bits2x4", "bits4x2", "bits8", "bits16", "float4_e2m1fn_x2", "uint1", "uint2", "uint3",
-                             "uint4", "uint5", "uint6", "uint7", "int1", "int2", "int3", "int4", "int5", "int6", "int7"}) {
+    for (const auto& [name, dtype] : dtypes)
+      m->emplace(absl::StrCat("torch.", name), GlobalInfo{Global::kDtype, dtype});
+    for (const char* name : {"complex128",
+                             "complex32",
+                             "qint8",
+                             "quint8",
+                             "qint32",
+                             "quint4x2",
+                             "quint2x4",
+                             "bits1x8",
+                             "bits2x4",
+                             "bits4x2",
+                             "bits8",
+                             "bits16",
+                             "float4_e2m1fn_x2",
+                             "uint1",
+                             "uint2",
+                             "uint3",
+                             "uint4",
+                             "uint5",
+                             "uint6",
+                             "uint7",
+                             "int1",
+                             "int2",
+                             "int3",
+                             "int4",
+                             "int5",
+                             "int6",
+                             "int7"}) {
       m->emplace(absl::StrCat("torch.", name), GlobalInfo{Global::kDtype, std::nullopt});
     }
     // Legacy typed storages and tensor classes (torch and torch.cuda).
     const std::pair<const char*, std::optional<DType>> typed[] = {
-        {"Double", DType::kF64}, {"Float", DType::kF32}, {"Half", DType::kF16},   {"BFloat16", DType::kBF16},
-        {"Long", DType::kI64},   {"Int", DType::kI32},   {"Short", DType::kI16},  {"Char", DType::kI8},
-        {"Byte", DType::kU8},    {"Bool", DType::kBool}, {"ComplexFloat", DType::kC64},
-        {"ComplexDouble", std::nullopt}, {"QUInt8", std::nullopt}, {"QInt8", std::nullopt},
-        {"QInt32", std::nullopt},        {"QUInt4x2", std::nullopt}, {"QUInt2x4", std::nullopt},
+        {"Double", DType::kF64},    {"Float", DType::kF32},        {"Half", DType::kF16},
+        {"BFloat16", DType::kBF16}, {"Long", DType::kI64},         {"Int", DType::kI32},
+        {"Short", DType::kI16},     {"Char", DType::kI8},          {"Byte", DType::kU8},
+        {"Bool", DType::kBool},     {"ComplexFloat", DType::kC64}, {"ComplexDouble", std::nullopt},
+        {"QUInt8", std::nullopt},   {"QInt8", std::nullopt},       {"QInt32", std::nullopt},
+        {"QUInt4x2", std::nullopt}, {"QUInt2x4", std::nullopt},
     };
     for (const char* module : {"torch", "torch.cuda"}) {
       for (const auto& [name, dtype] : typed) {
@@ -120,7 +178,8 @@ class TorchReader final : public PickleMachine::Host {
     auto it = AllowedGlobals().find(full);
     if (it == AllowedGlobals().end()) {
       return Error("TORCH_PICKLE_FORBIDDEN_GLOBAL",
-                   absl::StrCat("global '", full, "' is not in torch's weights_only allow-list; the pickle is refused, never run"));
+                   absl::StrCat("global '", full,
+                                "' is not in torch's weights_only allow-list; the pickle is refused, never run"));
     }
     return New(Value{.kind = Kind::kGlobal, .text = full, .host_data = &it->second});
   }
@@ -150,7 +209,8 @@ class TorchReader final : public PickleMachine::Host {
     if (key.kind != Kind::kStr || location.kind != Kind::kStr || numel.kind != Kind::kInt || numel.number < 0) {
       return Malformed("storage persistent id fields are not (str key, str location, int numel)");
     }
-    TorchStorage storage{key.text, typed ? InfoOf(type).dtype : std::nullopt, location.text, static_cast<uint64_t>(numel.number)};
+    TorchStorage storage{key.text, typed ? InfoOf(type).dtype : std::nullopt, location.text,
+                         static_cast<uint64_t>(numel.number)};
     auto [it, inserted] = storage_by_key_.try_emplace(key.text, result_.storages.size());
     if (inserted) {
       result_.storages.push_back(std::move(storage));
@@ -166,7 +226,8 @@ class TorchReader final : public PickleMachine::Host {
   absl::StatusOr<uint32_t> NewObj(PickleMachine&, uint32_t cls_id, uint32_t args_id) override {
     const Value& cls = values_[cls_id];
     const Value& args = values_[args_id];
-    if (cls.kind != Kind::kGlobal) return Error("TORCH_PICKLE_FORBIDDEN_CALL", "NEWOBJ on something that is not an allowed class");
+    if (cls.kind != Kind::kGlobal)
+      return Error("TORCH_PICKLE_FORBIDDEN_CALL", "NEWOBJ on something that is not an allowed class");
     if (args.kind != Kind::kTuple) return Malformed("NEWOBJ arguments are not a tuple");
     switch (InfoOf(cls).kind) {
       case Global::kParameter:
@@ -175,12 +236,12 @@ class TorchReader final : public PickleMachine::Host {
         }
         return args.items[0];
       case Global::kSize:
-        return New(Value{.kind = Kind::kTuple, .items = args.items.empty() ? std::vector<uint32_t>{} : values_[args.items[0]].items});
+        return New(Value{.kind = Kind::kTuple,
+                         .items = args.items.empty() ? std::vector<uint32_t>{} : values_[args.items[0]].items});
       case Global::kOrderedDict: return New(Value{.kind = Kind::kOrderedDict});
       case Global::kCounter: return New(Value{.kind = Kind::kCounter});
       case Global::kSet: return New(Value{.kind = Kind::kSet});
-      default:
-        return Unsupported(absl::StrCat("NEWOBJ of '", cls.text, "'"));
+      default: return Unsupported(absl::StrCat("NEWOBJ of '", cls.text, "'"));
     }
   }
 
@@ -195,7 +256,8 @@ class TorchReader final : public PickleMachine::Host {
           const std::vector<uint32_t> s = state.items;
           return MakeTensor(s[0], s[1], s[2], s[3], std::nullopt);
         }
-        if (IsDictKind(state.kind) || state.kind == Kind::kNone || (state.kind == Kind::kTuple && state.items.empty())) {
+        if (IsDictKind(state.kind) || state.kind == Kind::kNone ||
+            (state.kind == Kind::kTuple && state.items.empty())) {
           return inst_id;
         }
         return Unsupported(absl::StrCat("BUILD of a tensor with a ", KindName(state.kind), " state"));
@@ -205,8 +267,9 @@ class TorchReader final : public PickleMachine::Host {
         if (!IsDictKind(state.kind)) return Malformed("BUILD of an OrderedDict with a state that is not a dict");
         return inst_id;
       default:
-        return Error("TORCH_PICKLE_FORBIDDEN_CALL",
-                     absl::StrCat("BUILD of a ", KindName(inst.kind), " (only Tensor, Parameter and OrderedDict may be built)"));
+        return Error(
+            "TORCH_PICKLE_FORBIDDEN_CALL",
+            absl::StrCat("BUILD of a ", KindName(inst.kind), " (only Tensor, Parameter and OrderedDict may be built)"));
     }
   }
 
@@ -217,7 +280,9 @@ class TorchReader final : public PickleMachine::Host {
     const Value& operator[](uint32_t id) const { return machine.value(id); }
   };
   absl::StatusOr<uint32_t> New(Value v) { return machine_.New(std::move(v)); }
-  absl::Status Error(absl::string_view reason, absl::string_view message) const { return machine_.Error(reason, message); }
+  absl::Status Error(absl::string_view reason, absl::string_view message) const {
+    return machine_.Error(reason, message);
+  }
   absl::Status Malformed(absl::string_view message) const { return machine_.Malformed(message); }
   absl::Status Unsupported(absl::string_view message) const { return machine_.Unsupported(message); }
 
@@ -228,7 +293,8 @@ class TorchReader final : public PickleMachine::Host {
     std::vector<uint64_t> dims;
     for (uint32_t item : v.items) {
       const Value& d = values_[item];
-      if (d.kind != Kind::kInt || d.number < 0) return Malformed(absl::StrCat(what, " holds something other than a non-negative int"));
+      if (d.kind != Kind::kInt || d.number < 0)
+        return Malformed(absl::StrCat(what, " holds something other than a non-negative int"));
       dims.push_back(static_cast<uint64_t>(d.number));
     }
     return dims;
@@ -243,14 +309,17 @@ class TorchReader final : public PickleMachine::Host {
     std::optional<DType> dtype = storage.dtype;
     if (dtype_id) {
       const Value& d = values_[*dtype_id];
-      if (d.kind != Kind::kGlobal || InfoOf(d).kind != Global::kDtype) return Malformed("the dtype argument is not a dtype");
+      if (d.kind != Kind::kGlobal || InfoOf(d).kind != Global::kDtype)
+        return Malformed("the dtype argument is not a dtype");
       if (!InfoOf(d).dtype) return Unsupported(absl::StrCat("tensors of dtype '", d.text, "'"));
-      if (storage.dtype && storage.dtype != InfoOf(d).dtype) return Malformed("the dtype disagrees with the storage type");
+      if (storage.dtype && storage.dtype != InfoOf(d).dtype)
+        return Malformed("the dtype disagrees with the storage type");
       dtype = InfoOf(d).dtype;
     }
     if (!dtype) return Malformed("an untyped storage is rebuilt without a dtype");
     const Value& offset = values_[offset_id];
-    if (offset.kind != Kind::kInt || offset.number < 0) return Malformed("the storage offset is not a non-negative int");
+    if (offset.kind != Kind::kInt || offset.number < 0)
+      return Malformed("the storage offset is not a non-negative int");
     absl::StatusOr<std::vector<uint64_t>> shape = Dims(size_id, "the size");
     if (!shape.ok()) return shape.status();
     absl::StatusOr<std::vector<uint64_t>> strides = Dims(stride_id, "the stride");
@@ -262,11 +331,14 @@ class TorchReader final : public PickleMachine::Host {
     bool empty = false;
     unsigned __int128 last = static_cast<uint64_t>(offset.number);
     for (size_t i = 0; i < shape->size(); ++i) {
-      if ((*shape)[i] == 0) empty = true;
-      else last += static_cast<unsigned __int128>((*shape)[i] - 1) * (*strides)[i];
+      if ((*shape)[i] == 0)
+        empty = true;
+      else
+        last += static_cast<unsigned __int128>((*shape)[i] - 1) * (*strides)[i];
     }
     if (!empty && last >= storage_elements) {
-      return Malformed(absl::StrCat("a tensor view reaches element ", static_cast<uint64_t>(std::min<unsigned __int128>(last, UINT64_MAX)),
+      return Malformed(absl::StrCat("a tensor view reaches element ",
+                                    static_cast<uint64_t>(std::min<unsigned __int128>(last, UINT64_MAX)),
                                     " of storage '", storage.key, "', which has ", storage_elements));
     }
     TorchTensor t;
@@ -283,10 +355,12 @@ class TorchReader final : public PickleMachine::Host {
   absl::StatusOr<uint32_t> Call(uint32_t func_id, uint32_t args_id) {
     const Value& func = values_[func_id];
     if (func.kind != Kind::kGlobal) {
-      return Error("TORCH_PICKLE_FORBIDDEN_CALL", absl::StrCat("REDUCE calls a ", KindName(func.kind), ", not an allowed global"));
+      return Error("TORCH_PICKLE_FORBIDDEN_CALL",
+                   absl::StrCat("REDUCE calls a ", KindName(func.kind), ", not an allowed global"));
     }
     const Value& args_value = values_[args_id];
-    if (args_value.kind != Kind::kTuple) return Malformed(absl::StrCat("the arguments of '", func.text, "' are not a tuple"));
+    if (args_value.kind != Kind::kTuple)
+      return Malformed(absl::StrCat("the arguments of '", func.text, "' are not a tuple"));
     const std::vector<uint32_t> args = args_value.items;
     auto arity = [&](size_t lo, size_t hi) -> absl::Status {
       if (args.size() < lo || args.size() > hi) {
@@ -314,16 +388,20 @@ class TorchReader final : public PickleMachine::Host {
         const Value& text = values_[args[0]];
         const Value& encoding = values_[args[1]];
         if (text.kind != Kind::kStr || encoding.kind != Kind::kStr) return Malformed("_codecs.encode of non-strings");
-        if (encoding.text == "utf-8" || encoding.text == "utf8") return New(Value{.kind = Kind::kBytes, .text = text.text});
+        if (encoding.text == "utf-8" || encoding.text == "utf8")
+          return New(Value{.kind = Kind::kBytes, .text = text.text});
         if (encoding.text != "latin1" && encoding.text != "latin-1") {
           return Unsupported(absl::StrCat("_codecs.encode to '", encoding.text, "'"));
         }
         std::string bytes;
         for (size_t i = 0; i < text.text.size(); ++i) {  // valid UTF-8; latin-1 holds code points < 256
           const unsigned char c = text.text[i];
-          if (c < 0x80) bytes.push_back(static_cast<char>(c));
-          else if ((c & 0xE0) == 0xC0 && c <= 0xC3) bytes.push_back(static_cast<char>(((c & 0x1F) << 6) | (text.text[++i] & 0x3F)));
-          else return Malformed("_codecs.encode: a character outside latin-1");
+          if (c < 0x80)
+            bytes.push_back(static_cast<char>(c));
+          else if ((c & 0xE0) == 0xC0 && c <= 0xC3)
+            bytes.push_back(static_cast<char>(((c & 0x1F) << 6) | (text.text[++i] & 0x3F)));
+          else
+            return Malformed("_codecs.encode: a character outside latin-1");
         }
         return New(Value{.kind = Kind::kBytes, .text = std::move(bytes)});
       }
@@ -337,7 +415,8 @@ class TorchReader final : public PickleMachine::Host {
         if (absl::Status s = arity(0, 1); !s.ok()) return s;
         if (args.empty()) return New(Value{.kind = Kind::kSet});
         const Value& from = values_[args[0]];
-        if (from.kind != Kind::kList && from.kind != Kind::kTuple) return Unsupported("set of something that is not a list");
+        if (from.kind != Kind::kList && from.kind != Kind::kTuple)
+          return Unsupported("set of something that is not a list");
         return New(Value{.kind = Kind::kSet, .items = from.items});
       }
       case Global::kComplex: {
@@ -358,8 +437,10 @@ class TorchReader final : public PickleMachine::Host {
       case Global::kRebuildParameter:
       case Global::kRebuildParameterWithState: {
         // (data, requires_grad, backward_hooks[, state]): the parameter is its data.
-        if (absl::Status s = InfoOf(func).kind == Global::kRebuildParameter ? arity(3, 3) : arity(4, 4); !s.ok()) return s;
-        if (values_[args[0]].kind != Kind::kTensor) return Malformed("a parameter rebuilt from something that is not a tensor");
+        if (absl::Status s = InfoOf(func).kind == Global::kRebuildParameter ? arity(3, 3) : arity(4, 4); !s.ok())
+          return s;
+        if (values_[args[0]].kind != Kind::kTensor)
+          return Malformed("a parameter rebuilt from something that is not a tensor");
         return args[0];
       }
       case Global::kRebuildFromTypeV2: {
@@ -377,7 +458,8 @@ class TorchReader final : public PickleMachine::Host {
       case Global::kTensorClass:
       case Global::kUnsupportedRebuild:
       case Global::kGetLayout:
-        return Unsupported(absl::StrCat("'", func.text, "' (allowed by torch, but it builds tensors this reader cannot represent)"));
+        return Unsupported(
+            absl::StrCat("'", func.text, "' (allowed by torch, but it builds tensors this reader cannot represent)"));
       case Global::kDtype:
       case Global::kStorageType:
       case Global::kUntypedStorage:
@@ -403,8 +485,10 @@ class TorchReader final : public PickleMachine::Host {
         continue;
       }
       auto [it, inserted] = latest.try_emplace(key.text, dict.items[i + 1]);
-      if (inserted) order.push_back(key.text);
-      else it->second = dict.items[i + 1];
+      if (inserted)
+        order.push_back(key.text);
+      else
+        it->second = dict.items[i + 1];
     }
     for (const std::string& key : order) {
       const std::string name = prefix + key;

@@ -46,7 +46,7 @@ struct TorchStorage {
 
 // A tensor as a view of a storage, in elements of `dtype`.
 struct TorchTensor {
-  std::string name;  // the state-dict key ("a.b.weight"; nested dicts joined with '.')
+  std::string name;    // the state-dict key ("a.b.weight"; nested dicts joined with '.')
   size_t storage = 0;  // index into TorchPickle::storages
   DType dtype = DType::kF32;
   uint64_t storage_offset = 0;

@@ -81,7 +81,9 @@ std::string Int(uint64_t v) {
   return out;
 }
 
-std::string Global(absl::string_view module, absl::string_view name) { return absl::StrCat("c", module, "\n", name, "\n"); }
+std::string Global(absl::string_view module, absl::string_view name) {
+  return absl::StrCat("c", module, "\n", name, "\n");
+}
 
 std::string IntTuple(const std::vector<uint64_t>& values) {
   std::string out = "(";  // MARK
@@ -93,8 +95,9 @@ std::string IntTuple(const std::vector<uint64_t>& values) {
 
 absl::Status CheckTorchWritable(DType dtype) {
   if (LegacyStorageClass(dtype) || TorchDtypeName(dtype)) return absl::OkStatus();
-  return MakeError(absl::StatusCode::kInvalidArgument, "TORCH_DTYPE_UNSUPPORTED",
-                   absl::StrCat("torch has no tensor type for ", DTypeName(dtype), "; it cannot be written to a torch checkpoint"));
+  return MakeError(
+      absl::StatusCode::kInvalidArgument, "TORCH_DTYPE_UNSUPPORTED",
+      absl::StrCat("torch has no tensor type for ", DTypeName(dtype), "; it cannot be written to a torch checkpoint"));
 }
 
 std::string TorchStateDictPickle(const std::vector<TorchTensorEntry>& tensors) {
@@ -110,15 +113,18 @@ std::string TorchStateDictPickle(const std::vector<TorchTensorEntry>& tensors) {
     // untyped storage.
     const std::string storage =
         absl::StrCat("(", Unicode("storage"), legacy ? Global("torch", legacy) : Global("torch", "UntypedStorage"),
-                     Unicode(std::to_string(i)), Unicode("cpu"), Int(legacy ? numel : StorageBytes(t.dtype, t.shape).value_or(0)), "tQ");
+                     Unicode(std::to_string(i)), Unicode("cpu"),
+                     Int(legacy ? numel : StorageBytes(t.dtype, t.shape).value_or(0)), "tQ");
     const std::string args = absl::StrCat(storage, Int(0), IntTuple(t.shape), IntTuple(strides), "\x89", ordered_dict,
                                           legacy ? "" : Global("torch", TorchDtypeName(t.dtype)));
-    p += Unicode(t.name) + Global("torch._utils", legacy ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3") + "(" + args + "tR";
+    p += Unicode(t.name) + Global("torch._utils", legacy ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3") + "(" + args +
+         "tR";
   }
   return p + "u.";  // SETITEMS, STOP
 }
 
-TorchZipWriter::TorchZipWriter(ObjectWriter& out, std::string archive_prefix) : out_(out), prefix_(std::move(archive_prefix)) {}
+TorchZipWriter::TorchZipWriter(ObjectWriter& out, std::string archive_prefix)
+    : out_(out), prefix_(std::move(archive_prefix)) {}
 
 absl::Status TorchZipWriter::Put(const std::string& bytes) {
   if (absl::Status s = out_.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok()) return s;
@@ -137,9 +143,9 @@ absl::Status TorchZipWriter::BeginRecord(const std::string& name, uint64_t size)
   Put32(h, kLocalHeader);
   Put16(h, record_zip64_ ? 45 : 20);
   Put16(h, kFlags);
-  Put16(h, 0);  // stored
+  Put16(h, 0);                  // stored
   Put16(h, 0), Put16(h, 0x21);  // time, date: 1980-01-01, as miniz writes without a clock
-  Put32(h, 0);  // CRC-32: in the data descriptor
+  Put32(h, 0);                  // CRC-32: in the data descriptor
   Put32(h, record_zip64_ ? kMax32 : 0), Put32(h, record_zip64_ ? kMax32 : 0);
   Put16(h, static_cast<uint32_t>(full.size()));
   Put16(h, static_cast<uint32_t>(zip64_extra + 4 + pad));
@@ -172,7 +178,8 @@ absl::Status TorchZipWriter::EndRecord() {
   if (!in_record_) return absl::InternalError("torch zip: no record to end");
   Entry& e = entries_.back();
   if (record_size_ != e.size) {
-    return absl::InternalError(absl::StrCat("torch zip: record '", e.name, "' got ", record_size_, " bytes, ", e.size, " planned"));
+    return absl::InternalError(
+        absl::StrCat("torch zip: record '", e.name, "' got ", record_size_, " bytes, ", e.size, " planned"));
   }
   e.crc32 = record_crc_;
   in_record_ = false;
@@ -211,7 +218,8 @@ absl::Status TorchZipWriter::Finish() {
     Put16(dir, 45), Put16(dir, extra.empty() ? 20 : 45);  // made by, needed
     Put16(dir, kFlags), Put16(dir, 0), Put16(dir, 0), Put16(dir, 0x21);
     Put32(dir, e.crc32);
-    Put32(dir, big_size ? kMax32 : static_cast<uint32_t>(e.size)), Put32(dir, big_size ? kMax32 : static_cast<uint32_t>(e.size));
+    Put32(dir, big_size ? kMax32 : static_cast<uint32_t>(e.size)),
+        Put32(dir, big_size ? kMax32 : static_cast<uint32_t>(e.size));
     Put16(dir, static_cast<uint32_t>(e.name.size())), Put16(dir, static_cast<uint32_t>(extra.size())), Put16(dir, 0);
     Put16(dir, 0), Put16(dir, 0), Put32(dir, 0);  // disk, internal and external attributes
     Put32(dir, big_offset ? kMax32 : static_cast<uint32_t>(e.header_offset));

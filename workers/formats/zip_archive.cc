@@ -25,8 +25,8 @@ constexpr uint64_t kMaxComment = 0xFFFF;
 absl::Status ZipError(absl::string_view reason, const RandomAccessObject& file, absl::string_view message,
                       ErrorContext context = {}) {
   context["file"] = file.uri();
-  return MakeError(absl::StatusCode::kInvalidArgument, reason, absl::StrCat("zip archive '", file.uri(), "': ", message),
-                   std::move(context));
+  return MakeError(absl::StatusCode::kInvalidArgument, reason,
+                   absl::StrCat("zip archive '", file.uri(), "': ", message), std::move(context));
 }
 
 uint16_t U16(const std::byte* p) { return static_cast<uint16_t>(uint16_t(p[0]) | uint16_t(p[1]) << 8); }
@@ -76,7 +76,8 @@ absl::StatusOr<Directory> ReadDirectoryLocation(const RandomAccessObject& file) 
   bool has_locator = false;
   std::vector<std::byte> locator(kZip64LocatorBytes);
   if (end_offset >= kZip64LocatorBytes) {
-    if (absl::Status s = file.ReadAt(end_offset - kZip64LocatorBytes, kZip64LocatorBytes, locator.data()); !s.ok()) return s;
+    if (absl::Status s = file.ReadAt(end_offset - kZip64LocatorBytes, kZip64LocatorBytes, locator.data()); !s.ok())
+      return s;
     has_locator = U32(locator.data()) == kZip64LocatorSignature;
   }
   if (!has_locator) {
@@ -89,8 +90,10 @@ absl::StatusOr<Directory> ReadDirectoryLocation(const RandomAccessObject& file) 
     return ZipError("TORCH_ZIP_MULTI_DISK", file, "spans several disks", {{"field", "ZIP64 locator"}});
   }
   const uint64_t record_offset = U64(locator.data() + 8);
-  if (record_offset > end_offset - kZip64LocatorBytes || end_offset - kZip64LocatorBytes - record_offset < kZip64EndBytes) {
-    return ZipError("TORCH_ZIP_BAD_ZIP64", file, absl::StrCat("the ZIP64 end record offset ", record_offset, " is out of place"));
+  if (record_offset > end_offset - kZip64LocatorBytes ||
+      end_offset - kZip64LocatorBytes - record_offset < kZip64EndBytes) {
+    return ZipError("TORCH_ZIP_BAD_ZIP64", file,
+                    absl::StrCat("the ZIP64 end record offset ", record_offset, " is out of place"));
   }
   absl::StatusOr<std::vector<std::byte>> record = ReadRange(file, record_offset, kZip64EndBytes);
   if (!record.ok()) return record.status();
@@ -127,7 +130,8 @@ absl::Status ApplyZip64Extra(const RandomAccessObject& file, const std::string& 
   bool seen = false;
   for (uint64_t at = 0; at < extra_bytes;) {
     if (extra_bytes - at < 4) {
-      return ZipError("TORCH_ZIP_BAD_EXTRA", file, absl::StrCat("record '", name, "': truncated extra field"), {{"tensor", name}});
+      return ZipError("TORCH_ZIP_BAD_EXTRA", file, absl::StrCat("record '", name, "': truncated extra field"),
+                      {{"tensor", name}});
     }
     const uint16_t id = U16(extra + at);
     const uint16_t length = U16(extra + at + 2);
@@ -136,7 +140,9 @@ absl::Status ApplyZip64Extra(const RandomAccessObject& file, const std::string& 
                       {{"tensor", name}});
     }
     if (id == 0x0001) {
-      if (seen) return ZipError("TORCH_ZIP_BAD_ZIP64", file, absl::StrCat("record '", name, "': two ZIP64 fields"), {{"tensor", name}});
+      if (seen)
+        return ZipError("TORCH_ZIP_BAD_ZIP64", file, absl::StrCat("record '", name, "': two ZIP64 fields"),
+                        {{"tensor", name}});
       seen = true;
       const std::byte* p = extra + at + 4;
       uint16_t left = length;
@@ -149,13 +155,15 @@ absl::Status ApplyZip64Extra(const RandomAccessObject& file, const std::string& 
         return true;
       };
       if (!take(need_size, size) || !take(need_compressed, compressed) || !take(need_offset, offset)) {
-        return ZipError("TORCH_ZIP_BAD_ZIP64", file, absl::StrCat("record '", name, "': ZIP64 field too short"), {{"tensor", name}});
+        return ZipError("TORCH_ZIP_BAD_ZIP64", file, absl::StrCat("record '", name, "': ZIP64 field too short"),
+                        {{"tensor", name}});
       }
     }
     at += 4 + length;
   }
   if ((need_size || need_compressed || need_offset) && !seen) {
-    return ZipError("TORCH_ZIP_BAD_ZIP64", file, absl::StrCat("record '", name, "': 32-bit field overflowed without a ZIP64 field"),
+    return ZipError("TORCH_ZIP_BAD_ZIP64", file,
+                    absl::StrCat("record '", name, "': 32-bit field overflowed without a ZIP64 field"),
                     {{"tensor", name}});
   }
   return absl::OkStatus();
@@ -182,15 +190,16 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
   absl::StatusOr<Directory> dir = ReadDirectoryLocation(file);
   if (!dir.ok()) return dir.status();
   if (dir->entries > kZipMaxRecords) {
-    return ZipError("TORCH_ZIP_TOO_MANY_RECORDS", file, absl::StrCat(dir->entries, " records, at most ", kZipMaxRecords));
+    return ZipError("TORCH_ZIP_TOO_MANY_RECORDS", file,
+                    absl::StrCat(dir->entries, " records, at most ", kZipMaxRecords));
   }
   if (dir->size > kZipMaxDirectoryBytes) {
     return ZipError("TORCH_ZIP_DIRECTORY_TOO_LARGE", file, absl::StrCat("central directory of ", dir->size, " bytes"));
   }
   if (dir->offset > dir->end || dir->end - dir->offset != dir->size) {
     return ZipError("TORCH_ZIP_BAD_DIRECTORY", file,
-                    absl::StrCat("central directory [", dir->offset, ", +", dir->size, ") does not end at the end record (", dir->end,
-                                 ")"));
+                    absl::StrCat("central directory [", dir->offset, ", +", dir->size,
+                                 ") does not end at the end record (", dir->end, ")"));
   }
   absl::StatusOr<std::vector<std::byte>> central = ReadRange(file, dir->offset, dir->size);
   if (!central.ok()) return central.status();
@@ -219,17 +228,21 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
     }
     std::string name(reinterpret_cast<const char*>(h + kCentralBytes), name_bytes);
     if (name.empty() || name.find('\0') != std::string::npos) {
-      return ZipError("TORCH_ZIP_BAD_NAME", file, absl::StrCat("directory entry ", i, " has an empty or NUL-holding name"));
+      return ZipError("TORCH_ZIP_BAD_NAME", file,
+                      absl::StrCat("directory entry ", i, " has an empty or NUL-holding name"));
     }
-    if (absl::Status s = ApplyZip64Extra(file, name, h + kCentralBytes + name_bytes, extra_bytes, &size, &compressed, &header_offset);
+    if (absl::Status s = ApplyZip64Extra(file, name, h + kCentralBytes + name_bytes, extra_bytes, &size, &compressed,
+                                         &header_offset);
         !s.ok()) {
       return s;
     }
     if (disk != 0 && disk != 0xFFFF) {
-      return ZipError("TORCH_ZIP_MULTI_DISK", file, absl::StrCat("record '", name, "' is on disk ", disk), {{"tensor", name}});
+      return ZipError("TORCH_ZIP_MULTI_DISK", file, absl::StrCat("record '", name, "' is on disk ", disk),
+                      {{"tensor", name}});
     }
     if (flag & 0x0001) {
-      return ZipError("TORCH_ZIP_ENCRYPTED", file, absl::StrCat("record '", name, "' is encrypted"), {{"tensor", name}});
+      return ZipError("TORCH_ZIP_ENCRYPTED", file, absl::StrCat("record '", name, "' is encrypted"),
+                      {{"tensor", name}});
     }
     if (method != 0 || compressed != size) {
       return ZipError("TORCH_ZIP_COMPRESSED_RECORD", file,
@@ -238,7 +251,8 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
                       {{"tensor", name}});
     }
     if (archive.by_name.count(name) != 0) {
-      return ZipError("TORCH_ZIP_DUPLICATE_NAME", file, absl::StrCat("record '", name, "' appears twice"), {{"tensor", name}});
+      return ZipError("TORCH_ZIP_DUPLICATE_NAME", file, absl::StrCat("record '", name, "' appears twice"),
+                      {{"tensor", name}});
     }
     archive.by_name.emplace(name, archive.records.size());
     archive.records.push_back(ZipRecord{std::move(name), 0, size, crc, {dir->offset + at + 16}});
@@ -247,14 +261,16 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
     at += kCentralBytes + name_bytes + extra_bytes + comment_bytes;
   }
   if (at != dir->size) {
-    return ZipError("TORCH_ZIP_BAD_DIRECTORY", file, absl::StrCat("the directory has ", dir->size - at, " bytes after its last entry"));
+    return ZipError("TORCH_ZIP_BAD_DIRECTORY", file,
+                    absl::StrCat("the directory has ", dir->size - at, " bytes after its last entry"));
   }
 
   // Local headers: where each record's data starts, checked against the directory.
   for (Placed& p : placed) {
     ZipRecord& record = archive.records[p.index];
     if (p.header_offset > dir->offset || dir->offset - p.header_offset < kLocalBytes) {
-      return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file, absl::StrCat("record '", record.name, "' has its header out of place"),
+      return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file,
+                      absl::StrCat("record '", record.name, "' has its header out of place"),
                       {{"tensor", record.name}});
     }
     std::vector<std::byte> local(kLocalBytes);
@@ -263,19 +279,22 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
     const uint64_t name_bytes = U16(l + 26);
     const uint64_t extra_bytes = U16(l + 28);
     if (U32(l) != kLocalSignature || name_bytes != record.name.size()) {
-      return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file, absl::StrCat("record '", record.name, "' has no matching local header"),
+      return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file,
+                      absl::StrCat("record '", record.name, "' has no matching local header"),
                       {{"tensor", record.name}});
     }
     const uint64_t data_offset = p.header_offset + kLocalBytes + name_bytes + extra_bytes;
     if (data_offset > dir->offset || dir->offset - data_offset < record.size) {
       return ZipError("TORCH_ZIP_RECORD_OUT_OF_BOUNDS", file,
-                      absl::StrCat("record '", record.name, "' data [", data_offset, ", +", record.size, ") runs into the directory"),
+                      absl::StrCat("record '", record.name, "' data [", data_offset, ", +", record.size,
+                                   ") runs into the directory"),
                       {{"tensor", record.name}});
     }
     absl::StatusOr<std::vector<std::byte>> local_name = ReadRange(file, p.header_offset + kLocalBytes, name_bytes);
     if (!local_name.ok()) return local_name.status();
     if (std::memcmp(local_name->data(), record.name.data(), name_bytes) != 0) {
-      return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file, absl::StrCat("record '", record.name, "': local header names another record"),
+      return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file,
+                      absl::StrCat("record '", record.name, "': local header names another record"),
                       {{"tensor", record.name}});
     }
     const bool descriptor = (flags[p.index] & 0x0008) != 0;
@@ -283,9 +302,10 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
       // Sizes in the local header must agree (a ZIP64 local header says 0xFFFFFFFF).
       const uint64_t local_size = U32(l + 22);
       if (local_size != 0xFFFFFFFF && local_size != record.size) {
-        return ZipError("TORCH_ZIP_BAD_LOCAL_HEADER", file,
-                        absl::StrCat("record '", record.name, "': local size ", local_size, " but directory size ", record.size),
-                        {{"tensor", record.name}});
+        return ZipError(
+            "TORCH_ZIP_BAD_LOCAL_HEADER", file,
+            absl::StrCat("record '", record.name, "': local size ", local_size, " but directory size ", record.size),
+            {{"tensor", record.name}});
       }
     }
     record.data_offset = data_offset;
@@ -302,11 +322,12 @@ absl::StatusOr<ZipArchive> ReadZipArchive(const RandomAccessObject& file) {
       record.crc_fields.push_back(data_offset + record.size + (signed_descriptor ? 4 : 0));
     }
     if (p.end > dir->offset) {
-      return ZipError("TORCH_ZIP_RECORD_OUT_OF_BOUNDS", file, absl::StrCat("record '", record.name, "' runs into the directory"),
-                      {{"tensor", record.name}});
+      return ZipError("TORCH_ZIP_RECORD_OUT_OF_BOUNDS", file,
+                      absl::StrCat("record '", record.name, "' runs into the directory"), {{"tensor", record.name}});
     }
   }
-  std::sort(placed.begin(), placed.end(), [](const Placed& a, const Placed& b) { return a.header_offset < b.header_offset; });
+  std::sort(placed.begin(), placed.end(),
+            [](const Placed& a, const Placed& b) { return a.header_offset < b.header_offset; });
   for (size_t i = 1; i < placed.size(); ++i) {
     if (placed[i].header_offset < placed[i - 1].end) {
       const std::string& a = archive.records[placed[i - 1].index].name;

@@ -19,31 +19,25 @@ namespace {
 // One row per kind. The lambdas pick the kind's message out of the spec; the registry calls a
 // row only for a spec whose oneof holds that kind.
 const std::array<JobKindEntry, 5> kKinds = {{
-    {v1::JOB_KIND_SHARD, "shard", "shard.output",
-     [](const v1::JobSpec& s) { return ValidateShardSpec(s.shard()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightShardJob(s.shard(), r); },
-     RunShardJob,
+    {v1::JOB_KIND_SHARD, "shard", "shard.output", [](const v1::JobSpec& s) { return ValidateShardSpec(s.shard()); },
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightShardJob(s.shard(), r); }, RunShardJob,
      [](const v1::JobSpec& s) -> const std::string& { return s.shard().output(); }},
     {v1::JOB_KIND_QUANTIZE, "quantize", "quantize.output",
      [](const v1::JobSpec& s) { return ValidateQuantizeSpec(s.quantize()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightQuantizeJob(s.quantize(), r); },
-     RunQuantizeJob,
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightQuantizeJob(s.quantize(), r); }, RunQuantizeJob,
      [](const v1::JobSpec& s) -> const std::string& { return s.quantize().output(); }},
     {v1::JOB_KIND_CONVERT, "convert", "convert.output",
      [](const v1::JobSpec& s) { return ValidateConvertSpec(s.convert()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightConvertJob(s.convert(), r); },
-     RunConvertJob,
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightConvertJob(s.convert(), r); }, RunConvertJob,
      [](const v1::JobSpec& s) -> const std::string& { return s.convert().output(); }},
     {v1::JOB_KIND_BISECT, "bisect", "bisect.output",
      [](const v1::JobSpec& s) { return ValidateBisectSpec(s.bisect()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightBisectJob(s.bisect(), r); },
-     RunBisectJob,
+     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightBisectJob(s.bisect(), r); }, RunBisectJob,
      [](const v1::JobSpec& s) -> const std::string& { return s.bisect().output(); }},
     {v1::JOB_KIND_LORA_MERGE, "lora_merge", "lora_merge.output",
      [](const v1::JobSpec& s) { return ValidateLoraMergeSpec(s.lora_merge()); },
      [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightLoraMergeJob(s.lora_merge(), r); },
-     RunLoraMergeJob,
-     [](const v1::JobSpec& s) -> const std::string& { return s.lora_merge().output(); }},
+     RunLoraMergeJob, [](const v1::JobSpec& s) -> const std::string& { return s.lora_merge().output(); }},
 }};
 
 const JobKindEntry* EntryOf(v1::JobKind kind) {
@@ -101,7 +95,8 @@ absl::StatusOr<JobOutput> ResolveJobOutput(const v1::JobSpec& spec, const Storag
   const JobKindEntry* entry = FindJobKind(spec);
   if (entry == nullptr) return NoKind();
   absl::StatusOr<Location> location = router.Resolve(entry->output(spec));
-  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", std::string(entry->output_field)}});
+  if (!location.ok())
+    return WithReason(location.status(), ReasonOf(location.status()), {{"field", std::string(entry->output_field)}});
   // A trailing separator names the same directory.
   std::string uri = location->uri;
   while (uri.size() > 1 && uri.back() == '/') uri.pop_back();

@@ -12,18 +12,29 @@ namespace modelsmith {
 namespace {
 
 // backends/utils.py: what the default backend quantizes against.
-constexpr std::array<float, 16> kNf4Table = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
-constexpr std::array<float, 16> kFp4QuantizeTable = {
-    0.0f, 0.0052f, 0.6667f, 1.0f, 0.3333f, 0.5f, 0.1667f, 0.25f,
-    0.0f, -0.0052f, -0.6667f, -1.0f, -0.3333f, -0.5f, -0.1667f, -0.25f};
+constexpr std::array<float, 16> kNf4Table = {-1.0f,
+                                             -0.6961928009986877f,
+                                             -0.5250730514526367f,
+                                             -0.39491748809814453f,
+                                             -0.28444138169288635f,
+                                             -0.18477343022823334f,
+                                             -0.09105003625154495f,
+                                             0.0f,
+                                             0.07958029955625534f,
+                                             0.16093020141124725f,
+                                             0.24611230194568634f,
+                                             0.33791524171829224f,
+                                             0.44070982933044434f,
+                                             0.5626170039176941f,
+                                             0.7229568362236023f,
+                                             1.0f};
+constexpr std::array<float, 16> kFp4QuantizeTable = {0.0f,     0.0052f, 0.6667f,  1.0f,     0.3333f,  0.5f,
+                                                     0.1667f,  0.25f,   0.0f,     -0.0052f, -0.6667f, -1.0f,
+                                                     -0.3333f, -0.5f,   -0.1667f, -0.25f};
 
 std::array<float, 16> Fp4QuantMap() {
   // functional.get_4bit_type("fp4"): the raw table in bit-pattern order, divided by its max.
-  constexpr std::array<float, 16> raw = {0.0f, 0.0625f, 8.0f, 12.0f, 4.0f, 6.0f, 2.0f, 3.0f,
+  constexpr std::array<float, 16> raw = {0.0f,  0.0625f,  8.0f,  12.0f,  4.0f,  6.0f,  2.0f,  3.0f,
                                          -0.0f, -0.0625f, -8.0f, -12.0f, -4.0f, -6.0f, -2.0f, -3.0f};
   std::array<float, 16> map{};
   for (size_t i = 0; i < raw.size(); ++i) map[i] = raw[i] / 12.0f;

@@ -15,9 +15,9 @@ namespace {
 struct MiniFloat {
   int exponent_bits;
   int mantissa_bits;
-  bool has_inf;     // exponent all ones, mantissa 0 is Inf (IEEE); else that pattern is finite
-  uint32_t nan;     // the NaN written, without the sign
-  uint32_t max;     // the largest finite value's bits
+  bool has_inf;  // exponent all ones, mantissa 0 is Inf (IEEE); else that pattern is finite
+  uint32_t nan;  // the NaN written, without the sign
+  uint32_t max;  // the largest finite value's bits
   int bias() const { return (1 << (exponent_bits - 1)) - 1; }
   int width() const { return 1 + exponent_bits + mantissa_bits; }
 };
@@ -40,7 +40,8 @@ double DecodeMini(const MiniFloat& f, uint32_t bits) {
   } else if (exponent == 0) {
     v = std::ldexp(static_cast<double>(mantissa), 1 - f.bias() - f.mantissa_bits);
   } else {
-    v = std::ldexp(static_cast<double>(mantissa | (1u << f.mantissa_bits)), static_cast<int>(exponent) - f.bias() - f.mantissa_bits);
+    v = std::ldexp(static_cast<double>(mantissa | (1u << f.mantissa_bits)),
+                   static_cast<int>(exponent) - f.bias() - f.mantissa_bits);
   }
   return sign ? -v : v;
 }
@@ -63,8 +64,8 @@ uint32_t EncodeMini(const MiniFloat& f, double x, bool saturating, CastCounts* c
   if (a == 0) return sign;
   const int min_exponent = 1 - f.bias();  // of normal numbers
   int e;
-  std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
-  --e;                // a = m' * 2^e, m' in [1, 2)
+  std::frexp(a, &e);                       // a = m * 2^e, m in [0.5, 1)
+  --e;                                     // a = m' * 2^e, m' in [1, 2)
   if (e < min_exponent) e = min_exponent;  // subnormal: fixed exponent
   // q counts units of the last place at exponent e; it is exact in double.
   double q = std::nearbyint(std::ldexp(a, f.mantissa_bits - e));  // default rounding: ties to even
@@ -124,8 +125,10 @@ void CastGeneral(DType from, DType to, const std::byte* in, size_t n, std::byte*
       case DType::kF64: std::memcpy(out + 8 * i, &x, 8); break;
       case DType::kF32: {
         const float f = static_cast<float>(x);  // round to nearest even
-        if (std::isnan(x)) ++counts->nan;
-        else if (std::isinf(f) && !std::isinf(x)) ++counts->overflowed;
+        if (std::isnan(x))
+          ++counts->nan;
+        else if (std::isinf(f) && !std::isinf(x))
+          ++counts->overflowed;
         std::memcpy(out + 4 * i, &f, 4);
         break;
       }

@@ -14,11 +14,21 @@ constexpr int kQK = static_cast<int>(kSuperBlockElements);
 constexpr float kGroupMaxEps = 1e-15f;
 
 // Block layouts (ggml-common.h), as byte offsets.
-namespace q2k { constexpr int kScales = 0, kQs = 16, kD = 80, kDmin = 82, kBytes = 84; }
-namespace q3k { constexpr int kHmask = 0, kQs = 32, kScales = 96, kD = 108, kBytes = 110; }
-namespace q4k { constexpr int kD = 0, kDmin = 2, kScales = 4, kQs = 16, kBytes = 144; }
-namespace q5k { constexpr int kD = 0, kDmin = 2, kScales = 4, kQh = 16, kQs = 48, kBytes = 176; }
-namespace q6k { constexpr int kQl = 0, kQh = 128, kScales = 192, kD = 208, kBytes = 210; }
+namespace q2k {
+constexpr int kScales = 0, kQs = 16, kD = 80, kDmin = 82, kBytes = 84;
+}
+namespace q3k {
+constexpr int kHmask = 0, kQs = 32, kScales = 96, kD = 108, kBytes = 110;
+}
+namespace q4k {
+constexpr int kD = 0, kDmin = 2, kScales = 4, kQs = 16, kBytes = 144;
+}
+namespace q5k {
+constexpr int kD = 0, kDmin = 2, kScales = 4, kQh = 16, kQs = 48, kBytes = 176;
+}
+namespace q6k {
+constexpr int kQl = 0, kQh = 128, kScales = 192, kD = 208, kBytes = 210;
+}
 
 // Round half to even, as ggml's nearest_int does by adding 1.5 * 2^23 (valid for |x| < 2^22).
 // The value of largest magnitude, sign kept; the first one wins ties.
@@ -63,7 +73,8 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
       suml2 += w * l * l;
     }
     if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nmax + std::clamp(GgmlNearestInt(iscale * x[i]), -nmax, nmax - 1));
+      for (int i = 0; i < n; ++i)
+        L[i] = static_cast<int8_t>(nmax + std::clamp(GgmlNearestInt(iscale * x[i]), -nmax, nmax - 1));
       scale = sumlx / suml2;
       best = scale * sumlx;
     }
@@ -175,7 +186,8 @@ void QuantizeK4Scales(const float* x, int nmax, float rmin, int nstep, uint8_t* 
 void Pack2Bit(const uint8_t* L, uint8_t* qs) {
   for (int j = 0; j < kQK; j += 128) {
     for (int l = 0; l < 32; ++l) {
-      qs[j / 4 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+      qs[j / 4 + l] =
+          static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
     }
   }
 }

@@ -25,7 +25,7 @@ uint16_t Fp32ToFp16(float value) {
   const uint32_t abs = x & 0x7FFFFFFFu;
   if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u | ((abs >> 13) & 0x3FFu));  // NaN, quiet
   if (abs >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // rounds to >= 65520: Inf
-  if (abs >= 0x38800000u) {  // normal in FP16 (>= 2^-14)
+  if (abs >= 0x38800000u) {                                              // normal in FP16 (>= 2^-14)
     // Re-bias the exponent (127 -> 15) and round the 23-bit mantissa to 10 bits, ties to even.
     const uint32_t mantissa_round = 0xFFFu + ((abs >> 13) & 1u);
     return static_cast<uint16_t>(sign | ((abs - 0x38000000u + mantissa_round) >> 13));

@@ -7,8 +7,9 @@
 
 namespace modelsmith {
 
-LowRankUpdate::LowRankUpdate(std::vector<float> up, std::vector<float> down, uint64_t out, uint64_t rank, uint64_t cols_a, double scale,
-                             double strength, bool transposed, std::vector<float> magnitude)
+LowRankUpdate::LowRankUpdate(std::vector<float> up, std::vector<float> down, uint64_t out, uint64_t rank,
+                             uint64_t cols_a, double scale, double strength, bool transposed,
+                             std::vector<float> magnitude)
     : rank_(rank), strength_(strength), magnitude_(std::move(magnitude)) {
   const bool dora = !magnitude_.empty();
   // With DoRA the strength interpolates the finished row; otherwise it folds into the scale.

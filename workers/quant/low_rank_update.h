@@ -27,8 +27,8 @@ class LowRankUpdate {
   // `up` is B [out, r], `down` A [r, cols_a] (cols_a = in * kh * kw), both F32 row-major.
   // Transposed (fan_in_fan_out): the base is [cols_a, out]. `magnitude` (DoRA, [out]) may be
   // empty; DoRA with transposed is not defined here and must be refused by the caller.
-  LowRankUpdate(std::vector<float> up, std::vector<float> down, uint64_t out, uint64_t rank, uint64_t cols_a, double scale,
-                double strength, bool transposed, std::vector<float> magnitude);
+  LowRankUpdate(std::vector<float> up, std::vector<float> down, uint64_t out, uint64_t rank, uint64_t cols_a,
+                double scale, double strength, bool transposed, std::vector<float> magnitude);
 
   uint64_t base_rows() const { return rows_; }
   uint64_t base_cols() const { return cols_; }

@@ -79,9 +79,10 @@ float MakeQkx2QuantsScalar(int n, int nmax, const float* x, const float* weights
   return scale;
 }
 
-float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
-                     uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-  if (CpuHasAvx2Fma16c()) return MakeQkx2QuantsAvx2(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux,
+                     float rmin, float rdelta, int nstep, bool use_mad) {
+  if (CpuHasAvx2Fma16c())
+    return MakeQkx2QuantsAvx2(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
   return MakeQkx2QuantsScalar(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 

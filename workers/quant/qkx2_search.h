@@ -33,8 +33,8 @@ Qkx2Start Qkx2FirstGuess(int n, int nmax, const float* x, const float* weights, 
 
 // `n` <= 32 values with `weights`; writes codes 0..nmax to L (Laux is scratch of n bytes) and
 // -min to *the_min; returns the scale.
-float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
-                     uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
+float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux,
+                     float rmin, float rdelta, int nstep, bool use_mad);
 float MakeQkx2QuantsScalar(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                            uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
 

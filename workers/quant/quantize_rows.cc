@@ -49,12 +49,18 @@ struct Codec {
 };
 
 constexpr Codec kCodecs[] = {
-    {GgmlType::kF32, EncodeF32, DecodeF32},           {GgmlType::kF16, EncodeF16, DecodeF16},
-    {GgmlType::kBF16, EncodeBF16, DecodeBF16},        {GgmlType::kQ8_0, QuantizeRowQ8_0, DequantizeRowQ8_0},
-    {GgmlType::kQ4_0, QuantizeRowQ4_0, DequantizeRowQ4_0}, {GgmlType::kQ4_1, QuantizeRowQ4_1, DequantizeRowQ4_1},
-    {GgmlType::kQ5_0, QuantizeRowQ5_0, DequantizeRowQ5_0}, {GgmlType::kQ5_1, QuantizeRowQ5_1, DequantizeRowQ5_1},
-    {GgmlType::kQ2_K, QuantizeRowQ2_K, DequantizeRowQ2_K}, {GgmlType::kQ3_K, QuantizeRowQ3_K, DequantizeRowQ3_K},
-    {GgmlType::kQ4_K, QuantizeRowQ4_K, DequantizeRowQ4_K}, {GgmlType::kQ5_K, QuantizeRowQ5_K, DequantizeRowQ5_K},
+    {GgmlType::kF32, EncodeF32, DecodeF32},
+    {GgmlType::kF16, EncodeF16, DecodeF16},
+    {GgmlType::kBF16, EncodeBF16, DecodeBF16},
+    {GgmlType::kQ8_0, QuantizeRowQ8_0, DequantizeRowQ8_0},
+    {GgmlType::kQ4_0, QuantizeRowQ4_0, DequantizeRowQ4_0},
+    {GgmlType::kQ4_1, QuantizeRowQ4_1, DequantizeRowQ4_1},
+    {GgmlType::kQ5_0, QuantizeRowQ5_0, DequantizeRowQ5_0},
+    {GgmlType::kQ5_1, QuantizeRowQ5_1, DequantizeRowQ5_1},
+    {GgmlType::kQ2_K, QuantizeRowQ2_K, DequantizeRowQ2_K},
+    {GgmlType::kQ3_K, QuantizeRowQ3_K, DequantizeRowQ3_K},
+    {GgmlType::kQ4_K, QuantizeRowQ4_K, DequantizeRowQ4_K},
+    {GgmlType::kQ5_K, QuantizeRowQ5_K, DequantizeRowQ5_K},
     {GgmlType::kQ6_K, QuantizeRowQ6_K, DequantizeRowQ6_K},
 };
 

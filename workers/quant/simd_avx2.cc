@@ -59,8 +59,8 @@ inline __m256 RoundHalfAway(__m256 v) {
 }  // namespace
 
 bool CpuHasAvx2Fma16c() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return has;
 }
 
@@ -213,7 +213,8 @@ float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q) {
   };
   i = 0;
   for (; i + 32 <= n; i += 32) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), PackToInt8(code(x + i), code(x + i + 8), code(x + i + 16), code(x + i + 24)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i),
+                        PackToInt8(code(x + i), code(x + i + 8), code(x + i + 16), code(x + i + 24)));
   }
   for (; i < n; ++i) {
     const float v = x[i] * factor;
@@ -379,11 +380,14 @@ void CountSpecials(__m256i is_nan, __m256i is_inf, __m256i bits, __m256i out_inf
 }
 
 template <typename Scalar>
-void CastTail(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed, Scalar convert, uint16_t inf) {
+void CastTail(const float* x, size_t n, uint16_t* out, uint64_t* nan, uint64_t* overflowed, Scalar convert,
+              uint16_t inf) {
   for (size_t i = 0; i < n; ++i) {
     out[i] = convert(x[i]);
-    if (std::isnan(x[i])) ++*nan;
-    else if ((out[i] & 0x7FFF) == inf && !std::isinf(x[i])) ++*overflowed;
+    if (std::isnan(x[i]))
+      ++*nan;
+    else if ((out[i] & 0x7FFF) == inf && !std::isinf(x[i]))
+      ++*overflowed;
   }
 }
 
@@ -452,7 +456,8 @@ void LowRankRowAvx2(const float* coef, const float* basis, size_t rank, size_t c
   }
   for (; j + 8 <= cols; j += 8) {
     __m256 a = _mm256_loadu_ps(row + j);
-    for (size_t k = 0; k < rank; ++k) a = _mm256_fmadd_ps(_mm256_broadcast_ss(coef + k), _mm256_loadu_ps(basis + k * cols + j), a);
+    for (size_t k = 0; k < rank; ++k)
+      a = _mm256_fmadd_ps(_mm256_broadcast_ss(coef + k), _mm256_loadu_ps(basis + k * cols + j), a);
     _mm256_storeu_ps(row + j, a);
   }
   for (; j < cols; ++j) {

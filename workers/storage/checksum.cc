@@ -40,7 +40,9 @@ std::string Sha256Hex(absl::string_view bytes) {
 Sha256Stream::Sha256Stream() : ctx_(NewSha256().release()) {}
 Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
 
-void Sha256Stream::Update(const void* data, size_t size) { EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size); }
+void Sha256Stream::Update(const void* data, size_t size) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
+}
 
 absl::Status Sha256Stream::UpdateFrom(const RandomAccessObject& object, uint64_t offset, uint64_t length) {
   constexpr uint64_t kPieceBytes = 1 << 20;
@@ -56,8 +58,7 @@ absl::Status Sha256Stream::UpdateFrom(const RandomAccessObject& object, uint64_t
 
 std::string Sha256Stream::FinishHex() { return modelsmith::FinishHex(static_cast<EVP_MD_CTX*>(ctx_)); }
 
-absl::StatusOr<std::string> Sha256Hex(const RandomAccessObject& object,
-                                      const std::function<void(uint64_t)>& on_bytes,
+absl::StatusOr<std::string> Sha256Hex(const RandomAccessObject& object, const std::function<void(uint64_t)>& on_bytes,
                                       const std::function<bool()>& should_stop) {
   // 1 MiB pieces: large enough to amortise the read calls, small enough to stay in L2/L3.
   constexpr uint64_t kPieceBytes = 1 << 20;

@@ -31,18 +31,13 @@ absl::Status ErrnoStatus(int error, absl::string_view what, absl::string_view pa
   std::string message = absl::StrCat(what, " '", path, "': ", std::strerror(error));
   switch (error) {
     case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
+    case ENOTDIR: return absl::NotFoundError(message);
     case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
+    case EPERM: return absl::PermissionDeniedError(message);
     case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(message);
-    case EISDIR:
-      return absl::FailedPreconditionError(message);
-    default:
-      return absl::InternalError(message);
+    case EDQUOT: return absl::ResourceExhaustedError(message);
+    case EISDIR: return absl::FailedPreconditionError(message);
+    default: return absl::InternalError(message);
   }
 }
 
@@ -141,8 +136,7 @@ class LocalWriter final : public ObjectWriter {
     return absl::OkStatus();
   }
 
-  absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset,
-                          uint64_t length) override {
+  absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length) override {
     if (state_ != State::kOpen) return absl::FailedPreconditionError("writer is not open");
     if (offset > source.size_bytes() || length > source.size_bytes() - offset) {
       return absl::OutOfRangeError(absl::StrCat("copy range past the end of '", source.uri(), "'"));
@@ -157,8 +151,7 @@ class LocalWriter final : public ObjectWriter {
       ssize_t n = copy_file_range(source_fd, &in_offset, fd_, nullptr, length, 0);
       if (n < 0) {
         if (errno == EINTR) continue;
-        if ((errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) &&
-            length > 0) {
+        if ((errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && length > 0) {
           copy_file_range_works_ = false;
           return ObjectWriter::AppendFrom(source, static_cast<uint64_t>(in_offset), length);
         }
@@ -219,8 +212,8 @@ class LocalWriter final : public ObjectWriter {
   void StartWriteback() {
     constexpr uint64_t kWritebackBytes = 32 << 20;
     if (written_ - writeback_from_ < kWritebackBytes) return;
-    sync_file_range(fd_, static_cast<off_t>(writeback_from_),
-                    static_cast<off_t>(written_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    sync_file_range(fd_, static_cast<off_t>(writeback_from_), static_cast<off_t>(written_ - writeback_from_),
+                    SYNC_FILE_RANGE_WRITE);
     writeback_from_ = written_;
   }
 
@@ -245,8 +238,7 @@ absl::StatusOr<uint64_t> LocalObjectStore::SizeOf(const std::string& uri) {
   return static_cast<uint64_t>(st.st_size);
 }
 
-absl::StatusOr<std::unique_ptr<RandomAccessObject>> LocalObjectStore::OpenForRead(
-    const std::string& uri) {
+absl::StatusOr<std::unique_ptr<RandomAccessObject>> LocalObjectStore::OpenForRead(const std::string& uri) {
   int fd = open(uri.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "cannot open", uri);
   struct stat st;
@@ -262,16 +254,14 @@ absl::StatusOr<std::unique_ptr<RandomAccessObject>> LocalObjectStore::OpenForRea
   return std::make_unique<LocalFile>(uri, fd, static_cast<uint64_t>(st.st_size));
 }
 
-absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenForWrite(
-    const std::string& uri) {
+absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenForWrite(const std::string& uri) {
   std::string dir(ParentUri(uri));
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
     return ErrnoStatus(ec.value(), "cannot create directory", dir);
   }
-  std::string staging = JoinUri(
-      dir, absl::StrCat(".", BaseName(uri), kStagingMarker, RandomToken(), kStagingSuffix));
+  std::string staging = JoinUri(dir, absl::StrCat(".", BaseName(uri), kStagingMarker, RandomToken(), kStagingSuffix));
   int fd = open(staging.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "cannot create", staging);
   return std::make_unique<LocalWriter>(uri, std::move(staging), fd);
@@ -304,8 +294,7 @@ absl::Status LocalObjectStore::Delete(const std::string& uri) {
 
 bool LocalObjectStore::IsStagingName(const std::string& relative_name) const {
   absl::string_view base = BaseName(relative_name);
-  return absl::StartsWith(base, ".") && absl::StrContains(base, kStagingMarker) &&
-         absl::EndsWith(base, kStagingSuffix);
+  return absl::StartsWith(base, ".") && absl::StrContains(base, kStagingMarker) && absl::EndsWith(base, kStagingSuffix);
 }
 
 }  // namespace modelsmith

@@ -4,8 +4,7 @@
 
 namespace modelsmith {
 
-absl::Status ObjectWriter::AppendFrom(const RandomAccessObject& source, uint64_t offset,
-                                      uint64_t length) {
+absl::Status ObjectWriter::AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length) {
   constexpr uint64_t kPieceBytes = 4 << 20;
   std::vector<std::byte> buffer(std::min(length, kPieceBytes));
   while (length > 0) {

@@ -55,8 +55,7 @@ class ObjectWriter {
   // Appends `length` bytes of `source` starting at `offset`. Implementations may transfer without
   // passing the bytes through user space (copy_file_range); the default reads and appends in
   // bounded pieces.
-  virtual absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset,
-                                  uint64_t length);
+  virtual absl::Status AppendFrom(const RandomAccessObject& source, uint64_t offset, uint64_t length);
 
   virtual uint64_t bytes_written() const = 0;
 
@@ -95,8 +94,7 @@ class ObjectStore {
   virtual absl::StatusOr<uint64_t> SizeOf(const std::string& uri) = 0;
 
   // NOT_FOUND if absent.
-  virtual absl::StatusOr<std::unique_ptr<RandomAccessObject>> OpenForRead(
-      const std::string& uri) = 0;
+  virtual absl::StatusOr<std::unique_ptr<RandomAccessObject>> OpenForRead(const std::string& uri) = 0;
 
   // Starts writing `uri` (parents are created as needed). Nothing is visible until Commit.
   virtual absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenForWrite(const std::string& uri) = 0;

@@ -9,12 +9,14 @@
 
 namespace modelsmith {
 
-PipelinedWriter::PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, ReadBackCheck read_back)
+PipelinedWriter::PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes,
+                                 ReadBackCheck read_back)
     : inner_(std::move(inner)),
       max_queued_bytes_(max_queued_bytes),
       read_back_(read_back),
       digest_(read_back != ReadBackCheck::kOff ? std::make_unique<Sha256Stream>() : nullptr),
-      digest_status_(read_back != ReadBackCheck::kOff ? absl::OkStatus() : absl::UnimplementedError("read-back digest is off")),
+      digest_status_(read_back != ReadBackCheck::kOff ? absl::OkStatus()
+                                                      : absl::UnimplementedError("read-back digest is off")),
       thread_([this] { Loop(); }) {}
 
 PipelinedWriter::~PipelinedWriter() {
@@ -75,8 +77,8 @@ absl::Status PipelinedWriter::CheckWritten(const Task& task, uint64_t begin) {
     if (absl::Status s = (*file)->ReadAt(begin + done, n, piece.data()); !s.ok()) return s;
     if (std::memcmp(piece.data(), task.data.get() + done, n) != 0) {
       return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
-                       absl::StrCat("'", inner_->uri(), "' read back differs from what was written, within bytes [", begin + done,
-                                    ", +", n, ")"));
+                       absl::StrCat("'", inner_->uri(), "' read back differs from what was written, within bytes [",
+                                    begin + done, ", +", n, ")"));
     }
     done += n;
   }
@@ -87,7 +89,8 @@ absl::Status PipelinedWriter::CheckWritten(const Task& task, uint64_t begin) {
 absl::Status PipelinedWriter::Enqueue(Task task) {
   std::unique_lock lock(mutex_);
   // One task may exceed the bound on its own; otherwise wait for room.
-  changed_.wait(lock, [&] { return !error_.ok() || queued_bytes_ == 0 || queued_bytes_ + task.bytes <= max_queued_bytes_; });
+  changed_.wait(lock,
+                [&] { return !error_.ok() || queued_bytes_ == 0 || queued_bytes_ + task.bytes <= max_queued_bytes_; });
   if (!error_.ok()) return error_;
   appended_ += task.bytes;
   queued_bytes_ += task.bytes;

@@ -39,7 +39,8 @@ class PipelinedWriter final : public ObjectWriter {
  public:
   enum class ReadBackCheck { kOff, kDigest, kCompare };
 
-  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes, ReadBackCheck read_back = ReadBackCheck::kOff);
+  PipelinedWriter(std::unique_ptr<ObjectWriter> inner, uint64_t max_queued_bytes,
+                  ReadBackCheck read_back = ReadBackCheck::kOff);
   ~PipelinedWriter() override;
 
   const std::string& uri() const override { return inner_->uri(); }

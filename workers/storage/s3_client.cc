@@ -22,8 +22,8 @@ constexpr size_t kMaxResponseBodyBytes = 64 << 20;
 
 struct Transfer {
   const S3Request* request = nullptr;
-  size_t read_offset = 0;      // into request->body
-  size_t sink_offset = 0;      // into request->sink
+  size_t read_offset = 0;  // into request->body
+  size_t sink_offset = 0;  // into request->sink
   bool sink_overflow = false;
   S3Response response;
 };
@@ -76,10 +76,8 @@ bool IsRetryableCurlError(CURLcode code) {
     case CURLE_PARTIAL_FILE:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-      return true;
-    default:
-      return false;
+    case CURLE_HTTP2_STREAM: return true;
+    default: return false;
   }
 }
 
@@ -196,13 +194,15 @@ S3Client::Attempt S3Client::Perform(const S3Request& request) {
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
 
   curl_slist* headers = nullptr;
-  const std::string payload_hash = Sha256Hex(absl::string_view(reinterpret_cast<const char*>(request.body.data()), request.body.size()));
+  const std::string payload_hash =
+      Sha256Hex(absl::string_view(reinterpret_cast<const char*>(request.body.data()), request.body.size()));
   headers = curl_slist_append(headers, absl::StrCat("x-amz-content-sha256: ", payload_hash).c_str());
   if (!config_.session_token.empty()) {
     headers = curl_slist_append(headers, absl::StrCat("x-amz-security-token: ", config_.session_token).c_str());
   }
   if (request.range) {
-    headers = curl_slist_append(headers, absl::StrFormat("Range: bytes=%d-%d", request.range->first, request.range->second).c_str());
+    headers = curl_slist_append(
+        headers, absl::StrFormat("Range: bytes=%d-%d", request.range->first, request.range->second).c_str());
   }
   // No "Expect: 100-continue" round trip before bodies.
   headers = curl_slist_append(headers, "Expect:");
@@ -213,7 +213,8 @@ S3Client::Attempt S3Client::Perform(const S3Request& request) {
     curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
   } else if (request.method == "POST") {
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.empty() ? "" : reinterpret_cast<const char*>(request.body.data()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS,
+                     request.body.empty() ? "" : reinterpret_cast<const char*>(request.body.data()));
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
     headers = curl_slist_append(headers, "Content-Type: application/xml");
   } else if (request.method == "HEAD") {
@@ -260,12 +261,14 @@ S3Client::Attempt S3Client::Perform(const S3Request& request) {
   const std::string s3_code = ErrorField(transfer.response.body, "Code");
   const std::string s3_message = ErrorField(transfer.response.body, "Message");
   attempt.retryable = IsRetryableStatus(status, transfer.response.body);
-  attempt.result = MakeError(
-      attempt.retryable ? absl::StatusCode::kUnavailable : CodeForStatus(status),
-      status == 404 ? "STORE_NOT_FOUND" : status == 403 ? "STORE_ACCESS_DENIED" : "STORE_REQUEST_FAILED",
-      absl::StrCat(Describe(request), ": HTTP ", status, s3_code.empty() ? "" : absl::StrCat(" ", s3_code),
-                   s3_message.empty() ? "" : absl::StrCat(": ", s3_message)),
-      {{"uri", absl::StrCat("s3://", request.bucket, "/", request.key)}});
+  attempt.result =
+      MakeError(attempt.retryable ? absl::StatusCode::kUnavailable : CodeForStatus(status),
+                status == 404   ? "STORE_NOT_FOUND"
+                : status == 403 ? "STORE_ACCESS_DENIED"
+                                : "STORE_REQUEST_FAILED",
+                absl::StrCat(Describe(request), ": HTTP ", status, s3_code.empty() ? "" : absl::StrCat(" ", s3_code),
+                             s3_message.empty() ? "" : absl::StrCat(": ", s3_message)),
+                {{"uri", absl::StrCat("s3://", request.bucket, "/", request.key)}});
   return attempt;
 }
 
@@ -281,8 +284,8 @@ absl::StatusOr<S3Response> S3Client::Send(const S3Request& request) {
     }
     if (observer_ != nullptr) observer_->OnRetry("s3", request.op);
     // Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
-    const int64_t ceiling = std::min<int64_t>(config_.max_backoff.count(),
-                                              config_.base_backoff.count() << std::min(attempt - 1, 20));
+    const int64_t ceiling =
+        std::min<int64_t>(config_.max_backoff.count(), config_.base_backoff.count() << std::min(attempt - 1, 20));
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int64_t>(0, ceiling)(rng)));
   }
 }

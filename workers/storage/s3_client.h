@@ -44,10 +44,10 @@ struct S3Request {
   std::string op;      // metrics label: "get", "put", "head", "list", "delete", "upload_part", ...
   std::string method;  // GET, PUT, POST, HEAD, DELETE
   std::string bucket;
-  std::string key;     // empty for bucket-level requests
+  std::string key;                                         // empty for bucket-level requests
   std::vector<std::pair<std::string, std::string>> query;  // unencoded
-  std::span<const std::byte> body;                          // PUT / POST payload
-  std::optional<std::pair<uint64_t, uint64_t>> range;       // inclusive byte range for GET
+  std::span<const std::byte> body;                         // PUT / POST payload
+  std::optional<std::pair<uint64_t, uint64_t>> range;      // inclusive byte range for GET
   // When set, the response body must be exactly `sink.size()` bytes and is written there.
   std::span<std::byte> sink;
 };

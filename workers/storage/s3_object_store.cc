@@ -26,13 +26,18 @@ std::string TextOf(const XMLElement* parent, const char* tag) {
 
 absl::Status MalformedResponse(absl::string_view what, absl::string_view uri) {
   return MakeError(absl::StatusCode::kUnavailable, "STORE_BAD_RESPONSE",
-                   absl::StrCat("S3 ", what, " for '", uri, "': the response could not be understood"), {{"uri", std::string(uri)}});
+                   absl::StrCat("S3 ", what, " for '", uri, "': the response could not be understood"),
+                   {{"uri", std::string(uri)}});
 }
 
 class S3Object final : public RandomAccessObject {
  public:
   S3Object(std::shared_ptr<S3Client> client, std::string uri, std::string bucket, std::string key, uint64_t size)
-      : client_(std::move(client)), uri_(std::move(uri)), bucket_(std::move(bucket)), key_(std::move(key)), size_(size) {}
+      : client_(std::move(client)),
+        uri_(std::move(uri)),
+        bucket_(std::move(bucket)),
+        key_(std::move(key)),
+        size_(size) {}
 
   const std::string& uri() const override { return uri_; }
   uint64_t size_bytes() const override { return size_; }
@@ -132,9 +137,10 @@ class S3Writer final : public ObjectWriter {
     absl::StatusOr<S3Response> response = client_->Send(request);
     // S3 may answer 200 and put the error in the body.
     if (response.ok() && !S3Client::ErrorField(response->body, "Code").empty()) {
-      response = MakeError(absl::StatusCode::kUnavailable, "STORE_REQUEST_FAILED",
-                           absl::StrCat("S3 complete_multipart '", uri_, "': ", S3Client::ErrorField(response->body, "Code"), ": ",
-                                        S3Client::ErrorField(response->body, "Message")));
+      response =
+          MakeError(absl::StatusCode::kUnavailable, "STORE_REQUEST_FAILED",
+                    absl::StrCat("S3 complete_multipart '", uri_, "': ", S3Client::ErrorField(response->body, "Code"),
+                                 ": ", S3Client::ErrorField(response->body, "Message")));
     }
     if (!response.ok()) return Fail(response.status());
     state_ = State::kClosed;
@@ -242,7 +248,8 @@ class S3Writer final : public ObjectWriter {
 }  // namespace
 
 absl::StatusOr<std::pair<std::string, std::string>> SplitS3Uri(absl::string_view uri) {
-  if (!absl::StartsWith(uri, "s3://")) return absl::InvalidArgumentError(absl::StrCat("'", uri, "' is not an s3:// uri"));
+  if (!absl::StartsWith(uri, "s3://"))
+    return absl::InvalidArgumentError(absl::StrCat("'", uri, "' is not an s3:// uri"));
   absl::string_view rest = uri.substr(5);
   const size_t slash = rest.find('/');
   std::string bucket(rest.substr(0, slash));
@@ -291,7 +298,8 @@ absl::StatusOr<std::vector<ObjectEntry>> S3ObjectStore::List(const std::string& 
   // Bounded: a listing of more than 10 million keys is refused rather than looped on.
   for (int page = 0; page < 10'000; ++page) {
     S3Request request = S3Request::For("list", "GET", parts->first, "");
-    request.query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", absl::StrCat(client_->config().list_page_size)}};
+    request.query = {
+        {"list-type", "2"}, {"prefix", prefix}, {"max-keys", absl::StrCat(client_->config().list_page_size)}};
     if (!token.empty()) request.query.emplace_back("continuation-token", token);
     absl::StatusOr<S3Response> response = client_->Send(request);
     if (!response.ok()) return response.status();

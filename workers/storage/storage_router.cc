@@ -55,7 +55,8 @@ absl::StatusOr<Location> StorageRouter::Resolve(absl::string_view uri) const {
   if (parsed->scheme == UriScheme::kS3) {
     if (s3_ == nullptr) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "S3_NOT_CONFIGURED",
-                       absl::StrCat("'", uri, "': S3 is not configured here (set AWS_ACCESS_KEY_ID and "
+                       absl::StrCat("'", uri,
+                                    "': S3 is not configured here (set AWS_ACCESS_KEY_ID and "
                                     "AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL for a non-AWS store)"),
                        {{"uri", std::string(uri)}});
     }
@@ -67,8 +68,7 @@ absl::StatusOr<Location> StorageRouter::Resolve(absl::string_view uri) const {
     for (const std::string& root : roots_) allowed = allowed || IsUnder(real, root);
     if (!allowed) {
       return MakeError(absl::StatusCode::kPermissionDenied, "PATH_OUTSIDE_ROOTS",
-                       absl::StrCat("'", uri, "' resolves to '", real,
-                                    "', outside the server's roots (",
+                       absl::StrCat("'", uri, "' resolves to '", real, "', outside the server's roots (",
                                     absl::StrJoin(roots_, ", "), ")"),
                        {{"uri", std::string(uri)}});
     }

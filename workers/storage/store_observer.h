@@ -13,8 +13,8 @@ class StoreObserver {
   virtual ~StoreObserver() = default;
   // One finished request attempt. `code` is the HTTP status, or "error" when none came back.
   // Must be thread-safe.
-  virtual void OnRequest(std::string_view store, std::string_view op, std::string_view code,
-                         double seconds, uint64_t bytes_sent, uint64_t bytes_received) = 0;
+  virtual void OnRequest(std::string_view store, std::string_view op, std::string_view code, double seconds,
+                         uint64_t bytes_sent, uint64_t bytes_received) = 0;
   // An attempt that failed in a way worth retrying and is retried.
   virtual void OnRetry(std::string_view store, std::string_view op) = 0;
 };

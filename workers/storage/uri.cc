@@ -11,9 +11,7 @@
 
 namespace modelsmith {
 
-std::string ParsedUri::ToString() const {
-  return scheme == UriScheme::kS3 ? absl::StrCat("s3://", path) : path;
-}
+std::string ParsedUri::ToString() const { return scheme == UriScheme::kS3 ? absl::StrCat("s3://", path) : path; }
 
 std::string NormalizePath(absl::string_view absolute_path) {
   std::vector<absl::string_view> parts;
@@ -49,9 +47,8 @@ absl::StatusOr<ParsedUri> ParseUri(absl::string_view uri) {
           absl::StrCat("uri '", uri, "': file:// uris take an absolute path and no host"));
     }
   } else if (size_t colon = uri.find("://"); colon != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("uri '", uri, "' has an unsupported scheme '", uri.substr(0, colon),
-                     "' (supported: a path, file://, s3://)"));
+    return absl::InvalidArgumentError(absl::StrCat("uri '", uri, "' has an unsupported scheme '", uri.substr(0, colon),
+                                                   "' (supported: a path, file://, s3://)"));
   }
   if (path.find('\0') != absl::string_view::npos) {
     return absl::InvalidArgumentError("uri contains a NUL byte");

@@ -28,7 +28,7 @@ absl::Status Mismatch(const RandomAccessObject& written, absl::string_view what)
 }
 
 absl::StatusOr<WrittenObject> WriteSafetensorsChunk(const ModelView& model, const std::vector<TensorInfo>& tensors,
-                                                   PipelinedWriter& out, ChunkIo io) {
+                                                    PipelinedWriter& out, ChunkIo io) {
   std::vector<SafetensorsEntry> entries;
   for (const TensorInfo& t : tensors) entries.push_back({t.name, t.dtype, t.shape, t.size_bytes});
   SortLikeReferenceWriter(entries);
@@ -41,7 +41,8 @@ absl::StatusOr<WrittenObject> WriteSafetensorsChunk(const ModelView& model, cons
   uint64_t size = header.size();
   for (const SafetensorsEntry& e : entries) {
     const TensorInfo& t = *by_name.at(e.name);
-    if (absl::Status s = CopyTensorBytes(t, *model.files[t.file_index].object, out, io.tracker, io.pace, io.context); !s.ok()) {
+    if (absl::Status s = CopyTensorBytes(t, *model.files[t.file_index].object, out, io.tracker, io.pace, io.context);
+        !s.ok()) {
       return Annotate(s, absl::StrCat("copying tensor '", t.name, "'"));
     }
     io.tracker.AddTensors(1);
@@ -63,8 +64,8 @@ absl::StatusOr<WrittenObject> WriteSafetensorsChunk(const ModelView& model, cons
   return WrittenObject{size, std::move(check)};
 }
 
-absl::StatusOr<WrittenObject> WriteGgufChunk(const ModelView& model, const std::vector<TensorInfo>& tensors, PipelinedWriter& out,
-                                            ChunkIo io) {
+absl::StatusOr<WrittenObject> WriteGgufChunk(const ModelView& model, const std::vector<TensorInfo>& tensors,
+                                             PipelinedWriter& out, ChunkIo io) {
   static const std::byte kZeros[256] = {};
   std::vector<GgufKv> kvs;
   for (const GgufKv& kv : model.gguf->kvs) {
@@ -84,7 +85,8 @@ absl::StatusOr<WrittenObject> WriteGgufChunk(const ModelView& model, const std::
   if (absl::Status s = AppendString(out, header); !s.ok()) return s;
   uint64_t size = header.size();
   for (const TensorInfo& t : tensors) {
-    if (absl::Status s = CopyTensorBytes(t, *model.files[t.file_index].object, out, io.tracker, io.pace, io.context); !s.ok()) {
+    if (absl::Status s = CopyTensorBytes(t, *model.files[t.file_index].object, out, io.tracker, io.pace, io.context);
+        !s.ok()) {
       return Annotate(s, absl::StrCat("copying tensor '", t.name, "'"));
     }
     const uint64_t padding = GgufPadding(t.size_bytes, alignment);
@@ -92,7 +94,9 @@ absl::StatusOr<WrittenObject> WriteGgufChunk(const ModelView& model, const std::
     io.tracker.AddTensors(1);
     size += t.size_bytes + padding;
   }
-  ObjectChecker check = [table = std::move(table)](const RandomAccessObject& written) { return CheckGgufTensorTable(written, table); };
+  ObjectChecker check = [table = std::move(table)](const RandomAccessObject& written) {
+    return CheckGgufTensorTable(written, table);
+  };
   return WrittenObject{size, std::move(check)};
 }
 
@@ -104,7 +108,8 @@ absl::Status AppendTorchTensor(const ModelView& model, const TensorInfo& t, Torc
   std::vector<std::byte> buffer(static_cast<size_t>(std::min(piece_limit, t.size_bytes)));
   for (uint64_t done = 0; done < t.size_bytes;) {
     if (absl::Status s = StopStatus(io.context); !s.ok()) return s;
-    const uint64_t piece = t.strides.empty() ? io.pace.PieceBytes(std::min(piece_limit, t.size_bytes - done)) : t.size_bytes;
+    const uint64_t piece =
+        t.strides.empty() ? io.pace.PieceBytes(std::min(piece_limit, t.size_bytes - done)) : t.size_bytes;
     if (absl::Status s = ReadTensorBytes(file, t, done, piece, buffer.data()); !s.ok()) return s;
     if (absl::Status s = zip.AppendToRecord({buffer.data(), static_cast<size_t>(piece)}); !s.ok()) return s;
     done += piece;
@@ -114,18 +119,23 @@ absl::Status AppendTorchTensor(const ModelView& model, const TensorInfo& t, Torc
   return absl::OkStatus();
 }
 
-absl::StatusOr<WrittenObject> WriteTorchChunk(const ModelView& model, const std::vector<TensorInfo>& tensors, const std::string& prefix,
-                                             PipelinedWriter& out, ChunkIo io) {
+absl::StatusOr<WrittenObject> WriteTorchChunk(const ModelView& model, const std::vector<TensorInfo>& tensors,
+                                              const std::string& prefix, PipelinedWriter& out, ChunkIo io) {
   std::vector<TorchTensorEntry> entries;
   for (const TensorInfo& t : tensors) {
-    if (absl::Status s = CheckTorchWritable(t.dtype); !s.ok()) return Annotate(s, absl::StrCat("tensor '", t.name, "'"));
+    if (absl::Status s = CheckTorchWritable(t.dtype); !s.ok())
+      return Annotate(s, absl::StrCat("tensor '", t.name, "'"));
     entries.push_back({t.name, t.dtype, t.shape});
   }
   TorchZipWriter zip(out, prefix);
   const std::string pickle = TorchStateDictPickle(entries);
-  if (absl::Status s = zip.AddRecord("data.pkl", {reinterpret_cast<const std::byte*>(pickle.data()), pickle.size()}); !s.ok()) return s;
+  if (absl::Status s = zip.AddRecord("data.pkl", {reinterpret_cast<const std::byte*>(pickle.data()), pickle.size()});
+      !s.ok())
+    return s;
   const std::string byteorder = "little";
-  if (absl::Status s = zip.AddRecord("byteorder", {reinterpret_cast<const std::byte*>(byteorder.data()), byteorder.size()}); !s.ok()) {
+  if (absl::Status s =
+          zip.AddRecord("byteorder", {reinterpret_cast<const std::byte*>(byteorder.data()), byteorder.size()});
+      !s.ok()) {
     return s;
   }
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -137,7 +147,9 @@ absl::StatusOr<WrittenObject> WriteTorchChunk(const ModelView& model, const std:
     io.tracker.AddTensors(1);
   }
   const std::string version = "3\n";
-  if (absl::Status s = zip.AddRecord("version", {reinterpret_cast<const std::byte*>(version.data()), version.size()}); !s.ok()) return s;
+  if (absl::Status s = zip.AddRecord("version", {reinterpret_cast<const std::byte*>(version.data()), version.size()});
+      !s.ok())
+    return s;
   if (absl::Status s = zip.Finish(); !s.ok()) return s;
   ObjectChecker check = [entries = std::move(entries)](const RandomAccessObject& written) -> absl::Status {
     absl::StatusOr<TorchCheckpoint> read = ReadTorchCheckpoint(written);
@@ -145,7 +157,8 @@ absl::StatusOr<WrittenObject> WriteTorchChunk(const ModelView& model, const std:
     if (read->tensors.size() != entries.size() || !read->aliases.empty()) return Mismatch(written, "tensor count");
     for (size_t k = 0; k < entries.size(); ++k) {
       const TensorInfo& got = read->tensors[k];
-      if (got.name != entries[k].name || got.dtype != entries[k].dtype || got.shape != entries[k].shape || !got.strides.empty()) {
+      if (got.name != entries[k].name || got.dtype != entries[k].dtype || got.shape != entries[k].shape ||
+          !got.strides.empty()) {
         return Mismatch(written, absl::StrCat("tensor '", entries[k].name, "'"));
       }
     }
@@ -157,7 +170,7 @@ absl::StatusOr<WrittenObject> WriteTorchChunk(const ModelView& model, const std:
 }  // namespace
 
 absl::StatusOr<WrittenObject> WriteChunkFile(const ModelView& model, const std::vector<TensorInfo>& tensors,
-                                            const std::string& torch_prefix, PipelinedWriter& out, ChunkIo io) {
+                                             const std::string& torch_prefix, PipelinedWriter& out, ChunkIo io) {
   if (model.gguf) return WriteGgufChunk(model, tensors, out, io);
   if (model.is_torch()) return WriteTorchChunk(model, tensors, torch_prefix, out, io);
   return WriteSafetensorsChunk(model, tensors, out, io);

@@ -35,7 +35,7 @@ struct ChunkIo {
 // `model`. `torch_prefix` is the archive's top directory for torch output. CANCELLED when the job
 // is stopped; the errors of the store and of reading the input otherwise.
 absl::StatusOr<WrittenObject> WriteChunkFile(const ModelView& model, const std::vector<TensorInfo>& tensors,
-                                            const std::string& torch_prefix, PipelinedWriter& out, ChunkIo io);
+                                             const std::string& torch_prefix, PipelinedWriter& out, ChunkIo io);
 
 }  // namespace modelsmith
 

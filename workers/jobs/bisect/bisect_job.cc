@@ -51,7 +51,8 @@ absl::StatusOr<ModelView> OpenInput(const v1::BisectSpec& spec, const StorageRou
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "bisect.input"}});
   if (model->tensors.empty()) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
-                     absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to split"), {{"field", "bisect.input"}});
+                     absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to split"),
+                     {{"field", "bisect.input"}});
   }
   return model;
 }
@@ -80,10 +81,10 @@ std::pair<std::string, std::string> StemAndExtension(const ModelView& model) {
 }
 
 struct PlannedChunk {
-  std::string name;                // file name
-  std::vector<size_t> units;       // indices into BisectPlan::units
-  std::vector<TensorInfo> tensors; // execution order
-  uint64_t size_bytes = 0;         // stored tensor bytes
+  std::string name;                 // file name
+  std::vector<size_t> units;        // indices into BisectPlan::units
+  std::vector<TensorInfo> tensors;  // execution order
+  uint64_t size_bytes = 0;          // stored tensor bytes
 };
 
 struct BisectPlan {
@@ -112,16 +113,21 @@ absl::StatusOr<BisectPlan> PlanBisect(const v1::BisectSpec& spec, const ModelVie
   if (chunks > plan.units.size()) {
     std::string hint;
     if (granularity == v1::BISECT_GRANULARITY_BLOCK) {
-      hint = absl::StrCat("; granularity 'module' gives ",
-                          BisectUnits(plan.tensors, DetectQuantizedLayouts(plan.tensors), v1::BISECT_GRANULARITY_MODULE).size(), " units");
+      hint = absl::StrCat(
+          "; granularity 'module' gives ",
+          BisectUnits(plan.tensors, DetectQuantizedLayouts(plan.tensors), v1::BISECT_GRANULARITY_MODULE).size(),
+          " units");
     } else if (granularity == v1::BISECT_GRANULARITY_MODULE) {
-      hint = absl::StrCat("; granularity 'tensor' gives ",
-                          BisectUnits(plan.tensors, DetectQuantizedLayouts(plan.tensors), v1::BISECT_GRANULARITY_TENSOR).size(), " units");
+      hint = absl::StrCat(
+          "; granularity 'tensor' gives ",
+          BisectUnits(plan.tensors, DetectQuantizedLayouts(plan.tensors), v1::BISECT_GRANULARITY_TENSOR).size(),
+          " units");
     }
-    return MakeError(absl::StatusCode::kInvalidArgument, "BISECT_TOO_MANY_CHUNKS",
-                     absl::StrCat("'bisect.chunks' is ", chunks, " but '", model.uri, "' has only ", plan.units.size(), " ",
-                                  GranularityName(granularity), " unit(s) to cut between (each chunk needs at least one)", hint),
-                     {{"field", "bisect.chunks"}});
+    return MakeError(
+        absl::StatusCode::kInvalidArgument, "BISECT_TOO_MANY_CHUNKS",
+        absl::StrCat("'bisect.chunks' is ", chunks, " but '", model.uri, "' has only ", plan.units.size(), " ",
+                     GranularityName(granularity), " unit(s) to cut between (each chunk needs at least one)", hint),
+        {{"field", "bisect.chunks"}});
   }
   std::vector<uint64_t> sizes;
   for (const BisectUnit& u : plan.units) sizes.push_back(u.size_bytes), plan.total_bytes += u.size_bytes;
@@ -143,13 +149,15 @@ absl::StatusOr<BisectPlan> PlanBisect(const v1::BisectSpec& spec, const ModelVie
   return plan;
 }
 
-absl::Status CheckOutputApartFromInput(const ModelView& model, const StorageRouter& router, absl::string_view output_uri) {
+absl::Status CheckOutputApartFromInput(const ModelView& model, const StorageRouter& router,
+                                       absl::string_view output_uri) {
   absl::StatusOr<Location> output = router.Resolve(output_uri);
   if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "bisect.output"}});
   for (const ModelFile& file : model.files) {
     if (std::string(ParentUri(file.uri)) == output->uri) {
       return FieldError("OUTPUT_OVERLAPS_INPUT", "bisect.output",
-                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri, "'; write to another directory"));
+                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
+                                     "'; write to another directory"));
     }
   }
   return absl::OkStatus();
@@ -206,8 +214,8 @@ absl::Status ValidateBisectSpec(const v1::BisectSpec& spec) {
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "bisect.output", "'bisect.output' is required");
   if (spec.chunks() == 1 || spec.chunks() > kMaxBisectChunks) {
     return FieldError("INVALID_CHUNKS", "bisect.chunks",
-                      absl::StrCat("'bisect.chunks' is ", spec.chunks(), "; it must be between 2 and ", kMaxBisectChunks,
-                                   " (0 means ", kDefaultBisectChunks, ")"));
+                      absl::StrCat("'bisect.chunks' is ", spec.chunks(), "; it must be between 2 and ",
+                                   kMaxBisectChunks, " (0 means ", kDefaultBisectChunks, ")"));
   }
   if (!v1::BisectGranularity_IsValid(spec.granularity())) {
     return FieldError("INVALID_ENUM", "bisect.granularity", "unknown bisect granularity (block, module or tensor)");
@@ -221,7 +229,9 @@ absl::StatusOr<uint64_t> PreflightBisectJob(const v1::BisectSpec& spec, const St
   if (!model.ok()) return model.status();
   if (absl::StatusOr<BisectPlan> plan = PlanBisect(spec, *model); !plan.ok()) return plan.status();
   if (absl::Status s = CheckOutputApartFromInput(*model, router, spec.output()); !s.ok()) return s;
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output");
+      !s.ok())
+    return s;
   return EstimatePeakMemory(*model);
 }
 
@@ -248,8 +258,8 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
                               plan->tensors.size(), plan->total_bytes, model->uri, model->format, plan->chunks.size(),
                               plan->units.size(), GranularityName(Granularity(spec)), output->uri()));
   for (const PlannedChunk& c : plan->chunks) {
-    context.Log(absl::StrFormat("%s: %d bytes, units '%s' .. '%s'", c.name, c.size_bytes, plan->units[c.units.front()].name,
-                                plan->units[c.units.back()].name));
+    context.Log(absl::StrFormat("%s: %d bytes, units '%s' .. '%s'", c.name, c.size_bytes,
+                                plan->units[c.units.front()].name, plan->units[c.units.back()].name));
   }
 
   if (!model->skipped_entries.empty()) {
@@ -265,7 +275,9 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
     const std::string torch_prefix = chunk.name.substr(0, chunk.name.rfind('.'));
     absl::StatusOr<v1::Artifact> artifact = output->Write(
         output->UriOf(chunk.name), "chunk",
-        [&](PipelinedWriter& out) { return WriteChunkFile(*model, chunk.tensors, torch_prefix, out, ChunkIo{tracker, pace, context}); },
+        [&](PipelinedWriter& out) {
+          return WriteChunkFile(*model, chunk.tensors, torch_prefix, out, ChunkIo{tracker, pace, context});
+        },
         tracker, context);
     if (!artifact.ok()) return artifact.status();
   }
@@ -281,7 +293,8 @@ absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& contex
   v1::JobFigures* figures = result.mutable_figures();
   std::vector<uint64_t> file_bytes;
   for (size_t k = 0; k < plan->chunks.size(); ++k) file_bytes.push_back(artifacts[k].size_bytes());
-  *figures->mutable_bisect() = MakeBisectFigures(chunk_sizes, file_bytes, std::string(GranularityName(Granularity(spec))), plan->units.size());
+  *figures->mutable_bisect() =
+      MakeBisectFigures(chunk_sizes, file_bytes, std::string(GranularityName(Granularity(spec))), plan->units.size());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   figures->set_duration_seconds(seconds);
   figures->set_bytes_read(plan->total_bytes);

@@ -60,11 +60,12 @@ absl::StatusOr<OnnxInput> OpenOnnxInput(const v1::BisectSpec& spec, const Storag
     input.any_external = true;
     auto [it, added] = input.data_files.try_emplace((*ref)->location);
     if (added) {
-      absl::StatusOr<std::unique_ptr<RandomAccessObject>> data = location->store->OpenForRead(directory + "/" + (*ref)->location);
+      absl::StatusOr<std::unique_ptr<RandomAccessObject>> data =
+          location->store->OpenForRead(directory + "/" + (*ref)->location);
       if (!data.ok()) {
         return MakeError(absl::StatusCode::kInvalidArgument, "ONNX_EXTERNAL_DATA_INVALID",
-                         absl::StrCat("initializer '", t.name(), "' keeps its data in '", (*ref)->location, "', which cannot be read: ",
-                                      data.status().message()),
+                         absl::StrCat("initializer '", t.name(), "' keeps its data in '", (*ref)->location,
+                                      "', which cannot be read: ", data.status().message()),
                          {{"field", "bisect.input"}, {"tensor", t.name()}});
       }
       it->second = *std::move(data);
@@ -90,9 +91,9 @@ absl::Status AppendZeros(PipelinedWriter& out, uint64_t count) {
 
 // Moves the chunk's initializers into `out` as external data named `data_name`, rewriting their
 // references; returns the data file's size.
-absl::StatusOr<uint64_t> WriteExternalData(onnx::ModelProto& chunk, const OnnxInput& input, const std::string& data_name,
-                                           PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace,
-                                           const JobContext& context) {
+absl::StatusOr<uint64_t> WriteExternalData(onnx::ModelProto& chunk, const OnnxInput& input,
+                                           const std::string& data_name, PipelinedWriter& out, ProgressTracker& tracker,
+                                           RateLimiter& pace, const JobContext& context) {
   uint64_t offset = 0;
   for (onnx::TensorProto& t : *chunk.mutable_graph()->mutable_initializer()) {
     absl::StatusOr<std::optional<OnnxExternalData>> ref = OnnxExternalDataOf(t);
@@ -110,7 +111,9 @@ absl::StatusOr<uint64_t> WriteExternalData(onnx::ModelProto& chunk, const OnnxIn
       }
     } else {
       length = t.raw_data().size();
-      if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(t.raw_data().data()), t.raw_data().size()}); !s.ok()) return s;
+      if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(t.raw_data().data()), t.raw_data().size()});
+          !s.ok())
+        return s;
       tracker.AddBytes(length);
       t.clear_raw_data();
     }
@@ -133,8 +136,10 @@ ObjectChecker ModelCheck(const onnx::ModelProto& planned) {
           outputs = planned.graph().output_size()](const RandomAccessObject& written) -> absl::Status {
     absl::StatusOr<onnx::ModelProto> read = ReadOnnxModel(written);
     if (!read.ok()) return Annotate(read.status(), "verifying the written chunk");
-    if (read->graph().node_size() != nodes || read->graph().input_size() != inputs || read->graph().output_size() != outputs) {
-      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", absl::StrCat("chunk '", written.uri(), "' does not read back as planned"));
+    if (read->graph().node_size() != nodes || read->graph().input_size() != inputs ||
+        read->graph().output_size() != outputs) {
+      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                       absl::StrCat("chunk '", written.uri(), "' does not read back as planned"));
     }
     return absl::OkStatus();
   };
@@ -149,7 +154,9 @@ absl::StatusOr<uint64_t> PreflightOnnxBisect(const v1::BisectSpec& spec, const S
   if (!input.ok()) return input.status();
   const size_t chunks = spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks();
   if (absl::StatusOr<OnnxBisectPlan> plan = PlanOnnxBisect(input->model, chunks); !plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output");
+      !s.ok())
+    return s;
   // The model is held twice at most (the original and one chunk being built).
   return kOnnxBaseMemoryBytes + 2 * input->file->size_bytes();
 }
@@ -166,12 +173,14 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
 
   ProgressTracker tracker(context, plan->total_bytes, input->model.graph().initializer_size());
   tracker.SetPhase("plan");
-  absl::StatusOr<Publication> output = Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "bisect.output");
+  absl::StatusOr<Publication> output =
+      Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "bisect.output");
   if (!output.ok()) return output.status();
   const std::string stem = Stem(input->location.uri);
-  context.Log(absl::StrFormat("splitting ONNX graph '%s' (%d nodes, %d computing, %d initializer bytes) into %d chunks at '%s'",
-                              input->location.uri, input->model.graph().node_size(), plan->positions.size(), plan->total_bytes, chunk_count,
-                              output->uri()));
+  context.Log(
+      absl::StrFormat("splitting ONNX graph '%s' (%d nodes, %d computing, %d initializer bytes) into %d chunks at '%s'",
+                      input->location.uri, input->model.graph().node_size(), plan->positions.size(), plan->total_bytes,
+                      chunk_count, output->uri()));
 
   RateLimiter pace(run.io_bytes_per_second);
   ordered_json chunks_json = ordered_json::array();
@@ -201,13 +210,15 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
     }
     std::string bytes;
     if (!model->SerializeToString(&bytes) || bytes.size() > kOnnxMaxModelBytes) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "ONNX_CHUNK_TOO_LARGE",
-                       absl::StrCat("chunk ", k + 1, " does not fit one protobuf (2 GiB); its weights need external data"));
+      return MakeError(
+          absl::StatusCode::kFailedPrecondition, "ONNX_CHUNK_TOO_LARGE",
+          absl::StrCat("chunk ", k + 1, " does not fit one protobuf (2 GiB); its weights need external data"));
     }
     absl::StatusOr<v1::Artifact> artifact = output->Write(
         output->UriOf(name), "chunk",
         [&](PipelinedWriter& out) -> absl::StatusOr<WrittenObject> {
-          if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok()) return s;
+          if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}); !s.ok())
+            return s;
           return WrittenObject{bytes.size(), ModelCheck(*model)};
         },
         tracker, context);
@@ -244,7 +255,8 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
   index["imbalance_ratio"] = imbalance;
   index["chunks"] = std::move(chunks_json);
   const std::string index_name = stem + ".chunks.json";
-  absl::StatusOr<v1::Artifact> index_artifact = output->WriteSmall(output->UriOf(index_name), index.dump(2) + "\n", "index");
+  absl::StatusOr<v1::Artifact> index_artifact =
+      output->WriteSmall(output->UriOf(index_name), index.dump(2) + "\n", "index");
   if (!index_artifact.ok()) return index_artifact.status();
 
   v1::JobResult result;
@@ -266,7 +278,9 @@ absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& conte
   manifest["kind"] = "bisect";
   manifest["job_id"] = run.job_id;
   manifest["spec"] = MessageJson(run.spec);
-  manifest["input"] = {{"uri", input->location.uri}, {"format", "onnx"}, {"nodes", input->model.graph().node_size()},
+  manifest["input"] = {{"uri", input->location.uri},
+                       {"format", "onnx"},
+                       {"nodes", input->model.graph().node_size()},
                        {"initializer_bytes", plan->total_bytes}};
   manifest["figures"] = MessageJson(*figures);
   if (absl::Status s = output->Publish(std::move(manifest), result, tracker, context); !s.ok()) return s;

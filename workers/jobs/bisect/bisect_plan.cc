@@ -22,7 +22,7 @@ struct OrderKey {
   int container_rank = 0;     // blocks: down/encoder/input, then mid, then up/decoder/output
   size_t container_seen = 0;  // blocks: first appearance of the container
   uint64_t block_number = 0;
-  size_t position = 0;        // the checkpoint's order
+  size_t position = 0;  // the checkpoint's order
 
   auto tie() const { return std::tie(stage, container_rank, container_seen, block_number, position); }
   bool operator<(const OrderKey& other) const { return tie() < other.tie(); }
@@ -60,7 +60,8 @@ std::optional<BlockOf> FindBlock(const std::string& module) {
 int ContainerRank(const std::string& container) {
   int rank = 1;
   for (absl::string_view part : absl::StrSplit(absl::AsciiStrToLower(container), '.')) {
-    if (absl::StartsWith(part, "down") || absl::StartsWith(part, "encoder") || absl::StartsWith(part, "input")) rank = 0;
+    if (absl::StartsWith(part, "down") || absl::StartsWith(part, "encoder") || absl::StartsWith(part, "input"))
+      rank = 0;
     if (absl::StartsWith(part, "up") || absl::StartsWith(part, "decoder") || absl::StartsWith(part, "output")) rank = 2;
   }
   return rank;
@@ -68,7 +69,8 @@ int ContainerRank(const std::string& container) {
 
 bool LooksLikeEmbedding(const std::string& module) {
   const std::string lower = absl::AsciiStrToLower(module);
-  for (absl::string_view word : {"embed", "wte", "wpe", "tok_", "token_embd", "conv_in", "time_emb", "pos_emb", "patch_emb", "rope", "rotary"}) {
+  for (absl::string_view word :
+       {"embed", "wte", "wpe", "tok_", "token_embd", "conv_in", "time_emb", "pos_emb", "patch_emb", "rope", "rotary"}) {
     if (absl::StrContains(lower, word)) return true;
   }
   return false;
@@ -119,17 +121,13 @@ std::vector<BisectUnit> BisectUnits(const std::vector<TensorInfo>& tensors, cons
   for (size_t i : order) {
     std::string name;
     switch (granularity) {
-      case v1::BISECT_GRANULARITY_MODULE:
-        name = modules[i];
-        break;
+      case v1::BISECT_GRANULARITY_MODULE: name = modules[i]; break;
       case v1::BISECT_GRANULARITY_TENSOR: {
         auto group = group_of.find(tensors[i].name);
         name = group != group_of.end() ? group->second->module : tensors[i].name;
         break;
       }
-      default:
-        name = blocks[i] ? blocks[i]->block : modules[i];
-        break;
+      default: name = blocks[i] ? blocks[i]->block : modules[i]; break;
     }
     auto [it, added] = unit_of.emplace(name, units.size());
     if (added) units.push_back(BisectUnit{name, blocks[i] ? blocks[i]->block : "", {}, 0});
@@ -169,7 +167,8 @@ double ImbalanceRatio(std::span<const uint64_t> chunk_bytes) {
   uint64_t largest = 0;
   uint64_t sum = 0;
   for (uint64_t s : chunk_bytes) largest = std::max(largest, s), sum += s;
-  return sum == 0 ? 1.0 : static_cast<double>(largest) / (static_cast<double>(sum) / static_cast<double>(chunk_bytes.size()));
+  return sum == 0 ? 1.0
+                  : static_cast<double>(largest) / (static_cast<double>(sum) / static_cast<double>(chunk_bytes.size()));
 }
 
 v1::BisectFigures MakeBisectFigures(std::span<const uint64_t> chunk_bytes, std::span<const uint64_t> file_bytes,

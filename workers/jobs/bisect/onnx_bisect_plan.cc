@@ -28,8 +28,8 @@ bool HasSubgraph(const onnx::NodeProto& node) {
 // The fewest crossing tensors of a split into `chunks` runs of at most `cap` (kUnreachable when
 // there is none), with each chunk's end written to `ends`. Dynamic programming over positions,
 // the window of feasible previous cuts kept as a monotone deque: O(chunks x positions).
-uint64_t FewestCrossings(std::span<const uint64_t> sizes, std::span<const uint32_t> crossings, size_t chunks, uint64_t cap,
-                         std::vector<size_t>* ends) {
+uint64_t FewestCrossings(std::span<const uint64_t> sizes, std::span<const uint32_t> crossings, size_t chunks,
+                         uint64_t cap, std::vector<size_t>* ends) {
   const size_t n = sizes.size();
   std::vector<uint64_t> prefix(n + 1, 0);
   for (size_t i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + sizes[i];
@@ -81,7 +81,8 @@ std::map<std::string, const onnx::ValueInfoProto*> ValueInfos(const onnx::GraphP
 // An element type and a shape (of known rank; dimensions may be symbolic): what a model's inputs and
 // outputs must declare.
 bool Typed(const onnx::ValueInfoProto& v) {
-  return v.has_type() && v.type().has_tensor_type() && v.type().tensor_type().elem_type() != 0 && v.type().tensor_type().has_shape();
+  return v.has_type() && v.type().has_tensor_type() && v.type().tensor_type().elem_type() != 0 &&
+         v.type().tensor_type().has_shape();
 }
 
 }  // namespace
@@ -101,7 +102,9 @@ void InferOnnxTypes(onnx::ModelProto& model) {
     const auto infos = ValueInfos(model.graph());
     std::vector<onnx::ValueInfoProto> added;
     for (const auto& node : model.graph().node()) {
-      if (node.domain() != "com.microsoft" || node.op_type() != "MatMulNBits" || node.output_size() == 0 || node.input_size() == 0) continue;
+      if (node.domain() != "com.microsoft" || node.op_type() != "MatMulNBits" || node.output_size() == 0 ||
+          node.input_size() == 0)
+        continue;
       auto out = infos.find(node.output(0));
       auto a = infos.find(node.input(0));
       if ((out != infos.end() && Typed(*out->second)) || a == infos.end() || !Typed(*a->second)) continue;
@@ -123,7 +126,8 @@ void InferOnnxTypes(onnx::ModelProto& model) {
   }
 }
 
-std::vector<size_t> ChooseOnnxCuts(std::span<const uint64_t> sizes, std::span<const uint32_t> crossings, size_t chunks) {
+std::vector<size_t> ChooseOnnxCuts(std::span<const uint64_t> sizes, std::span<const uint32_t> crossings,
+                                   size_t chunks) {
   const uint64_t best = BestLargestChunk(sizes, chunks);
   const uint64_t loosest = best + static_cast<uint64_t>(std::floor(static_cast<double>(best) * kOnnxBalanceSlack));
   const size_t n = sizes.size();
@@ -137,7 +141,8 @@ std::vector<size_t> ChooseOnnxCuts(std::span<const uint64_t> sizes, std::span<co
   uint64_t running = 0;
   for (size_t p = 0; p < n; ++p) {
     running += sizes[p];
-    if (p + 1 == n || crossings[p] == fewest_anywhere) boundaries.push_back(p + 1), segments.push_back(running), running = 0;
+    if (p + 1 == n || crossings[p] == fewest_anywhere)
+      boundaries.push_back(p + 1), segments.push_back(running), running = 0;
   }
   if (segments.size() >= chunks && BestLargestChunk(segments, chunks) <= loosest) {
     std::vector<size_t> ends;
@@ -172,8 +177,9 @@ absl::StatusOr<OnnxBisectPlan> PlanOnnxBisect(const onnx::ModelProto& model, siz
   std::vector<size_t> position_of(graph.node_size(), kUnreachable);
   for (size_t k : index->order) {
     const onnx::NodeProto& node = graph.node(k);
-    const bool all_constant = !index->reads[k].empty() && std::all_of(index->reads[k].begin(), index->reads[k].end(),
-                                                                       [&](const std::string& r) { return constant_values.count(r) > 0; });
+    const bool all_constant =
+        !index->reads[k].empty() && std::all_of(index->reads[k].begin(), index->reads[k].end(),
+                                                [&](const std::string& r) { return constant_values.count(r) > 0; });
     constant_node[k] = (node.op_type() == "Constant" && node.domain().empty()) || (all_constant && !HasSubgraph(node));
     if (constant_node[k]) {
       for (const std::string& out : node.output()) constant_values.insert(out);
@@ -278,7 +284,8 @@ absl::StatusOr<OnnxBisectPlan> PlanOnnxBisect(const onnx::ModelProto& model, siz
     for (const auto& o : graph.output()) {  // constant graph outputs go with the last chunk
       if (!last_chunk || index->graph_inputs.count(o.name())) continue;
       if (index->initializers.count(o.name())) initializers.insert(o.name());
-      if (auto producer = index->producer.find(o.name()); producer != index->producer.end() && constant_node[producer->second]) {
+      if (auto producer = index->producer.find(o.name());
+          producer != index->producer.end() && constant_node[producer->second]) {
         need_node(producer->second);
       }
     }
@@ -302,9 +309,8 @@ absl::StatusOr<OnnxBisectPlan> PlanOnnxBisect(const onnx::ModelProto& model, siz
       for (const std::string& out : graph.node(node).output()) {
         auto consumers = index->consumers.find(out);
         if (out.empty() || consumers == index->consumers.end() || graph_outputs.count(out)) continue;
-        const bool read_later = std::any_of(consumers->second.begin(), consumers->second.end(), [&](size_t c) {
-          return !constant_node[c] && position_of[c] >= ends[k];
-        });
+        const bool read_later = std::any_of(consumers->second.begin(), consumers->second.end(),
+                                            [&](size_t c) { return !constant_node[c] && position_of[c] >= ends[k]; });
         if (read_later) chunk.outputs.push_back(out);
       }
     }
@@ -319,8 +325,8 @@ absl::StatusOr<OnnxBisectPlan> PlanOnnxBisect(const onnx::ModelProto& model, siz
   return plan;
 }
 
-absl::StatusOr<onnx::ModelProto> BuildOnnxChunk(const onnx::ModelProto& model, const OnnxChunkPlan& chunk, size_t chunk_index,
-                                                size_t chunk_count) {
+absl::StatusOr<onnx::ModelProto> BuildOnnxChunk(const onnx::ModelProto& model, const OnnxChunkPlan& chunk,
+                                                size_t chunk_index, size_t chunk_count) {
   onnx::ModelProto out;
   out.set_ir_version(model.ir_version());
   *out.mutable_opset_import() = model.opset_import();
@@ -347,10 +353,11 @@ absl::StatusOr<onnx::ModelProto> BuildOnnxChunk(const onnx::ModelProto& model, c
   auto typed = [&](const std::string& name) -> absl::StatusOr<onnx::ValueInfoProto> {
     auto it = infos.find(name);
     if (it == infos.end() || !Typed(*it->second)) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "ONNX_TYPE_UNKNOWN",
-                       absl::StrCat("tensor '", name, "' crosses into or out of chunk ", chunk_index + 1,
-                                    " but shape inference could not give its type; a chunk's inputs and outputs need one"),
-                       {{"tensor", name}});
+      return MakeError(
+          absl::StatusCode::kFailedPrecondition, "ONNX_TYPE_UNKNOWN",
+          absl::StrCat("tensor '", name, "' crosses into or out of chunk ", chunk_index + 1,
+                       " but shape inference could not give its type; a chunk's inputs and outputs need one"),
+          {{"tensor", name}});
     }
     return *it->second;
   };

@@ -48,15 +48,15 @@ struct OnnxChunkPlan {
   std::vector<std::string> inputs;        // graph inputs (in the graph's order), then crossing tensors
   std::vector<std::string> outputs;       // crossing tensors, then graph outputs (in the graph's order)
   size_t first_position = 0;
-  size_t end_position = 0;                // one past the last
-  uint64_t size_bytes = 0;                // attributed stored bytes
-  std::vector<std::string> crossing_in;   // the tensors of `inputs` that an earlier chunk produces
+  size_t end_position = 0;               // one past the last
+  uint64_t size_bytes = 0;               // attributed stored bytes
+  std::vector<std::string> crossing_in;  // the tensors of `inputs` that an earlier chunk produces
 };
 
 struct OnnxBisectPlan {
-  std::vector<size_t> positions;          // real node indices, topological
-  std::vector<uint64_t> position_bytes;   // attributed stored bytes per position
-  std::vector<uint32_t> crossings;        // tensors crossing the cut after each position
+  std::vector<size_t> positions;         // real node indices, topological
+  std::vector<uint64_t> position_bytes;  // attributed stored bytes per position
+  std::vector<uint32_t> crossings;       // tensors crossing the cut after each position
   std::vector<OnnxChunkPlan> chunks;
   uint64_t total_bytes = 0;
 };
@@ -77,8 +77,8 @@ absl::StatusOr<OnnxBisectPlan> PlanOnnxBisect(const onnx::ModelProto& model, siz
 // as they are: external references still point at the original's files), inputs and outputs with
 // their types, and the value_info of its internal values. `model` must have been through
 // InferOnnxTypes.
-absl::StatusOr<onnx::ModelProto> BuildOnnxChunk(const onnx::ModelProto& model, const OnnxChunkPlan& chunk, size_t chunk_index,
-                                                size_t chunk_count);
+absl::StatusOr<onnx::ModelProto> BuildOnnxChunk(const onnx::ModelProto& model, const OnnxChunkPlan& chunk,
+                                                size_t chunk_index, size_t chunk_count);
 
 }  // namespace modelsmith
 

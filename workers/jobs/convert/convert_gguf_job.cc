@@ -43,8 +43,9 @@ absl::StatusOr<std::optional<GgmlType>> TargetType(const v1::ConvertSpec& spec) 
   if (name == "BFLOAT16") name = "BF16";
   std::optional<GgmlTypeTraits> traits = GgmlTraitsByName(name);
   if (!traits || !CanEncode(traits->type)) {
-    return FieldError("INVALID_DTYPE", "convert.dtype",
-                      absl::StrCat("'", spec.dtype(), "' is not a type GGUF output takes: f32, f16, bf16, Q8_0, Q4_0, Q4_K, ..."));
+    return FieldError(
+        "INVALID_DTYPE", "convert.dtype",
+        absl::StrCat("'", spec.dtype(), "' is not a type GGUF output takes: f32, f16, bf16, Q8_0, Q4_0, Q4_K, ..."));
   }
   return std::optional<GgmlType>(traits->type);
 }
@@ -65,7 +66,8 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "convert.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "convert.input"}});
-  if (model->gguf) return FieldError("ALREADY_GGUF", "convert.input", absl::StrCat("'", model->uri, "' is GGUF already"));
+  if (model->gguf)
+    return FieldError("ALREADY_GGUF", "convert.input", absl::StrCat("'", model->uri, "' is GGUF already"));
   Plan plan;
   plan.model = *std::move(model);
   absl::StatusOr<HfFiles> files = ReadHfFiles(*input->store, plan.model);
@@ -87,13 +89,15 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
   plan.mapping = *std::move(mapping);
   for (const GgufOutputTensor& t : plan.mapping.tensors) {
     if (!IsCastableFloat(t.source->dtype)) {
-      return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_TYPE",
-                       absl::StrCat("tensor '", t.source->name, "' is ", DTypeName(t.source->dtype), ", not a float type"),
-                       {{"tensor", t.source->name}});
+      return MakeError(
+          absl::StatusCode::kInvalidArgument, "UNSUPPORTED_TYPE",
+          absl::StrCat("tensor '", t.source->name, "' is ", DTypeName(t.source->dtype), ", not a float type"),
+          {{"tensor", t.source->name}});
     }
     GgufTensor g;
     g.name = t.name;
-    g.ne = t.source->shape.empty() ? std::vector<uint64_t>{1} : std::vector<uint64_t>(t.source->shape.rbegin(), t.source->shape.rend());
+    g.ne = t.source->shape.empty() ? std::vector<uint64_t>{1}
+                                   : std::vector<uint64_t>(t.source->shape.rbegin(), t.source->shape.rend());
     g.type = t.type;
     const uint64_t row = g.ne[0];
     g.size_bytes = (*ElementCount(t.source->shape) / std::max<uint64_t>(1, row)) * *GgmlRowBytes(t.type, row);
@@ -103,7 +107,8 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
   plan.mapping.kvs.push_back(GgufKv::U32("general.file_type", LlamaFileType(target)));
   plan.header = SerializeGgufHeader(plan.mapping.kvs, plan.layout);
   plan.file_bytes = plan.header.size();
-  for (const GgufTensor& g : plan.layout) plan.file_bytes += g.size_bytes + GgufPadding(g.size_bytes, kGgufDefaultAlignment);
+  for (const GgufTensor& g : plan.layout)
+    plan.file_bytes += g.size_bytes + GgufPadding(g.size_bytes, kGgufDefaultAlignment);
   return plan;
 }
 
@@ -119,8 +124,9 @@ std::optional<GgmlType> SameType(DType dtype) {
 
 // The source bytes of rows [first, first + count) of `t` in GGUF order, into `raw`. A strided
 // source is gathered whole into `whole` once; `span` is scratch for reordered rows.
-absl::Status GatherRows(const GgufOutputTensor& t, const RandomAccessObject& file, uint64_t row_elements, uint64_t first,
-                        uint64_t count, std::vector<std::byte>& whole, std::vector<std::byte>& span, std::byte* raw) {
+absl::Status GatherRows(const GgufOutputTensor& t, const RandomAccessObject& file, uint64_t row_elements,
+                        uint64_t first, uint64_t count, std::vector<std::byte>& whole, std::vector<std::byte>& span,
+                        std::byte* raw) {
   const TensorInfo& s = *t.source;
   const uint64_t width = DTypeBits(s.dtype) / 8;
   const uint64_t row_bytes = row_elements * width;
@@ -154,13 +160,14 @@ absl::Status GatherRows(const GgufOutputTensor& t, const RandomAccessObject& fil
   return absl::OkStatus();
 }
 
-absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const RandomAccessObject& file, PipelinedWriter& out,
-                         ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const RandomAccessObject& file,
+                         PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
   const uint64_t row_elements = g.ne[0];
   const uint64_t rows = *ElementCount(t.source->shape) / std::max<uint64_t>(1, row_elements);
   const uint64_t row_bytes = *GgmlRowBytes(g.type, row_elements);
   const uint64_t rows_per_part = std::max<uint64_t>(1, kPartElements / std::max<uint64_t>(1, row_elements));
-  const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkElements / std::max<uint64_t>(1, row_elements) / rows_per_part) * rows_per_part;
+  const uint64_t rows_per_chunk =
+      std::max<uint64_t>(1, kChunkElements / std::max<uint64_t>(1, row_elements) / rows_per_part) * rows_per_part;
   std::vector<std::byte> whole, span, raw;
   std::vector<float> values;
   const bool as_is = SameType(t.source->dtype) == g.type;  // bytes copied (rows reordered), not re-encoded
@@ -184,7 +191,8 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
     const uint64_t count = std::min(rows_per_chunk, rows - row);
     std::shared_ptr<std::byte[]> encoded = out.TakeBuffer(count * row_bytes);
     raw.resize(as_is ? 0 : count * row_elements * (DTypeBits(t.source->dtype) / 8));
-    if (absl::Status s = GatherRows(t, file, row_elements, row, count, whole, span, as_is ? encoded.get() : raw.data()); !s.ok()) {
+    if (absl::Status s = GatherRows(t, file, row_elements, row, count, whole, span, as_is ? encoded.get() : raw.data());
+        !s.ok()) {
       return Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
     }
     const uint64_t consumed = count * row_elements * (DTypeBits(t.source->dtype) / 8);
@@ -196,7 +204,8 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
     }
     values.resize(count * row_elements);
     CastCounts ignored;
-    CastElements(t.source->dtype, DType::kF32, raw.data(), count * row_elements, reinterpret_cast<std::byte*>(values.data()), &ignored);
+    CastElements(t.source->dtype, DType::kF32, raw.data(), count * row_elements,
+                 reinterpret_cast<std::byte*>(values.data()), &ignored);
     const size_t parts = static_cast<size_t>((count + rows_per_part - 1) / rows_per_part);
     ParallelFor(parts, ComputeThreads(), [&](size_t part, size_t) {
       const uint64_t first = part * rows_per_part;
@@ -211,14 +220,15 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
   return out.Append({kZeros, static_cast<size_t>(GgufPadding(g.size_bytes, kGgufDefaultAlignment))});
 }
 
-
 }  // namespace
 
 absl::Status ValidateConvertToGguf(const v1::ConvertSpec& spec) {
   if (!absl::EndsWith(spec.output(), ".gguf")) {
-    return FieldError("INVALID_OUTPUT", "convert.output", absl::StrCat("output '", spec.output(), "' must be a .gguf file"));
+    return FieldError("INVALID_OUTPUT", "convert.output",
+                      absl::StrCat("output '", spec.output(), "' must be a .gguf file"));
   }
-  if (!spec.variant().empty() || !spec.max_shard_size().empty() || spec.rename_size() > 0 || spec.keep_size() > 0 || !spec.stem().empty()) {
+  if (!spec.variant().empty() || !spec.max_shard_size().empty() || spec.rename_size() > 0 || spec.keep_size() > 0 ||
+      !spec.stem().empty()) {
     return FieldError("NOT_APPLICABLE", "convert.target_format",
                       "variant, max_shard_size, rename, keep and stem apply to safetensors output, not to GGUF");
   }
@@ -228,7 +238,8 @@ absl::Status ValidateConvertToGguf(const v1::ConvertSpec& spec) {
 absl::StatusOr<uint64_t> PreflightConvertToGguf(const v1::ConvertSpec& spec, const StorageRouter& router) {
   absl::StatusOr<Plan> plan = MakePlan(spec, router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok())
+    return s;
   return kJobMemoryBytes;
 }
 
@@ -237,13 +248,14 @@ absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& co
   const v1::ConvertSpec& spec = run.spec.convert();
   absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<Publication> output = Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
+  absl::StatusOr<Publication> output =
+      Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
   if (!output.ok()) return output.status();
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->layout.size());
   tracker.SetPhase("execute");
-  context.Log(absl::StrFormat("converting '%s' (%s) to GGUF '%s' as %s, %d tensors", plan->model.uri, plan->mapping.architecture,
-                              output->uri(), GgmlTypeName(plan->layout.empty() ? GgmlType::kF16 : plan->layout.front().type),
-                              plan->layout.size()));
+  context.Log(absl::StrFormat(
+      "converting '%s' (%s) to GGUF '%s' as %s, %d tensors", plan->model.uri, plan->mapping.architecture, output->uri(),
+      GgmlTypeName(plan->layout.empty() ? GgmlType::kF16 : plan->layout.front().type), plan->layout.size()));
   absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(output->uri());
   if (!writer.ok()) return writer.status();
   PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
@@ -251,7 +263,9 @@ absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& co
     out.Abort();
     return status;
   };
-  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(plan->header.data()), plan->header.size()}); !s.ok()) return fail(s);
+  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(plan->header.data()), plan->header.size()});
+      !s.ok())
+    return fail(s);
   RateLimiter pace(run.io_bytes_per_second);
   for (size_t i = 0; i < plan->layout.size(); ++i) {
     const GgufOutputTensor& t = plan->mapping.tensors[i];
@@ -284,7 +298,10 @@ absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& co
   ordered_json manifest = ManifestHeader(run, "convert", plan->model);
   ordered_json names = ordered_json::array();
   for (const GgufOutputTensor& t : plan->mapping.tensors) {
-    names.push_back({{"from", t.source->name}, {"to", t.name}, {"type", GgmlTypeName(t.type)}, {"rows_reordered", !t.row_source.empty()}});
+    names.push_back({{"from", t.source->name},
+                     {"to", t.name},
+                     {"type", GgmlTypeName(t.type)},
+                     {"rows_reordered", !t.row_source.empty()}});
   }
   manifest["convert"] = {{"architecture", plan->mapping.architecture}, {"tensors", std::move(names)}};
   manifest["figures"] = MessageJson(*figures);

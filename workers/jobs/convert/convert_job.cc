@@ -66,11 +66,15 @@ absl::Status ProduceRows(const ConvertTensor& c, const RandomAccessObject& file,
   const uint64_t row_bytes = *GgmlRowBytes(type, row_elements);
   scratch.resize(rows * row_bytes);
   if (c.row_source.empty()) {
-    if (absl::Status s = file.ReadAt(c.source->data_offset + first_row * row_bytes, rows * row_bytes, scratch.data()); !s.ok()) return s;
+    if (absl::Status s = file.ReadAt(c.source->data_offset + first_row * row_bytes, rows * row_bytes, scratch.data());
+        !s.ok())
+      return s;
   } else {
     for (uint64_t r = 0; r < rows; ++r) {
       const uint64_t from = c.row_source[first_row + r];
-      if (absl::Status s = file.ReadAt(c.source->data_offset + from * row_bytes, row_bytes, scratch.data() + r * row_bytes); !s.ok()) {
+      if (absl::Status s =
+              file.ReadAt(c.source->data_offset + from * row_bytes, row_bytes, scratch.data() + r * row_bytes);
+          !s.ok()) {
         return s;
       }
     }
@@ -92,7 +96,8 @@ absl::Status Produce(const ConvertTensor& c, const RandomAccessObject& file, uin
   const uint64_t in_width = DTypeBits(c.source->dtype) / 8;
   if (!c.cast()) return ReadTensorBytes(file, *c.source, first * in_width, count * in_width, out);
   scratch.resize(count * in_width);
-  if (absl::Status s = ReadTensorBytes(file, *c.source, first * in_width, count * in_width, scratch.data()); !s.ok()) return s;
+  if (absl::Status s = ReadTensorBytes(file, *c.source, first * in_width, count * in_width, scratch.data()); !s.ok())
+    return s;
   CastParallel(c.source->dtype, c.dtype, scratch.data(), count, out, counts);
   return absl::OkStatus();
 }
@@ -115,7 +120,8 @@ absl::Status CheckWritten(const RandomAccessObject& written, const ConvertFile& 
   if (!header.ok()) return Annotate(header.status(), absl::StrCat("verifying '", plan.name, "'"));
   auto mismatch = [&](absl::string_view what) {
     return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
-                     absl::StrCat("'", plan.name, "' as written does not match its source: ", what), {{"file", plan.name}});
+                     absl::StrCat("'", plan.name, "' as written does not match its source: ", what),
+                     {{"file", plan.name}});
   };
   if (header->tensors.size() != plan.entries.size()) return mismatch("tensor count");
   std::vector<std::byte> expected, got, scratch;
@@ -204,11 +210,14 @@ absl::StatusOr<uint64_t> PreflightConvertJob(const v1::ConvertSpec& spec, const 
   for (const ModelFile& file : plan->model.files) {
     if (ParentUri(file.uri) == output->uri) {
       return MakeError(absl::StatusCode::kInvalidArgument, "OUTPUT_OVERLAPS_INPUT",
-                       absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri, "'; write to another directory"),
+                       absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
+                                    "'; write to another directory"),
                        {{"field", "convert.output"}});
     }
   }
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "convert.output");
+      !s.ok())
+    return s;
   uint64_t largest_strided = 0;
   for (const ConvertTensor& c : plan->tensors) {
     if (!c.source->strides.empty()) largest_strided = std::max(largest_strided, c.source->size_bytes + c.size_bytes);
@@ -225,24 +234,29 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
   }
   absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<Publication> output = Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
+  absl::StatusOr<Publication> output =
+      Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
   if (!output.ok()) return output.status();
   const ModelView& model = plan->model;
 
   ProgressTracker tracker(context, model.tensor_bytes, plan->tensors.size());
   tracker.SetPhase("plan");
-  context.Log(absl::StrFormat("converting '%s' (%s, %d tensors, %d bytes) to %d safetensors file(s) in '%s'", model.uri, model.format,
-                              plan->tensors.size(), model.tensor_bytes, plan->files.size(), output->uri()));
+  context.Log(absl::StrFormat("converting '%s' (%s, %d tensors, %d bytes) to %d safetensors file(s) in '%s'", model.uri,
+                              model.format, plan->tensors.size(), model.tensor_bytes, plan->files.size(),
+                              output->uri()));
   for (const TensorAlias& a : model.aliases) {
-    context.Warn("TENSOR_ALIAS", absl::StrCat("'", a.name, "' is the same tensor as '", a.target, "' (tied); it is written once, as '",
-                                              a.target, "'"),
+    context.Warn("TENSOR_ALIAS",
+                 absl::StrCat("'", a.name, "' is the same tensor as '", a.target, "' (tied); it is written once, as '",
+                              a.target, "'"),
                  a.name);
   }
   for (const std::string& dropped : plan->dropped) {
-    context.Warn("TENSOR_DROPPED", absl::StrCat("GGUF tensor '", dropped, "' has no Hugging Face counterpart; it is left out"), dropped);
+    context.Warn("TENSOR_DROPPED",
+                 absl::StrCat("GGUF tensor '", dropped, "' has no Hugging Face counterpart; it is left out"), dropped);
   }
   for (const std::string& skipped : model.skipped_entries) {
-    context.Warn("ENTRY_SKIPPED", absl::StrCat("state-dict entry '", skipped, "' is not a tensor; it is left out"), skipped);
+    context.Warn("ENTRY_SKIPPED", absl::StrCat("state-dict entry '", skipped, "' is not a tensor; it is left out"),
+                 skipped);
   }
 
   RateLimiter pace(run.io_bytes_per_second);
@@ -256,7 +270,8 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
     absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(uri);
     if (!writer.ok()) return writer.status();
     PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kCompare);
-    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(file.header.data()), file.header.size()}); !s.ok()) {
+    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(file.header.data()), file.header.size()});
+        !s.ok()) {
       out.Abort();
       return s;
     }
@@ -272,18 +287,22 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
       if (!c->cast()) continue;
       ++tensors_cast;
       total.Add(counts);
-      casts.push_back({{"tensor", c->name}, {"from", DTypeName(c->source->dtype)}, {"to", DTypeName(c->dtype)},
-                       {"overflowed", counts.overflowed}, {"saturated", counts.saturated}, {"nan", counts.nan}});
+      casts.push_back({{"tensor", c->name},
+                       {"from", DTypeName(c->source->dtype)},
+                       {"to", DTypeName(c->dtype)},
+                       {"overflowed", counts.overflowed},
+                       {"saturated", counts.saturated},
+                       {"nan", counts.nan}});
       if (counts.overflowed > 0) {
         context.Warn("CAST_OVERFLOW",
-                     absl::StrCat("tensor '", c->name, "': ", counts.overflowed, " finite values are too large for ", DTypeName(c->dtype),
-                                  " and became Inf"),
+                     absl::StrCat("tensor '", c->name, "': ", counts.overflowed, " finite values are too large for ",
+                                  DTypeName(c->dtype), " and became Inf"),
                      c->name);
       }
       if (counts.saturated > 0) {
         context.Warn("CAST_SATURATED",
-                     absl::StrCat("tensor '", c->name, "': ", counts.saturated, " values were clamped to the largest finite ",
-                                  DTypeName(c->dtype)),
+                     absl::StrCat("tensor '", c->name, "': ", counts.saturated,
+                                  " values were clamped to the largest finite ", DTypeName(c->dtype)),
                      c->name);
       }
     }
@@ -301,7 +320,8 @@ absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& conte
     if (!artifact.ok()) return artifact.status();
   }
   if (plan->config) {
-    absl::StatusOr<v1::Artifact> config = output->WriteSmall(output->UriOf("config.json"), plan->config->dump(2) + "\n", "config");
+    absl::StatusOr<v1::Artifact> config =
+        output->WriteSmall(output->UriOf("config.json"), plan->config->dump(2) + "\n", "config");
     if (!config.ok()) return config.status();
   }
   if (!plan->index_name.empty()) {

@@ -25,11 +25,13 @@ absl::StatusOr<std::vector<Rule>> CompileRules(const v1::ConvertSpec& spec) {
   std::vector<Rule> rules;
   for (int i = 0; i < spec.rename_size(); ++i) {
     const std::string field = absl::StrCat("convert.rename[", i, "]");
-    if (spec.rename(i).pattern().empty()) return FieldError("INVALID_REGEX", field, absl::StrCat("'", field, ".pattern' is empty"));
+    if (spec.rename(i).pattern().empty())
+      return FieldError("INVALID_REGEX", field, absl::StrCat("'", field, ".pattern' is empty"));
     try {
       rules.push_back({std::regex(absl::StrCat("^(?:", spec.rename(i).pattern(), ")$")), spec.rename(i).replacement()});
     } catch (const std::regex_error& e) {
-      return FieldError("INVALID_REGEX", field, absl::StrCat("'", spec.rename(i).pattern(), "' is not a valid regex: ", e.what()));
+      return FieldError("INVALID_REGEX", field,
+                        absl::StrCat("'", spec.rename(i).pattern(), "' is not a valid regex: ", e.what()));
     }
   }
   return rules;
@@ -66,10 +68,12 @@ bool ConvertTensor::row_wise() const { return !row_source.empty() || IsBlockGgml
 
 absl::StatusOr<DType> ParseConvertDtype(absl::string_view name) {
   static const std::map<std::string, DType> names = {
-      {"f32", DType::kF32},         {"fp32", DType::kF32},        {"float32", DType::kF32},
-      {"f16", DType::kF16},         {"fp16", DType::kF16},        {"float16", DType::kF16},
-      {"bf16", DType::kBF16},       {"bfloat16", DType::kBF16},   {"f8_e4m3", DType::kF8E4M3},
-      {"float8_e4m3fn", DType::kF8E4M3}, {"f8_e5m2", DType::kF8E5M2}, {"float8_e5m2", DType::kF8E5M2},
+      {"f32", DType::kF32},        {"fp32", DType::kF32},
+      {"float32", DType::kF32},    {"f16", DType::kF16},
+      {"fp16", DType::kF16},       {"float16", DType::kF16},
+      {"bf16", DType::kBF16},      {"bfloat16", DType::kBF16},
+      {"f8_e4m3", DType::kF8E4M3}, {"float8_e4m3fn", DType::kF8E4M3},
+      {"f8_e5m2", DType::kF8E5M2}, {"float8_e5m2", DType::kF8E5M2},
   };
   auto it = names.find(absl::AsciiStrToLower(name));
   if (it == names.end()) {
@@ -91,7 +95,8 @@ absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec) {
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "convert.input", "'convert.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "convert.output", "'convert.output' is required");
   if (spec.target_format() == v1::TARGET_FORMAT_UNSPECIFIED) {
-    return FieldError("MISSING_FIELD", "convert.target_format", "'convert.target_format' is required (safetensors or gguf)");
+    return FieldError("MISSING_FIELD", "convert.target_format",
+                      "'convert.target_format' is required (safetensors or gguf)");
   }
   if (!v1::TargetFormat_IsValid(spec.target_format())) {
     return FieldError("INVALID_ENUM", "convert.target_format", "unknown target format");
@@ -105,7 +110,8 @@ absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec) {
       return WithReason(limit.status(), "INVALID_SIZE", {{"field", "convert.max_shard_size"}});
     }
   }
-  if (!v1::ShardStrategy_IsValid(spec.strategy())) return FieldError("INVALID_ENUM", "convert.strategy", "unknown shard strategy");
+  if (!v1::ShardStrategy_IsValid(spec.strategy()))
+    return FieldError("INVALID_ENUM", "convert.strategy", "unknown shard strategy");
   if (absl::Status s = ValidateShardNaming(spec.stem().empty() ? "model" : spec.stem(), spec.variant()); !s.ok()) {
     return WithReason(s, ReasonOf(s), {{"field", absl::StrCat("convert.", ContextOf(s)["field"])}});
   }
@@ -128,7 +134,8 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
   }
   if (model->tensors.empty()) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
-                     absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to convert"), {{"field", "convert.input"}});
+                     absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to convert"),
+                     {{"field", "convert.input"}});
   }
   const std::vector<Rule> rules = *CompileRules(spec);
   const std::vector<std::regex> keep = *CompileKeep(spec);
@@ -163,11 +170,13 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
       }
     }
     if (c.name.empty()) {
-      return FieldError("RENAME_EMPTY", "convert.rename", absl::StrCat("the rename rules turn '", t.name, "' into an empty name"));
+      return FieldError("RENAME_EMPTY", "convert.rename",
+                        absl::StrCat("the rename rules turn '", t.name, "' into an empty name"));
     }
     if (auto [it, inserted] = origin.try_emplace(c.name, t.name); !inserted) {
-      return FieldError("RENAME_COLLISION", "convert.rename",
-                        absl::StrCat("tensors '", it->second, "' and '", t.name, "' would both be named '", c.name, "'"));
+      return FieldError(
+          "RENAME_COLLISION", "convert.rename",
+          absl::StrCat("tensors '", it->second, "' and '", t.name, "' would both be named '", c.name, "'"));
     }
     if (c.name != t.name) plan.renamed.emplace_back(t.name, c.name);
     c.dtype = t.dtype;
@@ -197,16 +206,19 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
   const uint64_t limit = spec.max_shard_size().empty() ? 0 : *ParseSize(spec.max_shard_size());
   if (limit == 0) {
     assignment.resize(hf ? 1 : plan.model.files.size());  // a split GGUF becomes one file
-    for (size_t i = 0; i < plan.tensors.size(); ++i) assignment[hf ? 0 : plan.tensors[i].source->file_index].push_back(i);
+    for (size_t i = 0; i < plan.tensors.size(); ++i)
+      assignment[hf ? 0 : plan.tensors[i].source->file_index].push_back(i);
     std::erase_if(assignment, [](const std::vector<size_t>& a) { return a.empty(); });
   } else {
     std::vector<uint64_t> sizes;
     for (const ConvertTensor& c : plan.tensors) sizes.push_back(c.size_bytes);
-    assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED ? PlanShardsBalanced(sizes, limit) : PlanShardsHfGreedy(sizes, limit);
+    assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED ? PlanShardsBalanced(sizes, limit)
+                                                                : PlanShardsHfGreedy(sizes, limit);
   }
   if (assignment.size() > kMaxShardCount) {
     return FieldError("TOO_MANY_SHARDS", "convert.max_shard_size",
-                      absl::StrCat("the limit gives ", assignment.size(), " files; at most ", kMaxShardCount, " fit Hugging Face names"));
+                      absl::StrCat("the limit gives ", assignment.size(), " files; at most ", kMaxShardCount,
+                                   " fit Hugging Face names"));
   }
   std::map<std::string, std::string> metadata =
       plan.model.is_torch() || hf ? std::map<std::string, std::string>{} : plan.model.metadata;

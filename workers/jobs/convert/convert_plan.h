@@ -36,7 +36,7 @@ namespace modelsmith {
 
 struct ConvertTensor {
   const TensorInfo* source = nullptr;
-  std::string name;  // after renaming
+  std::string name;           // after renaming
   DType dtype = DType::kF32;  // written dtype
   uint64_t size_bytes = 0;    // written bytes
   // GGUF input: output row r is source row row_source[r] (llama.cpp's Q/K order undone); empty
@@ -49,7 +49,7 @@ struct ConvertTensor {
 
 struct ConvertFile {
   std::string name;
-  std::vector<SafetensorsEntry> entries;     // file order (the reference writer's)
+  std::vector<SafetensorsEntry> entries;      // file order (the reference writer's)
   std::vector<const ConvertTensor*> tensors;  // parallel to entries
   std::string header;                         // serialized header bytes
   uint64_t file_bytes = 0;

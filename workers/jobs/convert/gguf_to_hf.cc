@@ -12,8 +12,8 @@ namespace modelsmith {
 namespace {
 
 absl::Status MetadataError(absl::string_view key, absl::string_view message) {
-  return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_METADATA_INVALID", absl::StrCat("GGUF key '", key, "': ", message),
-                   {{"field", std::string(key)}});
+  return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_METADATA_INVALID",
+                   absl::StrCat("GGUF key '", key, "': ", message), {{"field", std::string(key)}});
 }
 
 std::optional<double> AsFloat(const GgufKv& kv) {
@@ -49,7 +49,9 @@ std::string HfName(const std::string& gguf) {
 
 const LlamaNames& LlamaTensorNames() {
   static const LlamaNames names{
-      {{"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}, {"output.weight", "lm_head.weight"}},
+      {{"token_embd.weight", "model.embed_tokens.weight"},
+       {"output_norm.weight", "model.norm.weight"},
+       {"output.weight", "lm_head.weight"}},
       {{"attn_norm", "input_layernorm"},
        {"attn_q", "self_attn.q_proj"},
        {"attn_k", "self_attn.k_proj"},
@@ -88,10 +90,12 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   if (out.architecture == "llama") hf_class = "LlamaForCausalLM";
   if (out.architecture == "qwen2") hf_class = "Qwen2ForCausalLM";
   if (hf_class.empty()) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "GGUF_ARCHITECTURE_UNSUPPORTED",
-                     absl::StrCat("GGUF architecture '", out.architecture,
-                                  "' is not converted to safetensors; the Llama family (llama, which Mistral uses too, and qwen2) is"),
-                     {{"field", "general.architecture"}});
+    return MakeError(
+        absl::StatusCode::kFailedPrecondition, "GGUF_ARCHITECTURE_UNSUPPORTED",
+        absl::StrCat(
+            "GGUF architecture '", out.architecture,
+            "' is not converted to safetensors; the Llama family (llama, which Mistral uses too, and qwen2) is"),
+        {{"field", "general.architecture"}});
   }
   const std::string a = out.architecture;
   auto unsigned_key = [&](const std::string& key, bool required) -> absl::StatusOr<std::optional<uint64_t>> {
@@ -132,7 +136,8 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
     HfTensor mapped{HfName(t.name), {}};
     if (mapped.name.empty()) {
       return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
-                       absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"), {{"tensor", t.name}});
+                       absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"),
+                       {{"tensor", t.name}});
     }
     const bool q = mapped.name.find(".self_attn.q_proj.") != std::string::npos;
     const bool k = mapped.name.find(".self_attn.k_proj.") != std::string::npos;

@@ -16,10 +16,10 @@ using nlohmann::json;
 constexpr uint64_t kMaxJsonBytes = 64 << 20;
 enum TokenType : int32_t { kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5 };
 
-absl::Status Refused(absl::StatusCode code, absl::string_view reason, absl::string_view field, absl::string_view message) {
+absl::Status Refused(absl::StatusCode code, absl::string_view reason, absl::string_view field,
+                     absl::string_view message) {
   return MakeError(code, reason, message, {{"field", std::string(field)}});
 }
-
 
 // The llama.cpp name of a Hugging Face tensor name, or empty (the table of gguf_to_hf.h, inverted).
 std::string GgufName(const std::string& hf) {
@@ -59,8 +59,10 @@ std::string PreTokenizer(const json& tokenizer) {
     stack.pop_back();
     if (node->is_object()) {
       for (const auto& [key, value] : node->items()) {
-        if (key == "Regex" && value.is_string()) patterns.push_back(value.get<std::string>());
-        else if (value.is_structured()) stack.push_back(&value);
+        if (key == "Regex" && value.is_string())
+          patterns.push_back(value.get<std::string>());
+        else if (value.is_structured())
+          stack.push_back(&value);
       }
     } else if (node->is_array()) {
       for (const json& value : *node) stack.push_back(&value);
@@ -80,7 +82,8 @@ std::optional<std::string> SpecialContent(const json& config, const char* key) {
   auto it = config.find(key);
   if (it == config.end()) return std::nullopt;
   if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) return (*it)["content"].get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+    return (*it)["content"].get<std::string>();
   return std::nullopt;
 }
 
@@ -99,20 +102,24 @@ absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector
   std::map<int64_t, std::string> by_id;
   std::map<std::string, int64_t> id_of;
   for (const auto& [token, id] : model["vocab"].items()) {
-    if (!id.is_number_integer()) return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input", "a vocab id is not an integer");
+    if (!id.is_number_integer())
+      return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input",
+                     "a vocab id is not an integer");
     by_id[id.get<int64_t>()] = token;
     id_of[token] = id.get<int64_t>();
   }
   std::map<int64_t, bool> added_special;
   for (const json& added : tok.value("added_tokens", json::array())) {
-    if (!added.is_object() || !added.contains("id") || !added["id"].is_number_integer() || !added.contains("content")) continue;
+    if (!added.is_object() || !added.contains("id") || !added["id"].is_number_integer() || !added.contains("content"))
+      continue;
     const int64_t id = added["id"].get<int64_t>();
     by_id[id] = added["content"].get<std::string>();
     id_of[by_id[id]] = id;
     added_special[id] = added.value("special", false);
   }
   if (vocab_size == 0) vocab_size = by_id.empty() ? 0 : static_cast<uint64_t>(by_id.rbegin()->first) + 1;
-  if (vocab_size > (1u << 24)) return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input", "vocabulary too large");
+  if (vocab_size > (1u << 24))
+    return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input", "vocabulary too large");
   std::vector<std::string> tokens(vocab_size);
   std::vector<int32_t> types(vocab_size);
   for (uint64_t i = 0; i < vocab_size; ++i) {
@@ -128,7 +135,8 @@ absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector
   }
   std::vector<std::string> merges;
   for (const json& merge : model.value("merges", json::array())) {
-    if (merge.is_string()) merges.push_back(merge.get<std::string>());
+    if (merge.is_string())
+      merges.push_back(merge.get<std::string>());
     else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
       merges.push_back(absl::StrCat(merge[0].get<std::string>(), " ", merge[1].get<std::string>()));
     }
@@ -188,13 +196,15 @@ absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model) 
   absl::StatusOr<std::optional<json>> tokenizer = ReadJsonObject(store, JoinUri(dir, "tokenizer.json"), kMaxJsonBytes);
   if (!tokenizer.ok()) return tokenizer.status();
   files.tokenizer = *tokenizer;
-  absl::StatusOr<std::optional<json>> tokenizer_config = ReadJsonObject(store, JoinUri(dir, "tokenizer_config.json"), kMaxJsonBytes);
+  absl::StatusOr<std::optional<json>> tokenizer_config =
+      ReadJsonObject(store, JoinUri(dir, "tokenizer_config.json"), kMaxJsonBytes);
   if (!tokenizer_config.ok()) return tokenizer_config.status();
   files.tokenizer_config = *tokenizer_config;
   return files;
 }
 
-absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type, const std::string& name) {
+absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type,
+                                     const std::string& name) {
   const json& config = files.config;
   std::string architecture;
   if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
@@ -205,9 +215,10 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   if (architecture == "LlamaForCausalLM" || architecture == "MistralForCausalLM") out.architecture = "llama";
   if (architecture == "Qwen2ForCausalLM") out.architecture = "qwen2";
   if (out.architecture.empty()) {
-    return Refused(absl::StatusCode::kFailedPrecondition, "ARCHITECTURE_UNSUPPORTED", "convert.input",
-                   absl::StrCat("config.json architecture '", architecture,
-                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM are"));
+    return Refused(
+        absl::StatusCode::kFailedPrecondition, "ARCHITECTURE_UNSUPPORTED", "convert.input",
+        absl::StrCat("config.json architecture '", architecture,
+                     "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM are"));
   }
   const std::string a = out.architecture;
   const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
@@ -241,7 +252,8 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   kvs.push_back(GgufKv::U32(a + ".feed_forward_length", static_cast<uint32_t>(*ffn)));
   kvs.push_back(GgufKv::U32(a + ".attention.head_count", static_cast<uint32_t>(*heads)));
   kvs.push_back(GgufKv::U32(a + ".attention.head_count_kv", static_cast<uint32_t>(heads_kv)));
-  if (std::optional<double> theta = Number(config, "rope_theta")) kvs.push_back(GgufKv::F32(a + ".rope.freq_base", static_cast<float>(*theta)));
+  if (std::optional<double> theta = Number(config, "rope_theta"))
+    kvs.push_back(GgufKv::F32(a + ".rope.freq_base", static_cast<float>(*theta)));
   if (std::optional<double> eps = Number(config, "rms_norm_eps")) {
     kvs.push_back(GgufKv::F32(a + ".attention.layer_norm_rms_epsilon", static_cast<float>(*eps)));
   }
@@ -249,7 +261,8 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   if (config.contains("rope_scaling") && config["rope_scaling"].is_object()) {
     const json& scaling = config["rope_scaling"];
     kvs.push_back(GgufKv::String(a + ".rope.scaling.type", scaling.value("rope_type", scaling.value("type", ""))));
-    if (std::optional<double> factor = Number(scaling, "factor")) kvs.push_back(GgufKv::F32(a + ".rope.scaling.factor", static_cast<float>(*factor)));
+    if (std::optional<double> factor = Number(scaling, "factor"))
+      kvs.push_back(GgufKv::F32(a + ".rope.scaling.factor", static_cast<float>(*factor)));
     if (std::optional<uint64_t> original = Unsigned(scaling, "original_max_position_embeddings")) {
       kvs.push_back(GgufKv::U32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(*original)));
     }
@@ -260,9 +273,11 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     g.source = &t;
     g.name = GgufName(t.name);
     if (g.name.empty()) {
-      if (t.name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // recomputed by llama.cpp, as the converter skips it
+      if (t.name.find("rotary_emb.inv_freq") != std::string::npos)
+        continue;  // recomputed by llama.cpp, as the converter skips it
       return MakeError(absl::StatusCode::kInvalidArgument, "TENSOR_UNMAPPED",
-                       absl::StrCat("tensor '", t.name, "' has no llama.cpp name in a ", architecture, " model"), {{"tensor", t.name}});
+                       absl::StrCat("tensor '", t.name, "' has no llama.cpp name in a ", architecture, " model"),
+                       {{"tensor", t.name}});
     }
     if (t.name == "model.embed_tokens.weight" && !t.shape.empty() && vocab == 0) vocab = t.shape.front();
     const bool q = g.name.find(".attn_q.") != std::string::npos;

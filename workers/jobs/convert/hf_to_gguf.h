@@ -57,7 +57,8 @@ struct HfFiles {
 // tokenizer_config.json (optional here). INVALID_ARGUMENT for files that are not JSON objects.
 absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model);
 
-absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type, const std::string& name);
+absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type,
+                                     const std::string& name);
 
 // llama.cpp's permute for `heads` heads of `rows` rows: GGUF row (h, 2k + s) is HF row
 // (h, s * head_dim/2 + k).

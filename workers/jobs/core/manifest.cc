@@ -43,8 +43,10 @@ ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const Mod
   manifest["job_id"] = run.job_id;
   manifest["kind"] = std::string(kind);
   manifest["spec"] = MessageJson(run.spec);
-  manifest["input"] = {{"uri", input.uri}, {"format", input.format},
-                       {"tensors", input.tensors.size()}, {"tensor_bytes", input.tensor_bytes}};
+  manifest["input"] = {{"uri", input.uri},
+                       {"format", input.format},
+                       {"tensors", input.tensors.size()},
+                       {"tensor_bytes", input.tensor_bytes}};
   return manifest;
 }
 

@@ -30,7 +30,8 @@ nlohmann::ordered_json MessageJson(const google::protobuf::Message& message);
 
 // Writes `manifest` plus an "artifacts" list built from `artifacts` to `uri` in one piece and
 // commits it (atomically replacing an earlier manifest). Returns the manifest's own artifact.
-absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, nlohmann::ordered_json manifest,
+absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri,
+                                             nlohmann::ordered_json manifest,
                                              const std::vector<v1::Artifact>& artifacts);
 
 }  // namespace modelsmith

@@ -20,7 +20,8 @@ constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 absl::StatusOr<Location> ResolveField(const StorageRouter& router, absl::string_view uri, absl::string_view field) {
   if (uri.empty()) return FieldError("MISSING_FIELD", field, absl::StrCat("'", field, "' is required"));
   absl::StatusOr<Location> location = router.Resolve(uri);
-  if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", std::string(field)}});
+  if (!location.ok())
+    return WithReason(location.status(), ReasonOf(location.status()), {{"field", std::string(field)}});
   return location;
 }
 
@@ -29,9 +30,10 @@ absl::StatusOr<Location> ResolveDirectory(const StorageRouter& router, absl::str
   absl::StatusOr<Location> location = ResolveField(router, output_uri, field);
   if (!location.ok()) return location.status();
   if (absl::StatusOr<uint64_t> size = location->store->SizeOf(location->uri); size.ok()) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "OUTPUT_IS_FILE",
-                     absl::StrCat("output '", location->uri, "' is an existing file; the output is a directory (prefix)"),
-                     {{"field", std::string(field)}});
+    return MakeError(
+        absl::StatusCode::kFailedPrecondition, "OUTPUT_IS_FILE",
+        absl::StrCat("output '", location->uri, "' is an existing file; the output is a directory (prefix)"),
+        {{"field", std::string(field)}});
   }
   return location;
 }
@@ -140,7 +142,8 @@ absl::StatusOr<Publication> Publication::ForFile(const StorageRouter& router, ab
                                             absl::StrCat(".", BaseName(file), "."));
     if (!s.ok()) return s;
   }
-  publication.previous_names_ = ManifestArtifactNames(publication.store(), publication.UriOf(publication.manifest_name_));
+  publication.previous_names_ =
+      ManifestArtifactNames(publication.store(), publication.UriOf(publication.manifest_name_));
   return publication;
 }
 
@@ -200,8 +203,9 @@ absl::StatusOr<v1::Artifact> Publication::Stage(PipelinedWriter& out, uint64_t s
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> readback = out.ReadBack();
   if (readback.ok()) {
     if ((*readback)->size_bytes() != size_bytes) {
-      return fail(MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
-                            absl::StrCat("'", uri, "' has ", (*readback)->size_bytes(), " bytes, planned ", size_bytes)));
+      return fail(
+          MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                    absl::StrCat("'", uri, "' has ", (*readback)->size_bytes(), " bytes, planned ", size_bytes)));
     }
     if (absl::Status s = check(**readback); !s.ok()) return fail(s);
     absl::StatusOr<std::string> streamed = out.ReadBackDigest();

@@ -114,8 +114,8 @@ class Publication {
   // one. Until Publish succeeds, what was committed is removed again on failure or destruction.
   absl::Status Commit(ProgressTracker& tracker, const JobContext& context);
 
-  // Step 3 above: Commit, then the manifest, then the previous output's leftovers. `manifest` is the kind's manifest body; an "artifacts" list is added. On
-  // success appends every artifact, the manifest last, to `result` and sets
+  // Step 3 above: Commit, then the manifest, then the previous output's leftovers. `manifest` is the kind's manifest
+  // body; an "artifacts" list is added. On success appends every artifact, the manifest last, to `result` and sets
   // figures.bytes_written to the sum of their sizes. Call once.
   absl::Status Publish(nlohmann::ordered_json manifest, v1::JobResult& result, ProgressTracker& tracker,
                        const JobContext& context);
@@ -128,7 +128,10 @@ class Publication {
   };
 
   Publication(ObjectStore* store, std::string uri, std::string directory, std::string manifest_name)
-      : store_(store), uri_(std::move(uri)), directory_(std::move(directory)), manifest_name_(std::move(manifest_name)) {}
+      : store_(store),
+        uri_(std::move(uri)),
+        directory_(std::move(directory)),
+        manifest_name_(std::move(manifest_name)) {}
   void AbortStaged();
   // Aborts what is staged; removes what was committed and, if anything was, the previous
   // manifest (it may list files that were replaced).

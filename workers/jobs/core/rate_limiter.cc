@@ -17,9 +17,8 @@ void RateLimiter::Account(uint64_t bytes, const std::function<bool()>& should_st
   if (bytes_per_second_ == 0) return;
   bytes_ += bytes;
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point due =
-      start_ + std::chrono::duration_cast<Clock::duration>(
-                   std::chrono::duration<double>(static_cast<double>(bytes_) / bytes_per_second_));
+  const Clock::time_point due = start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                                             static_cast<double>(bytes_) / bytes_per_second_));
   for (Clock::time_point now = Clock::now(); now < due; now = Clock::now()) {
     if (should_stop && should_stop()) return;
     std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(50), due - now));

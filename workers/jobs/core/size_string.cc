@@ -74,13 +74,12 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
     if (__builtin_add_overflow(bytes, (uint64_t)part, &bytes)) return Invalid(text, "is too large");
     return bytes;
   }
-  return Invalid(text, absl::StrCat("has an unknown unit '", unit,
-                                    "' (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"));
+  return Invalid(text, absl::StrCat("has an unknown unit '", unit, "' (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"));
 }
 
 std::string FormatBytesHuman(uint64_t bytes) {
-  constexpr std::array<std::pair<absl::string_view, double>, 4> kScale = {{
-      {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}}};
+  constexpr std::array<std::pair<absl::string_view, double>, 4> kScale = {
+      {{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}}};
   for (const auto& [unit, scale] : kScale) {
     if (bytes >= scale) return absl::StrFormat("%.2f %s", bytes / scale, unit);
   }

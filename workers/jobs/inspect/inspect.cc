@@ -21,7 +21,8 @@ std::string Architecture(const ModelView& model, const std::optional<nlohmann::j
     return text.value_or("");
   }
   if (!config) return "";
-  if (auto it = config->find("architectures"); it != config->end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
+  if (auto it = config->find("architectures");
+      it != config->end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
     return (*it)[0].get<std::string>();
   }
   if (auto it = config->find("model_type"); it != config->end() && it->is_string()) return it->get<std::string>();

@@ -81,11 +81,14 @@ std::string CheckTakes(const LoraModule& m, const TensorInfo& base, LoraTarget* 
   const auto& b = m.up->shape;
   const auto& w = base.shape;
   if (base.dtype != DType::kF32 && base.dtype != DType::kF16 && base.dtype != DType::kBF16) {
-    return absl::StrCat("base weight '", base.name, "' is ", DTypeName(base.dtype), "; only F32, F16 and BF16 bases can be merged into");
+    return absl::StrCat("base weight '", base.name, "' is ", DTypeName(base.dtype),
+                        "; only F32, F16 and BF16 bases can be merged into");
   }
-  const std::string shapes = absl::StrCat("base weight '", base.name, "' ", ShapeText(w), " cannot take B ", ShapeText(b), " @ A ", ShapeText(a));
+  const std::string shapes = absl::StrCat("base weight '", base.name, "' ", ShapeText(w), " cannot take B ",
+                                          ShapeText(b), " @ A ", ShapeText(a));
   if (m.fan_in_fan_out) {
-    if (w.size() != 2 || a.size() != 2 || w[0] != a[1] || w[1] != b[0]) return absl::StrCat(shapes, " with fan_in_fan_out ([in, out])");
+    if (w.size() != 2 || a.size() != 2 || w[0] != a[1] || w[1] != b[0])
+      return absl::StrCat(shapes, " with fan_in_fan_out ([in, out])");
     target->rows = w[0];
     target->cols = w[1];
     return "";
@@ -93,13 +96,15 @@ std::string CheckTakes(const LoraModule& m, const TensorInfo& base, LoraTarget* 
   if (w.size() != 2 && w.size() != 4) return shapes;
   const bool kernel = a.size() == 4 && (a[2] != 1 || a[3] != 1);
   if (w[0] != b[0] || Product(w, 1) != Product(a, 1) || (kernel && (w.size() != 4 || w[2] != a[2] || w[3] != a[3]))) {
-    if (w.size() == 4 && a.size() == 4 && w[0] == b[0] && w[2] == a[2] && w[3] == a[3] && a[1] % w[1] == 0 && a[1] != w[1]) {
+    if (w.size() == 4 && a.size() == 4 && w[0] == b[0] && w[2] == a[2] && w[3] == a[3] && a[1] % w[1] == 0 &&
+        a[1] != w[1]) {
       // PEFT's LoRA on a grouped convolution: A reads every input channel, so the update reaches
       // across groups, which the grouped weight has no entries for.
-      return absl::StrCat(shapes, ": the base is a grouped convolution (", a[1] / w[1], " groups of ", w[1],
-                          " input channels) but A reads all ", a[1],
-                          " input channels, so the update is not block-diagonal and no merged weight computes it; keep this "
-                          "adapter unmerged");
+      return absl::StrCat(
+          shapes, ": the base is a grouped convolution (", a[1] / w[1], " groups of ", w[1],
+          " input channels) but A reads all ", a[1],
+          " input channels, so the update is not block-diagonal and no merged weight computes it; keep this "
+          "adapter unmerged");
     }
     return shapes;
   }
@@ -121,8 +126,10 @@ LoraMatch MatchLoraAdapter(const LoraAdapter& adapter, const std::vector<TensorI
       if (candidates.size() > 1) {
         std::vector<std::string> names;
         for (const TensorInfo* t : candidates) names.push_back(t->name);
-        match.mismatches.push_back({m.key, absl::StrCat("ambiguous: the flattened name '", m.path, "' fits ", candidates.size(), " base weights"),
-                                    names});
+        match.mismatches.push_back(
+            {m.key,
+             absl::StrCat("ambiguous: the flattened name '", m.path, "' fits ", candidates.size(), " base weights"),
+             names});
         continue;
       }
       if (!candidates.empty()) found = candidates.front();
@@ -131,7 +138,8 @@ LoraMatch MatchLoraAdapter(const LoraAdapter& adapter, const std::vector<TensorI
       if (found == nullptr && !m.component.empty()) found = index.Find(absl::StrCat(m.component, ".", m.path));
     }
     if (found == nullptr) {
-      match.mismatches.push_back({m.key, absl::StrCat("no base weight '", m.path, m.flattened ? "' (flattened)" : ".weight'"),
+      match.mismatches.push_back({m.key,
+                                  absl::StrCat("no base weight '", m.path, m.flattened ? "' (flattened)" : ".weight'"),
                                   index.Closest(m.path, m.flattened)});
       continue;
     }
@@ -145,13 +153,15 @@ LoraMatch MatchLoraAdapter(const LoraAdapter& adapter, const std::vector<TensorI
       continue;
     }
     if (auto [it, inserted] = taken.try_emplace(found, m.key); !inserted) {
-      match.mismatches.push_back({m.key, absl::StrCat("base weight '", found->name, "' is also the target of module '", it->second, "'"), {}});
+      match.mismatches.push_back(
+          {m.key, absl::StrCat("base weight '", found->name, "' is also the target of module '", it->second, "'"), {}});
       continue;
     }
     match.targets.push_back(target);
   }
   for (const std::string& key : adapter.stray_keys) {
-    match.mismatches.push_back({key, "not part of a complete LoRA module (an unknown suffix, or lora_A without lora_B)", {}});
+    match.mismatches.push_back(
+        {key, "not part of a complete LoRA module (an unknown suffix, or lora_A without lora_B)", {}});
   }
   return match;
 }

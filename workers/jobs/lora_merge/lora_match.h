@@ -27,8 +27,8 @@ struct LoraTarget {
 };
 
 struct LoraMismatch {
-  std::string key;      // the adapter's key (module prefix or stray tensor name)
-  std::string problem;  // "no base weight ...", "ambiguous ...", "shape ..."
+  std::string key;                   // the adapter's key (module prefix or stray tensor name)
+  std::string problem;               // "no base weight ...", "ambiguous ...", "shape ..."
   std::vector<std::string> closest;  // up to 3 base weight names
 };
 

@@ -39,15 +39,16 @@ std::vector<size_t> TensorsOf(const LoraMergePlan& plan, size_t file_index) {
   for (size_t i = 0; i < plan.base.tensors.size(); ++i) {
     if (plan.base.tensors[i].file_index == file_index) order.push_back(i);
   }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return plan.base.tensors[a].data_offset < plan.base.tensors[b].data_offset; });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return plan.base.tensors[a].data_offset < plan.base.tensors[b].data_offset;
+  });
   return order;
 }
 
 // Base tensor `t`, a member of the requantized group at `key`: the whole group is requantized when
 // its first member comes, and each member's bytes are handed out once.
-absl::StatusOr<std::string> GroupMemberBytes(const LoraMergePlan& plan, size_t key, const TensorInfo& t, const RandomAccessObject& source,
-                                             MergeIo io, MergeState& state) {
+absl::StatusOr<std::string> GroupMemberBytes(const LoraMergePlan& plan, size_t key, const TensorInfo& t,
+                                             const RandomAccessObject& source, MergeIo io, MergeState& state) {
   auto cached = state.group_bytes.find(key);
   if (cached == state.group_bytes.end()) {
     const MergeTensor& m = plan.merged.at(key);
@@ -61,8 +62,8 @@ absl::StatusOr<std::string> GroupMemberBytes(const LoraMergePlan& plan, size_t k
   }
   auto bytes = cached->second.find(t.name);
   if (bytes == cached->second.end() || bytes->second.size() != t.size_bytes) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("requantized group has no tensor '", t.name, "' of its size"),
-                     {{"tensor", t.name}});
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                     absl::StrCat("requantized group has no tensor '", t.name, "' of its size"), {{"tensor", t.name}});
   }
   std::string out = std::move(bytes->second);
   cached->second.erase(bytes);
@@ -76,10 +77,11 @@ absl::Status AppendString(PipelinedWriter& out, const std::string& bytes) {
 }
 
 // Appends the new bytes of base tensor `i` (fate kMerge or kGroupMember).
-absl::Status WriteNewTensor(const LoraMergePlan& plan, size_t i, const RandomAccessObject& source, PipelinedWriter& out, MergeIo io,
-                            MergeState& state) {
+absl::Status WriteNewTensor(const LoraMergePlan& plan, size_t i, const RandomAccessObject& source, PipelinedWriter& out,
+                            MergeIo io, MergeState& state) {
   const TensorInfo& t = plan.base.tensors[i];
-  if (auto member = plan.group_member.find(i); member != plan.group_member.end() && !plan.merged.at(member->second).dequantize_to) {
+  if (auto member = plan.group_member.find(i);
+      member != plan.group_member.end() && !plan.merged.at(member->second).dequantize_to) {
     absl::StatusOr<std::string> bytes = GroupMemberBytes(plan, member->second, t, source, io, state);
     if (!bytes.ok()) return bytes.status();
     return AppendString(out, *bytes);
@@ -97,8 +99,8 @@ absl::Status WriteNewTensor(const LoraMergePlan& plan, size_t i, const RandomAcc
 
 // The new bytes of base tensor `i` in memory, for a torch record whose CRC-32 must be known
 // before its local header is written.
-absl::StatusOr<std::string> StageNewTensor(const LoraMergePlan& plan, size_t i, const RandomAccessObject& source, MergeIo io,
-                                           MergeState& state) {
+absl::StatusOr<std::string> StageNewTensor(const LoraMergePlan& plan, size_t i, const RandomAccessObject& source,
+                                           MergeIo io, MergeState& state) {
   std::string bytes;
   PipelinedWriter staging(std::make_unique<MemoryWriter>(&bytes), kStagingQueueBytes);
   if (absl::Status s = WriteNewTensor(plan, i, source, staging, io, state); !s.ok()) {
@@ -126,14 +128,17 @@ void PutLe32(uint32_t v, std::byte* out) {
 }
 
 // Copies [offset, offset + length) of `source` with the patched fields in it replaced.
-absl::Status CopyPatched(const RandomAccessObject& source, uint64_t offset, uint64_t length, const Patches& patches, PipelinedWriter& out,
-                         MergeIo io) {
+absl::Status CopyPatched(const RandomAccessObject& source, uint64_t offset, uint64_t length, const Patches& patches,
+                         PipelinedWriter& out, MergeIo io) {
   const uint64_t end = offset + length;
   for (auto p = patches.lower_bound(offset > 3 ? offset - 3 : 0); p != patches.end() && p->first < end; ++p) {
     if (p->first < offset || p->first + 4 > end) {
-      return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("zip field at ", p->first, " straddles a tensor's data"));
+      return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                       absl::StrCat("zip field at ", p->first, " straddles a tensor's data"));
     }
-    if (absl::Status s = CopyByteRange(source, offset, p->first - offset, out, io.tracker, io.pace, io.context); !s.ok()) return s;
+    if (absl::Status s = CopyByteRange(source, offset, p->first - offset, out, io.tracker, io.pace, io.context);
+        !s.ok())
+      return s;
     std::byte field[4];
     PutLe32(p->second, field);
     if (absl::Status s = out.Append(field); !s.ok()) return s;
@@ -148,13 +153,15 @@ absl::Status CopyPatched(const RandomAccessObject& source, uint64_t offset, uint
 ObjectChecker MirrorCheck(const ModelFile& base, uint64_t header_bytes, Patches patches) {
   return [&base, header_bytes, patches = std::move(patches)](const RandomAccessObject& written) -> absl::Status {
     auto mismatch = [&](absl::string_view what) {
-      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
-                       absl::StrCat("'", written.uri(), "' as written does not match base file '", base.name, "': ", what),
-                       {{"file", base.name}});
+      return MakeError(
+          absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+          absl::StrCat("'", written.uri(), "' as written does not match base file '", base.name, "': ", what),
+          {{"file", base.name}});
     };
     if (written.size_bytes() != base.object->size_bytes()) return mismatch("size");
     std::string expected(header_bytes, '\0'), got(header_bytes, '\0');
-    if (absl::Status s = base.object->ReadAt(0, header_bytes, reinterpret_cast<std::byte*>(expected.data())); !s.ok()) return s;
+    if (absl::Status s = base.object->ReadAt(0, header_bytes, reinterpret_cast<std::byte*>(expected.data())); !s.ok())
+      return s;
     if (absl::Status s = written.ReadAt(0, header_bytes, reinterpret_cast<std::byte*>(got.data())); !s.ok()) return s;
     for (const auto& [offset, value] : patches) {
       if (offset + 4 <= header_bytes) PutLe32(value, reinterpret_cast<std::byte*>(expected.data() + offset));
@@ -164,7 +171,8 @@ ObjectChecker MirrorCheck(const ModelFile& base, uint64_t header_bytes, Patches 
   };
 }
 
-absl::StatusOr<WrittenFile> MirrorFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io, MergeState& state) {
+absl::StatusOr<WrittenFile> MirrorFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io,
+                                       MergeState& state) {
   const ModelFile& file = plan.base.files[file_index];
   const RandomAccessObject& source = *file.object;
   const std::vector<size_t> order = TensorsOf(plan, file_index);
@@ -182,7 +190,8 @@ absl::StatusOr<WrittenFile> MirrorFile(const LoraMergePlan& plan, size_t file_in
     const TensorInfo& t = plan.base.tensors[i];
     if (t.data_offset < position) {
       return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_TENSORS_OVERLAP",
-                       absl::StrCat("tensor '", t.name, "' of '", file.name, "' overlaps the tensor before it"), {{"tensor", t.name}});
+                       absl::StrCat("tensor '", t.name, "' of '", file.name, "' overlaps the tensor before it"),
+                       {{"tensor", t.name}});
     }
     std::optional<std::string> staged;
     if (auto crc = plan.crc_fields.find(i); crc != plan.crc_fields.end()) {
@@ -200,12 +209,14 @@ absl::StatusOr<WrittenFile> MirrorFile(const LoraMergePlan& plan, size_t file_in
     }
     position = t.data_offset + t.size_bytes;
     // Tensors count as done once the walk has passed their last byte.
-    for (; counted < order.size() && plan.base.tensors[order[counted]].data_offset + plan.base.tensors[order[counted]].size_bytes <= position;
+    for (; counted < order.size() &&
+           plan.base.tensors[order[counted]].data_offset + plan.base.tensors[order[counted]].size_bytes <= position;
          ++counted) {
       io.tracker.AddTensors(1);
     }
   }
-  if (absl::Status s = CopyPatched(source, position, source.size_bytes() - position, patches, out, io); !s.ok()) return s;
+  if (absl::Status s = CopyPatched(source, position, source.size_bytes() - position, patches, out, io); !s.ok())
+    return s;
   io.tracker.AddTensors(order.size() - counted);
   return WrittenFile{source.size_bytes(), MirrorCheck(file, header_bytes, std::move(patches))};
 }
@@ -215,9 +226,9 @@ DType FloatDType(GgmlType type) {
 }
 
 // Appends the tensors of a rewritten file in `order`, each followed by `padding(size)` zeros.
-absl::Status WriteRewrittenTensors(const LoraMergePlan& plan, const std::vector<size_t>& order, const RandomAccessObject& source,
-                                   const std::function<uint64_t(uint64_t)>& padding, PipelinedWriter& out, MergeIo io,
-                                   MergeState& state) {
+absl::Status WriteRewrittenTensors(const LoraMergePlan& plan, const std::vector<size_t>& order,
+                                   const RandomAccessObject& source, const std::function<uint64_t(uint64_t)>& padding,
+                                   PipelinedWriter& out, MergeIo io, MergeState& state) {
   static const std::byte kZeros[64] = {};
   for (size_t i : order) {
     const TensorInfo& t = plan.base.tensors[i];
@@ -225,7 +236,8 @@ absl::Status WriteRewrittenTensors(const LoraMergePlan& plan, const std::vector<
     if (fate == Fate::kDropped) {
       io.tracker.AddBytes(t.size_bytes);
     } else if (fate == Fate::kCopy) {
-      if (absl::Status s = CopyByteRange(source, t.data_offset, t.size_bytes, out, io.tracker, io.pace, io.context); !s.ok()) {
+      if (absl::Status s = CopyByteRange(source, t.data_offset, t.size_bytes, out, io.tracker, io.pace, io.context);
+          !s.ok()) {
         return Annotate(s, absl::StrCat("copying tensor '", t.name, "'"));
       }
     } else if (absl::Status s = WriteNewTensor(plan, i, source, out, io, state); !s.ok()) {
@@ -239,8 +251,8 @@ absl::Status WriteRewrittenTensors(const LoraMergePlan& plan, const std::vector<
   return absl::OkStatus();
 }
 
-absl::StatusOr<WrittenFile> RewriteSafetensors(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io,
-                                               MergeState& state) {
+absl::StatusOr<WrittenFile> RewriteSafetensors(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out,
+                                               MergeIo io, MergeState& state) {
   const ModelFile& file = plan.base.files[file_index];
   const std::vector<size_t> order = TensorsOf(plan, file_index);
   std::vector<SafetensorsEntry> entries;
@@ -258,7 +270,10 @@ absl::StatusOr<WrittenFile> RewriteSafetensors(const LoraMergePlan& plan, size_t
   const std::string header = SerializeSafetensorsHeader(entries, file.header.metadata);
   if (absl::Status s = AppendString(out, header); !s.ok()) return s;
   io.tracker.AddBytes(file.header.data_start);
-  if (absl::Status s = WriteRewrittenTensors(plan, order, *file.object, [](uint64_t) { return 0; }, out, io, state); !s.ok()) return s;
+  if (absl::Status s = WriteRewrittenTensors(
+          plan, order, *file.object, [](uint64_t) { return 0; }, out, io, state);
+      !s.ok())
+    return s;
   uint64_t size = header.size();
   for (const SafetensorsEntry& e : entries) size += e.size_bytes;
   ObjectChecker check = [entries = std::move(entries)](const RandomAccessObject& written) -> absl::Status {
@@ -271,7 +286,8 @@ absl::StatusOr<WrittenFile> RewriteSafetensors(const LoraMergePlan& plan, size_t
              got.size_bytes == entries[k].size_bytes;
     }
     if (!same) {
-      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", absl::StrCat("'", written.uri(), "': the written tensor table is not the planned one"));
+      return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                       absl::StrCat("'", written.uri(), "': the written tensor table is not the planned one"));
     }
     return absl::OkStatus();
   };
@@ -290,7 +306,8 @@ absl::StatusOr<WrittenFile> RewriteGguf(const LoraMergePlan& plan, size_t file_i
   for (GgufTensor& g : tensors) {
     auto it = index_of.find(g.name);
     if (it == index_of.end()) {
-      return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("GGUF tensor '", g.name, "' is not in the model's table"));
+      return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                       absl::StrCat("GGUF tensor '", g.name, "' is not in the model's table"));
     }
     order.push_back(it->second);
     if (auto merged = plan.merged.find(it->second); merged != plan.merged.end() && merged->second.dequantize_to) {
@@ -306,17 +323,20 @@ absl::StatusOr<WrittenFile> RewriteGguf(const LoraMergePlan& plan, size_t file_i
   if (absl::Status s = WriteRewrittenTensors(plan, order, *file.object, padding, out, io, state); !s.ok()) return s;
   uint64_t base_tensor_bytes = 0;
   for (size_t i : order) base_tensor_bytes += plan.base.tensors[i].size_bytes;
-  io.tracker.AddBytes(file.object->size_bytes() - std::min(file.object->size_bytes(), part->data_start + base_tensor_bytes));  // padding
+  io.tracker.AddBytes(file.object->size_bytes() -
+                      std::min(file.object->size_bytes(), part->data_start + base_tensor_bytes));  // padding
   uint64_t size = header.size();
   for (const GgufTensor& g : tensors) size += g.size_bytes + padding(g.size_bytes);
-  ObjectChecker check = [tensors = std::move(tensors)](const RandomAccessObject& written) { return CheckGgufTensorTable(written, tensors); };
+  ObjectChecker check = [tensors = std::move(tensors)](const RandomAccessObject& written) {
+    return CheckGgufTensorTable(written, tensors);
+  };
   return WrittenFile{size, std::move(check)};
 }
 
 }  // namespace
 
-absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io,
-                                            MergeState& state) {
+absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out,
+                                            MergeIo io, MergeState& state) {
   if (!plan.rewritten_files.count(file_index)) return MirrorFile(plan, file_index, out, io, state);
   if (plan.gguf()) return RewriteGguf(plan, file_index, out, io, state);
   return RewriteSafetensors(plan, file_index, out, io, state);

@@ -55,8 +55,8 @@ struct MergeIo {
 using WrittenFile = WrittenObject;
 
 // Writes the output counterpart of base file `file_index` into `out`.
-absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out, MergeIo io,
-                                            MergeState& state);
+absl::StatusOr<WrittenFile> WriteMergedFile(const LoraMergePlan& plan, size_t file_index, PipelinedWriter& out,
+                                            MergeIo io, MergeState& state);
 
 struct WrittenTensor {
   size_t file_index;  // into plan.base.files

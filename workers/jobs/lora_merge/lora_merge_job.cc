@@ -37,8 +37,9 @@ constexpr size_t kLargestUpdatesReported = 10;
 absl::Status CheckOutputShape(const LoraMergePlan& plan, const std::string& output) {
   const bool gguf_output = absl::EndsWith(output, ".gguf");
   if (plan.gguf() && !gguf_output) {
-    return FieldError("INVALID_OUTPUT", "lora_merge.output",
-                      absl::StrCat("base '", plan.base.uri, "' is GGUF, so the output must be a .gguf file, not '", output, "'"));
+    return FieldError(
+        "INVALID_OUTPUT", "lora_merge.output",
+        absl::StrCat("base '", plan.base.uri, "' is GGUF, so the output must be a .gguf file, not '", output, "'"));
   }
   if (!plan.gguf() && (gguf_output || absl::EndsWith(output, ".safetensors") || absl::EndsWith(output, ".bin"))) {
     return FieldError("INVALID_OUTPUT", "lora_merge.output",
@@ -51,8 +52,9 @@ absl::Status CheckOutputShape(const LoraMergePlan& plan, const std::string& outp
 absl::Status CheckNoOverlap(const LoraMergePlan& plan, const std::string& output_uri) {
   for (const ModelFile& file : plan.base.files) {
     if (file.uri == output_uri || ParentUri(file.uri) == output_uri) {
-      return FieldError("OUTPUT_OVERLAPS_INPUT", "lora_merge.output",
-                        absl::StrCat("output '", output_uri, "' would overwrite base file '", file.uri, "'; write elsewhere"));
+      return FieldError(
+          "OUTPUT_OVERLAPS_INPUT", "lora_merge.output",
+          absl::StrCat("output '", output_uri, "' would overwrite base file '", file.uri, "'; write elsewhere"));
     }
   }
   return absl::OkStatus();
@@ -96,14 +98,16 @@ void WarnPolicies(const LoraMergePlan& plan, JobContext& context) {
   for (const auto& [type, scheme] : by_type) {
     if (scheme.written != type) {
       context.Warn("LORA_DEQUANTIZED",
-                   absl::StrCat(scheme.count, " merged weight(s) of type ", type, " are dequantized, merged in F32 and written as ",
-                                scheme.written, " (policy dequantize): they grow, the rest of the model stays ", type,
+                   absl::StrCat(scheme.count, " merged weight(s) of type ", type,
+                                " are dequantized, merged in F32 and written as ", scheme.written,
+                                " (policy dequantize): they grow, the rest of the model stays ", type,
                                 "; the result's snr_db per tensor is the rounding to ", scheme.written),
                    scheme.first);
     } else {
       context.Warn("LORA_REQUANTIZED",
-                   absl::StrCat(scheme.count, " merged weight(s) of type ", type, " are dequantized, merged in F32 and quantized again as ",
-                                type, " (policy requantize); the result's snr_db per tensor is the error that adds"),
+                   absl::StrCat(scheme.count, " merged weight(s) of type ", type,
+                                " are dequantized, merged in F32 and quantized again as ", type,
+                                " (policy requantize); the result's snr_db per tensor is the error that adds"),
                    scheme.first);
     }
   }
@@ -163,7 +167,8 @@ ordered_json ManifestBody(const LoraMergePlan& plan, const std::vector<MergedRec
   ordered_json merged = ordered_json::array();
   for (const MergedRecord& r : records) {
     ordered_json modules = ordered_json::array();
-    for (const MergeUpdate& u : r.tensor->updates) modules.push_back({{"adapter", u.adapter->uri}, {"module", u.target->module->key}});
+    for (const MergeUpdate& u : r.tensor->updates)
+      modules.push_back({{"adapter", u.adapter->uri}, {"module", u.target->module->key}});
     merged.push_back({{"name", WeightName(*r.tensor)},
                       {"type", r.tensor->type},
                       {"written_type", r.tensor->written_type()},
@@ -174,7 +179,10 @@ ordered_json ManifestBody(const LoraMergePlan& plan, const std::vector<MergedRec
   }
   ordered_json skipped = ordered_json::array();
   for (const SkippedKey& k : plan.skipped) {
-    skipped.push_back({{"adapter", k.adapter->uri}, {"key", k.mismatch.key}, {"problem", k.mismatch.problem}, {"closest", k.mismatch.closest}});
+    skipped.push_back({{"adapter", k.adapter->uri},
+                       {"key", k.mismatch.key},
+                       {"problem", k.mismatch.problem},
+                       {"closest", k.mismatch.closest}});
   }
   return {{"adapters", AdaptersJson(plan)}, {"merged", std::move(merged)}, {"skipped", std::move(skipped)}};
 }
@@ -190,9 +198,11 @@ absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, co
   if (absl::Status s = CheckNoOverlap(**plan, output->uri); !s.ok()) return s;
   if ((*plan)->gguf()) {
     for (const std::string& uri : OutputUris(**plan, output->uri, false)) {
-      if (absl::Status s = Publication::CheckFileVacant(router, uri, spec.overwrite(), "lora_merge.output"); !s.ok()) return s;
+      if (absl::Status s = Publication::CheckFileVacant(router, uri, spec.overwrite(), "lora_merge.output"); !s.ok())
+        return s;
     }
-  } else if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "lora_merge.output");
+  } else if (absl::Status s =
+                 Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "lora_merge.output");
              !s.ok()) {
     return s;
   }
@@ -200,7 +210,8 @@ absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, co
   for (const auto& [index, t] : (*plan)->merged) {
     uint64_t bytes = 0;
     for (const MergeUpdate& u : t.updates) {
-      bytes += 4 * (ElementCount(u.target->module->up->shape).value_or(0) + ElementCount(u.target->module->down->shape).value_or(0));
+      bytes += 4 * (ElementCount(u.target->module->up->shape).value_or(0) +
+                    ElementCount(u.target->module->down->shape).value_or(0));
     }
     // Read, then held transposed or permuted; a torch record is merged into memory whole first.
     largest_adapter = std::max(largest_adapter, 2 * bytes + ((*plan)->base.is_torch() ? t.base->size_bytes : 0));
@@ -218,29 +229,33 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
 
   // Output rules: a directory for safetensors, one file (or its split parts) for GGUF.
   absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
-  if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "lora_merge.output"}});
+  if (!resolved.ok())
+    return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "lora_merge.output"}});
   if (absl::Status s = CheckNoOverlap(plan, resolved->uri); !s.ok()) return s;
   const bool directory = !plan.gguf();
   const std::vector<std::string> uris = OutputUris(plan, resolved->uri, directory);
   // The parts of a split base obey the same rules as the named file (the manifest's name).
   absl::StatusOr<Publication> output =
-      directory ? Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output")
-                : Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output",
-                                       uris.size() > 1 ? uris : std::vector<std::string>{});
+      directory
+          ? Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output")
+          : Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "lora_merge.output",
+                                 uris.size() > 1 ? uris : std::vector<std::string>{});
   if (!output.ok()) return output.status();
 
   ProgressTracker tracker(context, plan.base.file_bytes, plan.base.tensors.size());
   tracker.SetPhase("plan");
   for (const auto& a : plan.adapters) {
-    context.Log(absl::StrFormat("adapter '%s': %s keys, %d module(s), config from %s, strength %g, %d module(s) matched", a->uri,
-                                a->adapter.style, a->adapter.modules.size(), a->adapter.config_source, a->strength, a->match.targets.size()));
+    context.Log(absl::StrFormat(
+        "adapter '%s': %s keys, %d module(s), config from %s, strength %g, %d module(s) matched", a->uri,
+        a->adapter.style, a->adapter.modules.size(), a->adapter.config_source, a->strength, a->match.targets.size()));
   }
-  context.Log(absl::StrFormat("merging %d adapter(s) into %d of %d tensors of '%s' (%s, %d file(s)); output '%s'", plan.adapters.size(),
-                              plan.merged.size(), plan.base.tensors.size(), plan.base.uri, plan.base.format, plan.base.files.size(),
-                              output->uri()));
+  context.Log(absl::StrFormat("merging %d adapter(s) into %d of %d tensors of '%s' (%s, %d file(s)); output '%s'",
+                              plan.adapters.size(), plan.merged.size(), plan.base.tensors.size(), plan.base.uri,
+                              plan.base.format, plan.base.files.size(), output->uri()));
   for (const SkippedKey& k : plan.skipped) {
     context.Warn("LORA_KEY_SKIPPED",
-                 absl::StrCat("adapter '", k.adapter->uri, "' key '", k.mismatch.key, "' is left out: ", DescribeMismatch(k.mismatch)),
+                 absl::StrCat("adapter '", k.adapter->uri, "' key '", k.mismatch.key,
+                              "' is left out: ", DescribeMismatch(k.mismatch)),
                  k.mismatch.key);
   }
   WarnPolicies(plan, context);
@@ -252,7 +267,10 @@ absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& con
   for (size_t i = 0; i < plan.base.files.size(); ++i) {
     tracker.SetPhase("execute");
     absl::StatusOr<v1::Artifact> artifact = output->Write(
-        uris[i], role, [&](PipelinedWriter& out) { return WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state); },
+        uris[i], role,
+        [&](PipelinedWriter& out) {
+          return WriteMergedFile(plan, i, out, MergeIo{tracker, pace, context}, state);
+        },
         tracker, context);
     if (!artifact.ok()) return artifact.status();
   }

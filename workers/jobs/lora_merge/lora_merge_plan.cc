@@ -32,9 +32,10 @@ std::string AdapterField(size_t i) { return absl::StrCat("lora_merge.adapters[",
 ScalarReader AdapterScalars(const ModelView& view) {
   return [&view](const TensorInfo& t) -> absl::StatusOr<double> {
     if (!IsCastableFloat(t.dtype) || t.size_bytes == 0 || t.size_bytes > 8) {
-      return MakeError(absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID",
-                       absl::StrCat("adapter tensor '", t.name, "' must be a single float value, not ", DTypeName(t.dtype)),
-                       {{"tensor", t.name}});
+      return MakeError(
+          absl::StatusCode::kInvalidArgument, "LORA_CONFIG_INVALID",
+          absl::StrCat("adapter tensor '", t.name, "' must be a single float value, not ", DTypeName(t.dtype)),
+          {{"tensor", t.name}});
     }
     std::byte raw[8];
     const uint64_t width = DTypeBits(t.dtype) / 8;
@@ -49,39 +50,47 @@ ScalarReader AdapterScalars(const ModelView& view) {
 absl::Status CheckAdapterDtypes(const LoraAdapter& adapter, const std::string& field) {
   for (const LoraModule& m : adapter.modules) {
     for (const TensorInfo* t : {m.down, m.up, m.magnitude}) {
-      if (t == nullptr || (t->dtype == DType::kF32 || t->dtype == DType::kF16 || t->dtype == DType::kBF16 || t->dtype == DType::kF64)) {
+      if (t == nullptr ||
+          (t->dtype == DType::kF32 || t->dtype == DType::kF16 || t->dtype == DType::kBF16 || t->dtype == DType::kF64)) {
         continue;
       }
       return MakeError(absl::StatusCode::kInvalidArgument, "LORA_DTYPE_UNSUPPORTED",
-                       absl::StrCat("adapter tensor '", t->name, "' is ", DTypeName(t->dtype), "; LoRA matrices must be F32, F16, BF16 or F64"),
+                       absl::StrCat("adapter tensor '", t->name, "' is ", DTypeName(t->dtype),
+                                    "; LoRA matrices must be F32, F16, BF16 or F64"),
                        {{"tensor", t->name}, {"field", field}});
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<LoraAdapterInput>> OpenAdapter(const v1::LoraAdapter& spec, size_t i, const StorageRouter& router) {
+absl::StatusOr<std::unique_ptr<LoraAdapterInput>> OpenAdapter(const v1::LoraAdapter& spec, size_t i,
+                                                              const StorageRouter& router) {
   const std::string field = AdapterField(i);
   absl::StatusOr<Location> location = router.Resolve(spec.uri());
   if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", field}});
   absl::StatusOr<ModelView> view = OpenModel(*location);
   if (!view.ok()) return WithReason(view.status(), ReasonOf(view.status()), {{"field", field}});
   if (view->format == "gguf") {
-    return FieldError("LORA_NOT_AN_ADAPTER", field,
-                      absl::StrCat("'", view->uri, "' is a GGUF file; adapters are read as PEFT, kohya or diffusers safetensors or .bin files"));
+    return FieldError(
+        "LORA_NOT_AN_ADAPTER", field,
+        absl::StrCat("'", view->uri,
+                     "' is a GGUF file; adapters are read as PEFT, kohya or diffusers safetensors or .bin files"));
   }
   auto input = std::make_unique<LoraAdapterInput>();
   input->uri = view->uri;
   input->strength = spec.strength() == 0 ? 1.0 : spec.strength();
   input->view = *std::move(view);
-  absl::StatusOr<std::optional<nlohmann::json>> config = ReadJsonObject(
-      *location->store, JoinUri(ParentUri(input->view.files.front().uri), "adapter_config.json"), kAdapterConfigMaxBytes);
+  absl::StatusOr<std::optional<nlohmann::json>> config =
+      ReadJsonObject(*location->store, JoinUri(ParentUri(input->view.files.front().uri), "adapter_config.json"),
+                     kAdapterConfigMaxBytes);
   if (!config.ok()) return WithReason(config.status(), ReasonOf(config.status()), {{"field", field}});
-  absl::StatusOr<LoraAdapter> adapter = ParseLoraAdapter(input->view.tensors, *config, input->view.metadata, AdapterScalars(input->view));
+  absl::StatusOr<LoraAdapter> adapter =
+      ParseLoraAdapter(input->view.tensors, *config, input->view.metadata, AdapterScalars(input->view));
   if (!adapter.ok()) {
     ErrorContext context = ContextOf(adapter.status());
     context["field"] = field;
-    return WithReason(Annotate(adapter.status(), absl::StrCat("adapter '", input->uri, "'")), ReasonOf(adapter.status()), context);
+    return WithReason(Annotate(adapter.status(), absl::StrCat("adapter '", input->uri, "'")),
+                      ReasonOf(adapter.status()), context);
   }
   input->adapter = *std::move(adapter);
   if (absl::Status s = CheckAdapterDtypes(input->adapter, field); !s.ok()) return s;
@@ -91,7 +100,8 @@ absl::StatusOr<std::unique_ptr<LoraAdapterInput>> OpenAdapter(const v1::LoraAdap
 // The weight shape each adapter module implies ([out, in] or [out, in, kh, kw]), by the module
 // path a quantized layout's group is named by: what a quanto qint4 checkpoint does not record.
 // Kohya's flattened paths are resolved against the base's qint4 modules.
-std::map<std::string, std::vector<uint64_t>> ShapeHints(const ModelView& base, const std::vector<std::unique_ptr<LoraAdapterInput>>& adapters) {
+std::map<std::string, std::vector<uint64_t>> ShapeHints(
+    const ModelView& base, const std::vector<std::unique_ptr<LoraAdapterInput>>& adapters) {
   std::map<std::string, std::string> module_of_flat;
   for (const TensorInfo& t : base.tensors) {
     if (!absl::EndsWith(t.name, ".weight._data._data")) continue;
@@ -146,12 +156,14 @@ absl::Status BuildCandidates(LoraMergePlan& plan, std::map<size_t, std::vector<u
 // The layout kernels' settings that reproduce the base's group: the block size from the
 // bitsandbytes quant_state JSON, double quantization from nested_absmax, quanto's group from
 // the packed data's row length, ChatGLM's bits from the layout name.
-absl::StatusOr<LayoutSpec> LayoutSpecOf(const LoraMergePlan& plan, const QuantizedWeightReader& reader, const std::vector<size_t>& group) {
+absl::StatusOr<LayoutSpec> LayoutSpecOf(const LoraMergePlan& plan, const QuantizedWeightReader& reader,
+                                        const std::vector<size_t>& group) {
   LayoutSpec spec;
   const std::string& layout = reader.layout();
   auto refuse = [&](absl::string_view why) {
     return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
-                     absl::StrCat("base weight '", reader.name(), "' is ", layout, ": ", why), {{"tensor", reader.name()}, {"field", "lora_merge.base"}});
+                     absl::StrCat("base weight '", reader.name(), "' is ", layout, ": ", why),
+                     {{"tensor", reader.name()}, {"field", "lora_merge.base"}});
   };
   if (layout == "bnb_int8") {
     spec.layout = Layout::kBnbInt8;
@@ -163,7 +175,8 @@ absl::StatusOr<LayoutSpec> LayoutSpecOf(const LoraMergePlan& plan, const Quantiz
       if (!absl::StrContains(t.name, ".quant_state.bitsandbytes__")) continue;
       if (t.size_bytes > (64 << 10)) return refuse("its quant_state is over 64 KiB");
       std::string text(t.size_bytes, '\0');
-      if (absl::Status s = plan.base.files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes, reinterpret_cast<std::byte*>(text.data()));
+      if (absl::Status s = plan.base.files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes,
+                                                                        reinterpret_cast<std::byte*>(text.data()));
           !s.ok()) {
         return s;
       }
@@ -184,7 +197,8 @@ absl::StatusOr<LayoutSpec> LayoutSpecOf(const LoraMergePlan& plan, const Quantiz
   } else if (layout == "chatglm_int8" || layout == "chatglm_int4") {
     spec.layout = layout == "chatglm_int8" ? Layout::kChatglmInt8 : Layout::kChatglmInt4;
   } else {
-    return refuse("merging into this layout is not built yet (bitsandbytes int8/NF4/FP4, quanto qint8/qint4 and ChatGLM are)");
+    return refuse(
+        "merging into this layout is not built yet (bitsandbytes int8/NF4/FP4, quanto qint8/qint4 and ChatGLM are)");
   }
   return spec;
 }
@@ -208,10 +222,11 @@ absl::Status PlanLayoutGroup(LoraMergePlan& plan, MergeTensor& m) {
     bool same = false;
     for (const SafetensorsEntry& e : p.outputs) same |= e.name == t.name && e.dtype == t.dtype && e.shape == t.shape;
     if (!same) {
-      return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
-                       absl::StrCat("base tensor '", t.name, "' (", m.type, ") would be written with another dtype or shape when ",
-                                    "requantized; merging into it is not built yet"),
-                       {{"tensor", t.name}, {"field", "lora_merge.base"}});
+      return MakeError(
+          absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
+          absl::StrCat("base tensor '", t.name, "' (", m.type, ") would be written with another dtype or shape when ",
+                       "requantized; merging into it is not built yet"),
+          {{"tensor", t.name}, {"field", "lora_merge.base"}});
     }
   }
   return absl::OkStatus();
@@ -242,21 +257,24 @@ absl::Status PlanTorchRecords(LoraMergePlan& plan) {
     std::vector<std::string> sharing;
     for (const TensorInfo& other : plan.base.tensors) {
       if (&other == &t || other.file_index != t.file_index || record == nullptr) continue;
-      if (other.data_offset < record->data_offset + record->size && record->data_offset < other.data_offset + std::max<uint64_t>(other.size_bytes, 1)) {
+      if (other.data_offset < record->data_offset + record->size &&
+          record->data_offset < other.data_offset + std::max<uint64_t>(other.size_bytes, 1)) {
         sharing.push_back(other.name);
       }
     }
     for (const TensorAlias& alias : plan.base.aliases) {
       if (alias.target == t.name) sharing.push_back(alias.name);
     }
-    const bool whole = record != nullptr && t.strides.empty() && t.data_offset == record->data_offset && t.size_bytes == record->size;
+    const bool whole =
+        record != nullptr && t.strides.empty() && t.data_offset == record->data_offset && t.size_bytes == record->size;
     if (!whole || !sharing.empty()) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_TARGET_SHARED_STORAGE",
-                       absl::StrCat("base tensor '", t.name, "' of torch checkpoint '", plan.base.files[t.file_index].name, "' ",
-                                    sharing.empty() ? "is a view of part of its storage"
-                                                    : absl::StrCat("shares its storage with ", absl::StrJoin(sharing, ", ")),
-                                    ", so merging into it would change other tensors too; convert the base to safetensors first"),
-                       {{"tensor", t.name}, {"field", "lora_merge.base"}});
+      return MakeError(
+          absl::StatusCode::kFailedPrecondition, "LORA_TARGET_SHARED_STORAGE",
+          absl::StrCat("base tensor '", t.name, "' of torch checkpoint '", plan.base.files[t.file_index].name, "' ",
+                       sharing.empty() ? "is a view of part of its storage"
+                                       : absl::StrCat("shares its storage with ", absl::StrJoin(sharing, ", ")),
+                       ", so merging into it would change other tensors too; convert the base to safetensors first"),
+          {{"tensor", t.name}, {"field", "lora_merge.base"}});
     }
     plan.crc_fields[index] = record->crc_fields;
   }
@@ -275,14 +293,17 @@ std::optional<GgmlType> DequantizeDtype(const v1::LoraMergeSpec& spec) {
 absl::Status UnmatchedError(const std::vector<SkippedKey>& mismatches) {
   std::vector<std::string> lines;
   for (size_t i = 0; i < mismatches.size() && i < kReportedMismatches; ++i) {
-    lines.push_back(absl::StrCat("adapter '", mismatches[i].adapter->uri, "' key '", mismatches[i].mismatch.key, "': ",
-                                 DescribeMismatch(mismatches[i].mismatch)));
+    lines.push_back(absl::StrCat("adapter '", mismatches[i].adapter->uri, "' key '", mismatches[i].mismatch.key,
+                                 "': ", DescribeMismatch(mismatches[i].mismatch)));
   }
-  std::string more = mismatches.size() > kReportedMismatches ? absl::StrCat("; and ", mismatches.size() - kReportedMismatches, " more") : "";
-  return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_KEYS_UNMATCHED",
-                   absl::StrCat(mismatches.size(), " adapter key(s) match no base weight (set allow_partial to merge the rest): ",
-                                absl::StrJoin(lines, "; "), more),
-                   {{"tensor", mismatches.front().mismatch.key}, {"field", "lora_merge.adapters"}});
+  std::string more = mismatches.size() > kReportedMismatches
+                         ? absl::StrCat("; and ", mismatches.size() - kReportedMismatches, " more")
+                         : "";
+  return MakeError(
+      absl::StatusCode::kFailedPrecondition, "LORA_KEYS_UNMATCHED",
+      absl::StrCat(mismatches.size(), " adapter key(s) match no base weight (set allow_partial to merge the rest): ",
+                   absl::StrJoin(lines, "; "), more),
+      {{"tensor", mismatches.front().mismatch.key}, {"field", "lora_merge.adapters"}});
 }
 
 }  // namespace
@@ -292,28 +313,35 @@ std::string DescribeMismatch(const LoraMismatch& m) {
   return absl::StrCat(m.problem, " (closest: ", absl::StrJoin(m.closest, ", "), ")");
 }
 
-const std::string& MergeTensor::written_name() const { return dequantize_to && reader != nullptr ? reader->name() : base->name; }
+const std::string& MergeTensor::written_name() const {
+  return dequantize_to && reader != nullptr ? reader->name() : base->name;
+}
 
 std::vector<uint64_t> MergeTensor::written_shape() const {
   return dequantize_to && reader != nullptr ? reader->shape() : base->shape;
 }
 
-std::string MergeTensor::written_type() const { return dequantize_to ? std::string(GgmlTypeName(*dequantize_to)) : type; }
+std::string MergeTensor::written_type() const {
+  return dequantize_to ? std::string(GgmlTypeName(*dequantize_to)) : type;
+}
 
 bool MergeTensor::quantized() const {
-  return reader != nullptr || (base->ggml_type && GgmlTraits(*base->ggml_type)->quantized) || base->dtype == DType::kF8E4M3 ||
-         base->dtype == DType::kF8E5M2;
+  return reader != nullptr || (base->ggml_type && GgmlTraits(*base->ggml_type)->quantized) ||
+         base->dtype == DType::kF8E4M3 || base->dtype == DType::kF8E5M2;
 }
 
 absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   if (spec.base().empty()) return FieldError("MISSING_FIELD", "lora_merge.base", "'lora_merge.base' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "lora_merge.output", "'lora_merge.output' is required");
-  if (spec.adapters().empty()) return FieldError("MISSING_FIELD", "lora_merge.adapters", "at least one adapter is required");
+  if (spec.adapters().empty())
+    return FieldError("MISSING_FIELD", "lora_merge.adapters", "at least one adapter is required");
   for (int i = 0; i < spec.adapters_size(); ++i) {
     const v1::LoraAdapter& a = spec.adapters(i);
-    if (a.uri().empty()) return FieldError("MISSING_FIELD", absl::StrCat(AdapterField(i), ".uri"), "every adapter needs a uri");
+    if (a.uri().empty())
+      return FieldError("MISSING_FIELD", absl::StrCat(AdapterField(i), ".uri"), "every adapter needs a uri");
     if (!std::isfinite(a.strength())) {
-      return FieldError("INVALID_VALUE", absl::StrCat(AdapterField(i), ".strength"), "the strength must be a finite number");
+      return FieldError("INVALID_VALUE", absl::StrCat(AdapterField(i), ".strength"),
+                        "the strength must be a finite number");
     }
   }
   if (!v1::QuantizedBasePolicy_IsValid(spec.policy())) {
@@ -321,7 +349,8 @@ absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   }
   if (!spec.dequantize_dtype().empty()) {
     if (spec.policy() != v1::QUANTIZED_BASE_POLICY_DEQUANTIZE) {
-      return FieldError("INVALID_VALUE", "lora_merge.dequantize_dtype", "'dequantize_dtype' applies to policy DEQUANTIZE only");
+      return FieldError("INVALID_VALUE", "lora_merge.dequantize_dtype",
+                        "'dequantize_dtype' applies to policy DEQUANTIZE only");
     }
     if (!DequantizeDtype(spec)) {
       return FieldError("INVALID_VALUE", "lora_merge.dequantize_dtype",
@@ -331,7 +360,8 @@ absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec, const StorageRouter& router) {
+absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec,
+                                                                 const StorageRouter& router) {
   if (absl::Status s = ValidateLoraMergeSpec(spec); !s.ok()) return s;
   auto plan = std::make_unique<LoraMergePlan>();
   absl::StatusOr<Location> base = router.Resolve(spec.base());
@@ -350,7 +380,8 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   absl::StatusOr<RequantizeInputs> requantize =
       OpenRequantizeInputs(plan->base, plan->config, /*allow_requantize=*/true, ShapeHints(plan->base, plan->adapters),
                            /*skip_unreadable=*/true);
-  if (!requantize.ok()) return WithReason(requantize.status(), ReasonOf(requantize.status()), {{"field", "lora_merge.base"}});
+  if (!requantize.ok())
+    return WithReason(requantize.status(), ReasonOf(requantize.status()), {{"field", "lora_merge.base"}});
   plan->requantize = *std::move(requantize);
 
   std::map<size_t, std::vector<uint64_t>> row_sources;
@@ -360,7 +391,8 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
     input->match = MatchLoraAdapter(input->adapter, plan->candidates);
     for (LoraMismatch& m : input->match.mismatches) {
       for (const auto& [module, why] : plan->requantize.unreadable) {
-        if (absl::StrContains(m.problem, absl::StrCat("'", module, ".weight'"))) m.problem = absl::StrCat(m.problem, ": ", why);
+        if (absl::StrContains(m.problem, absl::StrCat("'", module, ".weight'")))
+          m.problem = absl::StrCat(m.problem, ": ", why);
       }
       mismatches.push_back({input.get(), m});
     }
@@ -381,19 +413,22 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
         m.rows = target.rows;
         m.cols = target.cols;
         const bool quantized = stored.ggml_type && GgmlTraits(*stored.ggml_type)->quantized;
-        m.type = stored.ggml_type ? std::string(GgmlTypeName(static_cast<GgmlType>(*stored.ggml_type))) : std::string(DTypeName(stored.dtype));
+        m.type = stored.ggml_type ? std::string(GgmlTypeName(static_cast<GgmlType>(*stored.ggml_type)))
+                                  : std::string(DTypeName(stored.dtype));
         if (quantized && dequantize) {
           m.dequantize_to = dequantize_dtype.value_or(GgmlType::kF16);
           plan->rewritten_files.insert(stored.file_index);
         } else if (quantized && !CanEncode(static_cast<GgmlType>(*stored.ggml_type))) {
-          return MakeError(absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
-                           absl::StrCat("base tensor '", stored.name, "' is ", m.type, ", which this build cannot quantize again"),
-                           {{"tensor", stored.name}, {"field", "lora_merge.base"}});
+          return MakeError(
+              absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
+              absl::StrCat("base tensor '", stored.name, "' is ", m.type, ", which this build cannot quantize again"),
+              {{"tensor", stored.name}, {"field", "lora_merge.base"}});
         }
         if (stored.ggml_type && (stored.shape.size() != 2 || m.cols != stored.shape[1])) {
-          return MakeError(absl::StatusCode::kUnimplemented, "LORA_SHAPE_NOT_IMPLEMENTED",
-                           absl::StrCat("GGUF base tensor '", stored.name, "' is not 2-D; merging into it is not built yet"),
-                           {{"tensor", stored.name}});
+          return MakeError(
+              absl::StatusCode::kUnimplemented, "LORA_SHAPE_NOT_IMPLEMENTED",
+              absl::StrCat("GGUF base tensor '", stored.name, "' is not 2-D; merging into it is not built yet"),
+              {{"tensor", stored.name}});
         }
         if (auto rs = row_sources.find(index); rs != row_sources.end()) m.row_of_hf_row = rs->second;
         if (auto group = plan->requantize.group_of.find(stored.name); group != plan->requantize.group_of.end()) {
@@ -410,13 +445,15 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
             m.type = std::string(DTypeName(stored.dtype));
           } else if (dequantize) {
             if (absl::StartsWith(m.type, "chatglm")) {
-              return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_POLICY_UNSUPPORTED",
-                               absl::StrCat("base weight '", m.reader->name(), "' is ", m.type,
-                                            ": ChatGLM's loader quantizes every layer from config.json's quantization_bit, so a "
-                                            "partly dequantized checkpoint would not load; use policy REQUANTIZE"),
-                               {{"tensor", m.reader->name()}, {"field", "lora_merge.policy"}});
+              return MakeError(
+                  absl::StatusCode::kFailedPrecondition, "LORA_POLICY_UNSUPPORTED",
+                  absl::StrCat("base weight '", m.reader->name(), "' is ", m.type,
+                               ": ChatGLM's loader quantizes every layer from config.json's quantization_bit, so a "
+                               "partly dequantized checkpoint would not load; use policy REQUANTIZE"),
+                  {{"tensor", m.reader->name()}, {"field", "lora_merge.policy"}});
             }
-            m.dequantize_to = dequantize_dtype.value_or(m.reader->original_type() == StoredFloat::kBF16 ? GgmlType::kBF16 : GgmlType::kF16);
+            m.dequantize_to = dequantize_dtype.value_or(
+                m.reader->original_type() == StoredFloat::kBF16 ? GgmlType::kBF16 : GgmlType::kF16);
             for (size_t j : m.group) plan->rewritten_files.insert(plan->base.tensors[j].file_index);
           } else if (absl::Status s = PlanLayoutGroup(*plan, m); !s.ok()) {
             return s;
@@ -426,8 +463,8 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
       }
       if (!m.row_of_hf_row.empty() && target.module->fan_in_fan_out) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "LORA_KEYS_UNMATCHED",
-                         absl::StrCat("module '", target.module->key, "' is fan_in_fan_out, but its GGUF base '", stored.name,
-                                      "' has permuted rows of a [out, in] weight"),
+                         absl::StrCat("module '", target.module->key, "' is fan_in_fan_out, but its GGUF base '",
+                                      stored.name, "' has permuted rows of a [out, in] weight"),
                          {{"tensor", target.module->key}});
       }
       m.updates.push_back({adapter.get(), &target});
@@ -436,11 +473,13 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   }
   if (plan->base.is_torch()) {
     if (!plan->rewritten_files.empty()) {
-      return MakeError(absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
-                       absl::StrCat("policy DEQUANTIZE on torch base '", plan->base.uri,
-                                    "' is not built yet (it rewrites the pickled state dict); use REQUANTIZE, or convert the base to "
-                                    "safetensors first"),
-                       {{"field", "lora_merge.policy"}});
+      return MakeError(
+          absl::StatusCode::kUnimplemented, "LORA_POLICY_NOT_IMPLEMENTED",
+          absl::StrCat(
+              "policy DEQUANTIZE on torch base '", plan->base.uri,
+              "' is not built yet (it rewrites the pickled state dict); use REQUANTIZE, or convert the base to "
+              "safetensors first"),
+          {{"field", "lora_merge.policy"}});
     }
     if (absl::Status s = PlanTorchRecords(*plan); !s.ok()) return s;
   }

@@ -68,8 +68,8 @@ struct MergeUpdate {
 };
 
 struct MergeTensor {
-  const TensorInfo* base;  // as stored
-  std::string type;        // "F16", "Q8_0", ...
+  const TensorInfo* base;       // as stored
+  std::string type;             // "F16", "Q8_0", ...
   uint64_t rows = 0, cols = 0;  // as stored, flattened
   // GGUF Q/K projections: the stored row of each Hugging Face row (empty when the same).
   std::vector<uint64_t> row_of_hf_row;
@@ -105,8 +105,8 @@ struct LoraMergePlan {
   std::vector<TensorInfo> candidates;
   std::vector<size_t> candidate_of;
   std::vector<std::unique_ptr<LoraAdapterInput>> adapters;
-  RequantizeInputs requantize;  // the base's quantized layouts, read back
-  std::map<size_t, MergeTensor> merged;  // by index into base.tensors (a group's first tensor)
+  RequantizeInputs requantize;            // the base's quantized layouts, read back
+  std::map<size_t, MergeTensor> merged;   // by index into base.tensors (a group's first tensor)
   std::map<size_t, size_t> group_member;  // every tensor of a merged group -> its key in `merged`
   std::vector<SkippedKey> skipped;        // allow_partial only
   uint32_t modules_matched = 0;
@@ -125,7 +125,8 @@ absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec);
 
 // NOT_FOUND / INVALID_ARGUMENT for unreadable inputs (field lora_merge.base or
 // lora_merge.adapters[i]), FAILED_PRECONDITION LORA_KEYS_UNMATCHED, UNIMPLEMENTED as above.
-absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec, const StorageRouter& router);
+absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec,
+                                                                 const StorageRouter& router);
 
 // The text of a LORA_KEYS_UNMATCHED failure or warning for one key.
 std::string DescribeMismatch(const LoraMismatch& m);

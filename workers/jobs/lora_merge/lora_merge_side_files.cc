@@ -32,8 +32,8 @@ absl::StatusOr<std::string> ReadObject(ObjectStore& store, const std::string& ur
   if (!object.ok()) return object.status();
   const uint64_t size = (*object)->size_bytes();
   if (size > kSideFileMaxBytes) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", uri, "' is larger than 64 MiB"),
-                     {{"file", uri}});
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+                     absl::StrCat("'", uri, "' is larger than 64 MiB"), {{"file", uri}});
   }
   std::string bytes(size, '\0');
   if (absl::Status s = (*object)->ReadAt(0, size, reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) return s;
@@ -43,8 +43,8 @@ absl::StatusOr<std::string> ReadObject(ObjectStore& store, const std::string& ur
 absl::StatusOr<ordered_json> ParseObject(const std::string& bytes, const std::string& name) {
   ordered_json value = ordered_json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (!value.is_object()) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID", absl::StrCat("'", name, "' is not a JSON object"),
-                     {{"file", name}});
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+                     absl::StrCat("'", name, "' is not a JSON object"), {{"file", name}});
   }
   return value;
 }
@@ -60,7 +60,8 @@ std::map<std::string, std::vector<std::string>> DequantizedModules(const LoraMer
   return modules;
 }
 
-absl::StatusOr<std::string> RewrittenIndex(const LoraMergePlan& plan, const std::string& bytes, const std::string& name) {
+absl::StatusOr<std::string> RewrittenIndex(const LoraMergePlan& plan, const std::string& bytes,
+                                           const std::string& name) {
   absl::StatusOr<ordered_json> index = ParseObject(bytes, name);
   if (!index.ok()) return index.status();
   ordered_json weight_map = ordered_json::object();
@@ -81,7 +82,8 @@ absl::StatusOr<std::string> RewrittenConfig(const std::string& bytes, const std:
   ordered_json& q = (*config)["quantization_config"];
   if (!q.is_object()) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
-                     "config.json has no quantization_config object for the bitsandbytes weights", {{"file", "config.json"}});
+                     "config.json has no quantization_config object for the bitsandbytes weights",
+                     {{"file", "config.json"}});
   }
   ordered_json& skip = q["llm_int8_skip_modules"];
   if (!skip.is_array()) skip = ordered_json::array({"lm_head"});
@@ -104,7 +106,8 @@ absl::StatusOr<std::string> RewrittenQmap(const std::string& bytes, const std::v
 
 }  // namespace
 
-absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, ObjectStore& base_store, JobContext& context) {
+absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, ObjectStore& base_store,
+                                                    JobContext& context) {
   const std::string directory = std::string(ParentUri(plan.base.files.front().uri));
   absl::StatusOr<std::vector<ObjectEntry>> entries = base_store.List(directory);
   if (!entries.ok()) return entries.status();
@@ -124,8 +127,8 @@ absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, O
   for (const ObjectEntry& e : *entries) {
     const std::string& name = e.relative_name;
     if (model_files.count(name)) continue;
-    if (name.find('/') != std::string::npos || name == kManifestName ||
-        (IsWeightFile(name) && name != index_name) || e.size_bytes > kSideFileMaxBytes) {
+    if (name.find('/') != std::string::npos || name == kManifestName || (IsWeightFile(name) && name != index_name) ||
+        e.size_bytes > kSideFileMaxBytes) {
       left.push_back(name);
       continue;
     }
@@ -154,8 +157,9 @@ absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, O
     files.push_back(std::move(file));
   }
   if (!left.empty()) {
-    context.Log(absl::StrCat("not copied from the base's directory (subdirectories, other weight files, a manifest, files over 64 MiB): ",
-                             absl::StrJoin(left, ", ")));
+    context.Log(absl::StrCat(
+        "not copied from the base's directory (subdirectories, other weight files, a manifest, files over 64 MiB): ",
+        absl::StrJoin(left, ", ")));
   }
   return files;
 }

@@ -35,7 +35,8 @@ struct SideFile {
 
 // INVALID_ARGUMENT (MODEL_CONFIG_INVALID) naming the file when one that must be edited is not
 // the JSON it should be.
-absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, ObjectStore& base_store, JobContext& context);
+absl::StatusOr<std::vector<SideFile>> MakeSideFiles(const LoraMergePlan& plan, ObjectStore& base_store,
+                                                    JobContext& context);
 
 }  // namespace modelsmith
 

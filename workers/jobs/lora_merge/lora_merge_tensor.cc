@@ -34,7 +34,10 @@ class RowCodec {
   static RowCodec Stored(const TensorInfo& t, uint64_t cols) {
     if (t.ggml_type) return RowCodec(static_cast<GgmlType>(*t.ggml_type), cols);
     if (t.dtype == DType::kF8E4M3 || t.dtype == DType::kF8E5M2) return RowCodec(t.dtype, cols);
-    return RowCodec(t.dtype == DType::kF16 ? GgmlType::kF16 : t.dtype == DType::kBF16 ? GgmlType::kBF16 : GgmlType::kF32, cols);
+    return RowCodec(t.dtype == DType::kF16    ? GgmlType::kF16
+                    : t.dtype == DType::kBF16 ? GgmlType::kBF16
+                                              : GgmlType::kF32,
+                    cols);
   }
   uint64_t row_bytes() const { return row_bytes_; }
 
@@ -67,7 +70,8 @@ class RowCodec {
 absl::StatusOr<std::vector<float>> ReadAsFloats(const LoraAdapterInput& adapter, const TensorInfo& t) {
   const uint64_t elements = ElementCount(t.shape).value_or(0);
   std::vector<std::byte> raw(t.size_bytes);
-  if (absl::Status s = ReadTensorBytes(*adapter.view.files[t.file_index].object, t, 0, t.size_bytes, raw.data()); !s.ok()) {
+  if (absl::Status s = ReadTensorBytes(*adapter.view.files[t.file_index].object, t, 0, t.size_bytes, raw.data());
+      !s.ok()) {
     return Annotate(s, absl::StrCat("reading adapter tensor '", t.name, "' of '", adapter.uri, "'"));
   }
   std::vector<float> values(elements);
@@ -106,7 +110,8 @@ absl::StatusOr<std::vector<LowRankUpdate>> LoadUpdates(const MergeTensor& t) {
       const uint64_t per_group = m.rank / m.groups, outs_per_group = out / m.groups;
       std::vector<float> dense(out * m.rank, 0.0f);
       for (uint64_t o = 0; o < out; ++o) {
-        std::copy_n(up->data() + o * per_group, per_group, dense.data() + o * m.rank + (o / outs_per_group) * per_group);
+        std::copy_n(up->data() + o * per_group, per_group,
+                    dense.data() + o * m.rank + (o / outs_per_group) * per_group);
       }
       *up = std::move(dense);
     }
@@ -126,16 +131,18 @@ absl::StatusOr<std::vector<LowRankUpdate>> LoadUpdates(const MergeTensor& t) {
     }
     if (magnitude.size() != (m.magnitude == nullptr ? 0 : out)) {
       return MakeError(absl::StatusCode::kInvalidArgument, "LORA_SHAPE_MISMATCH",
-                       absl::StrCat("DoRA magnitude of module '", m.key, "' has ", magnitude.size(), " values for ", out, " output rows"),
+                       absl::StrCat("DoRA magnitude of module '", m.key, "' has ", magnitude.size(), " values for ",
+                                    out, " output rows"),
                        {{"tensor", m.magnitude->name}});
     }
-    updates.emplace_back(*std::move(up), *std::move(down), out, m.rank, cols_a, m.scale, u.adapter->strength, m.fan_in_fan_out,
-                         std::move(magnitude));
+    updates.emplace_back(*std::move(up), *std::move(down), out, m.rank, cols_a, m.scale, u.adapter->strength,
+                         m.fan_in_fan_out, std::move(magnitude));
     if (updates.back().base_rows() != t.rows || updates.back().base_cols() != t.cols) {
-      return MakeError(absl::StatusCode::kInternal, "LORA_SHAPE_MISMATCH",
-                       absl::StrCat("module '", m.key, "' updates [", updates.back().base_rows(), ", ", updates.back().base_cols(),
-                                    "] but base tensor '", t.base->name, "' is [", t.rows, ", ", t.cols, "]"),
-                       {{"tensor", t.base->name}});
+      return MakeError(
+          absl::StatusCode::kInternal, "LORA_SHAPE_MISMATCH",
+          absl::StrCat("module '", m.key, "' updates [", updates.back().base_rows(), ", ", updates.back().base_cols(),
+                       "] but base tensor '", t.base->name, "' is [", t.rows, ", ", t.cols, "]"),
+          {{"tensor", t.base->name}});
     }
   }
   return updates;
@@ -146,9 +153,9 @@ uint64_t MergedTensorBytes(const MergeTensor& t) {
   return t.rows * GgmlRowBytes(*t.dequantize_to, t.cols).value_or(0);
 }
 
-absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates, const RandomAccessObject& file,
-                               PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
-                               MergedTensorFigures* figures) {
+absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates,
+                               const RandomAccessObject& file, PipelinedWriter& out, ProgressTracker& tracker,
+                               RateLimiter& pace, const JobContext& context, MergedTensorFigures* figures) {
   struct Scratch {
     std::vector<std::byte> stored;
     std::vector<float> original, merged, back;
@@ -163,12 +170,13 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
   const uint64_t row_bytes = codec.row_bytes();
   if (t.reader == nullptr && stored.row_bytes() * t.rows != t.base->size_bytes) {
     return MakeError(absl::StatusCode::kInternal, "LORA_SHAPE_MISMATCH",
-                     absl::StrCat("base tensor '", t.base->name, "' holds ", t.base->size_bytes, " bytes, not ", t.rows, " rows of ",
-                                  stored.row_bytes()),
+                     absl::StrCat("base tensor '", t.base->name, "' holds ", t.base->size_bytes, " bytes, not ", t.rows,
+                                  " rows of ", stored.row_bytes()),
                      {{"tensor", t.base->name}});
   }
   if (t.reader != nullptr && (!t.dequantize_to || t.reader->rows() != t.rows || t.reader->columns() != t.cols)) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("'", t.reader->name(), "' is not a dequantized merge target"),
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                     absl::StrCat("'", t.reader->name(), "' is not a dequantized merge target"),
                      {{"tensor", t.reader->name()}});
   }
   const uint64_t cols = std::max<uint64_t>(1, t.cols);
@@ -204,7 +212,8 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
       } else {
         const uint64_t stored_row_bytes = stored.row_bytes();
         w.stored.resize(count * stored_row_bytes);
-        if (absl::Status s = file.ReadAt(t.base->data_offset + first * stored_row_bytes, count * stored_row_bytes, w.stored.data());
+        if (absl::Status s =
+                file.ReadAt(t.base->data_offset + first * stored_row_bytes, count * stored_row_bytes, w.stored.data());
             !s.ok()) {
           part_status[part] = Annotate(s, absl::StrCat("reading base tensor '", t.base->name, "'"));
           return;
@@ -225,7 +234,8 @@ absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUp
       figures->written.Merge(part_figures[part].written);
     }
     if (absl::Status s = out.AppendShared(std::move(encoded), rows * row_bytes); !s.ok()) return s;
-    tracker.AddBytes(t.reader != nullptr ? 0 : rows * stored.row_bytes());  // base bytes; a group's are counted by the job
+    tracker.AddBytes(t.reader != nullptr ? 0
+                                         : rows * stored.row_bytes());  // base bytes; a group's are counted by the job
     pace.Account(rows * row_bytes, [&] { return context.stop_requested(); });
   }
   figures->relative_update = update.relative_error();
@@ -286,9 +296,11 @@ class StopOnlyContext final : public JobContext {
 
 }  // namespace
 
-absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const MergeTensor& t, std::vector<LowRankUpdate> updates,
-                                                                         const RandomAccessObject& file, RateLimiter& pace,
-                                                                         const JobContext& context, MergedTensorFigures* figures) {
+absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const MergeTensor& t,
+                                                                         std::vector<LowRankUpdate> updates,
+                                                                         const RandomAccessObject& file,
+                                                                         RateLimiter& pace, const JobContext& context,
+                                                                         MergedTensorFigures* figures) {
   const MergedWeightReader merged(*t.reader, std::move(updates));
   LayoutTensorPlan plan = t.layout_plan;
   plan.reader = &merged;
@@ -296,7 +308,8 @@ absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const M
   StopOnlyContext quiet(context);
   ProgressTracker ignored(quiet, 0, 0);
   PipelinedWriter out(std::make_unique<MemoryWriter>(&bytes), 32 << 20);
-  if (absl::Status s = WriteQuantizedWeight(*t.layout, plan, file, out, ignored, pace, quiet, figures->written); !s.ok()) {
+  if (absl::Status s = WriteQuantizedWeight(*t.layout, plan, file, out, ignored, pace, quiet, figures->written);
+      !s.ok()) {
     out.Abort();
     return Annotate(s, absl::StrCat("requantizing '", t.reader->name(), "'"));
   }
@@ -306,7 +319,8 @@ absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const M
   uint64_t at = 0;
   for (const SafetensorsEntry& e : plan.outputs) {
     if (at + e.size_bytes > bytes.size()) {
-      return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("requantized '", e.name, "' is shorter than planned"));
+      return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                       absl::StrCat("requantized '", e.name, "' is shorter than planned"));
     }
     tensors[e.name] = bytes.substr(at, e.size_bytes);
     at += e.size_bytes;

@@ -41,9 +41,11 @@ class MergedWeightReader final : public QuantizedWeightReader {
 
 // The tensors of a merged quantized group (t.reader set): read back, merged and quantized again
 // with the base's layout settings; name -> bytes, exactly the base's names and sizes.
-absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const MergeTensor& t, std::vector<LowRankUpdate> updates,
-                                                                         const RandomAccessObject& file, RateLimiter& pace,
-                                                                         const JobContext& context, MergedTensorFigures* figures);
+absl::StatusOr<std::map<std::string, std::string>> RequantizeMergedGroup(const MergeTensor& t,
+                                                                         std::vector<LowRankUpdate> updates,
+                                                                         const RandomAccessObject& file,
+                                                                         RateLimiter& pace, const JobContext& context,
+                                                                         MergedTensorFigures* figures);
 
 // The updates of `t` in adapter order, with each module's A, B and DoRA magnitude read from its
 // adapter file as F32 (B's rows, and the magnitudes, reordered to the stored row order of a
@@ -58,9 +60,9 @@ uint64_t MergedTensorBytes(const MergeTensor& t);
 // DEQUANTIZE (t.dequantize_to) in that float type, the rows read back through t.reader for a
 // quantized group. Progress counts the stored bytes of t.base (not a group's: the job counts
 // those).
-absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates, const RandomAccessObject& file,
-                               PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
-                               MergedTensorFigures* figures);
+absl::Status WriteMergedTensor(const MergeTensor& t, const std::vector<LowRankUpdate>& updates,
+                               const RandomAccessObject& file, PipelinedWriter& out, ProgressTracker& tracker,
+                               RateLimiter& pace, const JobContext& context, MergedTensorFigures* figures);
 
 }  // namespace modelsmith
 

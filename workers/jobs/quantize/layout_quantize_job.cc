@@ -81,19 +81,21 @@ absl::Status CheckWritten(const RandomAccessObject& written, const std::vector<S
     same = header->tensors[i].name == expected[i].name && header->tensors[i].size_bytes == expected[i].size_bytes &&
            header->tensors[i].shape == expected[i].shape;
   }
-  if (!same) return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH", "the written tensor table does not match the plan");
+  if (!same)
+    return MakeError(absl::StatusCode::kDataLoss, "VERIFY_MISMATCH",
+                     "the written tensor table does not match the plan");
   return absl::OkStatus();
 }
 
 }  // namespace
 
-
 absl::Status ValidateLayoutQuantizeSpec(const v1::QuantizeSpec& spec) {
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "quantize.input", "'quantize.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "quantize.output", "'quantize.output' is required");
   if (absl::EndsWith(spec.output(), ".gguf") || absl::EndsWith(spec.output(), ".safetensors")) {
-    return FieldError("INVALID_OUTPUT", "quantize.output",
-                      absl::StrCat("output '", spec.output(), "' must be a directory for scheme '", spec.scheme(), "'"));
+    return FieldError(
+        "INVALID_OUTPUT", "quantize.output",
+        absl::StrCat("output '", spec.output(), "' must be a directory for scheme '", spec.scheme(), "'"));
   }
   if (spec.snr_warning_db() < 0 || !std::isfinite(spec.snr_warning_db())) {
     return FieldError("INVALID_VALUE", "quantize.snr_warning_db", "must be a non-negative number of dB");
@@ -104,7 +106,9 @@ absl::Status ValidateLayoutQuantizeSpec(const v1::QuantizeSpec& spec) {
 absl::StatusOr<uint64_t> PreflightLayoutQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router) {
   absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "quantize.output");
+      !s.ok())
+    return s;
   return kLayoutJobMemoryBytes;
 }
 
@@ -114,7 +118,8 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   if (absl::Status s = ValidateLayoutQuantizeSpec(spec); !s.ok()) return s;
   absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<Publication> output = Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
+  absl::StatusOr<Publication> output =
+      Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
   if (!output.ok()) return output.status();
 
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());
@@ -122,8 +127,8 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
   const std::string header = SerializeSafetensorsHeader(plan->entries, {{"format", "pt"}});
   uint64_t file_bytes = header.size();
   for (const SafetensorsEntry& e : plan->entries) file_bytes += e.size_bytes;
-  context.Log(absl::StrFormat("quantizing '%s' (%d tensors, %d bytes) to %s in '%s'", plan->model.uri, plan->tensors.size(),
-                              plan->model.tensor_bytes, spec.scheme(), output->uri()));
+  context.Log(absl::StrFormat("quantizing '%s' (%d tensors, %d bytes) to %s in '%s'", plan->model.uri,
+                              plan->tensors.size(), plan->model.tensor_bytes, spec.scheme(), output->uri()));
   if (!plan->config) {
     context.Warn("CONFIG_MISSING",
                  "the input has no config.json; the output's config.json holds only the quantization settings, "
@@ -139,7 +144,8 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
     out.Abort();
     return status;
   };
-  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(header.data()), header.size()}); !s.ok()) return fail(s);
+  if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(header.data()), header.size()}); !s.ok())
+    return fail(s);
 
   tracker.SetPhase("execute");
   RateLimiter pace(run.io_bytes_per_second);
@@ -167,8 +173,10 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
       }
       if (t.reader != nullptr) {
         QualityStats quality;
-        if (absl::Status s = WriteDequantizedWeight(t, file, out, tracker, pace, context, quality); !s.ok()) return fail(s);
-        report.AddTranscoded(context, t.source->name, std::string(DTypeName(t.source->dtype)), quality, /*quantized=*/false);
+        if (absl::Status s = WriteDequantizedWeight(t, file, out, tracker, pace, context, quality); !s.ok())
+          return fail(s);
+        report.AddTranscoded(context, t.source->name, std::string(DTypeName(t.source->dtype)), quality,
+                             /*quantized=*/false);
       } else {
         if (absl::Status s = CopyTensorBytes(*t.source, file, out, tracker, pace, context); !s.ok()) return fail(s);
         report.AddKept();
@@ -184,7 +192,8 @@ absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext
     report.AddTranscoded(context, t.source->name, spec.scheme(), quality, /*quantized=*/true);
     const bool quanto = plan->spec.layout == Layout::kQuantoInt8 || plan->spec.layout == Layout::kQuantoInt4;
     if (quanto) {
-      qmap[t.module] = {{"weights", plan->spec.layout == Layout::kQuantoInt8 ? "qint8" : "qint4"}, {"activations", "none"}};
+      qmap[t.module] = {{"weights", plan->spec.layout == Layout::kQuantoInt8 ? "qint8" : "qint4"},
+                        {"activations", "none"}};
     }
   }
 

@@ -33,7 +33,8 @@ bool AnyMatch(const std::vector<std::regex>& patterns, const std::string& name) 
 
 // The outputs of a quantized weight, the data tensor first; every size is known before any data
 // is read, so the header can be written first.
-std::vector<SafetensorsEntry> QuantizedOutputs(const LayoutSpec& spec, const LayoutTensorPlan& t, uint64_t quant_state_bytes) {
+std::vector<SafetensorsEntry> QuantizedOutputs(const LayoutSpec& spec, const LayoutTensorPlan& t,
+                                               uint64_t quant_state_bytes) {
   const std::string& m = t.module;
   const uint64_t n = t.rows * t.cols;
   const DType scale_dtype = DTypeOf(t.stored);
@@ -58,7 +59,8 @@ std::vector<SafetensorsEntry> QuantizedOutputs(const LayoutSpec& spec, const Lay
         out.push_back({w + ".absmax", DType::kF32, {blocks}, blocks * 4});
         out.push_back({w + ".quant_map", DType::kF32, {16}, 64});
       }
-      const std::string state = absl::StrCat(w, ".quant_state.bitsandbytes__", spec.layout == Layout::kBnbNf4 ? "nf4" : "fp4");
+      const std::string state =
+          absl::StrCat(w, ".quant_state.bitsandbytes__", spec.layout == Layout::kBnbNf4 ? "nf4" : "fp4");
       out.push_back({state, DType::kU8, {quant_state_bytes}, quant_state_bytes});
       return out;
     }
@@ -77,7 +79,8 @@ std::vector<SafetensorsEntry> QuantizedOutputs(const LayoutSpec& spec, const Lay
               {m + ".output_scale", scale_dtype, {}, scale_bytes}};
     }
     case Layout::kChatglmInt8:
-      return {{m + ".weight", DType::kI8, {t.rows, t.cols}, n}, {m + ".weight_scale", DType::kF16, {t.rows}, t.rows * 2}};
+      return {{m + ".weight", DType::kI8, {t.rows, t.cols}, n},
+              {m + ".weight_scale", DType::kF16, {t.rows}, t.rows * 2}};
     case Layout::kChatglmInt4:
       return {{m + ".weight", DType::kI8, {t.rows, t.cols / 2}, n / 2},
               {m + ".weight_scale", DType::kF16, {t.rows}, t.rows * 2}};
@@ -134,7 +137,8 @@ const char* TorchDtypeName(StoredFloat f) {
 
 absl::StatusOr<LayoutSpec> ParseLayoutSpec(const v1::QuantizeSpec& q) {
   std::optional<Layout> layout = ParseLayout(q.scheme());
-  if (!layout) return FieldError("INVALID_SCHEME", "quantize.scheme", absl::StrCat("'", q.scheme(), "' is not a layout scheme"));
+  if (!layout)
+    return FieldError("INVALID_SCHEME", "quantize.scheme", absl::StrCat("'", q.scheme(), "' is not a layout scheme"));
   LayoutSpec spec;
   spec.layout = *layout;
   if (!q.max_split_size().empty()) {
@@ -146,10 +150,12 @@ absl::StatusOr<LayoutSpec> ParseLayoutSpec(const v1::QuantizeSpec& q) {
   }
   const bool bnb4 = *layout == Layout::kBnbNf4 || *layout == Layout::kBnbFp4;
   if (q.block_size() != 0) {
-    if (!bnb4) return FieldError("INVALID_ARGUMENT", "quantize.block_size", "block_size applies to bnb_nf4 and bnb_fp4");
+    if (!bnb4)
+      return FieldError("INVALID_ARGUMENT", "quantize.block_size", "block_size applies to bnb_nf4 and bnb_fp4");
     if (!IsValidBnb4Block(q.block_size())) {
-      return FieldError("INVALID_VALUE", "quantize.block_size",
-                        absl::StrCat("block_size ", q.block_size(), " is not one of 32, 64, 128, 256, 512, 1024, 2048, 4096"));
+      return FieldError(
+          "INVALID_VALUE", "quantize.block_size",
+          absl::StrCat("block_size ", q.block_size(), " is not one of 32, 64, 128, 256, 512, 1024, 2048, 4096"));
     }
     spec.bnb_block = q.block_size();
   }
@@ -158,7 +164,8 @@ absl::StatusOr<LayoutSpec> ParseLayoutSpec(const v1::QuantizeSpec& q) {
   }
   spec.double_quant = q.double_quant();
   if (q.group_size() != 0) {
-    if (*layout != Layout::kQuantoInt4) return FieldError("INVALID_ARGUMENT", "quantize.group_size", "group_size applies to quanto_int4");
+    if (*layout != Layout::kQuantoInt4)
+      return FieldError("INVALID_ARGUMENT", "quantize.group_size", "group_size applies to quanto_int4");
     spec.quanto_group = q.group_size();
   }
   for (int i = 0; i < q.include_size(); ++i) {
@@ -231,7 +238,8 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
     const bool linear_weight = stored && t.shape.size() == 2 && absl::EndsWith(t.name, ".weight") &&
                                !std::regex_match(t.name, EmbeddingOrHead()) && elements > 0;
     bool chosen = linear_weight && !AnyMatch(plan.spec.exclude, t.name) &&
-                  (plan.spec.include.empty() || AnyMatch(plan.spec.include, t.name)) && elements >= plan.spec.min_elements;
+                  (plan.spec.include.empty() || AnyMatch(plan.spec.include, t.name)) &&
+                  elements >= plan.spec.min_elements;
     if (chosen) {
       p.stored = *stored;
       p.rows = t.shape[0];
@@ -246,11 +254,12 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
       }
       if (!fits) {
         if (plan.spec.strict) {
-          return MakeError(absl::StatusCode::kInvalidArgument, "TENSOR_NOT_QUANTIZABLE",
-                           absl::StrCat("tensor '", t.name, "' with rows of ", p.cols, " elements cannot take ", q.scheme(),
-                                        plan.spec.layout == Layout::kChatglmInt4 ? " (int4 needs an even row)"
-                                                                                  : absl::StrCat(" (group ", p.group, ")")),
-                           {{"tensor", t.name}});
+          return MakeError(
+              absl::StatusCode::kInvalidArgument, "TENSOR_NOT_QUANTIZABLE",
+              absl::StrCat("tensor '", t.name, "' with rows of ", p.cols, " elements cannot take ", q.scheme(),
+                           plan.spec.layout == Layout::kChatglmInt4 ? " (int4 needs an even row)"
+                                                                    : absl::StrCat(" (group ", p.group, ")")),
+              {{"tensor", t.name}});
         }
         chosen = false;
         p.warn_not_quantizable = true;
@@ -261,9 +270,10 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
       p.outputs = PlanQuantizedOutputs(plan.spec, p);
       for (size_t i = 1; i < p.outputs.size(); ++i) {
         if (names.contains(p.outputs[i].name)) {
-          return MakeError(absl::StatusCode::kInvalidArgument, "NAME_COLLISION",
-                           absl::StrCat("quantizing '", t.name, "' adds '", p.outputs[i].name, "', which the input already has"),
-                           {{"tensor", t.name}});
+          return MakeError(
+              absl::StatusCode::kInvalidArgument, "NAME_COLLISION",
+              absl::StrCat("quantizing '", t.name, "' adds '", p.outputs[i].name, "', which the input already has"),
+              {{"tensor", t.name}});
         }
       }
     } else {

@@ -41,11 +41,11 @@ namespace modelsmith {
 enum class Layout { kBnbInt8, kBnbNf4, kBnbFp4, kQuantoInt8, kQuantoInt4, kChatglmInt8, kChatglmInt4 };
 
 inline constexpr std::pair<const char*, Layout> kLayouts[] = {
-    {"bnb_int8", Layout::kBnbInt8},         {"bnb_nf4", Layout::kBnbNf4},          {"bnb_fp4", Layout::kBnbFp4},
-    {"quanto_int8", Layout::kQuantoInt8},   {"quanto_int4", Layout::kQuantoInt4},  {"chatglm_int8", Layout::kChatglmInt8},
+    {"bnb_int8", Layout::kBnbInt8},         {"bnb_nf4", Layout::kBnbNf4},
+    {"bnb_fp4", Layout::kBnbFp4},           {"quanto_int8", Layout::kQuantoInt8},
+    {"quanto_int4", Layout::kQuantoInt4},   {"chatglm_int8", Layout::kChatglmInt8},
     {"chatglm_int4", Layout::kChatglmInt4},
 };
-
 
 // True for bnb_int8, bnb_nf4, bnb_fp4, quanto_int8, quanto_int4, chatglm_int8, chatglm_int4.
 bool IsLayoutScheme(absl::string_view scheme);
@@ -73,10 +73,10 @@ struct LayoutTensorPlan {
   const TensorInfo* source = nullptr;
   bool quantize = false;
   bool warn_not_quantizable = false;
-  std::string module;         // "<m>" of "<m>.weight"
+  std::string module;  // "<m>" of "<m>.weight"
   StoredFloat stored = StoredFloat::kF32;
   uint64_t rows = 0, cols = 0;
-  size_t group = 0;           // quanto int4: elements per group
+  size_t group = 0;                       // quanto int4: elements per group
   std::vector<SafetensorsEntry> outputs;  // the data tensor first, then its companions
   // Set for a weight held in a quantized layout (requantizing): it is read back through this,
   // and `source` is its stand-in float tensor; kept, it is written as floats of its old dtype.

@@ -62,10 +62,13 @@ absl::Status ReadValues(const RandomAccessObject& file, const LayoutTensorPlan& 
     return absl::OkStatus();
   }
   const uint64_t width = t.stored == StoredFloat::kF32 ? 4 : 2;
-  if (absl::Status s = file.ReadAt(t.source->data_offset + first * width, count * width, Grow(bytes, count * width)); !s.ok()) {
+  if (absl::Status s = file.ReadAt(t.source->data_offset + first * width, count * width, Grow(bytes, count * width));
+      !s.ok()) {
     return Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
   }
-  const GgmlType type = t.stored == StoredFloat::kF32 ? GgmlType::kF32 : t.stored == StoredFloat::kF16 ? GgmlType::kF16 : GgmlType::kBF16;
+  const GgmlType type = t.stored == StoredFloat::kF32   ? GgmlType::kF32
+                        : t.stored == StoredFloat::kF16 ? GgmlType::kF16
+                                                        : GgmlType::kBF16;
   DecodeRows(type, reinterpret_cast<const uint8_t*>(bytes.data()), 1, count, Grow(out, count));
   return absl::OkStatus();
 }
@@ -76,9 +79,15 @@ absl::Status ReadValues(const RandomAccessObject& file, const LayoutTensorPlan& 
 // quality figures, merged in part order: nothing depends on the number of threads.
 class WeightQuantizer {
  public:
-  WeightQuantizer(const LayoutSpec& spec, const LayoutTensorPlan& t, const RandomAccessObject& file, PipelinedWriter& out,
-                  ProgressTracker& tracker, RateLimiter& pace, const JobContext& context)
-      : spec_(spec), t_(t), file_(file), out_(out), tracker_(tracker), pace_(pace), context_(context),
+  WeightQuantizer(const LayoutSpec& spec, const LayoutTensorPlan& t, const RandomAccessObject& file,
+                  PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context)
+      : spec_(spec),
+        t_(t),
+        file_(file),
+        out_(out),
+        tracker_(tracker),
+        pace_(pace),
+        context_(context),
         scratch_(ComputeThreads()) {}
 
   absl::Status Run(QualityStats& quality) {
@@ -97,7 +106,8 @@ class WeightQuantizer {
       const std::string& bytes = (*companions)[i];
       if (bytes.size() != t_.outputs[i + 1].size_bytes) {
         return MakeError(absl::StatusCode::kInternal, "INTERNAL",
-                         absl::StrCat("'", t_.outputs[i + 1].name, "' has ", bytes.size(), " bytes, planned ", t_.outputs[i + 1].size_bytes));
+                         absl::StrCat("'", t_.outputs[i + 1].name, "' has ", bytes.size(), " bytes, planned ",
+                                      t_.outputs[i + 1].size_bytes));
       }
       if (absl::Status s = Append(bytes); !s.ok()) return s;
     }
@@ -115,9 +125,8 @@ class WeightQuantizer {
   absl::Status RunParts(size_t parts, QualityStats& quality, const PartWork& work) {
     std::vector<QualityStats> part_quality(parts);
     std::vector<absl::Status> status(parts);
-    ParallelFor(parts, scratch_.size(), [&](size_t part, size_t worker) {
-      status[part] = work(part, scratch_[worker], part_quality[part]);
-    });
+    ParallelFor(parts, scratch_.size(),
+                [&](size_t part, size_t worker) { status[part] = work(part, scratch_[worker], part_quality[part]); });
     for (size_t part = 0; part < parts; ++part) {
       if (!status[part].ok()) return status[part];
       quality.Merge(part_quality[part]);
@@ -236,7 +245,8 @@ class WeightQuantizer {
     state.insert(state.size() - 1, std::string(state_bytes - std::min<uint64_t>(state_bytes, state.size()), ' '));
     const std::array<float, 256>& dynamic = BnbDynamicMap();
     return std::vector<std::string>{RawBytes(nested.codes), quant_map, RawBytes(nested.nested_absmax),
-                                    std::string(reinterpret_cast<const char*>(dynamic.data()), sizeof(float) * 256), state};
+                                    std::string(reinterpret_cast<const char*>(dynamic.data()), sizeof(float) * 256),
+                                    state};
   }
 
   // optimum-quanto qint4: grouped rows r and r + R share a byte row, so each part of byte rows
@@ -261,7 +271,8 @@ class WeightQuantizer {
         const uint64_t high_count = std::min(count, groups > first + half ? groups - (first + half) : 0);
         if (absl::Status r = ReadValues(file_, t_, first * g, count * g, w.bytes, w.values); !r.ok()) return r;
         if (high_count > 0) {
-          if (absl::Status r = ReadValues(file_, t_, (first + half) * g, high_count * g, w.bytes, w.high_values); !r.ok()) {
+          if (absl::Status r = ReadValues(file_, t_, (first + half) * g, high_count * g, w.bytes, w.high_values);
+              !r.ok()) {
             return r;
           }
         }
@@ -309,7 +320,9 @@ class WeightQuantizer {
 absl::Status WriteDequantizedWeight(const LayoutTensorPlan& t, const RandomAccessObject& file, PipelinedWriter& out,
                                     ProgressTracker& tracker, RateLimiter& pace, const JobContext& context,
                                     QualityStats& quality) {
-  const GgmlType type = t.stored == StoredFloat::kF32 ? GgmlType::kF32 : t.stored == StoredFloat::kF16 ? GgmlType::kF16 : GgmlType::kBF16;
+  const GgmlType type = t.stored == StoredFloat::kF32   ? GgmlType::kF32
+                        : t.stored == StoredFloat::kF16 ? GgmlType::kF16
+                                                        : GgmlType::kBF16;
   const uint64_t width = t.stored == StoredFloat::kF32 ? 4 : 2;
   const uint64_t n = t.rows * t.cols;
   std::vector<std::byte> unused;

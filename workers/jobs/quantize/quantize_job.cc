@@ -94,9 +94,10 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
                          {{"tensor", t.name}, {"field", "quantize.input"}});
       }
       if (!CanEncode(decision->source_type)) {
-        return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_TYPE",
-                         absl::StrCat("tensor '", t.name, "' is ", TypeName(decision->source_type), ", which cannot be dequantized"),
-                         {{"tensor", t.name}});
+        return MakeError(
+            absl::StatusCode::kInvalidArgument, "UNSUPPORTED_TYPE",
+            absl::StrCat("tensor '", t.name, "' is ", TypeName(decision->source_type), ", which cannot be dequantized"),
+            {{"tensor", t.name}});
       }
       plan.requantizes = true;
       if (decision->target_type == decision->source_type) decision->target_type = GgmlType::kF32;
@@ -127,7 +128,7 @@ std::vector<GgufKv> OutputKvs(const Plan& plan) {
   bool has_file_type = false, has_version = false;
   if (plan.model.gguf) {
     for (const GgufKv& kv : plan.model.gguf->kvs) {
-      if (kv.key == "general.alignment") continue;  // the output uses the default alignment
+      if (kv.key == "general.alignment") continue;       // the output uses the default alignment
       if (absl::StartsWith(kv.key, "split.")) continue;  // a split input becomes one file
       if (kv.key == file_type.key) {
         kvs.push_back(file_type);
@@ -169,7 +170,8 @@ std::vector<OutputPart> PlanParts(const Plan& plan, const std::string& output_ur
   std::vector<OutputPart> parts(1);
   uint64_t current = 0;
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
-    const uint64_t padded = plan.tensors[i].out.size_bytes + GgufPadding(plan.tensors[i].out.size_bytes, kGgufDefaultAlignment);
+    const uint64_t padded =
+        plan.tensors[i].out.size_bytes + GgufPadding(plan.tensors[i].out.size_bytes, kGgufDefaultAlignment);
     if (max_bytes > 0 && !parts.back().tensors.empty() && current + padded > max_bytes) {
       parts.emplace_back();
       current = 0;
@@ -193,7 +195,8 @@ std::vector<OutputPart> PlanParts(const Plan& plan, const std::string& output_ur
     for (size_t i : part.tensors) part.layout.push_back(plan.tensors[i].out);
     part.header = SerializeGgufHeader(kvs, part.layout);
     part.bytes = part.header.size();
-    for (const GgufTensor& t : part.layout) part.bytes += t.size_bytes + GgufPadding(t.size_bytes, kGgufDefaultAlignment);
+    for (const GgufTensor& t : part.layout)
+      part.bytes += t.size_bytes + GgufPadding(t.size_bytes, kGgufDefaultAlignment);
   }
   return parts;
 }
@@ -207,8 +210,8 @@ absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
 // parts of about kPartElements that the compute threads take in any order, each reading its own
 // rows and writing its own slice of the chunk's output and its own quality figures; the figures
 // are merged in part order, so neither bytes nor figures depend on the number of threads.
-absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, PipelinedWriter& out, QualityStats& quality,
-                       ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, PipelinedWriter& out,
+                       QualityStats& quality, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
   struct Scratch {
     std::vector<std::byte> source;
     std::vector<float> values, back;
@@ -246,12 +249,14 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
         }
       } else {
         if (w.source.size() < count * source_row_bytes) w.source.resize(count * source_row_bytes);
-        if (absl::Status s = file.ReadAt(t.source->data_offset + first * source_row_bytes, count * source_row_bytes, w.source.data());
+        if (absl::Status s = file.ReadAt(t.source->data_offset + first * source_row_bytes, count * source_row_bytes,
+                                         w.source.data());
             !s.ok()) {
           part_status[part] = Annotate(s, absl::StrCat("reading tensor '", t.source->name, "'"));
           return;
         }
-        DecodeRows(source_type, reinterpret_cast<const uint8_t*>(w.source.data()), count, t.row_elements, w.values.data());
+        DecodeRows(source_type, reinterpret_cast<const uint8_t*>(w.source.data()), count, t.row_elements,
+                   w.values.data());
       }
       uint8_t* target = reinterpret_cast<uint8_t*>(encoded.get()) + (first - row) * target_row_bytes;
       EncodeRows(t.plan.target_type, w.values.data(), count, t.row_elements, target);
@@ -268,7 +273,6 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
   }
   return absl::OkStatus();
 }
-
 
 // Writes one planned tensor (copied, or transcoded with its quality row) and its padding.
 absl::Status WriteTensor(const Plan& plan, const PlannedTensor& t, PipelinedWriter& out, QuantizeReport& report,
@@ -287,7 +291,8 @@ absl::Status WriteTensor(const Plan& plan, const PlannedTensor& t, PipelinedWrit
     if (IsBlockType(t.plan.source_type) || t.reader != nullptr) {
       const std::string was = t.reader != nullptr ? t.reader->layout() : std::string(TypeName(t.plan.source_type));
       context.Warn("REQUANTIZED",
-                   absl::StrCat("tensor '", t.source->name, "' was ", was, "; it was dequantized and its lost precision cannot come back"),
+                   absl::StrCat("tensor '", t.source->name, "' was ", was,
+                                "; it was dequantized and its lost precision cannot come back"),
                    t.source->name);
     }
     QualityStats quality;
@@ -330,10 +335,13 @@ absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, cons
   if (IsLayoutScheme(spec.scheme())) return PreflightLayoutQuantizeJob(spec, router);
   absl::StatusOr<Plan> plan = MakePlan(spec, router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "quantize.output"); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "quantize.output");
+      !s.ok())
+    return s;
   if (!spec.max_split_size().empty()) {
     for (const OutputPart& part : PlanParts(*plan, spec.output(), *ParseSize(spec.max_split_size()))) {
-      if (absl::Status s = Publication::CheckFileVacant(router, part.uri, spec.overwrite(), "quantize.output"); !s.ok()) return s;
+      if (absl::Status s = Publication::CheckFileVacant(router, part.uri, spec.overwrite(), "quantize.output"); !s.ok())
+        return s;
     }
   }
   return kQuantizeJobMemoryBytes;
@@ -346,7 +354,8 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
   if (absl::Status s = ValidateQuantizeSpec(spec); !s.ok()) return s;
   absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<uint64_t> max_split = spec.max_split_size().empty() ? absl::StatusOr<uint64_t>(0) : ParseSize(spec.max_split_size());
+  absl::StatusOr<uint64_t> max_split =
+      spec.max_split_size().empty() ? absl::StatusOr<uint64_t>(0) : ParseSize(spec.max_split_size());
   if (!max_split.ok()) return max_split.status();
   absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
   if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "quantize.output"}});
@@ -362,9 +371,9 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
 
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());
   tracker.SetPhase("plan");
-  context.Log(absl::StrFormat("quantizing %d tensors (%d bytes) from '%s' to %s at '%s' (%d file(s))", plan->tensors.size(),
-                              plan->model.tensor_bytes, plan->model.uri, TypeName(plan->planner.scheme_type()), output->uri(),
-                              parts.size()));
+  context.Log(absl::StrFormat("quantizing %d tensors (%d bytes) from '%s' to %s at '%s' (%d file(s))",
+                              plan->tensors.size(), plan->model.tensor_bytes, plan->model.uri,
+                              TypeName(plan->planner.scheme_type()), output->uri(), parts.size()));
   tracker.SetPhase("execute");
   RateLimiter pace(run.io_bytes_per_second);
   QuantizeReport report(spec.snr_warning_db());
@@ -376,15 +385,18 @@ absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& cont
       out.Abort();
       return status;
     };
-    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(part.header.data()), part.header.size()}); !s.ok()) {
+    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(part.header.data()), part.header.size()});
+        !s.ok()) {
       return fail(s);
     }
     for (size_t i : part.tensors) {
-      if (absl::Status s = WriteTensor(*plan, plan->tensors[i], out, report, tracker, pace, context); !s.ok()) return fail(s);
+      if (absl::Status s = WriteTensor(*plan, plan->tensors[i], out, report, tracker, pace, context); !s.ok())
+        return fail(s);
     }
     absl::StatusOr<v1::Artifact> artifact = output->Stage(
-        out, part.bytes, "model", [&](const RandomAccessObject& written) { return CheckGgufTensorTable(written, part.layout); },
-        tracker, context);
+        out, part.bytes, "model",
+        [&](const RandomAccessObject& written) { return CheckGgufTensorTable(written, part.layout); }, tracker,
+        context);
     if (!artifact.ok()) return artifact.status();
     tracker.SetPhase("execute");
   }

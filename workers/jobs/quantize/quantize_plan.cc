@@ -13,7 +13,8 @@ absl::StatusOr<std::regex> Compile(const std::string& pattern, absl::string_view
   try {
     return std::regex(pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {
-    return FieldError("INVALID_REGEX", field, absl::StrCat("'", pattern, "' is not a valid regular expression: ", e.what()));
+    return FieldError("INVALID_REGEX", field,
+                      absl::StrCat("'", pattern, "' is not a valid regular expression: ", e.what()));
   }
 }
 
@@ -40,9 +41,10 @@ absl::StatusOr<GgmlType> SourceGgmlType(const TensorInfo& tensor) {
     case DType::kI64: return GgmlType::kI64;
     case DType::kF64: return GgmlType::kF64;
     default:
-      return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_DTYPE",
-                       absl::StrCat("tensor '", tensor.name, "' is ", DTypeName(tensor.dtype), ", which GGUF cannot hold"),
-                       {{"tensor", tensor.name}});
+      return MakeError(
+          absl::StatusCode::kInvalidArgument, "UNSUPPORTED_DTYPE",
+          absl::StrCat("tensor '", tensor.name, "' is ", DTypeName(tensor.dtype), ", which GGUF cannot hold"),
+          {{"tensor", tensor.name}});
   }
 }
 
@@ -56,11 +58,12 @@ absl::StatusOr<QuantizePlanner> QuantizePlanner::Create(const v1::QuantizeSpec& 
       scheme = GgmlTraitsByName(spec.scheme() == "Q4_K_M" ? "Q4_K" : "Q5_K");
       planner.preset_ = true;
     } else {
-      return FieldError("INVALID_SCHEME", "quantize.scheme",
-                      absl::StrCat("unknown scheme '", spec.scheme(),
-                                   "' (GGUF types: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32; "
-                                   "presets: Q4_K_M Q5_K_M; "
-                                   "layouts: bnb_int8 bnb_nf4 bnb_fp4 quanto_int8 quanto_int4 chatglm_int8 chatglm_int4)"));
+      return FieldError(
+          "INVALID_SCHEME", "quantize.scheme",
+          absl::StrCat("unknown scheme '", spec.scheme(),
+                       "' (GGUF types: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32; "
+                       "presets: Q4_K_M Q5_K_M; "
+                       "layouts: bnb_int8 bnb_nf4 bnb_fp4 quanto_int8 quanto_int4 chatglm_int8 chatglm_int4)"));
     }
   }
   planner.scheme_ = scheme->type;
@@ -70,8 +73,10 @@ absl::StatusOr<QuantizePlanner> QuantizePlanner::Create(const v1::QuantizeSpec& 
     absl::StatusOr<std::regex> pattern = Compile(rule.pattern(), field);
     if (!pattern.ok()) return pattern.status();
     std::optional<GgmlTypeTraits> type = GgmlTraitsByName(rule.type());
-    if (!type || !(type->quantized || IsFloat(type->type)) || type->type == GgmlType::kQ8_1 || type->type == GgmlType::kQ8_K) {
-      return FieldError("INVALID_TYPE", field, absl::StrCat("'", rule.type(), "' is not a GGUF type Modelsmith writes"));
+    if (!type || !(type->quantized || IsFloat(type->type)) || type->type == GgmlType::kQ8_1 ||
+        type->type == GgmlType::kQ8_K) {
+      return FieldError("INVALID_TYPE", field,
+                        absl::StrCat("'", rule.type(), "' is not a GGUF type Modelsmith writes"));
     }
     planner.overrides_.push_back({*std::move(pattern), type->type});
   }
@@ -94,9 +99,10 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
   absl::StatusOr<GgmlType> source = SourceGgmlType(tensor);
   if (!source.ok()) return source.status();
   if (tensor.shape.size() > 4) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "TOO_MANY_DIMS",
-                     absl::StrCat("tensor '", tensor.name, "' has ", tensor.shape.size(), " dimensions; GGUF holds at most 4"),
-                     {{"tensor", tensor.name}});
+    return MakeError(
+        absl::StatusCode::kInvalidArgument, "TOO_MANY_DIMS",
+        absl::StrCat("tensor '", tensor.name, "' has ", tensor.shape.size(), " dimensions; GGUF holds at most 4"),
+        {{"tensor", tensor.name}});
   }
   TensorPlan plan{*source, *source};
   const bool floating = IsFloat(*source) || GgmlTraits(static_cast<uint32_t>(*source))->quantized;
@@ -145,7 +151,8 @@ void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors) {
   if (!preset_) return;
   // llama.cpp's llama_tensor_get_type for LLAMA_FTYPE_MOSTLY_Q4_K_M / Q5_K_M (src/llama-quant.cpp).
   auto use_more_bits = [](int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; };
-  const bool has_output = std::any_of(tensors.begin(), tensors.end(), [](const TensorInfo& t) { return t.name == "output.weight"; });
+  const bool has_output =
+      std::any_of(tensors.begin(), tensors.end(), [](const TensorInfo& t) { return t.name == "output.weight"; });
   int n_attn_v = 0, n_ffn_down = 0;
   for (const TensorInfo& t : tensors) {
     n_attn_v += absl::StrContains(t.name, "attn_v.weight");
@@ -169,9 +176,12 @@ void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors) {
       type = q4 ? GgmlType::kQ5_K : GgmlType::kQ6_K;
     }
     if (cols % 256 != 0) {  // llama.cpp's fallback for rows that are not whole super-blocks
-      if (type == GgmlType::kQ4_K) type = GgmlType::kQ5_0;
-      else if (type == GgmlType::kQ5_K) type = GgmlType::kQ5_1;
-      else if (type == GgmlType::kQ6_K) type = GgmlType::kQ8_0;
+      if (type == GgmlType::kQ4_K)
+        type = GgmlType::kQ5_0;
+      else if (type == GgmlType::kQ5_K)
+        type = GgmlType::kQ5_1;
+      else if (type == GgmlType::kQ6_K)
+        type = GgmlType::kQ8_0;
       if (cols % 32 != 0) type = GgmlType::kF16;
     }
     preset_types_[t.name] = type;

@@ -23,7 +23,8 @@ double JsonSafe(double value) { return std::isfinite(value) ? value : (value > 0
 absl::Status RefuseTorchInput(const ModelView& model) {
   if (!model.is_torch()) return absl::OkStatus();
   return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
-                   absl::StrCat("input '", model.uri, "' is a torch checkpoint; convert it to safetensors first "
+                   absl::StrCat("input '", model.uri,
+                                "' is a torch checkpoint; convert it to safetensors first "
                                 "(modelsmith submit convert --to safetensors)"),
                    {{"field", "quantize.input"}});
 }
@@ -33,15 +34,18 @@ QuantizeReport::QuantizeReport(double snr_warning_db)
 
 void QuantizeReport::AddTranscoded(JobContext& context, const std::string& tensor, const std::string& type,
                                    const QualityStats& quality, bool quantized) {
-  if (quantized) ++quantized_; else ++kept_;
+  if (quantized)
+    ++quantized_;
+  else
+    ++kept_;
   if (quality.non_finite() > 0) {
-    context.Warn("NON_FINITE_VALUES", absl::StrCat("tensor '", tensor, "' holds ", quality.non_finite(), " NaN or infinite values"),
-                 tensor);
+    context.Warn("NON_FINITE_VALUES",
+                 absl::StrCat("tensor '", tensor, "' holds ", quality.non_finite(), " NaN or infinite values"), tensor);
   }
   if (quantized && quality.snr_db() < snr_threshold_db_) {
     context.Warn("LOW_SNR",
-                 absl::StrFormat("tensor '%s' as %s has an SNR of %.2f dB, under %.1f dB", tensor, type, quality.snr_db(),
-                                 snr_threshold_db_),
+                 absl::StrFormat("tensor '%s' as %s has an SNR of %.2f dB, under %.1f dB", tensor, type,
+                                 quality.snr_db(), snr_threshold_db_),
                  tensor);
   }
   v1::TensorQuality q;
@@ -50,7 +54,10 @@ void QuantizeReport::AddTranscoded(JobContext& context, const std::string& tenso
   q.set_rmse(quality.rmse());
   q.set_max_abs_error(quality.max_abs_error());
   q.set_snr_db(quality.snr_db());
-  table_.push_back({{"name", q.name()}, {"type", q.type()}, {"rmse", q.rmse()}, {"max_abs_error", q.max_abs_error()},
+  table_.push_back({{"name", q.name()},
+                    {"type", q.type()},
+                    {"rmse", q.rmse()},
+                    {"max_abs_error", q.max_abs_error()},
                     {"snr_db", JsonSafe(q.snr_db())}});
   qualities_.push_back(std::move(q));
 }

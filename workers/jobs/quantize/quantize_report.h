@@ -33,8 +33,8 @@ class QuantizeReport {
   // A tensor written in `type` from its source: NON_FINITE_VALUES when the source held NaN/Inf,
   // LOW_SNR when `quantized` and the SNR is under the threshold; a row of the quality table.
   // Counts it as quantized or kept.
-  void AddTranscoded(JobContext& context, const std::string& tensor, const std::string& type, const QualityStats& quality,
-                     bool quantized);
+  void AddTranscoded(JobContext& context, const std::string& tensor, const std::string& type,
+                     const QualityStats& quality, bool quantized);
   // A tensor copied as it was.
   void AddKept() { ++kept_; }
 

@@ -56,11 +56,12 @@ absl::StatusOr<ModelView> OpenInput(const v1::ShardSpec& spec, const StorageRout
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "shard.input"}});
   if (model->format == "gguf" || model->is_torch()) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
-                     absl::StrCat("input '", model->uri, "' is ", model->format,
-                                  "; the shard job reshards safetensors checkpoints (the convert job turns torch checkpoints "
-                                  "into sharded safetensors)"),
-                     {{"field", "shard.input"}});
+    return MakeError(
+        absl::StatusCode::kInvalidArgument, "UNSUPPORTED_FORMAT",
+        absl::StrCat("input '", model->uri, "' is ", model->format,
+                     "; the shard job reshards safetensors checkpoints (the convert job turns torch checkpoints "
+                     "into sharded safetensors)"),
+        {{"field", "shard.input"}});
   }
   if (model->tensors.empty()) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "MODEL_EMPTY",
@@ -79,8 +80,8 @@ absl::Status CheckOutputApartFromInput(const ModelView& model, const StorageRout
   for (const ModelFile& file : model.files) {
     if (ParentUri(file.uri) == output->uri) {
       return FieldError("OUTPUT_OVERLAPS_INPUT", "shard.output",
-                        absl::StrCat("output '", output->uri, "' is the directory of input file '",
-                                     file.uri, "'; write to another directory"));
+                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
+                                     "'; write to another directory"));
     }
   }
   return absl::OkStatus();
@@ -95,20 +96,19 @@ uint64_t EstimatePeakMemory(const ModelView& model) {
 
 struct PlannedShard {
   std::string name;
-  std::vector<SafetensorsEntry> entries;          // file order
-  std::vector<const TensorInfo*> sources;         // parallel to entries
-  std::string header;                             // serialized header bytes
+  std::vector<SafetensorsEntry> entries;   // file order
+  std::vector<const TensorInfo*> sources;  // parallel to entries
+  std::string header;                      // serialized header bytes
   uint64_t file_bytes = 0;
 };
 
-std::vector<PlannedShard> PlanOutput(const v1::ShardSpec& spec, const ModelView& model,
-                                     uint64_t limit, JobContext& context) {
+std::vector<PlannedShard> PlanOutput(const v1::ShardSpec& spec, const ModelView& model, uint64_t limit,
+                                     JobContext& context) {
   std::vector<uint64_t> sizes;
   sizes.reserve(model.tensors.size());
   for (const TensorInfo& t : model.tensors) sizes.push_back(t.size_bytes);
-  const ShardAssignment assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED
-                                         ? PlanShardsBalanced(sizes, limit)
-                                         : PlanShardsHfGreedy(sizes, limit);
+  const ShardAssignment assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED ? PlanShardsBalanced(sizes, limit)
+                                                                                    : PlanShardsHfGreedy(sizes, limit);
   std::map<std::string, std::string> metadata = model.metadata;
   metadata.try_emplace("format", "pt");
 
@@ -123,9 +123,8 @@ std::vector<PlannedShard> PlanOutput(const v1::ShardSpec& spec, const ModelView&
       entries.push_back({t.name, t.dtype, t.shape, t.size_bytes});
       if (limit > 0 && t.size_bytes > limit) {
         context.Warn("SHARD_TENSOR_OVER_LIMIT",
-                     absl::StrCat("tensor '", t.name, "' has ", t.size_bytes,
-                                  " bytes, more than max_shard_size (", limit,
-                                  " bytes); it gets a shard of its own"),
+                     absl::StrCat("tensor '", t.name, "' has ", t.size_bytes, " bytes, more than max_shard_size (",
+                                  limit, " bytes); it gets a shard of its own"),
                      t.name);
       }
     }
@@ -219,15 +218,14 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   std::vector<PlannedShard> shards = PlanOutput(spec, *model, limit, context);
   if (shards.size() > kMaxShardCount) {
     return FieldError("TOO_MANY_SHARDS", "shard.max_shard_size",
-                      absl::StrCat("the limit gives ", shards.size(), " shards; at most ",
-                                   kMaxShardCount, " fit Hugging Face names"));
+                      absl::StrCat("the limit gives ", shards.size(), " shards; at most ", kMaxShardCount,
+                                   " fit Hugging Face names"));
   }
   absl::StatusOr<Publication> output =
       Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "shard.output");
   if (!output.ok()) return output.status();
-  context.Log(absl::StrCat("sharding ", model->tensors.size(), " tensors (", model->tensor_bytes,
-                           " bytes) from '", model->uri, "' into ", shards.size(), " file(s) at '",
-                           output->uri(), "'"));
+  context.Log(absl::StrCat("sharding ", model->tensors.size(), " tensors (", model->tensor_bytes, " bytes) from '",
+                           model->uri, "' into ", shards.size(), " file(s) at '", output->uri(), "'"));
 
   // Writers stay uncommitted (invisible) until every shard is written and verified; then the
   // publication takes them.
@@ -287,9 +285,10 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
     if (readback.ok()) {
       if (absl::Status st = collect(s, kMaxVerifying - 1); !st.ok()) return fail(st);
       ObjectWriter* writer = writers.back().get();
-      verifications[s] = std::async(std::launch::async,
-          [&, s, writer, object = std::shared_ptr<RandomAccessObject>(*std::move(readback))]()
-              -> absl::StatusOr<std::string> {
+      verifications[s] = std::async(
+          std::launch::async,
+          [&, s, writer,
+           object = std::shared_ptr<RandomAccessObject>(*std::move(readback))]() -> absl::StatusOr<std::string> {
             absl::StatusOr<std::string> digest = VerifyShard(*object, shards[s], context);
             // Flush to disk here, overlapped with the next shard's copy, so publishing is a rename.
             if (digest.ok()) {
@@ -322,7 +321,8 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   writers.clear();
   if (shards.size() > 1) {
     const std::string index_name = IndexFileName(StemOf(spec), spec.variant());
-    absl::StatusOr<v1::Artifact> index = output->WriteSmall(output->UriOf(index_name), IndexJson(*model, shards), "index");
+    absl::StatusOr<v1::Artifact> index =
+        output->WriteSmall(output->UriOf(index_name), IndexJson(*model, shards), "index");
     if (!index.ok()) return index.status();
   }
 

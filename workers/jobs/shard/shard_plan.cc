@@ -11,8 +11,7 @@ namespace {
 
 // Contiguous greedy packing under `cap`, over-limit tensors (size > limit) alone. Returns the
 // shard count, filling `out` when given.
-size_t PackContiguous(std::span<const uint64_t> sizes, uint64_t limit, uint64_t cap,
-                      ShardAssignment* out) {
+size_t PackContiguous(std::span<const uint64_t> sizes, uint64_t limit, uint64_t cap, ShardAssignment* out) {
   size_t count = 0;
   std::vector<size_t> current;
   uint64_t current_bytes = 0;
@@ -39,8 +38,8 @@ size_t PackContiguous(std::span<const uint64_t> sizes, uint64_t limit, uint64_t 
 }
 
 bool IsNameChar(char c, bool allow_dot) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-' || (allow_dot && c == '.');
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+         (allow_dot && c == '.');
 }
 
 }  // namespace
@@ -95,8 +94,7 @@ ShardAssignment PlanShardsBalanced(std::span<const uint64_t> sizes, uint64_t max
   return shards;
 }
 
-std::string ShardFileName(absl::string_view stem, absl::string_view variant, size_t shard_index,
-                          size_t shard_count) {
+std::string ShardFileName(absl::string_view stem, absl::string_view variant, size_t shard_index, size_t shard_count) {
   std::string base(stem);
   if (!variant.empty()) absl::StrAppend(&base, ".", variant);
   if (shard_count <= 1) return absl::StrCat(base, ".safetensors");
@@ -122,8 +120,7 @@ absl::Status ValidateShardNaming(absl::string_view stem, absl::string_view varia
   for (char c : variant) variant_ok = variant_ok && IsNameChar(c, /*allow_dot=*/false);
   if (!variant_ok) {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_VARIANT",
-                     absl::StrCat("variant '", variant,
-                                  "' must be at most 32 characters of A-Z a-z 0-9 _ -"),
+                     absl::StrCat("variant '", variant, "' must be at most 32 characters of A-Z a-z 0-9 _ -"),
                      {{"field", "variant"}});
   }
   return absl::OkStatus();

@@ -37,8 +37,7 @@ ShardAssignment PlanShardsBalanced(std::span<const uint64_t> sizes_bytes, uint64
 //   n shards:   "{stem}-{i:05d}-of-{n:05d}.safetensors"       (i is 1-based)
 //               "{stem}.{variant}-{i:05d}-of-{n:05d}.safetensors"
 //   index:      "{stem}.safetensors.index.json"               or "{stem}.safetensors.index.{variant}.json"
-std::string ShardFileName(absl::string_view stem, absl::string_view variant, size_t shard_index,
-                          size_t shard_count);
+std::string ShardFileName(absl::string_view stem, absl::string_view variant, size_t shard_index, size_t shard_count);
 std::string IndexFileName(absl::string_view stem, absl::string_view variant);
 
 // The index JSON of a sharded checkpoint: {"metadata": `metadata` (an object, or empty) with
