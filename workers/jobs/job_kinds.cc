@@ -19,8 +19,7 @@ namespace {
 // One row per kind. The lambdas pick the kind's message out of the spec; the registry calls a
 // row only for a spec whose oneof holds that kind.
 const std::array<JobKindEntry, 5> kKinds = {{
-    {v1::JOB_KIND_SHARD, "shard", "shard.output", [](const v1::JobSpec& s) { return ValidateShardSpec(s.shard()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightShardJob(s.shard(), r); }, RunShardJob,
+    {v1::JOB_KIND_SHARD, "shard", "shard.output", ValidateKind<ShardJob>, PreflightKind<ShardJob>, RunKind<ShardJob>,
      [](const v1::JobSpec& s) -> const std::string& { return s.shard().output(); }},
     {v1::JOB_KIND_QUANTIZE, "quantize", "quantize.output",
      [](const v1::JobSpec& s) { return ValidateQuantizeSpec(s.quantize()); },

@@ -14,8 +14,9 @@
 //   SNR); warnings for non-finite values and SNR under the threshold;
 // verify: re-open each file, check its header, tensor table and size; the SHA-256 comes from the
 //   writer re-reading the file as it wrote it (publication.h);
-// publish: the file(s), then "<output>.manifest.json" with the full quality table. A failed or
-//   cancelled job removes every part it had committed.
+// publish: the file(s), staged until every part is verified, then "<output>.manifest.json" with
+//   the full quality table (publication.h). A failed or cancelled job leaves nothing of its own and
+//   a previous output whole.
 #ifndef MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_JOB_H_
 #define MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_JOB_H_
 

@@ -35,10 +35,6 @@ constexpr size_t kMaxVerifying = 2;
 // Fixed memory of a shard job beyond the headers: hash and fallback-copy buffers, bookkeeping.
 constexpr uint64_t kShardJobBaseMemoryBytes = 32 << 20;
 
-absl::string_view StemOf(const v1::ShardSpec& spec) {
-  return spec.stem().empty() ? absl::string_view("model") : absl::string_view(spec.stem());
-}
-
 // Parsed max_shard_size with the field named in errors.
 absl::StatusOr<uint64_t> ShardLimit(const v1::ShardSpec& spec) {
   if (spec.max_shard_size().empty()) {
@@ -50,8 +46,8 @@ absl::StatusOr<uint64_t> ShardLimit(const v1::ShardSpec& spec) {
   return limit;
 }
 
-absl::StatusOr<ModelView> OpenInput(const v1::ShardSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<Location> input = router.Resolve(spec.input());
+absl::StatusOr<ModelView> OpenInput(const ShardOptions& options, const StorageRouter& router) {
+  absl::StatusOr<Location> input = router.Resolve(options.input);
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "shard.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
   if (!model.ok()) return WithReason(model.status(), ReasonOf(model.status()), {{"field", "shard.input"}});
@@ -94,39 +90,28 @@ uint64_t EstimatePeakMemory(const ModelView& model) {
   return kShardJobBaseMemoryBytes + 8 * header_bytes;
 }
 
-struct PlannedShard {
-  std::string name;
-  std::vector<SafetensorsEntry> entries;   // file order
-  std::vector<const TensorInfo*> sources;  // parallel to entries
-  std::string header;                      // serialized header bytes
-  uint64_t file_bytes = 0;
-};
-
-std::vector<PlannedShard> PlanOutput(const v1::ShardSpec& spec, const ModelView& model, uint64_t limit,
-                                     JobContext& context) {
+// The shards, and the tensors larger than the limit (each gets a shard of its own).
+std::vector<PlannedShard> PlanOutput(const ShardOptions& options, const ModelView& model,
+                                     std::vector<const TensorInfo*>& oversized) {
+  const uint64_t limit = options.max_shard_size_bytes;
   std::vector<uint64_t> sizes;
   sizes.reserve(model.tensors.size());
   for (const TensorInfo& t : model.tensors) sizes.push_back(t.size_bytes);
-  const ShardAssignment assignment = spec.strategy() == v1::SHARD_STRATEGY_BALANCED ? PlanShardsBalanced(sizes, limit)
-                                                                                    : PlanShardsHfGreedy(sizes, limit);
+  const ShardAssignment assignment = options.strategy == v1::SHARD_STRATEGY_BALANCED ? PlanShardsBalanced(sizes, limit)
+                                                                                     : PlanShardsHfGreedy(sizes, limit);
   std::map<std::string, std::string> metadata = model.metadata;
   metadata.try_emplace("format", "pt");
 
   std::vector<PlannedShard> shards(assignment.size());
   for (size_t s = 0; s < assignment.size(); ++s) {
     PlannedShard& shard = shards[s];
-    shard.name = ShardFileName(StemOf(spec), spec.variant(), s, assignment.size());
+    shard.name = ShardFileName(options.stem, options.variant, s, assignment.size());
     std::vector<size_t> order = assignment[s];
     std::vector<SafetensorsEntry> entries;
     for (size_t i : order) {
       const TensorInfo& t = model.tensors[i];
       entries.push_back({t.name, t.dtype, t.shape, t.size_bytes});
-      if (limit > 0 && t.size_bytes > limit) {
-        context.Warn("SHARD_TENSOR_OVER_LIMIT",
-                     absl::StrCat("tensor '", t.name, "' has ", t.size_bytes, " bytes, more than max_shard_size (",
-                                  limit, " bytes); it gets a shard of its own"),
-                     t.name);
-      }
+      if (limit > 0 && t.size_bytes > limit) oversized.push_back(&t);
     }
     SortLikeReferenceWriter(entries);
     std::map<absl::string_view, const TensorInfo*> by_name;
@@ -179,50 +164,68 @@ std::string IndexJson(const ModelView& model, const std::vector<PlannedShard>& s
 
 }  // namespace
 
-absl::Status ValidateShardSpec(const v1::ShardSpec& spec) {
+absl::StatusOr<ShardOptions> ShardJob::Parse(const v1::JobSpec& job_spec) {
+  const v1::ShardSpec& spec = job_spec.shard();
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "shard.input", "'shard.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "shard.output", "'shard.output' is required");
-  if (absl::StatusOr<uint64_t> limit = ShardLimit(spec); !limit.ok()) return limit.status();
+  absl::StatusOr<uint64_t> limit = ShardLimit(spec);
+  if (!limit.ok()) return limit.status();
   if (!v1::ShardStrategy_IsValid(spec.strategy())) {
     return FieldError("INVALID_ENUM", "shard.strategy", "unknown shard strategy");
   }
-  if (absl::Status s = ValidateShardNaming(StemOf(spec), spec.variant()); !s.ok()) {
+  ShardOptions options;
+  options.input = spec.input();
+  options.output = spec.output();
+  options.max_shard_size_bytes = *limit;
+  options.strategy = spec.strategy();
+  options.stem = spec.stem().empty() ? "model" : spec.stem();
+  options.variant = spec.variant();
+  options.overwrite = spec.overwrite();
+  if (absl::Status s = ValidateShardNaming(options.stem, options.variant); !s.ok()) {
     const std::string field = ContextOf(s)["field"];
     return WithReason(s, ReasonOf(s), {{"field", absl::StrCat("shard.", field)}});
   }
-  return absl::OkStatus();
+  return options;
 }
 
-absl::StatusOr<uint64_t> PreflightShardJob(const v1::ShardSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<ModelView> model = OpenInput(spec, router);
+absl::StatusOr<ShardJobPlan> ShardJob::MakePlan(const ShardOptions& options, const PlanEnv& env) {
+  absl::StatusOr<ModelView> model = OpenInput(options, env.router);
   if (!model.ok()) return model.status();
-  if (absl::Status s = CheckOutputApartFromInput(*model, router, spec.output()); !s.ok()) return s;
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "shard.output");
+  if (absl::Status s = CheckOutputApartFromInput(*model, env.router, options.output); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckDirectoryVacant(env.router, options.output,
+                                                         options.overwrite || env.attempt > 1, "shard.output");
       !s.ok()) {
     return s;
   }
-  return EstimatePeakMemory(*model);
-}
-
-absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context) {
-  const auto start = std::chrono::steady_clock::now();
-  const v1::ShardSpec& spec = run.spec.shard();
-  if (absl::Status s = ValidateShardSpec(spec); !s.ok()) return s;
-  const uint64_t limit = *ShardLimit(spec);
-  absl::StatusOr<ModelView> model = OpenInput(spec, *run.router);
-  if (!model.ok()) return model.status();
-  if (absl::Status s = CheckOutputApartFromInput(*model, *run.router, spec.output()); !s.ok()) return s;
-
-  ProgressTracker tracker(context, model->tensor_bytes, model->tensors.size());
-  tracker.SetPhase("plan");
-  std::vector<PlannedShard> shards = PlanOutput(spec, *model, limit, context);
-  if (shards.size() > kMaxShardCount) {
+  ShardJobPlan plan;
+  plan.options = options;
+  plan.shards = PlanOutput(options, *model, plan.oversized);
+  if (plan.shards.size() > kMaxShardCount) {
     return FieldError("TOO_MANY_SHARDS", "shard.max_shard_size",
-                      absl::StrCat("the limit gives ", shards.size(), " shards; at most ", kMaxShardCount,
+                      absl::StrCat("the limit gives ", plan.shards.size(), " shards; at most ", kMaxShardCount,
                                    " fit Hugging Face names"));
   }
+  plan.estimated_peak_bytes = EstimatePeakMemory(*model);
+  plan.model = *std::move(model);
+  return plan;
+}
+
+absl::StatusOr<v1::JobResult> ShardJob::Produce(ShardJobPlan& plan, const JobRun& run, JobContext& context) {
+  const auto start = std::chrono::steady_clock::now();
+  const ShardOptions& options = plan.options;
+  const uint64_t limit = options.max_shard_size_bytes;
+  const ModelView* model = &plan.model;
+  const std::vector<PlannedShard>& shards = plan.shards;
+  for (const TensorInfo* t : plan.oversized) {
+    context.Warn("SHARD_TENSOR_OVER_LIMIT",
+                 absl::StrCat("tensor '", t->name, "' has ", t->size_bytes, " bytes, more than max_shard_size (", limit,
+                              " bytes); it gets a shard of its own"),
+                 t->name);
+  }
+  ProgressTracker tracker(context, model->tensor_bytes, model->tensors.size());
+  tracker.SetPhase("plan");
   absl::StatusOr<Publication> output =
-      Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "shard.output");
+      Publication::ForDirectory(*run.router, options.output, options.overwrite, run.attempt, "shard.output");
   if (!output.ok()) return output.status();
   context.Log(absl::StrCat("sharding ", model->tensors.size(), " tensors (", model->tensor_bytes, " bytes) from '",
                            model->uri, "' into ", shards.size(), " file(s) at '", output->uri(), "'"));
@@ -320,7 +323,7 @@ absl::StatusOr<v1::JobResult> RunShardJob(const JobRun& run, JobContext& context
   }
   writers.clear();
   if (shards.size() > 1) {
-    const std::string index_name = IndexFileName(StemOf(spec), spec.variant());
+    const std::string index_name = IndexFileName(options.stem, options.variant);
     absl::StatusOr<v1::Artifact> index =
         output->WriteSmall(output->UriOf(index_name), IndexJson(*model, shards), "index");
     if (!index.ok()) return index.status();
