@@ -21,10 +21,8 @@ namespace {
 const std::array<JobKindEntry, 5> kKinds = {{
     {v1::JOB_KIND_SHARD, "shard", "shard.output", ValidateKind<ShardJob>, PreflightKind<ShardJob>, RunKind<ShardJob>,
      [](const v1::JobSpec& s) -> const std::string& { return s.shard().output(); }},
-    {v1::JOB_KIND_QUANTIZE, "quantize", "quantize.output",
-     [](const v1::JobSpec& s) { return ValidateQuantizeSpec(s.quantize()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightQuantizeJob(s.quantize(), r); }, RunQuantizeJob,
-     [](const v1::JobSpec& s) -> const std::string& { return s.quantize().output(); }},
+    {v1::JOB_KIND_QUANTIZE, "quantize", "quantize.output", ValidateKind<QuantizeJob>, PreflightKind<QuantizeJob>,
+     RunKind<QuantizeJob>, [](const v1::JobSpec& s) -> const std::string& { return s.quantize().output(); }},
     {v1::JOB_KIND_CONVERT, "convert", "convert.output",
      [](const v1::JobSpec& s) { return ValidateConvertSpec(s.convert()); },
      [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightConvertJob(s.convert(), r); }, RunConvertJob,

@@ -26,7 +26,6 @@ namespace {
 
 using nlohmann::ordered_json;
 
-constexpr uint64_t kLayoutJobMemoryBytes = 128 << 20;
 // Data chunks waiting for the writer thread (two or three chunks).
 constexpr uint64_t kQueuedWriteBytes = 32 << 20;
 constexpr char kModelFile[] = "model.safetensors";
@@ -103,21 +102,10 @@ absl::Status ValidateLayoutQuantizeSpec(const v1::QuantizeSpec& spec) {
   return ParseLayoutSpec(spec).status();
 }
 
-absl::StatusOr<uint64_t> PreflightLayoutQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, router);
-  if (!plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "quantize.output");
-      !s.ok())
-    return s;
-  return kLayoutJobMemoryBytes;
-}
-
-absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext& context) {
+absl::StatusOr<v1::JobResult> ProduceLayoutQuantize(LayoutPlan& layout_plan, const JobRun& run, JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   const v1::QuantizeSpec& spec = run.spec.quantize();
-  if (absl::Status s = ValidateLayoutQuantizeSpec(spec); !s.ok()) return s;
-  absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, *run.router);
-  if (!plan.ok()) return plan.status();
+  LayoutPlan* plan = &layout_plan;
   absl::StatusOr<Publication> output =
       Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output");
   if (!output.ok()) return output.status();

@@ -23,9 +23,14 @@
 
 namespace modelsmith {
 
+// A layout job's estimated peak memory: the chunk in flight, its companions, the writer's queue.
+inline constexpr uint64_t kLayoutQuantizeJobMemoryBytes = 128 << 20;
+
+// Field checks without I/O for a layout scheme: INVALID_ARGUMENT naming the field.
 absl::Status ValidateLayoutQuantizeSpec(const v1::QuantizeSpec& spec);
-absl::StatusOr<uint64_t> PreflightLayoutQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router);
-absl::StatusOr<v1::JobResult> RunLayoutQuantizeJob(const JobRun& run, JobContext& context);
+
+// Writes the planned model to the spec's output directory (quantize_job.h's kind calls it).
+absl::StatusOr<v1::JobResult> ProduceLayoutQuantize(LayoutPlan& plan, const JobRun& run, JobContext& context);
 
 }  // namespace modelsmith
 

@@ -53,7 +53,7 @@ struct PlannedTensor {
   const QuantizedWeightReader* reader = nullptr;
 };
 
-struct Plan {
+struct GgufPlan {
   ModelView model;
   QuantizePlanner planner;
   std::vector<PlannedTensor> tensors;
@@ -64,9 +64,8 @@ struct Plan {
 bool IsBlockType(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->quantized; }
 absl::string_view TypeName(GgmlType t) { return GgmlTypeName(t); }
 
-absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<QuantizePlanner> planner = QuantizePlanner::Create(spec);
-  if (!planner.ok()) return planner.status();
+absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlanner planner,
+                                      const StorageRouter& router) {
   absl::StatusOr<Location> input = router.Resolve(spec.input());
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "quantize.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
@@ -76,7 +75,7 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
   if (!config.ok()) return config.status();
   absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(*model, *config, spec.allow_requantize());
   if (!requantize.ok()) return requantize.status();
-  Plan plan{*std::move(model), *std::move(planner), {}, false, *std::move(requantize)};
+  GgufPlan plan{*std::move(model), std::move(planner), {}, false, *std::move(requantize)};
   plan.planner.PrepareForModel(plan.model.tensors);
   for (const TensorInfo& stored : plan.model.tensors) {
     const QuantizedWeightReader* reader = nullptr;
@@ -121,7 +120,7 @@ absl::StatusOr<Plan> MakePlan(const v1::QuantizeSpec& spec, const StorageRouter&
   return plan;
 }
 
-std::vector<GgufKv> OutputKvs(const Plan& plan) {
+std::vector<GgufKv> OutputKvs(const GgufPlan& plan) {
   std::vector<GgufKv> kvs;
   const GgufKv file_type = GgufKv::U32("general.file_type", LlamaFileType(plan.planner.scheme_type()));
   const GgufKv version = GgufKv::U32("general.quantization_version", kGgmlQuantizationVersion);
@@ -149,7 +148,7 @@ std::vector<GgufKv> OutputKvs(const Plan& plan) {
 // One output file: the whole model, or one part of a split output.
 struct OutputPart {
   std::string uri;
-  std::vector<size_t> tensors;  // indices into Plan::tensors
+  std::vector<size_t> tensors;  // indices into GgufPlan::tensors
   std::vector<GgufTensor> layout;
   std::string header;
   uint64_t bytes = 0;
@@ -166,7 +165,7 @@ GgufKv SplitKv(const std::string& key, GgufValueType type, uint64_t value) {
 // gguf-split's strategy: tensors in order, a new part when the next tensor's padded bytes would
 // take the current part over `max_bytes` (a part always holds at least one tensor). The first
 // part carries the metadata, every part split.no / split.count (U16) / split.tensors.count (I32).
-std::vector<OutputPart> PlanParts(const Plan& plan, const std::string& output_uri, uint64_t max_bytes) {
+std::vector<OutputPart> PlanParts(const GgufPlan& plan, const std::string& output_uri, uint64_t max_bytes) {
   std::vector<OutputPart> parts(1);
   uint64_t current = 0;
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
@@ -275,7 +274,7 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
 }
 
 // Writes one planned tensor (copied, or transcoded with its quality row) and its padding.
-absl::Status WriteTensor(const Plan& plan, const PlannedTensor& t, PipelinedWriter& out, QuantizeReport& report,
+absl::Status WriteTensor(const GgufPlan& plan, const PlannedTensor& t, PipelinedWriter& out, QuantizeReport& report,
                          ProgressTracker& tracker, RateLimiter& pace, JobContext& context) {
   const RandomAccessObject& file = *plan.model.files[t.source->file_index].object;
   if (t.plan.warn_not_quantizable) {
@@ -307,12 +306,28 @@ absl::Status WriteTensor(const Plan& plan, const PlannedTensor& t, PipelinedWrit
 
 }  // namespace
 
-absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
-  if (IsLayoutScheme(spec.scheme())) return ValidateLayoutQuantizeSpec(spec);
+// The GGUF plan of a quantize job: the tensors' types and the output files.
+struct GgufQuantizePlan {
+  GgufPlan plan;
+  std::vector<OutputPart> parts;
+  std::string output_uri;  // the named file, resolved
+  bool split = false;
+};
+
+absl::StatusOr<QuantizeOptions> QuantizeJob::Parse(const v1::JobSpec& job_spec) {
+  const v1::QuantizeSpec& spec = job_spec.quantize();
+  QuantizeOptions options;
+  options.spec = spec;
+  if (IsLayoutScheme(spec.scheme())) {
+    if (absl::Status s = ValidateLayoutQuantizeSpec(spec); !s.ok()) return s;
+    options.layout = true;
+    return options;
+  }
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "quantize.input", "'quantize.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "quantize.output", "'quantize.output' is required");
   absl::StatusOr<QuantizePlanner> planner = QuantizePlanner::Create(spec);
   if (!planner.ok()) return planner.status();
+  options.planner = *std::move(planner);
   if (!absl::EndsWith(spec.output(), ".gguf")) {
     return FieldError("INVALID_OUTPUT", "quantize.output",
                       absl::StrCat("output '", spec.output(), "' must be a .gguf file for GGUF schemes"));
@@ -327,46 +342,60 @@ absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec) {
                         absl::StrCat("'", spec.max_split_size(), "' is not a size such as 2GB or 500MB",
                                      size.ok() ? "" : absl::StrCat(": ", size.status().message())));
     }
+    options.max_split_bytes = *size;
   }
-  return absl::OkStatus();
+  return options;
 }
 
-absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router) {
-  if (IsLayoutScheme(spec.scheme())) return PreflightLayoutQuantizeJob(spec, router);
-  absl::StatusOr<Plan> plan = MakePlan(spec, router);
-  if (!plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "quantize.output");
-      !s.ok())
-    return s;
-  if (!spec.max_split_size().empty()) {
-    for (const OutputPart& part : PlanParts(*plan, spec.output(), *ParseSize(spec.max_split_size()))) {
-      if (absl::Status s = Publication::CheckFileVacant(router, part.uri, spec.overwrite(), "quantize.output"); !s.ok())
-        return s;
+absl::StatusOr<QuantizeJobPlan> QuantizeJob::MakePlan(const QuantizeOptions& options, const PlanEnv& env) {
+  const v1::QuantizeSpec& spec = options.spec;
+  const bool replace = spec.overwrite() || env.attempt > 1;
+  QuantizeJobPlan job_plan;
+  if (options.layout) {
+    absl::StatusOr<LayoutPlan> plan = MakeLayoutPlan(spec, env.router);
+    if (!plan.ok()) return plan.status();
+    if (absl::Status s = Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "quantize.output");
+        !s.ok()) {
+      return s;
     }
+    job_plan.layout = std::make_shared<LayoutPlan>(*std::move(plan));
+    job_plan.estimated_peak_bytes = kLayoutQuantizeJobMemoryBytes;
+    return job_plan;
   }
-  return kQuantizeJobMemoryBytes;
+  absl::StatusOr<GgufPlan> plan = MakeGgufPlan(spec, *options.planner, env.router);
+  if (!plan.ok()) return plan.status();
+  absl::StatusOr<Location> resolved = env.router.Resolve(spec.output());
+  if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "quantize.output"}});
+  auto gguf = std::make_shared<GgufQuantizePlan>();
+  gguf->output_uri = resolved->uri;
+  gguf->split = options.max_split_bytes > 0;
+  gguf->plan = *std::move(plan);
+  gguf->parts = PlanParts(gguf->plan, gguf->output_uri, options.max_split_bytes);
+  // Parts other than the named file obey the same rules (vacant unless overwriting or rerunning).
+  std::vector<std::string> files = {gguf->output_uri};
+  if (gguf->split) {
+    for (const OutputPart& part : gguf->parts) files.push_back(part.uri);
+  }
+  for (const std::string& uri : files) {
+    if (absl::Status s = Publication::CheckFileVacant(env.router, uri, replace, "quantize.output"); !s.ok()) return s;
+  }
+  job_plan.gguf = std::move(gguf);
+  job_plan.estimated_peak_bytes = kQuantizeJobMemoryBytes;
+  return job_plan;
 }
 
-absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& context) {
+absl::StatusOr<v1::JobResult> QuantizeJob::Produce(QuantizeJobPlan& job_plan, const JobRun& run, JobContext& context) {
+  if (job_plan.layout != nullptr) return ProduceLayoutQuantize(*job_plan.layout, run, context);
   const auto start = std::chrono::steady_clock::now();
   const v1::QuantizeSpec& spec = run.spec.quantize();
-  if (IsLayoutScheme(spec.scheme())) return RunLayoutQuantizeJob(run, context);
-  if (absl::Status s = ValidateQuantizeSpec(spec); !s.ok()) return s;
-  absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
-  if (!plan.ok()) return plan.status();
-  absl::StatusOr<uint64_t> max_split =
-      spec.max_split_size().empty() ? absl::StatusOr<uint64_t>(0) : ParseSize(spec.max_split_size());
-  if (!max_split.ok()) return max_split.status();
-  absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
-  if (!resolved.ok()) return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "quantize.output"}});
-  const std::vector<OutputPart> parts = PlanParts(*plan, resolved->uri, *max_split);
-  // Parts other than the named file obey the same rules (vacant unless overwriting or rerunning).
+  GgufPlan* plan = &job_plan.gguf->plan;
+  const std::vector<OutputPart>& parts = job_plan.gguf->parts;
   std::vector<std::string> part_uris;
-  if (*max_split > 0) {
+  if (job_plan.gguf->split) {
     for (const OutputPart& part : parts) part_uris.push_back(part.uri);
   }
-  absl::StatusOr<Publication> output =
-      Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "quantize.output", part_uris);
+  absl::StatusOr<Publication> output = Publication::ForFile(*run.router, job_plan.gguf->output_uri, spec.overwrite(),
+                                                            run.attempt, "quantize.output", part_uris);
   if (!output.ok()) return output.status();
 
   ProgressTracker tracker(context, plan->model.tensor_bytes, plan->tensors.size());

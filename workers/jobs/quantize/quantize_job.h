@@ -20,15 +20,44 @@
 #ifndef MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_JOB_H_
 #define MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_JOB_H_
 
+#include <memory>
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
 #include "workers/jobs/core/job_context.h"
+#include "workers/jobs/core/job_kind.h"
+#include "workers/jobs/quantize/layout_quantize_plan.h"
+#include "workers/jobs/quantize/quantize_plan.h"
 
 namespace modelsmith {
 
-absl::Status ValidateQuantizeSpec(const v1::QuantizeSpec& spec);
-absl::StatusOr<uint64_t> PreflightQuantizeJob(const v1::QuantizeSpec& spec, const StorageRouter& router);
-absl::StatusOr<v1::JobResult> RunQuantizeJob(const JobRun& run, JobContext& context);
+struct QuantizeOptions {
+  v1::QuantizeSpec spec;                   // validated
+  bool layout = false;                     // a safetensors layout scheme (layout_quantize_job.h)
+  std::optional<QuantizePlanner> planner;  // GGUF schemes: patterns compiled, scheme resolved
+  uint64_t max_split_bytes = 0;            // GGUF schemes: 0 writes one file
+};
+
+struct GgufQuantizePlan;  // quantize_job.cc
+struct QuantizeJobPlan {
+  std::shared_ptr<GgufQuantizePlan> gguf;  // one of the two is set
+  std::shared_ptr<LayoutPlan> layout;
+  uint64_t estimated_peak_bytes = 0;
+};
+
+// The job kind (core/job_kind.h has the contract of each function). Parse: INVALID_ARGUMENT for a
+// missing input or output, an unknown scheme or type, a bad pattern, size or output name. MakePlan:
+// the input opened (safetensors or GGUF; a torch checkpoint is UNSUPPORTED_FORMAT), every tensor's
+// type decided (ALREADY_QUANTIZED unless allow_requantize), the output file(s) vacant.
+class QuantizeJob {
+ public:
+  using Options = QuantizeOptions;
+  using Plan = QuantizeJobPlan;
+  static absl::StatusOr<QuantizeOptions> Parse(const v1::JobSpec& spec);
+  static absl::StatusOr<QuantizeJobPlan> MakePlan(const QuantizeOptions& options, const PlanEnv& env);
+  static absl::StatusOr<v1::JobResult> Produce(QuantizeJobPlan& plan, const JobRun& run, JobContext& context);
+};
 
 }  // namespace modelsmith
 
