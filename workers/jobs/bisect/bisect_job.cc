@@ -209,7 +209,13 @@ ordered_json ChunkIndexJson(const v1::BisectSpec& spec, const ModelView& model, 
 
 }  // namespace
 
-absl::Status ValidateBisectSpec(const v1::BisectSpec& spec) {
+struct BisectCheckpointPlan {
+  ModelView model;
+  BisectPlan plan;
+};
+
+absl::StatusOr<BisectOptions> BisectJob::Parse(const v1::JobSpec& job_spec) {
+  const v1::BisectSpec& spec = job_spec.bisect();
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "bisect.input", "'bisect.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "bisect.output", "'bisect.output' is required");
   if (spec.chunks() == 1 || spec.chunks() > kMaxBisectChunks) {
@@ -220,31 +226,41 @@ absl::Status ValidateBisectSpec(const v1::BisectSpec& spec) {
   if (!v1::BisectGranularity_IsValid(spec.granularity())) {
     return FieldError("INVALID_ENUM", "bisect.granularity", "unknown bisect granularity (block, module or tensor)");
   }
-  return absl::OkStatus();
+  return BisectOptions{spec, spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks(), IsOnnxInput(spec.input())};
 }
 
-absl::StatusOr<uint64_t> PreflightBisectJob(const v1::BisectSpec& spec, const StorageRouter& router) {
-  if (IsOnnxInput(spec.input())) return PreflightOnnxBisect(spec, router);
-  absl::StatusOr<ModelView> model = OpenInput(spec, router);
+absl::StatusOr<BisectJobPlan> BisectJob::MakePlan(const BisectOptions& options, const PlanEnv& env) {
+  const v1::BisectSpec& spec = options.spec;
+  BisectJobPlan job_plan;
+  if (options.onnx) {
+    absl::StatusOr<std::shared_ptr<OnnxBisectJobPlan>> onnx =
+        MakeOnnxBisectPlan(spec, options.chunks, env, &job_plan.estimated_peak_bytes);
+    if (!onnx.ok()) return onnx.status();
+    job_plan.onnx = *std::move(onnx);
+    return job_plan;
+  }
+  absl::StatusOr<ModelView> model = OpenInput(spec, env.router);
   if (!model.ok()) return model.status();
-  if (absl::StatusOr<BisectPlan> plan = PlanBisect(spec, *model); !plan.ok()) return plan.status();
-  if (absl::Status s = CheckOutputApartFromInput(*model, router, spec.output()); !s.ok()) return s;
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output");
-      !s.ok())
-    return s;
-  return EstimatePeakMemory(*model);
-}
-
-absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& context) {
-  const auto start = std::chrono::steady_clock::now();
-  const v1::BisectSpec& spec = run.spec.bisect();
-  if (absl::Status s = ValidateBisectSpec(spec); !s.ok()) return s;
-  if (IsOnnxInput(spec.input())) return RunOnnxBisect(run, context);
-  absl::StatusOr<ModelView> model = OpenInput(spec, *run.router);
-  if (!model.ok()) return model.status();
-  if (absl::Status s = CheckOutputApartFromInput(*model, *run.router, spec.output()); !s.ok()) return s;
   absl::StatusOr<BisectPlan> plan = PlanBisect(spec, *model);
   if (!plan.ok()) return plan.status();
+  if (absl::Status s = CheckOutputApartFromInput(*model, env.router, spec.output()); !s.ok()) return s;
+  const bool replace = spec.overwrite() || env.attempt > 1;
+  if (absl::Status s = Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "bisect.output");
+      !s.ok()) {
+    return s;
+  }
+  job_plan.estimated_peak_bytes = EstimatePeakMemory(*model);
+  job_plan.checkpoint =
+      std::make_shared<BisectCheckpointPlan>(BisectCheckpointPlan{*std::move(model), *std::move(plan)});
+  return job_plan;
+}
+
+absl::StatusOr<v1::JobResult> BisectJob::Produce(BisectJobPlan& job_plan, const JobRun& run, JobContext& context) {
+  if (job_plan.onnx != nullptr) return ProduceOnnxBisect(*job_plan.onnx, run, context);
+  const auto start = std::chrono::steady_clock::now();
+  const v1::BisectSpec& spec = run.spec.bisect();
+  const ModelView* model = &job_plan.checkpoint->model;
+  const BisectPlan* plan = &job_plan.checkpoint->plan;
 
   ProgressTracker tracker(context, plan->total_bytes, plan->tensors.size());
   tracker.SetPhase("plan");

@@ -18,21 +18,42 @@
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
+#include <memory>
+
 #include "workers/jobs/core/job_context.h"
+#include "workers/jobs/core/job_kind.h"
 
 namespace modelsmith {
 
 inline constexpr uint32_t kDefaultBisectChunks = 2;
 inline constexpr uint32_t kMaxBisectChunks = 256;
 
-// Field checks that need no I/O. INVALID_ARGUMENT naming the field.
-absl::Status ValidateBisectSpec(const v1::BisectSpec& spec);
+struct BisectOptions {
+  v1::BisectSpec spec;  // validated
+  uint32_t chunks = kDefaultBisectChunks;
+  bool onnx = false;  // an ONNX graph (bisect_onnx_job.h), else a checkpoint
+};
 
-// Submit-time checks with I/O (input readable, enough units for the chunks, output vacant);
-// returns the estimated peak memory of the job in bytes.
-absl::StatusOr<uint64_t> PreflightBisectJob(const v1::BisectSpec& spec, const StorageRouter& router);
+struct BisectCheckpointPlan;  // bisect_job.cc
+struct OnnxBisectJobPlan;     // bisect_onnx_job.cc
+struct BisectJobPlan {
+  std::shared_ptr<BisectCheckpointPlan> checkpoint;  // one of the two is set
+  std::shared_ptr<OnnxBisectJobPlan> onnx;
+  uint64_t estimated_peak_bytes = 0;
+};
 
-absl::StatusOr<v1::JobResult> RunBisectJob(const JobRun& run, JobContext& context);
+// The job kind (core/job_kind.h has the contract of each function). Parse: INVALID_ARGUMENT for a
+// missing input or output, chunks of 1 or over kMaxBisectChunks, an unknown granularity. MakePlan:
+// the input opened, the cuts decided (BISECT_TOO_MANY_CHUNKS when there are fewer units than
+// chunks), the output apart from the input and vacant.
+class BisectJob {
+ public:
+  using Options = BisectOptions;
+  using Plan = BisectJobPlan;
+  static absl::StatusOr<BisectOptions> Parse(const v1::JobSpec& spec);
+  static absl::StatusOr<BisectJobPlan> MakePlan(const BisectOptions& options, const PlanEnv& env);
+  static absl::StatusOr<v1::JobResult> Produce(BisectJobPlan& plan, const JobRun& run, JobContext& context);
+};
 
 }  // namespace modelsmith
 

@@ -149,27 +149,35 @@ ObjectChecker ModelCheck(const onnx::ModelProto& planned) {
 
 bool IsOnnxInput(absl::string_view uri) { return absl::EndsWith(uri, ".onnx"); }
 
-absl::StatusOr<uint64_t> PreflightOnnxBisect(const v1::BisectSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<OnnxInput> input = OpenOnnxInput(spec, router);
-  if (!input.ok()) return input.status();
-  const size_t chunks = spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks();
-  if (absl::StatusOr<OnnxBisectPlan> plan = PlanOnnxBisect(input->model, chunks); !plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "bisect.output");
-      !s.ok())
-    return s;
-  // The model is held twice at most (the original and one chunk being built).
-  return kOnnxBaseMemoryBytes + 2 * input->file->size_bytes();
-}
+struct OnnxBisectJobPlan {
+  OnnxInput input;
+  OnnxBisectPlan plan;
+};
 
-absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& context) {
-  const auto start = std::chrono::steady_clock::now();
-  const v1::BisectSpec& spec = run.spec.bisect();
-  absl::StatusOr<OnnxInput> input = OpenOnnxInput(spec, *run.router);
+absl::StatusOr<std::shared_ptr<OnnxBisectJobPlan>> MakeOnnxBisectPlan(const v1::BisectSpec& spec, size_t chunks,
+                                                                      const PlanEnv& env,
+                                                                      uint64_t* estimated_peak_bytes) {
+  absl::StatusOr<OnnxInput> input = OpenOnnxInput(spec, env.router);
   if (!input.ok()) return input.status();
   InferOnnxTypes(input->model);
-  const size_t chunk_count = spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks();
-  absl::StatusOr<OnnxBisectPlan> plan = PlanOnnxBisect(input->model, chunk_count);
+  absl::StatusOr<OnnxBisectPlan> plan = PlanOnnxBisect(input->model, chunks);
   if (!plan.ok()) return plan.status();
+  const bool replace = spec.overwrite() || env.attempt > 1;
+  if (absl::Status s = Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "bisect.output");
+      !s.ok()) {
+    return s;
+  }
+  // The model is held twice at most (the original and one chunk being built).
+  *estimated_peak_bytes = kOnnxBaseMemoryBytes + 2 * input->file->size_bytes();
+  return std::make_shared<OnnxBisectJobPlan>(OnnxBisectJobPlan{*std::move(input), *std::move(plan)});
+}
+
+absl::StatusOr<v1::JobResult> ProduceOnnxBisect(OnnxBisectJobPlan& job_plan, const JobRun& run, JobContext& context) {
+  const auto start = std::chrono::steady_clock::now();
+  const v1::BisectSpec& spec = run.spec.bisect();
+  OnnxInput* input = &job_plan.input;
+  OnnxBisectPlan* plan = &job_plan.plan;
+  const size_t chunk_count = plan->chunks.size();
 
   ProgressTracker tracker(context, plan->total_bytes, input->model.graph().initializer_size());
   tracker.SetPhase("plan");

@@ -16,16 +16,24 @@
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
+#include <memory>
+
 #include "workers/jobs/core/job_context.h"
+#include "workers/jobs/core/job_kind.h"
 
 namespace modelsmith {
 
 // True when the bisect input names an ONNX model.
 bool IsOnnxInput(absl::string_view uri);
 
-absl::StatusOr<uint64_t> PreflightOnnxBisect(const v1::BisectSpec& spec, const StorageRouter& router);
+// The ONNX input opened, its types inferred, the cuts decided, the output checked vacant.
+struct OnnxBisectJobPlan;
+absl::StatusOr<std::shared_ptr<OnnxBisectJobPlan>> MakeOnnxBisectPlan(const v1::BisectSpec& spec, size_t chunks,
+                                                                      const PlanEnv& env,
+                                                                      uint64_t* estimated_peak_bytes);
 
-absl::StatusOr<v1::JobResult> RunOnnxBisect(const JobRun& run, JobContext& context);
+// Writes the planned chunk models, their external data and the chunk index.
+absl::StatusOr<v1::JobResult> ProduceOnnxBisect(OnnxBisectJobPlan& plan, const JobRun& run, JobContext& context);
 
 }  // namespace modelsmith
 
