@@ -32,7 +32,6 @@ using nlohmann::ordered_json;
 constexpr uint64_t kChunkElements = 4 << 20;
 constexpr uint64_t kPartElements = 256 << 10;
 constexpr uint64_t kQueuedWriteBytes = 32 << 20;
-constexpr uint64_t kJobMemoryBytes = 256 << 20;
 
 // The --dtype of a GGUF target: nullopt for "auto".
 absl::StatusOr<std::optional<GgmlType>> TargetType(const v1::ConvertSpec& spec) {
@@ -59,7 +58,6 @@ struct Plan {
 };
 
 absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& router) {
-  if (absl::Status s = ValidateConvertToGguf(spec); !s.ok()) return s;
   absl::StatusOr<std::optional<GgmlType>> type = TargetType(spec);
   if (!type.ok()) return type.status();
   absl::StatusOr<Location> input = router.Resolve(spec.input());
@@ -235,19 +233,23 @@ absl::Status ValidateConvertToGguf(const v1::ConvertSpec& spec) {
   return TargetType(spec).status();
 }
 
-absl::StatusOr<uint64_t> PreflightConvertToGguf(const v1::ConvertSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<Plan> plan = MakePlan(spec, router);
+struct ConvertGgufPlan {
+  Plan plan;
+};
+
+absl::StatusOr<std::shared_ptr<ConvertGgufPlan>> MakeConvertGgufPlan(const v1::ConvertSpec& spec, const PlanEnv& env) {
+  absl::StatusOr<Plan> plan = MakePlan(spec, env.router);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = Publication::CheckFileVacant(router, spec.output(), spec.overwrite(), "convert.output"); !s.ok())
+  const bool replace = spec.overwrite() || env.attempt > 1;
+  if (absl::Status s = Publication::CheckFileVacant(env.router, spec.output(), replace, "convert.output"); !s.ok())
     return s;
-  return kJobMemoryBytes;
+  return std::make_shared<ConvertGgufPlan>(ConvertGgufPlan{*std::move(plan)});
 }
 
-absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& context) {
+absl::StatusOr<v1::JobResult> ProduceConvertGguf(ConvertGgufPlan& gguf_plan, const JobRun& run, JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   const v1::ConvertSpec& spec = run.spec.convert();
-  absl::StatusOr<Plan> plan = MakePlan(spec, *run.router);
-  if (!plan.ok()) return plan.status();
+  Plan* plan = &gguf_plan.plan;
   absl::StatusOr<Publication> output =
       Publication::ForFile(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
   if (!output.ok()) return output.status();

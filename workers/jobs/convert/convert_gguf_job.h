@@ -12,14 +12,26 @@
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
+#include <memory>
+
 #include "workers/jobs/core/job_context.h"
+#include "workers/jobs/core/job_kind.h"
 
 namespace modelsmith {
 
 // Field checks for the GGUF target (output name, dtype, options that do not apply).
+// A GGUF target job's estimated peak memory: a chunk of rows in flight and the writer's queue.
+inline constexpr uint64_t kConvertGgufJobMemoryBytes = 256 << 20;
+
+// Field checks without I/O for the GGUF target: INVALID_ARGUMENT naming the convert.* field.
 absl::Status ValidateConvertToGguf(const v1::ConvertSpec& spec);
-absl::StatusOr<uint64_t> PreflightConvertToGguf(const v1::ConvertSpec& spec, const StorageRouter& router);
-absl::StatusOr<v1::JobResult> RunConvertToGguf(const JobRun& run, JobContext& context);
+
+// The input opened and mapped to llama.cpp's names and types, the output file checked vacant.
+struct ConvertGgufPlan;
+absl::StatusOr<std::shared_ptr<ConvertGgufPlan>> MakeConvertGgufPlan(const v1::ConvertSpec& spec, const PlanEnv& env);
+
+// Writes the planned GGUF file and its manifest.
+absl::StatusOr<v1::JobResult> ProduceConvertGguf(ConvertGgufPlan& plan, const JobRun& run, JobContext& context);
 
 }  // namespace modelsmith
 

@@ -198,42 +198,54 @@ std::string IndexJson(const ConvertPlan& plan) {
 
 }  // namespace
 
-absl::StatusOr<uint64_t> PreflightConvertJob(const v1::ConvertSpec& spec, const StorageRouter& router) {
-  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) {
-    if (absl::Status s = ValidateConvertSpec(spec); !s.ok()) return s;
-    return PreflightConvertToGguf(spec, router);
+struct ConvertSafetensorsPlan {
+  ConvertPlan plan;
+};
+
+absl::StatusOr<ConvertOptions> ConvertJob::Parse(const v1::JobSpec& spec) {
+  return ParseConvertOptions(spec.convert());
+}
+
+absl::StatusOr<ConvertJobPlan> ConvertJob::MakePlan(const ConvertOptions& options, const PlanEnv& env) {
+  const v1::ConvertSpec& spec = options.spec;
+  ConvertJobPlan job_plan;
+  if (options.gguf) {
+    absl::StatusOr<std::shared_ptr<ConvertGgufPlan>> gguf = MakeConvertGgufPlan(spec, env);
+    if (!gguf.ok()) return gguf.status();
+    job_plan.gguf = *std::move(gguf);
+    job_plan.estimated_peak_bytes = kConvertGgufJobMemoryBytes;
+    return job_plan;
   }
-  absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(spec, router);
+  absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(options, env.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<Location> output = router.Resolve(spec.output());
+  absl::StatusOr<Location> output = env.router.Resolve(spec.output());
   if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "convert.output"}});
   for (const ModelFile& file : plan->model.files) {
     if (ParentUri(file.uri) == output->uri) {
-      return MakeError(absl::StatusCode::kInvalidArgument, "OUTPUT_OVERLAPS_INPUT",
-                       absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
-                                    "'; write to another directory"),
-                       {{"field", "convert.output"}});
+      return FieldError("OUTPUT_OVERLAPS_INPUT", "convert.output",
+                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
+                                     "'; write to another directory"));
     }
   }
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "convert.output");
-      !s.ok())
+  const bool replace = spec.overwrite() || env.attempt > 1;
+  if (absl::Status s = Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "convert.output");
+      !s.ok()) {
     return s;
+  }
   uint64_t largest_strided = 0;
   for (const ConvertTensor& c : plan->tensors) {
     if (!c.source->strides.empty()) largest_strided = std::max(largest_strided, c.source->size_bytes + c.size_bytes);
   }
-  return kConvertJobBaseMemoryBytes + 2 * largest_strided;
+  job_plan.estimated_peak_bytes = kConvertJobBaseMemoryBytes + 2 * largest_strided;
+  job_plan.safetensors = std::make_shared<ConvertSafetensorsPlan>(ConvertSafetensorsPlan{*std::move(plan)});
+  return job_plan;
 }
 
-absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& context) {
+absl::StatusOr<v1::JobResult> ConvertJob::Produce(ConvertJobPlan& job_plan, const JobRun& run, JobContext& context) {
+  if (job_plan.gguf != nullptr) return ProduceConvertGguf(*job_plan.gguf, run, context);
   const auto start = std::chrono::steady_clock::now();
   const v1::ConvertSpec& spec = run.spec.convert();
-  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) {
-    if (absl::Status s = ValidateConvertSpec(spec); !s.ok()) return s;
-    return RunConvertToGguf(run, context);
-  }
-  absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(spec, *run.router);
-  if (!plan.ok()) return plan.status();
+  ConvertPlan* plan = &job_plan.safetensors->plan;
   absl::StatusOr<Publication> output =
       Publication::ForDirectory(*run.router, spec.output(), spec.overwrite(), run.attempt, "convert.output");
   if (!output.ok()) return output.status();

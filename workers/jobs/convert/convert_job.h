@@ -21,14 +21,34 @@
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
+#include <memory>
+
 #include "workers/jobs/core/job_context.h"
+#include "workers/jobs/core/job_kind.h"
+#include "workers/jobs/convert/convert_plan.h"
 
 namespace modelsmith {
 
 // Submit-time checks with I/O; returns the estimated peak memory in bytes.
-absl::StatusOr<uint64_t> PreflightConvertJob(const v1::ConvertSpec& spec, const StorageRouter& router);
+struct ConvertSafetensorsPlan;  // convert_job.cc
+struct ConvertGgufPlan;         // convert_gguf_job.cc
+struct ConvertJobPlan {
+  std::shared_ptr<ConvertSafetensorsPlan> safetensors;  // one of the two is set
+  std::shared_ptr<ConvertGgufPlan> gguf;
+  uint64_t estimated_peak_bytes = 0;
+};
 
-absl::StatusOr<v1::JobResult> RunConvertJob(const JobRun& run, JobContext& context);
+// The job kind (core/job_kind.h has the contract of each function). Parse: convert_plan.h's
+// ParseConvertOptions. MakePlan: the input opened and planned for its target, the output apart
+// from the input's directory (OUTPUT_OVERLAPS_INPUT) and vacant.
+class ConvertJob {
+ public:
+  using Options = ConvertOptions;
+  using Plan = ConvertJobPlan;
+  static absl::StatusOr<ConvertOptions> Parse(const v1::JobSpec& spec);
+  static absl::StatusOr<ConvertJobPlan> MakePlan(const ConvertOptions& options, const PlanEnv& env);
+  static absl::StatusOr<v1::JobResult> Produce(ConvertJobPlan& plan, const JobRun& run, JobContext& context);
+};
 
 }  // namespace modelsmith
 

@@ -16,10 +16,7 @@
 namespace modelsmith {
 namespace {
 
-struct Rule {
-  std::regex pattern;
-  std::string replacement;
-};
+using Rule = ConvertRename;
 
 absl::StatusOr<std::vector<Rule>> CompileRules(const v1::ConvertSpec& spec) {
   std::vector<Rule> rules;
@@ -91,7 +88,7 @@ std::string DefaultStem(absl::string_view name) {
   return stem.empty() ? "model" : stem;
 }
 
-absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec) {
+absl::StatusOr<ConvertOptions> ParseConvertOptions(const v1::ConvertSpec& spec) {
   if (spec.input().empty()) return FieldError("MISSING_FIELD", "convert.input", "'convert.input' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "convert.output", "'convert.output' is required");
   if (spec.target_format() == v1::TARGET_FORMAT_UNSPECIFIED) {
@@ -101,27 +98,39 @@ absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec) {
   if (!v1::TargetFormat_IsValid(spec.target_format())) {
     return FieldError("INVALID_ENUM", "convert.target_format", "unknown target format");
   }
-  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) return ValidateConvertToGguf(spec);
+  ConvertOptions options;
+  options.spec = spec;
+  if (spec.target_format() == v1::TARGET_FORMAT_GGUF) {
+    if (absl::Status s = ValidateConvertToGguf(spec); !s.ok()) return s;
+    options.gguf = true;
+    return options;
+  }
   if (!spec.dtype().empty()) {
-    if (absl::StatusOr<DType> d = ParseConvertDtype(spec.dtype()); !d.ok()) return d.status();
+    absl::StatusOr<DType> d = ParseConvertDtype(spec.dtype());
+    if (!d.ok()) return d.status();
+    options.dtype = *d;
   }
   if (!spec.max_shard_size().empty()) {
-    if (absl::StatusOr<uint64_t> limit = ParseSize(spec.max_shard_size()); !limit.ok()) {
-      return WithReason(limit.status(), "INVALID_SIZE", {{"field", "convert.max_shard_size"}});
-    }
+    absl::StatusOr<uint64_t> limit = ParseSize(spec.max_shard_size());
+    if (!limit.ok()) return WithReason(limit.status(), "INVALID_SIZE", {{"field", "convert.max_shard_size"}});
+    options.max_shard_size_bytes = *limit;
   }
   if (!v1::ShardStrategy_IsValid(spec.strategy()))
     return FieldError("INVALID_ENUM", "convert.strategy", "unknown shard strategy");
   if (absl::Status s = ValidateShardNaming(spec.stem().empty() ? "model" : spec.stem(), spec.variant()); !s.ok()) {
     return WithReason(s, ReasonOf(s), {{"field", absl::StrCat("convert.", ContextOf(s)["field"])}});
   }
-  if (absl::StatusOr<std::vector<Rule>> rules = CompileRules(spec); !rules.ok()) return rules.status();
-  if (absl::StatusOr<std::vector<std::regex>> keep = CompileKeep(spec); !keep.ok()) return keep.status();
-  return absl::OkStatus();
+  absl::StatusOr<std::vector<Rule>> rules = CompileRules(spec);
+  if (!rules.ok()) return rules.status();
+  options.rename = *std::move(rules);
+  absl::StatusOr<std::vector<std::regex>> keep = CompileKeep(spec);
+  if (!keep.ok()) return keep.status();
+  options.keep = *std::move(keep);
+  return options;
 }
 
-absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const StorageRouter& router) {
-  if (absl::Status s = ValidateConvertSpec(spec); !s.ok()) return s;
+absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const StorageRouter& router) {
+  const v1::ConvertSpec& spec = options.spec;
   absl::StatusOr<Location> input = router.Resolve(spec.input());
   if (!input.ok()) return WithReason(input.status(), ReasonOf(input.status()), {{"field", "convert.input"}});
   absl::StatusOr<ModelView> model = OpenModel(*input);
@@ -137,10 +146,10 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
                      absl::StrCat("input '", model->uri, "' holds no tensors; there is nothing to convert"),
                      {{"field", "convert.input"}});
   }
-  const std::vector<Rule> rules = *CompileRules(spec);
-  const std::vector<std::regex> keep = *CompileKeep(spec);
-  const bool cast = !spec.dtype().empty();
-  const DType target = cast ? *ParseConvertDtype(spec.dtype()) : DType::kF32;
+  const std::vector<Rule>& rules = options.rename;
+  const std::vector<std::regex>& keep = options.keep;
+  const bool cast = options.dtype.has_value();
+  const DType target = options.dtype.value_or(DType::kF32);
 
   ConvertPlan plan;
   plan.model = *std::move(model);
@@ -203,7 +212,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const S
 
   // Files: the input's partition, or the shard planner's.
   ShardAssignment assignment;
-  const uint64_t limit = spec.max_shard_size().empty() ? 0 : *ParseSize(spec.max_shard_size());
+  const uint64_t limit = options.max_shard_size_bytes;
   if (limit == 0) {
     assignment.resize(hf ? 1 : plan.model.files.size());  // a split GGUF becomes one file
     for (size_t i = 0; i < plan.tensors.size(); ++i)

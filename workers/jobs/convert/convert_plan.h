@@ -22,6 +22,8 @@
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_CONVERT_PLAN_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_CONVERT_PLAN_H_
 
+#include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -71,12 +73,29 @@ struct ConvertPlan {
 // "f32" "f16" "bf16" "f8_e4m3" "f8_e5m2" (case-insensitive; "fp16"/"float16" style aliases too).
 absl::StatusOr<DType> ParseConvertDtype(absl::string_view name);
 
-// Field checks without I/O, for either target: INVALID_ARGUMENT naming the convert.* field.
-absl::Status ValidateConvertSpec(const v1::ConvertSpec& spec);
+// A rename rule: a tensor whose whole name matches `pattern` takes `replacement` ($1 ...).
+struct ConvertRename {
+  std::regex pattern;
+  std::string replacement;
+};
+
+// The convert spec parsed once, for either target.
+struct ConvertOptions {
+  v1::ConvertSpec spec;  // validated
+  bool gguf = false;     // the GGUF target (convert_gguf_job.h); the fields below are safetensors'
+  std::optional<DType> dtype;
+  uint64_t max_shard_size_bytes = 0;
+  std::vector<ConvertRename> rename;  // compiled, in the spec's order
+  std::vector<std::regex> keep;
+};
+
+// Field checks without I/O, for either target, and the parse: INVALID_ARGUMENT naming the
+// convert.* field.
+absl::StatusOr<ConvertOptions> ParseConvertOptions(const v1::ConvertSpec& spec);
 
 // Opens the input and plans a safetensors output (the GGUF target is convert_gguf_job.h's).
 // INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION naming the field.
-absl::StatusOr<ConvertPlan> MakeConvertPlan(const v1::ConvertSpec& spec, const StorageRouter& router);
+absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const StorageRouter& router);
 
 // The stem the output takes from input file or index name `name`: the part before the first
 // '.', without a shard suffix "-00001-of-00002"; "pytorch_model" becomes "model".
