@@ -7,9 +7,7 @@
 #include "workers/common/error.h"
 #include "workers/jobs/bisect/bisect_job.h"
 #include "workers/jobs/convert/convert_job.h"
-#include "workers/jobs/convert/convert_plan.h"
 #include "workers/jobs/lora_merge/lora_merge_job.h"
-#include "workers/jobs/lora_merge/lora_merge_plan.h"
 #include "workers/jobs/quantize/quantize_job.h"
 #include "workers/jobs/shard/shard_job.h"
 
@@ -27,10 +25,9 @@ const std::array<JobKindEntry, 5> kKinds = {{
      RunKind<ConvertJob>, [](const v1::JobSpec& s) -> const std::string& { return s.convert().output(); }},
     {v1::JOB_KIND_BISECT, "bisect", "bisect.output", ValidateKind<BisectJob>, PreflightKind<BisectJob>,
      RunKind<BisectJob>, [](const v1::JobSpec& s) -> const std::string& { return s.bisect().output(); }},
-    {v1::JOB_KIND_LORA_MERGE, "lora_merge", "lora_merge.output",
-     [](const v1::JobSpec& s) { return ValidateLoraMergeSpec(s.lora_merge()); },
-     [](const v1::JobSpec& s, const StorageRouter& r) { return PreflightLoraMergeJob(s.lora_merge(), r); },
-     RunLoraMergeJob, [](const v1::JobSpec& s) -> const std::string& { return s.lora_merge().output(); }},
+    {v1::JOB_KIND_LORA_MERGE, "lora_merge", "lora_merge.output", ValidateKind<LoraMergeJob>,
+     PreflightKind<LoraMergeJob>, RunKind<LoraMergeJob>,
+     [](const v1::JobSpec& s) -> const std::string& { return s.lora_merge().output(); }},
 }};
 
 const JobKindEntry* EntryOf(v1::JobKind kind) {
@@ -73,14 +70,12 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
 absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router) {
   const JobKindEntry* entry = FindJobKind(spec);
   if (entry == nullptr) return NoKind();
-  if (absl::Status s = entry->validate(spec); !s.ok()) return s;
   return entry->preflight(spec, router);
 }
 
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   const JobKindEntry* entry = FindJobKind(run.spec);
   if (entry == nullptr) return NoKind();
-  if (absl::Status s = entry->validate(run.spec); !s.ok()) return s;
   return entry->run(run, context);
 }
 

@@ -1,5 +1,6 @@
 // The registry of job kinds: the one place that knows every kind and sends a spec to the code of
-// its kind. Adding a kind is one row in job_kinds.cc plus its folder.
+// its kind. Adding a kind is its folder with a class on the typed lifecycle (core/job_kind.h:
+// Parse, MakePlan, Produce) and one row in job_kinds.cc.
 #ifndef MODELSMITH_WORKERS_JOBS_JOB_KINDS_H_
 #define MODELSMITH_WORKERS_JOBS_JOB_KINDS_H_
 
@@ -14,17 +15,19 @@
 
 namespace modelsmith {
 
-// What the lifecycle needs of one kind. Every function takes the whole spec; the registry only
-// calls a kind's functions with a spec that holds that kind.
+// What the lifecycle needs of one kind: the adapters of core/job_kind.h over the kind's class.
+// Every function takes the whole spec; the registry only calls a kind's functions with a spec
+// that holds that kind.
 struct JobKindEntry {
   v1::JobKind kind;
   absl::string_view name;          // "shard": metrics labels, logs and the CLI
   absl::string_view output_field;  // "shard.output": the spec field naming the job's output
-  // Field checks without I/O.
+  // Parse: field checks without I/O.
   absl::Status (*validate)(const v1::JobSpec& spec);
-  // Submit-time checks with I/O (the input opened, the output vacant); the estimated peak memory.
+  // Parse + MakePlan at submit (the input opened, the output vacant): the plan's estimated peak
+  // memory, which the server keeps as the job's admission size.
   absl::StatusOr<uint64_t> (*preflight)(const v1::JobSpec& spec, const StorageRouter& router);
-  // Runs the job to completion; CANCELLED once the context asks it to stop.
+  // Parse + MakePlan + Produce: runs the job; CANCELLED once the context asks it to stop.
   absl::StatusOr<v1::JobResult> (*run)(const JobRun& run, JobContext& context);
   // The output uri as the spec names it.
   const std::string& (*output)(const v1::JobSpec& spec);

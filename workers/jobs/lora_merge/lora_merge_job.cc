@@ -189,20 +189,31 @@ ordered_json ManifestBody(const LoraMergePlan& plan, const std::vector<MergedRec
 
 }  // namespace
 
-absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, const StorageRouter& router) {
-  absl::StatusOr<std::unique_ptr<LoraMergePlan>> plan = MakeLoraMergePlan(spec, router);
+absl::StatusOr<LoraMergeOptions> LoraMergeJob::Parse(const v1::JobSpec& spec) {
+  if (absl::Status s = ValidateLoraMergeSpec(spec.lora_merge()); !s.ok()) return s;
+  return LoraMergeOptions{spec.lora_merge()};
+}
+
+absl::StatusOr<LoraMergeJobPlan> LoraMergeJob::MakePlan(const LoraMergeOptions& options, const PlanEnv& env) {
+  const v1::LoraMergeSpec& spec = options.spec;
+  absl::StatusOr<std::unique_ptr<LoraMergePlan>> plan = MakeLoraMergePlan(spec, env.router);
   if (!plan.ok()) return plan.status();
   if (absl::Status s = CheckOutputShape(**plan, spec.output()); !s.ok()) return s;
-  absl::StatusOr<Location> output = router.Resolve(spec.output());
+  absl::StatusOr<Location> output = env.router.Resolve(spec.output());
   if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "lora_merge.output"}});
   if (absl::Status s = CheckNoOverlap(**plan, output->uri); !s.ok()) return s;
-  if ((*plan)->gguf()) {
-    for (const std::string& uri : OutputUris(**plan, output->uri, false)) {
-      if (absl::Status s = Publication::CheckFileVacant(router, uri, spec.overwrite(), "lora_merge.output"); !s.ok())
+  // Output rules: a directory for safetensors, one file (or its split parts) for GGUF.
+  LoraMergeJobPlan job_plan;
+  job_plan.directory = !(*plan)->gguf();
+  job_plan.output_uris = OutputUris(**plan, output->uri, job_plan.directory);
+  const bool replace = spec.overwrite() || env.attempt > 1;
+  if (!job_plan.directory) {
+    for (const std::string& uri : job_plan.output_uris) {
+      if (absl::Status s = Publication::CheckFileVacant(env.router, uri, replace, "lora_merge.output"); !s.ok())
         return s;
     }
   } else if (absl::Status s =
-                 Publication::CheckDirectoryVacant(router, spec.output(), spec.overwrite(), "lora_merge.output");
+                 Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "lora_merge.output");
              !s.ok()) {
     return s;
   }
@@ -216,24 +227,18 @@ absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, co
     // Read, then held transposed or permuted; a torch record is merged into memory whole first.
     largest_adapter = std::max(largest_adapter, 2 * bytes + ((*plan)->base.is_torch() ? t.base->size_bytes : 0));
   }
-  return kMergeJobBaseMemoryBytes + largest_adapter;
+  job_plan.estimated_peak_bytes = kMergeJobBaseMemoryBytes + largest_adapter;
+  job_plan.merge = std::shared_ptr<LoraMergePlan>(*std::move(plan));
+  return job_plan;
 }
 
-absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& context) {
+absl::StatusOr<v1::JobResult> LoraMergeJob::Produce(LoraMergeJobPlan& job_plan, const JobRun& run,
+                                                    JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   const v1::LoraMergeSpec& spec = run.spec.lora_merge();
-  absl::StatusOr<std::unique_ptr<LoraMergePlan>> made = MakeLoraMergePlan(spec, *run.router);
-  if (!made.ok()) return made.status();
-  const LoraMergePlan& plan = **made;
-  if (absl::Status s = CheckOutputShape(plan, spec.output()); !s.ok()) return s;
-
-  // Output rules: a directory for safetensors, one file (or its split parts) for GGUF.
-  absl::StatusOr<Location> resolved = run.router->Resolve(spec.output());
-  if (!resolved.ok())
-    return WithReason(resolved.status(), ReasonOf(resolved.status()), {{"field", "lora_merge.output"}});
-  if (absl::Status s = CheckNoOverlap(plan, resolved->uri); !s.ok()) return s;
-  const bool directory = !plan.gguf();
-  const std::vector<std::string> uris = OutputUris(plan, resolved->uri, directory);
+  const LoraMergePlan& plan = *job_plan.merge;
+  const bool directory = job_plan.directory;
+  const std::vector<std::string>& uris = job_plan.output_uris;
   // The parts of a split base obey the same rules as the named file (the manifest's name).
   absl::StatusOr<Publication> output =
       directory

@@ -28,12 +28,39 @@
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "workers/jobs/core/job_context.h"
+#include "workers/jobs/core/job_kind.h"
+#include "workers/jobs/lora_merge/lora_merge_plan.h"
 
 namespace modelsmith {
 
-absl::StatusOr<uint64_t> PreflightLoraMergeJob(const v1::LoraMergeSpec& spec, const StorageRouter& router);
-absl::StatusOr<v1::JobResult> RunLoraMergeJob(const JobRun& run, JobContext& context);
+struct LoraMergeOptions {
+  v1::LoraMergeSpec spec;  // validated
+};
+
+struct LoraMergeJobPlan {
+  std::shared_ptr<LoraMergePlan> merge;  // the base, the adapters, every update
+  bool directory = true;                 // a safetensors or torch base; else one GGUF file or its parts
+  std::vector<std::string> output_uris;  // per base file, resolved
+  uint64_t estimated_peak_bytes = 0;
+};
+
+// The job kind (core/job_kind.h has the contract of each function). Parse: lora_merge_plan.h's
+// ValidateLoraMergeSpec. MakePlan: the base and every adapter opened and matched
+// (MakeLoraMergePlan), the output shaped like the base (a .gguf file for a GGUF base, else a
+// directory), apart from every input (OUTPUT_OVERLAPS_INPUT) and vacant.
+class LoraMergeJob {
+ public:
+  using Options = LoraMergeOptions;
+  using Plan = LoraMergeJobPlan;
+  static absl::StatusOr<LoraMergeOptions> Parse(const v1::JobSpec& spec);
+  static absl::StatusOr<LoraMergeJobPlan> MakePlan(const LoraMergeOptions& options, const PlanEnv& env);
+  static absl::StatusOr<v1::JobResult> Produce(LoraMergeJobPlan& plan, const JobRun& run, JobContext& context);
+};
 
 }  // namespace modelsmith
 

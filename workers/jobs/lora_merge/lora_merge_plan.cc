@@ -362,7 +362,6 @@ absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
 
 absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraMergeSpec& spec,
                                                                  const StorageRouter& router) {
-  if (absl::Status s = ValidateLoraMergeSpec(spec); !s.ok()) return s;
   auto plan = std::make_unique<LoraMergePlan>();
   absl::StatusOr<Location> base = router.Resolve(spec.base());
   if (!base.ok()) return WithReason(base.status(), ReasonOf(base.status()), {{"field", "lora_merge.base"}});
