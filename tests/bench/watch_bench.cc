@@ -20,15 +20,6 @@
 namespace modelsmith::bench {
 namespace {
 
-int ThreadCount(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
-  }
-  return -1;
-}
-
 double GetJobMs(v1::JobService::Stub& stub, const std::string& id, v1::Job* job) {
   grpc::ClientContext context;
   v1::GetJobRequest request;
@@ -99,7 +90,7 @@ int Main(int argc, char** argv) {
   int most_threads = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   for (bool running = true; running && std::chrono::steady_clock::now() < deadline;) {
-    most_threads = std::max(most_threads, ThreadCount(server.pid()));
+    most_threads = std::max(most_threads, testing::ThreadCountOf(server.pid()));
     running = false;
     for (const std::string& id : ids) {
       loaded.push_back(GetJobMs(*stub, id, &job));

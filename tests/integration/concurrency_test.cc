@@ -20,16 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Threads of process `pid` (/proc/PID/status).
-int ThreadCount(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
-  }
-  return -1;
-}
-
 // The states a watcher saw: the job's state when it attached, then every state change.
 std::vector<v1::JobState> StatesSeen(const std::vector<v1::JobEvent>& events) {
   std::vector<v1::JobState> states;
@@ -147,7 +137,7 @@ TEST_F(ConcurrencyTest, FiveHundredWatchersSeeEveryStateChangeWithFewServerThrea
   int most_threads = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
-    most_threads = std::max(most_threads, ThreadCount(server_->pid()));
+    most_threads = std::max(most_threads, ThreadCountOf(server_->pid()));
     bool all_ended = true;
     for (const std::string& id : ids) {
       const auto begin = std::chrono::steady_clock::now();

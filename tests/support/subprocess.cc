@@ -98,6 +98,15 @@ CommandResult RunCommand(const std::vector<std::string>& args, const std::string
   return result;
 }
 
+int ThreadCountOf(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
 void MakeCheckpoint(const std::string& path, const std::vector<std::string>& flags) {
   std::vector<std::string> args = {"python3", SourceDir() + "/tests/tools/make_checkpoint.py", path};
   args.insert(args.end(), flags.begin(), flags.end());

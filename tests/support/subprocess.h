@@ -26,6 +26,9 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::string
 // takes them (e.g. {"--shards", "3"}). Fails the test on error.
 void MakeCheckpoint(const std::string& path, const std::vector<std::string>& flags = {});
 
+// The number of threads process `pid` has now (/proc/PID/status), or -1.
+int ThreadCountOf(pid_t pid);
+
 // Paths of the built binaries and the source tree (compiled in by CMake).
 std::string ServerBinary();
 std::string CliBinary();

@@ -10,6 +10,7 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/support/f32_safetensors.h"
+#include "tests/support/read_file.h"
 #include "tests/support/recording_context.h"
 #include "tests/support/temp_dir.h"
 #include "workers/common/error.h"
@@ -20,13 +21,6 @@ namespace modelsmith {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::set<std::string> Listing(const std::string& dir) {
   std::set<std::string> names;
@@ -55,12 +49,12 @@ class PublicationTest : public ::testing::Test {
   // Every artifact the manifest lists is there with the listed size and SHA-256; returns the names.
   std::set<std::string> ExpectWhole(const std::string& manifest_path) {
     std::set<std::string> names;
-    nlohmann::json manifest = nlohmann::json::parse(Slurp(manifest_path), nullptr, false);
+    nlohmann::json manifest = nlohmann::json::parse(ReadFile(manifest_path), nullptr, false);
     EXPECT_TRUE(manifest.is_object()) << manifest_path;
     if (!manifest.is_object()) return names;
     for (const auto& a : manifest["artifacts"]) {
       const std::string path = fs::path(manifest_path).parent_path() / a["name"].get<std::string>();
-      const std::string bytes = Slurp(path);
+      const std::string bytes = ReadFile(path);
       EXPECT_EQ(bytes.size(), a["size_bytes"].get<uint64_t>()) << path;
       EXPECT_EQ(Sha256Hex(bytes), a["sha256"].get<std::string>()) << path;
       names.insert(a["name"].get<std::string>());
@@ -82,7 +76,7 @@ TEST_F(PublicationTest, StagedArtifactsAreInvisibleUntilPublish) {
   EXPECT_FALSE(fs::exists(out_ + "/modelsmith.manifest.json"));
   v1::JobResult result;
   ASSERT_TRUE(p.Publish({{"kind", "test"}}, result, tracker_, context_).ok());
-  EXPECT_EQ(Slurp(out_ + "/a.txt"), "alpha");
+  EXPECT_EQ(ReadFile(out_ + "/a.txt"), "alpha");
   ASSERT_EQ(result.artifacts_size(), 2);
   EXPECT_EQ(result.artifacts(1).role(), "manifest");
   EXPECT_EQ(result.figures().bytes_written(), 5 + result.artifacts(1).size_bytes());
@@ -92,7 +86,7 @@ TEST_F(PublicationTest, StagedArtifactsAreInvisibleUntilPublish) {
 TEST_F(PublicationTest, PublishReplacesTheManifestAndRemovesWhatOnlyTheOldOneListed) {
   PublishFiles({{"a.txt", "old a"}, {"b.txt", "old b"}}, false);
   PublishFiles({{"a.txt", "new a"}, {"c.txt", "new c"}}, true);
-  EXPECT_EQ(Slurp(out_ + "/a.txt"), "new a");
+  EXPECT_EQ(ReadFile(out_ + "/a.txt"), "new a");
   EXPECT_EQ(Listing(out_), (std::set<std::string>{"a.txt", "c.txt", "modelsmith.manifest.json"}));
   EXPECT_EQ(ExpectWhole(out_ + "/modelsmith.manifest.json"), (std::set<std::string>{"a.txt", "c.txt"}));
 }
@@ -145,7 +139,7 @@ TEST_F(PublicationTest, AStopBeforePublishLeavesThePreviousOutputWhole) {
   v1::JobResult result;
   absl::Status published = p.Publish({{"kind", "test"}}, result, tracker_, context_);
   EXPECT_TRUE(absl::IsCancelled(published)) << published;
-  EXPECT_EQ(Slurp(out_ + "/a.txt"), "old a");
+  EXPECT_EQ(ReadFile(out_ + "/a.txt"), "old a");
   EXPECT_EQ(ExpectWhole(out_ + "/modelsmith.manifest.json"), (std::set<std::string>{"a.txt"}));
 }
 

@@ -149,20 +149,6 @@ absl::StatusOr<BisectPlan> PlanBisect(const v1::BisectSpec& spec, const ModelVie
   return plan;
 }
 
-absl::Status CheckOutputApartFromInput(const ModelView& model, const StorageRouter& router,
-                                       absl::string_view output_uri) {
-  absl::StatusOr<Location> output = router.Resolve(output_uri);
-  if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "bisect.output"}});
-  for (const ModelFile& file : model.files) {
-    if (std::string(ParentUri(file.uri)) == output->uri) {
-      return FieldError("OUTPUT_OVERLAPS_INPUT", "bisect.output",
-                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
-                                     "'; write to another directory"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 uint64_t EstimatePeakMemory(const ModelView& model) {
   uint64_t header_bytes = 0;
   for (const ModelFile& file : model.files) header_bytes += file.header.header_bytes;
@@ -243,7 +229,9 @@ absl::StatusOr<BisectJobPlan> BisectJob::MakePlan(const BisectOptions& options, 
   if (!model.ok()) return model.status();
   absl::StatusOr<BisectPlan> plan = PlanBisect(spec, *model);
   if (!plan.ok()) return plan.status();
-  if (absl::Status s = CheckOutputApartFromInput(*model, env.router, spec.output()); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckApartFromInput(*model, env.router, spec.output(), "bisect.output"); !s.ok()) {
+    return s;
+  }
   const bool replace = spec.overwrite() || env.attempt > 1;
   if (absl::Status s = Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "bisect.output");
       !s.ok()) {

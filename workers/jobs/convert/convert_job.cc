@@ -218,14 +218,9 @@ absl::StatusOr<ConvertJobPlan> ConvertJob::MakePlan(const ConvertOptions& option
   }
   absl::StatusOr<ConvertPlan> plan = MakeConvertPlan(options, env.router);
   if (!plan.ok()) return plan.status();
-  absl::StatusOr<Location> output = env.router.Resolve(spec.output());
-  if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "convert.output"}});
-  for (const ModelFile& file : plan->model.files) {
-    if (ParentUri(file.uri) == output->uri) {
-      return FieldError("OUTPUT_OVERLAPS_INPUT", "convert.output",
-                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
-                                     "'; write to another directory"));
-    }
+  if (absl::Status s = Publication::CheckApartFromInput(plan->model, env.router, spec.output(), "convert.output");
+      !s.ok()) {
+    return s;
   }
   const bool replace = spec.overwrite() || env.attempt > 1;
   if (absl::Status s = Publication::CheckDirectoryVacant(env.router, spec.output(), replace, "convert.output");

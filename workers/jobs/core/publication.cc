@@ -106,6 +106,20 @@ absl::Status Publication::CheckFileVacant(const StorageRouter& router, absl::str
   return overwrite ? absl::OkStatus() : FileVacant(*location, field);
 }
 
+absl::Status Publication::CheckApartFromInput(const ModelView& input, const StorageRouter& router,
+                                              absl::string_view output_uri, absl::string_view field) {
+  absl::StatusOr<Location> output = ResolveField(router, output_uri, field);
+  if (!output.ok()) return output.status();
+  for (const ModelFile& file : input.files) {
+    if (ParentUri(file.uri) == output->uri) {
+      return FieldError("OUTPUT_OVERLAPS_INPUT", field,
+                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
+                                     "'; write to another directory"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Publication> Publication::ForDirectory(const StorageRouter& router, absl::string_view output_uri,
                                                       bool overwrite, uint32_t attempt, absl::string_view field) {
   if (absl::Status s = CheckDirectoryVacant(router, output_uri, overwrite || attempt > 1, field); !s.ok()) return s;

@@ -31,6 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "modelsmith/v1/job.pb.h"
 #include "nlohmann/json.hpp"
+#include "workers/formats/model_view.h"
 #include "workers/jobs/core/job_context.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/storage/object_store.h"
@@ -69,6 +70,11 @@ class Publication {
                                            absl::string_view field);
   static absl::Status CheckFileVacant(const StorageRouter& router, absl::string_view output_uri, bool overwrite,
                                       absl::string_view field);
+
+  // INVALID_ARGUMENT OUTPUT_OVERLAPS_INPUT when the directory output `output_uri` is the
+  // directory a file of `input` lives in: writing there would replace files while they are read.
+  static absl::Status CheckApartFromInput(const ModelView& input, const StorageRouter& router,
+                                          absl::string_view output_uri, absl::string_view field);
 
   Publication(Publication&&) noexcept;
   Publication& operator=(Publication&&) noexcept;

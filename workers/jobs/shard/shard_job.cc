@@ -67,22 +67,6 @@ absl::StatusOr<ModelView> OpenInput(const ShardOptions& options, const StorageRo
   return model;
 }
 
-// The output must not be the directory an input file lives in (resharding in place would
-// replace files while they are read).
-absl::Status CheckOutputApartFromInput(const ModelView& model, const StorageRouter& router,
-                                       absl::string_view output_uri) {
-  absl::StatusOr<Location> output = router.Resolve(output_uri);
-  if (!output.ok()) return WithReason(output.status(), ReasonOf(output.status()), {{"field", "shard.output"}});
-  for (const ModelFile& file : model.files) {
-    if (ParentUri(file.uri) == output->uri) {
-      return FieldError("OUTPUT_OVERLAPS_INPUT", "shard.output",
-                        absl::StrCat("output '", output->uri, "' is the directory of input file '", file.uri,
-                                     "'; write to another directory"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 uint64_t EstimatePeakMemory(const ModelView& model) {
   uint64_t header_bytes = 0;
   for (const ModelFile& file : model.files) header_bytes += file.header.header_bytes;
@@ -191,7 +175,8 @@ absl::StatusOr<ShardOptions> ShardJob::Parse(const v1::JobSpec& job_spec) {
 absl::StatusOr<ShardJobPlan> ShardJob::MakePlan(const ShardOptions& options, const PlanEnv& env) {
   absl::StatusOr<ModelView> model = OpenInput(options, env.router);
   if (!model.ok()) return model.status();
-  if (absl::Status s = CheckOutputApartFromInput(*model, env.router, options.output); !s.ok()) return s;
+  if (absl::Status s = Publication::CheckApartFromInput(*model, env.router, options.output, "shard.output"); !s.ok())
+    return s;
   if (absl::Status s = Publication::CheckDirectoryVacant(env.router, options.output,
                                                          options.overwrite || env.attempt > 1, "shard.output");
       !s.ok()) {
