@@ -267,7 +267,6 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
                                   " are allowed"),
                      {{"field", "request_id"}});
   }
-  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
   const std::string fingerprint = SpecFingerprint(spec);
   // A repeated request_id answers with its job and nothing else; REQUIRES submit_mutex_.
   auto find_repeat = [&]() -> absl::StatusOr<std::optional<v1::Job>> {
@@ -292,14 +291,17 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
     absl::StatusOr<std::optional<v1::Job>> repeat = find_repeat();
     if (!repeat.ok()) return repeat.status();
     if (*repeat) return **repeat;
-    // Before the preflight, so a busy output is reported as busy, not as "not empty".
-    if (output.ok()) {
-      if (absl::Status s = CheckOutputFree(*output); !s.ok()) return s;
-    }
   }
-  // The preflight may read a large input; no lock is held, so nothing else waits for it.
+  // The spec parses once; a busy output is reported as busy before the input is opened, and
+  // never as "not empty". The rest of the preflight may read a large input: no lock is held, so
+  // nothing else waits for it.
+  auto output_free = [&]() -> absl::Status {
+    if (!output.ok()) return absl::OkStatus();
+    std::lock_guard submit_lock(submit_mutex_);
+    return CheckOutputFree(*output);
+  };
   if (before_preflight_hook_) before_preflight_hook_(spec);
-  absl::StatusOr<uint64_t> estimate = PreflightJob(spec, router_);
+  absl::StatusOr<uint64_t> estimate = PreflightJob(spec, router_, output_free);
   if (!estimate.ok()) return estimate.status();
   if (!output.ok()) return output.status();
 

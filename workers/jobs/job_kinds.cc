@@ -67,10 +67,11 @@ absl::Status ValidateSpec(const v1::JobSpec& spec) {
   return entry == nullptr ? NoKind() : entry->validate(spec);
 }
 
-absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router) {
+absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router,
+                                      const std::function<absl::Status()>& after_parse) {
   const JobKindEntry* entry = FindJobKind(spec);
   if (entry == nullptr) return NoKind();
-  return entry->preflight(spec, router);
+  return entry->preflight(spec, router, after_parse);
 }
 
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {

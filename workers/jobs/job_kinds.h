@@ -5,6 +5,7 @@
 #define MODELSMITH_WORKERS_JOBS_JOB_KINDS_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -26,7 +27,8 @@ struct JobKindEntry {
   absl::Status (*validate)(const v1::JobSpec& spec);
   // Parse + MakePlan at submit (the input opened, the output vacant): the plan's estimated peak
   // memory, which the server keeps as the job's admission size.
-  absl::StatusOr<uint64_t> (*preflight)(const v1::JobSpec& spec, const StorageRouter& router);
+  absl::StatusOr<uint64_t> (*preflight)(const v1::JobSpec& spec, const StorageRouter& router,
+                                        const std::function<absl::Status()>& after_parse);
   // Parse + MakePlan + Produce: runs the job; CANCELLED once the context asks it to stop.
   absl::StatusOr<v1::JobResult> (*run)(const JobRun& run, JobContext& context);
   // The output uri as the spec names it.
@@ -46,8 +48,10 @@ absl::string_view KindName(v1::JobKind kind);
 // a spec that holds no kind.
 absl::Status ValidateSpec(const v1::JobSpec& spec);
 
-// Submit-time checks with I/O; returns the job's estimated peak memory in bytes.
-absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router);
+// Submit-time checks with I/O; returns the job's estimated peak memory in bytes. `after_parse`
+// (optional) runs once the spec has parsed, before the input is opened; its error is returned.
+absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router,
+                                      const std::function<absl::Status()>& after_parse = nullptr);
 
 // Runs the job to completion. CANCELLED when context.stop_requested() became true.
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context);

@@ -20,6 +20,7 @@
 #define MODELSMITH_WORKERS_JOBS_CORE_JOB_KIND_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
@@ -40,10 +41,16 @@ absl::Status ValidateKind(const v1::JobSpec& spec) {
   return Kind::Parse(spec).status();
 }
 
+// `after_parse` (optional) runs between Parse and MakePlan: the server's checks that need a valid
+// spec but no I/O of the kind's (the output not held by another job); its error is returned.
 template <typename Kind>
-absl::StatusOr<uint64_t> PreflightKind(const v1::JobSpec& spec, const StorageRouter& router) {
+absl::StatusOr<uint64_t> PreflightKind(const v1::JobSpec& spec, const StorageRouter& router,
+                                       const std::function<absl::Status()>& after_parse) {
   absl::StatusOr<typename Kind::Options> options = Kind::Parse(spec);
   if (!options.ok()) return options.status();
+  if (after_parse) {
+    if (absl::Status s = after_parse(); !s.ok()) return s;
+  }
   absl::StatusOr<typename Kind::Plan> plan = Kind::MakePlan(*options, PlanEnv{router, 1});
   if (!plan.ok()) return plan.status();
   return plan->estimated_peak_bytes;
