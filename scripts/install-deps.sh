@@ -17,7 +17,7 @@ BUILD_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libboost-dev prometheus-cpp-dev libspdlog-dev libgtest-dev libgmock-dev
   libcurl4-openssl-dev libsqlite3-dev nlohmann-json3-dev libssl-dev libcli11-dev
-  libbenchmark-dev libtinyxml2-dev zlib1g-dev libonnx-dev
+  libbenchmark-dev libtinyxml2-dev zlib1g-dev libonnx-dev libre2-dev
 )
 # Tools the tests and the README tour use: python3 generates test checkpoints, curl scrapes
 # /metrics, boto3 reads S3 artifacts back as an independent client, PyYAML checks the deploy
@@ -32,7 +32,7 @@ FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 # What modelsmithd and modelsmith load at run time (ldd of both, mapped to packages).
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9 libcurl4 libsqlite3-0
-  libtinyxml2-9 zlib1g libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 libssl3 libonnx1
+  libtinyxml2-9 zlib1g libre2-9 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 libssl3 libonnx1
   ca-certificates
 )
 

@@ -14,8 +14,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<modelsmith::GgufFile> header = modelsmith::ReadGgufHeader(file);
   if (!header.ok()) return 0;
   for (const modelsmith::GgufTensor& t : header->tensors) {
-    // The reader promised every tensor's bytes are inside the file.
-    if (header->data_start + t.offset + t.size_bytes > size) std::abort();
+    // The reader promised every tensor's bytes are inside the file. Checked without wrapping: a
+    // size near 2^64 must not pass as a small end.
+    uint64_t start = 0, end = 0;
+    if (__builtin_add_overflow(header->data_start, t.offset, &start) ||
+        __builtin_add_overflow(start, t.size_bytes, &end) || end > size) {
+      std::abort();
+    }
   }
   return 0;
 }

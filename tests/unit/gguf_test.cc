@@ -83,6 +83,23 @@ TEST(GgufReader, AStringLongerThanTheFileIsRefusedBeforeAllocating) {
   ExpectRejected(b.Raw(20).str(), "GGUF_TRUNCATED");
 }
 
+TEST(GgufReader, ATensorSizeThatWrapsWithItsPaddingIsRefused) {
+  // F32 [2^62 - 2]: 2^64 - 8 bytes, which its 8 bytes of padding to 32 wrap to 0. The next tensor
+  // then starts at offset 0 again and, being last, ends inside the file: the unchecked sums
+  // accepted the file and reported "0 B of tensor data".
+  Bytes b = TensorInfo(ValidHeader(3, 2), "huge", {(uint64_t{1} << 62) - 2}, 0, 0);
+  b = TensorInfo(b, "small", {8}, 0, 0);
+  ExpectRejected(b.Pad(32).Raw(32).str(), "GGUF_SHAPE_OVERFLOW");
+}
+
+TEST(GgufReader, ATensorWhoseEndPassesTwoToTheSixtyFourIsRefused) {
+  // 32 bytes at 0, then 2^64 - 32 bytes at 32: offset + size wraps to 0, which an unchecked end
+  // test would take for "inside the file".
+  Bytes b = TensorInfo(ValidHeader(3, 2), "small", {8}, 0, 0);
+  b = TensorInfo(b, "huge", {(uint64_t{1} << 62) - 8}, 0, 32);
+  ExpectRejected(b.Pad(32).Raw(64).str(), "GGUF_SHAPE_OVERFLOW");
+}
+
 TEST(GgufReader, RejectsTruncatedHeader) { ExpectRejected(ValidHeader().str().substr(0, 40), "GGUF_TRUNCATED"); }
 
 TEST(GgufReader, RejectsDuplicateKeys) {

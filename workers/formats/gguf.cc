@@ -352,7 +352,11 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
                        absl::StrCat("offset ", *offset, " is not the running padded size ", expected_offset));
     }
     tensor.offset = *offset;
-    if (__builtin_add_overflow(expected_offset, bytes + GgufPadding(bytes, gguf.alignment), &expected_offset)) {
+    // Every sum is checked: a size near 2^64 must not wrap its padding, the running offset or the
+    // end-of-data check below into a small number that passes.
+    uint64_t padded = 0;
+    if (__builtin_add_overflow(bytes, GgufPadding(bytes, gguf.alignment), &padded) ||
+        __builtin_add_overflow(expected_offset, padded, &expected_offset)) {
       return Malformed("SHAPE_OVERFLOW", file, tensor.name, "ne", "the data size overflows");
     }
     gguf.tensors.push_back(std::move(tensor));
@@ -360,8 +364,9 @@ absl::StatusOr<GgufFile> ReadGgufHeader(const RandomAccessObject& object) {
   gguf.data_start = cursor.position() + GgufPadding(cursor.position(), gguf.alignment);
   if (!gguf.tensors.empty()) {
     const GgufTensor& last = gguf.tensors.back();
-    if (gguf.data_start > object.size_bytes() ||
-        last.offset + last.size_bytes > object.size_bytes() - gguf.data_start) {
+    uint64_t data_end = 0;  // of the last tensor, relative to data_start; the offsets only grow
+    if (gguf.data_start > object.size_bytes() || __builtin_add_overflow(last.offset, last.size_bytes, &data_end) ||
+        data_end > object.size_bytes() - gguf.data_start) {
       return Malformed("TRUNCATED", file, last.name, "offset",
                        absl::StrCat("the tensor data ends past the end of the file (", object.size_bytes(), " bytes)"));
     }

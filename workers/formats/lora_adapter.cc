@@ -1,7 +1,8 @@
 #include "workers/formats/lora_adapter.h"
 
+#include "workers/common/pattern.h"
+
 #include <cmath>
-#include <regex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -99,22 +100,23 @@ struct Config {
   double alpha = 8;
   bool use_rslora = false;
   bool fan_in_fan_out = false;
-  std::vector<std::pair<std::regex, double>> rank_pattern, alpha_pattern;
+  std::vector<std::pair<Pattern, double>> rank_pattern, alpha_pattern;
 };
 
-absl::StatusOr<std::vector<std::pair<std::regex, double>>> Patterns(const nlohmann::json& config, const char* field) {
-  std::vector<std::pair<std::regex, double>> out;
+absl::StatusOr<std::vector<std::pair<Pattern, double>>> Patterns(const nlohmann::json& config, const char* field) {
+  std::vector<std::pair<Pattern, double>> out;
   if (!config.contains(field) || config[field].is_null()) return out;
   if (!config[field].is_object()) return ConfigError(field, "must be an object of pattern -> number");
   for (const auto& [pattern, value] : config[field].items()) {
     if (!value.is_number() || value.get<double>() <= 0)
       return ConfigError(field, absl::StrCat("entry '", pattern, "' must be a positive number"));
-    try {
-      // get_pattern_key: the module path is the pattern or ends with ".<pattern>".
-      out.emplace_back(std::regex("(.*\\.)?(" + pattern + ")", std::regex::ECMAScript), value.get<double>());
-    } catch (const std::regex_error& e) {
-      return ConfigError(field, absl::StrCat("entry '", pattern, "' is not a valid regex: ", e.what()));
+    // get_pattern_key: the module path is the pattern or ends with ".<pattern>".
+    absl::StatusOr<Pattern> compiled = Pattern::Compile(absl::StrCat("(.*\\.)?(", pattern, ")"), field);
+    if (!compiled.ok()) {
+      return ConfigError(field, absl::StrCat("entry '", pattern, "' is not a valid regular expression (RE2 syntax): ",
+                                             compiled.status().message()));
     }
+    out.emplace_back(*std::move(compiled), value.get<double>());
   }
   return out;
 }
@@ -143,19 +145,18 @@ absl::StatusOr<Config> ParseConfig(const nlohmann::json& json) {
                          flag("fan_in_fan_out", &c.fan_in_fan_out)}) {
     if (!s.ok()) return s;
   }
-  absl::StatusOr<std::vector<std::pair<std::regex, double>>> ranks = Patterns(json, "rank_pattern");
+  absl::StatusOr<std::vector<std::pair<Pattern, double>>> ranks = Patterns(json, "rank_pattern");
   if (!ranks.ok()) return ranks.status();
-  absl::StatusOr<std::vector<std::pair<std::regex, double>>> alphas = Patterns(json, "alpha_pattern");
+  absl::StatusOr<std::vector<std::pair<Pattern, double>>> alphas = Patterns(json, "alpha_pattern");
   if (!alphas.ok()) return alphas.status();
   c.rank_pattern = *std::move(ranks);
   c.alpha_pattern = *std::move(alphas);
   return c;
 }
 
-double PatternValue(const std::vector<std::pair<std::regex, double>>& patterns, const std::string& path,
-                    double fallback) {
+double PatternValue(const std::vector<std::pair<Pattern, double>>& patterns, const std::string& path, double fallback) {
   for (const auto& [re, value] : patterns) {
-    if (std::regex_match(path, re)) return value;
+    if (re.FullMatch(path)) return value;
   }
   return fallback;
 }

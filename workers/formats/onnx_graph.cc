@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "workers/common/error.h"
+#include "workers/formats/tensor_name.h"
 
 namespace modelsmith {
 namespace {
@@ -123,6 +124,32 @@ absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const RandomAccessObject& file) {
   if (!model.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage())
     return invalid("the protobuf does not parse");
   if (!model.has_graph() || model.graph().node_size() == 0) return invalid("it has no graph nodes");
+  // Value names are tensor names: the same limit as every other format (subgraphs included).
+  std::vector<const onnx::GraphProto*> graphs = {&model.graph()};
+  for (size_t g = 0; g < graphs.size(); ++g) {
+    const onnx::GraphProto& graph = *graphs[g];
+    for (const auto& t : graph.initializer()) {
+      if (absl::Status s = CheckTensorNameLength(t.name(), file.uri()); !s.ok()) return s;
+    }
+    for (const auto& v : graph.input()) {
+      if (absl::Status s = CheckTensorNameLength(v.name(), file.uri()); !s.ok()) return s;
+    }
+    for (const auto& v : graph.output()) {
+      if (absl::Status s = CheckTensorNameLength(v.name(), file.uri()); !s.ok()) return s;
+    }
+    for (const auto& node : graph.node()) {
+      for (const std::string& name : node.input()) {
+        if (absl::Status s = CheckTensorNameLength(name, file.uri()); !s.ok()) return s;
+      }
+      for (const std::string& name : node.output()) {
+        if (absl::Status s = CheckTensorNameLength(name, file.uri()); !s.ok()) return s;
+      }
+      for (const auto& attribute : node.attribute()) {
+        if (attribute.has_g()) graphs.push_back(&attribute.g());
+        for (const auto& sub : attribute.graphs()) graphs.push_back(&sub);
+      }
+    }
+  }
   return model;
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "workers/common/error.h"
+#include "workers/formats/tensor_name.h"
 
 namespace modelsmith {
 namespace {
@@ -106,6 +107,7 @@ absl::StatusOr<uint64_t> NonNegativeInteger(const json& value, absl::string_view
 
 absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json& entry, uint64_t data_start,
                                             absl::string_view file) {
+  if (absl::Status s = CheckTensorNameLength(name, file); !s.ok()) return s;
   if (!entry.is_object()) {
     return Malformed("INVALID_TENSOR_ENTRY", file, name, "", "the entry is not a JSON object");
   }

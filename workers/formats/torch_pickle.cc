@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
 #include "workers/formats/pickle_machine.h"
+#include "workers/formats/tensor_name.h"
 
 namespace modelsmith {
 namespace {
@@ -166,7 +167,8 @@ const char* KindName(Kind k) { return PickleKindName(k); }
 // build (storages, tensor views, dicts), then the state dict flattened into named tensors.
 class TorchReader final : public PickleMachine::Host {
  public:
-  TorchReader(absl::string_view data, absl::string_view file) : machine_(data, file, kTorchPickleMaxValues) {}
+  TorchReader(absl::string_view data, absl::string_view file)
+      : machine_(data, file, kTorchPickleMaxValues), file_(file) {}
 
   absl::StatusOr<TorchPickle> Run() {
     absl::StatusOr<uint32_t> root = machine_.Run(*this);
@@ -492,6 +494,7 @@ class TorchReader final : public PickleMachine::Host {
     }
     for (const std::string& key : order) {
       const std::string name = prefix + key;
+      if (absl::Status s = CheckTensorNameLength(name, file_); !s.ok()) return s;
       const Value& v = values_[latest[key]];
       if (v.kind == Kind::kTensor) {
         TorchTensor t = tensors_[v.number];
@@ -527,6 +530,7 @@ class TorchReader final : public PickleMachine::Host {
   }
 
   PickleMachine machine_;
+  absl::string_view file_;
   Values values_{machine_};
   std::unordered_map<std::string, size_t> storage_by_key_;
   std::vector<TorchTensor> tensors_;  // every tensor built, named or not

@@ -1,7 +1,6 @@
 #include "workers/jobs/convert/convert_plan.h"
 
 #include <map>
-#include <regex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -24,25 +23,19 @@ absl::StatusOr<std::vector<Rule>> CompileRules(const v1::ConvertSpec& spec) {
     const std::string field = absl::StrCat("convert.rename[", i, "]");
     if (spec.rename(i).pattern().empty())
       return FieldError("INVALID_REGEX", field, absl::StrCat("'", field, ".pattern' is empty"));
-    try {
-      rules.push_back({std::regex(absl::StrCat("^(?:", spec.rename(i).pattern(), ")$")), spec.rename(i).replacement()});
-    } catch (const std::regex_error& e) {
-      return FieldError("INVALID_REGEX", field,
-                        absl::StrCat("'", spec.rename(i).pattern(), "' is not a valid regex: ", e.what()));
-    }
+    absl::StatusOr<Pattern> pattern = Pattern::Compile(spec.rename(i).pattern(), field);
+    if (!pattern.ok()) return pattern.status();
+    rules.push_back({*std::move(pattern), spec.rename(i).replacement()});
   }
   return rules;
 }
 
-absl::StatusOr<std::vector<std::regex>> CompileKeep(const v1::ConvertSpec& spec) {
-  std::vector<std::regex> keep;
+absl::StatusOr<std::vector<Pattern>> CompileKeep(const v1::ConvertSpec& spec) {
+  std::vector<Pattern> keep;
   for (int i = 0; i < spec.keep_size(); ++i) {
-    try {
-      keep.emplace_back(spec.keep(i));
-    } catch (const std::regex_error& e) {
-      return FieldError("INVALID_REGEX", absl::StrCat("convert.keep[", i, "]"),
-                        absl::StrCat("'", spec.keep(i), "' is not a valid regex: ", e.what()));
-    }
+    absl::StatusOr<Pattern> pattern = Pattern::Compile(spec.keep(i), absl::StrCat("convert.keep[", i, "]"));
+    if (!pattern.ok()) return pattern.status();
+    keep.push_back(*std::move(pattern));
   }
   return keep;
 }
@@ -82,8 +75,16 @@ absl::StatusOr<DType> ParseConvertDtype(absl::string_view name) {
 
 std::string DefaultStem(absl::string_view name) {
   std::string stem(name.substr(0, name.find('.')));
-  static const std::regex shard_suffix("-[0-9]{5}-of-[0-9]{5}$");
-  stem = std::regex_replace(stem, shard_suffix, "");
+  // A shard suffix "-00001-of-00002".
+  constexpr absl::string_view kShape = "-#####-of-#####";
+  if (stem.size() >= kShape.size()) {
+    const absl::string_view tail = absl::string_view(stem).substr(stem.size() - kShape.size());
+    bool shard = true;
+    for (size_t i = 0; i < kShape.size(); ++i) {
+      shard = shard && (kShape[i] == '#' ? absl::ascii_isdigit(tail[i]) : tail[i] == kShape[i]);
+    }
+    if (shard) stem.resize(stem.size() - kShape.size());
+  }
   if (stem == "pytorch_model") stem = "model";
   return stem.empty() ? "model" : stem;
 }
@@ -123,7 +124,7 @@ absl::StatusOr<ConvertOptions> ParseConvertOptions(const v1::ConvertSpec& spec) 
   absl::StatusOr<std::vector<Rule>> rules = CompileRules(spec);
   if (!rules.ok()) return rules.status();
   options.rename = *std::move(rules);
-  absl::StatusOr<std::vector<std::regex>> keep = CompileKeep(spec);
+  absl::StatusOr<std::vector<Pattern>> keep = CompileKeep(spec);
   if (!keep.ok()) return keep.status();
   options.keep = *std::move(keep);
   return options;
@@ -147,7 +148,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
                      {{"field", "convert.input"}});
   }
   const std::vector<Rule>& rules = options.rename;
-  const std::vector<std::regex>& keep = options.keep;
+  const std::vector<Pattern>& keep = options.keep;
   const bool cast = options.dtype.has_value();
   const DType target = options.dtype.value_or(DType::kF32);
 
@@ -174,8 +175,8 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
       c.row_source = it->second.row_source;
     }
     for (const Rule& rule : rules) {
-      if (std::regex_match(c.name, rule.pattern)) {
-        c.name = std::regex_replace(c.name, rule.pattern, rule.replacement, std::regex_constants::format_first_only);
+      if (std::optional<std::string> renamed = rule.pattern.ReplaceFullMatch(c.name, rule.replacement)) {
+        c.name = *std::move(renamed);
       }
     }
     if (c.name.empty()) {
@@ -191,9 +192,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
     c.dtype = t.dtype;
     if (IsBlockGgml(t)) c.dtype = cast ? target : DType::kF32;  // dequantized; keep-list cannot keep a block type
     if (cast && IsCastableFloat(t.dtype)) {
-      bool kept = false;
-      for (const std::regex& k : keep) kept = kept || std::regex_match(c.name, k);
-      if (!kept) c.dtype = target;
+      if (!AnyFullMatch(keep, c.name)) c.dtype = target;
     }
     c.size_bytes = *StorageBytes(c.dtype, t.shape);
     plan.output_tensor_bytes += c.size_bytes;

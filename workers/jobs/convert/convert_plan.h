@@ -23,11 +23,11 @@
 #define MODELSMITH_WORKERS_JOBS_CONVERT_CONVERT_PLAN_H_
 
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "workers/common/pattern.h"
 #include "modelsmith/v1/specs.pb.h"
 #include "nlohmann/json.hpp"
 #include "workers/formats/model_view.h"
@@ -75,7 +75,7 @@ absl::StatusOr<DType> ParseConvertDtype(absl::string_view name);
 
 // A rename rule: a tensor whose whole name matches `pattern` takes `replacement` ($1 ...).
 struct ConvertRename {
-  std::regex pattern;
+  Pattern pattern;
   std::string replacement;
 };
 
@@ -86,7 +86,7 @@ struct ConvertOptions {
   std::optional<DType> dtype;
   uint64_t max_shard_size_bytes = 0;
   std::vector<ConvertRename> rename;  // compiled, in the spec's order
-  std::vector<std::regex> keep;
+  std::vector<Pattern> keep;
 };
 
 // Field checks without I/O, for either target, and the parse: INVALID_ARGUMENT naming the

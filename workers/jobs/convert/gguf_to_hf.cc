@@ -1,9 +1,12 @@
 #include "workers/jobs/convert/gguf_to_hf.h"
 
+#include <algorithm>
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
@@ -37,12 +40,17 @@ std::optional<double> AsFloat(const GgufKv& kv) {
 std::string HfName(const std::string& gguf) {
   const LlamaNames& names = LlamaTensorNames();
   if (auto it = names.top.find(gguf); it != names.top.end()) return it->second;
-  static const std::regex pattern(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
-  std::smatch m;
-  if (!std::regex_match(gguf, m, pattern)) return "";
-  auto it = names.block.find(m[2].str());
+  // "blk.<N>.<name>.<weight|bias>", parsed by hand: tensor names come from the file.
+  const std::vector<absl::string_view> parts = absl::StrSplit(gguf, '.');
+  if (parts.size() != 4 || parts[0] != "blk" || parts[1].empty() || parts[2].empty()) return "";
+  if (!std::all_of(parts[1].begin(), parts[1].end(), absl::ascii_isdigit)) return "";
+  if (!std::all_of(parts[2].begin(), parts[2].end(), [](char c) { return absl::ascii_islower(c) || c == '_'; })) {
+    return "";
+  }
+  if (parts[3] != "weight" && parts[3] != "bias") return "";
+  auto it = names.block.find(std::string(parts[2]));
   if (it == names.block.end()) return "";
-  return absl::StrCat("model.layers.", m[1].str(), ".", it->second, ".", m[3].str());
+  return absl::StrCat("model.layers.", parts[1], ".", it->second, ".", parts[3]);
 }
 
 }  // namespace

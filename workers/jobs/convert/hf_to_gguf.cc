@@ -1,7 +1,10 @@
 #include "workers/jobs/convert/hf_to_gguf.h"
 
+#include <algorithm>
+#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
+
 #include <map>
-#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
@@ -30,12 +33,26 @@ std::string GgufName(const std::string& hf) {
     return m;
   }();
   if (auto it = inverted->first.find(hf); it != inverted->first.end()) return it->second;
-  static const std::regex pattern(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
-  std::smatch m;
-  if (!std::regex_match(hf, m, pattern)) return "";
-  auto it = inverted->second.find(m[2].str());
+  // "model.layers.<N>.<name>.<weight|bias>", parsed by hand: tensor names come from the file.
+  absl::string_view rest = hf;
+  if (!absl::ConsumePrefix(&rest, "model.layers.")) return "";
+  const size_t dot = rest.find('.');
+  if (dot == 0 || dot == absl::string_view::npos) return "";
+  const absl::string_view layer = rest.substr(0, dot);
+  if (!std::all_of(layer.begin(), layer.end(), absl::ascii_isdigit)) return "";
+  rest.remove_prefix(dot + 1);
+  absl::string_view suffix;
+  if (absl::ConsumeSuffix(&rest, ".weight")) {
+    suffix = "weight";
+  } else if (absl::ConsumeSuffix(&rest, ".bias")) {
+    suffix = "bias";
+  } else {
+    return "";
+  }
+  if (rest.empty()) return "";
+  auto it = inverted->second.find(std::string(rest));
   if (it == inverted->second.end()) return "";
-  return absl::StrCat("blk.", m[1].str(), ".", it->second, ".", m[3].str());
+  return absl::StrCat("blk.", layer, ".", it->second, ".", suffix);
 }
 
 std::optional<uint64_t> Unsigned(const json& config, const char* key) {

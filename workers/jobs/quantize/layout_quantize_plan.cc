@@ -17,18 +17,12 @@ namespace modelsmith {
 namespace {
 
 // Modules that bitsandbytes, quanto and diffusers leave alone: embeddings and the output head.
-const std::regex& EmbeddingOrHead() {
-  static const std::regex pattern(
+const Pattern& EmbeddingOrHead() {
+  static const Pattern pattern = *Pattern::Compile(
       R"((^|.*\.)(embed_tokens|embed_positions|embed_in|embed_out|wte|wpe|word_embeddings|position_embeddings|)"
-      R"(token_embedding|tok_embeddings|embeddings|embedding|lm_head|output_layer)(\..*)?)");
+      R"(token_embedding|tok_embeddings|embeddings|embedding|lm_head|output_layer)(\..*)?)",
+      "layout");
   return pattern;
-}
-
-bool AnyMatch(const std::vector<std::regex>& patterns, const std::string& name) {
-  for (const std::regex& r : patterns) {
-    if (std::regex_match(name, r)) return true;
-  }
-  return false;
 }
 
 // The outputs of a quantized weight, the data tensor first; every size is known before any data
@@ -169,18 +163,14 @@ absl::StatusOr<LayoutSpec> ParseLayoutSpec(const v1::QuantizeSpec& q) {
     spec.quanto_group = q.group_size();
   }
   for (int i = 0; i < q.include_size(); ++i) {
-    try {
-      spec.include.emplace_back(q.include(i), std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      return FieldError("INVALID_REGEX", absl::StrCat("quantize.include[", i, "]"), e.what());
-    }
+    absl::StatusOr<Pattern> p = Pattern::Compile(q.include(i), absl::StrCat("quantize.include[", i, "]"));
+    if (!p.ok()) return p.status();
+    spec.include.push_back(*std::move(p));
   }
   for (int i = 0; i < q.exclude_size(); ++i) {
-    try {
-      spec.exclude.emplace_back(q.exclude(i), std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      return FieldError("INVALID_REGEX", absl::StrCat("quantize.exclude[", i, "]"), e.what());
-    }
+    absl::StatusOr<Pattern> p = Pattern::Compile(q.exclude(i), absl::StrCat("quantize.exclude[", i, "]"));
+    if (!p.ok()) return p.status();
+    spec.exclude.push_back(*std::move(p));
   }
   spec.min_elements = q.min_elements();
   spec.strict = q.strict();
@@ -236,9 +226,9 @@ absl::StatusOr<LayoutPlan> MakeLayoutPlan(const v1::QuantizeSpec& q, const Stora
     std::optional<StoredFloat> stored = StoredFloatOf(t.dtype);
     const uint64_t elements = ElementCount(t.shape).value_or(0);
     const bool linear_weight = stored && t.shape.size() == 2 && absl::EndsWith(t.name, ".weight") &&
-                               !std::regex_match(t.name, EmbeddingOrHead()) && elements > 0;
-    bool chosen = linear_weight && !AnyMatch(plan.spec.exclude, t.name) &&
-                  (plan.spec.include.empty() || AnyMatch(plan.spec.include, t.name)) &&
+                               !EmbeddingOrHead().FullMatch(t.name) && elements > 0;
+    bool chosen = linear_weight && !AnyFullMatch(plan.spec.exclude, t.name) &&
+                  (plan.spec.include.empty() || AnyFullMatch(plan.spec.include, t.name)) &&
                   elements >= plan.spec.min_elements;
     if (chosen) {
       p.stored = *stored;

@@ -22,11 +22,11 @@
 #define MODELSMITH_WORKERS_JOBS_QUANTIZE_LAYOUT_QUANTIZE_PLAN_H_
 
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "workers/common/pattern.h"
 #include "absl/strings/string_view.h"
 #include "modelsmith/v1/specs.pb.h"
 #include "nlohmann/json.hpp"
@@ -61,7 +61,7 @@ struct LayoutSpec {
   size_t bnb_block = kBnb4DefaultBlock;
   bool double_quant = false;
   size_t quanto_group = 0;  // 0: quanto's default per tensor
-  std::vector<std::regex> include, exclude;
+  std::vector<Pattern> include, exclude;
   uint64_t min_elements = 0;
   bool strict = false;
 };

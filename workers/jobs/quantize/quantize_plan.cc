@@ -9,22 +9,6 @@
 namespace modelsmith {
 namespace {
 
-absl::StatusOr<std::regex> Compile(const std::string& pattern, absl::string_view field) {
-  try {
-    return std::regex(pattern, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    return FieldError("INVALID_REGEX", field,
-                      absl::StrCat("'", pattern, "' is not a valid regular expression: ", e.what()));
-  }
-}
-
-bool AnyMatch(const std::vector<std::regex>& patterns, const std::string& name) {
-  for (const std::regex& r : patterns) {
-    if (std::regex_match(name, r)) return true;
-  }
-  return false;
-}
-
 bool IsFloat(GgmlType t) { return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16; }
 
 }  // namespace
@@ -70,7 +54,7 @@ absl::StatusOr<QuantizePlanner> QuantizePlanner::Create(const v1::QuantizeSpec& 
   for (int i = 0; i < spec.tensor_types_size(); ++i) {
     const auto& rule = spec.tensor_types(i);
     const std::string field = absl::StrCat("quantize.tensor_types[", i, "]");
-    absl::StatusOr<std::regex> pattern = Compile(rule.pattern(), field);
+    absl::StatusOr<Pattern> pattern = Pattern::Compile(rule.pattern(), field);
     if (!pattern.ok()) return pattern.status();
     std::optional<GgmlTypeTraits> type = GgmlTraitsByName(rule.type());
     if (!type || !(type->quantized || IsFloat(type->type)) || type->type == GgmlType::kQ8_1 ||
@@ -81,12 +65,12 @@ absl::StatusOr<QuantizePlanner> QuantizePlanner::Create(const v1::QuantizeSpec& 
     planner.overrides_.push_back({*std::move(pattern), type->type});
   }
   for (int i = 0; i < spec.include_size(); ++i) {
-    absl::StatusOr<std::regex> r = Compile(spec.include(i), absl::StrCat("quantize.include[", i, "]"));
+    absl::StatusOr<Pattern> r = Pattern::Compile(spec.include(i), absl::StrCat("quantize.include[", i, "]"));
     if (!r.ok()) return r.status();
     planner.include_.push_back(*std::move(r));
   }
   for (int i = 0; i < spec.exclude_size(); ++i) {
-    absl::StatusOr<std::regex> r = Compile(spec.exclude(i), absl::StrCat("quantize.exclude[", i, "]"));
+    absl::StatusOr<Pattern> r = Pattern::Compile(spec.exclude(i), absl::StrCat("quantize.exclude[", i, "]"));
     if (!r.ok()) return r.status();
     planner.exclude_.push_back(*std::move(r));
   }
@@ -108,7 +92,7 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
   const bool floating = IsFloat(*source) || GgmlTraits(static_cast<uint32_t>(*source))->quantized;
   bool decided = false;
   for (const Override& o : overrides_) {
-    if (std::regex_match(tensor.name, o.pattern)) {
+    if (o.pattern.FullMatch(tensor.name)) {
       plan.target_type = o.type;
       decided = true;
       break;
@@ -118,7 +102,7 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
     const uint64_t elements = ElementCount(tensor.shape).value_or(0);
     if (tensor.shape.size() <= 1) {
       plan.target_type = GgmlType::kF32;
-    } else if (AnyMatch(exclude_, tensor.name) || (!include_.empty() && !AnyMatch(include_, tensor.name)) ||
+    } else if (AnyFullMatch(exclude_, tensor.name) || (!include_.empty() && !AnyFullMatch(include_, tensor.name)) ||
                elements < min_elements_) {
       plan.target_type = IsFloat(*source) ? *source : GgmlType::kF32;
     } else {

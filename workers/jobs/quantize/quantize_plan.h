@@ -1,7 +1,7 @@
 // Which type each tensor gets in a GGUF quantize job. Pure; no I/O.
 //
 // Rules, in order (the first that applies decides):
-//   1. a `tensor_types` override (regex matching the whole name) gives that type;
+//   1. a `tensor_types` override (an RE2 pattern matching the whole name) gives that type;
 //   2. a tensor of one dimension (norms, biases) is written as F32, as llama.cpp does;
 //   3. a tensor matched by `exclude`, not matched by a non-empty `include`, or with fewer than
 //      `min_elements` elements keeps its type;
@@ -17,11 +17,11 @@
 #define MODELSMITH_WORKERS_JOBS_QUANTIZE_QUANTIZE_PLAN_H_
 
 #include <map>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "workers/common/pattern.h"
 #include "modelsmith/v1/specs.pb.h"
 #include "workers/tensor/ggml_types.h"
 #include "workers/tensor/tensor_info.h"
@@ -53,14 +53,14 @@ class QuantizePlanner {
 
  private:
   struct Override {
-    std::regex pattern;
+    Pattern pattern;
     GgmlType type;
   };
 
   GgmlType scheme_ = GgmlType::kF32;
   std::vector<Override> overrides_;
-  std::vector<std::regex> include_;
-  std::vector<std::regex> exclude_;
+  std::vector<Pattern> include_;
+  std::vector<Pattern> exclude_;
   uint64_t min_elements_ = 0;
   bool strict_ = false;
   bool preset_ = false;
