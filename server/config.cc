@@ -23,7 +23,9 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
   app.add_option("--data-dir", config.data_dir, "job database and default storage root")
       ->envname("MODELSMITH_DATA_DIR")
       ->capture_default_str();
-  app.add_option("--roots", config.roots, "comma-separated directories jobs may read and write (default: the data dir)")
+  app.add_option("--roots", config.roots,
+                 "comma-separated directories and s3://bucket[/prefix] locations jobs may read and write (default: the "
+                 "data dir; no bucket)")
       ->delimiter(',')
       ->envname("MODELSMITH_ROOTS");
   app.add_option("--workers", config.workers, "jobs run at once (default: the number of cores)")

@@ -96,17 +96,6 @@ absl::StatusOr<int64_t> ParsePageToken(const v1::ListJobsRequest& request) {
   return seq;
 }
 
-// A bug in a job must fail that job, never the server or the job's record.
-absl::StatusOr<v1::JobResult> RunGuarded(const JobRun& run, JobContext& context) {
-  try {
-    return RunJob(run, context);
-  } catch (const std::exception& e) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("job failed unexpectedly: ", e.what()));
-  } catch (...) {
-    return MakeError(absl::StatusCode::kInternal, "INTERNAL", "job failed unexpectedly: a non-standard exception");
-  }
-}
-
 }  // namespace
 
 // The running job's view of the manager.
@@ -375,7 +364,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
   }
   LogInfo(run.job_id, absl::StrCat("running, attempt ", run.attempt));
   Context context(*this, tracked);
-  absl::StatusOr<v1::JobResult> result = RunGuarded(run, context);
+  absl::StatusOr<v1::JobResult> result = RunJob(run, context);  // exceptions become statuses
   {
     std::lock_guard lock(tracked->mutex);
     v1::Job& job = tracked->job;

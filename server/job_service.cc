@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "server/rpc_status.h"
 #include "server/watch_reactor.h"
 #include "workers/common/error.h"
@@ -114,7 +115,14 @@ grpc::ServerUnaryReactor* JobServiceImpl::InspectModel(grpc::CallbackServerConte
   if (request->uri().empty()) return Refuse(context, FieldError("MISSING_FIELD", "uri", "'uri' is required"));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   bool posted = preflights_.TryPost([this, request, response, reactor] {
-    Reply(reactor, modelsmith::InspectModel(router_, request->uri()), response);
+    absl::StatusOr<v1::ModelInfo> info;
+    try {
+      info = modelsmith::InspectModel(router_, request->uri());
+    } catch (const std::exception& e) {  // a hostile file must cost this call, never the server
+      info = MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                       absl::StrCat("inspecting failed unexpectedly: ", e.what()));
+    }
+    Reply(reactor, std::move(info), response);
   });
   if (!posted) reactor->Finish(ToGrpcStatus(Busy("inspections")));
   return reactor;

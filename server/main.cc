@@ -119,9 +119,11 @@ int Run(const ServerConfig& config) {
     const std::string metrics_host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
     std::printf("modelsmithd metrics on http://%s:%d/metrics\n", metrics_host.c_str(), metrics_port);
   }
+  std::vector<std::string> roots = router.local_roots();
+  for (const std::string& root : router.s3_roots()) roots.push_back(absl::StrCat("s3://", root));
   std::printf("modelsmithd data dir %s, roots %s, s3 %s, %zu workers, memory budget %llu bytes\n",
-              data_dir->path.c_str(), absl::StrJoin(router.local_roots(), ",").c_str(),
-              s3_enabled ? "on" : "off (no AWS credentials)", pool.workers(), static_cast<unsigned long long>(budget));
+              data_dir->path.c_str(), absl::StrJoin(roots, ",").c_str(), s3_enabled ? "on" : "off (no AWS credentials)",
+              pool.workers(), static_cast<unsigned long long>(budget));
   std::fflush(stdout);
   LogInfo("", absl::StrCat("serving on port ", grpc_port));
 

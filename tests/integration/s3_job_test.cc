@@ -2,6 +2,8 @@
 // S3-compatible server; artifacts are read back with boto3, an independent client.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <thread>
 
@@ -31,6 +33,10 @@ class S3JobTest : public ::testing::Test {
   }
   void StartServer(std::vector<std::string> args = {}) {
     args.insert(args.end(), {"--s3-part-size", "5MiB"});
+    // The bucket is reachable only as an S3 root; the data directory stays the local root.
+    if (std::find(args.begin(), args.end(), "--roots") == args.end()) {
+      args.insert(args.end(), {"--roots", data_ + "," + std::string("s3://") + kS3Bucket});
+    }
     server_ = std::make_unique<ServerProcess>(data_, args, /*with_metrics=*/true, s3_->Environment());
     ASSERT_TRUE(server_->started());
     stub_ = Connect(server_->address());
@@ -117,6 +123,37 @@ TEST_F(S3JobTest, ConvertToS3IsVerifiedAfterCommitAndEqualsTheLocalResult) {
   ASSERT_TRUE(readback.is_object());
   EXPECT_EQ(readback["objects"]["model.safetensors"]["sha256"], local.result().artifacts(0).sha256());
   EXPECT_EQ(remote.result().artifacts(0).sha256(), local.result().artifacts(0).sha256());
+}
+
+TEST_F(S3JobTest, S3UrisOutsideTheS3RootsAreRefused) {
+  StartServer({"--roots", data_ + ",s3://" + kS3Bucket + "/allowed"});
+  v1::Job job;
+  // Inside the S3 root: accepted and written.
+  ASSERT_TRUE(Submit(*stub_, ShardRequest(model_, Uri("allowed/run"), "100KB"), &job).ok());
+  EXPECT_EQ(WaitForEnd(*stub_, job.id()).state(), v1::JOB_STATE_SUCCEEDED);
+  // Another prefix of the same bucket, a prefix that merely starts the same, another bucket.
+  for (const std::string& uri : {Uri("other/run"), Uri("allowed-not/run"), std::string("s3://elsewhere/run")}) {
+    grpc::Status status = Submit(*stub_, ShardRequest(model_, uri, "100KB"), &job);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << uri;
+    EXPECT_EQ(ErrorInfoOf(status).reason(), "PATH_OUTSIDE_ROOTS") << uri;
+    v1::ModelInfo info;
+    EXPECT_EQ(Inspect(*stub_, uri, &info).error_code(), grpc::StatusCode::PERMISSION_DENIED) << uri;
+  }
+  // ".." never crosses out of a prefix or a bucket.
+  for (const std::string& uri : {Uri("allowed/../other/run"), std::string("s3://elsewhere/../artifacts/allowed/x")}) {
+    grpc::Status status = Submit(*stub_, ShardRequest(model_, uri, "100KB"), &job);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << uri;
+  }
+  EXPECT_TRUE(Objects("other").empty());
+}
+
+TEST_F(S3JobTest, WithoutAnS3RootNoBucketIsReachable) {
+  StartServer({"--roots", data_});
+  v1::Job job;
+  grpc::Status status = Submit(*stub_, ShardRequest(model_, Uri("run"), "100KB"), &job);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorInfoOf(status).reason(), "PATH_OUTSIDE_ROOTS");
+  EXPECT_NE(status.error_message().find("no S3 root"), std::string::npos) << status.error_message();
 }
 
 TEST_F(S3JobTest, S3ToS3ReshardAndInspectOnS3) {

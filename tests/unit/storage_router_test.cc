@@ -69,6 +69,13 @@ TEST(StorageRouter, S3WithoutStoreIsFailedPrecondition) {
   EXPECT_EQ(ReasonOf(location.status()), "S3_NOT_CONFIGURED");
 }
 
+TEST(StorageRouter, S3KeysWithDotSegmentsAreInvalidArgument) {
+  StorageRouter router({});
+  for (const char* uri : {"s3://a/../b/key", "s3://a/x/../../b", "s3://a/./key", "s3://a//key", "s3://a/.."}) {
+    EXPECT_EQ(router.Resolve(uri).status().code(), absl::StatusCode::kInvalidArgument) << uri;
+  }
+}
+
 TEST(StorageRouter, NoRootsAllowsAnyPath) {
   StorageRouter router({});
   EXPECT_TRUE(router.Resolve("/etc/hostname").ok());

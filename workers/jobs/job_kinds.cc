@@ -1,6 +1,8 @@
 #include "workers/jobs/job_kinds.h"
 
 #include <array>
+#include <exception>
+#include <new>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +39,22 @@ const JobKindEntry* EntryOf(v1::JobKind kind) {
   return nullptr;
 }
 
+// A bug or an exhausted allocator in a kind must fail that job (or that submit) with a reason,
+// never take down the server or leave `modelsmith run` aborting with its staging files.
+template <typename T, typename F>
+absl::StatusOr<T> Guarded(F&& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return MakeError(absl::StatusCode::kResourceExhausted, "OUT_OF_MEMORY",
+                     "the job asked for more memory than could be allocated");
+  } catch (const std::exception& e) {
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL", absl::StrCat("job failed unexpectedly: ", e.what()));
+  } catch (...) {
+    return MakeError(absl::StatusCode::kInternal, "INTERNAL", "job failed unexpectedly: a non-standard exception");
+  }
+}
+
 absl::Status NoKind() {
   return FieldError("MISSING_FIELD", "spec", "'spec' must hold one of convert, quantize, shard, bisect, lora_merge");
 }
@@ -71,13 +89,13 @@ absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRout
                                       const std::function<absl::Status()>& after_parse) {
   const JobKindEntry* entry = FindJobKind(spec);
   if (entry == nullptr) return NoKind();
-  return entry->preflight(spec, router, after_parse);
+  return Guarded<uint64_t>([&] { return entry->preflight(spec, router, after_parse); });
 }
 
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   const JobKindEntry* entry = FindJobKind(run.spec);
   if (entry == nullptr) return NoKind();
-  return entry->run(run, context);
+  return Guarded<v1::JobResult>([&] { return entry->run(run, context); });
 }
 
 absl::StatusOr<JobOutput> ResolveJobOutput(const v1::JobSpec& spec, const StorageRouter& router) {

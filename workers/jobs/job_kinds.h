@@ -48,6 +48,9 @@ absl::string_view KindName(v1::JobKind kind);
 // a spec that holds no kind.
 absl::Status ValidateSpec(const v1::JobSpec& spec);
 
+// PreflightJob and RunJob turn an exception escaping a kind into a status: RESOURCE_EXHAUSTED
+// (OUT_OF_MEMORY) for std::bad_alloc, INTERNAL otherwise.
+
 // Submit-time checks with I/O; returns the job's estimated peak memory in bytes. `after_parse`
 // (optional) runs once the spec has parsed, before the input is opened; its error is returned.
 absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router,

@@ -38,11 +38,16 @@ bool IsUnder(const std::string& path, const std::string& root) {
 
 }  // namespace
 
-StorageRouter::StorageRouter(std::vector<std::string> local_roots, std::unique_ptr<ObjectStore> s3)
+StorageRouter::StorageRouter(std::vector<std::string> roots, std::unique_ptr<ObjectStore> s3)
     : local_(std::make_unique<LocalObjectStore>()), s3_(std::move(s3)) {
-  for (const std::string& root : local_roots) {
+  confined_ = !roots.empty();
+  for (const std::string& root : roots) {
     absl::StatusOr<ParsedUri> parsed = ParseUri(root);
-    if (!parsed.ok() || parsed->scheme != UriScheme::kLocal) continue;
+    if (!parsed.ok()) continue;
+    if (parsed->scheme == UriScheme::kS3) {
+      s3_roots_.push_back(parsed->path);
+      continue;
+    }
     std::error_code ec;
     std::filesystem::create_directories(parsed->path, ec);
     roots_.push_back(RealPathOfExistingAncestor(parsed->path));
@@ -60,9 +65,21 @@ absl::StatusOr<Location> StorageRouter::Resolve(absl::string_view uri) const {
                                     "AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL for a non-AWS store)"),
                        {{"uri", std::string(uri)}});
     }
+    if (confined_) {
+      bool allowed = false;
+      for (const std::string& root : s3_roots_) allowed = allowed || IsUnder(parsed->path, root);
+      if (!allowed) {
+        return MakeError(absl::StatusCode::kPermissionDenied, "PATH_OUTSIDE_ROOTS",
+                         s3_roots_.empty()
+                             ? absl::StrCat("'", uri, "': no S3 root is configured (--roots s3://bucket[/prefix])")
+                             : absl::StrCat("'", uri, "' is outside the server's S3 roots (s3://",
+                                            absl::StrJoin(s3_roots_, ", s3://"), ")"),
+                         {{"uri", std::string(uri)}});
+      }
+    }
     return Location{s3_.get(), parsed->ToString()};
   }
-  if (!roots_.empty()) {
+  if (confined_) {
     std::string real = RealPathOfExistingAncestor(parsed->path);
     bool allowed = false;
     for (const std::string& root : roots_) allowed = allowed || IsUnder(real, root);

@@ -35,6 +35,14 @@ absl::StatusOr<ParsedUri> ParseUri(absl::string_view uri) {
       return absl::InvalidArgumentError(absl::StrCat("uri '", uri, "' names no bucket"));
     }
     while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+    // A key is a name, not a path: "s3://a/../b/key" must never reach bucket b, nor "." or an
+    // empty segment mean anything a reader of the uri would not expect.
+    for (absl::string_view segment : absl::StrSplit(rest, '/')) {
+      if (segment == ".." || segment == "." || segment.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("uri '", uri, "' has a '", segment,
+                                                       "' segment; s3:// keys take no '.', '..' or empty segments"));
+      }
+    }
     parsed.scheme = UriScheme::kS3;
     parsed.path = std::string(rest);
     return parsed;
