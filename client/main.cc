@@ -212,6 +212,14 @@ int Main(int argc, char** argv) {
       ->envname("MODELSMITH_SERVER")
       ->capture_default_str();
   app.add_flag("--json", remote.json, "machine-readable JSON output");
+  app.add_option("--tls-ca", remote.tls_ca_file, "PEM CA bundle to verify the server with (turns TLS on)")
+      ->envname("MODELSMITH_TLS_CA");
+  CLI::Option* tls_cert = app.add_option("--tls-cert", remote.tls_cert_file, "PEM client certificate (mutual TLS)")
+                              ->envname("MODELSMITH_CLIENT_TLS_CERT");
+  CLI::Option* tls_key = app.add_option("--tls-key", remote.tls_key_file, "PEM private key of --tls-cert")
+                             ->envname("MODELSMITH_CLIENT_TLS_KEY");
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
   int exit_code = kExitOk;
 
   // submit shard

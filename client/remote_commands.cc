@@ -3,6 +3,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_format.h"
 #include "client/render.h"
@@ -10,8 +13,28 @@
 namespace modelsmith::cli {
 namespace {
 
+std::string ReadFileOrExit(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "modelsmith: %s '%s' cannot be read\n", flag, path.c_str());
+    std::exit(2);
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 std::unique_ptr<v1::JobService::Stub> Connect(const RemoteOptions& options) {
-  return v1::JobService::NewStub(grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()));
+  if (options.tls_ca_file.empty() && options.tls_cert_file.empty()) {
+    return v1::JobService::NewStub(grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()));
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) ssl.pem_root_certs = ReadFileOrExit(options.tls_ca_file, "--tls-ca");
+  if (!options.tls_cert_file.empty()) {
+    ssl.pem_cert_chain = ReadFileOrExit(options.tls_cert_file, "--tls-cert");
+    ssl.pem_private_key = ReadFileOrExit(options.tls_key_file, "--tls-key");
+  }
+  return v1::JobService::NewStub(grpc::CreateChannel(options.server, grpc::SslCredentials(ssl)));
 }
 
 void PrintJobOrJson(const RemoteOptions& options, const v1::Job& job) {

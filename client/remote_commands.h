@@ -12,6 +12,11 @@ namespace modelsmith::cli {
 struct RemoteOptions {
   std::string server = "127.0.0.1:50051";
   bool json = false;
+  // TLS: a CA bundle to verify the server with (turns TLS on), and a client certificate and key
+  // for a server that requires them (mutual TLS). PEM files.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // Submits and, with `watch`, follows the job: then 0 only if it succeeded.

@@ -28,6 +28,22 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
                  "data dir; no bucket)")
       ->delimiter(',')
       ->envname("MODELSMITH_ROOTS");
+  app.add_option("--tls-cert", config.tls.cert_file,
+                 "PEM certificate chain: serve gRPC over TLS (re-read when it changes)")
+      ->envname("MODELSMITH_TLS_CERT");
+  app.add_option("--tls-key", config.tls.key_file, "PEM private key of --tls-cert (re-read when it changes)")
+      ->envname("MODELSMITH_TLS_KEY");
+  app.add_option("--tls-client-ca", config.tls.client_ca_file,
+                 "PEM CA bundle: require client certificates it signed (mutual TLS)")
+      ->envname("MODELSMITH_TLS_CLIENT_CA");
+  app.add_option("--tls-reload-seconds", config.tls.reload_seconds,
+                 "how often the TLS files are checked for a rotation")
+      ->envname("MODELSMITH_TLS_RELOAD_SECONDS")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  app.add_flag("--insecure-plaintext", config.insecure_plaintext,
+               "allow plaintext gRPC on a non-loopback address (no encryption, no client identity)")
+      ->envname("MODELSMITH_INSECURE_PLAINTEXT");
   app.add_option("--workers", config.workers, "jobs run at once (default: the number of cores)")
       ->envname("MODELSMITH_WORKERS")
       ->check(CLI::Range(0, 1024));

@@ -10,6 +10,8 @@
 
 #include "server/logging.h"
 
+#include "server/tls.h"
+
 namespace modelsmith {
 
 struct ServerConfig {
@@ -29,6 +31,9 @@ struct ServerConfig {
   int s3_parts_in_flight = 4;
   int s3_max_attempts = 6;
   LogFormat log_format = LogFormat::kText;
+  // Transport: TLS (mutual with a client CA); plaintext only on loopback unless insecure_plaintext.
+  TlsSettings tls;
+  bool insecure_plaintext = false;
 };
 
 // Parses argv (and the environment). On --help, or on a bad flag, prints to stdout/stderr and

@@ -42,6 +42,23 @@ void RaiseFileLimit() {
 int Run(const ServerConfig& config) {
   InitLogging(config.log_format);
   RaiseFileLimit();
+  // Transport first: a server that would listen unprotected, or with broken TLS files, never starts.
+  const bool tls = !config.tls.cert_file.empty();
+  if (absl::Status s = CheckPlaintextAllowed(config.listen, tls, config.insecure_plaintext); !s.ok()) {
+    LogError("", std::string(s.message()));
+    std::fprintf(stderr, "modelsmithd: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeServerCredentials(config.tls);
+  if (!credentials.ok()) {
+    LogError("", std::string(credentials.status().message()));
+    std::fprintf(stderr, "modelsmithd: %s\n", std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  if (!tls && !IsLoopbackListen(config.listen)) {
+    LogWarn("", absl::StrCat("serving plaintext gRPC on '", config.listen,
+                             "' (--insecure-plaintext): traffic is unencrypted and callers are not identified"));
+  }
 
   // Signals are taken by sigwait below; block them before any thread starts.
   sigset_t signals;
@@ -104,7 +121,7 @@ int Run(const ServerConfig& config) {
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(config.listen, *credentials, &grpc_port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
@@ -114,7 +131,10 @@ int Run(const ServerConfig& config) {
   server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
 
   const std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  std::printf("modelsmithd listening on %s:%d (gRPC)\n", host.c_str(), grpc_port);
+  std::printf("modelsmithd listening on %s:%d (gRPC%s)\n", host.c_str(), grpc_port,
+              !tls                                ? ""
+              : config.tls.client_ca_file.empty() ? ", TLS"
+                                                  : ", mutual TLS");
   if (metrics) {
     const std::string metrics_host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
     std::printf("modelsmithd metrics on http://%s:%d/metrics\n", metrics_host.c_str(), metrics_port);
