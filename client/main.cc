@@ -4,9 +4,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "client/remote_commands.h"
 #include "client/render.h"
 #include "client/run_command.h"
@@ -219,6 +222,21 @@ int Main(int argc, char** argv) {
   CLI::Option* tls_key = app.add_option("--tls-key", remote.tls_key_file, "PEM private key of --tls-cert")
                              ->envname("MODELSMITH_CLIENT_TLS_KEY");
   tls_cert->needs(tls_key);
+  std::string token_file;
+  app.add_option("--token-file", token_file, "file holding a bearer token for an authenticating server")
+      ->envname("MODELSMITH_TOKEN_FILE");
+  // A token set in the environment is used when no file is given (never put it on a command line).
+  app.parse_complete_callback([&] {
+    if (!token_file.empty()) {
+      std::ifstream in(token_file, std::ios::binary);
+      if (!in) throw CLI::ValidationError("--token-file", "'" + token_file + "' cannot be read");
+      std::stringstream text;
+      text << in.rdbuf();
+      remote.token = std::string(absl::StripAsciiWhitespace(text.str()));
+    } else if (const char* token = std::getenv("MODELSMITH_TOKEN"); token != nullptr) {
+      remote.token = std::string(absl::StripAsciiWhitespace(token));
+    }
+  });
   tls_key->needs(tls_cert);
   int exit_code = kExitOk;
 

@@ -24,6 +24,11 @@ std::string ReadFileOrExit(const std::string& path, const char* flag) {
   return text.str();
 }
 
+// The bearer token, when one is given, on every call.
+void Authorize(grpc::ClientContext& context, const RemoteOptions& options) {
+  if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
+}
+
 std::unique_ptr<v1::JobService::Stub> Connect(const RemoteOptions& options) {
   if (options.tls_ca_file.empty() && options.tls_cert_file.empty()) {
     return v1::JobService::NewStub(grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()));
@@ -48,6 +53,7 @@ void PrintJobOrJson(const RemoteOptions& options, const v1::Job& job) {
 // Follows a job to its end; returns its final state (UNSPECIFIED if the stream broke).
 int Follow(const RemoteOptions& options, v1::JobService::Stub& stub, const std::string& id) {
   grpc::ClientContext context;
+  Authorize(context, options);
   v1::WatchJobRequest request;
   request.set_id(id);
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> stream = stub.WatchJob(&context, request);
@@ -82,6 +88,7 @@ int Follow(const RemoteOptions& options, v1::JobService::Stub& stub, const std::
 int SubmitCommand(const RemoteOptions& options, const v1::SubmitJobRequest& request, bool watch) {
   auto stub = Connect(options);
   grpc::ClientContext context;
+  Authorize(context, options);
   v1::Job job;
   grpc::Status status = stub->SubmitJob(&context, request, &job);
   if (!status.ok()) return ReportRpcError(status);
@@ -105,6 +112,7 @@ int WatchCommand(const RemoteOptions& options, const std::string& id) {
 int GetCommand(const RemoteOptions& options, const std::string& id) {
   auto stub = Connect(options);
   grpc::ClientContext context;
+  Authorize(context, options);
   v1::GetJobRequest request;
   request.set_id(id);
   v1::Job job;
@@ -120,6 +128,7 @@ int ListCommand(const RemoteOptions& options, const v1::ListJobsRequest& first, 
   if (!options.json) absl::PrintF("%-22s %-10s %-10s %-21s %s\n", "ID", "KIND", "STATE", "CREATED", "PROGRESS");
   while (true) {
     grpc::ClientContext context;
+    Authorize(context, options);
     v1::ListJobsResponse response;
     grpc::Status status = stub->ListJobs(&context, request, &response);
     if (!status.ok()) return ReportRpcError(status);
@@ -139,6 +148,7 @@ int ListCommand(const RemoteOptions& options, const v1::ListJobsRequest& first, 
 int CancelCommand(const RemoteOptions& options, const std::string& id) {
   auto stub = Connect(options);
   grpc::ClientContext context;
+  Authorize(context, options);
   v1::CancelJobRequest request;
   request.set_id(id);
   v1::Job job;
@@ -151,6 +161,7 @@ int CancelCommand(const RemoteOptions& options, const std::string& id) {
 int InspectCommand(const RemoteOptions& options, const std::string& uri) {
   auto stub = Connect(options);
   grpc::ClientContext context;
+  Authorize(context, options);
   v1::InspectModelRequest request;
   request.set_uri(uri);
   v1::ModelInfo model;

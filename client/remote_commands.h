@@ -17,6 +17,8 @@ struct RemoteOptions {
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
+  // A bearer token sent with every call (from --token-file or MODELSMITH_TOKEN).
+  std::string token;
 };
 
 // Submits and, with `watch`, follows the job: then 0 only if it succeeded.

@@ -100,6 +100,7 @@ void PrintJob(const v1::Job& job, FILE* out) {
   absl::FPrintF(out, "%s  %s  %s  attempt %d\n", job.id(), kind, StateName(job.state()), job.attempt());
   absl::FPrintF(out, "  created %s  started %s  ended %s\n", TimeText(job.create_time()), TimeText(job.start_time()),
                 TimeText(job.end_time()));
+  if (!job.owner().empty()) absl::FPrintF(out, "  owner %s\n", job.owner());
   if (job.has_progress()) absl::FPrintF(out, "  progress: %s\n", ProgressText(job.progress()));
   for (const v1::Warning& w : job.warnings()) absl::FPrintF(out, "  warning %s: %s\n", w.code(), w.message());
   if (job.has_error()) {

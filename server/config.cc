@@ -44,6 +44,13 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
   app.add_flag("--insecure-plaintext", config.insecure_plaintext,
                "allow plaintext gRPC on a non-loopback address (no encryption, no client identity)")
       ->envname("MODELSMITH_INSECURE_PLAINTEXT");
+  app.add_option("--auth-file", config.auth_file,
+                 "rules 'ROLE PRINCIPAL [sha256:HEX]' that turn authentication on (re-read when it changes)")
+      ->envname("MODELSMITH_AUTH_FILE");
+  app.add_option("--max-queued-per-principal", config.max_queued_per_principal,
+                 "queued + running jobs a principal may have (0: no limit)")
+      ->envname("MODELSMITH_MAX_QUEUED_PER_PRINCIPAL")
+      ->capture_default_str();
   app.add_option("--workers", config.workers, "jobs run at once (default: the number of cores)")
       ->envname("MODELSMITH_WORKERS")
       ->check(CLI::Range(0, 1024));

@@ -34,6 +34,9 @@ struct ServerConfig {
   // Transport: TLS (mutual with a client CA); plaintext only on loopback unless insecure_plaintext.
   TlsSettings tls;
   bool insecure_plaintext = false;
+  // Identities and roles (auth.h): off without an auth file.
+  std::string auth_file;
+  size_t max_queued_per_principal = 0;  // 0: no quota
 };
 
 // Parses argv (and the environment). On --help, or on a bad flag, prints to stdout/stderr and

@@ -245,7 +245,7 @@ absl::Status JobManager::CheckOutputFree(const JobOutput& output) {
 }
 
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::string& request_id,
-                                           const std::function<bool()>& caller_waiting) {
+                                           const std::function<bool()>& caller_waiting, const std::string& owner) {
   if (draining_) {
     return MakeError(absl::StatusCode::kUnavailable, "SHUTTING_DOWN",
                      "the server is shutting down and accepts no new jobs");
@@ -307,7 +307,24 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
     if (!repeat.ok()) return repeat.status();
     if (*repeat) return **repeat;
     if (absl::Status s = CheckOutputFree(*output); !s.ok()) return s;
+    if (max_active_per_owner_ > 0) {
+      size_t active = 0;
+      {
+        std::lock_guard lock(mutex_);
+        for (const auto& [id, other] : tracked_) {
+          std::lock_guard job_lock(other->mutex);
+          active += !other->ended && other->job.owner() == owner;
+        }
+      }
+      if (active >= max_active_per_owner_) {
+        return MakeError(absl::StatusCode::kResourceExhausted, "QUOTA_EXCEEDED",
+                         absl::StrCat("'", owner, "' has ", active, " queued or running jobs; at most ",
+                                      max_active_per_owner_, " are allowed (--max-queued-per-principal)"),
+                         {{"principal", owner}});
+      }
+    }
     job.set_id(NewJobId());
+    job.set_owner(owner);
     job.set_kind(KindOf(spec));
     *job.mutable_spec() = spec;
     job.set_state(v1::JOB_STATE_QUEUED);
@@ -354,6 +371,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     run.job_id = job.id();
     run.attempt = job.attempt();
     run.spec = job.spec();
+    run.owner = job.owner();
     run.router = &router_;
     run.io_bytes_per_second = io_bytes_per_second_;
   }

@@ -49,8 +49,14 @@ class JobManager {
   // while draining; DEADLINE_EXCEEDED (CALLER_GONE) when `caller_waiting` returns false once the
   // preflight is done: then no job is created. The preflight (which may read a large input) runs
   // without any lock, so other submits, cancels and reads never wait for it.
+  // `owner` is recorded with the job; with a quota set, a submit past `max_active_per_owner`
+  // QUEUED + RUNNING jobs of that owner is RESOURCE_EXHAUSTED (QUOTA_EXCEEDED).
   absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec, const std::string& request_id,
-                                 const std::function<bool()>& caller_waiting = nullptr);
+                                 const std::function<bool()>& caller_waiting = nullptr,
+                                 const std::string& owner = "anonymous");
+
+  // 0: no quota.
+  void SetMaxActivePerOwner(size_t limit) { max_active_per_owner_ = limit; }
 
   absl::StatusOr<v1::Job> Get(const std::string& id);
 
@@ -120,6 +126,7 @@ class JobManager {
   std::atomic<bool> draining_{false};
   std::atomic<bool> closed_{false};
   std::function<void(const std::string&)> before_start_hook_;
+  size_t max_active_per_owner_ = 0;
   std::function<void(const v1::JobSpec&)> before_preflight_hook_;
 };
 

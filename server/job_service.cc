@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "server/logging.h"
 #include "server/rpc_status.h"
 #include "server/watch_reactor.h"
 #include "workers/common/error.h"
@@ -31,12 +32,6 @@ void Reply(grpc::ServerUnaryReactor* reactor, absl::StatusOr<T> result, T* respo
   reactor->Finish(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 absl::Status Busy(absl::string_view what) {
   return MakeError(absl::StatusCode::kResourceExhausted, "SERVER_BUSY",
                    absl::StrCat("too many ", what, " are in progress; try again shortly"));
@@ -49,32 +44,63 @@ bool CallerWaiting(grpc::CallbackServerContext* context) {
 
 }  // namespace
 
-JobServiceImpl::JobServiceImpl(JobManager& manager, const StorageRouter& router, size_t preflight_threads)
+JobServiceImpl::JobServiceImpl(JobManager& manager, const StorageRouter& router, Authenticator& auth,
+                               size_t preflight_threads)
     : manager_(manager),
       router_(router),
+      auth_(auth),
       preflights_(preflight_threads, kMaxPendingPreflights),
       cancels_(kCancelThreads, kMaxPendingCancels) {}
+
+std::optional<Principal> JobServiceImpl::Admit(grpc::CallbackServerContext* context, Role role, absl::string_view what,
+                                               grpc::ServerUnaryReactor* reactor) {
+  absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
+  absl::Status allowed = principal.ok() ? Authenticator::Require(*principal, role, what) : principal.status();
+  if (!allowed.ok()) {
+    reactor->Finish(ToGrpcStatus(allowed));
+    return std::nullopt;
+  }
+  return *principal;
+}
 
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* context,
                                                     const v1::SubmitJobRequest* request, v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  bool posted = preflights_.TryPost([this, context, request, response, reactor] {
+  absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
+  if (absl::Status allowed =
+          principal.ok() ? Authenticator::Require(*principal, Role::kSubmitter, "SubmitJob") : principal.status();
+      !allowed.ok()) {
+    LogAudit("submit", principal.ok() ? principal->name : "-", context->peer(), "", ReasonOf(allowed));
+    reactor->Finish(ToGrpcStatus(allowed));
+    return reactor;
+  }
+  bool posted = preflights_.TryPost([this, context, request, response, reactor, principal = *principal] {
     if (!CallerWaiting(context)) {  // gave up while queued: nothing to do, nobody to tell
+      LogAudit("submit", principal.name, principal.peer, "", "CALLER_GONE");
       reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller gave up before the submit ran"));
       return;
     }
-    Reply(reactor,
-          manager_.Submit(request->spec(), request->request_id(), [context] { return CallerWaiting(context); }),
-          response);
+    absl::StatusOr<v1::Job> job = manager_.Submit(
+        request->spec(), request->request_id(), [context] { return CallerWaiting(context); }, principal.name);
+    LogAudit("submit", principal.name, principal.peer, job.ok() ? job->id() : "",
+             job.ok() ? "OK" : ReasonOf(job.status()));
+    Reply(reactor, std::move(job), response);
   });
-  if (!posted) reactor->Finish(ToGrpcStatus(Busy("submits")));
+  if (!posted) {
+    LogAudit("submit", principal->name, principal->peer, "", "SERVER_BUSY");
+    reactor->Finish(ToGrpcStatus(Busy("submits")));
+  }
   return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
                                                  v1::Job* response) {
-  if (absl::Status s = RequireId(request->id()); !s.ok()) return Refuse(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, Role::kReader, "GetJob", reactor)) return reactor;
+  if (absl::Status s = RequireId(request->id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   Reply(reactor, manager_.Get(request->id()), response);
   return reactor;
 }
@@ -82,38 +108,67 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* context,
                                                    const v1::ListJobsRequest* request, v1::ListJobsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, Role::kReader, "ListJobs", reactor)) return reactor;
   Reply(reactor, manager_.List(*request), response);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* context,
                                                     const v1::CancelJobRequest* request, v1::Job* response) {
-  if (absl::Status s = RequireId(request->id()); !s.ok()) return Refuse(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
+  if (absl::Status allowed =
+          principal.ok() ? Authenticator::Require(*principal, Role::kSubmitter, "CancelJob") : principal.status();
+      !allowed.ok()) {
+    LogAudit("cancel", principal.ok() ? principal->name : "-", context->peer(), request->id(), ReasonOf(allowed));
+    reactor->Finish(ToGrpcStatus(allowed));
+    return reactor;
+  }
+  if (absl::Status s = RequireId(request->id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   // A running job's cancel waits (a few seconds at most) for it to stop: off the callback threads.
-  bool posted = cancels_.TryPost(
-      [this, request, response, reactor] { Reply(reactor, manager_.Cancel(request->id()), response); });
+  bool posted = cancels_.TryPost([this, request, response, reactor, principal = *principal] {
+    // A submitter cancels its own jobs; another principal's needs admin.
+    absl::StatusOr<v1::Job> result = manager_.Get(request->id());
+    if (result.ok() && result->owner() != principal.name) {
+      if (absl::Status s = Authenticator::Require(principal, Role::kAdmin, "cancelling another principal's job");
+          !s.ok()) {
+        result = s;
+      }
+    }
+    if (result.ok()) result = manager_.Cancel(request->id());
+    LogAudit("cancel", principal.name, principal.peer, request->id(), result.ok() ? "OK" : ReasonOf(result.status()));
+    Reply(reactor, std::move(result), response);
+  });
   if (!posted) reactor->Finish(ToGrpcStatus(Busy("cancels")));
   return reactor;
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(grpc::CallbackServerContext* context,
                                                                  const v1::WatchJobRequest* request) {
-  if (absl::Status s = RequireId(request->id()); !s.ok()) {
-    struct Refused final : grpc::ServerWriteReactor<v1::JobEvent> {
-      explicit Refused(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
-      void OnDone() override { delete this; }
-    };
-    return new Refused(s);
-  }
+  struct Refused final : grpc::ServerWriteReactor<v1::JobEvent> {
+    explicit Refused(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+    void OnDone() override { delete this; }
+  };
+  absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
+  absl::Status allowed =
+      principal.ok() ? Authenticator::Require(*principal, Role::kReader, "WatchJob") : principal.status();
+  if (!allowed.ok()) return new Refused(allowed);
+  if (absl::Status s = RequireId(request->id()); !s.ok()) return new Refused(s);
   return new WatchReactor(manager_, request->id());
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::InspectModel(grpc::CallbackServerContext* context,
                                                        const v1::InspectModelRequest* request,
                                                        v1::ModelInfo* response) {
-  if (request->uri().empty()) return Refuse(context, FieldError("MISSING_FIELD", "uri", "'uri' is required"));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, Role::kReader, "InspectModel", reactor)) return reactor;
+  if (request->uri().empty()) {
+    reactor->Finish(ToGrpcStatus(FieldError("MISSING_FIELD", "uri", "'uri' is required")));
+    return reactor;
+  }
   bool posted = preflights_.TryPost([this, request, response, reactor] {
     absl::StatusOr<v1::ModelInfo> info;
     try {

@@ -43,6 +43,24 @@ void InitLogging(LogFormat format) {
   spdlog::set_default_logger(logger);
 }
 
+void LogAudit(absl::string_view action, absl::string_view principal, absl::string_view peer, absl::string_view job_id,
+              absl::string_view outcome) {
+  if (g_format == LogFormat::kJson) {
+    nlohmann::ordered_json line;
+    line["audit"] = std::string(action);
+    line["principal"] = std::string(principal);
+    line["peer"] = std::string(peer);
+    if (!job_id.empty()) line["job_id"] = std::string(job_id);
+    line["outcome"] = std::string(outcome);
+    line["msg"] = absl::StrCat("audit ", action, " by ", principal, ": ", outcome);
+    std::string fields = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    spdlog::info("{}", fields.substr(1, fields.size() - 2));
+    return;
+  }
+  spdlog::info("audit {} principal={} peer={} job={} outcome={}", std::string(action), std::string(principal),
+               std::string(peer), job_id.empty() ? std::string("-") : std::string(job_id), std::string(outcome));
+}
+
 void LogInfo(absl::string_view job_id, absl::string_view message) { Log(spdlog::level::info, job_id, message); }
 void LogWarn(absl::string_view job_id, absl::string_view message) { Log(spdlog::level::warn, job_id, message); }
 void LogError(absl::string_view job_id, absl::string_view message) { Log(spdlog::level::err, job_id, message); }

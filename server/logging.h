@@ -18,6 +18,11 @@ void LogInfo(absl::string_view job_id, absl::string_view message);
 void LogWarn(absl::string_view job_id, absl::string_view message);
 void LogError(absl::string_view job_id, absl::string_view message);
 
+// One audit line for a submit or cancel: who (principal, peer address), which job, and the
+// outcome ("OK" or the error's reason). JSON fields with --log-format json.
+void LogAudit(absl::string_view action, absl::string_view principal, absl::string_view peer, absl::string_view job_id,
+              absl::string_view outcome);
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_SERVER_LOGGING_H_

@@ -114,7 +114,20 @@ int Run(const ServerConfig& config) {
     return 1;
   }
 
-  JobServiceImpl service(manager, router);
+  manager.SetMaxActivePerOwner(config.max_queued_per_principal);
+  std::unique_ptr<Authenticator> auth = std::make_unique<Authenticator>();
+  if (!config.auth_file.empty()) {
+    absl::StatusOr<std::unique_ptr<Authenticator>> loaded = Authenticator::FromFile(config.auth_file);
+    if (!loaded.ok()) {
+      LogError("", std::string(loaded.status().message()));
+      std::fprintf(stderr, "modelsmithd: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    auth = *std::move(loaded);
+  } else if (!IsLoopbackListen(config.listen)) {
+    LogWarn("", "no --auth-file: every caller that reaches the port may submit, cancel and read every job");
+  }
+  JobServiceImpl service(manager, router, *auth);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Link the health messages into the generated pool so reflection can describe the service.

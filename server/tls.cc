@@ -22,7 +22,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view f
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "TLS_FILE_INVALID",
-                     absl::StrCat(flag, " '", path, "' cannot be read"), {{"file", path}, {"field", std::string(flag)}});
+                     absl::StrCat(flag, " '", path, "' cannot be read"),
+                     {{"file", path}, {"field", std::string(flag)}});
   }
   std::stringstream text;
   text << in.rdbuf();
@@ -30,8 +31,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view f
 }
 
 absl::Status FileError(const std::string& path, absl::string_view flag, absl::string_view what) {
-  return MakeError(absl::StatusCode::kFailedPrecondition, "TLS_FILE_INVALID", absl::StrCat(flag, " '", path, "' ", what),
-                   {{"file", path}, {"field", std::string(flag)}});
+  return MakeError(absl::StatusCode::kFailedPrecondition, "TLS_FILE_INVALID",
+                   absl::StrCat(flag, " '", path, "' ", what), {{"file", path}, {"field", std::string(flag)}});
 }
 
 // The certificate parses, the key parses and belongs to it (OpenSSL), so a wrong file is refused
@@ -52,7 +53,8 @@ absl::Status CheckIdentity(const TlsSettings& tls) {
   if (key == nullptr) {
     status = FileError(tls.key_file, "--tls-key", "holds no PEM private key (or it is encrypted)");
   } else if (X509_check_private_key(cert, key) != 1) {
-    status = FileError(tls.key_file, "--tls-key", absl::StrCat("is not the key of the certificate in '", tls.cert_file, "'"));
+    status = FileError(tls.key_file, "--tls-key",
+                       absl::StrCat("is not the key of the certificate in '", tls.cert_file, "'"));
   }
   ERR_clear_error();
   EVP_PKEY_free(key);
@@ -70,8 +72,8 @@ absl::Status CheckIdentity(const TlsSettings& tls) {
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsSettings& tls) {
   if (tls.cert_file.empty() != tls.key_file.empty()) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "TLS_CONFIG_INVALID",
-                     "--tls-cert and --tls-key go together", {{"field", tls.cert_file.empty() ? "--tls-cert" : "--tls-key"}});
+    return MakeError(absl::StatusCode::kInvalidArgument, "TLS_CONFIG_INVALID", "--tls-cert and --tls-key go together",
+                     {{"field", tls.cert_file.empty() ? "--tls-cert" : "--tls-key"}});
   }
   if (tls.cert_file.empty()) {
     if (!tls.client_ca_file.empty()) {

@@ -45,8 +45,19 @@ class TlsTest : public ::testing::Test {
   void MakeCert(const std::string& name, const std::string& ca, const std::string& cn, const std::string& san) {
     OpenSsl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
              Pem(name + ".key"), "-out", Pem(name + ".csr"), "-subj", "/CN=" + cn});
-    std::vector<std::string> sign = {"x509", "-req", "-in", Pem(name + ".csr"), "-CA", Pem(ca + ".pem"), "-CAkey",
-                                     Pem(ca + ".key"), "-CAcreateserial", "-out", Pem(name + ".pem"), "-days", "1"};
+    std::vector<std::string> sign = {"x509",
+                                     "-req",
+                                     "-in",
+                                     Pem(name + ".csr"),
+                                     "-CA",
+                                     Pem(ca + ".pem"),
+                                     "-CAkey",
+                                     Pem(ca + ".key"),
+                                     "-CAcreateserial",
+                                     "-out",
+                                     Pem(name + ".pem"),
+                                     "-days",
+                                     "1"};
     if (!san.empty()) {
       std::ofstream(Pem(name + ".ext")) << san << "\n";
       sign.insert(sign.end(), {"-extfile", Pem(name + ".ext")});
@@ -113,6 +124,22 @@ TEST_F(TlsTest, MutualTlsRequiresAClientCertificateTheCaSigned) {
   EXPECT_EQ(cli.exit_code, 0) << cli.err;
 }
 
+TEST_F(TlsTest, AClientCertificateNamesThePrincipalAndItsRole) {
+  std::ofstream(dir_.path() + "/auth") << "reader alice\n";
+  std::vector<std::string> args = ServerTls();
+  args.insert(args.end(), {"--tls-client-ca", Pem("ca.pem"), "--auth-file", dir_.path() + "/auth"});
+  Start(args);
+  EXPECT_TRUE(ListOver(Tls("ca", "alice")).ok());
+  std::vector<std::string> cli = {CliBinary(),  "--server",       server_->address(), "--tls-ca",      Pem("ca.pem"),
+                                  "--tls-cert", Pem("alice.pem"), "--tls-key",        Pem("alice.key")};
+  std::vector<std::string> submit = cli;
+  submit.insert(submit.end(), {"submit", "shard", "--input", data_ + "/absent.safetensors", "--output", data_ + "/o",
+                               "--max-shard-size", "1MB"});
+  CommandResult refused = RunCommand(submit);
+  EXPECT_NE(refused.err.find("ROLE_REQUIRED"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("alice"), std::string::npos) << refused.err;
+}
+
 TEST_F(TlsTest, ARotatedCertificateIsServedWithoutARestart) {
   std::vector<std::string> args = ServerTls("live");
   fs::copy_file(Pem("server.pem"), Pem("live.pem"));
@@ -142,9 +169,9 @@ TEST_F(TlsTest, PlaintextOffLoopbackAndBrokenTlsFilesRefuseToStart) {
   EXPECT_EQ(plain.exit_code, 2);
   EXPECT_NE(plain.err.find("--insecure-plaintext"), std::string::npos) << plain.err;
 
-  CommandResult mismatched = RunCommand({ServerBinary(), "--listen", "127.0.0.1:0", "--metrics-listen", "off",
-                                         "--data-dir", data_, "--tls-cert", Pem("server.pem"), "--tls-key",
-                                         Pem("alice.key")});
+  CommandResult mismatched =
+      RunCommand({ServerBinary(), "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir", data_,
+                  "--tls-cert", Pem("server.pem"), "--tls-key", Pem("alice.key")});
   EXPECT_EQ(mismatched.exit_code, 2);
   EXPECT_NE(mismatched.err.find("is not the key of the certificate"), std::string::npos) << mismatched.err;
 

@@ -285,6 +285,7 @@ absl::StatusOr<v1::JobResult> ProduceOnnxBisect(OnnxBisectJobPlan& job_plan, con
   manifest["git_revision"] = kModelsmithGitRevision;
   manifest["kind"] = "bisect";
   manifest["job_id"] = run.job_id;
+  if (!run.owner.empty()) manifest["owner"] = run.owner;
   manifest["spec"] = MessageJson(run.spec);
   manifest["input"] = {{"uri", input->location.uri},
                        {"format", "onnx"},

@@ -15,6 +15,7 @@ namespace modelsmith {
 // Everything a job kind needs to run once.
 struct JobRun {
   std::string job_id;
+  std::string owner;  // the principal that submitted the job (recorded in the manifest)
   uint32_t attempt = 1;
   v1::JobSpec spec;
   const StorageRouter* router = nullptr;

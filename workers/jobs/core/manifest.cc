@@ -41,6 +41,7 @@ ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const Mod
   manifest["modelsmith_version"] = kModelsmithVersion;
   manifest["git_revision"] = kModelsmithGitRevision;
   manifest["job_id"] = run.job_id;
+  if (!run.owner.empty()) manifest["owner"] = run.owner;
   manifest["kind"] = std::string(kind);
   manifest["spec"] = MessageJson(run.spec);
   manifest["input"] = {{"uri", input.uri},

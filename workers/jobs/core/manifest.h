@@ -21,7 +21,7 @@ namespace modelsmith {
 
 inline constexpr absl::string_view kManifestName = "modelsmith.manifest.json";
 
-// The fields every manifest starts with: tool version and revision, job id, kind, spec, and the
+// The fields every manifest starts with: tool version and revision, job id, owner, kind, spec, and the
 // input model's uri, format, tensor count and bytes.
 nlohmann::ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input);
 
