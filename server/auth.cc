@@ -27,7 +27,7 @@ std::optional<Role> ParseRole(absl::string_view name) {
 }
 
 bool Stat(const std::string& path, int64_t* mtime_ns, int64_t* size) {
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) return false;
   *mtime_ns = int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
   *size = st.st_size;
@@ -36,7 +36,9 @@ bool Stat(const std::string& path, int64_t* mtime_ns, int64_t* size) {
 
 absl::StatusOr<std::string> Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(absl::StatusCode::kNotFound, "AUTH_FILE_MISSING", absl::StrCat("cannot read auth file '", path, "'"));
+  if (!in)
+    return MakeError(absl::StatusCode::kNotFound, "AUTH_FILE_MISSING",
+                     absl::StrCat("cannot read auth file '", path, "'"));
   std::stringstream text;
   text << in.rdbuf();
   return text.str();

@@ -61,8 +61,13 @@ class AuthTest : public ::testing::Test {
     return RunCommand(argv);
   }
   CommandResult Buf(const std::string& token, const std::string& method, const std::string& body) {
-    std::vector<std::string> argv = {SourceDir() + "/tests/node_modules/.bin/buf", "curl", "--protocol", "grpc",
-                                     "--http2-prior-knowledge", "-d", body};
+    std::vector<std::string> argv = {SourceDir() + "/tests/node_modules/.bin/buf",
+                                     "curl",
+                                     "--protocol",
+                                     "grpc",
+                                     "--http2-prior-knowledge",
+                                     "-d",
+                                     body};
     if (!token.empty()) argv.insert(argv.end(), {"-H", "authorization: Bearer " + token});
     argv.push_back("http://" + server_->address() + "/" + method);
     return RunCommand(argv);
@@ -114,8 +119,8 @@ TEST_F(AuthTest, EachRoleIsAllowedAndRefusedThroughTheCli) {
   EXPECT_NE(ops.err.find("JOB_ALREADY_ENDED"), std::string::npos) << ops.err;
 
   // Health needs no credentials (kubelet probes).
-  auto health = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  auto health =
+      grpc::health::v1::Health::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   grpc::health::v1::HealthCheckResponse response;
   EXPECT_TRUE(health->Check(&context, grpc::health::v1::HealthCheckRequest(), &response).ok());
@@ -128,8 +133,8 @@ TEST_F(AuthTest, BufCurlWithABearerHeader) {
   EXPECT_NE((anonymous.out + anonymous.err).find("unauthenticated"), std::string::npos) << anonymous.err;
   CommandResult reader = Buf("rita-token", "modelsmith.v1.JobService/ListJobs", "{}");
   EXPECT_EQ(reader.exit_code, 0) << reader.err;
-  const std::string body = R"({"spec":{"shard":{"input":")" + model_ + R"(","output":")" + data_ +
-                           R"(/buf","max_shard_size":"100KB"}}})";
+  const std::string body =
+      R"({"spec":{"shard":{"input":")" + model_ + R"(","output":")" + data_ + R"(/buf","max_shard_size":"100KB"}}})";
   CommandResult refused = Buf("rita-token", "modelsmith.v1.JobService/SubmitJob", body);
   EXPECT_NE((refused.out + refused.err).find("permission_denied"), std::string::npos) << refused.err;
   CommandResult accepted = Buf("alice-token", "modelsmith.v1.JobService/SubmitJob", body);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "tests/support/temp_dir.h"
 #include "workers/common/error.h"
@@ -74,6 +75,53 @@ TEST(StorageRouter, S3KeysWithDotSegmentsAreInvalidArgument) {
   for (const char* uri : {"s3://a/../b/key", "s3://a/x/../../b", "s3://a/./key", "s3://a//key", "s3://a/.."}) {
     EXPECT_EQ(router.Resolve(uri).status().code(), absl::StatusCode::kInvalidArgument) << uri;
   }
+}
+
+// Paths a job derives from file contents (an index's shard names, side files, external data) are
+// opened through the store without passing Resolve: the store itself resolves them beneath the
+// root (openat2 RESOLVE_BENEATH), so neither a planted symlink nor one swapped in later escapes.
+class ConfinedStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.path() + "/root";
+    std::filesystem::create_directories(root_ + "/sub");
+    std::filesystem::create_directories(dir_.path() + "/outside");
+    std::ofstream(root_ + "/a.bin") << "inside";
+    std::ofstream(dir_.path() + "/outside/secret") << "secret";
+    router_ = std::make_unique<StorageRouter>(std::vector<std::string>{root_});
+    store_ = router_->Resolve(root_ + "/a.bin")->store;
+  }
+  void ExpectOutside(const absl::Status& status, const std::string& what) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << what << ": " << status;
+    EXPECT_EQ(ReasonOf(status), "PATH_OUTSIDE_ROOTS") << what;
+  }
+  TempDir dir_;
+  std::string root_;
+  std::unique_ptr<StorageRouter> router_;
+  ObjectStore* store_ = nullptr;
+};
+
+TEST_F(ConfinedStoreTest, SymlinkInsideTheRootIsFollowed) {
+  std::filesystem::create_symlink(root_ + "/a.bin", root_ + "/sub/alias.bin");
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> file = store_->OpenForRead(root_ + "/sub/alias.bin");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->size_bytes(), 6u);
+}
+
+TEST_F(ConfinedStoreTest, SymlinkLeavingTheRootIsRefusedForReadsAndSizes) {
+  std::filesystem::create_symlink(dir_.path() + "/outside/secret", root_ + "/shard.safetensors");
+  std::filesystem::create_directory_symlink(dir_.path() + "/outside", root_ + "/sub/dir");
+  ExpectOutside(store_->OpenForRead(root_ + "/shard.safetensors").status(), "file symlink");
+  ExpectOutside(store_->SizeOf(root_ + "/shard.safetensors").status(), "size through a file symlink");
+  ExpectOutside(store_->OpenForRead(root_ + "/sub/dir/secret").status(), "directory symlink");
+  ExpectOutside(store_->OpenForRead(dir_.path() + "/outside/secret").status(), "a path outside every root");
+}
+
+TEST_F(ConfinedStoreTest, SymlinkSwappedInAfterTheCheckIsRefused) {
+  ASSERT_TRUE(router_->Resolve(root_ + "/a.bin").ok());  // the submit-time check passes
+  std::filesystem::remove(root_ + "/a.bin");
+  std::filesystem::create_symlink(dir_.path() + "/outside/secret", root_ + "/a.bin");
+  ExpectOutside(store_->OpenForRead(root_ + "/a.bin").status(), "swapped symlink");
 }
 
 TEST(StorageRouter, NoRootsAllowsAnyPath) {

@@ -14,6 +14,13 @@
 namespace modelsmith {
 namespace {
 
+// A file of the model that could not be opened: MODEL_FILE_UNREADABLE naming it, except that a
+// path the store refused as outside the roots keeps saying so.
+absl::Status Unreadable(const absl::Status& status, const std::string& uri) {
+  const std::string reason = ReasonOf(status) == "PATH_OUTSIDE_ROOTS" ? "PATH_OUTSIDE_ROOTS" : "MODEL_FILE_UNREADABLE";
+  return WithReason(status, reason, {{"file", uri}});
+}
+
 using nlohmann::json;
 
 constexpr uint64_t kMaxIndexBytes = 64 << 20;
@@ -28,7 +35,7 @@ absl::Status IndexError(absl::string_view reason, absl::string_view index, absl:
 
 absl::StatusOr<ModelFile> OpenSafetensorsFile(ObjectStore& store, const std::string& uri) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  if (!object.ok()) return Unreadable(object.status(), uri);
   absl::StatusOr<SafetensorsHeader> header = ReadSafetensorsHeader(**object);
   if (!header.ok()) return header.status();
   ModelFile file;
@@ -44,7 +51,7 @@ absl::StatusOr<ModelFile> OpenSafetensorsFile(ObjectStore& store, const std::str
 absl::StatusOr<ModelFile> OpenTorchFile(ObjectStore& store, const std::string& uri, std::vector<TensorAlias>* aliases,
                                         std::vector<std::string>* skipped) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  if (!object.ok()) return Unreadable(object.status(), uri);
   absl::StatusOr<TorchCheckpoint> checkpoint = ReadTorchCheckpoint(**object);
   if (!checkpoint.ok()) return checkpoint.status();
   ModelFile file;
@@ -138,7 +145,7 @@ std::optional<SplitName> ParseSplitName(absl::string_view uri) {
 
 absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  if (!object.ok()) return Unreadable(object.status(), uri);
   absl::StatusOr<GgufFile> header = ReadGgufHeader(**object);
   if (!header.ok()) return header.status();
   ModelView view;
@@ -166,7 +173,7 @@ absl::StatusOr<ModelView> OpenGguf(ObjectStore& store, const std::string& uri) {
     const std::string part_uri = GgufSplitUri(name->prefix, no + 1, *count);
     absl::StatusOr<std::unique_ptr<RandomAccessObject>> part =
         part_uri == uri ? std::move(object) : store.OpenForRead(part_uri);
-    if (!part.ok()) return WithReason(part.status(), "MODEL_FILE_UNREADABLE", {{"file", part_uri}});
+    if (!part.ok()) return Unreadable(part.status(), part_uri);
     absl::StatusOr<GgufFile> part_header = part_uri == uri ? *std::move(header) : ReadGgufHeader(**part);
     if (!part_header.ok()) return part_header.status();
     const GgufKv* part_no = part_header->Find("split.no");
@@ -205,7 +212,7 @@ bool StartsWithGgufMagic(ObjectStore& store, const std::string& uri) {
 
 absl::StatusOr<ModelView> OpenSharded(ObjectStore& store, const std::string& index_uri, bool torch) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(index_uri);
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", index_uri}});
+  if (!object.ok()) return Unreadable(object.status(), index_uri);
   if ((*object)->size_bytes() > kMaxIndexBytes) {
     return IndexError(
         "INDEX_TOO_LARGE", index_uri, "",
@@ -320,7 +327,7 @@ absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store,
                                                              uint64_t max_bytes) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (absl::IsNotFound(object.status())) return std::nullopt;
-  if (!object.ok()) return WithReason(object.status(), "MODEL_FILE_UNREADABLE", {{"file", uri}});
+  if (!object.ok()) return Unreadable(object.status(), uri);
   if ((*object)->size_bytes() > max_bytes) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
                      absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", max_bytes),

@@ -1,11 +1,15 @@
 #include "workers/storage/local_object_store.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -15,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "workers/common/error.h"
 #include "workers/storage/uri.h"
 
 namespace modelsmith {
@@ -229,18 +234,81 @@ class LocalWriter final : public ObjectWriter {
   bool copy_file_range_works_ = true;
 };
 
+absl::Status OutsideRoots(const std::string& uri, absl::string_view why) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "PATH_OUTSIDE_ROOTS", absl::StrCat("'", uri, "' ", why),
+                   {{"uri", uri}});
+}
+
 }  // namespace
 
+LocalObjectStore::LocalObjectStore(const std::vector<std::string>& roots) {
+  for (const std::string& root : roots) {
+    int fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) roots_.emplace_back(root, fd);
+  }
+  // The longest root first, so a path is resolved beneath the innermost root that holds it.
+  std::sort(roots_.begin(), roots_.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+}
+
+LocalObjectStore::~LocalObjectStore() {
+  for (const auto& [path, fd] : roots_) close(fd);
+}
+
+absl::StatusOr<int> LocalObjectStore::OpenConfined(const std::string& uri, int flags) const {
+  if (roots_.empty()) {
+    int fd = open(uri.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, "cannot open", uri);
+    return fd;
+  }
+  for (const auto& [root, root_fd] : roots_) {
+    const bool inside = root == "/" || uri == root || absl::StartsWith(uri, absl::StrCat(root, "/"));
+    if (!inside) continue;
+    std::string relative = uri == root ? "." : uri.substr(root == "/" ? 1 : root.size() + 1);
+    open_how how{};
+    how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd = syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how);
+    if (fd < 0 && errno == EXDEV) {
+      // RESOLVE_BENEATH refuses every absolute symlink, also one that points inside the root:
+      // retry with the real path, which must itself resolve beneath the root (a swap in between
+      // is caught by that second openat2 again).
+      char real[PATH_MAX];
+      if (realpath(uri.c_str(), real) != nullptr) {
+        const std::string real_path(real);
+        if (real_path == root || absl::StartsWith(real_path, absl::StrCat(root, "/")) || root == "/") {
+          const std::string real_relative =
+              real_path == root ? "." : real_path.substr(root == "/" ? 1 : root.size() + 1);
+          fd = syscall(SYS_openat2, root_fd, real_relative.c_str(), &how, sizeof how);
+        } else {
+          errno = EXDEV;
+        }
+      }
+    }
+    if (fd >= 0) return static_cast<int>(fd);
+    // EXDEV: resolving needed to leave the root (a symlink pointing outside, or "..").
+    if (errno == EXDEV)
+      return OutsideRoots(uri, absl::StrCat("leads outside its root '", root, "' (through a symlink)"));
+    return ErrnoStatus(errno, "cannot open", uri);
+  }
+  return OutsideRoots(uri, "is outside the server's roots");
+}
+
 absl::StatusOr<uint64_t> LocalObjectStore::SizeOf(const std::string& uri) {
+  absl::StatusOr<int> fd = OpenConfined(uri, O_PATH);
+  if (!fd.ok()) return fd.status();
   struct stat st;
-  if (stat(uri.c_str(), &st) != 0) return ErrnoStatus(errno, "cannot stat", uri);
+  const int rc = fstat(*fd, &st);
+  const int error = errno;
+  close(*fd);
+  if (rc != 0) return ErrnoStatus(error, "cannot stat", uri);
   if (!S_ISREG(st.st_mode)) return absl::NotFoundError(absl::StrCat("'", uri, "' is not a file"));
   return static_cast<uint64_t>(st.st_size);
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessObject>> LocalObjectStore::OpenForRead(const std::string& uri) {
-  int fd = open(uri.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open", uri);
+  absl::StatusOr<int> opened = OpenConfined(uri, O_RDONLY);
+  if (!opened.ok()) return opened.status();
+  const int fd = *opened;
   struct stat st;
   if (fstat(fd, &st) != 0) {
     absl::Status s = ErrnoStatus(errno, "cannot stat", uri);

@@ -6,18 +6,40 @@
 #ifndef MODELSMITH_WORKERS_STORAGE_LOCAL_OBJECT_STORE_H_
 #define MODELSMITH_WORKERS_STORAGE_LOCAL_OBJECT_STORE_H_
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "workers/storage/object_store.h"
 
 namespace modelsmith {
 
 class LocalObjectStore final : public ObjectStore {
  public:
+  // Unconfined: any path the process can reach.
+  LocalObjectStore() = default;
+  // Confined to `roots` (real paths of existing directories): every read (OpenForRead, SizeOf)
+  // resolves beneath the root that holds the path with the kernel's help, openat2 with
+  // RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS on the root's directory descriptor. A symlink inside a
+  // root that points outside it, or one swapped in after a check, is PERMISSION_DENIED
+  // (PATH_OUTSIDE_ROOTS); one that stays inside is followed. Paths derived from file contents
+  // (index shard names, side files, external data) are opened the same way.
+  explicit LocalObjectStore(const std::vector<std::string>& roots);
+  ~LocalObjectStore() override;
+
   absl::StatusOr<uint64_t> SizeOf(const std::string& uri) override;
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> OpenForRead(const std::string& uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenForWrite(const std::string& uri) override;
   absl::StatusOr<std::vector<ObjectEntry>> List(const std::string& prefix_uri) override;
   absl::Status Delete(const std::string& uri) override;
   bool IsStagingName(const std::string& relative_name) const override;
+
+ private:
+  // An fd of `uri` opened beneath its root with `flags` (O_PATH for a stat), or the plain open
+  // when unconfined.
+  absl::StatusOr<int> OpenConfined(const std::string& uri, int flags) const;
+
+  std::vector<std::pair<std::string, int>> roots_;  // real path, O_PATH directory fd
 };
 
 }  // namespace modelsmith

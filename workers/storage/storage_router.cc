@@ -38,8 +38,7 @@ bool IsUnder(const std::string& path, const std::string& root) {
 
 }  // namespace
 
-StorageRouter::StorageRouter(std::vector<std::string> roots, std::unique_ptr<ObjectStore> s3)
-    : local_(std::make_unique<LocalObjectStore>()), s3_(std::move(s3)) {
+StorageRouter::StorageRouter(std::vector<std::string> roots, std::unique_ptr<ObjectStore> s3) : s3_(std::move(s3)) {
   confined_ = !roots.empty();
   for (const std::string& root : roots) {
     absl::StatusOr<ParsedUri> parsed = ParseUri(root);
@@ -52,6 +51,9 @@ StorageRouter::StorageRouter(std::vector<std::string> roots, std::unique_ptr<Obj
     std::filesystem::create_directories(parsed->path, ec);
     roots_.push_back(RealPathOfExistingAncestor(parsed->path));
   }
+  // The store enforces the roots again at every open, beneath each root's directory: paths that
+  // jobs derive from file contents never pass through Resolve.
+  local_ = confined_ ? std::make_unique<LocalObjectStore>(roots_) : std::make_unique<LocalObjectStore>();
 }
 
 absl::StatusOr<Location> StorageRouter::Resolve(absl::string_view uri) const {
