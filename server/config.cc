@@ -41,6 +41,10 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
       ->envname("MODELSMITH_TLS_RELOAD_SECONDS")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  app.add_option("--health-listen", config.health_listen,
+                 "HOST:PORT of a plaintext listener that serves only grpc.health.v1 (for probes that present "
+                 "no certificate or token); off by default")
+      ->envname("MODELSMITH_HEALTH_LISTEN");
   app.add_flag("--insecure-plaintext", config.insecure_plaintext,
                "allow plaintext gRPC on a non-loopback address (no encryption, no client identity)")
       ->envname("MODELSMITH_INSECURE_PLAINTEXT");

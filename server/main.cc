@@ -129,6 +129,18 @@ int Run(const ServerConfig& config) {
   }
   JobServiceImpl service(manager, router, *auth);
   grpc::EnableDefaultHealthCheckService(true);
+  // The health listener is built before the reflection plugin is installed: it serves health alone.
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
+  if (!config.health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(config.health_listen, grpc::InsecureServerCredentials(), &health_port);
+    health_server = health_builder.BuildAndStart();
+    if (health_server == nullptr || health_port == 0) {
+      LogError("", absl::StrCat("cannot listen on '", config.health_listen, "' (--health-listen)"));
+      return 1;
+    }
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Link the health messages into the generated pool so reflection can describe the service.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
@@ -142,6 +154,7 @@ int Run(const ServerConfig& config) {
     return 1;
   }
   server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  if (health_server) health_server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
 
   const std::string host = config.listen.substr(0, config.listen.rfind(':'));
   std::printf("modelsmithd listening on %s:%d (gRPC%s)\n", host.c_str(), grpc_port,
@@ -154,6 +167,10 @@ int Run(const ServerConfig& config) {
   }
   std::vector<std::string> roots = router.local_roots();
   for (const std::string& root : router.s3_roots()) roots.push_back(absl::StrCat("s3://", root));
+  if (health_server) {
+    const std::string health_host = config.health_listen.substr(0, config.health_listen.rfind(':'));
+    std::printf("modelsmithd health on %s:%d (plaintext, grpc.health.v1 only)\n", health_host.c_str(), health_port);
+  }
   std::printf("modelsmithd data dir %s, roots %s, s3 %s, %zu workers, memory budget %llu bytes\n",
               data_dir->path.c_str(), absl::StrJoin(roots, ",").c_str(), s3_enabled ? "on" : "off (no AWS credentials)",
               pool.workers(), static_cast<unsigned long long>(budget));
@@ -164,6 +181,7 @@ int Run(const ServerConfig& config) {
   sigwait(&signals, &signal_number);
   LogInfo("", absl::StrCat("received ", strsignal(signal_number), "; draining"));
   server->GetHealthCheckService()->SetServingStatus(false);
+  if (health_server) health_server->GetHealthCheckService()->SetServingStatus(false);
   manager.BeginDrain();
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(config.shutdown_grace_seconds * 1000));
   if (!manager.WaitForRunning(grace)) {
@@ -173,6 +191,7 @@ int Run(const ServerConfig& config) {
   pool.Shutdown();
   manager.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (health_server) health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   LogInfo("", "stopped");
   return 0;
 }

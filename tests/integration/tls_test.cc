@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/job_client.h"
 #include "tests/support/read_file.h"
 #include "tests/support/subprocess.h"
@@ -138,6 +139,28 @@ TEST_F(TlsTest, AClientCertificateNamesThePrincipalAndItsRole) {
   CommandResult refused = RunCommand(submit);
   EXPECT_NE(refused.err.find("ROLE_REQUIRED"), std::string::npos) << refused.err;
   EXPECT_NE(refused.err.find("alice"), std::string::npos) << refused.err;
+}
+
+TEST_F(TlsTest, TheHealthListenerServesHealthAloneInPlaintext) {
+  std::vector<std::string> args = ServerTls();
+  args.insert(args.end(), {"--tls-client-ca", Pem("ca.pem"), "--health-listen", "127.0.0.1:0"});
+  Start(args);
+  ASSERT_GT(server_->health_port(), 0);
+  auto channel =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->health_port()), grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("modelsmith.v1.JobService");
+  grpc::health::v1::HealthCheckResponse response;
+  ASSERT_TRUE(health->Check(&context, request, &response).ok());
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  // Nothing else is served there.
+  auto jobs = v1::JobService::NewStub(channel);
+  grpc::ClientContext list_context;
+  v1::ListJobsResponse listed;
+  EXPECT_EQ(jobs->ListJobs(&list_context, v1::ListJobsRequest(), &listed).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(TlsTest, ARotatedCertificateIsServedWithoutARestart) {

@@ -145,6 +145,7 @@ ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::strin
   std::string text;
   const std::regex grpc_line(R"(listening on 127\.0\.0\.1:(\d+))");
   const std::regex metrics_line(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+  const std::regex health_line(R"(health on 127\.0\.0\.1:(\d+))");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   pollfd pfd = {out_pipe[0], POLLIN, 0};
   while (std::chrono::steady_clock::now() < deadline) {
@@ -156,6 +157,7 @@ ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::strin
     std::smatch match;
     if (grpc_port_ == 0 && std::regex_search(text, match, grpc_line)) grpc_port_ = std::stoi(match[1]);
     if (metrics_port_ == 0 && std::regex_search(text, match, metrics_line)) metrics_port_ = std::stoi(match[1]);
+    if (health_port_ == 0 && std::regex_search(text, match, health_line)) health_port_ = std::stoi(match[1]);
     if (grpc_port_ > 0 && (!with_metrics || metrics_port_ > 0) && text.find("data dir") != std::string::npos) break;
   }
   // Keep reading stdout in the background so the server never blocks on a full pipe.

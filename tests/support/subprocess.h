@@ -49,6 +49,7 @@ class ServerProcess {
   bool started() const { return grpc_port_ > 0; }
   std::string address() const;  // "127.0.0.1:PORT"
   int metrics_port() const { return metrics_port_; }
+  int health_port() const { return health_port_; }  // with --health-listen
   pid_t pid() const { return pid_; }
 
   // Sends SIGTERM and waits (at most `timeout`); returns the exit code (128+signal if killed).
@@ -64,6 +65,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
+  int health_port_ = 0;
   std::string log_path_;
 };
 
