@@ -41,6 +41,9 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
       ->envname("MODELSMITH_TLS_RELOAD_SECONDS")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  app.add_option("--metrics-auth-file", config.metrics_auth_file,
+                 "lines 'USER sha256:HEX': /metrics then requires HTTP basic auth")
+      ->envname("MODELSMITH_METRICS_AUTH_FILE");
   app.add_option("--health-listen", config.health_listen,
                  "HOST:PORT of a plaintext listener that serves only grpc.health.v1 (for probes that present "
                  "no certificate or token); off by default")

@@ -34,7 +34,9 @@ struct ServerConfig {
   // Transport: TLS (mutual with a client CA); plaintext only on loopback unless insecure_plaintext.
   TlsSettings tls;
   bool insecure_plaintext = false;
-  std::string health_listen;  // a plaintext listener serving only grpc.health.v1; empty: off
+  std::string health_listen;
+  std::string metrics_auth_file;  // basic auth for /metrics (metrics.h); empty: none  // a plaintext listener serving
+                                  // only grpc.health.v1; empty: off
   // Identities and roles (auth.h): off without an auth file.
   std::string auth_file;
   size_t max_queued_per_principal = 0;  // 0: no quota

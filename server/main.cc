@@ -92,7 +92,7 @@ int Run(const ServerConfig& config) {
     metrics = std::make_unique<Metrics>([&pool] {
       return SchedulerSnapshot{pool.queued(), pool.busy(), pool.budget_bytes(), pool.reserved_bytes()};
     });
-    absl::StatusOr<int> port = metrics->Serve(config.metrics_listen);
+    absl::StatusOr<int> port = metrics->Serve(config.metrics_listen, config.metrics_auth_file);
     if (!port.ok()) {
       LogError("", std::string(port.status().message()));
       return 1;

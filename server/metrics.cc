@@ -9,12 +9,17 @@
 #include <fstream>
 #include <mutex>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
+#include "workers/common/error.h"
 #include "workers/jobs/job_kinds.h"
 #include "workers/jobs/core/version.h"
 #include "workers/pool/process_memory.h"
+#include "workers/storage/checksum.h"
 
 namespace modelsmith {
 namespace {
@@ -224,11 +229,40 @@ Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
 
 Metrics::~Metrics() = default;
 
-absl::StatusOr<int> Metrics::Serve(const std::string& address) {
+absl::StatusOr<int> Metrics::Serve(const std::string& address, const std::string& basic_auth_file) {
+  std::map<std::string, std::string> users;  // user -> SHA-256 hex of the password
+  if (!basic_auth_file.empty()) {
+    std::ifstream in(basic_auth_file);
+    if (!in) {
+      return MakeError(absl::StatusCode::kNotFound, "METRICS_AUTH_FILE_INVALID",
+                       absl::StrCat("cannot read --metrics-auth-file '", basic_auth_file, "'"));
+    }
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+      if (size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+      std::vector<absl::string_view> words = absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+      if (words.empty()) continue;
+      absl::string_view hex = words.size() == 2 ? words[1] : "";
+      if (words.size() != 2 || !absl::ConsumePrefix(&hex, "sha256:") || hex.size() != 64) {
+        return MakeError(
+            absl::StatusCode::kInvalidArgument, "METRICS_AUTH_FILE_INVALID",
+            absl::StrCat("--metrics-auth-file '", basic_auth_file, "' line ", number, ": expected 'USER sha256:HEX'"));
+      }
+      users[std::string(words[0])] = absl::AsciiStrToLower(hex);
+    }
+  }
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on '", address, "': ", e.what()));
+  }
+  if (!basic_auth_file.empty()) {
+    exposer_->RegisterAuth(
+        [users = std::move(users)](const std::string& user, const std::string& password) {
+          auto it = users.find(user);
+          return it != users.end() && it->second == Sha256Hex(password);
+        },
+        "modelsmithd");
   }
   exposer_->RegisterCollectable(registry_);
   exposer_->RegisterCollectable(runtime_collector_);

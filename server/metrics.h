@@ -33,8 +33,11 @@ class Metrics final : public StoreObserver {
   explicit Metrics(std::function<SchedulerSnapshot()> scheduler);
   ~Metrics();
 
-  // Serves /metrics on `address` ("host:port", port 0 picks one). Returns the bound port.
-  absl::StatusOr<int> Serve(const std::string& address);
+  // Serves /metrics on `address` ("host:port", port 0 picks one). Returns the bound port. With
+  // `basic_auth_file`, scrapes need HTTP basic auth: lines "USER sha256:HEX", HEX the SHA-256
+  // (lowercase hex) of the password, read once at start (Prometheus' basic_auth works with it).
+  // INVALID_ARGUMENT (METRICS_AUTH_FILE_INVALID, naming the line) for a file that does not parse.
+  absl::StatusOr<int> Serve(const std::string& address, const std::string& basic_auth_file = "");
 
   // A job reached a terminal state (SUCCEEDED, FAILED or CANCELLED).
   void RecordJobFinished(const v1::Job& job);

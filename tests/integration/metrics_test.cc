@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include "tests/support/job_client.h"
@@ -12,6 +13,28 @@
 
 namespace modelsmith::testing {
 namespace {
+
+TEST(MetricsTest, BasicAuthProtectsTheScrape) {
+  TempDir dir;
+  const std::string data = dir.path() + "/data";
+  std::filesystem::create_directories(data);
+  CommandResult hash = RunCommand({"sh", "-c", "printf %s scrape-secret | sha256sum | cut -d' ' -f1"});
+  ASSERT_EQ(hash.exit_code, 0);
+  std::ofstream(dir.path() + "/metrics-auth")
+      << "# user sha256:hex\nprometheus sha256:" << hash.out.substr(0, 64) << "\n";
+  ServerProcess server(data, {"--metrics-auth-file", dir.path() + "/metrics-auth"}, /*with_metrics=*/true);
+  ASSERT_GT(server.metrics_port(), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.metrics_port()) + "/metrics";
+  auto status_of = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(url);
+    return RunCommand(argv).out;
+  };
+  EXPECT_EQ(status_of({}), "401");
+  EXPECT_EQ(status_of({"-u", "prometheus:wrong"}), "401");
+  EXPECT_EQ(status_of({"-u", "prometheus:scrape-secret"}), "200");
+}
 
 TEST(MetricsTest, ScrapeShowsJobAndShardFigures) {
   TempDir dir;
