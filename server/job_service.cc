@@ -53,10 +53,14 @@ JobServiceImpl::JobServiceImpl(JobManager& manager, const StorageRouter& router,
       cancels_(kCancelThreads, kMaxPendingCancels) {}
 
 std::optional<Principal> JobServiceImpl::Admit(grpc::CallbackServerContext* context, Role role, absl::string_view what,
-                                               grpc::ServerUnaryReactor* reactor) {
+                                               grpc::ServerUnaryReactor* reactor, absl::string_view audit_action,
+                                               absl::string_view job_id) {
   absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
   absl::Status allowed = principal.ok() ? Authenticator::Require(*principal, role, what) : principal.status();
   if (!allowed.ok()) {
+    if (!audit_action.empty()) {
+      LogAudit(audit_action, principal.ok() ? principal->name : "-", context->peer(), job_id, ReasonOf(allowed));
+    }
     reactor->Finish(ToGrpcStatus(allowed));
     return std::nullopt;
   }
@@ -66,14 +70,8 @@ std::optional<Principal> JobServiceImpl::Admit(grpc::CallbackServerContext* cont
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* context,
                                                     const v1::SubmitJobRequest* request, v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
-  if (absl::Status allowed =
-          principal.ok() ? Authenticator::Require(*principal, Role::kSubmitter, "SubmitJob") : principal.status();
-      !allowed.ok()) {
-    LogAudit("submit", principal.ok() ? principal->name : "-", context->peer(), "", ReasonOf(allowed));
-    reactor->Finish(ToGrpcStatus(allowed));
-    return reactor;
-  }
+  std::optional<Principal> principal = Admit(context, Role::kSubmitter, "SubmitJob", reactor, "submit", "");
+  if (!principal) return reactor;
   bool posted = preflights_.TryPost([this, context, request, response, reactor, principal = *principal] {
     if (!CallerWaiting(context)) {  // gave up while queued: nothing to do, nobody to tell
       LogAudit("submit", principal.name, principal.peer, "", "CALLER_GONE");
@@ -116,14 +114,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* context,
                                                     const v1::CancelJobRequest* request, v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
-  if (absl::Status allowed =
-          principal.ok() ? Authenticator::Require(*principal, Role::kSubmitter, "CancelJob") : principal.status();
-      !allowed.ok()) {
-    LogAudit("cancel", principal.ok() ? principal->name : "-", context->peer(), request->id(), ReasonOf(allowed));
-    reactor->Finish(ToGrpcStatus(allowed));
-    return reactor;
-  }
+  std::optional<Principal> principal = Admit(context, Role::kSubmitter, "CancelJob", reactor, "cancel", request->id());
+  if (!principal) return reactor;
   if (absl::Status s = RequireId(request->id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;

@@ -38,9 +38,11 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
                                          v1::ModelInfo* response) override;
 
  private:
-  // The caller, who must hold `role` for `what`; else the reactor is finished with the error.
+  // The caller, who must hold `role` for `what`; else the reactor is finished with the error
+  // (and, for a non-empty `audit_action`, an audit line records the refusal).
   std::optional<Principal> Admit(grpc::CallbackServerContext* context, Role role, absl::string_view what,
-                                 grpc::ServerUnaryReactor* reactor);
+                                 grpc::ServerUnaryReactor* reactor, absl::string_view audit_action = "",
+                                 absl::string_view job_id = "");
 
   JobManager& manager_;
   const StorageRouter& router_;
