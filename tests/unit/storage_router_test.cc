@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <span>
 
 #include "tests/support/temp_dir.h"
 #include "workers/common/error.h"
@@ -122,6 +124,62 @@ TEST_F(ConfinedStoreTest, SymlinkSwappedInAfterTheCheckIsRefused) {
   std::filesystem::remove(root_ + "/a.bin");
   std::filesystem::create_symlink(dir_.path() + "/outside/secret", root_ + "/a.bin");
   ExpectOutside(store_->OpenForRead(root_ + "/a.bin").status(), "swapped symlink");
+}
+
+// Writes resolve beneath the root too: an output directory that is (or becomes) a symlink out of
+// the root is refused before a byte is written there; a symlink at the output's own name is
+// replaced, never written through.
+TEST_F(ConfinedStoreTest, WritesListsAndDeletesThroughASymlinkLeavingTheRootAreRefused) {
+  std::filesystem::create_directory_symlink(dir_.path() + "/outside", root_ + "/sub/out");
+  ExpectOutside(store_->OpenForWrite(root_ + "/sub/out/model.safetensors").status(), "write into a linked directory");
+  ExpectOutside(store_->OpenForWrite(root_ + "/sub/out/new/deeper/m.bin").status(), "directories made through a link");
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/outside/new")) << "a directory was made outside the root";
+  ExpectOutside(store_->List(root_ + "/sub/out").status(), "list a linked directory");
+  ExpectOutside(store_->Delete(root_ + "/sub/out/secret"), "delete through a linked directory");
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() + "/outside/secret"));
+  EXPECT_EQ(std::filesystem::directory_iterator(dir_.path() + "/outside")->path().filename(), "secret");
+}
+
+TEST_F(ConfinedStoreTest, ADirectorySwappedForASymlinkAfterOpeningKeepsTheWriteInside) {
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store_->OpenForWrite(root_ + "/made/m.bin");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->Append(std::as_bytes(std::span<const char>("data", 4))).ok());
+  // The directory is moved away and a symlink out of the root takes its name before the commit.
+  std::filesystem::rename(root_ + "/made", root_ + "/moved");
+  std::filesystem::create_directory_symlink(dir_.path() + "/outside", root_ + "/made");
+  ASSERT_TRUE((*writer)->Commit().ok());
+  EXPECT_TRUE(std::filesystem::exists(root_ + "/moved/m.bin")) << "the commit left the directory it was opened in";
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/outside/m.bin")) << "the commit followed the swapped link";
+}
+
+TEST_F(ConfinedStoreTest, ASymlinkAtTheOutputNameIsReplacedNotWrittenThrough) {
+  std::filesystem::create_symlink(dir_.path() + "/outside/secret", root_ + "/out.bin");
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store_->OpenForWrite(root_ + "/out.bin");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->Append(std::as_bytes(std::span<const char>("new", 3))).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  EXPECT_FALSE(std::filesystem::is_symlink(root_ + "/out.bin"));
+  EXPECT_EQ(std::filesystem::file_size(root_ + "/out.bin"), 3u);
+  std::ifstream secret(dir_.path() + "/outside/secret");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(secret), {}), "secret");
+}
+
+TEST_F(ConfinedStoreTest, WritesListsAndDeletesInsideTheRootWork) {
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = store_->OpenForWrite(root_ + "/a/b/c/m.bin");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->Append(std::as_bytes(std::span<const char>("abc", 3))).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  absl::StatusOr<std::vector<ObjectEntry>> listed = store_->List(root_ + "/a");
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].relative_name, "b/c/m.bin");
+  EXPECT_EQ((*listed)[0].uri, root_ + "/a/b/c/m.bin");
+  EXPECT_EQ((*listed)[0].size_bytes, 3u);
+  EXPECT_TRUE(store_->List(root_ + "/missing").ok());
+  ASSERT_TRUE(store_->Delete(root_ + "/a/b/c/m.bin").ok());
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/a/b/c/m.bin"));
+  EXPECT_TRUE(store_->Delete(root_ + "/a/b/c/m.bin").ok()) << "deleting what is gone is fine";
+  EXPECT_TRUE(store_->Delete(root_ + "/nowhere/m.bin").ok());
 }
 
 TEST(StorageRouter, NoRootsAllowsAnyPath) {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -101,21 +102,23 @@ std::string RandomToken() {
   return absl::StrFormat("%016x", rng());
 }
 
-absl::Status FsyncDirectory(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open directory", dir);
-  int rc = fsync(fd);
-  int error = errno;
-  close(fd);
-  if (rc != 0) return ErrnoStatus(error, "cannot fsync directory", dir);
-  return absl::OkStatus();
-}
-
+// Stages into a file beside the target, named and renamed through the directory's descriptor, so
+// nothing after the open resolves a path again (a symlink swapped in for a directory changes
+// nothing), and the rename replaces the target name itself, never what a link there points to.
 class LocalWriter final : public ObjectWriter {
  public:
-  LocalWriter(std::string uri, std::string staging_path, int fd)
-      : uri_(std::move(uri)), staging_path_(std::move(staging_path)), fd_(fd) {}
-  ~LocalWriter() override { Abort(); }
+  // Takes `dir_fd` (the target's directory, O_RDONLY) and `fd` (the staging file in it).
+  LocalWriter(std::string uri, int dir_fd, std::string staging_name, int fd)
+      : uri_(std::move(uri)),
+        staging_path_(JoinUri(ParentUri(uri_), staging_name)),
+        target_name_(BaseName(uri_)),
+        staging_name_(std::move(staging_name)),
+        dir_fd_(dir_fd),
+        fd_(fd) {}
+  ~LocalWriter() override {
+    Abort();
+    close(dir_fd_);
+  }
 
   const std::string& uri() const override { return uri_; }
   uint64_t bytes_written() const override { return written_; }
@@ -172,7 +175,7 @@ class LocalWriter final : public ObjectWriter {
 
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> ReadBack() override {
     if (state_ == State::kClosed) return absl::FailedPreconditionError("writer is closed");
-    int fd = open(staging_path_.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = openat(dir_fd_, staging_name_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return ErrnoStatus(errno, "cannot reopen", staging_path_);
     return std::make_unique<LocalFile>(staging_path_, fd, written_);
   }
@@ -195,12 +198,13 @@ class LocalWriter final : public ObjectWriter {
       }
     }
     state_ = State::kClosed;
-    if (rename(staging_path_.c_str(), uri_.c_str()) != 0) {
+    if (renameat(dir_fd_, staging_name_.c_str(), dir_fd_, target_name_.c_str()) != 0) {
       absl::Status s = ErrnoStatus(errno, "cannot rename into", uri_);
-      unlink(staging_path_.c_str());
+      unlinkat(dir_fd_, staging_name_.c_str(), 0);
       return s;
     }
-    return FsyncDirectory(std::string(ParentUri(uri_)));
+    if (fsync(dir_fd_) != 0) return ErrnoStatus(errno, "cannot fsync the directory of", uri_);
+    return absl::OkStatus();
   }
 
   void Abort() override {
@@ -208,7 +212,7 @@ class LocalWriter final : public ObjectWriter {
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
     state_ = State::kClosed;
-    unlink(staging_path_.c_str());
+    unlinkat(dir_fd_, staging_name_.c_str(), 0);
   }
 
  private:
@@ -226,7 +230,10 @@ class LocalWriter final : public ObjectWriter {
   enum class State { kOpen, kSynced, kClosed };
 
   std::string uri_;
-  std::string staging_path_;
+  std::string staging_path_;  // for messages
+  std::string target_name_;
+  std::string staging_name_;
+  int dir_fd_;
   int fd_;
   State state_ = State::kOpen;
   uint64_t written_ = 0;
@@ -254,43 +261,75 @@ LocalObjectStore::~LocalObjectStore() {
   for (const auto& [path, fd] : roots_) close(fd);
 }
 
+std::optional<LocalObjectStore::Beneath> LocalObjectStore::Locate(const std::string& uri) const {
+  for (const auto& [root, root_fd] : roots_) {
+    const bool inside = root == "/" || uri == root || absl::StartsWith(uri, absl::StrCat(root, "/"));
+    if (!inside) continue;
+    return Beneath{&root, root_fd, uri == root ? "." : uri.substr(root == "/" ? 1 : root.size() + 1)};
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<int> LocalObjectStore::OpenBeneath(const Beneath& at, const std::string& uri, int flags) const {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  long fd = syscall(SYS_openat2, at.root_fd, at.relative.c_str(), &how, sizeof how);
+  if (fd < 0 && errno == EXDEV) {
+    // RESOLVE_BENEATH refuses every absolute symlink, also one that points inside the root:
+    // retry with the real path, which must itself resolve beneath the root (a swap in between
+    // is caught by that second openat2 again).
+    const std::string& root = *at.root;
+    char real[PATH_MAX];
+    if (realpath(uri.c_str(), real) != nullptr) {
+      const std::string real_path(real);
+      if (real_path == root || absl::StartsWith(real_path, absl::StrCat(root, "/")) || root == "/") {
+        const std::string real_relative = real_path == root ? "." : real_path.substr(root == "/" ? 1 : root.size() + 1);
+        fd = syscall(SYS_openat2, at.root_fd, real_relative.c_str(), &how, sizeof how);
+      } else {
+        errno = EXDEV;
+      }
+    } else {
+      errno = EXDEV;
+    }
+  }
+  if (fd >= 0) return static_cast<int>(fd);
+  // EXDEV: resolving needed to leave the root (a symlink pointing outside, or "..").
+  if (errno == EXDEV)
+    return OutsideRoots(uri, absl::StrCat("leads outside its root '", *at.root, "' (through a symlink)"));
+  return ErrnoStatus(errno, "cannot open", uri);
+}
+
 absl::StatusOr<int> LocalObjectStore::OpenConfined(const std::string& uri, int flags) const {
   if (roots_.empty()) {
     int fd = open(uri.c_str(), flags | O_CLOEXEC);
     if (fd < 0) return ErrnoStatus(errno, "cannot open", uri);
     return fd;
   }
-  for (const auto& [root, root_fd] : roots_) {
-    const bool inside = root == "/" || uri == root || absl::StartsWith(uri, absl::StrCat(root, "/"));
-    if (!inside) continue;
-    std::string relative = uri == root ? "." : uri.substr(root == "/" ? 1 : root.size() + 1);
-    open_how how{};
-    how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    long fd = syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how);
-    if (fd < 0 && errno == EXDEV) {
-      // RESOLVE_BENEATH refuses every absolute symlink, also one that points inside the root:
-      // retry with the real path, which must itself resolve beneath the root (a swap in between
-      // is caught by that second openat2 again).
-      char real[PATH_MAX];
-      if (realpath(uri.c_str(), real) != nullptr) {
-        const std::string real_path(real);
-        if (real_path == root || absl::StartsWith(real_path, absl::StrCat(root, "/")) || root == "/") {
-          const std::string real_relative =
-              real_path == root ? "." : real_path.substr(root == "/" ? 1 : root.size() + 1);
-          fd = syscall(SYS_openat2, root_fd, real_relative.c_str(), &how, sizeof how);
-        } else {
-          errno = EXDEV;
-        }
-      }
-    }
-    if (fd >= 0) return static_cast<int>(fd);
-    // EXDEV: resolving needed to leave the root (a symlink pointing outside, or "..").
-    if (errno == EXDEV)
-      return OutsideRoots(uri, absl::StrCat("leads outside its root '", root, "' (through a symlink)"));
-    return ErrnoStatus(errno, "cannot open", uri);
+  std::optional<Beneath> at = Locate(uri);
+  if (!at) return OutsideRoots(uri, "is outside the server's roots");
+  return OpenBeneath(*at, uri, flags);
+}
+
+absl::StatusOr<int> LocalObjectStore::MakeDirectories(const std::string& dir) const {
+  if (roots_.empty()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return ErrnoStatus(ec.value(), "cannot create directory", dir);
+    return OpenConfined(dir, O_RDONLY | O_DIRECTORY);
   }
-  return OutsideRoots(uri, "is outside the server's roots");
+  absl::StatusOr<int> fd = OpenConfined(dir, O_RDONLY | O_DIRECTORY);
+  if (fd.ok() || !absl::IsNotFound(fd.status())) return fd;
+  if (std::optional<Beneath> at = Locate(dir); !at || at->relative == ".") return fd;  // the root itself is gone
+  // Each missing directory is made inside its parent's descriptor, itself opened beneath the root.
+  absl::StatusOr<int> parent = MakeDirectories(std::string(ParentUri(dir)));
+  if (!parent.ok()) return parent.status();
+  const std::string name(BaseName(dir));
+  const int rc = mkdirat(*parent, name.c_str(), 0755);
+  const int error = errno;
+  close(*parent);
+  if (rc != 0 && error != EEXIST) return ErrnoStatus(error, "cannot create directory", dir);
+  return OpenConfined(dir, O_RDONLY | O_DIRECTORY);
 }
 
 absl::StatusOr<uint64_t> LocalObjectStore::SizeOf(const std::string& uri) {
@@ -323,40 +362,59 @@ absl::StatusOr<std::unique_ptr<RandomAccessObject>> LocalObjectStore::OpenForRea
 }
 
 absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenForWrite(const std::string& uri) {
-  std::string dir(ParentUri(uri));
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) {
-    return ErrnoStatus(ec.value(), "cannot create directory", dir);
+  absl::StatusOr<int> dir_fd = MakeDirectories(std::string(ParentUri(uri)));
+  if (!dir_fd.ok()) return dir_fd.status();
+  std::string staging = absl::StrCat(".", BaseName(uri), kStagingMarker, RandomToken(), kStagingSuffix);
+  // Mode 0644 under the umask: the output's own permissions, whatever the source's were.
+  int fd = openat(*dir_fd, staging.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) {
+    absl::Status s = ErrnoStatus(errno, "cannot create", JoinUri(ParentUri(uri), staging));
+    close(*dir_fd);
+    return s;
   }
-  std::string staging = JoinUri(dir, absl::StrCat(".", BaseName(uri), kStagingMarker, RandomToken(), kStagingSuffix));
-  int fd = open(staging.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "cannot create", staging);
-  return std::make_unique<LocalWriter>(uri, std::move(staging), fd);
+  return std::make_unique<LocalWriter>(uri, *dir_fd, std::move(staging), fd);
 }
 
 absl::StatusOr<std::vector<ObjectEntry>> LocalObjectStore::List(const std::string& prefix_uri) {
   std::vector<ObjectEntry> entries;
+  // The directory is opened beneath its root and walked through its descriptor, so a symlink
+  // swapped in for it cannot point the walk elsewhere.
+  absl::StatusOr<int> dir_fd = OpenConfined(prefix_uri, O_RDONLY | O_DIRECTORY);
+  if (!dir_fd.ok()) {
+    if (absl::IsNotFound(dir_fd.status())) return entries;  // missing, or not a directory
+    return dir_fd.status();
+  }
+  const std::string walked = absl::StrCat("/proc/self/fd/", *dir_fd);
   std::error_code ec;
-  if (!fs::is_directory(prefix_uri, ec)) return entries;
-  fs::recursive_directory_iterator it(prefix_uri, fs::directory_options::none, ec);
-  if (ec) return ErrnoStatus(ec.value(), "cannot list", prefix_uri);
+  fs::recursive_directory_iterator it(walked, fs::directory_options::none, ec);
+  if (ec) {
+    close(*dir_fd);
+    return ErrnoStatus(ec.value(), "cannot list", prefix_uri);
+  }
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (ec) return ErrnoStatus(ec.value(), "cannot list", prefix_uri);
+    if (ec) break;
     if (!it->is_regular_file(ec)) continue;
     ObjectEntry entry;
-    entry.uri = it->path().string();
-    entry.relative_name = it->path().lexically_relative(prefix_uri).string();
+    entry.relative_name = it->path().lexically_relative(walked).string();
+    entry.uri = JoinUri(prefix_uri, entry.relative_name);
     entry.size_bytes = it->file_size(ec);
     entries.push_back(std::move(entry));
   }
+  close(*dir_fd);
+  if (ec) return ErrnoStatus(ec.value(), "cannot list", prefix_uri);
   std::sort(entries.begin(), entries.end(),
             [](const ObjectEntry& a, const ObjectEntry& b) { return a.relative_name < b.relative_name; });
   return entries;
 }
 
 absl::Status LocalObjectStore::Delete(const std::string& uri) {
-  if (unlink(uri.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "cannot delete", uri);
+  absl::StatusOr<int> dir_fd = OpenConfined(std::string(ParentUri(uri)), O_PATH | O_DIRECTORY);
+  if (!dir_fd.ok()) return absl::IsNotFound(dir_fd.status()) ? absl::OkStatus() : dir_fd.status();
+  const std::string name(BaseName(uri));
+  const int rc = unlinkat(*dir_fd, name.c_str(), 0);
+  const int error = errno;
+  close(*dir_fd);
+  if (rc != 0 && error != ENOENT) return ErrnoStatus(error, "cannot delete", uri);
   return absl::OkStatus();
 }
 

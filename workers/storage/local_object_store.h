@@ -6,6 +6,7 @@
 #ifndef MODELSMITH_WORKERS_STORAGE_LOCAL_OBJECT_STORE_H_
 #define MODELSMITH_WORKERS_STORAGE_LOCAL_OBJECT_STORE_H_
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,7 +24,10 @@ class LocalObjectStore final : public ObjectStore {
   // RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS on the root's directory descriptor. A symlink inside a
   // root that points outside it, or one swapped in after a check, is PERMISSION_DENIED
   // (PATH_OUTSIDE_ROOTS); one that stays inside is followed. Paths derived from file contents
-  // (index shard names, side files, external data) are opened the same way.
+  // (index shard names, side files, external data) are opened the same way. Writes too: the
+  // output's directories are made one by one inside descriptors opened beneath the root, the
+  // staging file is created, renamed and removed through its directory's descriptor, and List and
+  // Delete open their directory beneath the root first.
   explicit LocalObjectStore(const std::vector<std::string>& roots);
   ~LocalObjectStore() override;
 
@@ -38,6 +42,17 @@ class LocalObjectStore final : public ObjectStore {
   // An fd of `uri` opened beneath its root with `flags` (O_PATH for a stat), or the plain open
   // when unconfined.
   absl::StatusOr<int> OpenConfined(const std::string& uri, int flags) const;
+  // The directory `dir` (O_RDONLY), made with its missing parents beneath its root.
+  absl::StatusOr<int> MakeDirectories(const std::string& dir) const;
+
+  struct Beneath {
+    const std::string* root;
+    int root_fd;
+    std::string relative;  // "." for the root itself
+  };
+  // The innermost root that holds `uri`; nullopt when none does.
+  std::optional<Beneath> Locate(const std::string& uri) const;
+  absl::StatusOr<int> OpenBeneath(const Beneath& at, const std::string& uri, int flags) const;
 
   std::vector<std::pair<std::string, int>> roots_;  // real path, O_PATH directory fd
 };
