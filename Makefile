@@ -21,8 +21,10 @@ build: deps $(BUILD_DIR)/build.ninja
 serve: build
 	$(BUILD_DIR)/server/modelsmithd --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) --data-dir $(DATA_DIR)
 
+# The parser fuzzers run as ctest cases (20 s each) from their own clang tree, built here.
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	JOBS=$(JOBS) bash scripts/fuzz.sh build
+	cd $(BUILD_DIR) && MODELSMITH_REQUIRE_FUZZ=1 ctest --output-on-failure -j $(JOBS) --timeout 600
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
@@ -34,26 +36,15 @@ bench: build
 	$(BUILD_DIR)/tests/bench/bisect_bench --work-dir bench-data/bisect
 	$(BUILD_DIR)/tests/bench/watch_bench --work-dir bench-data/watch
 
-# The GGUF reader, the torch restricted unpickler and the torch checkpoint reader (zip record
-# table + pickle) under libFuzzer + AddressSanitizer for FUZZ_SECONDS each (clang, its own build
-# tree), seeded with the golden GGUF files and the torch fixtures. A crash leaves its input in
-# build-fuzz/ and fails the target.
+# Every parser fuzzer (GGUF, torch pickle, torch zip, safetensors header, ONNX graph) under
+# libFuzzer + AddressSanitizer for FUZZ_SECONDS each (scripts/fuzz.sh: clang, its own build tree
+# build-fuzz/, seeded from the test fixtures). A crash keeps its input under
+# build-fuzz/artifacts/NAME/ and fails the target.
 FUZZ_SECONDS ?= 120
 fuzz:
-	bash scripts/install-deps.sh --fuzz
-	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMODELSMITH_FUZZ=ON \
-	  -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address" -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address"
-	cmake --build build-fuzz -j $(JOBS) --target gguf_reader_fuzzer torch_pickle_fuzzer torch_checkpoint_fuzzer
-	mkdir -p build-fuzz/corpus/gguf build-fuzz/corpus/torch build-fuzz/corpus/pickle
-	cp -n tests/data/golden/gguf/*.gguf build-fuzz/corpus/gguf/
-	cp -n tests/data/torch/*.bin tests/data/torch/*.ckpt build-fuzz/corpus/torch/
-	python3 scripts/extract_pickles.py tests/data/torch build-fuzz/corpus/pickle
-	cd build-fuzz && tests/fuzz/gguf_reader_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
-	  -rss_limit_mb=2048 corpus/gguf
-	cd build-fuzz && tests/fuzz/torch_pickle_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
-	  -rss_limit_mb=2048 corpus/pickle
-	cd build-fuzz && tests/fuzz/torch_checkpoint_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
-	  -rss_limit_mb=2048 corpus/torch
+	bash scripts/install-deps.sh
+	JOBS=$(JOBS) bash scripts/fuzz.sh build
+	for name in $$(bash scripts/fuzz.sh list); do bash scripts/fuzz.sh run $$name $(FUZZ_SECONDS) || exit 1; done
 
 # The tree is kept formatted by .clang-format; format-check is also a ctest case.
 format:

@@ -4,9 +4,8 @@
 # run costs a dpkg query and nothing else. Must run as root (or with sudo available).
 set -euo pipefail
 
-# Usage: install-deps.sh [--build-only | --runtime-only | --fuzz]
-#   (none)          build + test packages: what `make serve` and `make test` need
-#   --fuzz          build packages plus clang and its libFuzzer runtime (`make fuzz`)
+# Usage: install-deps.sh [--build-only | --runtime-only]
+#   (none)          build + test packages: what `make serve`, `make test` and `make fuzz` need
 #   --build-only    what compiling needs (the Dockerfile's build stage)
 #   --runtime-only  the shared libraries the binaries load, and CA certificates for https S3
 #                   (the Dockerfile's runtime stage)
@@ -24,10 +23,10 @@ BUILD_PACKAGES=(
 # manifests, python3-onnx (with numpy) builds the ONNX test graphs and runs the ONNX checker on
 # bisected chunks, node + npm install the pinned test-only tools (tests/package-lock.json: buf,
 # s3rver, onnxruntime-node); clang-format checks the tree against .clang-format.
-TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy clang-format git)
-
-# `make fuzz` builds the fuzz targets with clang's libFuzzer and AddressSanitizer.
-FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+# clang with its libFuzzer and AddressSanitizer runtime builds the parser fuzzers that `make test`
+# runs (scripts/fuzz.sh).
+TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy clang-format git
+               clang libclang-rt-14-dev)
 
 # What modelsmithd and modelsmith load at run time (ldd of both, mapped to packages).
 RUNTIME_PACKAGES=(
@@ -41,8 +40,7 @@ case "$mode" in
   "") wanted=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
   --build-only) wanted=("${BUILD_PACKAGES[@]}") ;;
   --runtime-only) wanted=("${RUNTIME_PACKAGES[@]}") ;;
-  --fuzz) wanted=("${BUILD_PACKAGES[@]}" "${FUZZ_PACKAGES[@]}") ;;
-  *) echo "usage: $0 [--build-only|--runtime-only|--fuzz]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--build-only|--runtime-only]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -3,6 +3,7 @@
 // twice.
 #include "workers/quant/simd_avx2.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -59,8 +60,12 @@ inline __m256 RoundHalfAway(__m256 v) {
 }  // namespace
 
 bool CpuHasAvx2Fma16c() {
-  static const bool has =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+    return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return has;
 }
 
@@ -149,7 +154,8 @@ void DequantizeRowQ4_0Avx2(const uint8_t* in, size_t n, float* y) {
     const __m128i halves[2] = {lo, hi};
     for (int h = 0; h < 2; ++h) {
       for (int k = 0; k < 2; ++k) {
-        const __m128i part = _mm_srli_si128(halves[h], 8 * k);
+        // The shift must be a literal for clang: the low 8 bytes, then the high 8.
+        const __m128i part = k == 0 ? halves[h] : _mm_srli_si128(halves[h], 8);
         const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(part), eight);
         _mm256_storeu_ps(y + 16 * h + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
       }
