@@ -125,6 +125,9 @@ struct Hostile {
   std::string names;  // the message must name this
 };
 
+// The fixture's name in test listings (ctest names each case after its parameter).
+void PrintTo(const Hostile& hostile, std::ostream* os) { *os << hostile.file; }
+
 class HostileTest : public ::testing::TestWithParam<Hostile> {};
 
 TEST_P(HostileTest, IsRefusedNamingWhatIsWrong) {
