@@ -1,7 +1,6 @@
 // modelsmithd: builds the service from its flags, serves until SIGTERM/SIGINT, then drains:
 // health turns NOT_SERVING, submits are refused, running jobs get the grace period and are then
 // interrupted (they run again after restart), and the process exits 0.
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
@@ -20,6 +19,7 @@
 #include "server/job_store.h"
 #include "server/logging.h"
 #include "server/metrics.h"
+#include "server/reflection_gate.h"
 #include "server/s3_setup.h"
 #include "workers/pool/process_memory.h"
 #include "workers/pool/worker_pool.h"
@@ -92,7 +92,9 @@ int Run(const ServerConfig& config) {
     metrics = std::make_unique<Metrics>([&pool] {
       return SchedulerSnapshot{pool.queued(), pool.busy(), pool.budget_bytes(), pool.reserved_bytes()};
     });
-    absl::StatusOr<int> port = metrics->Serve(config.metrics_listen, config.metrics_auth_file);
+    absl::StatusOr<int> port = metrics->Serve(config.metrics_listen, {.basic_auth_file = config.metrics_auth_file,
+                                                                      .tls_cert_file = config.tls.cert_file,
+                                                                      .tls_key_file = config.tls.key_file});
     if (!port.ok()) {
       LogError("", std::string(port.status().message()));
       return 1;
@@ -129,11 +131,15 @@ int Run(const ServerConfig& config) {
   }
   JobServiceImpl service(manager, router, *auth);
   grpc::EnableDefaultHealthCheckService(true);
-  // The health listener is built before the reflection plugin is installed: it serves health alone.
+  // The health listener serves health alone (no reflection, no job service).
+  grpc::CallbackGenericService health_only;  // outlives health_server
   std::unique_ptr<grpc::Server> health_server;
   int health_port = 0;
   if (!config.health_listen.empty()) {
     grpc::ServerBuilder health_builder;
+    health_builder.SetOption(WithoutReflection());
+    // gRPC refuses a server with no method of its own; every other method here is UNIMPLEMENTED.
+    health_builder.RegisterCallbackGenericService(&health_only);
     health_builder.AddListeningPort(config.health_listen, grpc::InsecureServerCredentials(), &health_port);
     health_server = health_builder.BuildAndStart();
     if (health_server == nullptr || health_port == 0) {
@@ -141,13 +147,15 @@ int Run(const ServerConfig& config) {
       return 1;
     }
   }
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Link the health messages into the generated pool so reflection can describe the service.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  ReflectionGate reflection(*auth);
   grpc::ServerBuilder builder;
+  builder.SetOption(WithoutReflection());  // reflection is served through the gate, authenticated
   int grpc_port = 0;
   builder.AddListeningPort(config.listen, *credentials, &grpc_port);
   builder.RegisterService(&service);
+  builder.RegisterCallbackGenericService(&reflection);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     LogError("", absl::StrCat("cannot listen on '", config.listen, "'"));
@@ -163,7 +171,8 @@ int Run(const ServerConfig& config) {
                                                   : ", mutual TLS");
   if (metrics) {
     const std::string metrics_host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
-    std::printf("modelsmithd metrics on http://%s:%d/metrics\n", metrics_host.c_str(), metrics_port);
+    std::printf("modelsmithd metrics on %s://%s:%d/metrics\n", tls ? "https" : "http", metrics_host.c_str(),
+                metrics_port);
   }
   std::vector<std::string> roots = router.local_roots();
   for (const std::string& root : router.s3_roots()) roots.push_back(absl::StrCat("s3://", root));

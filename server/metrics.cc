@@ -229,7 +229,8 @@ Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
 
 Metrics::~Metrics() = default;
 
-absl::StatusOr<int> Metrics::Serve(const std::string& address, const std::string& basic_auth_file) {
+absl::StatusOr<int> Metrics::Serve(const std::string& address, const Serving& serving) {
+  const std::string& basic_auth_file = serving.basic_auth_file;
   std::map<std::string, std::string> users;  // user -> SHA-256 hex of the password
   if (!basic_auth_file.empty()) {
     std::ifstream in(basic_auth_file);
@@ -251,8 +252,10 @@ absl::StatusOr<int> Metrics::Serve(const std::string& address, const std::string
       users[std::string(words[0])] = absl::AsciiStrToLower(hex);
     }
   }
+  const bool tls = !serving.tls_cert_file.empty();
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
+    // With TLS, civetweb serves plaintext on a private loopback port behind the TLS front.
+    exposer_ = std::make_unique<prometheus::Exposer>(tls ? std::string("127.0.0.1:0") : address, /*num_threads=*/1);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on '", address, "': ", e.what()));
   }
@@ -267,7 +270,13 @@ absl::StatusOr<int> Metrics::Serve(const std::string& address, const std::string
   exposer_->RegisterCollectable(registry_);
   exposer_->RegisterCollectable(runtime_collector_);
   std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
+  if (ports.empty()) return absl::UnavailableError(absl::StrCat("cannot serve metrics on '", address, "'"));
+  if (!tls) return ports.front();
+  absl::StatusOr<std::unique_ptr<MetricsTlsFront>> front =
+      MetricsTlsFront::Start(address, ports.front(), serving.tls_cert_file, serving.tls_key_file);
+  if (!front.ok()) return front.status();
+  tls_front_ = *std::move(front);
+  return tls_front_->port();
 }
 
 void Metrics::OnRequest(std::string_view store, std::string_view op, std::string_view code, double seconds,

@@ -15,6 +15,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics_tls.h"
 #include "workers/storage/store_observer.h"
 
 namespace modelsmith {
@@ -33,11 +34,19 @@ class Metrics final : public StoreObserver {
   explicit Metrics(std::function<SchedulerSnapshot()> scheduler);
   ~Metrics();
 
-  // Serves /metrics on `address` ("host:port", port 0 picks one). Returns the bound port. With
-  // `basic_auth_file`, scrapes need HTTP basic auth: lines "USER sha256:HEX", HEX the SHA-256
-  // (lowercase hex) of the password, read once at start (Prometheus' basic_auth works with it).
-  // INVALID_ARGUMENT (METRICS_AUTH_FILE_INVALID, naming the line) for a file that does not parse.
-  absl::StatusOr<int> Serve(const std::string& address, const std::string& basic_auth_file = "");
+  struct Serving {
+    // Lines "USER sha256:HEX", HEX the SHA-256 (lowercase hex) of the password, read once at
+    // start; set: scrapes need HTTP basic auth (Prometheus' basic_auth works with it).
+    std::string basic_auth_file;
+    // Both set: HTTPS with this certificate chain and key (metrics_tls.h: re-read per handshake;
+    // civetweb then listens on a private loopback port behind the TLS front).
+    std::string tls_cert_file;
+    std::string tls_key_file;
+  };
+  // Serves /metrics on `address` ("host:port", port 0 picks one). Returns the bound port.
+  // INVALID_ARGUMENT (METRICS_AUTH_FILE_INVALID, naming the line) for an auth file that does not
+  // parse; UNAVAILABLE when the address cannot be bound or TLS cannot start.
+  absl::StatusOr<int> Serve(const std::string& address, const Serving& serving = {});
 
   // A job reached a terminal state (SUCCEEDED, FAILED or CANCELLED).
   void RecordJobFinished(const v1::Job& job);
@@ -53,6 +62,7 @@ class Metrics final : public StoreObserver {
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> runtime_collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsTlsFront> tls_front_;  // with TLS: in front of exposer_
   prometheus::Family<prometheus::Counter>& jobs_total_;
   prometheus::Family<prometheus::Histogram>& job_duration_;
   prometheus::Counter& read_bytes_;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/support/job_client.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
@@ -60,7 +61,10 @@ class AuthTest : public ::testing::Test {
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv);
   }
-  CommandResult Buf(const std::string& token, const std::string& method, const std::string& body) {
+  // buf curl learns the schema by reflection, which needs a reader: it reflects with
+  // `reflect_token` (the call's own token when empty) and calls with `token`.
+  CommandResult Buf(const std::string& token, const std::string& method, const std::string& body,
+                    const std::string& reflect_token = "") {
     std::vector<std::string> argv = {SourceDir() + "/tests/node_modules/.bin/buf",
                                      "curl",
                                      "--protocol",
@@ -69,6 +73,8 @@ class AuthTest : public ::testing::Test {
                                      "-d",
                                      body};
     if (!token.empty()) argv.insert(argv.end(), {"-H", "authorization: Bearer " + token});
+    const std::string reflecting = reflect_token.empty() ? token : reflect_token;
+    if (!reflecting.empty()) argv.insert(argv.end(), {"--reflect-header", "authorization: Bearer " + reflecting});
     argv.push_back("http://" + server_->address() + "/" + method);
     return RunCommand(argv);
   }
@@ -128,7 +134,7 @@ TEST_F(AuthTest, EachRoleIsAllowedAndRefusedThroughTheCli) {
 
 TEST_F(AuthTest, BufCurlWithABearerHeader) {
   Start();
-  CommandResult anonymous = Buf("", "modelsmith.v1.JobService/ListJobs", "{}");
+  CommandResult anonymous = Buf("", "modelsmith.v1.JobService/ListJobs", "{}", /*reflect_token=*/"rita-token");
   EXPECT_NE(anonymous.exit_code, 0);
   EXPECT_NE((anonymous.out + anonymous.err).find("unauthenticated"), std::string::npos) << anonymous.err;
   CommandResult reader = Buf("rita-token", "modelsmith.v1.JobService/ListJobs", "{}");
@@ -140,6 +146,63 @@ TEST_F(AuthTest, BufCurlWithABearerHeader) {
   CommandResult accepted = Buf("alice-token", "modelsmith.v1.JobService/SubmitJob", body);
   EXPECT_EQ(accepted.exit_code, 0) << accepted.err;
   EXPECT_NE(accepted.out.find(R"("owner": "alice")"), std::string::npos) << accepted.out;
+}
+
+// Reflection is a reader's method like any other: buf curl asks it for the schema with the same
+// bearer header it sends with the call.
+TEST_F(AuthTest, ReflectionNeedsTheReaderRole) {
+  WriteAuth({{"reader", "rita", "rita-token"}, {"submitter", "alice", "alice-token"}});
+  Start();
+  auto list_services = [&](const std::string& token) {
+    std::vector<std::string> argv = {SourceDir() + "/tests/node_modules/.bin/buf",
+                                     "curl",
+                                     "--protocol",
+                                     "grpc",
+                                     "--http2-prior-knowledge",
+                                     "--list-services"};
+    if (!token.empty()) argv.insert(argv.end(), {"--reflect-header", "authorization: Bearer " + token});
+    argv.push_back("http://" + server_->address());
+    return RunCommand(argv);
+  };
+  // buf words UNAUTHENTICATED from reflection as "you are not authenticated".
+  CommandResult anonymous = list_services("");
+  EXPECT_NE(anonymous.exit_code, 0);
+  EXPECT_EQ(anonymous.out.find("modelsmith.v1.JobService"), std::string::npos) << anonymous.out;
+  EXPECT_NE((anonymous.out + anonymous.err).find("not authenticated"), std::string::npos) << anonymous.err;
+  CommandResult unknown = list_services("not-a-token");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE((unknown.out + unknown.err).find("not authenticated"), std::string::npos) << unknown.err;
+  CommandResult reader = list_services("rita-token");
+  EXPECT_EQ(reader.exit_code, 0) << reader.err;
+  EXPECT_NE(reader.out.find("modelsmith.v1.JobService"), std::string::npos) << reader.out;
+  EXPECT_NE(reader.out.find("grpc.health.v1.Health"), std::string::npos) << reader.out;
+  // Our own client sees the status itself.
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  for (const std::string token : {"", "not-a-token", "rita-token"}) {
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto stream = reflection->ServerReflectionInfo(&context);
+    grpc::reflection::v1alpha::ServerReflectionRequest request;
+    request.set_list_services("*");
+    stream->Write(request);
+    stream->WritesDone();
+    grpc::reflection::v1alpha::ServerReflectionResponse response;
+    const bool answered = stream->Read(&response);
+    const grpc::Status status = stream->Finish();
+    if (token == "rita-token") {
+      EXPECT_TRUE(answered);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      EXPECT_GE(response.list_services_response().service_size(), 2);
+    } else {
+      EXPECT_FALSE(answered) << token;
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << token;
+    }
+  }
+  // A method no service has is still UNIMPLEMENTED, credentials or not.
+  CommandResult missing = Buf("rita-token", "modelsmith.v1.NoSuchService/Nothing", "{}");
+  EXPECT_NE(missing.exit_code, 0);
 }
 
 TEST_F(AuthTest, RewritingTheAuthFileRotatesTokensWithoutARestart) {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/support/job_client.h"
 #include "tests/support/read_file.h"
 #include "tests/support/subprocess.h"
@@ -161,6 +162,17 @@ TEST_F(TlsTest, TheHealthListenerServesHealthAloneInPlaintext) {
   v1::ListJobsResponse listed;
   EXPECT_EQ(jobs->ListJobs(&list_context, v1::ListJobsRequest(), &listed).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
+  // Not even reflection: the plaintext port must not describe the API to anyone.
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  grpc::ClientContext reflect_context;
+  auto stream = reflection->ServerReflectionInfo(&reflect_context);
+  grpc::reflection::v1alpha::ServerReflectionRequest list;
+  list.set_list_services("*");
+  stream->Write(list);
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse answer;
+  EXPECT_FALSE(stream->Read(&answer));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(TlsTest, ARotatedCertificateIsServedWithoutARestart) {
@@ -184,6 +196,36 @@ TEST_F(TlsTest, ARotatedCertificateIsServedWithoutARestart) {
   }
   EXPECT_TRUE(rotated) << "new connections still get the old certificate";
   EXPECT_FALSE(ListOver(Tls("ca")).ok()) << "the old certificate is still served";
+}
+
+// /metrics is HTTPS with the gRPC port's certificate when TLS is on, and follows its rotation:
+// the files are read at every handshake.
+TEST_F(TlsTest, MetricsAreServedOverTlsWithTheSameCertificate) {
+  fs::copy_file(Pem("server.pem"), Pem("live.pem"));
+  fs::copy_file(Pem("server.key"), Pem("live.key"));
+  server_ = std::make_unique<ServerProcess>(data_, ServerTls("live"), /*with_metrics=*/true);
+  ASSERT_TRUE(server_->started());
+  ASSERT_GT(server_->metrics_port(), 0);
+  const std::string port = std::to_string(server_->metrics_port());
+  auto scrape = [&](const std::string& scheme, const std::string& ca) {
+    std::vector<std::string> argv = {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"};
+    if (!ca.empty()) argv.insert(argv.end(), {"--cacert", Pem(ca + ".pem")});
+    argv.push_back(scheme + "://127.0.0.1:" + port + "/metrics");
+    return RunCommand(argv);
+  };
+  EXPECT_EQ(scrape("https", "ca").out, "200");
+  EXPECT_NE(scrape("https", "other-ca").exit_code, 0) << "a certificate the client does not trust was accepted";
+  EXPECT_NE(scrape("http", "").out, "200") << "plaintext scrape of a TLS metrics port";
+  CommandResult tls10 = RunCommand({"curl", "-s", "--max-time", "10", "--cacert", Pem("ca.pem"), "--tlsv1.0",
+                                    "--tls-max", "1.1", "https://127.0.0.1:" + port + "/metrics"});
+  EXPECT_NE(tls10.exit_code, 0) << "TLS below 1.2 was accepted";
+
+  fs::copy_file(Pem("server2.key"), Pem("live.key.new"));
+  fs::copy_file(Pem("server2.pem"), Pem("live.pem.new"));
+  fs::rename(Pem("live.key.new"), Pem("live.key"));
+  fs::rename(Pem("live.pem.new"), Pem("live.pem"));
+  EXPECT_EQ(scrape("https", "other-ca").out, "200") << "the rotated certificate is not served";
+  EXPECT_NE(scrape("https", "ca").exit_code, 0) << "the old certificate is still served";
 }
 
 TEST_F(TlsTest, PlaintextOffLoopbackAndBrokenTlsFilesRefuseToStart) {

@@ -144,7 +144,7 @@ ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::strin
   close(out_pipe[1]);
   std::string text;
   const std::regex grpc_line(R"(listening on 127\.0\.0\.1:(\d+))");
-  const std::regex metrics_line(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+  const std::regex metrics_line(R"(metrics on https?://127\.0\.0\.1:(\d+)/metrics)");
   const std::regex health_line(R"(health on 127\.0\.0\.1:(\d+))");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   pollfd pfd = {out_pipe[0], POLLIN, 0};
