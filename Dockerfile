@@ -21,6 +21,6 @@ WORKDIR /var/lib/modelsmith
 ENV MODELSMITH_LISTEN=0.0.0.0:50051 \
     MODELSMITH_METRICS_LISTEN=0.0.0.0:9464 \
     MODELSMITH_DATA_DIR=/var/lib/modelsmith
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8081
 VOLUME ["/var/lib/modelsmith"]
 ENTRYPOINT ["modelsmithd"]

@@ -119,7 +119,11 @@ def main():
 
     grpc_port = int(config["MODELSMITH_LISTEN"].rsplit(":", 1)[1])
     metrics_port = int(config["MODELSMITH_METRICS_LISTEN"].rsplit(":", 1)[1])
-    check("the image exposes the configured ports", exposed == {grpc_port, metrics_port}, exposed)
+    health_port = int(config["MODELSMITH_HEALTH_LISTEN"].rsplit(":", 1)[1])
+    check("the image exposes the configured ports", exposed == {grpc_port, metrics_port, health_port}, exposed)
+    check("the server is not told to serve plaintext off loopback", "MODELSMITH_INSECURE_PLAINTEXT" not in config)
+    for key in ("MODELSMITH_TLS_CERT", "MODELSMITH_TLS_KEY", "MODELSMITH_AUTH_FILE", "MODELSMITH_METRICS_AUTH_FILE"):
+        check(f"the ConfigMap sets {key}", key in config)
 
     for path, dep in by_kind.get("Deployment", []):
         pod = dep["spec"]["template"]["spec"]
@@ -128,10 +132,24 @@ def main():
         check("deployment runs modelsmithd", c["command"][0] == "modelsmithd" and "modelsmithd" in image_binaries)
         for flag in [a for a in c.get("args", []) + c["command"][1:] if a.startswith("--")]:
             check(f"deployment flag {flag} exists", flag.split("=")[0] in server_flags)
-        check("container ports match the listen addresses", ports == {"grpc": grpc_port, "metrics": metrics_port}, ports)
-        check("liveness probe is gRPC on the gRPC port", c["livenessProbe"]["grpc"]["port"] == grpc_port)
-        check("readiness probe is gRPC on the JobService", c["readinessProbe"]["grpc"]["port"] == grpc_port and
+        check("container ports match the listen addresses",
+              ports == {"grpc": grpc_port, "metrics": metrics_port, "health": health_port}, ports)
+        check("liveness probe is gRPC on the health port", c["livenessProbe"]["grpc"]["port"] == health_port)
+        check("readiness probe is gRPC on the JobService, on the health port",
+              c["readinessProbe"]["grpc"]["port"] == health_port and
               c["readinessProbe"]["grpc"].get("service") == service_name, c["readinessProbe"])
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        secret_of = {m["mountPath"]: volumes[m["name"]].get("secret", {}).get("secretName") for m in c["volumeMounts"]}
+        secrets = {d["metadata"]["name"]: d for _, d in by_kind.get("Secret", [])}
+        certificates = {d["spec"]["secretName"] for _, d in by_kind.get("Certificate", [])}
+        for key in ("MODELSMITH_TLS_CERT", "MODELSMITH_TLS_KEY", "MODELSMITH_AUTH_FILE", "MODELSMITH_METRICS_AUTH_FILE"):
+            directory, file = os.path.split(config[key])
+            secret = secret_of.get(directory)
+            made = secret in certificates or (secret in secrets and file in secrets[secret].get("stringData", {}))
+            check(f"{key} is a file of a mounted Secret", made, f"{config[key]}: {secret}")
+        for _, policy in by_kind.get("NetworkPolicy", []):
+            named = [p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])]
+            check("the NetworkPolicy names the container's ports", named and all(p in ports for p in named), named)
         res = c["resources"]
         check("memory requests equal limits", res["requests"]["memory"] == res["limits"]["memory"], res)
         check("termination grace outlasts the drain grace",
@@ -150,6 +168,8 @@ def main():
             for _, sm in by_kind.get("ServiceMonitor", []):
                 check("service monitor scrapes the service's metrics port",
                       all(e["port"] in target for e in sm["spec"]["endpoints"]))
+                check("service monitor scrapes over TLS with basic auth",
+                      all(e.get("scheme") == "https" and "basicAuth" in e for e in sm["spec"]["endpoints"]))
 
     for path, job in by_kind.get("Job", []):
         (c,) = containers(job)
