@@ -14,7 +14,7 @@ set -euo pipefail
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  libboost-dev prometheus-cpp-dev libspdlog-dev libgtest-dev libgmock-dev
+  libboost-dev prometheus-cpp-dev libspdlog-dev libgtest-dev libgmock-dev libpq-dev
   libcurl4-openssl-dev libsqlite3-dev nlohmann-json3-dev libssl-dev libcli11-dev
   libbenchmark-dev libtinyxml2-dev zlib1g-dev libonnx-dev libre2-dev
 )
@@ -24,13 +24,13 @@ BUILD_PACKAGES=(
 # bisected chunks, node + npm install the pinned test-only tools (tests/package-lock.json: buf,
 # s3rver, onnxruntime-node); clang-format checks the tree against .clang-format.
 # clang with its libFuzzer and AddressSanitizer runtime builds the parser fuzzers that `make test`
-# runs (scripts/fuzz.sh).
+# runs (scripts/fuzz.sh); postgresql is the server the job store tests start on loopback.
 TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy clang-format git
-               clang libclang-rt-14-dev)
+               clang libclang-rt-14-dev postgresql)
 
 # What modelsmithd and modelsmith load at run time (ldd of both, mapped to packages).
 RUNTIME_PACKAGES=(
-  libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9 libcurl4 libsqlite3-0
+  libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9 libcurl4 libsqlite3-0 libpq5
   libtinyxml2-9 zlib1g libre2-9 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 libssl3 libonnx1
   ca-certificates
 )

@@ -23,6 +23,10 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
   app.add_option("--data-dir", config.data_dir, "job database and default storage root")
       ->envname("MODELSMITH_DATA_DIR")
       ->capture_default_str();
+  app.add_option("--database", config.database,
+                 "job database: sqlite:PATH (default: sqlite:<data-dir>/modelsmith.db) or "
+                 "postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=... (shared by every replica)")
+      ->envname("MODELSMITH_DATABASE");
   app.add_option("--roots", config.roots,
                  "comma-separated directories and s3://bucket[/prefix] locations jobs may read and write (default: the "
                  "data dir; no bucket)")

@@ -18,6 +18,7 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9464";  // "off" disables the metrics endpoint
   std::string data_dir = "./data";
+  std::string database;              // empty: sqlite:<data_dir>/modelsmith.db
   std::vector<std::string> roots;    // empty: the data directory alone
   size_t workers = 0;                // 0: the number of cores
   uint64_t memory_budget_bytes = 0;  // 0: the cgroup limit, else 75% of RAM

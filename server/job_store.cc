@@ -1,235 +1,46 @@
 #include "server/job_store.h"
 
-#include <sqlite3.h>
-
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/postgres_job_store.h"
+#include "server/sqlite_job_store.h"
+#include "workers/common/error.h"
 
 namespace modelsmith {
-namespace {
 
-// A prepared statement that finalizes itself.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  bool ok() const { return rc_ == SQLITE_OK; }
-  sqlite3_stmt* get() { return stmt_; }
-  void Bind(int i, const std::string& text) {
-    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& url) {
+  if (absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://")) {
+    return PostgresJobStore::Open(url);
   }
-  void BindBlob(int i, const std::string& bytes) {
-    sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  if (absl::StartsWith(url, "sqlite:")) return SqliteJobStore::Open(url.substr(7));
+  if (absl::StrContains(url, "://") || url.empty()) {
+    const std::string shown = RedactDatabaseUrl(url);
+    return MakeError(absl::StatusCode::kInvalidArgument, "DATABASE_URL_INVALID",
+                     absl::StrCat("database '", shown, "' is neither sqlite:PATH nor postgresql://..."),
+                     {{"field", "database"}});
   }
-  void Bind(int i, int64_t value) { sqlite3_bind_int64(stmt_, i, value); }
-  void BindNull(int i) { sqlite3_bind_null(stmt_, i); }
-  int Step() { return sqlite3_step(stmt_); }
-  std::string Error() const { return sqlite3_errmsg(db_); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
-
-absl::Status DbError(sqlite3* db, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("job database: ", what, ": ", sqlite3_errmsg(db)));
+  return SqliteJobStore::Open(url);
 }
 
-absl::StatusOr<v1::Job> ParseJobColumn(sqlite3_stmt* stmt, int column) {
-  v1::Job job;
-  const void* blob = sqlite3_column_blob(stmt, column);
-  int size = sqlite3_column_bytes(stmt, column);
-  if (!job.ParseFromArray(blob, size)) {
-    return absl::DataLossError("job database: a stored job does not parse");
-  }
-  return job;
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
-  sqlite3* db = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string message = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return absl::UnavailableError(absl::StrCat("cannot open job database '", path, "': ", message));
-  }
-  sqlite3_busy_timeout(db, 5000);
-  std::unique_ptr<JobStore> store(new JobStore(db));
-  for (const char* sql : {
-           "PRAGMA journal_mode=WAL",
-           // FULL: a job the API acknowledged survives a power loss, not only a crash.
-           "PRAGMA synchronous=FULL",
-           "CREATE TABLE IF NOT EXISTS jobs ("
-           "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-           "  id TEXT NOT NULL UNIQUE,"
-           "  kind INTEGER NOT NULL,"
-           "  state INTEGER NOT NULL,"
-           "  request_id TEXT UNIQUE,"
-           "  spec_fingerprint TEXT NOT NULL,"
-           "  job BLOB NOT NULL,"
-           "  output_key TEXT)",
-           "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq)",
-       }) {
-    if (absl::Status s = store->Exec(sql); !s.ok()) return s;
-  }
-  absl::StatusOr<int64_t> version = store->UserVersion();
-  if (!version.ok()) return version.status();
-  if (*version < 2) {
-    // A version 1 table was created without output_key (a fresh one has it already).
-    if (!store->HasColumn("jobs", "output_key")) {
-      if (absl::Status s = store->Exec("ALTER TABLE jobs ADD COLUMN output_key TEXT"); !s.ok()) return s;
+std::string RedactDatabaseUrl(const std::string& url) {
+  std::string out = url;
+  // scheme://user:PASSWORD@host
+  if (const size_t scheme = out.find("://"); scheme != std::string::npos) {
+    const size_t authority = scheme + 3;
+    const size_t at = out.find('@', authority);
+    const size_t end = out.find_first_of("/?", authority);
+    if (at != std::string::npos && (end == std::string::npos || at < end)) {
+      const size_t colon = out.find(':', authority);
+      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
     }
-    if (absl::Status s = store->Exec("PRAGMA user_version=2"); !s.ok()) return s;
   }
-  return store;
-}
-
-JobStore::~JobStore() { sqlite3_close(db_); }
-
-absl::Status JobStore::Exec(const char* sql) {
-  char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(absl::StrCat("job database: ", sql, ": ", error ? error : "?"));
-    sqlite3_free(error);
-    return s;
+  // ...?password=PASSWORD&...
+  for (size_t at = out.find("password="); at != std::string::npos; at = out.find("password=", at + 1)) {
+    const size_t value = at + 9;
+    const size_t end = out.find('&', value);
+    out.replace(value, (end == std::string::npos ? out.size() : end) - value, "***");
   }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int64_t> JobStore::UserVersion() {
-  Statement st(db_, "PRAGMA user_version");
-  if (!st.ok() || st.Step() != SQLITE_ROW) return DbError(db_, "read user_version");
-  return sqlite3_column_int64(st.get(), 0);
-}
-
-bool JobStore::HasColumn(const char* table, const char* column) {
-  Statement st(db_, absl::StrCat("PRAGMA table_info(", table, ")").c_str());
-  while (st.ok() && st.Step() == SQLITE_ROW) {
-    const unsigned char* name = sqlite3_column_text(st.get(), 1);
-    if (name != nullptr && std::string_view(reinterpret_cast<const char*>(name)) == column) return true;
-  }
-  return false;
-}
-
-absl::Status JobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint, const std::string& output_key) {
-  std::lock_guard lock(mutex_);
-  Statement st(
-      db_, "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) VALUES(?,?,?,?,?,?,?)");
-  if (!st.ok()) return DbError(db_, "prepare insert");
-  st.Bind(1, job.id());
-  st.Bind(2, int64_t{job.kind()});
-  st.Bind(3, int64_t{job.state()});
-  if (job.request_id().empty())
-    st.BindNull(4);
-  else
-    st.Bind(4, job.request_id());
-  st.Bind(5, spec_fingerprint);
-  st.BindBlob(6, job.SerializeAsString());
-  if (output_key.empty())
-    st.BindNull(7);
-  else
-    st.Bind(7, output_key);
-  int rc = st.Step();
-  if (rc == SQLITE_CONSTRAINT) return absl::AlreadyExistsError("a job with this id or request_id exists");
-  if (rc != SQLITE_DONE) return DbError(db_, "insert");
-  return absl::OkStatus();
-}
-
-absl::Status JobStore::Update(const v1::Job& job) {
-  std::lock_guard lock(mutex_);
-  Statement st(db_, "UPDATE jobs SET state=?, job=? WHERE id=?");
-  if (!st.ok()) return DbError(db_, "prepare update");
-  st.Bind(1, int64_t{job.state()});
-  st.BindBlob(2, job.SerializeAsString());
-  st.Bind(3, job.id());
-  if (st.Step() != SQLITE_DONE) return DbError(db_, "update");
-  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("job '", job.id(), "' not found"));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<v1::Job> JobStore::Get(const std::string& id) {
-  std::lock_guard lock(mutex_);
-  Statement st(db_, "SELECT job FROM jobs WHERE id=?");
-  if (!st.ok()) return DbError(db_, "prepare get");
-  st.Bind(1, id);
-  int rc = st.Step();
-  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("job '", id, "' not found"));
-  if (rc != SQLITE_ROW) return DbError(db_, "get");
-  return ParseJobColumn(st.get(), 0);
-}
-
-absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> JobStore::FindByRequestId(
-    const std::string& request_id) {
-  std::lock_guard lock(mutex_);
-  Statement st(db_, "SELECT job, spec_fingerprint FROM jobs WHERE request_id=?");
-  if (!st.ok()) return DbError(db_, "prepare find");
-  st.Bind(1, request_id);
-  int rc = st.Step();
-  if (rc == SQLITE_DONE) return std::nullopt;
-  if (rc != SQLITE_ROW) return DbError(db_, "find");
-  absl::StatusOr<v1::Job> job = ParseJobColumn(st.get(), 0);
-  if (!job.ok()) return job.status();
-  const unsigned char* fp = sqlite3_column_text(st.get(), 1);
-  return std::make_pair(*std::move(job), std::string(fp ? reinterpret_cast<const char*>(fp) : ""));
-}
-
-absl::StatusOr<std::vector<StoredJob>> JobStore::List(v1::JobState state, v1::JobKind kind, int64_t before_seq,
-                                                      int limit) {
-  std::lock_guard lock(mutex_);
-  Statement st(db_,
-               "SELECT seq, job FROM jobs WHERE (?1 = 0 OR state = ?1) AND (?2 = 0 OR kind = ?2) "
-               "AND (?3 = 0 OR seq < ?3) ORDER BY seq DESC LIMIT ?4");
-  if (!st.ok()) return DbError(db_, "prepare list");
-  st.Bind(1, int64_t{state});
-  st.Bind(2, int64_t{kind});
-  st.Bind(3, before_seq);
-  st.Bind(4, int64_t{limit});
-  std::vector<StoredJob> rows;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    absl::StatusOr<v1::Job> job = ParseJobColumn(st.get(), 1);
-    if (!job.ok()) return job.status();
-    rows.push_back({sqlite3_column_int64(st.get(), 0), *std::move(job)});
-  }
-  if (rc != SQLITE_DONE) return DbError(db_, "list");
-  return rows;
-}
-
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> JobStore::ListHeldOutputs() {
-  std::lock_guard lock(mutex_);
-  Statement st(db_, "SELECT id, output_key FROM jobs WHERE state IN (?, ?) AND output_key IS NOT NULL");
-  if (!st.ok()) return DbError(db_, "prepare held outputs");
-  st.Bind(1, int64_t{v1::JOB_STATE_QUEUED});
-  st.Bind(2, int64_t{v1::JOB_STATE_RUNNING});
-  std::vector<std::pair<std::string, std::string>> held;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    auto text = [&](int column) {
-      return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), column)));
-    };
-    held.emplace_back(text(0), text(1));
-  }
-  if (rc != SQLITE_DONE) return DbError(db_, "held outputs");
-  return held;
-}
-
-absl::StatusOr<std::vector<v1::Job>> JobStore::ListInState(v1::JobState state) {
-  std::lock_guard lock(mutex_);
-  Statement st(db_, "SELECT job FROM jobs WHERE state = ? ORDER BY seq ASC");
-  if (!st.ok()) return DbError(db_, "prepare list");
-  st.Bind(1, int64_t{state});
-  std::vector<v1::Job> jobs;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    absl::StatusOr<v1::Job> job = ParseJobColumn(st.get(), 0);
-    if (!job.ok()) return job.status();
-    jobs.push_back(*std::move(job));
-  }
-  if (rc != SQLITE_DONE) return DbError(db_, "list");
-  return jobs;
+  return out;
 }
 
 }  // namespace modelsmith

@@ -1,27 +1,27 @@
-// JobStore: every job, persisted in SQLite (WAL mode) so that jobs survive a restart.
+// JobStore: every job, persisted so that jobs survive a restart, behind one interface with two
+// implementations chosen by the database URL:
+//   sqlite:PATH (or a plain path)     SqliteJobStore: one machine, the embedded default
+//   postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=...  (or postgres://)
+//                                     PostgresJobStore: the store N replicas share
+// Both keep the same rows: seq (creation order), id, kind, state, request_id (unique when
+// present), spec_fingerprint, the serialized modelsmith.v1.Job, and output_key (the canonical
+// output uri a QUEUED or RUNNING job holds, so the hold survives a restart with the job). Both
+// apply versioned schema migrations at open. tests/unit/job_store_test.cc is the contract: it runs
+// every case against both.
 //
-// Schema (user_version 2):
-//   jobs(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, kind INT, state INT,
-//        request_id TEXT UNIQUE (NULL when absent), spec_fingerprint TEXT, job BLOB,
-//        output_key TEXT (the canonical output uri the job holds; NULL for none))
-// `job` is the serialized modelsmith.v1.Job; `seq` orders jobs by creation. A job holds its
-// output_key while it is QUEUED or RUNNING: the lock lives in the job's row, so it survives a
-// restart with the job. Version 1 databases gain the output_key column on open.
-// Thread-safe: one connection behind a mutex (writes are few: state changes and throttled
-// progress).
+// Errors never carry a password: URLs are shown through RedactDatabaseUrl.
+// Thread-safe.
 #ifndef MODELSMITH_SERVER_JOB_STORE_H_
 #define MODELSMITH_SERVER_JOB_STORE_H_
 
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "modelsmith/v1/job.pb.h"
-
-struct sqlite3;
 
 namespace modelsmith {
 
@@ -32,42 +32,46 @@ struct StoredJob {
 
 class JobStore {
  public:
-  // Opens or creates the database at `path` (its directory must exist).
-  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
-  ~JobStore();
+  // Opens (creating and migrating as needed) the store `url` names. INVALID_ARGUMENT
+  // (DATABASE_URL_INVALID) for a URL of another scheme; UNAVAILABLE when it cannot be reached.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& url);
+  virtual ~JobStore() = default;
 
   // ALREADY_EXISTS if the id or the request_id is taken. `spec_fingerprint` identifies the spec
-  // for request_id comparisons.
-  // `output_key` is the canonical output uri the job holds while it is QUEUED or RUNNING.
-  absl::Status Insert(const v1::Job& job, const std::string& spec_fingerprint, const std::string& output_key = "");
+  // for request_id comparisons. `output_key` is the canonical output uri the job holds while it is
+  // QUEUED or RUNNING.
+  virtual absl::Status Insert(const v1::Job& job, const std::string& spec_fingerprint,
+                              const std::string& output_key = "") = 0;
 
   // Replaces the stored job with the same id. NOT_FOUND if absent.
-  absl::Status Update(const v1::Job& job);
+  virtual absl::Status Update(const v1::Job& job) = 0;
 
-  absl::StatusOr<v1::Job> Get(const std::string& id);
+  virtual absl::StatusOr<v1::Job> Get(const std::string& id) = 0;
 
   // The job and its spec fingerprint for `request_id`, if any.
-  absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> FindByRequestId(const std::string& request_id);
+  virtual absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> FindByRequestId(
+      const std::string& request_id) = 0;
 
   // Newest first, with seq < `before_seq` (0: no bound), filtered by state and kind when they are
   // not UNSPECIFIED, at most `limit` rows.
-  absl::StatusOr<std::vector<StoredJob>> List(v1::JobState state, v1::JobKind kind, int64_t before_seq, int limit);
+  virtual absl::StatusOr<std::vector<StoredJob>> List(v1::JobState state, v1::JobKind kind, int64_t before_seq,
+                                                      int limit) = 0;
 
   // The jobs that hold an output now (QUEUED or RUNNING): job id -> output_key.
-  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs();
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs() = 0;
 
   // Oldest first: every job in `state`.
-  absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state);
+  virtual absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state) = 0;
 
- private:
-  explicit JobStore(sqlite3* db) : db_(db) {}
-  absl::Status Exec(const char* sql);
-  absl::StatusOr<int64_t> UserVersion();
-  bool HasColumn(const char* table, const char* column);
-
-  std::mutex mutex_;
-  sqlite3* db_;
+  // Makes this process the only server on the store for as long as it runs. Until jobs are claimed
+  // with leases (issue 18, part 2), two servers on one database would both recover and run the
+  // same queued jobs, so a second one is refused: FAILED_PRECONDITION (DATABASE_IN_USE). SQLite's
+  // file is one machine's; its store has nothing to claim.
+  virtual absl::Status ClaimSoleServer() { return absl::OkStatus(); }
 };
+
+// `url` with any password replaced by "***", for logs and errors.
+std::string RedactDatabaseUrl(const std::string& url);
 
 }  // namespace modelsmith
 

@@ -78,10 +78,19 @@ int Run(const ServerConfig& config) {
     LogError("", absl::StrCat("--data-dir: ", data_dir.status().message()));
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(JoinUri(data_dir->path, "modelsmith.db"));
+  const std::string database =
+      config.database.empty() ? absl::StrCat("sqlite:", JoinUri(data_dir->path, "modelsmith.db")) : config.database;
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(database);
   if (!store.ok()) {
     LogError("", std::string(store.status().message()));
-    return 1;
+    std::fprintf(stderr, "modelsmithd: %s\n", std::string(store.status().message()).c_str());
+    return absl::IsInvalidArgument(store.status()) || absl::IsFailedPrecondition(store.status()) ? 2 : 1;
+  }
+  LogInfo("", absl::StrCat("job database ", RedactDatabaseUrl(database)));
+  if (absl::Status s = (*store)->ClaimSoleServer(); !s.ok()) {
+    LogError("", std::string(s.message()));
+    std::fprintf(stderr, "modelsmithd: %s\n", std::string(s.message()).c_str());
+    return 2;
   }
   const uint64_t budget = config.memory_budget_bytes > 0 ? config.memory_budget_bytes : DefaultMemoryBudgetBytes();
   WorkerPool pool(config.workers, budget);
@@ -180,6 +189,7 @@ int Run(const ServerConfig& config) {
     const std::string health_host = config.health_listen.substr(0, config.health_listen.rfind(':'));
     std::printf("modelsmithd health on %s:%d (plaintext, grpc.health.v1 only)\n", health_host.c_str(), health_port);
   }
+  std::printf("modelsmithd database %s\n", RedactDatabaseUrl(database).c_str());
   std::printf("modelsmithd data dir %s, roots %s, s3 %s, %zu workers, memory budget %llu bytes\n",
               data_dir->path.c_str(), absl::StrJoin(roots, ",").c_str(), s3_enabled ? "on" : "off (no AWS credentials)",
               pool.workers(), static_cast<unsigned long long>(budget));

@@ -36,8 +36,11 @@ int LoadCertificate(SSL* ssl, void* arg) {
 class Connection final : public std::enable_shared_from_this<Connection> {
  public:
   Connection(tcp::socket socket, asio::ssl::context& ssl, tcp::endpoint inner, std::atomic<int>& open)
-      : client_(std::move(socket), ssl), upstream_(client_.get_executor()), deadline_(client_.get_executor()),
-        inner_(inner), open_(open) {
+      : client_(std::move(socket), ssl),
+        upstream_(client_.get_executor()),
+        deadline_(client_.get_executor()),
+        inner_(inner),
+        open_(open) {
     ++open_;
   }
   ~Connection() { --open_; }
@@ -139,8 +142,7 @@ class Front final : public MetricsTlsFront {
 
     const size_t colon = address.rfind(':');
     int port = 0;
-    if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 ||
-        port > 65535) {
+    if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
       return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "' is not HOST:PORT"));
     }
     std::string host = address.substr(0, colon);

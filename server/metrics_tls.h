@@ -32,8 +32,8 @@ class MetricsTlsFront {
   // FAILED_PRECONDITION (TLS_FILE_INVALID, naming the file) when the certificate or key does not
   // load now; UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<MetricsTlsFront>> Start(const std::string& address, int inner_port,
-                                                               const std::string& cert_file,
-                                                               const std::string& key_file);
+                                                                const std::string& cert_file,
+                                                                const std::string& key_file);
   virtual ~MetricsTlsFront() = default;
 
   virtual int port() const = 0;  // the bound public port

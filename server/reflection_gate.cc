@@ -123,8 +123,8 @@ grpc::ServerGenericBidiReactor* ReflectionGate::CreateReactor(grpc::GenericCallb
     return new Refusal(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, ""));
   }
   absl::StatusOr<Principal> principal = auth_.Authenticate(*context);
-  absl::Status allowed = principal.ok() ? Authenticator::Require(*principal, Role::kReader, "reflection")
-                                        : principal.status();
+  absl::Status allowed =
+      principal.ok() ? Authenticator::Require(*principal, Role::kReader, "reflection") : principal.status();
   if (!allowed.ok()) return new Refusal(ToGrpcStatus(allowed));
   return new Relay(*relay_, *context);
 }

@@ -21,8 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (const modelsmith::TensorInfo& t : header->tensors) {
     uint64_t end = 0;
-    if (t.data_offset < header->data_start || __builtin_add_overflow(t.data_offset, t.size_bytes, &end) ||
-        end > size) {
+    if (t.data_offset < header->data_start || __builtin_add_overflow(t.data_offset, t.size_bytes, &end) || end > size) {
       std::abort();
     }
     ranges.emplace_back(t.data_offset, end);

@@ -1,0 +1,292 @@
+#include "server/postgres_job_store.h"
+
+#include <endian.h>
+#include <libpq-fe.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
+
+namespace modelsmith {
+namespace {
+
+// pg_advisory_lock keys all servers share: schema migrations ("msmith" in ASCII) and the sole
+// server's hold ("msserv").
+constexpr int64_t kMigrationLock = 0x6d736d697468;
+constexpr int64_t kServerLock = 0x6d7373657276;
+
+// Each step brings the schema from version i to i + 1; append, never edit.
+constexpr const char* kMigrations[] = {
+    // 1: the jobs table.
+    "CREATE TABLE jobs ("
+    "  seq BIGSERIAL PRIMARY KEY,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  kind INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  request_id TEXT UNIQUE,"
+    "  spec_fingerprint TEXT NOT NULL,"
+    "  job BYTEA NOT NULL,"
+    "  output_key TEXT);"
+    "CREATE INDEX jobs_by_state ON jobs(state, seq);",
+};
+static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
+
+constexpr char kUniqueViolation[] = "23505";
+
+}  // namespace
+
+// A PGresult that clears itself; rows are in binary format.
+struct PostgresJobStore::Result {
+  explicit Result(PGresult* r) : result(r) {}
+  Result(Result&& other) noexcept : result(std::exchange(other.result, nullptr)) {}
+  Result& operator=(Result&&) = delete;
+  ~Result() { PQclear(result); }
+
+  int rows() const { return PQntuples(result); }
+  bool IsNull(int row, int column) const { return PQgetisnull(result, row, column) != 0; }
+  std::string Bytes(int row, int column) const {
+    return std::string(PQgetvalue(result, row, column), static_cast<size_t>(PQgetlength(result, row, column)));
+  }
+  int64_t Int64(int row, int column) const {
+    uint64_t big_endian = 0;
+    std::memcpy(&big_endian, PQgetvalue(result, row, column), sizeof big_endian);
+    return static_cast<int64_t>(be64toh(big_endian));
+  }
+  absl::StatusOr<v1::Job> Job(int row, int column) const {
+    v1::Job job;
+    if (!job.ParseFromArray(PQgetvalue(result, row, column), PQgetlength(result, row, column))) {
+      return absl::DataLossError("job database: a stored job does not parse");
+    }
+    return job;
+  }
+
+  PGresult* result;
+};
+
+absl::StatusOr<std::unique_ptr<JobStore>> PostgresJobStore::Open(const std::string& url) {
+  const std::string redacted = RedactDatabaseUrl(url);
+  PGconn* connection = PQconnectdb(url.c_str());
+  if (connection == nullptr || PQstatus(connection) != CONNECTION_OK) {
+    // libpq's message names the host and the reason (never the password).
+    std::string why = connection ? PQerrorMessage(connection) : "out of memory";
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    PQfinish(connection);
+    return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+                     absl::StrCat("cannot connect to the job database '", redacted, "': ", why),
+                     {{"database", redacted}});
+  }
+  std::unique_ptr<PostgresJobStore> store(new PostgresJobStore(connection, redacted));
+  if (absl::Status s = store->Migrate(); !s.ok()) return s;
+  return store;
+}
+
+PostgresJobStore::~PostgresJobStore() { PQfinish(connection_); }
+
+absl::Status PostgresJobStore::Migrate() {
+  const std::string lock = absl::StrCat(kMigrationLock);
+  if (absl::StatusOr<Result> r = Run("lock the schema", "SELECT pg_advisory_lock($1::bigint)", {{Param::Kind::kText, lock}});
+      !r.ok()) {
+    return r.status();
+  }
+  absl::Status outcome = [&]() -> absl::Status {
+    if (absl::StatusOr<Result> r =
+            Run("create the schema table", "CREATE TABLE IF NOT EXISTS modelsmith_schema(version INTEGER NOT NULL)", {});
+        !r.ok()) {
+      return r.status();
+    }
+    absl::StatusOr<Result> current = Run("read the schema version",
+                                         "SELECT COALESCE(MAX(version), 0)::bigint FROM modelsmith_schema", {});
+    if (!current.ok()) return current.status();
+    const int64_t version = current->Int64(0, 0);
+    if (version > kPostgresSchemaVersion) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "DATABASE_SCHEMA_NEWER",
+                       absl::StrCat("the job database '", redacted_url_, "' has schema version ", version,
+                                    "; this modelsmithd knows up to ", kPostgresSchemaVersion, " (upgrade it)"),
+                       {{"database", redacted_url_}});
+    }
+    for (int64_t next = version + 1; next <= kPostgresSchemaVersion; ++next) {
+      const std::string step = absl::StrCat("BEGIN;", kMigrations[next - 1],
+                                            "INSERT INTO modelsmith_schema(version) VALUES (", next, ");COMMIT;");
+      std::lock_guard guard(mutex_);
+      Result r(PQexec(connection_, step.c_str()));
+      if (PQresultStatus(r.result) != PGRES_COMMAND_OK) {
+        const std::string why = PQresultErrorMessage(r.result);
+        Result rollback(PQexec(connection_, "ROLLBACK"));
+        return absl::InternalError(absl::StrCat("job database: schema migration ", next, ": ", why));
+      }
+    }
+    return absl::OkStatus();
+  }();
+  (void)Run("unlock the schema", "SELECT pg_advisory_unlock($1::bigint)", {{Param::Kind::kText, lock}});
+  return outcome;
+}
+
+absl::StatusOr<PostgresJobStore::Result> PostgresJobStore::Run(const char* what, const char* sql,
+                                                               const std::vector<Param>& params, bool* retried) {
+  std::lock_guard guard(mutex_);
+  return RunLocked(what, sql, params, retried);
+}
+
+absl::StatusOr<PostgresJobStore::Result> PostgresJobStore::RunLocked(const char* what, const char* sql,
+                                                                     const std::vector<Param>& params, bool* retried) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  for (const Param& p : params) {
+    values.push_back(p.kind == Param::Kind::kNull ? nullptr : p.value.data());
+    lengths.push_back(static_cast<int>(p.value.size()));
+    formats.push_back(p.kind == Param::Kind::kBytes ? 1 : 0);
+  }
+  for (int attempt = 0;; ++attempt) {
+    Result result(PQexecParams(connection_, sql, static_cast<int>(params.size()), nullptr, values.data(),
+                               lengths.data(), formats.data(), /*resultFormat=*/1));
+    const ExecStatusType status = PQresultStatus(result.result);
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
+    if (PQstatus(connection_) == CONNECTION_BAD && attempt == 0) {
+      PQreset(connection_);  // the server restarted or failed over: one new connection, one more try
+      if (retried != nullptr) *retried = true;
+      if (sole_server_) {
+        if (absl::Status s = TryServerLockLocked(); !s.ok()) return s;  // another server got in between
+      }
+      continue;
+    }
+    const char* state = PQresultErrorField(result.result, PG_DIAG_SQLSTATE);
+    std::string why = PQresultErrorMessage(result.result);
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    if (state != nullptr && std::strcmp(state, kUniqueViolation) == 0) {
+      return absl::AlreadyExistsError("a job with this id or request_id exists");
+    }
+    if (PQstatus(connection_) == CONNECTION_BAD) {
+      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+                       absl::StrCat("job database '", redacted_url_, "': ", what, ": ", why),
+                       {{"database", redacted_url_}});
+    }
+    return absl::InternalError(absl::StrCat("job database: ", what, ": ", why));
+  }
+}
+
+absl::Status PostgresJobStore::ClaimSoleServer() {
+  std::lock_guard guard(mutex_);
+  if (absl::Status s = TryServerLockLocked(); !s.ok()) return s;
+  sole_server_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status PostgresJobStore::TryServerLockLocked() {
+  Result r(PQexecParams(connection_, absl::StrCat("SELECT pg_try_advisory_lock(", kServerLock, ")").c_str(), 0,
+                        nullptr, nullptr, nullptr, nullptr, /*resultFormat=*/0));
+  if (PQresultStatus(r.result) != PGRES_TUPLES_OK) {
+    return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+                     absl::StrCat("job database '", redacted_url_, "': ", PQresultErrorMessage(r.result)),
+                     {{"database", redacted_url_}});
+  }
+  if (std::strcmp(PQgetvalue(r.result, 0, 0), "t") != 0) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "DATABASE_IN_USE",
+                     absl::StrCat("another modelsmithd serves the job database '", redacted_url_,
+                                  "'; several replicas on one database need job leases, which this build does "
+                                  "not have yet"),
+                     {{"database", redacted_url_}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresJobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint,
+                                      const std::string& output_key) {
+  const std::string bytes = job.SerializeAsString();
+  std::vector<Param> params = {
+      {Param::Kind::kText, job.id()},
+      {Param::Kind::kText, absl::StrCat(static_cast<int>(job.kind()))},
+      {Param::Kind::kText, absl::StrCat(static_cast<int>(job.state()))},
+      job.request_id().empty() ? Param{} : Param{Param::Kind::kText, job.request_id()},
+      {Param::Kind::kText, spec_fingerprint},
+      {Param::Kind::kBytes, bytes},
+      output_key.empty() ? Param{} : Param{Param::Kind::kText, output_key},
+  };
+  bool retried = false;
+  absl::StatusOr<Result> r = Run("insert",
+                                 "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) "
+                                 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                 params, &retried);
+  if (absl::IsAlreadyExists(r.status()) && retried) {
+    // The first try may have committed before the connection broke: then the row is ours.
+    absl::StatusOr<Result> mine = Run("insert check", "SELECT job FROM jobs WHERE id = $1", {params[0]});
+    if (mine.ok() && mine->rows() == 1 && mine->Bytes(0, 0) == bytes) return absl::OkStatus();
+  }
+  return r.status();
+}
+
+absl::Status PostgresJobStore::Update(const v1::Job& job) {
+  absl::StatusOr<Result> r = Run("update", "UPDATE jobs SET state = $1, job = $2 WHERE id = $3",
+                                 {{Param::Kind::kText, absl::StrCat(static_cast<int>(job.state()))},
+                                  {Param::Kind::kBytes, job.SerializeAsString()},
+                                  {Param::Kind::kText, job.id()}});
+  if (!r.ok()) return r.status();
+  if (std::strcmp(PQcmdTuples(r->result), "0") == 0) {
+    return absl::NotFoundError(absl::StrCat("job '", job.id(), "' not found"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> PostgresJobStore::Get(const std::string& id) {
+  absl::StatusOr<Result> r = Run("get", "SELECT job FROM jobs WHERE id = $1", {{Param::Kind::kText, id}});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(absl::StrCat("job '", id, "' not found"));
+  return r->Job(0, 0);
+}
+
+absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> PostgresJobStore::FindByRequestId(
+    const std::string& request_id) {
+  absl::StatusOr<Result> r = Run("find", "SELECT job, spec_fingerprint FROM jobs WHERE request_id = $1",
+                                 {{Param::Kind::kText, request_id}});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return std::nullopt;
+  absl::StatusOr<v1::Job> job = r->Job(0, 0);
+  if (!job.ok()) return job.status();
+  return std::make_pair(*std::move(job), r->Bytes(0, 1));
+}
+
+absl::StatusOr<std::vector<StoredJob>> PostgresJobStore::List(v1::JobState state, v1::JobKind kind, int64_t before_seq,
+                                                              int limit) {
+  absl::StatusOr<Result> r =
+      Run("list",
+          "SELECT seq, job FROM jobs WHERE ($1::int = 0 OR state = $1::int) AND ($2::int = 0 OR kind = $2::int) "
+          "AND ($3::bigint = 0 OR seq < $3::bigint) ORDER BY seq DESC LIMIT $4::bigint",
+          {{Param::Kind::kText, absl::StrCat(static_cast<int>(state))},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(kind))},
+           {Param::Kind::kText, absl::StrCat(before_seq)},
+           {Param::Kind::kText, absl::StrCat(limit)}});
+  if (!r.ok()) return r.status();
+  std::vector<StoredJob> rows;
+  for (int i = 0; i < r->rows(); ++i) {
+    absl::StatusOr<v1::Job> job = r->Job(i, 1);
+    if (!job.ok()) return job.status();
+    rows.push_back({r->Int64(i, 0), *std::move(job)});
+  }
+  return rows;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> PostgresJobStore::ListHeldOutputs() {
+  absl::StatusOr<Result> r =
+      Run("held outputs", "SELECT id, output_key FROM jobs WHERE state IN ($1::int, $2::int) AND output_key IS NOT NULL",
+          {{Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))}});
+  if (!r.ok()) return r.status();
+  std::vector<std::pair<std::string, std::string>> held;
+  for (int i = 0; i < r->rows(); ++i) held.emplace_back(r->Bytes(i, 0), r->Bytes(i, 1));
+  return held;
+}
+
+absl::StatusOr<std::vector<v1::Job>> PostgresJobStore::ListInState(v1::JobState state) {
+  absl::StatusOr<Result> r = Run("list", "SELECT job FROM jobs WHERE state = $1::int ORDER BY seq ASC",
+                                 {{Param::Kind::kText, absl::StrCat(static_cast<int>(state))}});
+  if (!r.ok()) return r.status();
+  std::vector<v1::Job> jobs;
+  for (int i = 0; i < r->rows(); ++i) {
+    absl::StatusOr<v1::Job> job = r->Job(i, 0);
+    if (!job.ok()) return job.status();
+    jobs.push_back(*std::move(job));
+  }
+  return jobs;
+}
+
+}  // namespace modelsmith

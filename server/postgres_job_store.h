@@ -1,0 +1,75 @@
+// PostgresJobStore: the JobStore in PostgreSQL (libpq), the store N replicas share.
+//
+// Schema migrations are numbered steps recorded in modelsmith_schema(version); Open applies the
+// missing ones in one transaction each while holding a session advisory lock, so replicas that
+// start together on an empty database apply each step exactly once (the others wait, then find
+// nothing to do). Version 1:
+//   jobs(seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, kind INT, state INT,
+//        request_id TEXT UNIQUE, spec_fingerprint TEXT NOT NULL, job BYTEA NOT NULL, output_key TEXT)
+//   jobs_by_state ON jobs(state, seq)
+// A database whose schema is newer than this binary knows is refused (FAILED_PRECONDITION,
+// DATABASE_SCHEMA_NEWER) rather than written with an old idea of its rows.
+//
+// One connection behind a mutex. A statement that finds the connection broken (the server
+// restarted, a failover) resets it once and runs again; an insert whose first try may have
+// committed is recognised by its id on the retry.
+#ifndef MODELSMITH_SERVER_POSTGRES_JOB_STORE_H_
+#define MODELSMITH_SERVER_POSTGRES_JOB_STORE_H_
+
+#include <mutex>
+
+#include "server/job_store.h"
+
+typedef struct pg_conn PGconn;
+typedef struct pg_result PGresult;
+
+namespace modelsmith {
+
+inline constexpr int kPostgresSchemaVersion = 1;
+
+class PostgresJobStore final : public JobStore {
+ public:
+  // `url`: a libpq connection URI (postgresql://...). UNAVAILABLE when it cannot connect.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& url);
+  ~PostgresJobStore() override;
+
+  absl::Status Insert(const v1::Job& job, const std::string& spec_fingerprint, const std::string& output_key) override;
+  absl::Status Update(const v1::Job& job) override;
+  absl::StatusOr<v1::Job> Get(const std::string& id) override;
+  absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> FindByRequestId(
+      const std::string& request_id) override;
+  absl::StatusOr<std::vector<StoredJob>> List(v1::JobState state, v1::JobKind kind, int64_t before_seq,
+                                              int limit) override;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs() override;
+  absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state) override;
+  // A session advisory lock, taken again after a reconnect (lost with the old session).
+  absl::Status ClaimSoleServer() override;
+
+ private:
+  // A statement's parameters: text, bytea (binary) or NULL.
+  struct Param {
+    enum class Kind { kText, kBytes, kNull } kind = Kind::kNull;
+    std::string value;
+  };
+  struct Result;  // owns a PGresult
+
+  PostgresJobStore(PGconn* connection, std::string redacted_url)
+      : connection_(connection), redacted_url_(std::move(redacted_url)) {}
+  absl::Status Migrate();
+  // Runs `sql` with `params`; rows come back in binary format. Holds mutex_ (the caller must not).
+  absl::StatusOr<Result> Run(const char* what, const char* sql, const std::vector<Param>& params,
+                             bool* retried = nullptr);
+  absl::StatusOr<Result> RunLocked(const char* what, const char* sql, const std::vector<Param>& params,
+                                   bool* retried);
+
+  absl::Status TryServerLockLocked();
+
+  std::mutex mutex_;
+  bool sole_server_ = false;
+  PGconn* connection_;
+  std::string redacted_url_;
+};
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_SERVER_POSTGRES_JOB_STORE_H_
