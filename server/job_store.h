@@ -30,6 +30,14 @@ struct StoredJob {
   v1::Job job;
 };
 
+// A job a replica claimed: the job as stored and the lease's fencing token. Tokens only grow
+// (across the whole store), so a write with a token older than the job's is a write by a replica
+// that lost the job.
+struct ClaimedJob {
+  v1::Job job;
+  int64_t token = 0;
+};
+
 class JobStore {
  public:
   // Opens (creating and migrating as needed) the store `url` names. INVALID_ARGUMENT
@@ -62,6 +70,26 @@ class JobStore {
 
   // Oldest first: every job in `state`.
   virtual absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state) = 0;
+
+  // ---- Leases (the claim protocol of N replicas; DESIGN: a job's way through the service) ----
+  // A job is claimable when it is QUEUED or RUNNING, its estimated_peak_bytes fit `max_bytes`, and
+  // it has no live lease (none taken, released, or expired). A RUNNING one is a job whose replica
+  // died or stalled: the claimant runs it again as the next attempt. The lease's expiry is
+  // measured by the store's own clock (PostgreSQL's, for every replica alike).
+  //
+  // Claims the oldest claimable job for `replica` for `lease_seconds`, with a new token; nullopt
+  // when none is claimable. Concurrent claimants never get the same job.
+  virtual absl::StatusOr<std::optional<ClaimedJob>> ClaimNext(const std::string& replica, double lease_seconds,
+                                                              uint64_t max_bytes) = 0;
+  // Extends the lease of `token` by `lease_seconds` from now. FAILED_PRECONDITION (LEASE_LOST)
+  // when the job's token is no longer `token` (another replica claimed it).
+  virtual absl::Status RenewLease(const std::string& id, int64_t token, double lease_seconds) = 0;
+  // Update, only while `token` is the job's current token, checked in the same statement:
+  // FAILED_PRECONDITION (LEASE_LOST) otherwise, NOT_FOUND when there is no such job.
+  virtual absl::Status UpdateFenced(const v1::Job& job, int64_t token) = 0;
+  // Ends the lease of `token` now (a replica handing a job back), so the job is claimable at
+  // once. LEASE_LOST as above.
+  virtual absl::Status ReleaseLease(const std::string& id, int64_t token) = 0;
 
   // Makes this process the only server on the store for as long as it runs. Until jobs are claimed
   // with leases (issue 18, part 2), two servers on one database would both recover and run the

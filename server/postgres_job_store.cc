@@ -3,6 +3,8 @@
 #include <endian.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +31,12 @@ constexpr const char* kMigrations[] = {
     "  job BYTEA NOT NULL,"
     "  output_key TEXT);"
     "CREATE INDEX jobs_by_state ON jobs(state, seq);",
+    // 2: leases. Expiry by the database's clock, the one clock every replica shares.
+    "ALTER TABLE jobs ADD COLUMN estimated_peak_bytes BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN lease_owner TEXT,"
+    "  ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN lease_expires TIMESTAMPTZ;"
+    "CREATE SEQUENCE lease_tokens;",
 };
 static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 
@@ -85,18 +93,19 @@ PostgresJobStore::~PostgresJobStore() { PQfinish(connection_); }
 
 absl::Status PostgresJobStore::Migrate() {
   const std::string lock = absl::StrCat(kMigrationLock);
-  if (absl::StatusOr<Result> r = Run("lock the schema", "SELECT pg_advisory_lock($1::bigint)", {{Param::Kind::kText, lock}});
+  if (absl::StatusOr<Result> r =
+          Run("lock the schema", "SELECT pg_advisory_lock($1::bigint)", {{Param::Kind::kText, lock}});
       !r.ok()) {
     return r.status();
   }
   absl::Status outcome = [&]() -> absl::Status {
-    if (absl::StatusOr<Result> r =
-            Run("create the schema table", "CREATE TABLE IF NOT EXISTS modelsmith_schema(version INTEGER NOT NULL)", {});
+    if (absl::StatusOr<Result> r = Run("create the schema table",
+                                       "CREATE TABLE IF NOT EXISTS modelsmith_schema(version INTEGER NOT NULL)", {});
         !r.ok()) {
       return r.status();
     }
-    absl::StatusOr<Result> current = Run("read the schema version",
-                                         "SELECT COALESCE(MAX(version), 0)::bigint FROM modelsmith_schema", {});
+    absl::StatusOr<Result> current =
+        Run("read the schema version", "SELECT COALESCE(MAX(version), 0)::bigint FROM modelsmith_schema", {});
     if (!current.ok()) return current.status();
     const int64_t version = current->Int64(0, 0);
     if (version > kPostgresSchemaVersion) {
@@ -165,6 +174,74 @@ absl::StatusOr<PostgresJobStore::Result> PostgresJobStore::RunLocked(const char*
   }
 }
 
+namespace {
+
+absl::Status LeaseLost(const std::string& id) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_LOST",
+                   absl::StrCat("job '", id, "' was claimed by another replica"), {{"job_id", id}});
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<ClaimedJob>> PostgresJobStore::ClaimNext(const std::string& replica, double lease_seconds,
+                                                                      uint64_t max_bytes) {
+  // SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
+  absl::StatusOr<Result> r =
+      Run("claim",
+          "UPDATE jobs SET lease_owner = $1, lease_token = nextval('lease_tokens'), "
+          "  lease_expires = clock_timestamp() + make_interval(secs => $2::float8) "
+          "WHERE seq = (SELECT seq FROM jobs WHERE state IN ($3::int, $4::int) AND estimated_peak_bytes <= $5::bigint "
+          "  AND (lease_expires IS NULL OR lease_expires < clock_timestamp()) "
+          "  ORDER BY seq ASC LIMIT 1 FOR UPDATE SKIP LOCKED) "
+          "RETURNING job, lease_token",
+          {{Param::Kind::kText, replica},
+           {Param::Kind::kText, absl::StrCat(lease_seconds)},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))},
+           {Param::Kind::kText, absl::StrCat(std::min<uint64_t>(max_bytes, INT64_MAX))}});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return std::nullopt;
+  absl::StatusOr<v1::Job> job = r->Job(0, 0);
+  if (!job.ok()) return job.status();
+  return ClaimedJob{*std::move(job), r->Int64(0, 1)};
+}
+
+absl::Status PostgresJobStore::RenewLease(const std::string& id, int64_t token, double lease_seconds) {
+  absl::StatusOr<Result> r =
+      Run("renew",
+          "UPDATE jobs SET lease_expires = clock_timestamp() + make_interval(secs => $1::float8) "
+          "WHERE id = $2 AND lease_token = $3::bigint",
+          {{Param::Kind::kText, absl::StrCat(lease_seconds)},
+           {Param::Kind::kText, id},
+           {Param::Kind::kText, absl::StrCat(token)}});
+  if (!r.ok()) return r.status();
+  return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLost(id);
+}
+
+absl::Status PostgresJobStore::UpdateFenced(const v1::Job& job, int64_t token) {
+  absl::StatusOr<Result> r =
+      Run("update", "UPDATE jobs SET state = $1, job = $2 WHERE id = $3 AND lease_token = $4::bigint",
+          {{Param::Kind::kText, absl::StrCat(static_cast<int>(job.state()))},
+           {Param::Kind::kBytes, job.SerializeAsString()},
+           {Param::Kind::kText, job.id()},
+           {Param::Kind::kText, absl::StrCat(token)}});
+  if (!r.ok()) return r.status();
+  if (std::strcmp(PQcmdTuples(r->result), "1") == 0) return absl::OkStatus();
+  absl::StatusOr<Result> exists = Run("update", "SELECT 1 FROM jobs WHERE id = $1", {{Param::Kind::kText, job.id()}});
+  if (!exists.ok()) return exists.status();
+  if (exists->rows() == 1) return LeaseLost(job.id());
+  return absl::NotFoundError(absl::StrCat("job '", job.id(), "' not found"));
+}
+
+absl::Status PostgresJobStore::ReleaseLease(const std::string& id, int64_t token) {
+  absl::StatusOr<Result> r = Run("release",
+                                 "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
+                                 "WHERE id = $1 AND lease_token = $2::bigint",
+                                 {{Param::Kind::kText, id}, {Param::Kind::kText, absl::StrCat(token)}});
+  if (!r.ok()) return r.status();
+  return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLost(id);
+}
+
 absl::Status PostgresJobStore::ClaimSoleServer() {
   std::lock_guard guard(mutex_);
   if (absl::Status s = TryServerLockLocked(); !s.ok()) return s;
@@ -173,8 +250,8 @@ absl::Status PostgresJobStore::ClaimSoleServer() {
 }
 
 absl::Status PostgresJobStore::TryServerLockLocked() {
-  Result r(PQexecParams(connection_, absl::StrCat("SELECT pg_try_advisory_lock(", kServerLock, ")").c_str(), 0,
-                        nullptr, nullptr, nullptr, nullptr, /*resultFormat=*/0));
+  Result r(PQexecParams(connection_, absl::StrCat("SELECT pg_try_advisory_lock(", kServerLock, ")").c_str(), 0, nullptr,
+                        nullptr, nullptr, nullptr, /*resultFormat=*/0));
   if (PQresultStatus(r.result) != PGRES_TUPLES_OK) {
     return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
                      absl::StrCat("job database '", redacted_url_, "': ", PQresultErrorMessage(r.result)),
@@ -201,11 +278,12 @@ absl::Status PostgresJobStore::Insert(const v1::Job& job, const std::string& spe
       {Param::Kind::kText, spec_fingerprint},
       {Param::Kind::kBytes, bytes},
       output_key.empty() ? Param{} : Param{Param::Kind::kText, output_key},
+      {Param::Kind::kText, absl::StrCat(job.estimated_peak_bytes())},
   };
   bool retried = false;
   absl::StatusOr<Result> r = Run("insert",
-                                 "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) "
-                                 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                 "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key, "
+                                 "estimated_peak_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::bigint)",
                                  params, &retried);
   if (absl::IsAlreadyExists(r.status()) && retried) {
     // The first try may have committed before the connection broke: then the row is ours.
@@ -236,8 +314,8 @@ absl::StatusOr<v1::Job> PostgresJobStore::Get(const std::string& id) {
 
 absl::StatusOr<std::optional<std::pair<v1::Job, std::string>>> PostgresJobStore::FindByRequestId(
     const std::string& request_id) {
-  absl::StatusOr<Result> r = Run("find", "SELECT job, spec_fingerprint FROM jobs WHERE request_id = $1",
-                                 {{Param::Kind::kText, request_id}});
+  absl::StatusOr<Result> r =
+      Run("find", "SELECT job, spec_fingerprint FROM jobs WHERE request_id = $1", {{Param::Kind::kText, request_id}});
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return std::nullopt;
   absl::StatusOr<v1::Job> job = r->Job(0, 0);
@@ -266,10 +344,10 @@ absl::StatusOr<std::vector<StoredJob>> PostgresJobStore::List(v1::JobState state
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> PostgresJobStore::ListHeldOutputs() {
-  absl::StatusOr<Result> r =
-      Run("held outputs", "SELECT id, output_key FROM jobs WHERE state IN ($1::int, $2::int) AND output_key IS NOT NULL",
-          {{Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
-           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))}});
+  absl::StatusOr<Result> r = Run(
+      "held outputs", "SELECT id, output_key FROM jobs WHERE state IN ($1::int, $2::int) AND output_key IS NOT NULL",
+      {{Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
+       {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))}});
   if (!r.ok()) return r.status();
   std::vector<std::pair<std::string, std::string>> held;
   for (int i = 0; i < r->rows(); ++i) held.emplace_back(r->Bytes(i, 0), r->Bytes(i, 1));

@@ -7,6 +7,10 @@
 //   jobs(seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, kind INT, state INT,
 //        request_id TEXT UNIQUE, spec_fingerprint TEXT NOT NULL, job BYTEA NOT NULL, output_key TEXT)
 //   jobs_by_state ON jobs(state, seq)
+// Version 2: jobs gains estimated_peak_bytes BIGINT, lease_owner TEXT, lease_token BIGINT,
+// lease_expires TIMESTAMPTZ (NULL: no live lease; the database's clock); tokens come from the
+// sequence lease_tokens, so they only grow. A claim is one UPDATE of the row a
+// SELECT ... FOR UPDATE SKIP LOCKED picked: concurrent claimants never share a job.
 // A database whose schema is newer than this binary knows is refused (FAILED_PRECONDITION,
 // DATABASE_SCHEMA_NEWER) rather than written with an old idea of its rows.
 //
@@ -25,7 +29,7 @@ typedef struct pg_result PGresult;
 
 namespace modelsmith {
 
-inline constexpr int kPostgresSchemaVersion = 1;
+inline constexpr int kPostgresSchemaVersion = 2;
 
 class PostgresJobStore final : public JobStore {
  public:
@@ -42,6 +46,11 @@ class PostgresJobStore final : public JobStore {
                                               int limit) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs() override;
   absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state) override;
+  absl::StatusOr<std::optional<ClaimedJob>> ClaimNext(const std::string& replica, double lease_seconds,
+                                                      uint64_t max_bytes) override;
+  absl::Status RenewLease(const std::string& id, int64_t token, double lease_seconds) override;
+  absl::Status UpdateFenced(const v1::Job& job, int64_t token) override;
+  absl::Status ReleaseLease(const std::string& id, int64_t token) override;
   // A session advisory lock, taken again after a reconnect (lost with the old session).
   absl::Status ClaimSoleServer() override;
 
@@ -59,8 +68,7 @@ class PostgresJobStore final : public JobStore {
   // Runs `sql` with `params`; rows come back in binary format. Holds mutex_ (the caller must not).
   absl::StatusOr<Result> Run(const char* what, const char* sql, const std::vector<Param>& params,
                              bool* retried = nullptr);
-  absl::StatusOr<Result> RunLocked(const char* what, const char* sql, const std::vector<Param>& params,
-                                   bool* retried);
+  absl::StatusOr<Result> RunLocked(const char* what, const char* sql, const std::vector<Param>& params, bool* retried);
 
   absl::Status TryServerLockLocked();
 

@@ -2,7 +2,12 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <chrono>
+#include <climits>
+
 #include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
 
 namespace modelsmith {
 namespace {
@@ -84,10 +89,115 @@ absl::StatusOr<std::unique_ptr<JobStore>> SqliteJobStore::Open(const std::string
     }
     if (absl::Status s = store->Exec("PRAGMA user_version=2"); !s.ok()) return s;
   }
+  if (*version < 3) {
+    // Version 3: leases (lease_expires_ms: this machine's clock, ms since the epoch; NULL for none).
+    for (const char* sql : {
+             "ALTER TABLE jobs ADD COLUMN estimated_peak_bytes INTEGER NOT NULL DEFAULT 0",
+             "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+             "ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0",
+             "ALTER TABLE jobs ADD COLUMN lease_expires_ms INTEGER",
+             "PRAGMA user_version=3",
+         }) {
+      if (absl::Status s = store->Exec(sql); !s.ok()) return s;
+    }
+  }
   return store;
 }
 
 SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t LeaseMs(double seconds) { return static_cast<int64_t>(seconds * 1000); }
+
+absl::Status LeaseLost(const std::string& id) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_LOST",
+                   absl::StrCat("job '", id, "' was claimed by another replica"), {{"job_id", id}});
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimNext(const std::string& replica, double lease_seconds,
+                                                                    uint64_t max_bytes) {
+  std::lock_guard lock(mutex_);
+  // IMMEDIATE: the write lock first, so another process on the file cannot claim in between.
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto rollback = [&](absl::Status s) {
+    (void)Exec("ROLLBACK");
+    return s;
+  };
+  const int64_t now = NowMs();
+  Statement pick(db_,
+                 "SELECT seq, job, (SELECT COALESCE(MAX(lease_token), 0) + 1 FROM jobs) FROM jobs "
+                 "WHERE state IN (?, ?) AND estimated_peak_bytes <= ? AND (lease_expires_ms IS NULL OR "
+                 "lease_expires_ms < ?) ORDER BY seq ASC LIMIT 1");
+  if (!pick.ok()) return rollback(DbError(db_, "prepare claim"));
+  pick.Bind(1, int64_t{v1::JOB_STATE_QUEUED});
+  pick.Bind(2, int64_t{v1::JOB_STATE_RUNNING});
+  pick.Bind(3, static_cast<int64_t>(std::min<uint64_t>(max_bytes, INT64_MAX)));
+  pick.Bind(4, now);
+  const int rc = pick.Step();
+  if (rc == SQLITE_DONE) {
+    (void)Exec("COMMIT");
+    return std::nullopt;
+  }
+  if (rc != SQLITE_ROW) return rollback(DbError(db_, "claim"));
+  const int64_t seq = sqlite3_column_int64(pick.get(), 0);
+  absl::StatusOr<v1::Job> job = ParseJobColumn(pick.get(), 1);
+  if (!job.ok()) return rollback(job.status());
+  const int64_t token = sqlite3_column_int64(pick.get(), 2);
+  Statement take(db_, "UPDATE jobs SET lease_owner = ?, lease_token = ?, lease_expires_ms = ? WHERE seq = ?");
+  if (!take.ok()) return rollback(DbError(db_, "prepare claim"));
+  take.Bind(1, replica);
+  take.Bind(2, token);
+  take.Bind(3, now + LeaseMs(lease_seconds));
+  take.Bind(4, seq);
+  if (take.Step() != SQLITE_DONE) return rollback(DbError(db_, "claim"));
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) return rollback(s);
+  return ClaimedJob{*std::move(job), token};
+}
+
+absl::Status SqliteJobStore::RenewLease(const std::string& id, int64_t token, double lease_seconds) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "UPDATE jobs SET lease_expires_ms = ? WHERE id = ? AND lease_token = ?");
+  if (!st.ok()) return DbError(db_, "prepare renew");
+  st.Bind(1, NowMs() + LeaseMs(lease_seconds));
+  st.Bind(2, id);
+  st.Bind(3, token);
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "renew");
+  return sqlite3_changes(db_) == 1 ? absl::OkStatus() : LeaseLost(id);
+}
+
+absl::Status SqliteJobStore::UpdateFenced(const v1::Job& job, int64_t token) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "UPDATE jobs SET state = ?, job = ? WHERE id = ? AND lease_token = ?");
+  if (!st.ok()) return DbError(db_, "prepare update");
+  st.Bind(1, int64_t{job.state()});
+  st.BindBlob(2, job.SerializeAsString());
+  st.Bind(3, job.id());
+  st.Bind(4, token);
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "update");
+  if (sqlite3_changes(db_) == 1) return absl::OkStatus();
+  Statement exists(db_, "SELECT 1 FROM jobs WHERE id = ?");
+  exists.Bind(1, job.id());
+  if (exists.ok() && exists.Step() == SQLITE_ROW) return LeaseLost(job.id());
+  return absl::NotFoundError(absl::StrCat("job '", job.id(), "' not found"));
+}
+
+absl::Status SqliteJobStore::ReleaseLease(const std::string& id, int64_t token) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = NULL WHERE id = ? AND lease_token = ?");
+  if (!st.ok()) return DbError(db_, "prepare release");
+  st.Bind(1, id);
+  st.Bind(2, token);
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "release");
+  return sqlite3_changes(db_) == 1 ? absl::OkStatus() : LeaseLost(id);
+}
 
 absl::Status SqliteJobStore::Exec(const char* sql) {
   char* error = nullptr;
@@ -117,8 +227,9 @@ bool SqliteJobStore::HasColumn(const char* table, const char* column) {
 absl::Status SqliteJobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint,
                                     const std::string& output_key) {
   std::lock_guard lock(mutex_);
-  Statement st(
-      db_, "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key) VALUES(?,?,?,?,?,?,?)");
+  Statement st(db_,
+               "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key, estimated_peak_bytes) "
+               "VALUES(?,?,?,?,?,?,?,?)");
   if (!st.ok()) return DbError(db_, "prepare insert");
   st.Bind(1, job.id());
   st.Bind(2, int64_t{job.kind()});
@@ -133,6 +244,7 @@ absl::Status SqliteJobStore::Insert(const v1::Job& job, const std::string& spec_
     st.BindNull(7);
   else
     st.Bind(7, output_key);
+  st.Bind(8, static_cast<int64_t>(job.estimated_peak_bytes()));
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) return absl::AlreadyExistsError("a job with this id or request_id exists");
   if (rc != SQLITE_DONE) return DbError(db_, "insert");

@@ -1,10 +1,12 @@
 // SqliteJobStore: the JobStore in one SQLite file (WAL mode), the embedded default for one machine.
 //
-// Schema (user_version 2):
+// Schema (user_version 3):
 //   jobs(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, kind INT, state INT,
 //        request_id TEXT UNIQUE (NULL when absent), spec_fingerprint TEXT, job BLOB,
-//        output_key TEXT (NULL for none))
-// Version 1 databases gain the output_key column on open. One connection behind a mutex (writes
+//        output_key TEXT (NULL for none), estimated_peak_bytes INT,
+//        lease_owner TEXT, lease_token INT, lease_expires_ms INT (NULL: no live lease))
+// Older databases are migrated on open (2: output_key; 3: the lease columns). Lease expiry is
+// this machine's clock: one SQLite file is one machine's. One connection behind a mutex (writes
 // are few: state changes and throttled progress).
 #ifndef MODELSMITH_SERVER_SQLITE_JOB_STORE_H_
 #define MODELSMITH_SERVER_SQLITE_JOB_STORE_H_
@@ -32,6 +34,11 @@ class SqliteJobStore final : public JobStore {
                                               int limit) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListHeldOutputs() override;
   absl::StatusOr<std::vector<v1::Job>> ListInState(v1::JobState state) override;
+  absl::StatusOr<std::optional<ClaimedJob>> ClaimNext(const std::string& replica, double lease_seconds,
+                                                      uint64_t max_bytes) override;
+  absl::Status RenewLease(const std::string& id, int64_t token, double lease_seconds) override;
+  absl::Status UpdateFenced(const v1::Job& job, int64_t token) override;
+  absl::Status ReleaseLease(const std::string& id, int64_t token) override;
 
  private:
   explicit SqliteJobStore(sqlite3* db) : db_(db) {}

@@ -64,16 +64,16 @@ TEST_F(DatabaseTest, JobsLiveInPostgresAndOutliveTheServer) {
 TEST_F(DatabaseTest, ASecondServerOnTheSameDatabaseIsRefused) {
   ServerProcess first(data_, {"--database", database_});
   ASSERT_TRUE(first.started());
-  CommandResult second = RunCommand({ServerBinary(), "--listen", "127.0.0.1:0", "--metrics-listen", "off",
-                                     "--data-dir", data_, "--database", with_password_});
+  CommandResult second = RunCommand({ServerBinary(), "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir",
+                                     data_, "--database", with_password_});
   EXPECT_EQ(second.exit_code, 2);
   EXPECT_NE(second.err.find("another modelsmithd serves the job database"), std::string::npos) << second.err;
   EXPECT_EQ((second.out + second.err).find("s3cr3t-pw"), std::string::npos);
 }
 
 TEST_F(DatabaseTest, AnUnknownSchemeOrAnUnreachableServerRefusesToStart) {
-  CommandResult scheme = RunCommand({ServerBinary(), "--listen", "127.0.0.1:0", "--metrics-listen", "off",
-                                     "--data-dir", data_, "--database", "mysql://root:pw@127.0.0.1/jobs"});
+  CommandResult scheme = RunCommand({ServerBinary(), "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir",
+                                     data_, "--database", "mysql://root:pw@127.0.0.1/jobs"});
   EXPECT_EQ(scheme.exit_code, 2);
   EXPECT_NE(scheme.err.find("neither sqlite:PATH nor postgresql://"), std::string::npos) << scheme.err;
   CommandResult unreachable =

@@ -61,8 +61,8 @@ PostgresServer::PostgresServer() {
     }
   }
   fs::permissions(data_, fs::perms::owner_all);
-  CommandResult init = RunCommand(AsServerUser({bin_ + "/initdb", "-D", data_, "-U", "modelsmith", "-A", "trust",
-                                                "-E", "UTF8", "--no-sync", "--no-instructions"}));
+  CommandResult init = RunCommand(AsServerUser({bin_ + "/initdb", "-D", data_, "-U", "modelsmith", "-A", "trust", "-E",
+                                                "UTF8", "--no-sync", "--no-instructions"}));
   if (init.exit_code != 0) {
     error_ = "initdb: " + init.err + init.out;
     return;
@@ -80,10 +80,9 @@ bool PostgresServer::Start() {
   const std::string options = "-p " + std::to_string(port_) + " -k " + dir_.path() +
                               " -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
                               " -c max_connections=200";
-  CommandResult start = RunCommand(
-      AsServerUser({bin_ + "/pg_ctl", "-D", data_, "-l", dir_.path() + "/server.log", "-w", "-t", "60", "-o",
-                    options, "start"}),
-      "", std::chrono::seconds(90));
+  CommandResult start = RunCommand(AsServerUser({bin_ + "/pg_ctl", "-D", data_, "-l", dir_.path() + "/server.log", "-w",
+                                                 "-t", "60", "-o", options, "start"}),
+                                   "", std::chrono::seconds(90));
   if (start.exit_code != 0) {
     error_ = "pg_ctl start: " + start.err + start.out;
     return false;

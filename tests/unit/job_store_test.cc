@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <map>
 #include <thread>
 
 #include "tests/support/postgres_server.h"
@@ -142,6 +144,118 @@ TEST_P(JobStoreContract, TwoStoresOnOneDatabaseShareRowsAndCursors) {
   EXPECT_TRUE(absl::IsAlreadyExists(b->Insert(MakeJob("j0", v1::JOB_STATE_QUEUED), "fp")));
 }
 
+v1::Job SizedJob(const std::string& id, v1::JobState state, uint64_t estimated_peak_bytes) {
+  v1::Job job = MakeJob(id, state);
+  job.set_estimated_peak_bytes(estimated_peak_bytes);
+  return job;
+}
+
+TEST_P(JobStoreContract, ClaimsTheOldestJobThatFitsAndNothingLeased) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_FALSE(store->ClaimNext("a", 30, 1000)->has_value()) << "an empty store has nothing to claim";
+  ASSERT_TRUE(store->Insert(SizedJob("done", v1::JOB_STATE_SUCCEEDED, 1), "fp").ok());
+  ASSERT_TRUE(store->Insert(SizedJob("big", v1::JOB_STATE_QUEUED, 1'000'000'000), "fp").ok());
+  ASSERT_TRUE(store->Insert(SizedJob("small", v1::JOB_STATE_QUEUED, 100), "fp").ok());
+  auto first = store->ClaimNext("a", 30, 1000);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_value());
+  EXPECT_EQ((*first)->job.id(), "small") << "the oldest job that fits the claimant's budget";
+  EXPECT_GT((*first)->token, 0);
+  EXPECT_FALSE(store->ClaimNext("b", 30, 1000)->has_value()) << "a leased job was claimed twice";
+  auto big = store->ClaimNext("b", 30, 2'000'000'000);
+  ASSERT_TRUE(big.ok() && big->has_value());
+  EXPECT_EQ((*big)->job.id(), "big");
+  EXPECT_GT((*big)->token, (*first)->token);
+  EXPECT_FALSE(store->ClaimNext("c", 30, UINT64_MAX)->has_value()) << "an ended job is never claimable";
+}
+
+// A replica that stalls past its lease loses the job: another claims it with a newer token, and
+// the stalled one can neither renew nor record anything.
+TEST_P(JobStoreContract, AnExpiredLeaseIsTakenOverAndTheOldTokenIsFencedOut) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(SizedJob("j", v1::JOB_STATE_QUEUED, 1), "fp").ok());
+  auto a = store->ClaimNext("a", 0.2, 10);
+  ASSERT_TRUE(a.ok() && a->has_value());
+  v1::Job running = (*a)->job;
+  running.set_state(v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(store->UpdateFenced(running, (*a)->token).ok());
+  ASSERT_TRUE(store->RenewLease("j", (*a)->token, 0.2).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a stalls past its lease
+  auto b = store->ClaimNext("b", 30, 10);
+  ASSERT_TRUE(b.ok() && b->has_value()) << "an expired lease was not claimable";
+  EXPECT_EQ((*b)->job.state(), v1::JOB_STATE_RUNNING) << "the claimant must see it ran before";
+  EXPECT_GT((*b)->token, (*a)->token);
+
+  v1::Job stale = running;
+  stale.set_state(v1::JOB_STATE_SUCCEEDED);
+  absl::Status fenced = store->UpdateFenced(stale, (*a)->token);
+  EXPECT_EQ(fenced.code(), absl::StatusCode::kFailedPrecondition) << fenced;
+  EXPECT_EQ(ReasonOf(fenced), "LEASE_LOST");
+  EXPECT_EQ(ReasonOf(store->RenewLease("j", (*a)->token, 30)), "LEASE_LOST");
+  EXPECT_EQ(ReasonOf(store->ReleaseLease("j", (*a)->token)), "LEASE_LOST");
+  EXPECT_EQ(store->Get("j")->state(), v1::JOB_STATE_RUNNING) << "the stale replica's write landed";
+
+  v1::Job attempt = (*b)->job;
+  attempt.set_attempt(2);
+  EXPECT_TRUE(store->UpdateFenced(attempt, (*b)->token).ok());
+  EXPECT_TRUE(absl::IsNotFound(store->UpdateFenced(MakeJob("nope", v1::JOB_STATE_RUNNING), (*b)->token)));
+}
+
+TEST_P(JobStoreContract, AReleasedLeaseIsClaimableAtOnce) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(SizedJob("j", v1::JOB_STATE_QUEUED, 1), "fp").ok());
+  auto a = store->ClaimNext("a", 30, 10);
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_FALSE(store->ClaimNext("b", 30, 10)->has_value());
+  ASSERT_TRUE(store->ReleaseLease("j", (*a)->token).ok());
+  auto b = store->ClaimNext("b", 30, 10);
+  ASSERT_TRUE(b.ok() && b->has_value()) << "a released job waited for its lease to expire";
+  EXPECT_GT((*b)->token, (*a)->token);
+}
+
+// Replicas claiming at once, each through its own connection: every job goes to exactly one.
+TEST_P(JobStoreContract, ConcurrentClaimantsNeverShareAJob) {
+  auto setup = OpenStore();
+  ASSERT_NE(setup, nullptr);
+  constexpr int kJobs = 40;
+  constexpr int kReplicas = 4;
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_TRUE(setup->Insert(SizedJob("j" + std::to_string(i), v1::JOB_STATE_QUEUED, 1), "fp").ok());
+  }
+  std::vector<std::vector<std::string>> claimed(kReplicas);
+  std::vector<absl::Status> errors(kReplicas);
+  std::vector<std::thread> replicas;
+  for (int r = 0; r < kReplicas; ++r) {
+    replicas.emplace_back([&, r] {
+      absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(url_);
+      if (!store.ok()) {
+        errors[r] = store.status();
+        return;
+      }
+      for (int round = 0; round < 2 * kJobs; ++round) {  // bounded: at most every job, twice over
+        absl::StatusOr<std::optional<ClaimedJob>> job = (*store)->ClaimNext("r" + std::to_string(r), 60, 10);
+        if (!job.ok()) {
+          errors[r] = job.status();
+          return;
+        }
+        if (!job->has_value()) return;
+        claimed[r].push_back((*job)->job.id());
+      }
+    });
+  }
+  for (std::thread& t : replicas) t.join();
+  std::map<std::string, int> times;
+  for (int r = 0; r < kReplicas; ++r) {
+    EXPECT_TRUE(errors[r].ok()) << errors[r];
+    for (const std::string& id : claimed[r]) ++times[id];
+  }
+  EXPECT_EQ(times.size(), static_cast<size_t>(kJobs));
+  for (const auto& [id, n] : times) EXPECT_EQ(n, 1) << id;
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, JobStoreContract, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& info) { return info.param; });
 
@@ -162,7 +276,8 @@ TEST_F(PostgresJobStoreTest, StoresStartingTogetherOnAnEmptyDatabaseMigrateOnce)
   }
   for (std::thread& t : starts) t.join();
   for (const absl::Status& s : outcomes) EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(postgres_.Psql("fresh", "SELECT count(*) FROM modelsmith_schema"), "1\n");
+  // Every step once: as many rows as versions, the newest the binary's.
+  EXPECT_EQ(postgres_.Psql("fresh", "SELECT count(*), max(version) FROM modelsmith_schema"), "2|2\n");
 }
 
 TEST_F(PostgresJobStoreTest, ASchemaNewerThanTheBinaryIsRefused) {
