@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
 command -v clang-format >/dev/null || { echo "clang-format is missing: apt-get install clang-format" >&2; exit 2; }
-mapfile -t files < <(git ls-files '*.cc' '*.h' 2>/dev/null || find workers server client tests -name '*.cc' -o -name '*.h')
+mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.cc' '*.h' 2>/dev/null || find workers server client tests -name '*.cc' -o -name '*.h')
 if [[ "$mode" == "--check" ]]; then
   clang-format --dry-run --Werror "${files[@]}"
 else
