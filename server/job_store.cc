@@ -22,6 +22,11 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& url)
   return SqliteJobStore::Open(url);
 }
 
+absl::Status LeaseLostError(const std::string& id) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_LOST",
+                   absl::StrCat("job '", id, "' was claimed by another replica"), {{"job_id", id}});
+}
+
 std::string RedactDatabaseUrl(const std::string& url) {
   std::string out = url;
   // scheme://user:PASSWORD@host

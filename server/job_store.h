@@ -98,6 +98,10 @@ class JobStore {
   virtual absl::Status ClaimSoleServer() { return absl::OkStatus(); }
 };
 
+// FAILED_PRECONDITION (LEASE_LOST, naming the job): a fenced write by a replica whose token is no
+// longer the job's.
+absl::Status LeaseLostError(const std::string& id);
+
 // `url` with any password replaced by "***", for logs and errors.
 std::string RedactDatabaseUrl(const std::string& url);
 

@@ -174,15 +174,6 @@ absl::StatusOr<PostgresJobStore::Result> PostgresJobStore::RunLocked(const char*
   }
 }
 
-namespace {
-
-absl::Status LeaseLost(const std::string& id) {
-  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_LOST",
-                   absl::StrCat("job '", id, "' was claimed by another replica"), {{"job_id", id}});
-}
-
-}  // namespace
-
 absl::StatusOr<std::optional<ClaimedJob>> PostgresJobStore::ClaimNext(const std::string& replica, double lease_seconds,
                                                                       uint64_t max_bytes) {
   // SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
@@ -215,7 +206,7 @@ absl::Status PostgresJobStore::RenewLease(const std::string& id, int64_t token, 
            {Param::Kind::kText, id},
            {Param::Kind::kText, absl::StrCat(token)}});
   if (!r.ok()) return r.status();
-  return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLost(id);
+  return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLostError(id);
 }
 
 absl::Status PostgresJobStore::UpdateFenced(const v1::Job& job, int64_t token) {
@@ -229,7 +220,7 @@ absl::Status PostgresJobStore::UpdateFenced(const v1::Job& job, int64_t token) {
   if (std::strcmp(PQcmdTuples(r->result), "1") == 0) return absl::OkStatus();
   absl::StatusOr<Result> exists = Run("update", "SELECT 1 FROM jobs WHERE id = $1", {{Param::Kind::kText, job.id()}});
   if (!exists.ok()) return exists.status();
-  if (exists->rows() == 1) return LeaseLost(job.id());
+  if (exists->rows() == 1) return LeaseLostError(job.id());
   return absl::NotFoundError(absl::StrCat("job '", job.id(), "' not found"));
 }
 
@@ -239,7 +230,7 @@ absl::Status PostgresJobStore::ReleaseLease(const std::string& id, int64_t token
                                  "WHERE id = $1 AND lease_token = $2::bigint",
                                  {{Param::Kind::kText, id}, {Param::Kind::kText, absl::StrCat(token)}});
   if (!r.ok()) return r.status();
-  return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLost(id);
+  return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLostError(id);
 }
 
 absl::Status PostgresJobStore::ClaimSoleServer() {

@@ -115,11 +115,6 @@ int64_t NowMs() {
 
 int64_t LeaseMs(double seconds) { return static_cast<int64_t>(seconds * 1000); }
 
-absl::Status LeaseLost(const std::string& id) {
-  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_LOST",
-                   absl::StrCat("job '", id, "' was claimed by another replica"), {{"job_id", id}});
-}
-
 }  // namespace
 
 absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimNext(const std::string& replica, double lease_seconds,
@@ -170,7 +165,7 @@ absl::Status SqliteJobStore::RenewLease(const std::string& id, int64_t token, do
   st.Bind(2, id);
   st.Bind(3, token);
   if (st.Step() != SQLITE_DONE) return DbError(db_, "renew");
-  return sqlite3_changes(db_) == 1 ? absl::OkStatus() : LeaseLost(id);
+  return sqlite3_changes(db_) == 1 ? absl::OkStatus() : LeaseLostError(id);
 }
 
 absl::Status SqliteJobStore::UpdateFenced(const v1::Job& job, int64_t token) {
@@ -185,7 +180,7 @@ absl::Status SqliteJobStore::UpdateFenced(const v1::Job& job, int64_t token) {
   if (sqlite3_changes(db_) == 1) return absl::OkStatus();
   Statement exists(db_, "SELECT 1 FROM jobs WHERE id = ?");
   exists.Bind(1, job.id());
-  if (exists.ok() && exists.Step() == SQLITE_ROW) return LeaseLost(job.id());
+  if (exists.ok() && exists.Step() == SQLITE_ROW) return LeaseLostError(job.id());
   return absl::NotFoundError(absl::StrCat("job '", job.id(), "' not found"));
 }
 
@@ -196,7 +191,7 @@ absl::Status SqliteJobStore::ReleaseLease(const std::string& id, int64_t token) 
   st.Bind(1, id);
   st.Bind(2, token);
   if (st.Step() != SQLITE_DONE) return DbError(db_, "release");
-  return sqlite3_changes(db_) == 1 ? absl::OkStatus() : LeaseLost(id);
+  return sqlite3_changes(db_) == 1 ? absl::OkStatus() : LeaseLostError(id);
 }
 
 absl::Status SqliteJobStore::Exec(const char* sql) {
