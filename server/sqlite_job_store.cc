@@ -7,7 +7,6 @@
 #include <climits>
 
 #include "absl/strings/str_cat.h"
-#include "workers/common/error.h"
 
 namespace modelsmith {
 namespace {
