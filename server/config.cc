@@ -27,6 +27,15 @@ ServerConfig ParseServerConfig(int argc, char** argv, int* exit_code) {
                  "job database: sqlite:PATH (default: sqlite:<data-dir>/modelsmith.db) or "
                  "postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=... (shared by every replica)")
       ->envname("MODELSMITH_DATABASE");
+  app.add_option("--replica-id", config.replica_id,
+                 "this replica's name in job leases and heartbeats, unique per database (default: HOSTNAME-PID)")
+      ->envname("MODELSMITH_REPLICA_ID");
+  app.add_option("--lease-seconds", config.lease_seconds,
+                 "how long a replica's claim on a job lasts without renewal (renewed every third of it); a dead "
+                 "replica's jobs run again elsewhere after this")
+      ->envname("MODELSMITH_LEASE_SECONDS")
+      ->check(CLI::Range(1.0, 3600.0))
+      ->capture_default_str();
   app.add_option("--roots", config.roots,
                  "comma-separated directories and s3://bucket[/prefix] locations jobs may read and write (default: the "
                  "data dir; no bucket)")

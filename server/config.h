@@ -19,6 +19,8 @@ struct ServerConfig {
   std::string metrics_listen = "127.0.0.1:9464";  // "off" disables the metrics endpoint
   std::string data_dir = "./data";
   std::string database;              // empty: sqlite:<data_dir>/modelsmith.db
+  std::string replica_id;            // empty: <hostname>-<pid>
+  double lease_seconds = 30;         // a claimed job's lease, renewed every third of it
   std::vector<std::string> roots;    // empty: the data directory alone
   size_t workers = 0;                // 0: the number of cores
   uint64_t memory_budget_bytes = 0;  // 0: the cgroup limit, else 75% of RAM

@@ -1,5 +1,8 @@
 #include "server/job_manager.h"
 
+#include <unistd.h>
+
+#include <climits>
 #include <random>
 #include <vector>
 
@@ -26,8 +29,17 @@ constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
 constexpr size_t kMaxWarningsPerJob = 1000;
 constexpr size_t kMaxLogLinesPerJob = 1000;
-constexpr auto kProgressPersistInterval = std::chrono::seconds(2);
+// Progress is written to the store at most this often per job: for watchers on other replicas a
+// few times a second, otherwise only so that a restart shows recent progress.
+constexpr auto kSharedProgressInterval = std::chrono::milliseconds(250);
+constexpr auto kLocalProgressInterval = std::chrono::seconds(2);
 constexpr auto kCancelWait = std::chrono::seconds(5);
+// How often a replica looks for work other replicas queued, for cancel requests, and feeds
+// remote watchers.
+constexpr auto kSharedPollInterval = std::chrono::milliseconds(200);
+constexpr auto kLocalPollInterval = std::chrono::seconds(1);
+constexpr auto kHeartbeatInterval = std::chrono::seconds(5);
+constexpr double kEventRetentionSeconds = 3600;
 
 bool IsTerminal(v1::JobState state) {
   return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED;
@@ -96,6 +108,12 @@ absl::StatusOr<int64_t> ParsePageToken(const v1::ListJobsRequest& request) {
   return seq;
 }
 
+std::string DefaultReplicaId() {
+  char host[HOST_NAME_MAX + 1] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "modelsmithd");
+  return absl::StrCat(host, "-", getpid());
+}
+
 }  // namespace
 
 // The running job's view of the manager.
@@ -103,23 +121,25 @@ class JobManager::Context final : public JobContext {
  public:
   Context(JobManager& manager, std::shared_ptr<Tracked> tracked) : manager_(manager), tracked_(std::move(tracked)) {}
 
-  bool stop_requested() const override { return tracked_->cancel || tracked_->interrupt; }
+  bool stop_requested() const override { return tracked_->cancel || tracked_->interrupt || tracked_->lease_lost; }
 
   void ReportProgress(const v1::Progress& progress) override {
-    std::optional<v1::Job> to_persist;
     {
       std::lock_guard lock(tracked_->mutex);
       *tracked_->job.mutable_progress() = progress;
       tracked_->progress_seq = ++tracked_->seq;
       tracked_->changed.notify_all();
       const auto now = std::chrono::steady_clock::now();
-      if (now - tracked_->last_persist >= kProgressPersistInterval) {
+      const auto interval =
+          manager_.store_.shared()
+              ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(kSharedProgressInterval)
+              : kLocalProgressInterval;
+      if (now - tracked_->last_persist >= interval) {
         tracked_->last_persist = now;
-        to_persist = tracked_->job;
+        manager_.Persist(*tracked_);
       }
     }
-    WakeWatchers(*tracked_);
-    if (to_persist) manager_.Persist(*to_persist);
+    manager_.WakeWatchers(*tracked_);
   }
 
   void Warn(absl::string_view code, absl::string_view message, absl::string_view tensor) override {
@@ -135,7 +155,7 @@ class JobManager::Context final : public JobContext {
       *event.mutable_warning() = *warning;
       manager_.AppendEvent(*tracked_, std::move(event));
     }
-    WakeWatchers(*tracked_);
+    manager_.WakeWatchers(*tracked_);
   }
 
   void Log(absl::string_view message) override {
@@ -148,7 +168,15 @@ class JobManager::Context final : public JobContext {
       event.mutable_log()->set_message(std::string(message));
       manager_.AppendEvent(*tracked_, std::move(event));
     }
-    WakeWatchers(*tracked_);
+    manager_.WakeWatchers(*tracked_);
+  }
+
+  absl::Status ConfirmStillOwner() const override {
+    if (tracked_->lease_lost) return LeaseLostError(tracked_->job.id());
+    absl::Status renewed =
+        manager_.store_.RenewLease(tracked_->job.id(), tracked_->lease_token, manager_.options_.lease_seconds);
+    if (ReasonOf(renewed) == "LEASE_LOST") manager_.LoseLease(*tracked_);
+    return renewed;
   }
 
  private:
@@ -157,18 +185,44 @@ class JobManager::Context final : public JobContext {
 };
 
 JobManager::JobManager(JobStore& store, const StorageRouter& router, WorkerPool& pool, Metrics* metrics,
-                       uint64_t io_bytes_per_second)
-    : store_(store), router_(router), pool_(pool), metrics_(metrics), io_bytes_per_second_(io_bytes_per_second) {}
+                       JobManagerOptions options)
+    : store_(store),
+      router_(router),
+      pool_(pool),
+      metrics_(metrics),
+      options_(std::move(options)),
+      feed_(store, store.shared() ? kSharedPollInterval : std::chrono::milliseconds(kLocalPollInterval)) {
+  if (options_.replica_id.empty()) options_.replica_id = DefaultReplicaId();
+}
 
 JobManager::~JobManager() { Close(); }
 
 void JobManager::AppendEvent(Tracked& tracked, v1::JobEvent event) {
   *event.mutable_time() = TimeUtil::GetCurrentTime();
+  if (store_.shared()) tracked.outbox.push_back(event);
   tracked.events.emplace_back(++tracked.seq, std::move(event));
   tracked.changed.notify_all();
 }
 
+void JobManager::FlushEvents(Tracked& tracked) {
+  if (!store_.shared()) return;
+  std::lock_guard order(tracked.outbox_mutex);
+  std::vector<v1::JobEvent> events;
+  std::string id;
+  {
+    std::lock_guard lock(tracked.mutex);
+    events.swap(tracked.outbox);
+    id = tracked.job.id();
+  }
+  for (const v1::JobEvent& event : events) {
+    if (absl::Status s = store_.AppendEvent(id, event); !s.ok()) {
+      LogError(id, absl::StrCat("cannot record an event for other replicas: ", s.message()));
+    }
+  }
+}
+
 void JobManager::WakeWatchers(Tracked& tracked) {
+  FlushEvents(tracked);
   std::vector<std::function<void()>> wakers;
   {
     std::lock_guard lock(tracked.mutex);
@@ -178,10 +232,28 @@ void JobManager::WakeWatchers(Tracked& tracked) {
   for (const std::function<void()>& wake : wakers) wake();
 }
 
-void JobManager::Persist(const v1::Job& job) {
-  if (absl::Status s = store_.Update(job); !s.ok()) {
-    LogError(job.id(), absl::StrCat("cannot persist job: ", s.message()));
+void JobManager::Persist(Tracked& tracked) {
+  if (tracked.lease_lost) return;
+  absl::Status s = store_.UpdateFenced(tracked.job, tracked.lease_token);
+  if (ReasonOf(s) == "LEASE_LOST") {
+    LoseLease(tracked);
+  } else if (!s.ok()) {
+    LogError(tracked.job.id(), absl::StrCat("cannot persist job: ", s.message()));
   }
+}
+
+void JobManager::HandToFeed(const std::shared_ptr<Tracked>& tracked) {
+  std::lock_guard handover(handover_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    tracked_.erase(tracked->job.id());
+  }
+  feed_.Adopt(tracked);
+}
+
+void JobManager::LoseLease(Tracked& tracked) {
+  if (tracked.lease_lost.exchange(true)) return;
+  LogWarn(tracked.job.id(), "lost the job's lease to another replica; stopping it without recording anything");
 }
 
 std::shared_ptr<JobManager::Tracked> JobManager::Find(const std::string& id) const {
@@ -190,45 +262,203 @@ std::shared_ptr<JobManager::Tracked> JobManager::Find(const std::string& id) con
   return it == tracked_.end() ? nullptr : it->second;
 }
 
-absl::Status JobManager::Recover() {
-  absl::StatusOr<std::vector<v1::Job>> running = store_.ListInState(v1::JOB_STATE_RUNNING);
-  if (!running.ok()) return running.status();
-  for (v1::Job& job : *running) {
-    if (job.attempt() >= kMaxInterruptedAttempts) {
-      job.set_state(v1::JOB_STATE_FAILED);
-      *job.mutable_error() = ErrorOf(
-          MakeError(absl::StatusCode::kAborted, "INTERRUPTED",
-                    absl::StrCat("the server stopped while the job ran, ", job.attempt(), " times; giving up")));
-      *job.mutable_end_time() = TimeUtil::GetCurrentTime();
-      LogWarn(job.id(), "failed: interrupted too many times");
-      Persist(job);
-      if (metrics_ != nullptr) metrics_->RecordJobFinished(job);
-      continue;
+absl::Status JobManager::Start() {
+  if (!store_.shared()) {
+    // One server's store: every lease in it is this server's previous process's.
+    if (absl::Status s = store_.ReleaseAllLeases(); !s.ok()) return s;
+    // Its jobs that were interrupted once too often end now, before the first request.
+    absl::StatusOr<std::vector<v1::Job>> running = store_.ListInState(v1::JOB_STATE_RUNNING);
+    if (!running.ok()) return running.status();
+    for (const v1::Job& job : *running) {
+      if (job.attempt() < kMaxInterruptedAttempts) continue;
+      absl::StatusOr<std::optional<ClaimedJob>> claimed =
+          store_.ClaimById(job.id(), options_.replica_id, options_.lease_seconds);
+      if (!claimed.ok()) return claimed.status();
+      if (claimed->has_value()) Accept(**std::move(claimed));
     }
-    job.set_state(v1::JOB_STATE_QUEUED);
-    v1::Warning* warning = job.add_warnings();
-    warning->set_code("JOB_INTERRUPTED");
-    warning->set_message(absl::StrCat("the server stopped while attempt ", job.attempt(), " ran; the job runs again"));
-    LogInfo(job.id(), absl::StrCat("requeued after attempt ", job.attempt(), " was interrupted"));
-    Persist(job);
   }
-  absl::StatusOr<std::vector<v1::Job>> queued = store_.ListInState(v1::JOB_STATE_QUEUED);
-  if (!queued.ok()) return queued.status();
-  for (v1::Job& job : *queued) {
-    auto tracked = std::make_shared<Tracked>();
-    tracked->job = std::move(job);
-    Schedule(tracked);
-  }
+  if (absl::Status s = store_.Heartbeat(options_.replica_id); !s.ok()) return s;
+  LogInfo("", absl::StrCat("replica ", options_.replica_id, ", leases of ", options_.lease_seconds, " s"));
+  claimer_started_ = true;
+  claimer_ = std::thread([this] { ClaimLoop(); });
+  keeper_ = std::thread([this] { KeepLoop(); });
   return absl::OkStatus();
 }
 
-void JobManager::Schedule(const std::shared_ptr<Tracked>& tracked) {
-  const std::string id = tracked->job.id();
+void JobManager::WakeClaimer() {
+  {
+    std::lock_guard lock(threads_mutex_);
+    claim_wanted_ = true;
+  }
+  threads_changed_.notify_all();
+}
+
+void JobManager::ClaimLoop() {
+  const auto interval = store_.shared() ? std::chrono::duration_cast<std::chrono::milliseconds>(kSharedPollInterval)
+                                        : std::chrono::milliseconds(kLocalPollInterval);
+  std::unique_lock lock(threads_mutex_);
+  while (!stopping_) {
+    threads_changed_.wait_for(lock, interval, [&] { return stopping_ || claim_wanted_; });
+    claim_wanted_ = false;
+    if (stopping_) break;
+    lock.unlock();
+    while (!draining_ && ClaimOne()) {
+    }
+    lock.lock();
+  }
+}
+
+bool JobManager::ClaimOne() {
+  // One claimed job waits in the pool at most: the rest stay claimable by replicas with room.
+  if (pool_.queued() > 0 || pool_.busy() >= pool_.workers()) return false;
+  const uint64_t reserved = pool_.reserved_bytes();
+  // Nothing running: any job may start, even one larger than the whole budget (the pool's rule).
+  const uint64_t room = pool_.busy() == 0                  ? UINT64_MAX
+                        : reserved >= pool_.budget_bytes() ? 0
+                                                           : pool_.budget_bytes() - reserved;
+  absl::StatusOr<std::optional<ClaimedJob>> claimed =
+      store_.ClaimNext(options_.replica_id, options_.lease_seconds, room);
+  if (!claimed.ok()) {
+    LogError("", absl::StrCat("cannot claim jobs: ", claimed.status().message()));
+    return false;
+  }
+  if (!claimed->has_value()) return false;
+  Accept(**std::move(claimed));
+  return true;
+}
+
+void JobManager::Accept(ClaimedJob claimed) {
+  const std::string id = claimed.job.id();
+  // Watchers of the job on this replica keep their view: the run happens in it.
+  std::unique_lock handover(handover_mutex_);
+  std::shared_ptr<Tracked> tracked = feed_.TakeOver(id);
+  if (tracked == nullptr) tracked = std::make_shared<Tracked>();
+  bool end_now = false;
+  {
+    std::lock_guard lock(tracked->mutex);
+    tracked->job = std::move(claimed.job);
+    tracked->lease_token = claimed.token;
+    tracked->lease_renewed = std::chrono::steady_clock::now();
+    tracked->started = false;
+    v1::Job& job = tracked->job;
+    if (claimed.cancel_requested) {
+      CancelBeforeStart(*tracked);
+      end_now = true;
+    } else if (job.state() == v1::JOB_STATE_RUNNING) {
+      // Its replica died or stalled past the lease (or this server's previous process stopped).
+      if (job.attempt() >= kMaxInterruptedAttempts) {
+        job.set_state(v1::JOB_STATE_FAILED);
+        *job.mutable_error() =
+            ErrorOf(MakeError(absl::StatusCode::kAborted, "INTERRUPTED",
+                              absl::StrCat("the job's run was interrupted (its server stopped or lost it) ",
+                                           job.attempt(), " times; giving up")));
+        *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+        AppendEvent(*tracked, StateEvent(job, "failed: interrupted too many times"));
+        Persist(*tracked);
+        LogWarn(id, "failed: interrupted too many times");
+        end_now = true;
+      } else {
+        job.set_state(v1::JOB_STATE_QUEUED);
+        v1::Warning* warning = job.add_warnings();
+        warning->set_code("JOB_INTERRUPTED");
+        warning->set_message(absl::StrCat("attempt ", job.attempt(),
+                                          " was interrupted (its server stopped or lost the job); the job runs again"));
+        v1::JobEvent event;
+        *event.mutable_warning() = *warning;
+        AppendEvent(*tracked, std::move(event));
+        LogInfo(id, absl::StrCat("claimed again after attempt ", job.attempt(), " was interrupted"));
+      }
+    }
+  }
   {
     std::lock_guard lock(mutex_);
     tracked_[id] = tracked;
   }
+  handover.unlock();
+  if (end_now) {
+    WakeWatchers(*tracked);
+    (void)store_.ReleaseLease(id, tracked->lease_token);
+    Finish(tracked);
+    return;
+  }
+  WakeWatchers(*tracked);
   pool_.Submit(id, tracked->job.estimated_peak_bytes(), [this, tracked] { Execute(tracked); });
+}
+
+void JobManager::KeepLoop() {
+  const auto interval = store_.shared() ? std::chrono::duration_cast<std::chrono::milliseconds>(kSharedPollInterval)
+                                        : std::chrono::milliseconds(kLocalPollInterval);
+  auto last_heartbeat = std::chrono::steady_clock::time_point{};
+  auto last_prune = std::chrono::steady_clock::now();
+  std::unique_lock lock(threads_mutex_);
+  while (!stopping_) {
+    threads_changed_.wait_for(lock, interval, [&] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    RenewLeases();
+    ApplyCancelRequests();
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_heartbeat >= kHeartbeatInterval) {
+      last_heartbeat = now;
+      if (absl::Status s = store_.Heartbeat(options_.replica_id); !s.ok()) {
+        LogError("", absl::StrCat("heartbeat: ", s.message()));
+      }
+      ClusterFigures figures;
+      absl::StatusOr<ActiveJobCounts> counts = store_.CountActive("");
+      absl::StatusOr<int64_t> replicas =
+          store_.CountLiveReplicas(3 * std::chrono::duration<double>(kHeartbeatInterval).count());
+      if (counts.ok() && replicas.ok()) {
+        figures = {counts->queued, counts->running, *replicas};
+        std::lock_guard figures_lock(figures_mutex_);
+        figures_ = figures;
+      }
+    }
+    if (store_.shared() && now - last_prune >= std::chrono::minutes(10)) {
+      last_prune = now;
+      (void)store_.PruneEvents(kEventRetentionSeconds);
+    }
+    lock.lock();
+  }
+}
+
+void JobManager::RenewLeases() {
+  std::vector<std::shared_ptr<Tracked>> held;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, tracked] : tracked_) held.push_back(tracked);
+  }
+  const auto due = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(options_.lease_seconds / 3));
+  for (const std::shared_ptr<Tracked>& tracked : held) {
+    std::string id;
+    {
+      std::lock_guard lock(tracked->mutex);
+      if (tracked->ended || tracked->lease_lost) continue;
+      if (std::chrono::steady_clock::now() - tracked->lease_renewed < due) continue;
+      id = tracked->job.id();
+    }
+    absl::Status s = store_.RenewLease(id, tracked->lease_token, options_.lease_seconds);
+    if (s.ok()) {
+      std::lock_guard lock(tracked->mutex);
+      tracked->lease_renewed = std::chrono::steady_clock::now();
+    } else if (ReasonOf(s) == "LEASE_LOST") {
+      LoseLease(*tracked);
+    } else {
+      LogError(id, absl::StrCat("cannot renew the job's lease: ", s.message()));
+    }
+  }
+}
+
+void JobManager::ApplyCancelRequests() {
+  absl::StatusOr<std::vector<std::string>> ids = store_.ListCancelRequested(options_.replica_id);
+  if (!ids.ok()) return;
+  for (const std::string& id : *ids) {
+    std::shared_ptr<Tracked> tracked = Find(id);
+    if (tracked == nullptr || tracked->cancel) continue;
+    LogInfo(id, "cancel requested through another replica");
+    tracked->cancel = true;
+    CancelIfUnstarted(tracked);
+  }
 }
 
 absl::Status JobManager::CheckOutputFree(const JobOutput& output) {
@@ -294,31 +524,31 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
   if (!estimate.ok()) return estimate.status();
   if (!output.ok()) return output.status();
 
-  auto tracked = std::make_shared<Tracked>();
-  v1::Job& job = tracked->job;
+  v1::Job job;
   {
     std::lock_guard submit_lock(submit_mutex_);
     if (caller_waiting && !caller_waiting()) {
       return MakeError(absl::StatusCode::kDeadlineExceeded, "CALLER_GONE",
                        "the caller's deadline passed or it cancelled before the job was created; no job was created");
     }
-    // Again under the lock that covers the insert: a submit that raced this one may have won.
+    // The store's submit lock makes the checks and the insert one step across every replica.
+    if (absl::Status s = store_.LockSubmits(); !s.ok()) return s;
+    struct Unlock {
+      JobStore& store;
+      ~Unlock() { store.UnlockSubmits(); }
+    } unlock{store_};
+    // Again under the locks that cover the insert: a submit that raced this one may have won.
     absl::StatusOr<std::optional<v1::Job>> repeat = find_repeat();
     if (!repeat.ok()) return repeat.status();
     if (*repeat) return **repeat;
     if (absl::Status s = CheckOutputFree(*output); !s.ok()) return s;
     if (max_active_per_owner_ > 0) {
-      size_t active = 0;
-      {
-        std::lock_guard lock(mutex_);
-        for (const auto& [id, other] : tracked_) {
-          std::lock_guard job_lock(other->mutex);
-          active += !other->ended && other->job.owner() == owner;
-        }
-      }
-      if (active >= max_active_per_owner_) {
+      absl::StatusOr<ActiveJobCounts> active = store_.CountActive(owner);
+      if (!active.ok()) return active.status();
+      const int64_t count = active->queued + active->running;
+      if (count >= static_cast<int64_t>(max_active_per_owner_)) {
         return MakeError(absl::StatusCode::kResourceExhausted, "QUOTA_EXCEEDED",
-                         absl::StrCat("'", owner, "' has ", active, " queued or running jobs; at most ",
+                         absl::StrCat("'", owner, "' has ", count, " queued or running jobs; at most ",
                                       max_active_per_owner_, " are allowed (--max-queued-per-principal)"),
                          {{"principal", owner}});
       }
@@ -331,13 +561,19 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
     *job.mutable_create_time() = TimeUtil::GetCurrentTime();
     job.set_request_id(request_id);
     job.set_estimated_peak_bytes(*estimate);
-    if (absl::Status s = store_.Insert(job, fingerprint, output->uri); !s.ok()) return s;
+    if (absl::Status s = store_.Insert(job, fingerprint, output->uri); !s.ok()) {
+      // The request_id's unique index is the last word, should the lock have been lost.
+      if (absl::IsAlreadyExists(s) && !request_id.empty()) {
+        absl::StatusOr<std::optional<v1::Job>> winner = find_repeat();
+        if (winner.ok() && *winner) return **winner;
+      }
+      return s;
+    }
   }
   LogInfo(job.id(),
           absl::StrCat("queued ", KindName(job.kind()), " job (estimated peak memory ", *estimate, " bytes)"));
-  v1::Job snapshot = job;
-  Schedule(tracked);
-  return snapshot;
+  WakeClaimer();
+  return job;
 }
 
 void JobManager::CancelBeforeStart(Tracked& tracked) {
@@ -346,7 +582,7 @@ void JobManager::CancelBeforeStart(Tracked& tracked) {
   *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
   *job.mutable_end_time() = TimeUtil::GetCurrentTime();
   AppendEvent(tracked, StateEvent(job, "cancelled before it started"));
-  Persist(job);
+  Persist(tracked);
 }
 
 void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
@@ -356,7 +592,20 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     // One critical section decides whether the job starts: a cancel that took this lock first
     // has already ended it (CANCELLED, persisted), and one that comes later finds it started.
     std::lock_guard lock(tracked->mutex);
-    // While draining nothing new starts: the job stays QUEUED for the next process.
+    if (tracked->ended) return;
+    // While draining nothing new starts: the job goes back for another replica or the next
+    // process (Close releases its lease). A job whose lease is lost is another replica's.
+    if (draining_) return;
+    if (tracked->lease_lost) {
+      tracked->remote = true;
+    }
+  }
+  if (tracked->remote) {  // lost before it started: the replica that took it over runs it
+    HandToFeed(tracked);
+    return;
+  }
+  {
+    std::lock_guard lock(tracked->mutex);
     if (tracked->ended || draining_) return;
     v1::Job& job = tracked->job;
     tracked->started = true;
@@ -367,33 +616,38 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     job.clear_progress();
     job.clear_error();
     AppendEvent(*tracked, StateEvent(job, absl::StrCat("attempt ", job.attempt(), " started")));
-    Persist(job);
+    Persist(*tracked);
     run.job_id = job.id();
     run.attempt = job.attempt();
     run.spec = job.spec();
     run.owner = job.owner();
     run.router = &router_;
-    run.io_bytes_per_second = io_bytes_per_second_;
+    run.io_bytes_per_second = options_.io_bytes_per_second;
   }
   WakeWatchers(*tracked);
   {
     std::lock_guard lock(mutex_);
     ++running_;
   }
-  LogInfo(run.job_id, absl::StrCat("running, attempt ", run.attempt));
+  LogInfo(run.job_id, absl::StrCat("running, attempt ", run.attempt, " on ", options_.replica_id));
   Context context(*this, tracked);
   absl::StatusOr<v1::JobResult> result = RunJob(run, context);  // exceptions become statuses
+  bool lost = false;
+  bool release = false;
   {
     std::lock_guard lock(tracked->mutex);
     v1::Job& job = tracked->job;
     std::string message;
-    if (result.ok()) {
+    if (tracked->lease_lost) {
+      lost = true;  // another replica runs it now; nothing here may be recorded
+    } else if (result.ok()) {
       job.set_state(v1::JOB_STATE_SUCCEEDED);
       *job.mutable_result() = *std::move(result);
       message = "succeeded";
     } else if (tracked->interrupt && absl::IsCancelled(result.status())) {
       job.set_state(v1::JOB_STATE_QUEUED);
-      message = "interrupted by shutdown; runs again after restart";
+      message = "interrupted by shutdown; runs again on another replica or after restart";
+      release = true;
     } else if (tracked->cancel && absl::IsCancelled(result.status())) {
       job.set_state(v1::JOB_STATE_CANCELLED);
       *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
@@ -403,21 +657,35 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
       *job.mutable_error() = ErrorOf(result.status());
       message = absl::StrCat("failed: ", result.status().message());
     }
-    if (IsTerminal(job.state())) *job.mutable_end_time() = TimeUtil::GetCurrentTime();
-    AppendEvent(*tracked, StateEvent(job, message));
-    Persist(job);
-    if (job.state() == v1::JOB_STATE_FAILED)
-      LogWarn(job.id(), message);
-    else
-      LogInfo(job.id(), message);
+    if (!lost) {
+      if (IsTerminal(job.state())) *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+      AppendEvent(*tracked, StateEvent(job, message));
+      // The token is checked in the same statement: a run that lost the job records nothing.
+      Persist(*tracked);
+      lost = tracked->lease_lost;
+      if (job.state() == v1::JOB_STATE_FAILED)
+        LogWarn(job.id(), message);
+      else
+        LogInfo(job.id(), message);
+    }
   }
-  WakeWatchers(*tracked);
-  Finish(tracked);
+  if (lost) {
+    {
+      std::lock_guard lock(tracked->mutex);
+      tracked->outbox.clear();
+    }
+    HandToFeed(tracked);  // its watchers here follow the run that took over
+  } else {
+    WakeWatchers(*tracked);
+    if (release) (void)store_.ReleaseLease(run.job_id, tracked->lease_token);
+    Finish(tracked);
+  }
   {
     std::lock_guard lock(mutex_);
     --running_;
   }
   running_changed_.notify_all();
+  WakeClaimer();  // a worker is free
 }
 
 void JobManager::Finish(const std::shared_ptr<Tracked>& tracked) {
@@ -480,13 +748,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
   std::shared_ptr<Tracked> tracked = Find(id);
-  if (tracked == nullptr) {
-    absl::StatusOr<v1::Job> job = Get(id);
-    if (!job.ok()) return job.status();
-    return MakeError(absl::StatusCode::kFailedPrecondition, "JOB_ALREADY_ENDED",
-                     absl::StrCat("job ", id, " already ended (", v1::JobState_Name(job->state()), ")"),
-                     {{"job_id", id}});
-  }
+  if (tracked == nullptr) return CancelElsewhere(id);
   {
     // A job that has just ended can still be tracked for a moment (until Finish forgets it).
     std::lock_guard lock(tracked->mutex);
@@ -496,32 +758,90 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
                        {{"job_id", id}});
     }
   }
-  bool cancelled_before_start = false;
-  {
-    std::lock_guard lock(tracked->mutex);
-    if (!tracked->started && !tracked->ended) {
-      // Queued in the pool, or admitted and not yet started: either way it never runs now.
-      CancelBeforeStart(*tracked);
-      cancelled_before_start = true;
-    }
-  }
-  if (cancelled_before_start) {
-    pool_.RemoveQueued(id);  // frees its place in the pool's queue, if it is still there
-    LogInfo(id, "cancelled before it started");
-    WakeWatchers(*tracked);
-    Finish(tracked);
-  } else {
+  if (!CancelIfUnstarted(tracked)) {
     tracked->cancel = true;
     LogInfo(id, "cancel requested");
     std::unique_lock lock(tracked->mutex);
-    tracked->changed.wait_for(lock, kCancelWait, [&] { return tracked->ended; });
+    tracked->changed.wait_for(lock, kCancelWait, [&] { return tracked->ended || tracked->lease_lost.load(); });
   }
   std::lock_guard lock(tracked->mutex);
   return tracked->job;
 }
 
+bool JobManager::CancelIfUnstarted(const std::shared_ptr<Tracked>& tracked) {
+  {
+    std::lock_guard lock(tracked->mutex);
+    // Claimed and waiting in the pool, or admitted and not yet started: it never runs now.
+    if (tracked->started || tracked->ended) return false;
+    CancelBeforeStart(*tracked);
+  }
+  const std::string id = tracked->job.id();
+  pool_.RemoveQueued(id);  // frees its place in the pool's queue, if it is still there
+  LogInfo(id, "cancelled before it started");
+  WakeWatchers(*tracked);
+  (void)store_.ReleaseLease(id, tracked->lease_token);
+  Finish(tracked);
+  return true;
+}
+
+absl::StatusOr<v1::Job> JobManager::CancelElsewhere(const std::string& id) {
+  auto already_ended = [&](const v1::Job& job) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "JOB_ALREADY_ENDED",
+                     absl::StrCat("job ", id, " already ended (", v1::JobState_Name(job.state()), ")"),
+                     {{"job_id", id}});
+  };
+  absl::StatusOr<v1::Job> job = Get(id);
+  if (!job.ok()) return job.status();
+  if (IsTerminal(job->state())) return already_ended(*job);
+  // Nobody holds it (queued, or its replica died): take it and end it here.
+  absl::StatusOr<std::optional<ClaimedJob>> claimed = store_.ClaimById(id, options_.replica_id, options_.lease_seconds);
+  if (!claimed.ok()) return claimed.status();
+  if (claimed->has_value()) {
+    std::unique_lock handover(handover_mutex_);
+    std::shared_ptr<Tracked> tracked = feed_.TakeOver(id);
+    if (tracked == nullptr) tracked = std::make_shared<Tracked>();
+    {
+      std::lock_guard lock(tracked->mutex);
+      tracked->job = std::move((*claimed)->job);
+      tracked->lease_token = (*claimed)->token;
+      tracked->started = false;
+      CancelBeforeStart(*tracked);
+    }
+    {
+      std::lock_guard lock(mutex_);
+      tracked_[id] = tracked;
+    }
+    handover.unlock();
+    LogInfo(id, "cancelled before it started");
+    WakeWatchers(*tracked);
+    (void)store_.ReleaseLease(id, tracked->lease_token);
+    Finish(tracked);
+    std::lock_guard lock(tracked->mutex);
+    return tracked->job;
+  }
+  // A replica holds it (this one's claimer may have just taken it): ask, and wait for the end.
+  if (absl::Status s = store_.RequestCancel(id); !s.ok()) return s;
+  LogInfo(id, "cancel requested from the replica that holds the job");
+  ApplyCancelRequests();
+  const auto deadline = std::chrono::steady_clock::now() + kCancelWait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    job = Get(id);
+    if (!job.ok() || IsTerminal(job->state())) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return job;
+}
+
 absl::StatusOr<std::shared_ptr<JobWatch>> JobManager::OpenWatch(const std::string& id, std::function<void()> wake) {
   if (std::shared_ptr<Tracked> tracked = Find(id)) return JobWatch::OfLive(tracked, std::move(wake), closed_);
+  // Queued, or running on another replica: a view fed from the store. Under the handover lock,
+  // so that a claim here either finds the view (and runs the job in it) or came first.
+  std::unique_lock handover(handover_mutex_);
+  if (std::shared_ptr<Tracked> tracked = Find(id)) return JobWatch::OfLive(tracked, std::move(wake), closed_);
+  absl::StatusOr<std::shared_ptr<Tracked>> view = feed_.View(id);
+  handover.unlock();
+  if (view.ok() && *view != nullptr) return JobWatch::OfLive(*std::move(view), std::move(wake), closed_);
+  if (!view.ok() && !absl::IsNotFound(view.status())) return view.status();
   absl::StatusOr<v1::Job> job = Get(id);
   if (!job.ok()) return job.status();
   return JobWatch::OfEnded(*std::move(job));
@@ -544,24 +864,44 @@ void JobManager::InterruptRunning() {
 }
 
 void JobManager::Close() {
-  closed_ = true;
+  if (closed_.exchange(true)) return;
+  {
+    std::lock_guard lock(threads_mutex_);
+    stopping_ = true;
+  }
+  threads_changed_.notify_all();
+  if (claimer_.joinable()) claimer_.join();
+  if (keeper_.joinable()) keeper_.join();
+  feed_.Stop();
   std::vector<std::shared_ptr<Tracked>> live;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, tracked] : tracked_) live.push_back(tracked);
   }
   for (const std::shared_ptr<Tracked>& tracked : live) {
+    bool unstarted = false;
+    std::string id;
     {
       std::lock_guard job_lock(tracked->mutex);
+      unstarted = !tracked->started && !tracked->ended && !tracked->lease_lost;
+      id = tracked->job.id();
       tracked->changed.notify_all();
     }
+    // Claimed, never started (the pool dropped it): another replica may take it at once.
+    if (unstarted) (void)store_.ReleaseLease(id, tracked->lease_token);
     WakeWatchers(*tracked);
   }
+  if (claimer_started_) (void)store_.RemoveReplica(options_.replica_id);
 }
 
 size_t JobManager::running() const {
   std::lock_guard lock(mutex_);
   return running_;
+}
+
+ClusterFigures JobManager::cluster_figures() const {
+  std::lock_guard lock(figures_mutex_);
+  return figures_;
 }
 
 }  // namespace modelsmith

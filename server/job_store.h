@@ -36,6 +36,13 @@ struct StoredJob {
 struct ClaimedJob {
   v1::Job job;
   int64_t token = 0;
+  bool cancel_requested = false;  // a replica asked for the job's cancellation (RequestCancel)
+};
+
+// Jobs that have not ended.
+struct ActiveJobCounts {
+  int64_t queued = 0;
+  int64_t running = 0;
 };
 
 class JobStore {
@@ -91,10 +98,57 @@ class JobStore {
   // once. LEASE_LOST as above.
   virtual absl::Status ReleaseLease(const std::string& id, int64_t token) = 0;
 
-  // Makes this process the only server on the store for as long as it runs. Until jobs are claimed
-  // with leases (issue 18, part 2), two servers on one database would both recover and run the
-  // same queued jobs, so a second one is refused: FAILED_PRECONDITION (DATABASE_IN_USE). SQLite's
-  // file is one machine's; its store has nothing to claim.
+  // Claims job `id` the same way when it is claimable, whatever its size; nullopt when it is not
+  // (it ended, or a live lease holds it). A replica cancelling a queued job it does not run.
+  virtual absl::StatusOr<std::optional<ClaimedJob>> ClaimById(const std::string& id, const std::string& replica,
+                                                              double lease_seconds) = 0;
+  // Ends every lease now. Only for a store one server owns (SQLite), at that server's start: the
+  // leases are its previous process's.
+  virtual absl::Status ReleaseAllLeases() = 0;
+
+  // ---- Cancellation across replicas ----
+  // Asks the replica that holds job `id` to cancel it (it polls ListCancelRequested); a replica
+  // that claims it later cancels it instead of running it. NOT_FOUND if there is no such job.
+  virtual absl::Status RequestCancel(const std::string& id) = 0;
+  // The ids of the jobs leased by `replica` whose cancellation was requested.
+  virtual absl::StatusOr<std::vector<std::string>> ListCancelRequested(const std::string& replica) = 0;
+
+  // ---- Events, for watchers on other replicas ----
+  // State changes, warnings and log lines of a job, in the order appended, numbered by a
+  // store-wide sequence. Progress is not an event here: it lives in the stored job.
+  virtual absl::Status AppendEvent(const std::string& id, const v1::JobEvent& event) = 0;
+  // The events of job `id` numbered above `after`, oldest first, at most `limit`.
+  virtual absl::StatusOr<std::vector<std::pair<int64_t, v1::JobEvent>>> ListEvents(const std::string& id, int64_t after,
+                                                                                   int limit) = 0;
+  // The number of job `id`'s latest event (0: none).
+  virtual absl::StatusOr<int64_t> LastEventSeq(const std::string& id) = 0;
+  // Deletes the events of ended jobs older than `age_seconds` (a late watcher of an ended job is
+  // served the stored job, warnings and all).
+  virtual absl::Status PruneEvents(double age_seconds) = 0;
+
+  // ---- Replicas ----
+  // Records that `replica` is alive now (the store's clock).
+  virtual absl::Status Heartbeat(const std::string& replica) = 0;
+  // Forgets `replica` (it is stopping).
+  virtual absl::Status RemoveReplica(const std::string& replica) = 0;
+  // Replicas whose latest heartbeat is at most `within_seconds` old.
+  virtual absl::StatusOr<int64_t> CountLiveReplicas(double within_seconds) = 0;
+
+  // QUEUED and RUNNING jobs in the whole store, of `owner` only when it is not empty.
+  virtual absl::StatusOr<ActiveJobCounts> CountActive(const std::string& owner) = 0;
+
+  // Serialises submits across every server on the store (the request_id lookup, the output
+  // hold check and the insert), until UnlockSubmits. Callers serialise their own threads first.
+  virtual absl::Status LockSubmits() = 0;
+  virtual void UnlockSubmits() = 0;
+
+  // True when several servers may share this store (PostgreSQL): then each job's events and
+  // progress are written for watchers on other replicas, and new work is found by polling.
+  virtual bool shared() const { return false; }
+
+  // Makes this process the only server on the store for as long as it runs: SQLite's file is one
+  // machine's and one server's (its leases are released at start). FAILED_PRECONDITION
+  // (DATABASE_IN_USE) when another process serves it. PostgreSQL: any number of replicas.
   virtual absl::Status ClaimSoleServer() { return absl::OkStatus(); }
 };
 

@@ -95,11 +95,21 @@ int Run(const ServerConfig& config) {
   const uint64_t budget = config.memory_budget_bytes > 0 ? config.memory_budget_bytes : DefaultMemoryBudgetBytes();
   WorkerPool pool(config.workers, budget);
 
+  // Set while the manager exists; scrapes read its store-wide figures through it. Declared before
+  // the metrics so that it outlives them.
+  std::atomic<const JobManager*> manager_slot{nullptr};
   std::unique_ptr<Metrics> metrics;
   int metrics_port = 0;
   if (config.metrics_listen != "off") {
-    metrics = std::make_unique<Metrics>([&pool] {
-      return SchedulerSnapshot{pool.queued(), pool.busy(), pool.budget_bytes(), pool.reserved_bytes()};
+    metrics = std::make_unique<Metrics>([&pool, &manager_slot] {
+      const JobManager* manager = manager_slot.load();
+      const ClusterFigures cluster = manager != nullptr ? manager->cluster_figures() : ClusterFigures{};
+      return SchedulerSnapshot{.queue_depth = static_cast<uint64_t>(cluster.queued),
+                               .workers_busy = pool.busy(),
+                               .memory_budget_bytes = pool.budget_bytes(),
+                               .memory_reserved_bytes = pool.reserved_bytes(),
+                               .jobs_running = static_cast<uint64_t>(cluster.running),
+                               .replicas = static_cast<uint64_t>(cluster.replicas)};
     });
     absl::StatusOr<int> port = metrics->Serve(config.metrics_listen, {.basic_auth_file = config.metrics_auth_file,
                                                                       .tls_cert_file = config.tls.cert_file,
@@ -119,11 +129,15 @@ int Run(const ServerConfig& config) {
   const bool s3_enabled = *s3 != nullptr;
   StorageRouter router(config.roots.empty() ? std::vector<std::string>{data_dir->path} : config.roots, *std::move(s3));
 
-  JobManager manager(**store, router, pool, metrics.get(), config.job_io_bytes_per_second);
-  if (absl::Status s = manager.Recover(); !s.ok()) {
-    LogError("", absl::StrCat("recovering jobs: ", s.message()));
+  JobManager manager(**store, router, pool, metrics.get(),
+                     {.io_bytes_per_second = config.job_io_bytes_per_second,
+                      .replica_id = config.replica_id,
+                      .lease_seconds = config.lease_seconds});
+  if (absl::Status s = manager.Start(); !s.ok()) {
+    LogError("", absl::StrCat("starting the job manager: ", s.message()));
     return 1;
   }
+  manager_slot = &manager;
 
   manager.SetMaxActivePerOwner(config.max_queued_per_principal);
   std::unique_ptr<Authenticator> auth = std::make_unique<Authenticator>();
@@ -189,7 +203,8 @@ int Run(const ServerConfig& config) {
     const std::string health_host = config.health_listen.substr(0, config.health_listen.rfind(':'));
     std::printf("modelsmithd health on %s:%d (plaintext, grpc.health.v1 only)\n", health_host.c_str(), health_port);
   }
-  std::printf("modelsmithd database %s\n", RedactDatabaseUrl(database).c_str());
+  std::printf("modelsmithd database %s, replica %s, leases of %g s\n", RedactDatabaseUrl(database).c_str(),
+              manager.replica_id().c_str(), config.lease_seconds);
   std::printf("modelsmithd data dir %s, roots %s, s3 %s, %zu workers, memory budget %llu bytes\n",
               data_dir->path.c_str(), absl::StrJoin(roots, ",").c_str(), s3_enabled ? "on" : "off (no AWS credentials)",
               pool.workers(), static_cast<unsigned long long>(budget));
@@ -204,10 +219,13 @@ int Run(const ServerConfig& config) {
   manager.BeginDrain();
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(config.shutdown_grace_seconds * 1000));
   if (!manager.WaitForRunning(grace)) {
-    LogInfo("", "grace period over; interrupting running jobs (they run again after restart)");
+    LogInfo("",
+            "grace period over; interrupting running jobs (their leases are released: they run again on another "
+            "replica or after restart)");
     manager.InterruptRunning();
   }
   pool.Shutdown();
+  manager_slot = nullptr;
   manager.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (health_server) health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

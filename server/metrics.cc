@@ -119,8 +119,16 @@ class RuntimeCollector final : public prometheus::Collectable {
                                    "Start time of the process since unix epoch in seconds.",
                                    ProcessStartTimeSeconds()));
     const SchedulerSnapshot s = scheduler_();
-    families.push_back(GaugeFamily("modelsmith_queue_depth", "Jobs queued and not yet started.", s.queue_depth));
-    families.push_back(GaugeFamily("modelsmith_workers_busy", "Workers running a job.", s.workers_busy));
+    families.push_back(GaugeFamily("modelsmith_queue_depth",
+                                   "Jobs queued in the job database and not yet started (the same on every replica).",
+                                   s.queue_depth));
+    families.push_back(GaugeFamily("modelsmith_jobs_running",
+                                   "Jobs running on any replica, from the job database (the same on every replica).",
+                                   s.jobs_running));
+    families.push_back(GaugeFamily(
+        "modelsmith_replicas", "Replicas with a heartbeat in the last 15 seconds, from the job database.", s.replicas));
+    families.push_back(
+        GaugeFamily("modelsmith_workers_busy", "Workers running a job on this replica.", s.workers_busy));
     families.push_back(
         GaugeFamily("modelsmith_memory_budget_bytes", "Memory budget for admitting jobs.", s.memory_budget_bytes));
     families.push_back(GaugeFamily("modelsmith_memory_reserved_bytes", "Estimated peak memory of the running jobs.",
@@ -147,6 +155,10 @@ Metrics::Metrics(std::function<SchedulerSnapshot()> scheduler)
                       .Name("modelsmith_jobs_total")
                       .Help("Jobs that ended, by kind and final state.")
                       .Register(*registry_)),
+      job_failures_(BuildCounter()
+                        .Name("modelsmith_job_failures_total")
+                        .Help("Jobs that FAILED, by kind and reason (the error's UPPER_SNAKE reason code).")
+                        .Register(*registry_)),
       job_duration_(BuildHistogram()
                         .Name("modelsmith_job_duration_seconds")
                         .Help("Run time of jobs that ended, by kind.")
@@ -298,6 +310,11 @@ void Metrics::OnRetry(std::string_view store, std::string_view op) {
 void Metrics::RecordJobFinished(const v1::Job& job) {
   const std::string kind(KindName(job.kind()));
   jobs_total_.Add({{"kind", kind}, {"state", StateLabel(job.state())}}).Increment();
+  if (job.state() == v1::JOB_STATE_FAILED) {
+    // Reasons are the service's own codes, a bounded set: fit for a label.
+    job_failures_.Add({{"kind", kind}, {"reason", job.error().reason().empty() ? "UNKNOWN" : job.error().reason()}})
+        .Increment();
+  }
   if (job.has_start_time() && job.has_end_time()) {
     job_duration_
         .Add({{"kind", kind}},

@@ -22,10 +22,12 @@ namespace modelsmith {
 
 // Scheduler figures read at scrape time.
 struct SchedulerSnapshot {
-  uint64_t queue_depth = 0;
-  uint64_t workers_busy = 0;
+  uint64_t queue_depth = 0;   // queued in the job database (every replica's)
+  uint64_t workers_busy = 0;  // this replica's running jobs
   uint64_t memory_budget_bytes = 0;
   uint64_t memory_reserved_bytes = 0;
+  uint64_t jobs_running = 0;  // running in the job database (every replica's)
+  uint64_t replicas = 0;      // replicas with a recent heartbeat
 };
 
 class Metrics final : public StoreObserver {
@@ -64,6 +66,7 @@ class Metrics final : public StoreObserver {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<MetricsTlsFront> tls_front_;  // with TLS: in front of exposer_
   prometheus::Family<prometheus::Counter>& jobs_total_;
+  prometheus::Family<prometheus::Counter>& job_failures_;
   prometheus::Family<prometheus::Histogram>& job_duration_;
   prometheus::Counter& read_bytes_;
   prometheus::Counter& written_bytes_;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
@@ -13,10 +14,10 @@
 namespace modelsmith {
 namespace {
 
-// pg_advisory_lock keys all servers share: schema migrations ("msmith" in ASCII) and the sole
-// server's hold ("msserv").
+// pg_advisory_lock keys all servers share: schema migrations ("msmith" in ASCII) and submits
+// ("mssubm").
 constexpr int64_t kMigrationLock = 0x6d736d697468;
-constexpr int64_t kServerLock = 0x6d7373657276;
+constexpr int64_t kSubmitLock = 0x6d737375626d;
 
 // Each step brings the schema from version i to i + 1; append, never edit.
 constexpr const char* kMigrations[] = {
@@ -37,6 +38,18 @@ constexpr const char* kMigrations[] = {
     "  ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0,"
     "  ADD COLUMN lease_expires TIMESTAMPTZ;"
     "CREATE SEQUENCE lease_tokens;",
+    // 3: what replicas share beyond the queue: owners (quotas), cancel requests, events for
+    // watchers on other replicas, heartbeats.
+    "ALTER TABLE jobs ADD COLUMN owner TEXT,"
+    "  ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;"
+    "CREATE INDEX jobs_by_lease_owner ON jobs(lease_owner) WHERE lease_owner IS NOT NULL;"
+    "CREATE TABLE job_events ("
+    "  seq BIGSERIAL PRIMARY KEY,"
+    "  job_id TEXT NOT NULL,"
+    "  event BYTEA NOT NULL,"
+    "  created TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());"
+    "CREATE INDEX job_events_by_job ON job_events(job_id, seq);"
+    "CREATE TABLE replicas (replica TEXT PRIMARY KEY, heartbeat TIMESTAMPTZ NOT NULL);",
 };
 static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 
@@ -56,6 +69,7 @@ struct PostgresJobStore::Result {
   std::string Bytes(int row, int column) const {
     return std::string(PQgetvalue(result, row, column), static_cast<size_t>(PQgetlength(result, row, column)));
   }
+  bool Bool(int row, int column) const { return *PQgetvalue(result, row, column) != 0; }
   int64_t Int64(int row, int column) const {
     uint64_t big_endian = 0;
     std::memcpy(&big_endian, PQgetvalue(result, row, column), sizeof big_endian);
@@ -154,9 +168,6 @@ absl::StatusOr<PostgresJobStore::Result> PostgresJobStore::RunLocked(const char*
     if (PQstatus(connection_) == CONNECTION_BAD && attempt == 0) {
       PQreset(connection_);  // the server restarted or failed over: one new connection, one more try
       if (retried != nullptr) *retried = true;
-      if (sole_server_) {
-        if (absl::Status s = TryServerLockLocked(); !s.ok()) return s;  // another server got in between
-      }
       continue;
     }
     const char* state = PQresultErrorField(result.result, PG_DIAG_SQLSTATE);
@@ -176,25 +187,165 @@ absl::StatusOr<PostgresJobStore::Result> PostgresJobStore::RunLocked(const char*
 
 absl::StatusOr<std::optional<ClaimedJob>> PostgresJobStore::ClaimNext(const std::string& replica, double lease_seconds,
                                                                       uint64_t max_bytes) {
+  return Claim(replica, lease_seconds, max_bytes, "");
+}
+
+absl::StatusOr<std::optional<ClaimedJob>> PostgresJobStore::ClaimById(const std::string& id, const std::string& replica,
+                                                                      double lease_seconds) {
+  return Claim(replica, lease_seconds, UINT64_MAX, id);
+}
+
+absl::StatusOr<std::optional<ClaimedJob>> PostgresJobStore::Claim(const std::string& replica, double lease_seconds,
+                                                                  uint64_t max_bytes, const std::string& only_id) {
   // SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
   absl::StatusOr<Result> r =
       Run("claim",
           "UPDATE jobs SET lease_owner = $1, lease_token = nextval('lease_tokens'), "
           "  lease_expires = clock_timestamp() + make_interval(secs => $2::float8) "
           "WHERE seq = (SELECT seq FROM jobs WHERE state IN ($3::int, $4::int) AND estimated_peak_bytes <= $5::bigint "
-          "  AND (lease_expires IS NULL OR lease_expires < clock_timestamp()) "
+          "  AND (lease_expires IS NULL OR lease_expires < clock_timestamp()) AND ($6 = '' OR id = $6) "
           "  ORDER BY seq ASC LIMIT 1 FOR UPDATE SKIP LOCKED) "
-          "RETURNING job, lease_token",
+          "RETURNING job, lease_token, cancel_requested",
           {{Param::Kind::kText, replica},
            {Param::Kind::kText, absl::StrCat(lease_seconds)},
            {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
            {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))},
-           {Param::Kind::kText, absl::StrCat(std::min<uint64_t>(max_bytes, INT64_MAX))}});
+           {Param::Kind::kText, absl::StrCat(std::min<uint64_t>(max_bytes, INT64_MAX))},
+           {Param::Kind::kText, only_id}});
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return std::nullopt;
   absl::StatusOr<v1::Job> job = r->Job(0, 0);
   if (!job.ok()) return job.status();
-  return ClaimedJob{*std::move(job), r->Int64(0, 1)};
+  return ClaimedJob{*std::move(job), r->Int64(0, 1), r->Bool(0, 2)};
+}
+
+absl::Status PostgresJobStore::ReleaseAllLeases() {
+  absl::StatusOr<Result> r = Run("release all",
+                                 "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
+                                 "WHERE lease_expires IS NOT NULL",
+                                 {});
+  return r.status();
+}
+
+absl::Status PostgresJobStore::RequestCancel(const std::string& id) {
+  absl::StatusOr<Result> r =
+      Run("cancel", "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1", {{Param::Kind::kText, id}});
+  if (!r.ok()) return r.status();
+  if (std::strcmp(PQcmdTuples(r->result), "0") == 0) {
+    return absl::NotFoundError(absl::StrCat("job '", id, "' not found"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> PostgresJobStore::ListCancelRequested(const std::string& replica) {
+  absl::StatusOr<Result> r =
+      Run("cancel requests",
+          "SELECT id FROM jobs WHERE lease_owner = $1 AND cancel_requested AND state IN ($2::int, $3::int)",
+          {{Param::Kind::kText, replica},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))}});
+  if (!r.ok()) return r.status();
+  std::vector<std::string> ids;
+  for (int i = 0; i < r->rows(); ++i) ids.push_back(r->Bytes(i, 0));
+  return ids;
+}
+
+absl::Status PostgresJobStore::AppendEvent(const std::string& id, const v1::JobEvent& event) {
+  return Run("event", "INSERT INTO job_events(job_id, event) VALUES ($1, $2)",
+             {{Param::Kind::kText, id}, {Param::Kind::kBytes, event.SerializeAsString()}})
+      .status();
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, v1::JobEvent>>> PostgresJobStore::ListEvents(const std::string& id,
+                                                                                           int64_t after, int limit) {
+  absl::StatusOr<Result> r = Run(
+      "events",
+      "SELECT seq, event FROM job_events WHERE job_id = $1 AND seq > $2::bigint ORDER BY seq ASC "
+      "LIMIT $3::bigint",
+      {{Param::Kind::kText, id}, {Param::Kind::kText, absl::StrCat(after)}, {Param::Kind::kText, absl::StrCat(limit)}});
+  if (!r.ok()) return r.status();
+  std::vector<std::pair<int64_t, v1::JobEvent>> events;
+  for (int i = 0; i < r->rows(); ++i) {
+    v1::JobEvent event;
+    if (!event.ParseFromArray(PQgetvalue(r->result, i, 1), PQgetlength(r->result, i, 1))) {
+      return absl::DataLossError("job database: a stored event does not parse");
+    }
+    events.emplace_back(r->Int64(i, 0), std::move(event));
+  }
+  return events;
+}
+
+absl::StatusOr<int64_t> PostgresJobStore::LastEventSeq(const std::string& id) {
+  absl::StatusOr<Result> r = Run("events", "SELECT COALESCE(MAX(seq), 0)::bigint FROM job_events WHERE job_id = $1",
+                                 {{Param::Kind::kText, id}});
+  if (!r.ok()) return r.status();
+  return r->Int64(0, 0);
+}
+
+absl::Status PostgresJobStore::PruneEvents(double age_seconds) {
+  return Run("prune events",
+             "DELETE FROM job_events WHERE created < clock_timestamp() - make_interval(secs => $1::float8) "
+             "AND job_id IN (SELECT id FROM jobs WHERE state NOT IN ($2::int, $3::int))",
+             {{Param::Kind::kText, absl::StrCat(age_seconds)},
+              {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
+              {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))}})
+      .status();
+}
+
+absl::Status PostgresJobStore::Heartbeat(const std::string& replica) {
+  return Run("heartbeat",
+             "INSERT INTO replicas(replica, heartbeat) VALUES ($1, clock_timestamp()) "
+             "ON CONFLICT (replica) DO UPDATE SET heartbeat = EXCLUDED.heartbeat",
+             {{Param::Kind::kText, replica}})
+      .status();
+}
+
+absl::Status PostgresJobStore::RemoveReplica(const std::string& replica) {
+  return Run("remove replica", "DELETE FROM replicas WHERE replica = $1", {{Param::Kind::kText, replica}}).status();
+}
+
+absl::StatusOr<int64_t> PostgresJobStore::CountLiveReplicas(double within_seconds) {
+  absl::StatusOr<Result> r =
+      Run("replicas",
+          "SELECT COUNT(*)::bigint FROM replicas WHERE heartbeat >= clock_timestamp() - make_interval(secs => "
+          "$1::float8)",
+          {{Param::Kind::kText, absl::StrCat(within_seconds)}});
+  if (!r.ok()) return r.status();
+  return r->Int64(0, 0);
+}
+
+absl::StatusOr<ActiveJobCounts> PostgresJobStore::CountActive(const std::string& owner) {
+  absl::StatusOr<Result> r =
+      Run("count",
+          "SELECT COUNT(*) FILTER (WHERE state = $1::int)::bigint, COUNT(*) FILTER (WHERE state = $2::int)::bigint "
+          "FROM jobs WHERE state IN ($1::int, $2::int) AND ($3 = '' OR owner = $3)",
+          {{Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_QUEUED))},
+           {Param::Kind::kText, absl::StrCat(static_cast<int>(v1::JOB_STATE_RUNNING))},
+           {Param::Kind::kText, owner}});
+  if (!r.ok()) return r.status();
+  return ActiveJobCounts{r->Int64(0, 0), r->Int64(0, 1)};
+}
+
+absl::Status PostgresJobStore::LockSubmits() {
+  // Polled, not waited for inside the database: a blocking pg_advisory_lock would hold the one
+  // connection, and with it this replica's lease renewals, while another replica submits.
+  const std::string key = absl::StrCat(kSubmitLock);
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<Result> r =
+        Run("lock submits", "SELECT pg_try_advisory_lock($1::bigint)", {{Param::Kind::kText, key}});
+    if (!r.ok()) return r.status();
+    if (r->Bool(0, 0)) return absl::OkStatus();
+    if (attempt == 2000) {  // 10 s: a replica holds it no longer than a few statements
+      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_BUSY",
+                       "job database: another replica has held the submit lock for 10 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void PostgresJobStore::UnlockSubmits() {
+  (void)Run("unlock submits", "SELECT pg_advisory_unlock($1::bigint)",
+            {{Param::Kind::kText, absl::StrCat(kSubmitLock)}});
 }
 
 absl::Status PostgresJobStore::RenewLease(const std::string& id, int64_t token, double lease_seconds) {
@@ -233,31 +384,6 @@ absl::Status PostgresJobStore::ReleaseLease(const std::string& id, int64_t token
   return std::strcmp(PQcmdTuples(r->result), "1") == 0 ? absl::OkStatus() : LeaseLostError(id);
 }
 
-absl::Status PostgresJobStore::ClaimSoleServer() {
-  std::lock_guard guard(mutex_);
-  if (absl::Status s = TryServerLockLocked(); !s.ok()) return s;
-  sole_server_ = true;
-  return absl::OkStatus();
-}
-
-absl::Status PostgresJobStore::TryServerLockLocked() {
-  Result r(PQexecParams(connection_, absl::StrCat("SELECT pg_try_advisory_lock(", kServerLock, ")").c_str(), 0, nullptr,
-                        nullptr, nullptr, nullptr, /*resultFormat=*/0));
-  if (PQresultStatus(r.result) != PGRES_TUPLES_OK) {
-    return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
-                     absl::StrCat("job database '", redacted_url_, "': ", PQresultErrorMessage(r.result)),
-                     {{"database", redacted_url_}});
-  }
-  if (std::strcmp(PQgetvalue(r.result, 0, 0), "t") != 0) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "DATABASE_IN_USE",
-                     absl::StrCat("another modelsmithd serves the job database '", redacted_url_,
-                                  "'; several replicas on one database need job leases, which this build does "
-                                  "not have yet"),
-                     {{"database", redacted_url_}});
-  }
-  return absl::OkStatus();
-}
-
 absl::Status PostgresJobStore::Insert(const v1::Job& job, const std::string& spec_fingerprint,
                                       const std::string& output_key) {
   const std::string bytes = job.SerializeAsString();
@@ -270,11 +396,12 @@ absl::Status PostgresJobStore::Insert(const v1::Job& job, const std::string& spe
       {Param::Kind::kBytes, bytes},
       output_key.empty() ? Param{} : Param{Param::Kind::kText, output_key},
       {Param::Kind::kText, absl::StrCat(job.estimated_peak_bytes())},
+      {Param::Kind::kText, job.owner()},
   };
   bool retried = false;
   absl::StatusOr<Result> r = Run("insert",
                                  "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key, "
-                                 "estimated_peak_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::bigint)",
+                                 "estimated_peak_bytes, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::bigint, $9)",
                                  params, &retried);
   if (absl::IsAlreadyExists(r.status()) && retried) {
     // The first try may have committed before the connection broke: then the row is ours.

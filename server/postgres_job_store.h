@@ -11,6 +11,9 @@
 // lease_expires TIMESTAMPTZ (NULL: no live lease; the database's clock); tokens come from the
 // sequence lease_tokens, so they only grow. A claim is one UPDATE of the row a
 // SELECT ... FOR UPDATE SKIP LOCKED picked: concurrent claimants never share a job.
+// Version 3: jobs gains owner TEXT and cancel_requested BOOLEAN; job_events(seq BIGSERIAL,
+// job_id, event BYTEA, created TIMESTAMPTZ) carries state changes, warnings and log lines to
+// watchers on other replicas; replicas(replica TEXT PRIMARY KEY, heartbeat TIMESTAMPTZ).
 // A database whose schema is newer than this binary knows is refused (FAILED_PRECONDITION,
 // DATABASE_SCHEMA_NEWER) rather than written with an old idea of its rows.
 //
@@ -29,7 +32,7 @@ typedef struct pg_result PGresult;
 
 namespace modelsmith {
 
-inline constexpr int kPostgresSchemaVersion = 2;
+inline constexpr int kPostgresSchemaVersion = 3;
 
 class PostgresJobStore final : public JobStore {
  public:
@@ -51,8 +54,25 @@ class PostgresJobStore final : public JobStore {
   absl::Status RenewLease(const std::string& id, int64_t token, double lease_seconds) override;
   absl::Status UpdateFenced(const v1::Job& job, int64_t token) override;
   absl::Status ReleaseLease(const std::string& id, int64_t token) override;
-  // A session advisory lock, taken again after a reconnect (lost with the old session).
-  absl::Status ClaimSoleServer() override;
+  absl::StatusOr<std::optional<ClaimedJob>> ClaimById(const std::string& id, const std::string& replica,
+                                                      double lease_seconds) override;
+  absl::Status ReleaseAllLeases() override;
+  absl::Status RequestCancel(const std::string& id) override;
+  absl::StatusOr<std::vector<std::string>> ListCancelRequested(const std::string& replica) override;
+  absl::Status AppendEvent(const std::string& id, const v1::JobEvent& event) override;
+  absl::StatusOr<std::vector<std::pair<int64_t, v1::JobEvent>>> ListEvents(const std::string& id, int64_t after,
+                                                                           int limit) override;
+  absl::StatusOr<int64_t> LastEventSeq(const std::string& id) override;
+  absl::Status PruneEvents(double age_seconds) override;
+  absl::Status Heartbeat(const std::string& replica) override;
+  absl::Status RemoveReplica(const std::string& replica) override;
+  absl::StatusOr<int64_t> CountLiveReplicas(double within_seconds) override;
+  absl::StatusOr<ActiveJobCounts> CountActive(const std::string& owner) override;
+  // A session advisory lock, polled with pg_try_advisory_lock (UNAVAILABLE, DATABASE_BUSY, after
+  // 10 s). A reconnect in between loses it; the request_id's unique index still holds.
+  absl::Status LockSubmits() override;
+  void UnlockSubmits() override;
+  bool shared() const override { return true; }
 
  private:
   // A statement's parameters: text, bytea (binary) or NULL.
@@ -70,10 +90,10 @@ class PostgresJobStore final : public JobStore {
                              bool* retried = nullptr);
   absl::StatusOr<Result> RunLocked(const char* what, const char* sql, const std::vector<Param>& params, bool* retried);
 
-  absl::Status TryServerLockLocked();
+  absl::StatusOr<std::optional<ClaimedJob>> Claim(const std::string& replica, double lease_seconds, uint64_t max_bytes,
+                                                  const std::string& only_id);
 
   std::mutex mutex_;
-  bool sole_server_ = false;
   PGconn* connection_;
   std::string redacted_url_;
 };

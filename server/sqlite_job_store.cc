@@ -1,12 +1,18 @@
 #include "server/sqlite_job_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <climits>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "workers/common/error.h"
 
 namespace modelsmith {
 namespace {
@@ -49,6 +55,11 @@ absl::StatusOr<v1::Job> ParseJobColumn(sqlite3_stmt* stmt, int column) {
   return job;
 }
 
+std::string ColumnText(sqlite3_stmt* stmt, int column) {
+  const unsigned char* text = sqlite3_column_text(stmt, column);
+  return text == nullptr ? "" : reinterpret_cast<const char*>(text);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<JobStore>> SqliteJobStore::Open(const std::string& path) {
@@ -61,7 +72,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> SqliteJobStore::Open(const std::string
     return absl::UnavailableError(absl::StrCat("cannot open job database '", path, "': ", message));
   }
   sqlite3_busy_timeout(db, 5000);
-  std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(db));
+  std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(db, path));
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
            // FULL: a job the API acknowledged survives a power loss, not only a crash.
@@ -100,10 +111,46 @@ absl::StatusOr<std::unique_ptr<JobStore>> SqliteJobStore::Open(const std::string
       if (absl::Status s = store->Exec(sql); !s.ok()) return s;
     }
   }
+  if (*version < 4) {
+    // Version 4: the owner as a column (quotas), cancel requests, events and replica heartbeats,
+    // the same rows as PostgreSQL's, so one contract holds for both.
+    for (const char* sql : {
+             "ALTER TABLE jobs ADD COLUMN owner TEXT",
+             "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+             "CREATE TABLE job_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL,"
+             "  event BLOB NOT NULL, created_ms INTEGER NOT NULL)",
+             "CREATE INDEX job_events_by_job ON job_events(job_id, seq)",
+             "CREATE TABLE replicas (replica TEXT PRIMARY KEY, heartbeat_ms INTEGER NOT NULL)",
+             "PRAGMA user_version=4",
+         }) {
+      if (absl::Status s = store->Exec(sql); !s.ok()) return s;
+    }
+  }
   return store;
 }
 
-SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
+SqliteJobStore::~SqliteJobStore() {
+  sqlite3_close(db_);
+  if (server_lock_fd_ >= 0) close(server_lock_fd_);
+}
+
+absl::Status SqliteJobStore::ClaimSoleServer() {
+  // A lock file beside the database: flock, not fcntl, so it never meets SQLite's own locks.
+  const std::string lock_path = path_ + ".lock";
+  const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open '", lock_path, "': ", std::strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return MakeError(absl::StatusCode::kFailedPrecondition, "DATABASE_IN_USE",
+                     absl::StrCat("another modelsmithd serves the job database '", path_,
+                                  "'; an SQLite database is one server's (replicas share a PostgreSQL database)"),
+                     {{"database", path_}});
+  }
+  server_lock_fd_ = fd;
+  return absl::OkStatus();
+}
 
 namespace {
 
@@ -118,6 +165,16 @@ int64_t LeaseMs(double seconds) { return static_cast<int64_t>(seconds * 1000); }
 
 absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimNext(const std::string& replica, double lease_seconds,
                                                                     uint64_t max_bytes) {
+  return Claim(replica, lease_seconds, max_bytes, "");
+}
+
+absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimById(const std::string& id, const std::string& replica,
+                                                                    double lease_seconds) {
+  return Claim(replica, lease_seconds, UINT64_MAX, id);
+}
+
+absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::Claim(const std::string& replica, double lease_seconds,
+                                                                uint64_t max_bytes, const std::string& only_id) {
   std::lock_guard lock(mutex_);
   // IMMEDIATE: the write lock first, so another process on the file cannot claim in between.
   if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
@@ -127,14 +184,15 @@ absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimNext(const std::s
   };
   const int64_t now = NowMs();
   Statement pick(db_,
-                 "SELECT seq, job, (SELECT COALESCE(MAX(lease_token), 0) + 1 FROM jobs) FROM jobs "
+                 "SELECT seq, job, (SELECT COALESCE(MAX(lease_token), 0) + 1 FROM jobs), cancel_requested FROM jobs "
                  "WHERE state IN (?, ?) AND estimated_peak_bytes <= ? AND (lease_expires_ms IS NULL OR "
-                 "lease_expires_ms < ?) ORDER BY seq ASC LIMIT 1");
+                 "lease_expires_ms < ?) AND (?5 = '' OR id = ?5) ORDER BY seq ASC LIMIT 1");
   if (!pick.ok()) return rollback(DbError(db_, "prepare claim"));
   pick.Bind(1, int64_t{v1::JOB_STATE_QUEUED});
   pick.Bind(2, int64_t{v1::JOB_STATE_RUNNING});
   pick.Bind(3, static_cast<int64_t>(std::min<uint64_t>(max_bytes, INT64_MAX)));
   pick.Bind(4, now);
+  pick.Bind(5, only_id);
   const int rc = pick.Step();
   if (rc == SQLITE_DONE) {
     (void)Exec("COMMIT");
@@ -145,6 +203,7 @@ absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimNext(const std::s
   absl::StatusOr<v1::Job> job = ParseJobColumn(pick.get(), 1);
   if (!job.ok()) return rollback(job.status());
   const int64_t token = sqlite3_column_int64(pick.get(), 2);
+  const bool cancel_requested = sqlite3_column_int64(pick.get(), 3) != 0;
   Statement take(db_, "UPDATE jobs SET lease_owner = ?, lease_token = ?, lease_expires_ms = ? WHERE seq = ?");
   if (!take.ok()) return rollback(DbError(db_, "prepare claim"));
   take.Bind(1, replica);
@@ -153,7 +212,133 @@ absl::StatusOr<std::optional<ClaimedJob>> SqliteJobStore::ClaimNext(const std::s
   take.Bind(4, seq);
   if (take.Step() != SQLITE_DONE) return rollback(DbError(db_, "claim"));
   if (absl::Status s = Exec("COMMIT"); !s.ok()) return rollback(s);
-  return ClaimedJob{*std::move(job), token};
+  return ClaimedJob{*std::move(job), token, cancel_requested};
+}
+
+absl::Status SqliteJobStore::ReleaseAllLeases() {
+  std::lock_guard lock(mutex_);
+  return Exec("UPDATE jobs SET lease_owner = NULL, lease_expires_ms = NULL WHERE lease_expires_ms IS NOT NULL");
+}
+
+absl::Status SqliteJobStore::RequestCancel(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?");
+  if (!st.ok()) return DbError(db_, "prepare cancel");
+  st.Bind(1, id);
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "cancel");
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("job '", id, "' not found"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteJobStore::ListCancelRequested(const std::string& replica) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "SELECT id FROM jobs WHERE lease_owner = ? AND cancel_requested = 1 AND state IN (?, ?)");
+  if (!st.ok()) return DbError(db_, "prepare cancel requests");
+  st.Bind(1, replica);
+  st.Bind(2, int64_t{v1::JOB_STATE_QUEUED});
+  st.Bind(3, int64_t{v1::JOB_STATE_RUNNING});
+  std::vector<std::string> ids;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) ids.push_back(ColumnText(st.get(), 0));
+  if (rc != SQLITE_DONE) return DbError(db_, "cancel requests");
+  return ids;
+}
+
+absl::Status SqliteJobStore::AppendEvent(const std::string& id, const v1::JobEvent& event) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "INSERT INTO job_events(job_id, event, created_ms) VALUES (?, ?, ?)");
+  if (!st.ok()) return DbError(db_, "prepare event");
+  st.Bind(1, id);
+  st.BindBlob(2, event.SerializeAsString());
+  st.Bind(3, NowMs());
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "event");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, v1::JobEvent>>> SqliteJobStore::ListEvents(const std::string& id,
+                                                                                         int64_t after, int limit) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "SELECT seq, event FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?");
+  if (!st.ok()) return DbError(db_, "prepare events");
+  st.Bind(1, id);
+  st.Bind(2, after);
+  st.Bind(3, int64_t{limit});
+  std::vector<std::pair<int64_t, v1::JobEvent>> events;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    v1::JobEvent event;
+    if (!event.ParseFromArray(sqlite3_column_blob(st.get(), 1), sqlite3_column_bytes(st.get(), 1))) {
+      return absl::DataLossError("job database: a stored event does not parse");
+    }
+    events.emplace_back(sqlite3_column_int64(st.get(), 0), std::move(event));
+  }
+  if (rc != SQLITE_DONE) return DbError(db_, "events");
+  return events;
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::LastEventSeq(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?");
+  if (!st.ok()) return DbError(db_, "prepare events");
+  st.Bind(1, id);
+  if (st.Step() != SQLITE_ROW) return DbError(db_, "events");
+  return sqlite3_column_int64(st.get(), 0);
+}
+
+absl::Status SqliteJobStore::PruneEvents(double age_seconds) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_,
+               "DELETE FROM job_events WHERE created_ms < ? AND job_id IN "
+               "(SELECT id FROM jobs WHERE state NOT IN (?, ?))");
+  if (!st.ok()) return DbError(db_, "prepare prune");
+  st.Bind(1, NowMs() - LeaseMs(age_seconds));
+  st.Bind(2, int64_t{v1::JOB_STATE_QUEUED});
+  st.Bind(3, int64_t{v1::JOB_STATE_RUNNING});
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "prune");
+  return absl::OkStatus();
+}
+
+absl::Status SqliteJobStore::Heartbeat(const std::string& replica) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_,
+               "INSERT INTO replicas(replica, heartbeat_ms) VALUES (?1, ?2) "
+               "ON CONFLICT(replica) DO UPDATE SET heartbeat_ms = ?2");
+  if (!st.ok()) return DbError(db_, "prepare heartbeat");
+  st.Bind(1, replica);
+  st.Bind(2, NowMs());
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "heartbeat");
+  return absl::OkStatus();
+}
+
+absl::Status SqliteJobStore::RemoveReplica(const std::string& replica) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "DELETE FROM replicas WHERE replica = ?");
+  if (!st.ok()) return DbError(db_, "prepare remove replica");
+  st.Bind(1, replica);
+  if (st.Step() != SQLITE_DONE) return DbError(db_, "remove replica");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::CountLiveReplicas(double within_seconds) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, "SELECT COUNT(*) FROM replicas WHERE heartbeat_ms >= ?");
+  if (!st.ok()) return DbError(db_, "prepare replicas");
+  st.Bind(1, NowMs() - LeaseMs(within_seconds));
+  if (st.Step() != SQLITE_ROW) return DbError(db_, "replicas");
+  return sqlite3_column_int64(st.get(), 0);
+}
+
+absl::StatusOr<ActiveJobCounts> SqliteJobStore::CountActive(const std::string& owner) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_,
+               "SELECT COALESCE(SUM(state = ?1), 0), COALESCE(SUM(state = ?2), 0) FROM jobs "
+               "WHERE state IN (?1, ?2) AND (?3 = '' OR owner = ?3)");
+  if (!st.ok()) return DbError(db_, "prepare count");
+  st.Bind(1, int64_t{v1::JOB_STATE_QUEUED});
+  st.Bind(2, int64_t{v1::JOB_STATE_RUNNING});
+  st.Bind(3, owner);
+  if (st.Step() != SQLITE_ROW) return DbError(db_, "count");
+  return ActiveJobCounts{sqlite3_column_int64(st.get(), 0), sqlite3_column_int64(st.get(), 1)};
 }
 
 absl::Status SqliteJobStore::RenewLease(const std::string& id, int64_t token, double lease_seconds) {
@@ -222,8 +407,8 @@ absl::Status SqliteJobStore::Insert(const v1::Job& job, const std::string& spec_
                                     const std::string& output_key) {
   std::lock_guard lock(mutex_);
   Statement st(db_,
-               "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key, estimated_peak_bytes) "
-               "VALUES(?,?,?,?,?,?,?,?)");
+               "INSERT INTO jobs(id, kind, state, request_id, spec_fingerprint, job, output_key, estimated_peak_bytes, "
+               "owner) VALUES(?,?,?,?,?,?,?,?,?)");
   if (!st.ok()) return DbError(db_, "prepare insert");
   st.Bind(1, job.id());
   st.Bind(2, int64_t{job.kind()});
@@ -239,6 +424,7 @@ absl::Status SqliteJobStore::Insert(const v1::Job& job, const std::string& spec_
   else
     st.Bind(7, output_key);
   st.Bind(8, static_cast<int64_t>(job.estimated_peak_bytes()));
+  st.Bind(9, job.owner());
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) return absl::AlreadyExistsError("a job with this id or request_id exists");
   if (rc != SQLITE_DONE) return DbError(db_, "insert");
@@ -314,10 +500,7 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> SqliteJobStore:
   std::vector<std::pair<std::string, std::string>> held;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    auto text = [&](int column) {
-      return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), column)));
-    };
-    held.emplace_back(text(0), text(1));
+    held.emplace_back(ColumnText(st.get(), 0), ColumnText(st.get(), 1));
   }
   if (rc != SQLITE_DONE) return DbError(db_, "held outputs");
   return held;

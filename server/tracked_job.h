@@ -1,5 +1,7 @@
 // TrackedJob: the in-memory record of a QUEUED or RUNNING job, shared by the manager, the running
-// job's context and the job's watchers. Everything but the two stop flags is guarded by `mutex`.
+// job's context and the job's watchers: either a job this replica claimed (it holds the lease) or
+// a view of a job another replica runs, fed from the store (RemoteJobFeed). Everything but the
+// atomic flags is guarded by `mutex`.
 #ifndef MODELSMITH_SERVER_TRACKED_JOB_H_
 #define MODELSMITH_SERVER_TRACKED_JOB_H_
 
@@ -33,6 +35,16 @@ struct TrackedJob {
   uint64_t next_waker = 0;
   std::atomic<bool> cancel{false};
   std::atomic<bool> interrupt{false};
+
+  bool remote = false;  // a view fed from the store (RemoteJobFeed), not a job this replica runs
+
+  // The lease, for a job this replica claimed.
+  int64_t lease_token = 0;
+  std::chrono::steady_clock::time_point lease_renewed{};
+  std::atomic<bool> lease_lost{false};  // another replica took the job over: stop, write nothing
+  // Events not yet written to a shared store, in order; `outbox_mutex` keeps writers in order.
+  std::vector<v1::JobEvent> outbox;
+  std::mutex outbox_mutex;
 };
 
 }  // namespace modelsmith

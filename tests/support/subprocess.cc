@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -116,7 +117,9 @@ void MakeCheckpoint(const std::string& path, const std::vector<std::string>& fla
 
 ServerProcess::ServerProcess(const std::string& data_dir, std::vector<std::string> extra_args, bool with_metrics,
                              std::vector<std::string> environment) {
-  log_path_ = data_dir + "/modelsmithd.log";
+  // One log per process: replicas may share a data directory.
+  static std::atomic<int> servers{0};
+  log_path_ = data_dir + "/modelsmithd-" + std::to_string(++servers) + ".log";
   std::vector<std::string> args = {ServerBinary(),
                                    "--listen",
                                    "127.0.0.1:0",

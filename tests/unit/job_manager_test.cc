@@ -64,6 +64,7 @@ class JobManagerTest : public ::testing::Test {
     store_ = *std::move(store);
     pool_ = std::make_unique<WorkerPool>(1, uint64_t{1} << 30);
     manager_ = std::make_unique<JobManager>(*store_, *router_, *pool_, nullptr);
+    ASSERT_TRUE(manager_->Start().ok());
     manager_->SetBeforeStartHookForTesting([this](const std::string& id) { gate_->Wait(id); });
   }
   void CloseManager() {
@@ -127,7 +128,6 @@ TEST_F(JobManagerTest, CancelBetweenAdmissionAndStartEndsCancelledAndNeverRuns) 
   CloseManager();
   gate_ = std::make_unique<StartGate>();
   OpenManager();
-  ASSERT_TRUE(manager_->Recover().ok());
   gate_->Open();
   pool_->Shutdown();
   absl::StatusOr<v1::Job> after = manager_->Get(job->id());

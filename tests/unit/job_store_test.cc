@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -216,6 +217,133 @@ TEST_P(JobStoreContract, AReleasedLeaseIsClaimableAtOnce) {
   EXPECT_GT((*b)->token, (*a)->token);
 }
 
+TEST_P(JobStoreContract, ClaimByIdTakesOnlyThatJobAndOnlyWhenNobodyHoldsIt) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(SizedJob("old", v1::JOB_STATE_QUEUED, 1), "fp").ok());
+  ASSERT_TRUE(store->Insert(SizedJob("new", v1::JOB_STATE_QUEUED, 5'000'000'000), "fp").ok());
+  auto taken = store->ClaimById("new", "a", 30);
+  ASSERT_TRUE(taken.ok() && taken->has_value()) << "any size: a cancel takes the job it names";
+  EXPECT_EQ((*taken)->job.id(), "new");
+  EXPECT_FALSE(store->ClaimById("new", "b", 30)->has_value()) << "a held job was claimed twice";
+  EXPECT_FALSE(store->ClaimById("absent", "b", 30)->has_value());
+  auto next = store->ClaimNext("b", 30, UINT64_MAX);
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->job.id(), "old");
+}
+
+TEST_P(JobStoreContract, ACancelRequestReachesTheHolderAndTheNextClaimant) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(SizedJob("j", v1::JOB_STATE_QUEUED, 1), "fp").ok());
+  auto a = store->ClaimNext("a", 0.2, 10);
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_FALSE((*a)->cancel_requested);
+  EXPECT_TRUE(store->ListCancelRequested("a")->empty());
+  ASSERT_TRUE(store->RequestCancel("j").ok());
+  EXPECT_EQ(*store->ListCancelRequested("a"), std::vector<std::string>{"j"});
+  EXPECT_TRUE(store->ListCancelRequested("b")->empty()) << "another replica's job";
+  EXPECT_TRUE(absl::IsNotFound(store->RequestCancel("absent")));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a's lease expires: a died
+  auto b = store->ClaimNext("b", 30, 10);
+  ASSERT_TRUE(b.ok() && b->has_value());
+  EXPECT_TRUE((*b)->cancel_requested) << "the next claimant must cancel it, not run it";
+}
+
+TEST_P(JobStoreContract, EventsComeBackInOrderPerJobAndEndedJobsArePruned) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(MakeJob("a", v1::JOB_STATE_RUNNING), "fp").ok());
+  ASSERT_TRUE(store->Insert(MakeJob("b", v1::JOB_STATE_SUCCEEDED), "fp").ok());
+  EXPECT_EQ(*store->LastEventSeq("a"), 0);
+  for (int i = 0; i < 5; ++i) {
+    v1::JobEvent event;
+    event.mutable_log()->set_message("a" + std::to_string(i));
+    ASSERT_TRUE(store->AppendEvent("a", event).ok());
+    event.mutable_log()->set_message("b" + std::to_string(i));
+    ASSERT_TRUE(store->AppendEvent("b", event).ok());
+  }
+  auto events = store->ListEvents("a", 0, 3);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ((*events)[0].second.log().message(), "a0");
+  EXPECT_EQ((*events)[2].second.log().message(), "a2");
+  auto rest = store->ListEvents("a", (*events)[2].first, 100);
+  ASSERT_EQ(rest->size(), 2u);
+  EXPECT_EQ((*rest)[1].second.log().message(), "a4");
+  EXPECT_EQ(*store->LastEventSeq("a"), (*rest)[1].first);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(store->PruneEvents(0.01).ok());
+  EXPECT_EQ(store->ListEvents("a", 0, 100)->size(), 5u) << "a running job's events were pruned";
+  EXPECT_TRUE(store->ListEvents("b", 0, 100)->empty()) << "an ended job's old events were kept";
+}
+
+TEST_P(JobStoreContract, HeartbeatsCountLiveReplicasAndActiveJobsAreCounted) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Heartbeat("a").ok());
+  ASSERT_TRUE(store->Heartbeat("b").ok());
+  ASSERT_TRUE(store->Heartbeat("a").ok());
+  EXPECT_EQ(*store->CountLiveReplicas(60), 2);
+  ASSERT_TRUE(store->RemoveReplica("b").ok());
+  EXPECT_EQ(*store->CountLiveReplicas(60), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(*store->CountLiveReplicas(0.01), 0) << "a stale heartbeat counted";
+
+  v1::Job mine = MakeJob("q1", v1::JOB_STATE_QUEUED);
+  mine.set_owner("alice");
+  ASSERT_TRUE(store->Insert(mine, "fp").ok());
+  v1::Job running = MakeJob("r1", v1::JOB_STATE_RUNNING);
+  running.set_owner("alice");
+  ASSERT_TRUE(store->Insert(running, "fp").ok());
+  v1::Job other = MakeJob("q2", v1::JOB_STATE_QUEUED);
+  other.set_owner("bob");
+  ASSERT_TRUE(store->Insert(other, "fp").ok());
+  ASSERT_TRUE(store->Insert(MakeJob("done", v1::JOB_STATE_FAILED), "fp").ok());
+  auto all = store->CountActive("");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->queued, 2);
+  EXPECT_EQ(all->running, 1);
+  auto alice = store->CountActive("alice");
+  EXPECT_EQ(alice->queued + alice->running, 2);
+}
+
+TEST_P(JobStoreContract, SubmitLockExcludesOtherReplicasUntilReleased) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->LockSubmits().ok());
+  store->UnlockSubmits();
+  ASSERT_TRUE(store->LockSubmits().ok()) << "an unlocked submit lock could not be taken again";
+  if (GetParam() == "postgresql") {
+    // Another replica waits until the holder unlocks.
+    auto other = OpenStore();
+    ASSERT_NE(other, nullptr);
+    std::atomic<bool> taken{false};
+    std::thread waiter([&] {
+      EXPECT_TRUE(other->LockSubmits().ok());
+      taken = true;
+      other->UnlockSubmits();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(taken) << "two replicas held the submit lock at once";
+    store->UnlockSubmits();
+    waiter.join();
+    EXPECT_TRUE(taken);
+  } else {
+    store->UnlockSubmits();
+  }
+}
+
+TEST_P(JobStoreContract, ReleaseAllLeasesMakesEveryHeldJobClaimable) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(SizedJob("j", v1::JOB_STATE_QUEUED, 1), "fp").ok());
+  ASSERT_TRUE(store->ClaimNext("a", 30, 10)->has_value());
+  EXPECT_FALSE(store->ClaimNext("b", 30, 10)->has_value());
+  ASSERT_TRUE(store->ReleaseAllLeases().ok());
+  EXPECT_TRUE(store->ClaimNext("b", 30, 10)->has_value());
+}
+
 // Replicas claiming at once, each through its own connection: every job goes to exactly one.
 TEST_P(JobStoreContract, ConcurrentClaimantsNeverShareAJob) {
   auto setup = OpenStore();
@@ -277,7 +405,7 @@ TEST_F(PostgresJobStoreTest, StoresStartingTogetherOnAnEmptyDatabaseMigrateOnce)
   for (std::thread& t : starts) t.join();
   for (const absl::Status& s : outcomes) EXPECT_TRUE(s.ok()) << s;
   // Every step once: as many rows as versions, the newest the binary's.
-  EXPECT_EQ(postgres_.Psql("fresh", "SELECT count(*), max(version) FROM modelsmith_schema"), "2|2\n");
+  EXPECT_EQ(postgres_.Psql("fresh", "SELECT count(*), max(version) FROM modelsmith_schema"), "3|3\n");
 }
 
 TEST_F(PostgresJobStoreTest, ASchemaNewerThanTheBinaryIsRefused) {

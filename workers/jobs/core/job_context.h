@@ -3,6 +3,7 @@
 #ifndef MODELSMITH_WORKERS_JOBS_CORE_JOB_CONTEXT_H_
 #define MODELSMITH_WORKERS_JOBS_CORE_JOB_CONTEXT_H_
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include <string>
 #include <string_view>
@@ -39,6 +40,11 @@ class JobContext {
 
   // A log line attached to the job (also written to the process log). Thread-safe.
   virtual void Log(absl::string_view message) = 0;
+
+  // OK while this run may still make its output visible. A server with job leases renews the
+  // lease here and answers FAILED_PRECONDITION (LEASE_LOST) once another replica has taken the
+  // job over. Publication calls it right before its first commit and right before the manifest.
+  virtual absl::Status ConfirmStillOwner() const { return absl::OkStatus(); }
 };
 
 }  // namespace modelsmith

@@ -284,6 +284,10 @@ void Publication::RollBack() {
 absl::Status Publication::Commit(ProgressTracker& tracker, const JobContext& context) {
   if (committed_.empty()) {  // a stop is honoured up to the first commit
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
+    if (absl::Status s = context.ConfirmStillOwner(); !s.ok()) {
+      AbortStaged();
+      return s;
+    }
   }
   tracker.SetPhase("publish");
   for (Staged& staged : staged_) {
@@ -312,6 +316,12 @@ absl::Status Publication::Commit(ProgressTracker& tracker, const JobContext& con
 absl::Status Publication::Publish(nlohmann::ordered_json manifest, v1::JobResult& result, ProgressTracker& tracker,
                                   const JobContext& context) {
   if (absl::Status s = Commit(tracker, context); !s.ok()) return s;
+  if (absl::Status s = context.ConfirmStillOwner(); !s.ok()) {
+    // The job is another run's now: what this run committed under the final names is that run's
+    // leftovers (a rerun replaces them), and deleting it here could delete that run's files.
+    committed_.clear();
+    return s;
+  }
   absl::StatusOr<v1::Artifact> manifest_artifact =
       WriteManifestTo(*store_, UriOf(manifest_name_), std::move(manifest), committed_);
   if (!manifest_artifact.ok()) {

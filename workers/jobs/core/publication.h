@@ -14,7 +14,10 @@
 //     manifest's artifacts the new one does not list are removed.
 //
 // A job that fails or is cancelled before Publish leaves the location as it found it: every
-// staged writer is aborted (the destructor does it). A failure inside Publish removes what it had
+// staged writer is aborted (the destructor does it). Right before the first commit and right
+// before the manifest, the run confirms it still owns the job (JobContext::ConfirmStillOwner: a
+// server's lease); a run that lost the job commits nothing more and removes nothing it committed,
+// which is the new owner's to replace. A failure inside Publish removes what it had
 // committed and the previous manifest too, so the location is never "complete" (its manifest is
 // there) while it mixes old and new files. A stop request is honoured up to the first commit.
 //
