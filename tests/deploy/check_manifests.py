@@ -22,6 +22,7 @@ results = []
 
 
 def check(name, ok, detail=""):
+    ok = bool(ok)
     results.append(ok)
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else f": {detail}"))
 
@@ -46,6 +47,12 @@ def containers(doc):
     spec = doc.get("spec", {})
     template = spec.get("template", {}).get("spec", {})
     return template.get("containers", [])
+
+
+def svc_selector(by_kind):
+    """The labels the kustomization puts on every resource (and selector)."""
+    (path, k), = [(p, k) for p, k in by_kind["Kustomization"] if os.path.basename(os.path.dirname(p)) == "k8s"]
+    return k["labels"][0]["pairs"]
 
 
 def main():
@@ -87,19 +94,64 @@ def main():
              "lora_merge": "LoraMergeSpec"}
 
     docs = load_documents(root)
+    # Overlay patches are partial documents: checked on their own below, not as whole resources.
+    patch_paths = set()
+    for path, items in docs.items():
+        for d in items:
+            if d.get("kind") == "Kustomization":
+                patch_paths |= {os.path.normpath(os.path.join(os.path.dirname(path), p["path"]))
+                                for p in d.get("patches", [])}
     by_kind = {}
+    patches = {}
     for path, items in docs.items():
         for d in items:
             check(f"{os.path.basename(path)} {d.get('kind')} has apiVersion, kind, name",
                   all(k in d for k in ("apiVersion", "kind")) and ("metadata" in d or d["kind"] == "Kustomization"))
-            by_kind.setdefault(d["kind"], []).append((path, d))
+            if os.path.normpath(path) in patch_paths:
+                patches.setdefault(os.path.basename(path), []).append(d)
+            else:
+                by_kind.setdefault(d["kind"], []).append((path, d))
 
     for path, k in by_kind.get("Kustomization", []):
         directory = os.path.dirname(path)
-        listed = set(k.get("resources", []))
+        listed = {r for r in k.get("resources", []) if r.endswith(".yaml")} | {p["path"] for p in k.get("patches", [])}
         present = {os.path.basename(p) for p in glob.glob(os.path.join(directory, "*.yaml"))} - {"kustomization.yaml"}
         check(f"{os.path.relpath(path, root)} lists exactly the manifests beside it", listed == present,
               f"listed {sorted(listed)} present {sorted(present)}")
+        for r in k.get("resources", []):
+            if not r.endswith(".yaml"):
+                check(f"{os.path.relpath(path, root)} builds on a kustomization that exists",
+                      os.path.exists(os.path.join(directory, r, "kustomization.yaml")), r)
+
+    # Every metric the rules and the dashboard use is one modelsmithd exports (server/metrics.cc).
+    metrics_source = open(os.path.join(root, "server", "metrics.cc")).read()
+    exported = set(re.findall(r'"((?:modelsmith|process)_[a-z_]+)"', metrics_source))
+    histograms = set(re.findall(r'BuildHistogram\(\)\s*\.Name\("([a-z_]+)"\)', metrics_source))
+    exported |= {h + suffix for h in histograms for suffix in ("_bucket", "_sum", "_count")}
+    check("server/metrics.cc names its metrics", len(exported) > 20 and histograms, sorted(exported))
+
+    def check_metric_names(where, text):
+        used = set(re.findall(r"\b((?:modelsmith|process)_[a-z_]+)", text))
+        unknown = sorted(used - exported)
+        check(f"{where} uses only exported metrics", used and not unknown, unknown)
+
+    dashboards = glob.glob(os.path.join(root, "deploy", "grafana", "*.json"))
+    check("there is a Grafana dashboard", len(dashboards) == 1, dashboards)
+    for path in dashboards:
+        dashboard = json.load(open(path))
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+        check_metric_names(os.path.relpath(path, root), "\n".join(exprs))
+        for wanted in ("modelsmith_queue_depth", "modelsmith_workers_busy", "modelsmith_job_duration_seconds_bucket",
+                       "modelsmith_job_failures_total", "modelsmith_shard_imbalance_ratio",
+                       "modelsmith_job_peak_resident_bytes", "modelsmith_memory_budget_bytes",
+                       "modelsmith_object_store_requests_total", "modelsmith_object_store_retries_total"):
+            check(f"the dashboard shows {wanted}", any(wanted in e for e in exprs))
+    for path, rule in by_kind.get("PrometheusRule", []):
+        alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+        check_metric_names(os.path.relpath(path, root), "\n".join(alerts.values()))
+        for metric in ("modelsmith_queue_depth", "modelsmith_jobs_total", "modelsmith_replicas",
+                       "modelsmith_memory_budget_bytes"):
+            check(f"an alert watches {metric}", any(metric in e for e in alerts.values()), sorted(alerts))
 
     config = {}
     for path, cm in by_kind.get("ConfigMap", []):
@@ -163,6 +215,11 @@ def main():
         check("deployment takes its environment from the ConfigMap and Secret", env_sources <= names, env_sources)
         for path_s, svc in by_kind.get("Service", []):
             target = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
+            if svc["spec"].get("clusterIP") == "None":
+                # gRPC clients balance calls over every pod themselves (HTTP/2 pins to one).
+                check(f"headless service {svc['metadata']['name']} serves the grpc port alone",
+                      target == {"grpc": "grpc"} and "grpc" in ports, target)
+                continue
             check("service ports are named grpc and metrics and target the container's ports",
                   set(target) == {"grpc", "metrics"} and all(t in ports for t in target.values()), target)
             for _, sm in by_kind.get("ServiceMonitor", []):
@@ -170,6 +227,41 @@ def main():
                       all(e["port"] in target for e in sm["spec"]["endpoints"]))
                 check("service monitor scrapes over TLS with basic auth",
                       all(e.get("scheme") == "https" and "basicAuth" in e for e in sm["spec"]["endpoints"]))
+        check("a headless service lets gRPC clients balance over the replicas",
+              any(svc["spec"].get("clusterIP") == "None" for _, svc in by_kind.get("Service", [])))
+
+        # Replicas on PostgreSQL: the URL (with its password) from a Secret, pods named in leases.
+        replicas = dep["spec"]["replicas"]
+        check("the deployment runs several replicas", replicas >= 2, replicas)
+        env = {e["name"]: e for e in c.get("env", [])}
+        for name in env:
+            check(f"deployment sets a real variable {name}", name in server_env, sorted(server_env))
+        database = env.get("MODELSMITH_DATABASE", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        secrets = {d["metadata"]["name"]: d for _, d in by_kind.get("Secret", [])}
+        url = secrets.get(database.get("name"), {}).get("stringData", {}).get(database.get("key"), "")
+        check("MODELSMITH_DATABASE comes from a Secret holding a postgresql:// URL", url.startswith("postgresql://"),
+              database)
+        check("MODELSMITH_DATABASE is not in the ConfigMap", "MODELSMITH_DATABASE" not in config)
+        check("each replica is named after its pod",
+              env.get("MODELSMITH_REPLICA_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") ==
+              "metadata.name")
+        check("the deployment rolls replicas one at a time",
+              dep["spec"]["strategy"]["type"] == "RollingUpdate" and
+              dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1)
+        check("the lease length is configured", "MODELSMITH_LEASE_SECONDS" in config)
+        for _, pdb in by_kind.get("PodDisruptionBudget", []):
+            check("the disruption budget selects the pods and keeps most of them",
+                  pdb["spec"]["selector"]["matchLabels"] == svc_selector(by_kind) and
+                  pdb["spec"].get("maxUnavailable", replicas) < replicas, pdb["spec"])
+        for _, hpa in by_kind.get("HorizontalPodAutoscaler", []):
+            target_ref = hpa["spec"]["scaleTargetRef"]
+            check("the autoscaler scales the deployment",
+                  target_ref["kind"] == "Deployment" and target_ref["name"] == dep["metadata"]["name"])
+            check("the autoscaler starts from the deployment's replicas", hpa["spec"]["minReplicas"] == replicas)
+            names = [m[m["type"].lower()]["metric"]["name"] for m in hpa["spec"]["metrics"]]
+            check("the autoscaler follows the queue depth", names == ["modelsmith_queue_depth"], names)
+        check("there is a disruption budget and an autoscaler",
+              by_kind.get("PodDisruptionBudget") and by_kind.get("HorizontalPodAutoscaler"))
 
     for path, job in by_kind.get("Job", []):
         (c,) = containers(job)
@@ -185,6 +277,25 @@ def main():
             specs_cm = [cm for _, cm in by_kind["ConfigMap"] if cm["metadata"]["name"] == "modelsmith-specs"][0]
             wanted = {f"spec-{i}.json" for i in range(job["spec"]["completions"])}
             check(f"{name} has a spec for every index", wanted <= set(specs_cm["data"]), sorted(specs_cm["data"]))
+
+    # The one-pod SQLite variant: one replica, its own volume, none of the replication.
+    single = patches.get("deployment-patch.yaml", [{}])[0]
+    check("single/ runs one replica, recreated", single.get("spec", {}).get("replicas") == 1 and
+          single["spec"]["strategy"]["type"] == "Recreate", single)
+    (single_c,) = single["spec"]["template"]["spec"]["containers"]
+    check("single/ drops MODELSMITH_DATABASE (SQLite in the data dir)",
+          single_c["env"] == [{"name": "MODELSMITH_DATABASE", "$patch": "delete"}], single_c)
+    pvcs = {d["metadata"]["name"] for _, d in by_kind.get("PersistentVolumeClaim", [])}
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in single["spec"]["template"]["spec"]["volumes"]]
+    check("single/ keeps the data dir on a volume claim", claims and set(claims) <= pvcs, claims)
+    removed = {d["kind"] for d in patches.get("remove-replication.yaml", []) if d.get("$patch") == "delete"}
+    check("single/ removes the autoscaler, the budget and the database Secret",
+          removed == {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret"}, removed)
+    for _, cluster in by_kind.get("Cluster", []):
+        check("the example database cluster has a primary and standbys", cluster["spec"]["instances"] >= 3)
+        app_secret = cluster["metadata"]["name"] + "-app"
+        check(f"the deployment says how to use {app_secret}",
+              app_secret in open(os.path.join(root, "deploy", "k8s", "deployment.yaml")).read())
 
     env_file = open(os.path.join(root, "deploy", "systemd", "modelsmithd.env")).read()
     for name in re.findall(r"^#?(MODELSMITH_[A-Z_]+)=", env_file, re.M):
