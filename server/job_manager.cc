@@ -13,6 +13,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/clock.h"
 #include "server/logging.h"
 #include "workers/common/error.h"
 #include "workers/jobs/core/job_context.h"
@@ -198,7 +199,7 @@ JobManager::JobManager(JobStore& store, const StorageRouter& router, WorkerPool&
 JobManager::~JobManager() { Close(); }
 
 void JobManager::AppendEvent(Tracked& tracked, v1::JobEvent event) {
-  *event.mutable_time() = TimeUtil::GetCurrentTime();
+  *event.mutable_time() = NowTimestamp();
   if (store_.shared()) tracked.outbox.push_back(event);
   tracked.events.emplace_back(++tracked.seq, std::move(event));
   tracked.changed.notify_all();
@@ -280,6 +281,7 @@ absl::Status JobManager::Start() {
   if (absl::Status s = store_.Heartbeat(options_.replica_id); !s.ok()) return s;
   LogInfo("", absl::StrCat("replica ", options_.replica_id, ", leases of ", options_.lease_seconds, " s"));
   claimer_started_ = true;
+  pool_.SetOnSlotFreed([this] { WakeClaimer(); });  // a worker and its memory are free
   claimer_ = std::thread([this] { ClaimLoop(); });
   keeper_ = std::thread([this] { KeepLoop(); });
   return absl::OkStatus();
@@ -352,7 +354,7 @@ void JobManager::Accept(ClaimedJob claimed) {
             ErrorOf(MakeError(absl::StatusCode::kAborted, "INTERRUPTED",
                               absl::StrCat("the job's run was interrupted (its server stopped or lost it) ",
                                            job.attempt(), " times; giving up")));
-        *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+        *job.mutable_end_time() = NowTimestamp();
         AppendEvent(*tracked, StateEvent(job, "failed: interrupted too many times"));
         Persist(*tracked);
         LogWarn(id, "failed: interrupted too many times");
@@ -558,7 +560,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec, const std::s
     job.set_kind(KindOf(spec));
     *job.mutable_spec() = spec;
     job.set_state(v1::JOB_STATE_QUEUED);
-    *job.mutable_create_time() = TimeUtil::GetCurrentTime();
+    *job.mutable_create_time() = NowTimestamp();
     job.set_request_id(request_id);
     job.set_estimated_peak_bytes(*estimate);
     if (absl::Status s = store_.Insert(job, fingerprint, output->uri); !s.ok()) {
@@ -580,7 +582,7 @@ void JobManager::CancelBeforeStart(Tracked& tracked) {
   v1::Job& job = tracked.job;
   job.set_state(v1::JOB_STATE_CANCELLED);
   *job.mutable_error() = ErrorOf(MakeError(absl::StatusCode::kCancelled, "CANCELLED", "cancelled by request"));
-  *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+  *job.mutable_end_time() = NowTimestamp();
   AppendEvent(tracked, StateEvent(job, "cancelled before it started"));
   Persist(tracked);
 }
@@ -611,7 +613,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     tracked->started = true;
     job.set_state(v1::JOB_STATE_RUNNING);
     job.set_attempt(job.attempt() + 1);
-    *job.mutable_start_time() = TimeUtil::GetCurrentTime();
+    *job.mutable_start_time() = NowTimestamp();
     job.clear_end_time();
     job.clear_progress();
     job.clear_error();
@@ -658,7 +660,7 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
       message = absl::StrCat("failed: ", result.status().message());
     }
     if (!lost) {
-      if (IsTerminal(job.state())) *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+      if (IsTerminal(job.state())) *job.mutable_end_time() = NowTimestamp();
       AppendEvent(*tracked, StateEvent(job, message));
       // The token is checked in the same statement: a run that lost the job records nothing.
       Persist(*tracked);
@@ -685,7 +687,6 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
     --running_;
   }
   running_changed_.notify_all();
-  WakeClaimer();  // a worker is free
 }
 
 void JobManager::Finish(const std::shared_ptr<Tracked>& tracked) {
@@ -865,6 +866,7 @@ void JobManager::InterruptRunning() {
 
 void JobManager::Close() {
   if (closed_.exchange(true)) return;
+  pool_.SetOnSlotFreed(nullptr);
   {
     std::lock_guard lock(threads_mutex_);
     stopping_ = true;

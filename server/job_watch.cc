@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "google/protobuf/util/time_util.h"
+#include "server/clock.h"
 #include "workers/common/error.h"
 
 namespace modelsmith {
@@ -12,7 +13,7 @@ using google::protobuf::util::TimeUtil;
 
 v1::JobEvent JobEvent(v1::Job job) {
   v1::JobEvent event;
-  *event.mutable_time() = TimeUtil::GetCurrentTime();
+  *event.mutable_time() = NowTimestamp();
   *event.mutable_job() = std::move(job);
   return event;
 }
@@ -77,7 +78,7 @@ JobWatch::Batch JobWatch::Take() {
     }
     if (tracked_->progress_seq > cursor_) {
       v1::JobEvent progress;
-      *progress.mutable_time() = TimeUtil::GetCurrentTime();
+      *progress.mutable_time() = NowTimestamp();
       *progress.mutable_progress() = tracked_->job.progress();
       fresh.emplace_back(tracked_->progress_seq, std::move(progress));
     }

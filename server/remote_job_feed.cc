@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "google/protobuf/util/time_util.h"
+#include "server/clock.h"
 
 namespace modelsmith {
 namespace {
@@ -147,7 +148,7 @@ bool RemoteJobFeed::Poll(Mirror& mirror) {
     if (!state_event && (job->state() != tracked.job.state() || job->attempt() != tracked.job.attempt())) {
       // A store without events (one server's), or an event not written yet: the change itself.
       v1::JobEvent change;
-      *change.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+      *change.mutable_time() = NowTimestamp();
       change.mutable_state_change()->set_state(job->state());
       change.mutable_state_change()->set_attempt(job->attempt());
       if (job->has_error()) *change.mutable_state_change()->mutable_error() = job->error();

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "google/protobuf/util/time_util.h"
+
 #include <condition_variable>
 #include <filesystem>
 #include <future>
@@ -239,6 +241,22 @@ TEST_F(JobManagerTest, WatchSeesEveryStateChangeAndTheFinalJob) {
   ASSERT_TRUE(events.back().has_job());
   EXPECT_EQ(events.back().job().state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_GT(wakes, 0);
+}
+
+// Job times are exact enough to measure queue waits and short jobs: protobuf's own
+// TimeUtil::GetCurrentTime has whole seconds only (server/clock.h).
+TEST_F(JobManagerTest, JobTimesHaveSubSecondResolution) {
+  gate_->Open();
+  int32_t nanos = 0;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<v1::Job> job = manager_->Submit(Shard(root_ + "/out" + std::to_string(i)), "");
+    ASSERT_TRUE(job.ok()) << job.status();
+    const v1::Job done = WaitForEnd(job->id());
+    nanos |= done.create_time().nanos() | done.start_time().nanos() | done.end_time().nanos();
+    EXPECT_LE(google::protobuf::util::TimeUtil::TimestampToNanoseconds(done.create_time()),
+              google::protobuf::util::TimeUtil::TimestampToNanoseconds(done.start_time()));
+  }
+  EXPECT_NE(nanos, 0) << "nine timestamps all on whole seconds";
 }
 
 }  // namespace

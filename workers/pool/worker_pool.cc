@@ -40,10 +40,15 @@ void WorkerPool::StartWhatFits() {
     reserved_bytes_ += next.memory_bytes;
     boost::asio::post(threads_, [this, memory = next.memory_bytes, task = std::move(next.task)] {
       task();
-      std::lock_guard lock(mutex_);
-      --busy_;
-      reserved_bytes_ -= memory;
-      StartWhatFits();
+      std::function<void()> on_slot_freed;
+      {
+        std::lock_guard lock(mutex_);
+        --busy_;
+        reserved_bytes_ -= memory;
+        StartWhatFits();
+        on_slot_freed = on_slot_freed_;
+      }
+      if (on_slot_freed) on_slot_freed();
     });
   }
 }

@@ -32,6 +32,14 @@ class WorkerPool {
   // Removes a task that has not started. Returns false if it is unknown or already started.
   bool RemoveQueued(const std::string& id);
 
+  // Called (with no lock held, on the worker's thread) each time a task has returned and its
+  // worker and memory are free again: a scheduler that feeds the pool as it empties. Set it before
+  // submitting; it must not block.
+  void SetOnSlotFreed(std::function<void()> callback) {
+    std::lock_guard lock(mutex_);
+    on_slot_freed_ = std::move(callback);
+  }
+
   // Stops starting tasks, drops the queue, and waits for the running ones to return.
   void Shutdown();
 
@@ -58,6 +66,7 @@ class WorkerPool {
   size_t busy_ = 0;
   uint64_t reserved_bytes_ = 0;
   bool shut_down_ = false;
+  std::function<void()> on_slot_freed_;
 };
 
 }  // namespace modelsmith
