@@ -35,9 +35,11 @@ constexpr size_t kMaxLogLinesPerJob = 1000;
 constexpr auto kSharedProgressInterval = std::chrono::milliseconds(250);
 constexpr auto kLocalProgressInterval = std::chrono::seconds(2);
 constexpr auto kCancelWait = std::chrono::seconds(5);
-// How often a replica looks for work other replicas queued, for cancel requests, and feeds
-// remote watchers.
+// How often remote watchers' views read progress from the store; with a shared store, new events
+// also wake them at once (JobStore::WaitForChange).
 constexpr auto kSharedPollInterval = std::chrono::milliseconds(200);
+// How often a replica looks for work and cancel requests when nothing woke it: on a shared store
+// its listener wakes it at once, this is the fallback (a lost connection, a missed wake-up).
 constexpr auto kLocalPollInterval = std::chrono::seconds(1);
 constexpr auto kHeartbeatInterval = std::chrono::seconds(5);
 constexpr double kEventRetentionSeconds = 3600;
@@ -192,7 +194,8 @@ JobManager::JobManager(JobStore& store, const StorageRouter& router, WorkerPool&
       pool_(pool),
       metrics_(metrics),
       options_(std::move(options)),
-      feed_(store, store.shared() ? kSharedPollInterval : std::chrono::milliseconds(kLocalPollInterval)) {
+      feed_(store, store.shared() ? std::chrono::duration_cast<std::chrono::milliseconds>(kSharedPollInterval)
+                                  : std::chrono::milliseconds(kLocalPollInterval)) {
   if (options_.replica_id.empty()) options_.replica_id = DefaultReplicaId();
 }
 
@@ -284,6 +287,7 @@ absl::Status JobManager::Start() {
   pool_.SetOnSlotFreed([this] { WakeClaimer(); });  // a worker and its memory are free
   claimer_ = std::thread([this] { ClaimLoop(); });
   keeper_ = std::thread([this] { KeepLoop(); });
+  if (store_.shared()) listener_ = std::thread([this] { ListenLoop(); });
   return absl::OkStatus();
 }
 
@@ -295,9 +299,26 @@ void JobManager::WakeClaimer() {
   threads_changed_.notify_all();
 }
 
+void JobManager::ListenLoop() {
+  for (;;) {
+    {
+      std::lock_guard lock(threads_mutex_);
+      if (stopping_) return;
+    }
+    absl::StatusOr<JobStore::Changes> changes = store_.WaitForChange(std::chrono::milliseconds(500));
+    if (!changes.ok()) continue;  // waited; the loops poll meanwhile
+    if (changes->event) feed_.Poke();
+    {
+      std::lock_guard lock(threads_mutex_);
+      claim_wanted_ |= changes->claimable;
+      cancel_wanted_ |= changes->cancel;
+    }
+    if (changes->claimable || changes->cancel) threads_changed_.notify_all();
+  }
+}
+
 void JobManager::ClaimLoop() {
-  const auto interval = store_.shared() ? std::chrono::duration_cast<std::chrono::milliseconds>(kSharedPollInterval)
-                                        : std::chrono::milliseconds(kLocalPollInterval);
+  const std::chrono::milliseconds interval = kLocalPollInterval;
   std::unique_lock lock(threads_mutex_);
   while (!stopping_) {
     threads_changed_.wait_for(lock, interval, [&] { return stopping_ || claim_wanted_; });
@@ -388,13 +409,15 @@ void JobManager::Accept(ClaimedJob claimed) {
 }
 
 void JobManager::KeepLoop() {
-  const auto interval = store_.shared() ? std::chrono::duration_cast<std::chrono::milliseconds>(kSharedPollInterval)
-                                        : std::chrono::milliseconds(kLocalPollInterval);
+  // Renewals are due every third of a lease; cancel requests are applied when the listener says
+  // one came, and looked for at least this often.
+  const auto interval = std::chrono::milliseconds(kLocalPollInterval);
   auto last_heartbeat = std::chrono::steady_clock::time_point{};
   auto last_prune = std::chrono::steady_clock::now();
   std::unique_lock lock(threads_mutex_);
   while (!stopping_) {
-    threads_changed_.wait_for(lock, interval, [&] { return stopping_; });
+    threads_changed_.wait_for(lock, interval, [&] { return stopping_ || cancel_wanted_; });
+    cancel_wanted_ = false;
     if (stopping_) break;
     lock.unlock();
     RenewLeases();
@@ -874,6 +897,7 @@ void JobManager::Close() {
   threads_changed_.notify_all();
   if (claimer_.joinable()) claimer_.join();
   if (keeper_.joinable()) keeper_.join();
+  if (listener_.joinable()) listener_.join();
   feed_.Stop();
   std::vector<std::shared_ptr<Tracked>> live;
   {

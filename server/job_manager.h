@@ -158,6 +158,9 @@ class JobManager {
   void Accept(ClaimedJob claimed);
   // The keeper thread: lease renewals, cancel requests from other replicas, heartbeats, figures.
   void KeepLoop();
+  // The listener thread (shared store): wakes the claimer, the keeper and the feed when another
+  // replica queues a job, releases a lease, asks for a cancel or appends an event.
+  void ListenLoop();
   void RenewLeases();
   void ApplyCancelRequests();
   // The job is another replica's now: stop it and write nothing more about it.
@@ -206,10 +209,12 @@ class JobManager {
   std::mutex threads_mutex_;  // guards the flags below and pairs with threads_changed_
   std::condition_variable threads_changed_;
   bool claim_wanted_ = false;
+  bool cancel_wanted_ = false;
   bool stopping_ = false;
   bool claimer_started_ = false;
   std::thread claimer_;
   std::thread keeper_;
+  std::thread listener_;
 };
 
 }  // namespace modelsmith

@@ -14,6 +14,7 @@
 #ifndef MODELSMITH_SERVER_JOB_STORE_H_
 #define MODELSMITH_SERVER_JOB_STORE_H_
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -143,8 +144,22 @@ class JobStore {
   virtual void UnlockSubmits() = 0;
 
   // True when several servers may share this store (PostgreSQL): then each job's events and
-  // progress are written for watchers on other replicas, and new work is found by polling.
+  // progress are written for watchers on other replicas, and WaitForChange wakes replicas.
   virtual bool shared() const { return false; }
+
+  // What another server changed, as told by WaitForChange.
+  struct Changes {
+    bool claimable = false;  // a job was queued or a lease released: there may be work to claim
+    bool cancel = false;     // a cancel was requested
+    bool event = false;      // a job event was appended
+  };
+  // Waits at most `timeout` for another server's change (PostgreSQL: LISTEN on a connection of its
+  // own, NOTIFY from triggers). Only for a shared store; others answer UNIMPLEMENTED at once.
+  // UNAVAILABLE (after waiting `timeout`) when the database cannot be reached.
+  virtual absl::StatusOr<Changes> WaitForChange(std::chrono::milliseconds timeout) {
+    (void)timeout;
+    return absl::UnimplementedError("this job store has one server; nothing else changes it");
+  }
 
   // Makes this process the only server on the store for as long as it runs: SQLite's file is one
   // machine's and one server's (its leases are released at start). FAILED_PRECONDITION

@@ -2,6 +2,7 @@
 
 #include <endian.h>
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <climits>
@@ -50,6 +51,20 @@ constexpr const char* kMigrations[] = {
     "  created TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());"
     "CREATE INDEX job_events_by_job ON job_events(job_id, seq);"
     "CREATE TABLE replicas (replica TEXT PRIMARY KEY, heartbeat TIMESTAMPTZ NOT NULL);",
+    // 4: wake-ups. Row triggers with conditions, so progress writes (a few a second per running
+    // job) wake nobody; NOTIFY is delivered at commit, once per distinct payload.
+    "CREATE FUNCTION modelsmith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN PERFORM pg_notify('modelsmith_changes', TG_ARGV[0]); RETURN NULL; END $$;"
+    "CREATE TRIGGER jobs_queued AFTER INSERT ON jobs FOR EACH ROW "
+    "  EXECUTE FUNCTION modelsmith_notify('claimable');"
+    "CREATE TRIGGER jobs_released AFTER UPDATE ON jobs FOR EACH ROW "
+    "  WHEN (OLD.lease_expires IS NOT NULL AND NEW.lease_expires IS NULL) "
+    "  EXECUTE FUNCTION modelsmith_notify('claimable');"
+    "CREATE TRIGGER jobs_cancel AFTER UPDATE ON jobs FOR EACH ROW "
+    "  WHEN (NEW.cancel_requested AND NOT OLD.cancel_requested) "
+    "  EXECUTE FUNCTION modelsmith_notify('cancel');"
+    "CREATE TRIGGER job_events_appended AFTER INSERT ON job_events FOR EACH ROW "
+    "  EXECUTE FUNCTION modelsmith_notify('event');",
 };
 static_assert(std::size(kMigrations) == kPostgresSchemaVersion);
 
@@ -98,12 +113,53 @@ absl::StatusOr<std::unique_ptr<JobStore>> PostgresJobStore::Open(const std::stri
                      absl::StrCat("cannot connect to the job database '", redacted, "': ", why),
                      {{"database", redacted}});
   }
-  std::unique_ptr<PostgresJobStore> store(new PostgresJobStore(connection, redacted));
+  std::unique_ptr<PostgresJobStore> store(new PostgresJobStore(connection, url, redacted));
   if (absl::Status s = store->Migrate(); !s.ok()) return s;
   return store;
 }
 
-PostgresJobStore::~PostgresJobStore() { PQfinish(connection_); }
+PostgresJobStore::~PostgresJobStore() {
+  PQfinish(connection_);
+  if (listener_ != nullptr) PQfinish(listener_);
+}
+
+absl::StatusOr<JobStore::Changes> PostgresJobStore::WaitForChange(std::chrono::milliseconds timeout) {
+  std::lock_guard guard(listen_mutex_);
+  if (listener_ == nullptr || PQstatus(listener_) != CONNECTION_OK) {
+    if (listener_ != nullptr) PQfinish(listener_);
+    listener_ = PQconnectdb(url_.c_str());
+    Result listen(PQstatus(listener_) == CONNECTION_OK ? PQexec(listener_, "LISTEN modelsmith_changes") : nullptr);
+    if (PQresultStatus(listen.result) != PGRES_COMMAND_OK) {
+      std::string why = PQerrorMessage(listener_);
+      while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+      PQfinish(listener_);
+      listener_ = nullptr;
+      std::this_thread::sleep_for(timeout);
+      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+                       absl::StrCat("job database '", redacted_url_, "': listen for changes: ", why),
+                       {{"database", redacted_url_}});
+    }
+  }
+  Changes changes;
+  bool any = false;
+  auto drain = [&] {
+    while (PGnotify* notify = PQnotifies(listener_)) {
+      const std::string_view what = notify->extra;
+      changes.claimable |= what == "claimable";
+      changes.cancel |= what == "cancel";
+      changes.event |= what == "event";
+      any = true;
+      PQfreemem(notify);
+    }
+  };
+  PQconsumeInput(listener_);
+  drain();
+  if (!any) {
+    pollfd socket{PQsocket(listener_), POLLIN, 0};
+    if (poll(&socket, 1, static_cast<int>(timeout.count())) > 0 && PQconsumeInput(listener_) == 1) drain();
+  }
+  return changes;
+}
 
 absl::Status PostgresJobStore::Migrate() {
   const std::string lock = absl::StrCat(kMigrationLock);

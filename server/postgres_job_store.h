@@ -14,6 +14,9 @@
 // Version 3: jobs gains owner TEXT and cancel_requested BOOLEAN; job_events(seq BIGSERIAL,
 // job_id, event BYTEA, created TIMESTAMPTZ) carries state changes, warnings and log lines to
 // watchers on other replicas; replicas(replica TEXT PRIMARY KEY, heartbeat TIMESTAMPTZ).
+// Version 4: triggers NOTIFY modelsmith_changes with 'claimable' (a job inserted, a lease
+// released), 'cancel' (a cancel requested) and 'event' (an event appended), so replicas wake at
+// once rather than at their next poll.
 // A database whose schema is newer than this binary knows is refused (FAILED_PRECONDITION,
 // DATABASE_SCHEMA_NEWER) rather than written with an old idea of its rows.
 //
@@ -32,7 +35,7 @@ typedef struct pg_result PGresult;
 
 namespace modelsmith {
 
-inline constexpr int kPostgresSchemaVersion = 3;
+inline constexpr int kPostgresSchemaVersion = 4;
 
 class PostgresJobStore final : public JobStore {
  public:
@@ -73,6 +76,9 @@ class PostgresJobStore final : public JobStore {
   absl::Status LockSubmits() override;
   void UnlockSubmits() override;
   bool shared() const override { return true; }
+  // LISTEN modelsmith_changes on a second connection (opened on first use, reopened after a
+  // failure); the triggers of schema version 4 NOTIFY it.
+  absl::StatusOr<Changes> WaitForChange(std::chrono::milliseconds timeout) override;
 
  private:
   // A statement's parameters: text, bytea (binary) or NULL.
@@ -82,8 +88,8 @@ class PostgresJobStore final : public JobStore {
   };
   struct Result;  // owns a PGresult
 
-  PostgresJobStore(PGconn* connection, std::string redacted_url)
-      : connection_(connection), redacted_url_(std::move(redacted_url)) {}
+  PostgresJobStore(PGconn* connection, std::string url, std::string redacted_url)
+      : connection_(connection), url_(std::move(url)), redacted_url_(std::move(redacted_url)) {}
   absl::Status Migrate();
   // Runs `sql` with `params`; rows come back in binary format. Holds mutex_ (the caller must not).
   absl::StatusOr<Result> Run(const char* what, const char* sql, const std::vector<Param>& params,
@@ -95,7 +101,10 @@ class PostgresJobStore final : public JobStore {
 
   std::mutex mutex_;
   PGconn* connection_;
+  std::string url_;  // with the password: for the listener's connection; never shown
   std::string redacted_url_;
+  std::mutex listen_mutex_;
+  PGconn* listener_ = nullptr;
 };
 
 }  // namespace modelsmith

@@ -49,6 +49,15 @@ void RemoteJobFeed::Stop() {
   for (const std::shared_ptr<TrackedJob>& view : views) WakeAll(*view);
 }
 
+void RemoteJobFeed::Poke() {
+  {
+    std::lock_guard lock(mutex_);
+    if (mirrors_.empty()) return;
+    poked_ = true;
+  }
+  stop_changed_.notify_all();
+}
+
 absl::StatusOr<std::shared_ptr<TrackedJob>> RemoteJobFeed::View(const std::string& id) {
   {
     std::lock_guard lock(mutex_);
@@ -102,7 +111,8 @@ void RemoteJobFeed::Adopt(std::shared_ptr<TrackedJob> tracked) {
 void RemoteJobFeed::Run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    stop_changed_.wait_for(lock, poll_interval_, [&] { return stopping_; });
+    stop_changed_.wait_for(lock, poll_interval_, [&] { return stopping_ || poked_; });
+    poked_ = false;
     if (stopping_) break;
     std::vector<std::pair<std::string, Mirror>> work(mirrors_.begin(), mirrors_.end());
     lock.unlock();

@@ -43,6 +43,9 @@ class RemoteJobFeed {
   // Feeds `tracked` from the store from now on.
   void Adopt(std::shared_ptr<TrackedJob> tracked);
 
+  // Polls now rather than at the next interval (an event was appended somewhere).
+  void Poke();
+
   // Stops polling; views stay as they are. Idempotent.
   void Stop();
 
@@ -63,6 +66,7 @@ class RemoteJobFeed {
   std::condition_variable stop_changed_;
   std::map<std::string, Mirror> mirrors_;
   bool stopping_ = false;
+  bool poked_ = false;
   std::thread thread_;
 };
 

@@ -405,7 +405,46 @@ TEST_F(PostgresJobStoreTest, StoresStartingTogetherOnAnEmptyDatabaseMigrateOnce)
   for (std::thread& t : starts) t.join();
   for (const absl::Status& s : outcomes) EXPECT_TRUE(s.ok()) << s;
   // Every step once: as many rows as versions, the newest the binary's.
-  EXPECT_EQ(postgres_.Psql("fresh", "SELECT count(*), max(version) FROM modelsmith_schema"), "3|3\n");
+  EXPECT_EQ(postgres_.Psql("fresh", "SELECT count(*), max(version) FROM modelsmith_schema"), "4|4\n");
+}
+
+// A replica wakes when another queues a job, releases a lease, asks for a cancel or appends an
+// event; a progress write wakes nobody.
+TEST_F(PostgresJobStoreTest, ChangesByAnotherReplicaWakeAListener) {
+  const std::string url = postgres_.NewDatabase("wake");
+  absl::StatusOr<std::unique_ptr<JobStore>> listener = JobStore::Open(url);
+  absl::StatusOr<std::unique_ptr<JobStore>> writer = JobStore::Open(url);
+  ASSERT_TRUE(listener.ok() && writer.ok());
+  using std::chrono::milliseconds;
+  ASSERT_TRUE((*listener)->WaitForChange(milliseconds(10)).ok());  // starts listening
+  auto wait = [&] { return (*listener)->WaitForChange(milliseconds(3000)); };
+
+  v1::Job job = MakeJob("j", v1::JOB_STATE_QUEUED);
+  ASSERT_TRUE((*writer)->Insert(job, "fp").ok());
+  auto queued = wait();
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_TRUE(queued->claimable);
+
+  auto claimed = (*writer)->ClaimNext("w", 30, UINT64_MAX);
+  ASSERT_TRUE(claimed.ok() && claimed->has_value());
+  job.mutable_progress()->set_bytes_done(1);
+  ASSERT_TRUE((*writer)->UpdateFenced(job, (*claimed)->token).ok());
+  auto progress = (*listener)->WaitForChange(milliseconds(300));
+  ASSERT_TRUE(progress.ok());
+  EXPECT_FALSE(progress->claimable || progress->cancel || progress->event) << "a progress write woke a replica";
+
+  ASSERT_TRUE((*writer)->RequestCancel("j").ok());
+  auto cancel = wait();
+  ASSERT_TRUE(cancel.ok());
+  EXPECT_TRUE(cancel->cancel);
+  ASSERT_TRUE((*writer)->AppendEvent("j", v1::JobEvent()).ok());
+  auto event = wait();
+  ASSERT_TRUE(event.ok());
+  EXPECT_TRUE(event->event);
+  ASSERT_TRUE((*writer)->ReleaseLease("j", (*claimed)->token).ok());
+  auto released = wait();
+  ASSERT_TRUE(released.ok());
+  EXPECT_TRUE(released->claimable);
 }
 
 TEST_F(PostgresJobStoreTest, ASchemaNewerThanTheBinaryIsRefused) {
