@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "nlohmann/json.hpp"
@@ -193,7 +194,7 @@ TEST_F(ReplicasTest, AnyReplicaWatchesCancelsAndDeduplicatesAnyJob) {
   WaitFor(*stub_a, watched.id(), [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING; });
   ASSERT_EQ(LeaseOwner(watched.id()), "a");
   ASSERT_EQ(LeaseOwner(doomed.id()), "a");
-  auto b = StartReplica("b");
+  auto b = StartReplica("b", "2", "1MB");
   ASSERT_TRUE(b->started());
   auto stub_b = Connect(b->address());
 
@@ -234,11 +235,26 @@ TEST_F(ReplicasTest, AnyReplicaWatchesCancelsAndDeduplicatesAnyJob) {
   v1::SubmitJobRequest clash = Request(5);
   clash.mutable_spec()->mutable_quantize()->set_output(data_ + "/out/2");
   v1::Job refused;
-  const grpc::Status busy = Submit(*stub_b, clash, &refused);
-  if (GetJob(*stub_b, first.id()).state() != v1::JOB_STATE_SUCCEEDED) {
-    EXPECT_EQ(busy.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << busy.error_message();
-  }
+  const grpc::Status busy = Submit(*stub_b, clash, &refused);  // the job takes a second or more
+  EXPECT_EQ(busy.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << busy.error_message();
+  EXPECT_EQ(ErrorInfoOf(busy).reason(), "OUTPUT_BUSY");
   EXPECT_EQ(WaitForEnd(*stub_b, first.id()).state(), v1::JOB_STATE_SUCCEEDED);
+
+  // Paging alternates replicas: one page from each, every job once.
+  std::set<std::string> listed;
+  std::string token;
+  for (int page = 0; page < 10; ++page) {
+    grpc::ClientContext list_context;
+    v1::ListJobsRequest list;
+    list.set_page_size(1);
+    list.set_page_token(token);
+    v1::ListJobsResponse response;
+    ASSERT_TRUE((page % 2 == 0 ? stub_a : stub_b)->ListJobs(&list_context, list, &response).ok());
+    for (const v1::Job& job : response.jobs()) EXPECT_TRUE(listed.insert(job.id()).second) << job.id();
+    token = response.next_page_token();
+    if (token.empty()) break;
+  }
+  EXPECT_EQ(listed, (std::set<std::string>{watched.id(), doomed.id(), first.id()}));
 }
 
 TEST_F(ReplicasTest, APausedReplicaNeitherRecordsNorPublishesAJobAnotherTookOver) {
