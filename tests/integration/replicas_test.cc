@@ -17,6 +17,7 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/support/job_client.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
@@ -42,10 +43,13 @@ class ReplicasTest : public ::testing::Test {
 
   // A replica named `name` with `workers` workers, every job paced to `io_limit` bytes a second.
   std::unique_ptr<ServerProcess> StartReplica(const std::string& name, const std::string& workers = "2",
-                                              const std::string& io_limit = "2MB") {
+                                              const std::string& io_limit = "2MB", const std::string& lease = kLease,
+                                              bool with_metrics = false) {
     auto replica = std::make_unique<ServerProcess>(
-        data_, std::vector<std::string>{"--database", database_, "--replica-id", name, "--lease-seconds", kLease,
-                                        "--workers", workers, "--job-io-limit", io_limit, "--shutdown-grace", "1"});
+        data_,
+        std::vector<std::string>{"--database", database_, "--replica-id", name, "--lease-seconds", lease, "--workers",
+                                 workers, "--job-io-limit", io_limit, "--shutdown-grace", "1"},
+        with_metrics);
     EXPECT_TRUE(replica->started()) << name;
     return replica;
   }
@@ -295,6 +299,51 @@ TEST_F(ReplicasTest, APausedReplicaNeitherRecordsNorPublishesAJobAnotherTookOver
   EXPECT_TRUE(StagingFilesIn(data_ + "/out").empty());
   EXPECT_EQ(SucceededLines({a->Log()}, job.id()), 0);
   EXPECT_EQ(a->Terminate(), 0);
+}
+
+// SIGTERM hands a replica's running jobs over at once, not after their lease (30 s here) expires;
+// the metrics show the whole queue and the live replicas on every replica.
+TEST_F(ReplicasTest, ASigtermedReplicaHandsItsJobsOverAtOnce) {
+  auto a = StartReplica("a", "1", "100KB", "30", /*with_metrics=*/true);  // its job runs for ~20 s
+  ASSERT_TRUE(a->started());
+  auto stub_a = Connect(a->address());
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_a, Request(1), &job).ok());
+  WaitFor(*stub_a, job.id(), [](const v1::Job& j) { return j.progress().bytes_done() > 0; });
+  ASSERT_EQ(LeaseOwner(job.id()), "a");
+  v1::Job waiting;
+  ASSERT_TRUE(Submit(*stub_a, Request(4), &waiting).ok());  // a's one worker is busy: it stays queued
+  auto b = StartReplica("b", "2", "200KB", "30", /*with_metrics=*/true);
+  ASSERT_TRUE(b->started());
+  auto stub_b = Connect(b->address());
+  WaitFor(*stub_b, waiting.id(), [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING; });
+  ASSERT_EQ(LeaseOwner(waiting.id()), "b");
+  // Both replicas show both running jobs and two live replicas (figures refresh every 5 s).
+  for (ServerProcess* replica : {a.get(), b.get()}) {
+    std::string text;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      text = Scrape(replica->metrics_port());
+    } while ((Sample(text, "modelsmith_replicas") != 2 || Sample(text, "modelsmith_jobs_running") != 2) &&
+             std::chrono::steady_clock::now() < deadline);
+    EXPECT_EQ(Sample(text, "modelsmith_replicas"), 2);
+    EXPECT_EQ(Sample(text, "modelsmith_jobs_running"), 2);
+    EXPECT_EQ(Sample(text, "modelsmith_queue_depth"), 0);
+    EXPECT_EQ(Sample(text, "modelsmith_workers_busy"), 1);
+  }
+  const auto terminated = std::chrono::steady_clock::now();
+  EXPECT_EQ(a->Terminate(), 0);
+  // b's second worker takes a's job at once: far sooner than a's 30 s lease.
+  const v1::Job moved = WaitFor(
+      *stub_b, job.id(), [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING && j.attempt() == 2; });
+  EXPECT_EQ(LeaseOwner(job.id()), "b");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - terminated).count();
+  EXPECT_LT(seconds, 15.0) << "the job waited for its lease to expire";
+  std::printf("a SIGTERMed replica's job ran again on another after %.1f s (lease 30 s)\n", seconds);
+  EXPECT_EQ(WaitForEnd(*stub_b, job.id()).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(WaitForEnd(*stub_b, waiting.id()).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_NE(a->Log().find("grace period over"), std::string::npos) << a->Log();
 }
 
 TEST_F(ReplicasTest, TwoReplicasStartTogetherOnAnEmptyDatabase) {
