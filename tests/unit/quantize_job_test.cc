@@ -20,6 +20,7 @@
 #include "workers/jobs/job_kinds.h"
 #include "workers/storage/checksum.h"
 #include "workers/storage/local_object_store.h"
+#include "workers/tensor/ggml_types.h"
 
 namespace modelsmith {
 namespace {
@@ -353,6 +354,37 @@ TEST_F(QuantizeJobTest, BadSpecsNameTheField) {
   spec.mutable_quantize()->add_include("([unclosed");
   EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.include[0]");
 }
+
+// The legacy types on an 8-layer F16 model against llama-quantize --pure (tests/data/golden/gguf-v2,
+// presets/expected.json): every tensor's type and data bytes. At this size some Q4_0 and Q5_0
+// blocks land exactly on a rounding boundary of `x*id + 8.5f`, which a fused multiply-add rounds
+// differently from ggml's two roundings (issue 19, part 0).
+class PureLegacyGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(PureLegacyGoldenTest, EveryTensorMatchesLlamaQuantizePure) {
+  const std::string type = GetParam();
+  const std::string golden = std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf-v2/presets";
+  std::ifstream in(golden + "/expected.json");
+  ASSERT_TRUE(in) << golden;
+  const nlohmann::json expected = nlohmann::json::parse(in)["pure-" + type]["tensors"];
+  ASSERT_FALSE(expected.empty());
+  absl::StatusOr<v1::JobResult> result = Run(Spec(golden + "/input-f16.gguf", type + ".gguf", type));
+  ASSERT_TRUE(result.ok()) << result.status();
+  Gguf got = Load(dir_.path() + "/" + type + ".gguf");
+  ASSERT_EQ(got.header.tensors.size(), expected.size());
+  int differing = 0;
+  for (const auto& [name, want] : expected.items()) {
+    const GgufTensor* tensor = got.Find(name);
+    ASSERT_NE(tensor, nullptr) << name;
+    EXPECT_EQ(GgmlTypeName(tensor->type), want[0].get<std::string>()) << name;
+    const std::string data = got.Data(*tensor);
+    differing += Sha256Hex(data) != want[1].get<std::string>();
+    EXPECT_EQ(Sha256Hex(data), want[1].get<std::string>()) << type << " " << name;
+  }
+  EXPECT_EQ(differing, 0) << type << ": tensors whose bytes differ from llama-quantize's";
+}
+
+INSTANTIATE_TEST_SUITE_P(Legacy, PureLegacyGoldenTest, ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"));
 
 }  // namespace
 }  // namespace modelsmith

@@ -137,7 +137,8 @@ void QuantizeRowQ4_0Avx2(const float* x, size_t n, uint8_t* out) {
     const __m256 bias = _mm256_set1_ps(8.5f);
     const __m256i fifteen = _mm256_set1_epi32(15);
     for (int k = 0; k < 4; ++k) {
-      const __m256i q = TruncateLikeInt8Cast(_mm256_fmadd_ps(v[k], idv, bias));
+      // Two roundings, as the scalar reference: the product, then the sum (never fused).
+      const __m256i q = TruncateLikeInt8Cast(_mm256_add_ps(_mm256_mul_ps(v[k], idv), bias));
       _mm256_store_si256(reinterpret_cast<__m256i*>(codes + 8 * k), _mm256_min_epi32(q, fifteen));
     }
     for (size_t j = 0; j < kQK / 2; ++j) out[2 + j] = static_cast<uint8_t>(codes[j] | (codes[j + kQK / 2] << 4));
