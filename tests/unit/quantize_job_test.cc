@@ -358,7 +358,7 @@ TEST_F(QuantizeJobTest, BadSpecsNameTheField) {
 // The legacy types on an 8-layer F16 model against llama-quantize --pure (tests/data/golden/gguf-v2,
 // presets/expected.json): every tensor's type and data bytes. At this size some Q4_0 and Q5_0
 // blocks land exactly on a rounding boundary of `x*id + 8.5f`, which a fused multiply-add rounds
-// differently from ggml's two roundings (issue 19, part 0).
+// differently from ggml's two roundings (issue 19, part 0). Then the whole file.
 class PureLegacyGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(PureLegacyGoldenTest, EveryTensorMatchesLlamaQuantizePure) {
@@ -366,7 +366,8 @@ TEST_P(PureLegacyGoldenTest, EveryTensorMatchesLlamaQuantizePure) {
   const std::string golden = std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf-v2/presets";
   std::ifstream in(golden + "/expected.json");
   ASSERT_TRUE(in) << golden;
-  const nlohmann::json expected = nlohmann::json::parse(in)["pure-" + type]["tensors"];
+  const nlohmann::json run = nlohmann::json::parse(in)["pure-" + type];
+  const nlohmann::json& expected = run["tensors"];
   ASSERT_FALSE(expected.empty());
   absl::StatusOr<v1::JobResult> result = Run(Spec(golden + "/input-f16.gguf", type + ".gguf", type));
   ASSERT_TRUE(result.ok()) << result.status();
@@ -382,6 +383,15 @@ TEST_P(PureLegacyGoldenTest, EveryTensorMatchesLlamaQuantizePure) {
     EXPECT_EQ(Sha256Hex(data), want[1].get<std::string>()) << type << " " << name;
   }
   EXPECT_EQ(differing, 0) << type << ": tensors whose bytes differ from llama-quantize's";
+  // The whole file, too (issue 19, part 1): llama-quantize's tensor order (by layer, then name),
+  // its metadata order (quantization_version, then file_type, last) and its padding.
+  std::vector<std::string> order;
+  for (const GgufTensor& t : got.header.tensors) order.push_back(t.name);
+  EXPECT_EQ(order, run["tensor_order"].get<std::vector<std::string>>());
+  std::ifstream file(dir_.path() + "/" + type + ".gguf", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)), {});
+  EXPECT_EQ(bytes.size(), run["file_bytes"].get<uint64_t>());
+  EXPECT_EQ(Sha256Hex(bytes), run["file_sha256"].get<std::string>()) << type << ": the file differs";
 }
 
 INSTANTIATE_TEST_SUITE_P(Legacy, PureLegacyGoldenTest, ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -64,6 +65,23 @@ struct GgufPlan {
 bool IsBlockType(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->quantized; }
 absl::string_view TypeName(GgmlType t) { return GgmlTypeName(t); }
 
+// llama-quantize's tensor order (its loader's weight map): by the layer number of "blk.N." names,
+// tensors outside any layer first, then by name (bytewise) within a layer. The per-tensor type
+// rules count attention-V and FFN-down tensors in this order, and the output file lists them in it.
+std::vector<size_t> LlamaQuantizeOrder(const std::vector<TensorInfo>& tensors) {
+  auto layer = [](const std::string& name) {
+    int n = -1;
+    return std::sscanf(name.c_str(), "blk.%d.", &n) == 1 ? n : -1;
+  };
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const int la = layer(tensors[a].name), lb = layer(tensors[b].name);
+    return la != lb ? la < lb : tensors[a].name < tensors[b].name;
+  });
+  return order;
+}
+
 absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlanner planner,
                                       const StorageRouter& router) {
   absl::StatusOr<Location> input = router.Resolve(spec.input());
@@ -77,7 +95,8 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
   if (!requantize.ok()) return requantize.status();
   GgufPlan plan{*std::move(model), std::move(planner), {}, false, *std::move(requantize)};
   plan.planner.PrepareForModel(plan.model.tensors);
-  for (const TensorInfo& stored : plan.model.tensors) {
+  for (size_t index : LlamaQuantizeOrder(plan.model.tensors)) {
+    const TensorInfo& stored = plan.model.tensors[index];
     const QuantizedWeightReader* reader = nullptr;
     const TensorInfo* stand_in = plan.requantize.StandIn(stored, &reader);
     if (stand_in == nullptr) continue;
@@ -120,28 +139,22 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
   return plan;
 }
 
+// The input's metadata in its order, then general.quantization_version and general.file_type
+// last, as llama-quantize writes them (setting a key that exists moves it to the end).
 std::vector<GgufKv> OutputKvs(const GgufPlan& plan) {
   std::vector<GgufKv> kvs;
   const GgufKv file_type = GgufKv::U32("general.file_type", LlamaFileType(plan.planner.scheme_type()));
   const GgufKv version = GgufKv::U32("general.quantization_version", kGgmlQuantizationVersion);
-  bool has_file_type = false, has_version = false;
   if (plan.model.gguf) {
     for (const GgufKv& kv : plan.model.gguf->kvs) {
       if (kv.key == "general.alignment") continue;       // the output uses the default alignment
       if (absl::StartsWith(kv.key, "split.")) continue;  // a split input becomes one file
-      if (kv.key == file_type.key) {
-        kvs.push_back(file_type);
-        has_file_type = true;
-      } else if (kv.key == version.key) {
-        kvs.push_back(version);
-        has_version = true;
-      } else {
-        kvs.push_back(kv);
-      }
+      if (kv.key == file_type.key || kv.key == version.key) continue;
+      kvs.push_back(kv);
     }
   }
-  if (!has_version) kvs.push_back(version);
-  if (!has_file_type) kvs.push_back(file_type);
+  kvs.push_back(version);
+  kvs.push_back(file_type);
   return kvs;
 }
 
