@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -226,6 +228,57 @@ TEST_F(QuantizeJobTest, Q4KMPresetFollowsLlamaCppsTensorClassesWithGoldenBytes) 
     if (kv.key == "general.file_type") file_type = kv.AsUnsigned() == 15u;
   }
   EXPECT_TRUE(file_type);
+}
+
+// Presets count attention-V and FFN-down tensors in llama-quantize's order (by layer number), not
+// in the file's: a file that stores blk.10 before blk.2 (lexicographic names) still gets Q6_K
+// exactly on the layers use_more_bits picks.
+TEST_F(QuantizeJobTest, PresetCountsLayersInLayerOrderWhateverTheFileOrder) {
+  constexpr int kLayers = 16;
+  std::vector<std::string> names;
+  for (int layer = 0; layer < kLayers; ++layer) {
+    for (const char* tensor : {"attn_v.weight", "ffn_down.weight"}) {
+      names.push_back("blk." + std::to_string(layer) + "." + tensor);
+    }
+  }
+  std::sort(names.begin(), names.end());  // blk.0, blk.1, blk.10, ..., blk.15, blk.2, ...
+  ASSERT_EQ(names[4], "blk.10.attn_v.weight");
+  std::vector<GgufTensor> tensors;
+  uint64_t offset = 0;
+  for (const std::string& name : names) {
+    GgufTensor t;
+    t.name = name;
+    t.ne = {256, 2};
+    t.type = GgmlType::kF32;
+    t.offset = offset;
+    t.size_bytes = 256 * 2 * 4;
+    offset += t.size_bytes + GgufPadding(t.size_bytes, kGgufDefaultAlignment);
+    tensors.push_back(t);
+  }
+  const std::string input = dir_.path() + "/lexicographic.gguf";
+  {
+    std::ofstream out(input, std::ios::binary);
+    out << SerializeGgufHeader({}, tensors);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      std::vector<float> values(256 * 2);
+      for (size_t j = 0; j < values.size(); ++j) values[j] = std::sin(0.1f * static_cast<float>(i * 512 + j));
+      out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * 4));
+      out << std::string(GgufPadding(tensors[i].size_bytes, kGgufDefaultAlignment), '\0');
+    }
+  }
+  absl::StatusOr<v1::JobResult> result = Run(Spec(input, "q4km.gguf", "Q4_K_M"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  Gguf out = Load(dir_.path() + "/q4km.gguf");
+  auto use_more_bits = [](int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; };
+  for (int layer = 0; layer < kLayers; ++layer) {
+    for (const char* tensor : {"attn_v.weight", "ffn_down.weight"}) {
+      const std::string name = "blk." + std::to_string(layer) + "." + tensor;
+      const GgufTensor* t = out.Find(name);
+      ASSERT_NE(t, nullptr) << name;
+      EXPECT_EQ(t->type, use_more_bits(layer, kLayers) ? GgmlType::kQ6_K : GgmlType::kQ4_K) << name;
+    }
+  }
+  EXPECT_EQ(out.header.tensors[2].name, "blk.1.attn_v.weight") << "written in llama-quantize's order";
 }
 
 // Writes the golden input as a two-part split the way gguf-split does: every KV plus split.no,

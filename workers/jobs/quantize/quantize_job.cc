@@ -94,8 +94,12 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
   absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(*model, *config, spec.allow_requantize());
   if (!requantize.ok()) return requantize.status();
   GgufPlan plan{*std::move(model), std::move(planner), {}, false, *std::move(requantize)};
-  plan.planner.PrepareForModel(plan.model.tensors);
-  for (size_t index : LlamaQuantizeOrder(plan.model.tensors)) {
+  const std::vector<size_t> order = LlamaQuantizeOrder(plan.model.tensors);
+  std::vector<TensorInfo> ordered;
+  ordered.reserve(order.size());
+  for (size_t index : order) ordered.push_back(plan.model.tensors[index]);
+  plan.planner.PrepareForModel(ordered);
+  for (size_t index : order) {
     const TensorInfo& stored = plan.model.tensors[index];
     const QuantizedWeightReader* reader = nullptr;
     const TensorInfo* stand_in = plan.requantize.StandIn(stored, &reader);

@@ -42,8 +42,8 @@ class QuantizePlanner {
   GgmlType scheme_type() const { return scheme_; }
   bool is_preset() const { return preset_; }
 
-  // Presets decide by the tensor's position among its class, so they need the whole model first
-  // (tensor order as in the file). A no-op for plain types.
+  // Presets decide by the tensor's position among its class, so they need the whole model first,
+  // in llama-quantize's order (by layer, then name). A no-op for plain types.
   void PrepareForModel(const std::vector<TensorInfo>& tensors);
 
   // The decision for one tensor. INVALID_ARGUMENT naming the tensor when it cannot be written
