@@ -408,18 +408,24 @@ TEST_F(QuantizeJobTest, BadSpecsNameTheField) {
   EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.include[0]");
 }
 
-// The legacy types on an 8-layer F16 model against llama-quantize --pure (tests/data/golden/gguf-v2,
-// presets/expected.json): every tensor's type and data bytes. At this size some Q4_0 and Q5_0
-// blocks land exactly on a rounding boundary of `x*id + 8.5f`, which a fused multiply-add rounds
-// differently from ggml's two roundings (issue 19, part 0). Then the whole file.
-class PureLegacyGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<std::string> {};
+// llama-quantize's own runs on an 8-layer F16 model (tests/data/golden/gguf-v2,
+// presets/expected.json): every tensor's type and data bytes, then the whole file. "pure-T" is
+// `--pure` with type T: at this size some Q4_0 and Q5_0 blocks land exactly on a rounding boundary
+// of `x*id + 8.5f`, which a fused multiply-add rounds differently from ggml's two roundings.
+// "plain-P" is preset P without an importance matrix: every tensor's type by llama's rules.
+struct LlamaRun {
+  const char* run;     // the entry of expected.json
+  const char* scheme;  // what the spec asks for
+};
 
-TEST_P(PureLegacyGoldenTest, EveryTensorMatchesLlamaQuantizePure) {
-  const std::string type = GetParam();
+class LlamaQuantizeGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<LlamaRun> {};
+
+TEST_P(LlamaQuantizeGoldenTest, TheFileIsLlamaQuantizes) {
+  const std::string type = GetParam().scheme;
   const std::string golden = std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf-v2/presets";
   std::ifstream in(golden + "/expected.json");
   ASSERT_TRUE(in) << golden;
-  const nlohmann::json run = nlohmann::json::parse(in)["pure-" + type];
+  const nlohmann::json run = nlohmann::json::parse(in)[GetParam().run];
   const nlohmann::json& expected = run["tensors"];
   ASSERT_FALSE(expected.empty());
   absl::StatusOr<v1::JobResult> result = Run(Spec(golden + "/input-f16.gguf", type + ".gguf", type));
@@ -447,7 +453,14 @@ TEST_P(PureLegacyGoldenTest, EveryTensorMatchesLlamaQuantizePure) {
   EXPECT_EQ(Sha256Hex(bytes), run["file_sha256"].get<std::string>()) << type << ": the file differs";
 }
 
-INSTANTIATE_TEST_SUITE_P(Legacy, PureLegacyGoldenTest, ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"));
+INSTANTIATE_TEST_SUITE_P(GgufV2, LlamaQuantizeGoldenTest,
+                         ::testing::Values(LlamaRun{"pure-Q4_0", "Q4_0"}, LlamaRun{"pure-Q4_1", "Q4_1"},
+                                           LlamaRun{"pure-Q5_0", "Q5_0"}, LlamaRun{"pure-Q5_1", "Q5_1"},
+                                           LlamaRun{"pure-Q8_0", "Q8_0"}, LlamaRun{"plain-Q3_K_M", "Q3_K_M"},
+                                           LlamaRun{"plain-Q4_K_S", "Q4_K_S"}, LlamaRun{"plain-Q5_K_S", "Q5_K_S"}),
+                         [](const auto& info) {
+                           return std::string(info.param.run).replace(std::string(info.param.run).find('-'), 1, "_");
+                         });
 
 }  // namespace
 }  // namespace modelsmith

@@ -82,6 +82,23 @@ std::vector<size_t> LlamaQuantizeOrder(const std::vector<TensorInfo>& tensors) {
   return order;
 }
 
+// The model facts the presets' rules read, from a GGUF input's metadata.
+QuantizePlanner::ModelFacts FactsOf(const ModelView& model) {
+  QuantizePlanner::ModelFacts facts;
+  if (!model.gguf) return facts;
+  const GgufKv* arch = model.gguf->Find("general.architecture");
+  if (arch == nullptr || !arch->AsString()) return facts;
+  facts.arch = *arch->AsString();
+  auto count = [&](const std::string& key) -> int {
+    const GgufKv* kv = model.gguf->Find(facts.arch + "." + key);
+    const std::optional<uint64_t> value = kv != nullptr ? kv->AsUnsigned() : std::nullopt;
+    return value && *value < 1'000'000 ? static_cast<int>(*value) : 0;
+  };
+  facts.n_layer = count("block_count");
+  facts.n_expert = count("expert_count");
+  return facts;
+}
+
 absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlanner planner,
                                       const StorageRouter& router) {
   absl::StatusOr<Location> input = router.Resolve(spec.input());
@@ -98,7 +115,7 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
   std::vector<TensorInfo> ordered;
   ordered.reserve(order.size());
   for (size_t index : order) ordered.push_back(plan.model.tensors[index]);
-  plan.planner.PrepareForModel(ordered);
+  plan.planner.PrepareForModel(ordered, FactsOf(plan.model));
   for (size_t index : order) {
     const TensorInfo& stored = plan.model.tensors[index];
     const QuantizedWeightReader* reader = nullptr;
@@ -147,7 +164,7 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
 // last, as llama-quantize writes them (setting a key that exists moves it to the end).
 std::vector<GgufKv> OutputKvs(const GgufPlan& plan) {
   std::vector<GgufKv> kvs;
-  const GgufKv file_type = GgufKv::U32("general.file_type", LlamaFileType(plan.planner.scheme_type()));
+  const GgufKv file_type = GgufKv::U32("general.file_type", plan.planner.file_type());
   const GgufKv version = GgufKv::U32("general.quantization_version", kGgmlQuantizationVersion);
   if (plan.model.gguf) {
     for (const GgufKv& kv : plan.model.gguf->kvs) {

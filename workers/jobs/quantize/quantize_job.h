@@ -1,7 +1,7 @@
 // The quantize job. Layout schemes (bnb_*, quanto_*, chatglm_*) go to layout_quantize_job.h;
 // this file runs the GGUF schemes: a safetensors (single or sharded) or GGUF (single or split)
-// model into one GGUF file of a ggml type (Q8_0 ... Q6_K, F16, BF16, F32, or the Q4_K_M / Q5_K_M
-// presets), or into parts of at most max_split_size as gguf-split writes them.
+// model into one GGUF file of a ggml type (Q8_0 ... Q6_K, F16, BF16, F32, or llama.cpp's
+// Q3_K_S ... Q5_K_M presets), or into parts of at most max_split_size as gguf-split writes them.
 //
 // plan: open the input headers, decide each tensor's type (quantize_plan.h); an input that is
 //   already quantized (a GGUF type, or a bitsandbytes / quanto / ChatGLM / fp8 layout) is refused

@@ -1,5 +1,7 @@
 #include "workers/jobs/quantize/quantize_plan.h"
 
+#include <cstdio>
+
 #include <algorithm>
 
 #include "absl/strings/match.h"
@@ -38,15 +40,22 @@ absl::StatusOr<QuantizePlanner> QuantizePlanner::Create(const v1::QuantizeSpec& 
   std::optional<GgmlTypeTraits> scheme = GgmlTraitsByName(spec.scheme());
   if (!scheme || !(scheme->quantized || IsFloat(scheme->type)) || scheme->type == GgmlType::kQ8_1 ||
       scheme->type == GgmlType::kQ8_K) {
-    if (spec.scheme() == "Q4_K_M" || spec.scheme() == "Q5_K_M") {
-      scheme = GgmlTraitsByName(spec.scheme() == "Q4_K_M" ? "Q4_K" : "Q5_K");
-      planner.preset_ = true;
+    static const std::map<std::string, std::pair<Preset, const char*>> kPresets = {
+        {"Q3_K_S", {Preset::kQ3_K_S, "Q3_K"}}, {"Q3_K_M", {Preset::kQ3_K_M, "Q3_K"}},
+        {"Q3_K_L", {Preset::kQ3_K_L, "Q3_K"}}, {"Q4_K_S", {Preset::kQ4_K_S, "Q4_K"}},
+        {"Q4_K_M", {Preset::kQ4_K_M, "Q4_K"}}, {"Q5_K_S", {Preset::kQ5_K_S, "Q5_K"}},
+        {"Q5_K_M", {Preset::kQ5_K_M, "Q5_K"}},
+    };
+    auto preset = kPresets.find(spec.scheme());
+    if (preset != kPresets.end()) {
+      scheme = GgmlTraitsByName(preset->second.second);
+      planner.preset_ = preset->second.first;
     } else {
       return FieldError(
           "INVALID_SCHEME", "quantize.scheme",
           absl::StrCat("unknown scheme '", spec.scheme(),
                        "' (GGUF types: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32; "
-                       "presets: Q4_K_M Q5_K_M; "
+                       "presets: Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M; "
                        "layouts: bnb_int8 bnb_nf4 bnb_fp4 quanto_int8 quanto_int4 chatglm_int8 chatglm_int4)"));
     }
   }
@@ -130,34 +139,106 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
   return plan;
 }
 
-void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors) {
+void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors, const ModelFacts& facts) {
   preset_types_.clear();
-  if (!preset_) return;
-  // llama.cpp's llama_tensor_get_type for LLAMA_FTYPE_MOSTLY_Q4_K_M / Q5_K_M (src/llama-quant.cpp).
+  if (preset_ == Preset::kNone) return;
+  // llama.cpp's llama_tensor_get_type (src/llama-quant.cpp) for these presets, in its order.
   auto use_more_bits = [](int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; };
+  const bool falcon = facts.arch == "falcon";
+  const bool eight_experts = facts.n_expert == 8;
+  int n_layer = facts.n_layer;
+  if (n_layer == 0) {
+    for (const TensorInfo& t : tensors) {
+      int layer = -1;
+      if (std::sscanf(t.name.c_str(), "blk.%d.", &layer) == 1) n_layer = std::max(n_layer, layer + 1);
+    }
+  }
+  const bool is_70b = facts.arch == "llama" && n_layer == 80;
   const bool has_output =
       std::any_of(tensors.begin(), tensors.end(), [](const TensorInfo& t) { return t.name == "output.weight"; });
-  int n_attn_v = 0, n_ffn_down = 0;
+  int n_attention_wv = 0;
   for (const TensorInfo& t : tensors) {
-    n_attn_v += absl::StrContains(t.name, "attn_v.weight");
-    n_ffn_down += absl::StrContains(t.name, "ffn_down");
+    n_attention_wv += absl::StrContains(t.name, "attn_v.weight") || absl::StrContains(t.name, "attn_qkv.weight") ||
+                      absl::StrContains(t.name, "attn_kv_b.weight");
   }
-  int i_attn_v = 0, i_ffn_down = 0;
-  const bool q4 = scheme_ == GgmlType::kQ4_K;
+  // With experts, a tensor's layer is its blk.N (their FFN tensors are not in layer order).
+  auto layer_of = [&](int counter, const std::string& name) {
+    int layer = counter;
+    if (facts.n_expert > 1) std::sscanf(name.c_str(), "blk.%d.", &layer);
+    return layer;
+  };
+  int i_attention_wv = 0, i_ffn_down = 0;
+  const Preset p = preset_;
   for (const TensorInfo& t : tensors) {
     if (t.shape.size() < 2) continue;
     const uint64_t cols = t.shape.back();
     GgmlType type = scheme_;
-    if (t.name == "output.weight" || (!has_output && t.name == "token_embd.weight")) {
-      type = cols % 256 != 0 ? GgmlType::kQ8_0 : GgmlType::kQ6_K;
-    } else if (absl::StrContains(t.name, "attn_v.weight")) {
-      if (use_more_bits(i_attn_v, n_attn_v)) type = GgmlType::kQ6_K;
-      ++i_attn_v;
-    } else if (absl::StrContains(t.name, "ffn_down")) {
-      if (use_more_bits(i_ffn_down, n_ffn_down)) type = GgmlType::kQ6_K;
+    const std::string& name = t.name;
+    if (name == "output.weight" || (!has_output && name == "token_embd.weight")) {
+      if (falcon || cols % 256 != 0) {
+        type = GgmlType::kQ8_0;
+      } else {
+        type = GgmlType::kQ6_K;
+      }
+    } else if (name == "token_embd.weight") {
+      // the scheme's type, for these presets
+    } else if (absl::StrContains(name, "attn_v.weight")) {
+      if (p == Preset::kQ3_K_M) {
+        type = i_attention_wv < 2 ? GgmlType::kQ5_K : GgmlType::kQ4_K;
+      } else if (p == Preset::kQ3_K_L) {
+        type = GgmlType::kQ5_K;
+      } else if ((p == Preset::kQ4_K_M || p == Preset::kQ5_K_M) && use_more_bits(i_attention_wv, n_attention_wv)) {
+        type = GgmlType::kQ6_K;
+      } else if (p == Preset::kQ4_K_S && i_attention_wv < 4) {
+        type = GgmlType::kQ5_K;
+      }
+      // 70B: 8 heads share attn_v, which is 8x smaller than attn_q: more bits cost little.
+      if (is_70b && (type == GgmlType::kQ3_K || type == GgmlType::kQ4_K)) type = GgmlType::kQ5_K;
+      if (eight_experts) type = GgmlType::kQ8_0;
+      ++i_attention_wv;
+    } else if (absl::StrContains(name, "attn_k.weight")) {
+      if (eight_experts) type = GgmlType::kQ8_0;
+    } else if (absl::StrContains(name, "ffn_down")) {
+      const int i = layer_of(i_ffn_down, name);
+      const int n = n_layer;
+      if (p == Preset::kQ3_K_M) {
+        type = i < n / 16 ? GgmlType::kQ5_K : !falcon || use_more_bits(i, n) ? GgmlType::kQ4_K : GgmlType::kQ3_K;
+      } else if (p == Preset::kQ3_K_L) {
+        type = falcon ? GgmlType::kQ4_K : GgmlType::kQ5_K;
+      } else if (p == Preset::kQ4_K_M) {
+        if (falcon) {
+          type = i < n / 16 ? GgmlType::kQ6_K : use_more_bits(i, n) ? GgmlType::kQ5_K : GgmlType::kQ4_K;
+        } else if (use_more_bits(i, n)) {
+          type = GgmlType::kQ6_K;
+        }
+      } else if (p == Preset::kQ5_K_M && use_more_bits(i, n)) {
+        type = GgmlType::kQ6_K;
+      } else if (p == Preset::kQ4_K_S && !falcon && i < n / 8) {
+        type = GgmlType::kQ5_K;
+      }
       ++i_ffn_down;
-    } else if (absl::StrContains(t.name, "attn_qkv.weight")) {
-      type = q4 ? GgmlType::kQ5_K : GgmlType::kQ6_K;
+    } else if (absl::StrContains(name, "attn_output.weight")) {
+      if (!falcon) {
+        if (eight_experts) {
+          if (p == Preset::kQ3_K_S || p == Preset::kQ3_K_M || p == Preset::kQ4_K_S || p == Preset::kQ4_K_M) {
+            type = GgmlType::kQ5_K;
+          }
+        } else if (p == Preset::kQ3_K_M) {
+          type = GgmlType::kQ4_K;
+        } else if (p == Preset::kQ3_K_L) {
+          type = GgmlType::kQ5_K;
+        }
+      } else if (p == Preset::kQ3_K_L) {
+        type = GgmlType::kQ4_K;
+      }
+    } else if (absl::StrContains(name, "attn_qkv.weight")) {
+      if (p == Preset::kQ3_K_M || p == Preset::kQ3_K_L) {
+        type = GgmlType::kQ4_K;
+      } else if (p == Preset::kQ4_K_M) {
+        type = GgmlType::kQ5_K;
+      } else if (p == Preset::kQ5_K_M) {
+        type = GgmlType::kQ6_K;
+      }
     }
     if (cols % 256 != 0) {  // llama.cpp's fallback for rows that are not whole super-blocks
       if (type == GgmlType::kQ4_K)
@@ -170,6 +251,20 @@ void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors) {
     }
     preset_types_[t.name] = type;
   }
+}
+
+uint32_t QuantizePlanner::file_type() const {
+  switch (preset_) {
+    case Preset::kQ3_K_S: return 11;
+    case Preset::kQ3_K_M: return 12;
+    case Preset::kQ3_K_L: return 13;
+    case Preset::kQ4_K_S: return 14;
+    case Preset::kQ4_K_M: return 15;
+    case Preset::kQ5_K_S: return 16;
+    case Preset::kQ5_K_M: return 17;
+    case Preset::kNone: break;
+  }
+  return LlamaFileType(scheme_);
 }
 
 uint32_t LlamaFileType(GgmlType scheme) {
