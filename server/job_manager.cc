@@ -257,6 +257,7 @@ void JobManager::HandToFeed(const std::shared_ptr<Tracked>& tracked) {
 
 void JobManager::LoseLease(Tracked& tracked) {
   if (tracked.lease_lost.exchange(true)) return;
+  tracked.changed.notify_all();  // a Cancel waiting on the job stops waiting
   LogWarn(tracked.job.id(), "lost the job's lease to another replica; stopping it without recording anything");
 }
 
@@ -363,6 +364,10 @@ void JobManager::Accept(ClaimedJob claimed) {
     tracked->lease_token = claimed.token;
     tracked->lease_renewed = std::chrono::steady_clock::now();
     tracked->started = false;
+    // A view may be a run this replica lost before: this claim is a new run.
+    tracked->lease_lost = false;
+    tracked->cancel = false;
+    tracked->interrupt = false;
     v1::Job& job = tracked->job;
     if (claimed.cancel_requested) {
       CancelBeforeStart(*tracked);
@@ -616,22 +621,16 @@ void JobManager::Execute(const std::shared_ptr<Tracked>& tracked) {
   {
     // One critical section decides whether the job starts: a cancel that took this lock first
     // has already ended it (CANCELLED, persisted), and one that comes later finds it started.
-    std::lock_guard lock(tracked->mutex);
+    std::unique_lock lock(tracked->mutex);
     if (tracked->ended) return;
     // While draining nothing new starts: the job goes back for another replica or the next
-    // process (Close releases its lease). A job whose lease is lost is another replica's.
+    // process (Close releases its lease).
     if (draining_) return;
-    if (tracked->lease_lost) {
-      tracked->remote = true;
+    if (tracked->lease_lost) {  // lost before it started: the replica that took it over runs it
+      lock.unlock();
+      HandToFeed(tracked);
+      return;
     }
-  }
-  if (tracked->remote) {  // lost before it started: the replica that took it over runs it
-    HandToFeed(tracked);
-    return;
-  }
-  {
-    std::lock_guard lock(tracked->mutex);
-    if (tracked->ended || draining_) return;
     v1::Job& job = tracked->job;
     tracked->started = true;
     job.set_state(v1::JOB_STATE_RUNNING);
@@ -829,6 +828,7 @@ absl::StatusOr<v1::Job> JobManager::CancelElsewhere(const std::string& id) {
       tracked->job = std::move((*claimed)->job);
       tracked->lease_token = (*claimed)->token;
       tracked->started = false;
+      tracked->lease_lost = false;
       CancelBeforeStart(*tracked);
     }
     {
