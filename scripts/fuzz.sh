@@ -15,7 +15,7 @@ set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 FUZZ_DIR="${FUZZ_DIR:-$SRC/build-fuzz}"
 JOBS="${JOBS:-2}"
-FUZZERS=(gguf_reader torch_pickle torch_checkpoint safetensors_header onnx_graph)
+FUZZERS=(gguf_reader torch_pickle torch_checkpoint safetensors_header onnx_graph imatrix)
 DEBIAN_PYTHON=/usr/bin/python3  # python3-onnx and python3-numpy are Debian's, not pyenv's
 
 build() {
@@ -47,6 +47,7 @@ seed() {
       "$DEBIAN_PYTHON" "$SRC/tests/tools/make_onnx_model.py" "$corpus/external.onnx" --layers 2 --hidden 32 \
         --vocab 32 --external >/dev/null
       rm -f "$corpus"/*.data ;;
+    imatrix) cp "$SRC"/tests/data/golden/gguf-v2/presets/imatrix.dat "$corpus"/ ;;
     *) echo "fuzz.sh: unknown fuzzer '$name' (one of: ${FUZZERS[*]})" >&2; exit 2 ;;
   esac
 }
