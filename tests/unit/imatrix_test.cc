@@ -38,7 +38,7 @@ TEST(LegacyImatrix, TheGoldenFileCoversEveryWeightButTheEmbeddingColumnForColumn
   absl::StatusOr<ImportanceMatrix> matrix = ReadLegacyImatrix(**file);
   ASSERT_TRUE(matrix.ok()) << matrix.status();
   EXPECT_EQ(matrix->dataset, "random-importance");
-  auto model = store.OpenForRead(dir + "/input-f16.gguf");
+  auto model = store.OpenForRead(MODELSMITH_GGUF_V2_INPUT);
   ASSERT_TRUE(model.ok());
   absl::StatusOr<GgufFile> gguf = ReadGgufHeader(**model);
   ASSERT_TRUE(gguf.ok());

@@ -428,7 +428,7 @@ TEST_P(LlamaQuantizeGoldenTest, TheFileIsLlamaQuantizes) {
   const nlohmann::json run = nlohmann::json::parse(in)[GetParam().run];
   const nlohmann::json& expected = run["tensors"];
   ASSERT_FALSE(expected.empty());
-  absl::StatusOr<v1::JobResult> result = Run(Spec(golden + "/input-f16.gguf", type + ".gguf", type));
+  absl::StatusOr<v1::JobResult> result = Run(Spec(MODELSMITH_GGUF_V2_INPUT, type + ".gguf", type));
   ASSERT_TRUE(result.ok()) << result.status();
   Gguf got = Load(dir_.path() + "/" + type + ".gguf");
   ASSERT_EQ(got.header.tensors.size(), expected.size());

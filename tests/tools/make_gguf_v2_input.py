@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Writes tests/data/golden/gguf-v2/presets/input-f16.gguf again, byte for byte, without gguf-py.
+
+The golden set's input was written by make_llama_gguf.py (beside the golden files) with llama.cpp's
+gguf-py: `make_llama_gguf.py OUT 8 tiny 1`. This script makes the same file from the same numpy
+random stream and the GGUF v3 layout gguf-py writes (metadata in the order added, tensor infos,
+32-byte alignment), so the 10 MB input need not live in the repository; expected.json's hashes of
+llama-quantize's outputs are checked against what our job makes of it.
+
+  make_gguf_v2_input.py OUT.gguf
+"""
+import struct
+import sys
+
+import numpy as np
+
+LAYERS, H, F, NH, NKV, V, SEED = 8, 256, 512, 4, 2, 512, 1
+ALIGN = 32
+U32, F32, STRING, ARRAY, I32 = 4, 6, 8, 9, 5
+
+
+def string(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def kv(key, vtype, payload):
+    return string(key) + struct.pack("<I", vtype) + payload
+
+
+def main():
+    out = sys.argv[1]
+    rng = np.random.default_rng(SEED)
+    kvs = [
+        kv("general.architecture", STRING, string("llama")),
+        kv("llama.context_length", U32, struct.pack("<I", 2048)),
+        kv("llama.embedding_length", U32, struct.pack("<I", H)),
+        kv("llama.block_count", U32, struct.pack("<I", LAYERS)),
+        kv("llama.feed_forward_length", U32, struct.pack("<I", F)),
+        kv("llama.attention.head_count", U32, struct.pack("<I", NH)),
+        kv("llama.attention.head_count_kv", U32, struct.pack("<I", NKV)),
+        kv("llama.attention.layer_norm_rms_epsilon", F32, struct.pack("<f", 1e-5)),
+        kv("llama.rope.dimension_count", U32, struct.pack("<I", H // NH)),
+        kv("general.file_type", U32, struct.pack("<I", 1)),
+        kv("tokenizer.ggml.model", STRING, string("llama")),
+        kv("tokenizer.ggml.tokens", ARRAY,
+           struct.pack("<IQ", STRING, V) + b"".join(string(f"t{i}") for i in range(V))),
+        kv("tokenizer.ggml.scores", ARRAY, struct.pack("<IQ", F32, V) + np.zeros(V, "<f4").tobytes()),
+        kv("tokenizer.ggml.token_type", ARRAY, struct.pack("<IQ", I32, V) + np.ones(V, "<i4").tobytes()),
+    ]
+    tensors = []
+
+    def t(name, *shape, f32=False):
+        a = rng.standard_normal(shape, dtype=np.float32) * 0.02
+        tensors.append((name, a if f32 else a.astype(np.float16)))
+
+    t("token_embd.weight", V, H)
+    for i in range(LAYERS):
+        p = f"blk.{i}."
+        t(p + "attn_norm.weight", H, f32=True)
+        t(p + "attn_q.weight", H, H)
+        t(p + "attn_k.weight", H * NKV // NH, H)
+        t(p + "attn_v.weight", H * NKV // NH, H)
+        t(p + "attn_output.weight", H, H)
+        t(p + "ffn_norm.weight", H, f32=True)
+        t(p + "ffn_gate.weight", F, H)
+        t(p + "ffn_up.weight", F, H)
+        t(p + "ffn_down.weight", H, F)
+    t("output_norm.weight", H, f32=True)
+    t("output.weight", V, H)
+
+    def pad(n):
+        return (ALIGN - n % ALIGN) % ALIGN
+
+    infos, offset = b"", 0
+    for name, a in tensors:
+        dims = list(reversed(a.shape))
+        infos += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        infos += struct.pack("<IQ", 0 if a.dtype == np.float32 else 1, offset)
+        offset += a.nbytes + pad(a.nbytes)
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + infos
+    with open(out, "wb") as f:
+        f.write(header + b"\0" * pad(len(header)))
+        for _, a in tensors:
+            f.write(a.tobytes() + b"\0" * pad(a.nbytes))
+
+
+if __name__ == "__main__":
+    main()
