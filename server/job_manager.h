@@ -25,6 +25,8 @@
 // manifest is written last and replaced whole, and the run that took over replaces whatever the
 // old one left (a rerun's leftovers are its own).
 //
+// Sources: job_manager.cc (submit, run, get, list, watch, drain), job_claims.cc (start, claims,
+// leases, heartbeats, wake-ups), job_cancel.cc (cancel here or through the store).
 // Thread-safe; no method holds a lock across another job's preflight.
 #ifndef MODELSMITH_SERVER_JOB_MANAGER_H_
 #define MODELSMITH_SERVER_JOB_MANAGER_H_

@@ -112,9 +112,9 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
   if (!requantize.ok()) return requantize.status();
   GgufPlan plan{*std::move(model), std::move(planner), {}, false, *std::move(requantize)};
   const std::vector<size_t> order = LlamaQuantizeOrder(plan.model.tensors);
-  std::vector<TensorInfo> ordered;
+  std::vector<const TensorInfo*> ordered;
   ordered.reserve(order.size());
-  for (size_t index : order) ordered.push_back(plan.model.tensors[index]);
+  for (size_t index : order) ordered.push_back(&plan.model.tensors[index]);
   plan.planner.PrepareForModel(ordered, FactsOf(plan.model));
   for (size_t index : order) {
     const TensorInfo& stored = plan.model.tensors[index];

@@ -139,7 +139,7 @@ absl::StatusOr<TensorPlan> QuantizePlanner::Plan(const TensorInfo& tensor) const
   return plan;
 }
 
-void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors, const ModelFacts& facts) {
+void QuantizePlanner::PrepareForModel(const std::vector<const TensorInfo*>& tensors, const ModelFacts& facts) {
   preset_types_.clear();
   if (preset_ == Preset::kNone) return;
   // llama.cpp's llama_tensor_get_type (src/llama-quant.cpp) for these presets, in its order.
@@ -148,16 +148,17 @@ void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors, co
   const bool eight_experts = facts.n_expert == 8;
   int n_layer = facts.n_layer;
   if (n_layer == 0) {
-    for (const TensorInfo& t : tensors) {
+    for (const TensorInfo* t : tensors) {
       int layer = -1;
-      if (std::sscanf(t.name.c_str(), "blk.%d.", &layer) == 1) n_layer = std::max(n_layer, layer + 1);
+      if (std::sscanf(t->name.c_str(), "blk.%d.", &layer) == 1) n_layer = std::max(n_layer, layer + 1);
     }
   }
   const bool is_70b = facts.arch == "llama" && n_layer == 80;
   const bool has_output =
-      std::any_of(tensors.begin(), tensors.end(), [](const TensorInfo& t) { return t.name == "output.weight"; });
+      std::any_of(tensors.begin(), tensors.end(), [](const TensorInfo* t) { return t->name == "output.weight"; });
   int n_attention_wv = 0;
-  for (const TensorInfo& t : tensors) {
+  for (const TensorInfo* tensor : tensors) {
+    const TensorInfo& t = *tensor;
     n_attention_wv += absl::StrContains(t.name, "attn_v.weight") || absl::StrContains(t.name, "attn_qkv.weight") ||
                       absl::StrContains(t.name, "attn_kv_b.weight");
   }
@@ -169,7 +170,8 @@ void QuantizePlanner::PrepareForModel(const std::vector<TensorInfo>& tensors, co
   };
   int i_attention_wv = 0, i_ffn_down = 0;
   const Preset p = preset_;
-  for (const TensorInfo& t : tensors) {
+  for (const TensorInfo* tensor : tensors) {
+    const TensorInfo& t = *tensor;
     if (t.shape.size() < 2) continue;
     const uint64_t cols = t.shape.back();
     GgmlType type = scheme_;

@@ -54,7 +54,7 @@ class QuantizePlanner {
   };
   // Presets decide by the tensor's position among its class, so they need the whole model first,
   // in llama-quantize's order (by layer, then name). A no-op for plain types.
-  void PrepareForModel(const std::vector<TensorInfo>& tensors, const ModelFacts& facts);
+  void PrepareForModel(const std::vector<const TensorInfo*>& tensors, const ModelFacts& facts);
 
   // The decision for one tensor. INVALID_ARGUMENT naming the tensor when it cannot be written
   // to GGUF at all (a dtype GGUF lacks, more than 4 dimensions) or, with `strict`, cannot take
