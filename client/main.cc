@@ -279,9 +279,10 @@ int Main(int argc, char** argv) {
       submit->add_subcommand("quantize", "quantize a model to a GGUF type or a bitsandbytes / quanto / ChatGLM layout");
   v1::SubmitJobRequest quantize_request;
   v1::QuantizeSpec& qspec = *quantize_request.mutable_spec()->mutable_quantize();
-  std::string q_input, q_output, q_scheme, q_request_id, q_max_split;
+  std::string q_input, q_output, q_scheme, q_request_id, q_max_split, q_imatrix, q_output_type, q_embedding_type;
   std::vector<std::string> q_tensor_types, q_include, q_exclude;
-  bool q_allow_requantize = false, q_strict = false, q_overwrite = false, q_watch = false;
+  bool q_allow_requantize = false, q_strict = false, q_overwrite = false, q_watch = false, q_pure = false,
+       q_leave_output = false;
   uint64_t q_min_elements = 0;
   uint32_t q_block_size = 0, q_group_size = 0;
   bool q_double_quant = false;
@@ -290,13 +291,18 @@ int Main(int argc, char** argv) {
   quantize->add_option("--output", q_output, "a .gguf file for GGUF types, a directory for layouts")->required();
   quantize
       ->add_option("--scheme", q_scheme,
-                   "Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32, or bnb_int8 bnb_nf4 bnb_fp4 "
-                   "quanto_int8 quanto_int4 chatglm_int8 chatglm_int4")
+                   "a llama-quantize ftype (Q4_K_M, Q6_K, IQ4_XS, Q8_0, ... with its per-tensor types), or "
+                   "bnb_int8 bnb_nf4 bnb_fp4 quanto_int8 quanto_int4 chatglm_int8 chatglm_int4")
       ->required();
   quantize->add_option("--block-size", q_block_size, "bnb_nf4/bnb_fp4 block size, 32..4096 (default 64)");
   quantize->add_flag("--double-quant", q_double_quant, "bnb_nf4/bnb_fp4: quantize the absmax values too");
   quantize->add_option("--group-size", q_group_size, "quanto_int4 group size (default as quanto: 128, 96, 64, 32)");
   quantize->add_option("--max-split-size", q_max_split, "GGUF: write parts of at most SIZE (OUT-00001-of-0000N.gguf)");
+  quantize->add_flag("--pure", q_pure, "GGUF: every weight the scheme's base type (no per-tensor rules)");
+  quantize->add_option("--imatrix", q_imatrix, "GGUF: importance matrix from llama-imatrix (.dat or .gguf)");
+  quantize->add_option("--output-tensor-type", q_output_type, "GGUF: the type of output.weight");
+  quantize->add_option("--token-embedding-type", q_embedding_type, "GGUF: the type of token_embd.weight");
+  quantize->add_flag("--leave-output-tensor", q_leave_output, "GGUF: do not quantize output.weight");
   quantize->add_option("--tensor-type", q_tensor_types, "REGEX=TYPE: tensors matching REGEX get TYPE (repeatable)");
   quantize->add_option("--include", q_include, "quantize only tensors matching these regexes");
   quantize->add_option("--exclude", q_exclude, "keep tensors matching these regexes");
@@ -329,6 +335,11 @@ int Main(int argc, char** argv) {
     qspec.set_double_quant(q_double_quant);
     qspec.set_group_size(q_group_size);
     qspec.set_max_split_size(q_max_split);
+    qspec.set_pure(q_pure);
+    if (!q_imatrix.empty()) qspec.set_imatrix(AbsoluteIfLocalPath(q_imatrix));
+    qspec.set_output_tensor_type(q_output_type);
+    qspec.set_token_embedding_type(q_embedding_type);
+    qspec.set_leave_output_tensor(q_leave_output);
     qspec.set_snr_warning_db(q_snr_warning);
     qspec.set_allow_requantize(q_allow_requantize);
     qspec.set_strict(q_strict);

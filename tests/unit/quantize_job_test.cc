@@ -14,6 +14,8 @@
 #include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/checkpoint_files.h"
+#include "tests/support/gguf_file.h"
+#include "tests/support/quantize_job_fixture.h"
 #include "tests/support/recording_context.h"
 #include "tests/support/temp_dir.h"
 #include "workers/common/error.h"
@@ -31,68 +33,17 @@ namespace fs = std::filesystem;
 
 std::string GoldenDir() { return std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf"; }
 
-struct Gguf {
-  std::unique_ptr<RandomAccessObject> object;
-  GgufFile header;
-  const GgufTensor* Find(const std::string& name) const {
-    for (const GgufTensor& t : header.tensors) {
-      if (t.name == name) return &t;
-    }
-    return nullptr;
-  }
-  std::string Data(const GgufTensor& t) const {
-    std::string bytes(t.size_bytes, '\0');
-    EXPECT_TRUE(
-        object->ReadAt(header.data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(bytes.data())).ok());
-    return bytes;
-  }
-};
+Gguf Load(const std::string& path) { return LoadGguf(path); }
 
-Gguf Load(const std::string& path) {
-  LocalObjectStore store;
-  Gguf g;
-  auto object = store.OpenForRead(path);
-  EXPECT_TRUE(object.ok()) << path << ": " << object.status();
-  if (!object.ok()) return g;
-  g.object = *std::move(object);
-  auto header = ReadGgufHeader(*g.object);
-  EXPECT_TRUE(header.ok()) << header.status();
-  if (header.ok()) g.header = *std::move(header);
-  return g;
-}
-
-class QuantizeJobTest : public ::testing::Test {
- protected:
-  absl::StatusOr<v1::JobResult> Run(const v1::QuantizeSpec& spec) {
-    JobRun run;
-    run.job_id = "job-test";
-    *run.spec.mutable_quantize() = spec;
-    run.router = &router_;
-    return RunJob(run, context_);
-  }
-  v1::QuantizeSpec Spec(const std::string& input, const std::string& output, const std::string& scheme) {
-    v1::QuantizeSpec spec;
-    spec.set_input(input);
-    spec.set_output(dir_.path() + "/" + output);
-    spec.set_scheme(scheme);
-    return spec;
-  }
-  std::vector<std::string> Codes() {
-    std::vector<std::string> codes;
-    for (const auto& [code, tensor] : context_.warnings()) codes.push_back(code);
-    return codes;
-  }
-
-  TempDir dir_;
-  StorageRouter router_{{}};
-  RecordingContext context_;
-};
+using QuantizeJobTest = QuantizeJobFixture;
 
 class QuantizeGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(QuantizeGoldenTest, JobOutputMatchesLlamaQuantizeTensorByTensor) {
   const std::string type = GetParam();
-  absl::StatusOr<v1::JobResult> result = Run(Spec(GoldenDir() + "/input-f32.gguf", type + ".gguf", type));
+  v1::QuantizeSpec spec = Spec(GoldenDir() + "/input-f32.gguf", type + ".gguf", type);
+  spec.set_pure(true);  // the golden set was made with --pure
+  absl::StatusOr<v1::JobResult> result = Run(spec);
   ASSERT_TRUE(result.ok()) << result.status();
   Gguf got = Load(dir_.path() + "/" + type + ".gguf");
   Gguf want = Load(GoldenDir() + "/expected-" + type + ".gguf");
@@ -407,60 +358,6 @@ TEST_F(QuantizeJobTest, BadSpecsNameTheField) {
   spec.mutable_quantize()->add_include("([unclosed");
   EXPECT_EQ(ContextOf(ValidateSpec(spec))["field"], "quantize.include[0]");
 }
-
-// llama-quantize's own runs on an 8-layer F16 model (tests/data/golden/gguf-v2,
-// presets/expected.json): every tensor's type and data bytes, then the whole file. "pure-T" is
-// `--pure` with type T: at this size some Q4_0 and Q5_0 blocks land exactly on a rounding boundary
-// of `x*id + 8.5f`, which a fused multiply-add rounds differently from ggml's two roundings.
-// "plain-P" is preset P without an importance matrix: every tensor's type by llama's rules.
-struct LlamaRun {
-  const char* run;     // the entry of expected.json
-  const char* scheme;  // what the spec asks for
-};
-
-class LlamaQuantizeGoldenTest : public QuantizeJobTest, public ::testing::WithParamInterface<LlamaRun> {};
-
-TEST_P(LlamaQuantizeGoldenTest, TheFileIsLlamaQuantizes) {
-  const std::string type = GetParam().scheme;
-  const std::string golden = std::string(MODELSMITH_SOURCE_DIR) + "/tests/data/golden/gguf-v2/presets";
-  std::ifstream in(golden + "/expected.json");
-  ASSERT_TRUE(in) << golden;
-  const nlohmann::json run = nlohmann::json::parse(in)[GetParam().run];
-  const nlohmann::json& expected = run["tensors"];
-  ASSERT_FALSE(expected.empty());
-  absl::StatusOr<v1::JobResult> result = Run(Spec(MODELSMITH_GGUF_V2_INPUT, type + ".gguf", type));
-  ASSERT_TRUE(result.ok()) << result.status();
-  Gguf got = Load(dir_.path() + "/" + type + ".gguf");
-  ASSERT_EQ(got.header.tensors.size(), expected.size());
-  int differing = 0;
-  for (const auto& [name, want] : expected.items()) {
-    const GgufTensor* tensor = got.Find(name);
-    ASSERT_NE(tensor, nullptr) << name;
-    EXPECT_EQ(GgmlTypeName(tensor->type), want[0].get<std::string>()) << name;
-    const std::string data = got.Data(*tensor);
-    differing += Sha256Hex(data) != want[1].get<std::string>();
-    EXPECT_EQ(Sha256Hex(data), want[1].get<std::string>()) << type << " " << name;
-  }
-  EXPECT_EQ(differing, 0) << type << ": tensors whose bytes differ from llama-quantize's";
-  // The whole file, too (issue 19, part 1): llama-quantize's tensor order (by layer, then name),
-  // its metadata order (quantization_version, then file_type, last) and its padding.
-  std::vector<std::string> order;
-  for (const GgufTensor& t : got.header.tensors) order.push_back(t.name);
-  EXPECT_EQ(order, run["tensor_order"].get<std::vector<std::string>>());
-  std::ifstream file(dir_.path() + "/" + type + ".gguf", std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(file)), {});
-  EXPECT_EQ(bytes.size(), run["file_bytes"].get<uint64_t>());
-  EXPECT_EQ(Sha256Hex(bytes), run["file_sha256"].get<std::string>()) << type << ": the file differs";
-}
-
-INSTANTIATE_TEST_SUITE_P(GgufV2, LlamaQuantizeGoldenTest,
-                         ::testing::Values(LlamaRun{"pure-Q4_0", "Q4_0"}, LlamaRun{"pure-Q4_1", "Q4_1"},
-                                           LlamaRun{"pure-Q5_0", "Q5_0"}, LlamaRun{"pure-Q5_1", "Q5_1"},
-                                           LlamaRun{"pure-Q8_0", "Q8_0"}, LlamaRun{"plain-Q3_K_M", "Q3_K_M"},
-                                           LlamaRun{"plain-Q4_K_S", "Q4_K_S"}, LlamaRun{"plain-Q5_K_S", "Q5_K_S"}),
-                         [](const auto& info) {
-                           return std::string(info.param.run).replace(std::string(info.param.run).find('-'), 1, "_");
-                         });
 
 }  // namespace
 }  // namespace modelsmith

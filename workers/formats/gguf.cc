@@ -196,6 +196,27 @@ std::optional<std::string> GgufKv::AsString() const {
   return value_bytes.substr(8);
 }
 
+std::optional<std::vector<std::string>> GgufKv::AsStringArray() const {
+  uint32_t element_type = 0;
+  uint64_t count = 0;
+  if (type != GgufValueType::kArray || value_bytes.size() < 12) return std::nullopt;
+  std::memcpy(&element_type, value_bytes.data(), 4);
+  std::memcpy(&count, value_bytes.data() + 4, 8);
+  if (element_type != static_cast<uint32_t>(GgufValueType::kString)) return std::nullopt;
+  std::vector<std::string> values;
+  size_t at = 12;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t length = 0;
+    if (value_bytes.size() - at < 8) return std::nullopt;
+    std::memcpy(&length, value_bytes.data() + at, 8);
+    at += 8;
+    if (value_bytes.size() - at < length) return std::nullopt;
+    values.push_back(value_bytes.substr(at, length));
+    at += length;
+  }
+  return values;
+}
+
 GgufKv GgufKv::String(std::string key, const std::string& value) {
   GgufKv kv{std::move(key), GgufValueType::kString, ""};
   AppendString(kv.value_bytes, value);
@@ -204,6 +225,12 @@ GgufKv GgufKv::String(std::string key, const std::string& value) {
 
 GgufKv GgufKv::U32(std::string key, uint32_t value) {
   GgufKv kv{std::move(key), GgufValueType::kU32, ""};
+  AppendScalar(kv.value_bytes, value);
+  return kv;
+}
+
+GgufKv GgufKv::I32(std::string key, int32_t value) {
+  GgufKv kv{std::move(key), GgufValueType::kI32, ""};
   AppendScalar(kv.value_bytes, value);
   return kv;
 }

@@ -54,11 +54,13 @@ struct GgufKv {
   GgufValueType type;
   std::string value_bytes;
 
-  std::optional<uint64_t> AsUnsigned() const;   // U8/U16/U32/U64 (and non-negative signed)
-  std::optional<std::string> AsString() const;  // STRING
+  std::optional<uint64_t> AsUnsigned() const;                     // U8/U16/U32/U64 (and non-negative signed)
+  std::optional<std::string> AsString() const;                    // STRING
+  std::optional<std::vector<std::string>> AsStringArray() const;  // ARRAY of STRING
 
   static GgufKv String(std::string key, const std::string& value);
   static GgufKv U32(std::string key, uint32_t value);
+  static GgufKv I32(std::string key, int32_t value);
   static GgufKv F32(std::string key, float value);
   static GgufKv Bool(std::string key, bool value);
   static GgufKv StringArray(std::string key, const std::vector<std::string>& values);

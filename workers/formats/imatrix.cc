@@ -3,8 +3,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "workers/common/error.h"
+#include "workers/formats/gguf.h"
 
 namespace modelsmith {
 namespace {
@@ -101,6 +103,78 @@ absl::StatusOr<ImportanceMatrix> ReadLegacyImatrix(const RandomAccessObject& fil
   matrix.dataset.resize(static_cast<size_t>(*dataset_length));
   if (absl::Status s = in.Read(matrix.dataset.data(), matrix.dataset.size(), "the dataset name"); !s.ok()) return s;
   return matrix;
+}
+
+absl::StatusOr<ImportanceMatrix> ReadGgufImatrix(const RandomAccessObject& file) {
+  const Cursor errors(file);
+  absl::StatusOr<GgufFile> gguf = ReadGgufHeader(file);
+  if (!gguf.ok()) return errors.Invalid(std::string(gguf.status().message()));
+  ImportanceMatrix matrix;
+  const GgufKv* datasets = gguf->Find("imatrix.datasets");
+  const GgufKv* chunk_count = gguf->Find("imatrix.chunk_count");
+  if (datasets == nullptr || chunk_count == nullptr || gguf->Find("imatrix.chunk_size") == nullptr) {
+    return errors.Invalid("imatrix.datasets, imatrix.chunk_count and imatrix.chunk_size are required");
+  }
+  std::optional<std::vector<std::string>> names = datasets->AsStringArray();
+  std::optional<uint64_t> chunks = chunk_count->AsUnsigned();
+  if (!names || !chunks || *chunks > INT32_MAX) {
+    return errors.Invalid("imatrix.datasets must be a string array and imatrix.chunk_count a count");
+  }
+  if (!names->empty()) matrix.dataset = names->front();
+  matrix.chunks = static_cast<int32_t>(*chunks);
+  struct Pair {
+    const GgufTensor* sums = nullptr;
+    const GgufTensor* counts = nullptr;
+  };
+  std::map<std::string, Pair> pairs;
+  for (const GgufTensor& t : gguf->tensors) {
+    if (absl::EndsWith(t.name, ".in_sum2")) {
+      pairs[t.name.substr(0, t.name.size() - 8)].sums = &t;
+    } else if (absl::EndsWith(t.name, ".counts")) {
+      pairs[t.name.substr(0, t.name.size() - 7)].counts = &t;
+    }
+  }
+  if (pairs.empty()) return errors.Invalid("it holds no in_sum2/counts tensors");
+  auto read_f32 = [&](const GgufTensor& t, std::vector<float>& out) -> absl::Status {
+    out.resize(t.size_bytes / sizeof(float));
+    return file.ReadAt(gguf->data_start + t.offset, t.size_bytes, reinterpret_cast<std::byte*>(out.data()));
+  };
+  std::vector<float> sums, counts;
+  for (const auto& [name, pair] : pairs) {
+    if (pair.sums == nullptr || pair.counts == nullptr) {
+      return errors.Invalid(
+          absl::StrCat("'", name, "' has ", pair.sums == nullptr ? "counts but no in_sum2" : "in_sum2 but no counts"));
+    }
+    const GgufTensor& s = *pair.sums;
+    const GgufTensor& c = *pair.counts;
+    const uint64_t n_matrices = s.ne.size() > 1 ? s.ne[1] : 1;
+    const uint64_t n_counts = c.size_bytes / sizeof(float);
+    if (s.type != GgmlType::kF32 || c.type != GgmlType::kF32 || s.ne.size() > 2 || n_counts != n_matrices) {
+      return errors.Invalid(absl::StrCat("'", name, "': in_sum2 and counts must be F32 of ne [n, m] and [1, m]"));
+    }
+    if (absl::Status st = read_f32(s, sums); !st.ok()) return st;
+    if (absl::Status st = read_f32(c, counts); !st.ok()) return st;
+    const uint64_t n = s.ne[0];
+    std::vector<float> values(sums.size());
+    for (uint64_t j = 0; j < n_matrices; ++j) {
+      for (uint64_t i = 0; i < n; ++i) {
+        const float v = counts[j] > 0.0f ? sums[j * n + i] / counts[j] : 1.0f;
+        if (!std::isfinite(v)) return errors.Invalid(absl::StrCat("'", name, "' holds a non-finite value"));
+        values[j * n + i] = v;
+      }
+    }
+    matrix.values.emplace(name, std::move(values));
+  }
+  return matrix;
+}
+
+absl::StatusOr<ImportanceMatrix> ReadImatrix(const RandomAccessObject& file) {
+  char magic[4] = {};
+  if (file.size_bytes() >= 4) {
+    if (absl::Status s = file.ReadAt(0, 4, reinterpret_cast<std::byte*>(magic)); !s.ok()) return s;
+    if (std::memcmp(magic, "GGUF", 4) == 0) return ReadGgufImatrix(file);
+  }
+  return ReadLegacyImatrix(file);
 }
 
 }  // namespace modelsmith

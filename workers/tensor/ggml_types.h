@@ -26,12 +26,23 @@ enum class GgmlType : uint32_t {
   kQ5_K = 13,
   kQ6_K = 14,
   kQ8_K = 15,
+  kIQ2_XXS = 16,
+  kIQ2_XS = 17,
+  kIQ3_XXS = 18,
+  kIQ1_S = 19,
+  kIQ4_NL = 20,
+  kIQ3_S = 21,
+  kIQ2_S = 22,
+  kIQ4_XS = 23,
   kI8 = 24,
   kI16 = 25,
   kI32 = 26,
   kI64 = 27,
   kF64 = 28,
+  kIQ1_M = 29,
   kBF16 = 30,
+  kTQ1_0 = 34,
+  kTQ2_0 = 35,
 };
 
 struct GgmlTypeTraits {
@@ -43,7 +54,8 @@ struct GgmlTypeTraits {
 };
 
 // Traits of a known type; nullopt for a value ggml does not define or Modelsmith does not handle
-// (the IQ* and ternary types, which are refused with their number).
+// (removed and experimental types such as Q4_0_4_4 or MXFP4, refused with their number). A type
+// with traits may still lack a codec: quantize_rows.h says which ones Modelsmith encodes.
 std::optional<GgmlTypeTraits> GgmlTraits(uint32_t type);
 std::optional<GgmlTypeTraits> GgmlTraitsByName(absl::string_view name);  // case-sensitive, "Q4_K"
 // The name of a type Modelsmith handles ("Q4_K"); "?" otherwise.

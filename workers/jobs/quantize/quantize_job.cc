@@ -17,6 +17,7 @@
 #include "workers/jobs/core/manifest.h"
 #include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
+#include "workers/jobs/quantize/quantize_importance.h"
 #include "workers/jobs/quantize/quantize_plan.h"
 #include "workers/jobs/quantize/quantize_report.h"
 #include "workers/formats/quantized_weight_reader.h"
@@ -52,6 +53,8 @@ struct PlannedTensor {
   // Set for a weight held in a bitsandbytes / quanto / ChatGLM / fp8 layout: it is read back
   // through this, and `source` is its stand-in float tensor.
   const QuantizedWeightReader* reader = nullptr;
+  // Its importance values (columns x experts), or null.
+  const std::vector<float>* importance = nullptr;
 };
 
 struct GgufPlan {
@@ -60,6 +63,7 @@ struct GgufPlan {
   std::vector<PlannedTensor> tensors;
   bool requantizes = false;
   RequantizeInputs requantize;
+  JobImportance importance;
 };
 
 bool IsBlockType(GgmlType t) { return GgmlTraits(static_cast<uint32_t>(t))->quantized; }
@@ -96,6 +100,8 @@ QuantizePlanner::ModelFacts FactsOf(const ModelView& model) {
   };
   facts.n_layer = count("block_count");
   facts.n_expert = count("expert_count");
+  facts.n_head = count("attention.head_count");
+  facts.n_head_kv = count("attention.head_count_kv");
   return facts;
 }
 
@@ -110,12 +116,16 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
   if (!config.ok()) return config.status();
   absl::StatusOr<RequantizeInputs> requantize = OpenRequantizeInputs(*model, *config, spec.allow_requantize());
   if (!requantize.ok()) return requantize.status();
-  GgufPlan plan{*std::move(model), std::move(planner), {}, false, *std::move(requantize)};
+  absl::StatusOr<JobImportance> importance = LoadJobImportance(spec, router);
+  if (!importance.ok()) return importance.status();
+  GgufPlan plan{*std::move(model), std::move(planner), {}, false, *std::move(requantize), *std::move(importance)};
   const std::vector<size_t> order = LlamaQuantizeOrder(plan.model.tensors);
   std::vector<const TensorInfo*> ordered;
   ordered.reserve(order.size());
   for (size_t index : order) ordered.push_back(&plan.model.tensors[index]);
-  plan.planner.PrepareForModel(ordered, FactsOf(plan.model));
+  QuantizePlanner::ModelFacts facts = FactsOf(plan.model);
+  facts.has_imatrix = plan.importance.matrix != nullptr;
+  plan.planner.PrepareForModel(ordered, facts);
   for (size_t index : order) {
     const TensorInfo& stored = plan.model.tensors[index];
     const QuantizedWeightReader* reader = nullptr;
@@ -148,6 +158,12 @@ absl::StatusOr<GgufPlan> MakeGgufPlan(const v1::QuantizeSpec& spec, QuantizePlan
                        {{"tensor", t.name}});
     }
     PlannedTensor p{&t, *decision, {}, 1, 0, reader};
+    if (decision->target_type != decision->source_type && IsBlockType(decision->target_type)) {
+      absl::StatusOr<const std::vector<float>*> values =
+          ImportanceFor(plan.importance, plan.planner, t, decision->target_type);
+      if (!values.ok()) return values.status();
+      p.importance = *values;
+    }
     p.row_elements = t.shape.empty() ? 1 : t.shape.back();
     const uint64_t elements = ElementCount(t.shape).value_or(0);
     p.rows = p.row_elements == 0 ? 0 : elements / p.row_elements;
@@ -176,6 +192,7 @@ std::vector<GgufKv> OutputKvs(const GgufPlan& plan) {
   }
   kvs.push_back(version);
   kvs.push_back(file_type);
+  for (GgufKv& kv : ImportanceKvs(plan.importance)) kvs.push_back(std::move(kv));
   return kvs;
 }
 
@@ -239,6 +256,26 @@ absl::Status AppendZeros(ObjectWriter& writer, uint64_t count) {
   return writer.Append({kZeros, static_cast<size_t>(count)});
 }
 
+// Encodes rows [first, first + count) of `t`; with importance data, each row with its expert's
+// slice (a 3-D tensor's experts each have their own columns' values, as llama-quantize passes them).
+void EncodeWithImportance(const PlannedTensor& t, uint64_t first, uint64_t count, const float* values,
+                          uint8_t* target) {
+  const uint64_t target_row_bytes = *GgmlRowBytes(t.plan.target_type, t.row_elements);
+  if (t.importance == nullptr) {
+    EncodeRows(t.plan.target_type, values, count, t.row_elements, target);
+    return;
+  }
+  const std::vector<uint64_t>& shape = t.source->shape;
+  const uint64_t rows_per_expert = shape.size() >= 3 ? shape[shape.size() - 2] : t.rows;
+  for (uint64_t row = first; row < first + count;) {
+    const uint64_t expert = row / rows_per_expert;
+    const uint64_t rows = std::min(first + count, (expert + 1) * rows_per_expert) - row;
+    EncodeRows(t.plan.target_type, values + (row - first) * t.row_elements, rows, t.row_elements,
+               target + (row - first) * target_row_bytes, t.importance->data() + expert * t.row_elements);
+    row += rows;
+  }
+}
+
 // Writes one tensor that changes type, chunk by chunk; fills `quality`. Each chunk is cut into
 // parts of about kPartElements that the compute threads take in any order, each reading its own
 // rows and writing its own slice of the chunk's output and its own quality figures; the figures
@@ -292,7 +329,7 @@ absl::Status Transcode(const PlannedTensor& t, const RandomAccessObject& file, P
                    w.values.data());
       }
       uint8_t* target = reinterpret_cast<uint8_t*>(encoded.get()) + (first - row) * target_row_bytes;
-      EncodeRows(t.plan.target_type, w.values.data(), count, t.row_elements, target);
+      EncodeWithImportance(t, first, count, w.values.data(), target);
       DecodeRows(t.plan.target_type, target, count, t.row_elements, w.back.data());
       part_quality[part].Add(w.values.data(), w.back.data(), elements);
     });

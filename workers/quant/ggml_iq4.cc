@@ -1,0 +1,164 @@
+#include "workers/quant/ggml_iq4.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "workers/quant/half.h"
+#include "workers/quant/qkx2_search.h"
+#include "workers/quant/scale_search.h"
+
+namespace modelsmith {
+namespace {
+
+// The 16 levels both types index (ggml-common.h kvalues_iq4nl), ascending.
+constexpr int8_t kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+constexpr int kTries = 7;
+
+// The index of the level nearest x (the lower one on ties), by bisection as ggml finds it.
+int NearestLevel(float x) {
+  if (x <= kLevels[0]) return 0;
+  if (x >= kLevels[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (x < kLevels[mid]) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return x - kLevels[hi - 1] < kLevels[hi] - x ? hi - 1 : hi;
+}
+
+// One 32-element block's scale: the weighted least-squares fit over 2 * kTries + 1 candidate
+// inverse scales around the one that maps the largest magnitude to -127. 0 for an all-zero block.
+float BlockScale(const float* xb, const float* weight) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float ax = std::fabs(xb[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = xb[j];
+    }
+  }
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / kLevels[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float q = kLevels[NearestLevel(id * xb[j])];
+    sumqx += weight[j] * q * xb[j];
+    sumq2 += weight[j] * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int itry = -kTries; itry <= kTries; ++itry) {
+    id = (itry + kLevels[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = kLevels[NearestLevel(id * xb[j])];
+      sumqx += weight[j] * q * xb[j];
+      sumq2 += weight[j] * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
+}
+
+// Weights of one 32-element block: qw * sqrt(sigma2 + x^2), or x^2 without importance data.
+void BlockWeights(const float* xb, const float* qw, float sigma2, float* weight) {
+  for (int j = 0; j < 32; ++j) weight[j] = qw ? qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]) : xb[j] * xb[j];
+}
+
+float MeanSquareTimesTwo(const float* x, int count) {
+  float sigma2 = 0;
+  for (int j = 0; j < count; ++j) sigma2 += x[j] * x[j];
+  return sigma2 * (2.f / count);
+}
+
+// Indices of `count` values against inverse scale `id`, packed as ggml packs them: within each
+// 32 values, element j in the low nibble of byte j and element j + 16 in its high nibble.
+void PackIndices(const float* x, int count, float id, uint8_t* qs) {
+  uint8_t L[256];
+  for (int j = 0; j < count; ++j) L[j] = static_cast<uint8_t>(NearestLevel(id * x[j]));
+  for (int i = 0; i < count / 32; ++i) {
+    for (int j = 0; j < 16; ++j) qs[16 * i + j] = static_cast<uint8_t>(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
+  }
+}
+
+}  // namespace
+
+void QuantizeRowIQ4_NL(const float* x, size_t n, const float* qw, uint8_t* out) {
+  float weight[32];
+  for (size_t b = 0; b < n / 32; ++b, x += 32, out += 18) {
+    BlockWeights(x, qw ? qw + 32 * b : nullptr, MeanSquareTimesTwo(x, 32), weight);
+    const float scale = BlockScale(x, weight);
+    StoreFp16(out, scale);
+    PackIndices(x, 32, scale ? 1 / scale : 0, out + 2);
+  }
+}
+
+void QuantizeRowIQ4_XS(const float* x, size_t n, const float* qw, uint8_t* out) {
+  float weight[32], scales[8];
+  for (size_t b = 0; b < n / 256; ++b, x += 256, out += 136) {
+    const float sigma2 = MeanSquareTimesTwo(x, 256);
+    float max_scale = 0, amax_scale = 0;
+    for (int ib = 0; ib < 8; ++ib) {
+      BlockWeights(x + 32 * ib, qw ? qw + 256 * b + 32 * ib : nullptr, sigma2, weight);
+      scales[ib] = BlockScale(x + 32 * ib, weight);
+      if (std::fabs(scales[ib]) > amax_scale) {
+        amax_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    // Layout: d (FP16), scales_h (2 bits per sub-block), scales_l (4 bits per sub-block), qs.
+    const float d = -max_scale / 32;
+    StoreFp16(out, d);
+    const float id = d ? 1 / d : 0.f;
+    uint16_t scales_h = 0;
+    uint8_t* scales_l = out + 4;
+    std::memset(scales_l, 0, 4);
+    for (int ib = 0; ib < 8; ++ib) {
+      int l = std::clamp(GgmlNearestInt(id * scales[ib]), -32, 31);
+      const float dl = d * l;
+      PackIndices(x + 32 * ib, 32, dl ? 1 / dl : 0.f, out + 8 + 16 * ib);
+      l += 32;
+      scales_l[ib / 2] |= static_cast<uint8_t>((l & 0xF) << (4 * (ib % 2)));
+      scales_h |= static_cast<uint16_t>((l >> 4) << (2 * ib));
+    }
+    std::memcpy(out + 2, &scales_h, 2);
+  }
+}
+
+void DequantizeRowIQ4_NL(const uint8_t* in, size_t n, float* y) {
+  for (size_t b = 0; b < n / 32; ++b, in += 18, y += 32) {
+    const float d = LoadFp16(in);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * kLevels[in[2 + j] & 0xF];
+      y[j + 16] = d * kLevels[in[2 + j] >> 4];
+    }
+  }
+}
+
+void DequantizeRowIQ4_XS(const uint8_t* in, size_t n, float* y) {
+  for (size_t b = 0; b < n / 256; ++b, in += 136) {
+    const float d = LoadFp16(in);
+    uint16_t scales_h;
+    std::memcpy(&scales_h, in + 2, 2);
+    const uint8_t* qs = in + 8;
+    for (int ib = 0; ib < 8; ++ib, y += 32, qs += 16) {
+      const int ls = ((in[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4);
+      const float dl = d * (ls - 32);
+      for (int j = 0; j < 16; ++j) {
+        y[j] = dl * kLevels[qs[j] & 0xF];
+        y[j + 16] = dl * kLevels[qs[j] >> 4];
+      }
+    }
+  }
+}
+
+}  // namespace modelsmith

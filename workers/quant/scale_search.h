@@ -1,0 +1,35 @@
+// ggml's per-group scale searches (ggml-quants.c make_qx_quants, make_q3_quants, make_qkx3_quants,
+// make_qp_quants), shared by the reference quantizers and their importance-matrix versions. Each
+// rounds with GgmlNearestInt and sums in element order, so every result is ggml's to the bit.
+// Pure functions; `n` is at most 256.
+#ifndef MODELSMITH_WORKERS_QUANT_SCALE_SEARCH_H_
+#define MODELSMITH_WORKERS_QUANT_SCALE_SEARCH_H_
+
+#include <cstdint>
+
+namespace modelsmith {
+
+// ggml's GROUP_MAX_EPS: a group whose largest magnitude is below it is all zero.
+inline constexpr float kGroupMaxEps = 1e-15f;
+
+// The value of largest magnitude, sign kept; the first one wins ties.
+float SignedMax(int n, const float* x);
+
+// Symmetric scale search (make_qx_quants, rmse_type 1): tries nmax + 0.1*is for is in -9..9 and
+// keeps the best weighted fit. Weights are `qw` or, when null, x^2. L gets levels in [0, 2*nmax).
+float MakeQxQuants(int n, int nmax, const float* x, int8_t* L, const float* qw);
+
+// make_q3_quants with do_rmse: iterative refinement of levels with weights x^2; L in [0, 2*nmax).
+float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L);
+
+// Asymmetric scale + min search with explicit weights (make_qkx3_quants; null weights mean x^2):
+// L in [0, nmax], *the_min = -min >= 0. Laux is scratch of n bytes.
+float MakeQkx3Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux,
+                     float rmin, float rdelta, int nstep, bool use_mad);
+
+// Positive-only scale search for the sub-block scales themselves (make_qp_quants): L in [0, nmax].
+float MakeQpQuants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights);
+
+}  // namespace modelsmith
+
+#endif  // MODELSMITH_WORKERS_QUANT_SCALE_SEARCH_H_
