@@ -129,7 +129,8 @@ TEST_P(TypeGoldenTest, EveryTensorIsLlamaQuantizes) {
 
 INSTANTIATE_TEST_SUITE_P(GgufV2, TypeGoldenTest,
                          ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-                                           "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0"));
+                                           "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S",
+                                           "TQ1_0", "TQ2_0"));
 
 // A legacy importance matrix written as llama-imatrix's GGUF format (in_sum2 = values x calls,
 // counts = calls) gives the same file, but for the recorded path.

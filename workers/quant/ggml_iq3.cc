@@ -1,12 +1,12 @@
 #include "workers/quant/ggml_iq3.h"
 
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 
 #include "workers/quant/half.h"
 #include "workers/quant/iq_grid.h"
+#include "workers/quant/iq_search.h"
 #include "workers/quant/qkx2_search.h"
 
 namespace modelsmith {
@@ -15,106 +15,8 @@ namespace {
 constexpr int kQK = 256;
 constexpr int kMaxQ = 8;
 constexpr float kIQ3XXSGroupMaxEps = 1e-8f;
-
-// The grid point nearest `xval` in the weighted sense (weights `waux`) at `scale`, among the
-// neighbours of an off-grid code; its levels go to L. ggml's iq3_find_best_neighbour.
-int BestNeighbour(const IqGrid& grid, uint32_t code, const float* xval, const float* waux, float scale, int8_t* L) {
-  int count = 0;
-  const uint16_t* neighbours = grid.Neighbours(code, &count);
-  float best_d2 = FLT_MAX;
-  int best = -1;
-  for (int j = 0; j < count; ++j) {
-    const int8_t* pg = grid.Point(neighbours[j]);
-    float d2 = 0;
-    for (int i = 0; i < 4; ++i) {
-      const float diff = scale * pg[i] - xval[i];
-      d2 += waux[i] * diff * diff;
-    }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      best = neighbours[j];
-    }
-  }
-  const int8_t* pg = grid.Point(best);
-  for (int i = 0; i < 4; ++i) L[i] = static_cast<int8_t>((pg[i] - 1) / 2);
-  return best;
-}
-
-uint32_t CodeOf(const int8_t* L) {
-  uint32_t u = 0;
-  for (int i = 0; i < 4; ++i) u |= static_cast<uint32_t>(L[i]) << (3 * i);
-  return u;
-}
-
-// Levels of one 4-vector at inverse scale `id`, clamped to the grid's range.
-void LevelsAt(const float* xval, float id, int8_t* L) {
-  for (int i = 0; i < 4; ++i) {
-    L[i] = static_cast<int8_t>(std::clamp(GgmlNearestInt(0.5f * (id * xval[i] - 1)), 0, kMaxQ - 1));
-  }
-}
-
-float WeightedFit(const float* xval, const float* weight, const int8_t* L, float* sumq2_out) {
-  float sumqx = 0, sumq2 = 0;
-  for (int i = 0; i < 32; ++i) {
-    const float q = 2 * L[i] + 1;
-    sumqx += weight[i] * xval[i] * q;
-    sumq2 += weight[i] * q * q;
-  }
-  *sumq2_out = sumq2;
-  return sumqx;
-}
-
-// The shared search for one 32-element block of magnitudes `xval`: the best scale over
-// `2 * half_tries + 1` candidates, then off-grid vectors re-snapped at that scale (all of them
-// with `resnap_all`, as IQ3_S does; only the off-grid ones for IQ3_XXS). Fills L with grid
-// levels and returns the scale (0 for an all-zero block).
-float SearchBlock(const IqGrid& grid, const float* xval, const float* weight, const float* waux, int half_tries,
-                  bool initially_on_grid, bool resnap_all, int8_t* L) {
-  float max = xval[0];
-  for (int i = 1; i < 32; ++i) max = std::max(max, xval[i]);
-  std::memset(L, 0, 32);
-  int8_t Laux[32];
-  bool on_grid[8], on_grid_aux[8];
-  float best = 0;
-  float scale = max / (2 * kMaxQ - 1);
-  std::fill(on_grid, on_grid + 8, initially_on_grid);
-  for (int is = -half_tries; is <= half_tries; ++is) {
-    const float id = (2 * kMaxQ - 1 + is * 0.2f) / max;
-    const float this_scale = 1 / id;
-    for (int k = 0; k < 8; ++k) {
-      LevelsAt(xval + 4 * k, id, Laux + 4 * k);
-      const uint32_t u = CodeOf(Laux + 4 * k);
-      on_grid_aux[k] = grid.IndexOf(u) >= 0;
-      if (!on_grid_aux[k]) BestNeighbour(grid, u, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
-    }
-    float sumq2 = 0;
-    const float sumqx = WeightedFit(xval, weight, Laux, &sumq2);
-    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-      scale = sumqx / sumq2;
-      best = scale * sumqx;
-      std::memcpy(L, Laux, 32);
-      std::copy(on_grid_aux, on_grid_aux + 8, on_grid);
-    }
-  }
-  const bool any_off_grid = std::count(on_grid, on_grid + 8, false) > 0;
-  if (any_off_grid && scale > 0) {
-    const float id = 1 / scale;
-    for (int k = 0; k < 8; ++k) {
-      if (on_grid[k] && !resnap_all) continue;
-      int8_t levels[4];
-      LevelsAt(xval + 4 * k, id, levels);
-      const uint32_t u = CodeOf(levels);
-      int index = grid.IndexOf(u);
-      if (index < 0) index = BestNeighbour(grid, u, xval + 4 * k, waux + 4 * k, scale, L + 4 * k);
-      const int8_t* pg = grid.Point(index);
-      for (int i = 0; i < 4; ++i) L[4 * k + i] = static_cast<int8_t>((pg[i] - 1) / 2);
-    }
-    float sumq2 = 0;
-    const float sumqx = WeightedFit(xval, weight, L, &sumq2);
-    if (sumq2 > 0) scale = sumqx / sumq2;
-  }
-  return scale;
-}
+constexpr IqSearch kIQ3XXSSearch{32, kMaxQ, 0.2f, 15, IqSearch::Resnap::kOffGridVectors, true};
+constexpr IqSearch kIQ3SSearch{32, kMaxQ, 0.2f, 9, IqSearch::Resnap::kAllWhenAnyOffGrid, false};
 
 // Weights of one block (qw * sqrt(sigma2 + x^2), or x^2), their square roots, and the
 // magnitudes with the sign bits of each 8 (bit i set for a negative value).
@@ -179,12 +81,13 @@ void QuantizeRowIQ3_XXS(const float* x, size_t n, const float* qw, uint8_t* out)
         scales[ib] = 0;
         continue;
       }
-      float scale = SearchBlock(grid, xval, weight, waux, 15, true, false, L);
+      std::memset(L, 0, 32);
+      float scale = IqSnapSearch(grid, kIQ3XXSSearch, xval, weight, waux, max, max / (2 * kMaxQ - 1), L);
       if (scale < 0) {  // never expected; the sign bits absorb it as ggml does
         scale = -scale;
         for (int k = 0; k < 4; ++k) signs[k] = static_cast<uint8_t>(~signs[k] & 127);
       }
-      for (int k = 0; k < 8; ++k) q3[8 * ib + k] = static_cast<uint8_t>(grid.IndexOf(CodeOf(L + 4 * k)));
+      for (int k = 0; k < 8; ++k) q3[8 * ib + k] = static_cast<uint8_t>(grid.IndexOf(grid.CodeOf(L + 4 * k)));
       scales_and_signs[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (static_cast<uint32_t>(signs[3]) << 21);
       scales[ib] = scale;
       max_scale = std::max(max_scale, scale);
@@ -228,13 +131,14 @@ void QuantizeRowIQ3_S(const float* x, size_t n, const float* qw, uint8_t* out) {
         scales[ib] = 0;
         continue;
       }
-      float scale = SearchBlock(grid, xval, weight, waux, 9, false, true, L);
+      std::memset(L, 0, 32);
+      float scale = IqSnapSearch(grid, kIQ3SSearch, xval, weight, waux, max, max / (2 * kMaxQ - 1), L);
       if (scale < 0) {
         scale = -scale;
         for (int k = 0; k < 4; ++k) signs[k] = static_cast<uint8_t>(~signs[k]);
       }
       for (int k = 0; k < 8; ++k) {
-        const int index = grid.IndexOf(CodeOf(L + 4 * k));
+        const int index = grid.IndexOf(grid.CodeOf(L + 4 * k));
         qs[k] = static_cast<uint8_t>(index & 255);
         qh[(ib * 8 + k) / 8] |= static_cast<uint8_t>((index >> 8) << ((ib * 8 + k) % 8));
       }

@@ -1,6 +1,7 @@
 #include "workers/quant/iq_grid.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -24,7 +25,7 @@ constexpr int kMap3Bit = 4096;
 }  // namespace
 
 IqGrid::IqGrid(const uint16_t* packed, int size, int bits, int dims, int shells, const int8_t* level_values)
-    : size_(size), dims_(dims) {
+    : size_(size), dims_(dims), bits_(bits) {
   const int mask = (1 << bits) - 1;
   points_.resize(static_cast<size_t>(size) * dims);
   decoded_.resize(points_.size());
@@ -75,6 +76,28 @@ IqGrid::IqGrid(const uint16_t* packed, int size, int bits, int dims, int shells,
     neighbours_.push_back(static_cast<uint16_t>(members.size()));
     for (const auto& [d2, j] : members) neighbours_.push_back(static_cast<uint16_t>(j));
   }
+}
+
+int IqGrid::BestNeighbour(uint32_t code, const float* xval, const float* weight, float scale, int8_t* L) const {
+  int count = 0;
+  const uint16_t* neighbours = Neighbours(code, &count);
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int j = 0; j < count; ++j) {
+    const int8_t* pg = Point(neighbours[j]);
+    float d2 = 0;
+    for (int i = 0; i < dims_; ++i) {
+      const float diff = scale * pg[i] - xval[i];
+      d2 += weight[i] * diff * diff;
+    }
+    if (d2 < best_d2) {
+      best_d2 = d2;
+      best = neighbours[j];
+    }
+  }
+  const int8_t* pg = Point(best);
+  for (int i = 0; i < dims_; ++i) L[i] = static_cast<int8_t>((pg[i] - 1) / 2);
+  return best;
 }
 
 const IqGrid& IqGrid::Get(IqGridKind kind) {

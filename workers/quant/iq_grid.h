@@ -36,11 +36,21 @@ class IqGrid {
     *count = list[0];
     return list + 1;
   }
+  // The packed code of `dims` levels, the first lowest.
+  uint32_t CodeOf(const int8_t* levels) const {
+    uint32_t code = 0;
+    for (int i = 0; i < dims_; ++i) code |= static_cast<uint32_t>(levels[i]) << (bits_ * i);
+    return code;
+  }
+  // Among the neighbours of off-grid `code`, the point nearest `xval` at `scale` by the weighted
+  // squared distance (the first on ties), as ggml's iq2/iq3_find_best_neighbour: its levels go
+  // to L and its index is returned.
+  int BestNeighbour(uint32_t code, const float* xval, const float* weight, float scale, int8_t* L) const;
 
  private:
   IqGrid(const uint16_t* packed, int size, int bits, int dims, int shells, const int8_t* level_values);
 
-  int size_, dims_;
+  int size_, dims_, bits_;
   std::vector<int8_t> points_;
   std::vector<int8_t> decoded_;
   // >= 0: the grid index; < 0: -(offset + 1) of the code's neighbour list (count, then indices).

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "workers/quant/ggml_imatrix.h"
+#include "workers/quant/ggml_iq2.h"
 #include "workers/quant/ggml_iq3.h"
 #include "workers/quant/ggml_iq4.h"
 #include "workers/quant/ggml_kquants.h"
@@ -52,10 +53,11 @@ void EncodeIQ4_NL(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ4_NL(x,
 void EncodeIQ4_XS(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ4_XS(x, n, nullptr, out); }
 void EncodeIQ3_XXS(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ3_XXS(x, n, nullptr, out); }
 void EncodeIQ3_S(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ3_S(x, n, nullptr, out); }
+void EncodeIQ2_S(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ2_S(x, n, nullptr, out); }
 
 struct Codec {
   GgmlType type;
-  RowEncoder encode;
+  RowEncoder encode;  // null: the type cannot be written without importance data
   RowDecoder decode;
   WeightedRowEncoder encode_weighted = nullptr;  // null: the type takes no importance matrix
 };
@@ -78,6 +80,9 @@ constexpr Codec kCodecs[] = {
     {GgmlType::kIQ4_XS, EncodeIQ4_XS, DequantizeRowIQ4_XS, QuantizeRowIQ4_XS},
     {GgmlType::kIQ3_XXS, EncodeIQ3_XXS, DequantizeRowIQ3_XXS, QuantizeRowIQ3_XXS},
     {GgmlType::kIQ3_S, EncodeIQ3_S, DequantizeRowIQ3_S, QuantizeRowIQ3_S},
+    {GgmlType::kIQ2_XXS, nullptr, DequantizeRowIQ2_XXS, QuantizeRowIQ2_XXS},
+    {GgmlType::kIQ2_XS, nullptr, DequantizeRowIQ2_XS, QuantizeRowIQ2_XS},
+    {GgmlType::kIQ2_S, EncodeIQ2_S, DequantizeRowIQ2_S, QuantizeRowIQ2_S},
     {GgmlType::kTQ1_0, QuantizeRowTQ1_0, DequantizeRowTQ1_0},
     {GgmlType::kTQ2_0, QuantizeRowTQ2_0, DequantizeRowTQ2_0},
 };
@@ -116,6 +121,11 @@ const Codec* Find(GgmlType type) {
 }  // namespace
 
 bool CanEncode(GgmlType type) { return Find(type) != nullptr; }
+
+bool NeedsImportance(GgmlType type) {
+  const Codec* codec = Find(type);
+  return codec != nullptr && codec->encode == nullptr;
+}
 
 bool TakesImportance(GgmlType type) {
   const Codec* codec = Find(type);

@@ -422,6 +422,13 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
               absl::StatusCode::kUnimplemented, "LORA_QUANTIZED_BASE_NOT_IMPLEMENTED",
               absl::StrCat("base tensor '", stored.name, "' is ", m.type, ", which this build cannot quantize again"),
               {{"tensor", stored.name}, {"field", "lora_merge.base"}});
+        } else if (quantized && NeedsImportance(static_cast<GgmlType>(*stored.ggml_type))) {
+          return MakeError(
+              absl::StatusCode::kFailedPrecondition, "IMATRIX_REQUIRED",
+              absl::StrCat("base tensor '", stored.name, "' is ", m.type,
+                           ", which cannot be written again without an importance matrix; merge with policy "
+                           "DEQUANTIZE"),
+              {{"tensor", stored.name}, {"field", "lora_merge.policy"}});
         }
         if (stored.ggml_type && (stored.shape.size() != 2 || m.cols != stored.shape[1])) {
           return MakeError(
