@@ -15,20 +15,26 @@ namespace {
 constexpr int8_t kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 constexpr int kTries = 7;
 
-// The index of the level nearest x (the lower one on ties), by bisection as ggml finds it.
-int NearestLevel(float x) {
-  if (x <= kLevels[0]) return 0;
-  if (x >= kLevels[15]) return 15;
-  int lo = 0, hi = 15;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (x < kLevels[mid]) {
-      hi = mid;
-    } else {
-      lo = mid;
+// The index of the level nearest x, as ggml's bisection (best_index_int8) finds it: the lower
+// level when x - lower < upper - x, else the upper. Near a midpoint both differences are exact in
+// float (the levels are integers), so the rule is "count the midpoints at or below x"; midpoints
+// are multiples of 0.5, so that count depends only on floor(2x), looked up in a table.
+struct LevelTable {
+  int8_t index_of_twice_floor[512];  // for floor(2x) in [-256, 256)
+  LevelTable() {
+    for (int t = -256; t < 256; ++t) {
+      int count = 0;
+      for (int k = 0; k < 15; ++k) count += t >= kLevels[k] + kLevels[k + 1];  // 2x >= 2 * midpoint
+      index_of_twice_floor[t + 256] = static_cast<int8_t>(count);
     }
   }
-  return x - kLevels[hi - 1] < kLevels[hi] - x ? hi - 1 : hi;
+};
+const LevelTable kTable;
+
+inline int NearestLevel(float x) {
+  if (x <= kLevels[0]) return 0;
+  if (x >= kLevels[15]) return 15;
+  return kTable.index_of_twice_floor[static_cast<int>(std::floor(2 * x)) + 256];
 }
 
 // One 32-element block's scale: the weighted least-squares fit over 2 * kTries + 1 candidate

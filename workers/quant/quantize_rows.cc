@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "workers/quant/ggml_imatrix.h"
+#include "workers/quant/ggml_iq1.h"
 #include "workers/quant/ggml_iq2.h"
 #include "workers/quant/ggml_iq3.h"
 #include "workers/quant/ggml_iq4.h"
@@ -54,6 +55,7 @@ void EncodeIQ4_XS(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ4_XS(x,
 void EncodeIQ3_XXS(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ3_XXS(x, n, nullptr, out); }
 void EncodeIQ3_S(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ3_S(x, n, nullptr, out); }
 void EncodeIQ2_S(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ2_S(x, n, nullptr, out); }
+void EncodeIQ1_M(const float* x, size_t n, uint8_t* out) { QuantizeRowIQ1_M(x, n, nullptr, out); }
 
 struct Codec {
   GgmlType type;
@@ -83,6 +85,8 @@ constexpr Codec kCodecs[] = {
     {GgmlType::kIQ2_XXS, nullptr, DequantizeRowIQ2_XXS, QuantizeRowIQ2_XXS},
     {GgmlType::kIQ2_XS, nullptr, DequantizeRowIQ2_XS, QuantizeRowIQ2_XS},
     {GgmlType::kIQ2_S, EncodeIQ2_S, DequantizeRowIQ2_S, QuantizeRowIQ2_S},
+    {GgmlType::kIQ1_S, nullptr, DequantizeRowIQ1_S, QuantizeRowIQ1_S},
+    {GgmlType::kIQ1_M, EncodeIQ1_M, DequantizeRowIQ1_M, QuantizeRowIQ1_M},
     {GgmlType::kTQ1_0, QuantizeRowTQ1_0, DequantizeRowTQ1_0},
     {GgmlType::kTQ2_0, QuantizeRowTQ2_0, DequantizeRowTQ2_0},
 };

@@ -11,12 +11,13 @@
 namespace modelsmith {
 
 // True for F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
-// IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, TQ1_0, TQ2_0.
+// IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0: every type
+// llama-quantize writes.
 bool CanEncode(GgmlType type);
 
 // True for the types whose ggml quantizer takes an importance matrix (quant_weights).
 bool TakesImportance(GgmlType type);
-// True for the types ggml cannot write without one (IQ2_XXS, IQ2_XS, IQ1_S, IQ1_M).
+// True for the types ggml cannot write without one (IQ2_XXS, IQ2_XS, IQ1_S).
 bool NeedsImportance(GgmlType type);
 
 // Encodes `rows` rows of `row_elements` floats (row_elements a multiple of the type's block) into
