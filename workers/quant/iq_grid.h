@@ -53,6 +53,7 @@ class IqGrid {
   int size_, dims_, bits_;
   std::vector<int8_t> points_;
   std::vector<int8_t> decoded_;
+  std::vector<float> float_points_;  // points_ as floats, for the neighbour search
   // >= 0: the grid index; < 0: -(offset + 1) of the code's neighbour list (count, then indices).
   std::vector<int32_t> map_;
   std::vector<uint16_t> neighbours_;

@@ -1,17 +1,31 @@
 #include "workers/quant/iq_search.h"
 
+#include <emmintrin.h>
+
 #include <algorithm>
 #include <cstring>
-
-#include "workers/quant/qkx2_search.h"
 
 namespace modelsmith {
 namespace {
 
-// Levels of one vector at inverse scale `id`, clamped to the grid's range.
-void LevelsAt(const float* xval, int dims, float id, int max_q, int8_t* L) {
-  for (int i = 0; i < dims; ++i) {
-    L[i] = static_cast<int8_t>(std::clamp(GgmlNearestInt(0.5f * (id * xval[i] - 1)), 0, max_q - 1));
+// Levels of `count` values (a multiple of 4) at inverse scale `id`, clamped to the grid's range:
+// nearest_int(0.5 * (id * x - 1)) with ggml's 1.5 * 2^23 rounding, four values at a time (SSE2;
+// the same operations, so the same roundings, as the scalar formula).
+void LevelsAt(const float* xval, int count, float id, int max_q, int8_t* L) {
+  const __m128 vid = _mm_set1_ps(id);
+  const __m128 one = _mm_set1_ps(1.0f), half = _mm_set1_ps(0.5f), magic = _mm_set1_ps(12582912.0f);
+  const __m128i mantissa = _mm_set1_epi32(0x007FFFFF), bias = _mm_set1_epi32(0x00400000);
+  const __m128i zero = _mm_setzero_si128(), top = _mm_set1_epi32(max_q - 1);
+  alignas(16) int32_t levels[4];
+  for (int i = 0; i < count; i += 4) {
+    const __m128 v = _mm_mul_ps(half, _mm_sub_ps(_mm_mul_ps(vid, _mm_loadu_ps(xval + i)), one));
+    __m128i l = _mm_sub_epi32(_mm_and_si128(_mm_castps_si128(_mm_add_ps(v, magic)), mantissa), bias);
+    // clamp to [0, max_q - 1] (SSE2 has no 32-bit min/max)
+    l = _mm_and_si128(l, _mm_cmpgt_epi32(l, zero));
+    const __m128i over = _mm_cmpgt_epi32(l, top);
+    l = _mm_or_si128(_mm_andnot_si128(over, l), _mm_and_si128(over, top));
+    _mm_store_si128(reinterpret_cast<__m128i*>(levels), l);
+    for (int j = 0; j < 4; ++j) L[i + j] = static_cast<int8_t>(levels[j]);
   }
 }
 
@@ -39,8 +53,8 @@ float IqSnapSearch(const IqGrid& grid, const IqSearch& search, const float* xval
   for (int is = -search.half_tries; is <= search.half_tries; ++is) {
     const float id = (2 * search.max_q - 1 + is * search.step) / top;
     const float this_scale = 1 / id;
+    LevelsAt(xval, search.n, id, search.max_q, Laux);
     for (int k = 0; k < vectors; ++k) {
-      LevelsAt(xval + dims * k, dims, id, search.max_q, Laux + dims * k);
       const uint32_t u = grid.CodeOf(Laux + dims * k);
       on_grid_aux[k] = grid.IndexOf(u) >= 0;
       if (!on_grid_aux[k]) grid.BestNeighbour(u, xval + dims * k, waux + dims * k, this_scale, Laux + dims * k);
