@@ -3,6 +3,7 @@
 // every block type with one; and the importance-matrix refusals.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <fstream>
@@ -276,6 +277,74 @@ TEST_F(LlamaQuantizeTest, OutputAndEmbeddingOptionsDecideThoseTensors) {
   spec.set_output_tensor_type("Q9_9");
   absl::StatusOr<v1::JobResult> bad = Run(spec);
   EXPECT_EQ(ContextOf(bad.status())["field"], "quantize.output_tensor_type") << bad.status();
+}
+
+}  // namespace
+}  // namespace modelsmith
+
+namespace modelsmith {
+namespace {
+
+// Every type decodes what it encodes: the job's quality figures come from encoding each tensor
+// and decoding it back, so a decoder that read a layout wrong would show as noise (SNR near 0 dB).
+// On the 8-layer model's random weights, with its importance matrix; the floors are below what
+// each type reaches here (printed), above what a misread layout gives.
+struct TypeFloor {
+  const char* type;
+  double min_snr_db;
+};
+
+class DecodeTest : public LlamaQuantizeTest, public ::testing::WithParamInterface<TypeFloor> {};
+
+TEST_P(DecodeTest, EveryTensorDecodesCloseToItsSource) {
+  const std::string type = GetParam().type;
+  v1::QuantizeSpec spec = Spec(MODELSMITH_GGUF_V2_INPUT, type + ".gguf", type);
+  spec.set_pure(true);
+  spec.set_imatrix(PlaceImatrixAsGoldenRunHadIt("presets"));
+  spec.set_token_embedding_type("Q8_0");  // the matrix has no entry for it, which some types need
+  absl::StatusOr<v1::JobResult> result = Run(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::QuantizeFigures& q = result->figures().quantize();
+  ASSERT_GT(q.worst_size(), 0);
+  std::printf("%s: worst SNR %.2f dB (%s)\n", type.c_str(), q.worst(0).snr_db(), q.worst(0).name().c_str());
+  for (const v1::TensorQuality& t : q.worst()) {
+    if (t.name() == "token_embd.weight") continue;
+    // The IQ2_M ftype's base type is IQ2_S, as llama-quantize's.
+    EXPECT_EQ(t.type(), type == "IQ2_M" ? "IQ2_S" : type) << t.name();
+    EXPECT_GT(t.snr_db(), GetParam().min_snr_db) << t.name();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(GgufV2, DecodeTest,
+                         ::testing::Values(TypeFloor{"Q4_0", 15}, TypeFloor{"Q2_K", 7}, TypeFloor{"Q6_K", 28},
+                                           TypeFloor{"IQ4_NL", 16}, TypeFloor{"IQ4_XS", 16}, TypeFloor{"IQ3_XXS", 9},
+                                           TypeFloor{"IQ3_S", 11}, TypeFloor{"IQ2_XXS", 4}, TypeFloor{"IQ2_XS", 6},
+                                           TypeFloor{"IQ2_M", 6}, TypeFloor{"IQ1_S", 3}, TypeFloor{"IQ1_M", 3},
+                                           TypeFloor{"TQ1_0", 1}, TypeFloor{"TQ2_0", 1}),
+                         [](const auto& info) { return std::string(info.param.type); });
+
+}  // namespace
+}  // namespace modelsmith
+
+namespace modelsmith {
+namespace {
+
+// An IQ/TQ-quantized GGUF is an input like any other: requantized (allow_requantize) through the
+// dequantizers, each tensor with its REQUANTIZED warning.
+TEST_F(LlamaQuantizeTest, IqQuantizedFilesRequantize) {
+  v1::QuantizeSpec spec = Spec(MODELSMITH_GGUF_V2_INPUT, "iq3m.gguf", "IQ3_M");
+  spec.set_imatrix(PlaceImatrixAsGoldenRunHadIt("presets"));
+  ASSERT_TRUE(Run(spec).ok());
+  v1::QuantizeSpec again = Spec(spec.output(), "q8.gguf", "Q8_0");
+  again.set_pure(true);
+  EXPECT_EQ(ReasonOf(Run(again).status()), "ALREADY_QUANTIZED");
+  again.set_allow_requantize(true);
+  absl::StatusOr<v1::JobResult> result = Run(again);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::vector<std::string> codes = Codes();
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), std::string("REQUANTIZED")), 58);
+  EXPECT_GT(result->figures().quantize().worst(0).snr_db(), 25);  // Q8_0 of the decoded values
+  EXPECT_EQ(LoadGguf(again.output()).Find("blk.0.attn_q.weight")->type, GgmlType::kQ8_0);
 }
 
 }  // namespace
