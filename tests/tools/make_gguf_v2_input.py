@@ -7,14 +7,19 @@ random stream and the GGUF v3 layout gguf-py writes (metadata in the order added
 32-byte alignment), so the 10 MB input need not live in the repository; expected.json's hashes of
 llama-quantize's outputs are checked against what our job makes of it.
 
-  make_gguf_v2_input.py OUT.gguf
+  make_gguf_v2_input.py OUT.gguf [LAYERS [tiny|full [SEED]]]
+
+Defaults: 8 tiny 1 (the golden input). `16 full 7` is make_llama_gguf.py's default, the 1.67 GB
+TinyLlama-shaped model of issue 19's llama-quantize timings (quantize_bench uses it); tensors are
+generated and written one at a time, so memory stays at one tensor.
 """
 import struct
 import sys
 
 import numpy as np
 
-LAYERS, H, F, NH, NKV, V, SEED = 8, 256, 512, 4, 2, 512, 1
+TINY = (256, 512, 4, 2, 512)      # hidden, ffn, heads, KV heads, vocab
+FULL = (2048, 5632, 32, 4, 32000)  # TinyLlama-1.1B
 ALIGN = 32
 U32, F32, STRING, ARRAY, I32 = 4, 6, 8, 9, 5
 
@@ -30,12 +35,15 @@ def kv(key, vtype, payload):
 
 def main():
     out = sys.argv[1]
-    rng = np.random.default_rng(SEED)
+    layers = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    H, F, NH, NKV, V = FULL if len(sys.argv) > 3 and sys.argv[3] == "full" else TINY
+    seed = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    rng = np.random.default_rng(seed)
     kvs = [
         kv("general.architecture", STRING, string("llama")),
         kv("llama.context_length", U32, struct.pack("<I", 2048)),
         kv("llama.embedding_length", U32, struct.pack("<I", H)),
-        kv("llama.block_count", U32, struct.pack("<I", LAYERS)),
+        kv("llama.block_count", U32, struct.pack("<I", layers)),
         kv("llama.feed_forward_length", U32, struct.pack("<I", F)),
         kv("llama.attention.head_count", U32, struct.pack("<I", NH)),
         kv("llama.attention.head_count_kv", U32, struct.pack("<I", NKV)),
@@ -48,14 +56,14 @@ def main():
         kv("tokenizer.ggml.scores", ARRAY, struct.pack("<IQ", F32, V) + np.zeros(V, "<f4").tobytes()),
         kv("tokenizer.ggml.token_type", ARRAY, struct.pack("<IQ", I32, V) + np.ones(V, "<i4").tobytes()),
     ]
+    # (name, shape, is_f32) in write order; values are drawn in this order while writing.
     tensors = []
 
     def t(name, *shape, f32=False):
-        a = rng.standard_normal(shape, dtype=np.float32) * 0.02
-        tensors.append((name, a if f32 else a.astype(np.float16)))
+        tensors.append((name, shape, f32))
 
     t("token_embd.weight", V, H)
-    for i in range(LAYERS):
+    for i in range(layers):
         p = f"blk.{i}."
         t(p + "attn_norm.weight", H, f32=True)
         t(p + "attn_q.weight", H, H)
@@ -73,16 +81,19 @@ def main():
         return (ALIGN - n % ALIGN) % ALIGN
 
     infos, offset = b"", 0
-    for name, a in tensors:
-        dims = list(reversed(a.shape))
+    for name, shape, f32 in tensors:
+        nbytes = int(np.prod(shape)) * (4 if f32 else 2)
+        dims = list(reversed(shape))
         infos += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-        infos += struct.pack("<IQ", 0 if a.dtype == np.float32 else 1, offset)
-        offset += a.nbytes + pad(a.nbytes)
+        infos += struct.pack("<IQ", 0 if f32 else 1, offset)
+        offset += nbytes + pad(nbytes)
     header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + infos
     with open(out, "wb") as f:
         f.write(header + b"\0" * pad(len(header)))
-        for _, a in tensors:
-            f.write(a.tobytes() + b"\0" * pad(a.nbytes))
+        for _, shape, f32 in tensors:
+            a = rng.standard_normal(shape, dtype=np.float32) * 0.02
+            data = (a if f32 else a.astype(np.float16)).tobytes()
+            f.write(data + b"\0" * pad(len(data)))
 
 
 if __name__ == "__main__":

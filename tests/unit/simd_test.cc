@@ -10,9 +10,13 @@
 
 #include "workers/quant/bitsandbytes.h"
 #include "workers/quant/ggml_legacy.h"
+#include "workers/quant/ggml_iq4.h"
 #include "workers/quant/half.h"
+#include "workers/quant/iq_grid.h"
+#include "workers/quant/iq_search.h"
 #include "workers/quant/qkx2_search.h"
 #include "workers/quant/quality.h"
+#include "workers/quant/scale_search.h"
 #include "workers/quant/simd_avx2.h"
 
 namespace modelsmith {
@@ -179,6 +183,139 @@ TEST_F(SimdTest, Qkx2SearchMatchesScalarForQ2KQ4KAndQ5KSettings) {
     }
   }
   EXPECT_GT(compared, 1000);
+}
+
+TEST_F(SimdTest, QxSearchMatchesScalarForQ6KQ3KAndLegacySettings) {
+  struct Setting {
+    int n, nmax;
+    bool weighted;
+  };
+  // Q6_K (x^2 and importance weights), Q3_K with an importance matrix, Q4_0/Q5_0/Q8_0-style blocks.
+  const Setting settings[] = {{16, 32, false}, {16, 32, true}, {16, 4, true},
+                              {32, 8, true},   {32, 16, true}, {32, 128, false}};
+  int compared = 0;
+  for (const std::vector<float>& row : Rows()) {
+    for (const Setting& set : settings) {
+      for (size_t start = 0; start + set.n <= row.size(); start += set.n) {
+        const float* x = row.data() + start;
+        float weights[32];
+        for (int i = 0; i < set.n; ++i) weights[i] = 0.25f + std::fabs(x[i]) * (i % 3);
+        const float* qw = set.weighted ? weights : nullptr;
+        int8_t l_simd[32], l_scalar[32];
+        const float a = MakeQxQuantsAvx2(set.n, set.nmax, x, l_simd, qw);
+        const float b = MakeQxQuantsScalar(set.n, set.nmax, x, l_scalar, qw);
+        ASSERT_EQ(std::memcmp(&a, &b, 4), 0) << "nmax " << set.nmax << " at " << start << " of row starting " << row[0];
+        ASSERT_EQ(std::memcmp(l_simd, l_scalar, set.n), 0);
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 1000);
+}
+
+TEST_F(SimdTest, IqNeighbourSearchMatchesScalarOnEveryGrid) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  int compared = 0, with_ties = 0;
+  for (IqGridKind kind : {IqGridKind::kIQ2XXS, IqGridKind::kIQ2XS, IqGridKind::kIQ2S, IqGridKind::kIQ1S,
+                          IqGridKind::kIQ3XXS, IqGridKind::kIQ3S}) {
+    const IqGrid& grid = IqGrid::Get(kind);
+    const int levels = grid.dims() == 8 ? 3 : 8;
+    for (int trial = 0; trial < 4000; ++trial) {
+      int8_t code_levels[8];
+      for (int i = 0; i < grid.dims(); ++i) code_levels[i] = static_cast<int8_t>(rng() % levels);
+      const uint32_t code = grid.CodeOf(code_levels);
+      if (grid.IndexOf(code) >= 0) continue;
+      int count = 0;
+      const uint16_t* neighbours = grid.Neighbours(code, &count);
+      float xval[8], weight[8];
+      // Every fourth trial puts xval on lattice midpoints with equal weights: exact ties.
+      const bool ties = trial % 4 == 0;
+      for (int i = 0; i < grid.dims(); ++i) {
+        xval[i] = ties ? 2.0f * code_levels[i] + 1.0f : unit(rng) * 2.0f * levels;
+        weight[i] = ties ? 1.0f : unit(rng);
+      }
+      const float scale = ties ? 1.0f : 0.5f + unit(rng);
+      const int a = IqNearestNeighbourAvx2(grid.dims(), grid.FloatPoints(), neighbours, count, xval, weight, scale);
+      const int b = IqNearestNeighbourScalar(grid.dims(), grid.FloatPoints(), neighbours, count, xval, weight, scale);
+      ASSERT_EQ(a, b) << "grid " << static_cast<int>(kind) << " code " << code << " of " << count << " neighbours";
+      ASSERT_GE(a, 0);
+      ++compared;
+      with_ties += ties;
+    }
+  }
+  EXPECT_GT(compared, 10000);
+  EXPECT_GT(with_ties, 2000);
+}
+
+TEST_F(SimdTest, Iq4CandidateFitsMatchScalar) {
+  int compared = 0;
+  for (const std::vector<float>& row : Rows()) {
+    for (size_t start = 0; start + 32 <= row.size(); start += 32) {
+      const float* x = row.data() + start;
+      float amax = 0, max = 0, weight[32];
+      bool finite = true;
+      for (int j = 0; j < 32; ++j) {
+        weight[j] = 0.1f + x[j] * x[j] * (j % 4);
+        finite = finite && std::isfinite(weight[j]);
+        if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+      }
+      if (!finite || amax < 1e-15f) continue;  // the quantizers take finite blocks only
+      float ids[kIq4Candidates];               // BlockScale's candidates, plus a few past the table's ends
+      for (int c = 0; c < kIq4Candidates; ++c) ids[c] = (c - 7 - 127 + (c == 15 ? 300 : 0)) / max;
+      float qx_simd[kIq4Candidates], q2_simd[kIq4Candidates], qx[kIq4Candidates], q2[kIq4Candidates];
+      Iq4CandidateFitsAvx2(x, weight, ids, qx_simd, q2_simd);
+      Iq4CandidateFitsScalar(x, weight, ids, qx, q2);
+      ASSERT_EQ(std::memcmp(qx_simd, qx, sizeof qx), 0) << "block at " << start << " of row starting " << row[0];
+      ASSERT_EQ(std::memcmp(q2_simd, q2, sizeof q2), 0);
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 200);
+}
+
+TEST_F(SimdTest, IqCandidateSearchMatchesScalarForEveryIqSearch) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Case {
+    IqGridKind kind;
+    IqSearch search;
+  };
+  // The settings ggml_iq2.cc and ggml_iq3.cc use.
+  const Case cases[] = {{IqGridKind::kIQ2XXS, {32, 3, 0.1f, 6, IqSearch::Resnap::kAllAlways, true}},
+                        {IqGridKind::kIQ2XS, {16, 3, 0.1f, 9, IqSearch::Resnap::kOffGridVectors, true}},
+                        {IqGridKind::kIQ2S, {16, 3, 0.1f, 9, IqSearch::Resnap::kOffGridVectors, true}},
+                        {IqGridKind::kIQ3XXS, {32, 8, 0.2f, 15, IqSearch::Resnap::kOffGridVectors, true}},
+                        {IqGridKind::kIQ3S, {32, 8, 0.2f, 9, IqSearch::Resnap::kAllWhenAnyOffGrid, false}}};
+  int compared = 0;
+  for (const Case& c : cases) {
+    const IqGrid& grid = IqGrid::Get(c.kind);
+    for (int trial = 0; trial < 2000; ++trial) {
+      float xval[32], weight[32], waux[32], max = 0;
+      for (int i = 0; i < c.search.n; ++i) {
+        // Every eighth block is coarse (many equal magnitudes, so ties and repeated codes).
+        xval[i] = trial % 8 == 0 ? static_cast<float>(rng() % 4) : std::fabs(normal(rng));
+        weight[i] = trial % 8 == 0 ? 1.0f : 0.01f + std::fabs(normal(rng));
+        waux[i] = std::sqrt(weight[i]);
+        max = std::max(max, xval[i]);
+      }
+      if (max == 0) continue;
+      IqCandidateFits simd, scalar;
+      MeasureIqCandidatesAvx2(grid, c.search, xval, weight, waux, max, &simd);
+      MeasureIqCandidatesScalar(grid, c.search, xval, weight, waux, max, &scalar);
+      const int candidates = 2 * c.search.half_tries + 1, vectors = c.search.n / grid.dims();
+      for (int k = 0; k < candidates; ++k) {
+        ASSERT_EQ(std::memcmp(&simd.sumqx[k], &scalar.sumqx[k], 4), 0) << "grid " << static_cast<int>(c.kind);
+        ASSERT_EQ(std::memcmp(&simd.sumq2[k], &scalar.sumq2[k], 4), 0);
+        for (int v = 0; v < vectors; ++v) {
+          ASSERT_EQ(simd.index[k][v], scalar.index[k][v]) << "candidate " << k << " vector " << v;
+          ASSERT_EQ(simd.on_grid[k][v], scalar.on_grid[k][v]);
+        }
+      }
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 9000);
 }
 
 TEST_F(SimdTest, CastsToBf16AndFp16EqualTheScalarOnesWithTheSameCounts) {

@@ -7,6 +7,7 @@
 #include "workers/quant/half.h"
 #include "workers/quant/qkx2_search.h"
 #include "workers/quant/scale_search.h"
+#include "workers/quant/simd_avx2.h"
 
 namespace modelsmith {
 namespace {
@@ -19,13 +20,16 @@ constexpr int kTries = 7;
 // level when x - lower < upper - x, else the upper. Near a midpoint both differences are exact in
 // float (the levels are integers), so the rule is "count the midpoints at or below x"; midpoints
 // are multiples of 0.5, so that count depends only on floor(2x), looked up in a table.
+// Below -128 and from 128 on, the first and last levels are nearest, which the table's ends give.
 struct LevelTable {
   int8_t index_of_twice_floor[512];  // for floor(2x) in [-256, 256)
+  float level_of_twice_floor[512];
   LevelTable() {
     for (int t = -256; t < 256; ++t) {
       int count = 0;
       for (int k = 0; k < 15; ++k) count += t >= kLevels[k] + kLevels[k + 1];  // 2x >= 2 * midpoint
       index_of_twice_floor[t + 256] = static_cast<int8_t>(count);
+      level_of_twice_floor[t + 256] = kLevels[count];
     }
   }
 };
@@ -38,7 +42,8 @@ inline int NearestLevel(float x) {
 }
 
 // One 32-element block's scale: the weighted least-squares fit over 2 * kTries + 1 candidate
-// inverse scales around the one that maps the largest magnitude to -127. 0 for an all-zero block.
+// inverse scales around the one that maps the largest magnitude to -127 (tried first, on its own).
+// 0 for an all-zero block.
 float BlockScale(const float* xb, const float* weight) {
   float amax = 0, max = 0;
   for (int j = 0; j < 32; ++j) {
@@ -49,27 +54,19 @@ float BlockScale(const float* xb, const float* weight) {
     }
   }
   if (amax < kGroupMaxEps) return 0;
-  float d = -max / kLevels[0];
-  float id = 1 / d;
-  float sumqx = 0, sumq2 = 0;
-  for (int j = 0; j < 32; ++j) {
-    const float q = kLevels[NearestLevel(id * xb[j])];
-    sumqx += weight[j] * q * xb[j];
-    sumq2 += weight[j] * q * q;
-  }
-  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-  float best = d * sumqx;
-  for (int itry = -kTries; itry <= kTries; ++itry) {
-    id = (itry + kLevels[0]) / max;
-    sumqx = sumq2 = 0;
-    for (int j = 0; j < 32; ++j) {
-      const float q = kLevels[NearestLevel(id * xb[j])];
-      sumqx += weight[j] * q * xb[j];
-      sumq2 += weight[j] * q * q;
-    }
-    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-      d = sumqx / sumq2;
-      best = d * sumqx;
+  float ids[kIq4Candidates], sumqx[kIq4Candidates], sumq2[kIq4Candidates];
+  ids[0] = 1 / (-max / kLevels[0]);
+  for (int itry = -kTries; itry <= kTries; ++itry) ids[1 + itry + kTries] = (itry + kLevels[0]) / max;
+  if (CpuHasAvx2Fma16c())
+    Iq4CandidateFitsAvx2(xb, weight, ids, sumqx, sumq2);
+  else
+    Iq4CandidateFitsScalar(xb, weight, ids, sumqx, sumq2);
+  float d = sumq2[0] > 0 ? sumqx[0] / sumq2[0] : 0.f;
+  float best = d * sumqx[0];
+  for (int c = 1; c < kIq4Candidates; ++c) {
+    if (sumq2[c] > 0 && sumqx[c] * sumqx[c] > best * sumq2[c]) {
+      d = sumqx[c] / sumq2[c];
+      best = d * sumqx[c];
     }
   }
   return d;
@@ -97,6 +94,21 @@ void PackIndices(const float* x, int count, float id, uint8_t* qs) {
 }
 
 }  // namespace
+
+void Iq4CandidateFitsScalar(const float* xb, const float* weight, const float* ids, float* sumqx, float* sumq2) {
+  for (int c = 0; c < kIq4Candidates; ++c) {
+    float qx = 0, q2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = kLevels[NearestLevel(ids[c] * xb[j])];
+      qx += weight[j] * q * xb[j];
+      q2 += weight[j] * q * q;
+    }
+    sumqx[c] = qx;
+    sumq2[c] = q2;
+  }
+}
+
+const float* Iq4LevelByTwiceFloor() { return kTable.level_of_twice_floor; }
 
 void QuantizeRowIQ4_NL(const float* x, size_t n, const float* qw, uint8_t* out) {
   float weight[32];

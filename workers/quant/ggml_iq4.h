@@ -17,6 +17,16 @@ void QuantizeRowIQ4_XS(const float* x, size_t n, const float* qw, uint8_t* out);
 void DequantizeRowIQ4_NL(const uint8_t* in, size_t n, float* y);
 void DequantizeRowIQ4_XS(const uint8_t* in, size_t n, float* y);
 
+// The search behind both: the weighted fit sums of one 32-element block `xb` at the 16 inverse
+// scales `ids` (sum of w * q * x and of w * q * q in element order, q the level nearest id * x).
+// The AVX2 version (simd_avx2.h) measures eight scales per pass, one per lane, with the same
+// roundings; the quantizers use it where the CPU has AVX2.
+inline constexpr int kIq4Candidates = 16;
+void Iq4CandidateFitsScalar(const float* xb, const float* weight, const float* ids, float* sumqx, float* sumq2);
+// The level nearest x (as a float) for floor(2x) + 256 clamped to [0, 511]: what the AVX2
+// search looks up.
+const float* Iq4LevelByTwiceFloor();
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_WORKERS_QUANT_GGML_IQ4_H_

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "workers/quant/iq_grid_points.h"
+#include "workers/quant/simd_avx2.h"
 
 namespace modelsmith {
 namespace {
@@ -118,11 +119,18 @@ int NearestNeighbourOf(const float* points, const uint16_t* neighbours, int coun
 
 }  // namespace
 
+int IqNearestNeighbourScalar(int dims, const float* points, const uint16_t* neighbours, int count, const float* xval,
+                             const float* weight, float scale) {
+  return dims == 4 ? NearestNeighbourOf<4>(points, neighbours, count, xval, weight, scale)
+                   : NearestNeighbourOf<8>(points, neighbours, count, xval, weight, scale);
+}
+
 int IqGrid::BestNeighbour(uint32_t code, const float* xval, const float* weight, float scale, int8_t* L) const {
   int count = 0;
   const uint16_t* neighbours = Neighbours(code, &count);
-  const int best = dims_ == 4 ? NearestNeighbourOf<4>(float_points_.data(), neighbours, count, xval, weight, scale)
-                              : NearestNeighbourOf<8>(float_points_.data(), neighbours, count, xval, weight, scale);
+  const int best = CpuHasAvx2Fma16c()
+                       ? IqNearestNeighbourAvx2(dims_, float_points_.data(), neighbours, count, xval, weight, scale)
+                       : IqNearestNeighbourScalar(dims_, float_points_.data(), neighbours, count, xval, weight, scale);
   const int8_t* pg = Point(best);
   for (int i = 0; i < dims_; ++i) L[i] = static_cast<int8_t>((pg[i] - 1) / 2);
   return best;

@@ -24,6 +24,7 @@ class IqGrid {
 
   int size() const { return size_; }
   int dims() const { return dims_; }
+  int bits() const { return bits_; }
   // Coordinates 2l + 1 of grid point `index`.
   const int8_t* Point(int index) const { return &points_[static_cast<size_t>(index) * dims_]; }
   // Decoded values of grid point `index` (ggml's iq*_grid tables).
@@ -42,9 +43,12 @@ class IqGrid {
     for (int i = 0; i < dims_; ++i) code |= static_cast<uint32_t>(levels[i]) << (bits_ * i);
     return code;
   }
+  // Coordinates of every point as floats, point p at [p * dims()].
+  const float* FloatPoints() const { return float_points_.data(); }
   // Among the neighbours of off-grid `code`, the point nearest `xval` at `scale` by the weighted
   // squared distance (the first on ties), as ggml's iq2/iq3_find_best_neighbour: its levels go
-  // to L and its index is returned.
+  // to L and its index is returned. Runs IqNearestNeighbourAvx2 (simd_avx2.h) where the CPU has
+  // AVX2, IqNearestNeighbourScalar otherwise; both return the same index.
   int BestNeighbour(uint32_t code, const float* xval, const float* weight, float scale, int8_t* L) const;
 
  private:
@@ -58,6 +62,12 @@ class IqGrid {
   std::vector<int32_t> map_;
   std::vector<uint16_t> neighbours_;
 };
+
+// The search behind BestNeighbour, four coordinates at a time (SSE2): among `count` indices into
+// `points` (`dims` floats each), the first of least sum_i weight[i] * (scale * p[i] - xval[i])^2
+// summed in coordinate order; -1 when none is below FLT_MAX.
+int IqNearestNeighbourScalar(int dims, const float* points, const uint16_t* neighbours, int count, const float* xval,
+                             const float* weight, float scale);
 
 // ggml's sign tables: 7 sign bits plus an 8th that makes the count of negatives even.
 inline uint8_t EvenParitySigns(uint8_t seven_bits) {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "workers/quant/simd_avx2.h"
+
 namespace modelsmith {
 namespace {
 
@@ -42,30 +44,53 @@ float WeightedFit(int n, const float* xval, const float* weight, const int8_t* L
 
 }  // namespace
 
-float IqSnapSearch(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
-                   const float* waux, float top, float scale, int8_t* L) {
+void MeasureIqCandidatesScalar(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
+                               const float* waux, float top, IqCandidateFits* fits) {
   const int dims = grid.dims();
   const int vectors = search.n / dims;
   int8_t Laux[32];
-  bool on_grid[8], on_grid_aux[8];
-  std::fill(on_grid, on_grid + vectors, search.initially_on_grid);
-  float best = 0;
-  for (int is = -search.half_tries; is <= search.half_tries; ++is) {
+  for (int c = 0; c <= 2 * search.half_tries; ++c) {
+    const int is = c - search.half_tries;
     const float id = (2 * search.max_q - 1 + is * search.step) / top;
     const float this_scale = 1 / id;
     LevelsAt(xval, search.n, id, search.max_q, Laux);
     for (int k = 0; k < vectors; ++k) {
       const uint32_t u = grid.CodeOf(Laux + dims * k);
-      on_grid_aux[k] = grid.IndexOf(u) >= 0;
-      if (!on_grid_aux[k]) grid.BestNeighbour(u, xval + dims * k, waux + dims * k, this_scale, Laux + dims * k);
+      int index = grid.IndexOf(u);
+      fits->on_grid[c][k] = index >= 0;
+      if (index < 0) index = grid.BestNeighbour(u, xval + dims * k, waux + dims * k, this_scale, Laux + dims * k);
+      fits->index[c][k] = static_cast<int16_t>(index);
     }
-    float sumq2 = 0;
-    const float sumqx = WeightedFit(search.n, xval, weight, Laux, &sumq2);
+    fits->sumqx[c] = WeightedFit(search.n, xval, weight, Laux, &fits->sumq2[c]);
+  }
+}
+
+float IqSnapSearch(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
+                   const float* waux, float top, float scale, int8_t* L) {
+  const int dims = grid.dims();
+  const int vectors = search.n / dims;
+  IqCandidateFits fits;
+  if (CpuHasAvx2Fma16c())
+    MeasureIqCandidatesAvx2(grid, search, xval, weight, waux, top, &fits);
+  else
+    MeasureIqCandidatesScalar(grid, search, xval, weight, waux, top, &fits);
+  bool on_grid[8];
+  std::fill(on_grid, on_grid + vectors, search.initially_on_grid);
+  float best = 0;
+  int chosen = -1;
+  for (int c = 0; c <= 2 * search.half_tries; ++c) {
+    const float sumqx = fits.sumqx[c], sumq2 = fits.sumq2[c];
     if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
       scale = sumqx / sumq2;
       best = scale * sumqx;
-      std::memcpy(L, Laux, search.n);
-      std::copy(on_grid_aux, on_grid_aux + vectors, on_grid);
+      chosen = c;
+    }
+  }
+  if (chosen >= 0) {
+    for (int k = 0; k < vectors; ++k) {
+      const int8_t* point = grid.Point(fits.index[chosen][k]);
+      for (int i = 0; i < dims; ++i) L[dims * k + i] = static_cast<int8_t>(point[i] >> 1);  // 2l + 1 -> l
+      on_grid[k] = fits.on_grid[chosen][k];
     }
   }
   const bool any_off_grid = std::count(on_grid, on_grid + vectors, false) > 0;

@@ -26,6 +26,25 @@ struct IqSearch {
   bool initially_on_grid = true;  // what the bookkeeping assumes before any candidate wins
 };
 
+// What each candidate of one block measured. Candidate c is is = c - half_tries; it snapped vector
+// k to grid point index[c][k] (the vector's own levels when on_grid[c][k]) and its weighted fit
+// sums over the block, in element order, are sumqx[c] and sumq2[c].
+struct IqCandidateFits {
+  static constexpr int kMax = 32;  // 2 * half_tries + 1, padded to whole passes of eight
+  float sumqx[kMax], sumq2[kMax];
+  int16_t index[kMax][8];
+  bool on_grid[kMax][8];
+};
+
+// Measures every candidate: MeasureIqCandidatesScalar one candidate at a time, the AVX2 version
+// (simd_avx2.h) eight candidates at a time, one per lane, with the candidates of a vector that
+// share an off-grid code searched together (iq_search_avx2.cc). Both fill `fits` identically.
+void MeasureIqCandidatesScalar(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
+                               const float* waux, float top, IqCandidateFits* fits);
+// REQUIRES: CpuHasAvx2Fma16c() (simd_avx2.h).
+void MeasureIqCandidatesAvx2(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
+                             const float* waux, float top, IqCandidateFits* fits);
+
 // `xval`: the block's magnitudes; `weight` the fit's weights, `waux` their square roots (the
 // neighbour search's); `top`: what the candidates divide by; `scale` and `L`: the starting
 // point, kept if no candidate fits better. Returns the scale; L holds grid levels.

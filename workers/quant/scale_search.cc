@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "workers/quant/qkx2_search.h"
+#include "workers/quant/simd_avx2.h"
 
 namespace modelsmith {
 
@@ -21,6 +22,11 @@ float SignedMax(int n, const float* x) {
 }
 
 float MakeQxQuants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
+  if (CpuHasAvx2Fma16c()) return MakeQxQuantsAvx2(n, nmax, x, L, qw);
+  return MakeQxQuantsScalar(n, nmax, x, L, qw);
+}
+
+float MakeQxQuantsScalar(int n, int nmax, const float* x, int8_t* L, const float* qw) {
   const float max = SignedMax(n, x);
   if (std::fabs(max) < kGroupMaxEps) {  // all (near) zero
     std::fill(L, L + n, 0);
@@ -101,71 +107,15 @@ float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L) {
 
 float MakeQkx3Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux,
                      float rmin, float rdelta, int nstep, bool use_mad) {
-  auto weight = [&](int i) { return weights ? weights[i] : x[i] * x[i]; };
-  float min = x[0], max = x[0];
-  float sum_w = weight(0);
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    const float w = weight(i);
-    sum_w += w;
-    sum_x += w * x[i];
+  // make_qkx3_quants is make_qkx2_quants with x^2 as the default weights (its `max <= min` test
+  // and qkx2's `max == min` agree, since max >= x[0] >= min once min is clamped to at most 0), so
+  // both share qkx2's search and its AVX2 version.
+  float squares[kMaxSearchGroup];
+  if (!weights) {
+    for (int i = 0; i < n; ++i) squares[i] = x[i] * x[i];
+    weights = squares;
   }
-  if (min > 0) min = 0;
-  if (max <= min) {
-    std::memset(L, 0, n);
-    *the_min = -min;
-    return 0.f;
-  }
-  float iscale = nmax / (max - min);
-  float scale = 1 / iscale;
-  float best_mad = 0;
-  for (int i = 0; i < n; ++i) {
-    L[i] = static_cast<uint8_t>(std::clamp(GgmlNearestInt(iscale * (x[i] - min)), 0, nmax));
-    float diff = scale * L[i] + min - x[i];
-    diff = use_mad ? std::fabs(diff) : diff * diff;
-    best_mad += weight(i) * diff;
-  }
-  if (nstep < 1) {
-    *the_min = -min;
-    return scale;
-  }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + nmax) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(GgmlNearestInt(iscale * (x[i] - min)), 0, nmax);
-      Laux[i] = static_cast<uint8_t>(l);
-      const float w = weight(i);
-      sum_l += w * l;
-      sum_l2 += w * l * l;
-      sum_xl += w * l * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float mad = 0;
-      for (int i = 0; i < n; ++i) {
-        float diff = this_scale * Laux[i] + this_min - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
-        mad += weight(i) * diff;
-      }
-      if (mad < best_mad) {
-        std::memcpy(L, Laux, n);
-        best_mad = mad;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
+  return MakeQkx2Quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 float MakeQpQuants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights) {

@@ -1,7 +1,7 @@
 // ggml's per-group scale searches (ggml-quants.c make_qx_quants, make_q3_quants, make_qkx3_quants,
 // make_qp_quants), shared by the reference quantizers and their importance-matrix versions. Each
 // rounds with GgmlNearestInt and sums in element order, so every result is ggml's to the bit.
-// Pure functions; `n` is at most 256.
+// Pure functions; `n` is at most kMaxSearchGroup.
 #ifndef MODELSMITH_WORKERS_QUANT_SCALE_SEARCH_H_
 #define MODELSMITH_WORKERS_QUANT_SCALE_SEARCH_H_
 
@@ -12,12 +12,18 @@ namespace modelsmith {
 // ggml's GROUP_MAX_EPS: a group whose largest magnitude is below it is all zero.
 inline constexpr float kGroupMaxEps = 1e-15f;
 
+// The largest group a search takes (ggml's legacy blocks and K-quant sub-blocks are 16 or 32).
+inline constexpr int kMaxSearchGroup = 32;
+
 // The value of largest magnitude, sign kept; the first one wins ties.
 float SignedMax(int n, const float* x);
 
 // Symmetric scale search (make_qx_quants, rmse_type 1): tries nmax + 0.1*is for is in -9..9 and
 // keeps the best weighted fit. Weights are `qw` or, when null, x^2. L gets levels in [0, 2*nmax).
+// The AVX2 version (simd_avx2.h) measures eight candidate scales at once, one per lane, each
+// summed in element order with the scalar roundings; MakeQxQuants picks it when the CPU has AVX2.
 float MakeQxQuants(int n, int nmax, const float* x, int8_t* L, const float* qw);
+float MakeQxQuantsScalar(int n, int nmax, const float* x, int8_t* L, const float* qw);
 
 // make_q3_quants with do_rmse: iterative refinement of levels with weights x^2; L in [0, 2*nmax).
 float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L);

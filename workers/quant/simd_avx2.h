@@ -1,6 +1,6 @@
 // AVX2 + FMA + F16C versions of the hottest kernels, each computing exactly what its scalar
 // reference computes (tests/unit/simd_test.cc checks them bit for bit on random and adversarial
-// input). Only this file's .cc is compiled for AVX2; callers go through the dispatching entry
+// input). Only simd_avx2*.cc are compiled for AVX2; callers go through the dispatching entry
 // points (quantize_rows.h, quality.h, bitsandbytes.h), which use these when the CPU has AVX2,
 // FMA and F16C, and the scalar code otherwise.
 //
@@ -39,6 +39,19 @@ void Bnb4QuantizeAvx2(const float* table, const float* x, size_t n, size_t block
 // ggml's make_qkx2_quants (qkx2_search.h), eight candidate scales per pass.
 float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                          uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
+
+// ggml's make_qx_quants (scale_search.h), its 19 candidate scales eight per pass. n <= 32.
+float MakeQxQuantsAvx2(int n, int nmax, const float* x, int8_t* L, const float* qw);
+
+// IqGrid::BestNeighbour's search (iq_grid.h): among `count` neighbour indices into `points`
+// (`dims` = 4 or 8 floats per point), the first of least weighted squared distance
+// sum_i weight[i] * (scale * p[i] - xval[i])^2, summed in coordinate order; -1 when none is
+// below FLT_MAX. Eight points per pass, transposed so each lane sums one point.
+int IqNearestNeighbourAvx2(int dims, const float* points, const uint16_t* neighbours, int count, const float* xval,
+                           const float* weight, float scale);
+
+// Iq4CandidateFitsScalar (ggml_iq4.h), eight inverse scales per pass.
+void Iq4CandidateFitsAvx2(const float* xb, const float* weight, const float* ids, float* sumqx, float* sumq2);
 
 // bitsandbytes LLM.int8 of one row of FP16-valued floats: q = round_half_even(x * (127/absmax)).
 float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q);
