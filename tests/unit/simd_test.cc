@@ -185,6 +185,83 @@ TEST_F(SimdTest, Qkx2SearchMatchesScalarForQ2KQ4KAndQ5KSettings) {
   EXPECT_GT(compared, 1000);
 }
 
+TEST_F(SimdTest, Qkx2GroupSearchMatchesScalarPerGroup) {
+  struct Setting {
+    int n, nmax, nstep;
+    float rmin, rdelta;
+    bool use_mad;
+  };
+  // Q2_K, Q4_K, Q5_K, their importance-matrix searches, and no candidates at all.
+  const Setting settings[] = {{16, 3, 15, -0.5f, 0.1f, true},   {32, 15, 20, -1.0f, 0.1f, false},
+                              {32, 31, 15, -0.5f, 0.1f, false}, {32, 15, 36, -0.9f, 0.05f, false},
+                              {16, 3, 36, -0.9f, 0.05f, false}, {32, 15, 0, -1.0f, 0.1f, false}};
+  ;
+  std::vector<float> values;
+  for (const std::vector<float>& row : Rows()) {
+    bool finite = true;
+    for (float v : row) finite = finite && std::isfinite(v) && std::fabs(v) < 1e18f;
+    if (finite) values.insert(values.end(), row.begin(), row.end());
+  }
+  values.insert(values.end(), 64, 0.25f);  // constant groups
+  values.insert(values.end(), 64, -3.0f);
+  int compared = 0;
+  for (const Setting& set : settings) {
+    const size_t span = 8 * static_cast<size_t>(set.n);
+    for (size_t start = 0; start + span <= values.size(); start += span) {
+      const float* x = values.data() + start;
+      std::vector<float> weights(span);
+      for (size_t i = 0; i < span; ++i) weights[i] = set.use_mad ? std::fabs(x[i]) : 0.25f + std::fabs(x[i]);
+      uint8_t l_simd[256], l_scalar[256], aux[32];
+      float scales[8], mins[8];
+      MakeQkx2Quants8GroupsAvx2(set.n, set.nmax, x, weights.data(), l_simd, scales, mins, set.rmin, set.rdelta,
+                                set.nstep, set.use_mad);
+      for (int g = 0; g < 8; ++g) {
+        float min = 0;
+        const float scale =
+            MakeQkx2QuantsScalar(set.n, set.nmax, x + g * set.n, weights.data() + g * set.n, l_scalar + g * set.n, &min,
+                                 aux, set.rmin, set.rdelta, set.nstep, set.use_mad);
+        ASSERT_EQ(std::memcmp(&scales[g], &scale, 4), 0)
+            << "nmax " << set.nmax << " group " << g << " at " << start << ": " << scales[g] << " vs " << scale;
+        ASSERT_EQ(std::memcmp(&mins[g], &min, 4), 0);
+        ++compared;
+      }
+      ASSERT_EQ(std::memcmp(l_simd, l_scalar, span), 0);
+    }
+  }
+  EXPECT_GT(compared, 1000);
+}
+
+TEST_F(SimdTest, QxGroupSearchMatchesScalarPerGroup) {
+  std::vector<float> values;
+  for (const std::vector<float>& row : Rows()) values.insert(values.end(), row.begin(), row.end());
+  values.insert(values.end(), 256, 0.0f);  // all-zero groups
+  int compared = 0;
+  for (const int n : {16, 32}) {
+    for (const int nmax : {4, 32}) {
+      for (const bool weighted : {false, true}) {
+        const size_t span = 8 * static_cast<size_t>(n);
+        for (size_t start = 0; start + span <= values.size(); start += span) {
+          const float* x = values.data() + start;
+          std::vector<float> qw(span);
+          for (size_t i = 0; i < span; ++i) qw[i] = 0.25f + std::fabs(x[i]) * (i % 3);
+          int8_t l_simd[256], l_scalar[256];
+          float scales[8];
+          MakeQx8GroupsAvx2(n, nmax, x, l_simd, weighted ? qw.data() : nullptr, scales);
+          for (int g = 0; g < 8; ++g) {
+            const float scale =
+                MakeQxQuantsScalar(n, nmax, x + g * n, l_scalar + g * n, weighted ? qw.data() + g * n : nullptr);
+            ASSERT_EQ(std::memcmp(&scales[g], &scale, 4), 0)
+                << "n " << n << " nmax " << nmax << " group " << g << " at " << start;
+            ++compared;
+          }
+          ASSERT_EQ(std::memcmp(l_simd, l_scalar, span), 0) << "n " << n << " nmax " << nmax << " at " << start;
+        }
+      }
+    }
+  }
+  EXPECT_GT(compared, 2000);
+}
+
 TEST_F(SimdTest, QxSearchMatchesScalarForQ6KQ3KAndLegacySettings) {
   struct Setting {
     int n, nmax;
@@ -300,22 +377,27 @@ TEST_F(SimdTest, IqCandidateSearchMatchesScalarForEveryIqSearch) {
         max = std::max(max, xval[i]);
       }
       if (max == 0) continue;
-      IqCandidateFits simd, scalar;
-      MeasureIqCandidatesAvx2(grid, c.search, xval, weight, waux, max, &simd);
+      IqCandidateFits scalar;
       MeasureIqCandidatesScalar(grid, c.search, xval, weight, waux, max, &scalar);
-      const int candidates = 2 * c.search.half_tries + 1, vectors = c.search.n / grid.dims();
-      for (int k = 0; k < candidates; ++k) {
-        ASSERT_EQ(std::memcmp(&simd.sumqx[k], &scalar.sumqx[k], 4), 0) << "grid " << static_cast<int>(c.kind);
-        ASSERT_EQ(std::memcmp(&simd.sumq2[k], &scalar.sumq2[k], 4), 0);
-        for (int v = 0; v < vectors; ++v) {
-          ASSERT_EQ(simd.index[k][v], scalar.index[k][v]) << "candidate " << k << " vector " << v;
-          ASSERT_EQ(simd.on_grid[k][v], scalar.on_grid[k][v]);
+      for (const bool avx512 : {false, true}) {
+        if (avx512 && !CpuHasAvx512()) continue;
+        IqCandidateFits simd;
+        (avx512 ? MeasureIqCandidatesAvx512 : MeasureIqCandidatesAvx2)(grid, c.search, xval, weight, waux, max, &simd);
+        const int candidates = 2 * c.search.half_tries + 1, vectors = c.search.n / grid.dims();
+        for (int k = 0; k < candidates; ++k) {
+          ASSERT_EQ(std::memcmp(&simd.sumqx[k], &scalar.sumqx[k], 4), 0)
+              << "grid " << static_cast<int>(c.kind) << (avx512 ? " AVX-512" : " AVX2");
+          ASSERT_EQ(std::memcmp(&simd.sumq2[k], &scalar.sumq2[k], 4), 0);
+          for (int v = 0; v < vectors; ++v) {
+            ASSERT_EQ(simd.index[k][v], scalar.index[k][v]) << "candidate " << k << " vector " << v;
+            ASSERT_EQ(simd.on_grid[k][v], scalar.on_grid[k][v]);
+          }
         }
+        ++compared;
       }
-      ++compared;
     }
   }
-  EXPECT_GT(compared, 9000);
+  EXPECT_GT(compared, 9000);  // AVX2 alone; twice that where the CPU has AVX-512
 }
 
 TEST_F(SimdTest, CastsToBf16AndFp16EqualTheScalarOnesWithTheSameCounts) {

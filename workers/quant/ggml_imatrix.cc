@@ -6,6 +6,7 @@
 
 #include "workers/quant/half.h"
 #include "workers/quant/kquant_blocks.h"
+#include "workers/quant/qkx2_search.h"
 #include "workers/quant/scale_search.h"
 
 namespace modelsmith {
@@ -67,15 +68,16 @@ float SuperBlockSumSquares(const float* x) {
 void QuantizeK4Weighted(const float* x, const float* qw, int nmax, uint8_t* block, int d_at, int dmin_at, int scales_at,
                         uint8_t* L) {
   const float sigma2 = 2 * SuperBlockSumSquares(x) / kQK;
-  float weights[32], sw[8], mins[8], scales[8];
-  uint8_t Laux[32], Ls[8], Lm[8];
+  float weights[kQK], sw[8], mins[8], scales[8];
+  uint8_t Ls[8], Lm[8];
   for (int j = 0; j < 8; ++j) {
-    ImportanceWeights(x + 32 * j, qw + 32 * j, sigma2, 32, weights);
+    ImportanceWeights(x + 32 * j, qw + 32 * j, sigma2, 32, weights + 32 * j);
     float sumw = 0;
-    for (int l = 0; l < 32; ++l) sumw += weights[l];
+    for (int l = 0; l < 32; ++l) sumw += weights[32 * j + l];
     sw[j] = sumw;
-    scales[j] = MakeQkx3Quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
   }
+  // make_qkx3_quants with explicit weights is make_qkx2_quants (scale_search.h).
+  MakeQkx2QuantsGroups(8, 32, nmax, x, weights, L, scales, mins, -0.9f, 0.05f, 36, false);
   const float d_block = MakeQpQuants(8, 63, scales, Ls, sw);
   const float m_block = MakeQpQuants(8, 63, mins, Lm, sw);
   for (int j = 0; j < 8; ++j) {
@@ -132,16 +134,16 @@ void QuantizeRowQ5_1Weighted(const float* x, size_t n, const float* qw, uint8_t*
 
 void QuantizeRowQ2_KWeighted(const float* x, size_t n, const float* qw, uint8_t* out) {
   using namespace kquant::q2k;  // NOLINT: block offsets
-  uint8_t L[kQK], Laux[16], Ls[16], Lm[16];
-  float mins[16], scales[16], sw[16], weight[16];
+  uint8_t L[kQK], Ls[16], Lm[16];
+  float mins[16], scales[16], sw[16], weight[kQK];
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, qw += kQK, out += kBytes) {
     const float sigma2 = SuperBlockSumSquares(x) / kQK;
     for (int j = 0; j < 16; ++j) {
-      ImportanceWeights(x + 16 * j, qw + 16 * j, sigma2, 16, weight);
+      ImportanceWeights(x + 16 * j, qw + 16 * j, sigma2, 16, weight + 16 * j);
       sw[j] = 0;
-      for (int l = 0; l < 16; ++l) sw[j] += weight[l];
-      scales[j] = MakeQkx3Quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+      for (int l = 0; l < 16; ++l) sw[j] += weight[16 * j + l];
     }
+    MakeQkx2QuantsGroups(16, 16, 3, x, weight, L, scales, mins, -0.9f, 0.05f, 36, false);
     StoreFp16(out + kD, MakeQpQuants(16, 15, scales, Ls, sw));
     StoreFp16(out + kDmin, MakeQpQuants(16, 15, mins, Lm, sw));
     for (int j = 0; j < 16; ++j) out[kScales + j] = static_cast<uint8_t>(Ls[j] | (Lm[j] << 4));
@@ -151,17 +153,17 @@ void QuantizeRowQ2_KWeighted(const float* x, size_t n, const float* qw, uint8_t*
 
 void QuantizeRowQ3_KWeighted(const float* x, size_t n, const float* qw, uint8_t* out) {
   int8_t L[kQK], Ls[16];
-  float scales[16], weight[16], sw[16];
+  float scales[16], weight[kQK], sw[16];
   int scale_levels[16];
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, qw += kQK, out += kquant::q3k::kBytes) {
     const float sigma2 = 2 * SuperBlockSumSquares(x) / kQK;
     for (int j = 0; j < 16; ++j) {
-      ImportanceWeights(x + 16 * j, qw + 16 * j, sigma2, 16, weight);
+      ImportanceWeights(x + 16 * j, qw + 16 * j, sigma2, 16, weight + 16 * j);
       float sumw = 0;
-      for (int l = 0; l < 16; ++l) sumw += weight[l];
+      for (int l = 0; l < 16; ++l) sumw += weight[16 * j + l];
       sw[j] = sumw;
-      scales[j] = MakeQxQuants(16, 4, x + 16 * j, L + 16 * j, weight);
     }
+    MakeQxQuantsGroups(16, 16, 4, x, L, weight, scales);
     StoreFp16(out + kquant::q3k::kD, MakeQxQuants(16, 32, scales, Ls, sw));
     for (int j = 0; j < 16; ++j) scale_levels[j] = Ls[j];
     kquant::FinishQ3_K(x, scale_levels, L, out);
@@ -191,7 +193,7 @@ void QuantizeRowQ6_KWeighted(const float* x, size_t n, const float* qw, uint8_t*
   float scales[16];
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, qw += kQK, out += kquant::q6k::kBytes) {
     // ggml's Q6_K passes the importance values themselves, not scaled by the values' magnitude.
-    for (int ib = 0; ib < 16; ++ib) scales[ib] = MakeQxQuants(16, 32, x + 16 * ib, L + 16 * ib, qw + 16 * ib);
+    MakeQxQuantsGroups(16, 16, 32, x, L, qw, scales);
     kquant::FinishQ6_K(x, scales, L, out);
   }
 }

@@ -19,15 +19,16 @@ using namespace kquant;  // NOLINT: the block layouts and shared finishing steps
 // and L (levels in [0, nmax]).
 void QuantizeK4Scales(const float* x, int nmax, float rmin, int nstep, uint8_t* d_out, uint8_t* dmin_out,
                       uint8_t* packed, uint8_t* L) {
-  float mins[8], scales[8], weights[32];
-  uint8_t Laux[32];
-  float max_scale = 0, max_min = 0;
+  float mins[8], scales[8], weights[kQK];
   for (int j = 0; j < 8; ++j) {
     float sum_x2 = 0;
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
-    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = MakeQkx2Quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
+    for (int l = 0; l < 32; ++l) weights[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
+  }
+  MakeQkx2QuantsGroups(8, 32, nmax, x, weights, L, scales, mins, rmin, 0.1f, nstep, false);
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
     max_scale = std::max(max_scale, scales[j]);
     max_min = std::max(max_min, mins[j]);
   }
@@ -47,14 +48,14 @@ void QuantizeK4Scales(const float* x, int nmax, float rmin, int nstep, uint8_t* 
 }  // namespace
 
 void QuantizeRowQ2_K(const float* x, size_t n, uint8_t* out) {
-  uint8_t L[kQK], Laux[16];
-  float weights[16], mins[16], scales[16];
+  uint8_t L[kQK];
+  float weights[kQK], mins[16], scales[16];
   constexpr float kQ4Scale = 15.f;
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, out += q2k::kBytes) {
+    for (int l = 0; l < kQK; ++l) weights[l] = std::fabs(x[l]);
+    MakeQkx2QuantsGroups(16, 16, 3, x, weights, L, scales, mins, -0.5f, 0.1f, 15, true);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
-      scales[j] = MakeQkx2Quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
       max_scale = std::max(max_scale, scales[j]);
       max_min = std::max(max_min, mins[j]);
     }
@@ -127,7 +128,7 @@ void QuantizeRowQ6_K(const float* x, size_t n, uint8_t* out) {
   int8_t L[kQK];
   float scales[16];
   for (size_t b = 0; b < n / kQK; ++b, x += kQK, out += q6k::kBytes) {
-    for (int ib = 0; ib < 16; ++ib) scales[ib] = MakeQxQuants(16, 32, x + 16 * ib, L + 16 * ib, nullptr);
+    MakeQxQuantsGroups(16, 16, 32, x, L, nullptr, scales);
     FinishQ6_K(x, scales, L, out);
   }
 }

@@ -29,6 +29,8 @@ class IqGrid {
   const int8_t* Point(int index) const { return &points_[static_cast<size_t>(index) * dims_]; }
   // Decoded values of grid point `index` (ggml's iq*_grid tables).
   const int8_t* Decoded(int index) const { return &decoded_[static_cast<size_t>(index) * dims_]; }
+  // What IndexOf reads: per code, the grid index (>= 0) or a negative neighbour-list reference.
+  const int32_t* Map() const { return map_.data(); }
   // The grid index of `code`, or -1 when it is not a grid point. REQUIRES: code < map size.
   int IndexOf(uint32_t code) const { return map_[code] >= 0 ? map_[code] : -1; }
   // The nearest points of an off-grid code: *count of them. REQUIRES: IndexOf(code) < 0.

@@ -70,7 +70,9 @@ float IqSnapSearch(const IqGrid& grid, const IqSearch& search, const float* xval
   const int dims = grid.dims();
   const int vectors = search.n / dims;
   IqCandidateFits fits;
-  if (CpuHasAvx2Fma16c())
+  if (CpuHasAvx512())
+    MeasureIqCandidatesAvx512(grid, search, xval, weight, waux, top, &fits);
+  else if (CpuHasAvx2Fma16c())
     MeasureIqCandidatesAvx2(grid, search, xval, weight, waux, top, &fits);
   else
     MeasureIqCandidatesScalar(grid, search, xval, weight, waux, top, &fits);

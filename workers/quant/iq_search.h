@@ -44,6 +44,9 @@ void MeasureIqCandidatesScalar(const IqGrid& grid, const IqSearch& search, const
 // REQUIRES: CpuHasAvx2Fma16c() (simd_avx2.h).
 void MeasureIqCandidatesAvx2(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
                              const float* waux, float top, IqCandidateFits* fits);
+// Sixteen candidates per pass (iq_search_avx512.cc). REQUIRES: CpuHasAvx512() (simd_avx2.h).
+void MeasureIqCandidatesAvx512(const IqGrid& grid, const IqSearch& search, const float* xval, const float* weight,
+                               const float* waux, float top, IqCandidateFits* fits);
 
 // `xval`: the block's magnitudes; `weight` the fit's weights, `waux` their square roots (the
 // neighbour search's); `top`: what the candidates divide by; `scale` and `L`: the starting

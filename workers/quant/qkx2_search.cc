@@ -42,7 +42,7 @@ float MakeQkx2QuantsScalar(int n, int nmax, const float* x, const float* weights
   }
   float min = start.min, scale = start.scale, best_error = start.best_error;
   const float max = start.max, sum_w = start.sum_w, sum_x = start.sum_x;
-  for (int is = 0; is <= nstep; ++is) {
+  for (int is = 0; nstep >= 1 && is <= nstep; ++is) {  // ggml: no candidates when nstep < 1
     const float iscale = (rmin + rdelta * is + nmax) / (max - min);
     float sum_l = 0, sum_l2 = 0, sum_xl = 0;
     for (int i = 0; i < n; ++i) {
@@ -84,6 +84,25 @@ float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint
   if (CpuHasAvx2Fma16c())
     return MakeQkx2QuantsAvx2(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
   return MakeQkx2QuantsScalar(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+}
+
+void MakeQkx2QuantsGroups(int groups, int n, int nmax, const float* x, const float* weights, uint8_t* L, float* scales,
+                          float* the_mins, float rmin, float rdelta, int nstep, bool use_mad) {
+  const bool avx2 = CpuHasAvx2Fma16c();
+  uint8_t Laux[32];
+  for (int g = 0; g < groups; g += 8) {
+    const size_t at = static_cast<size_t>(g) * n;
+    if (avx2) {
+      MakeQkx2Quants8GroupsAvx2(n, nmax, x + at, weights + at, L + at, scales + g, the_mins + g, rmin, rdelta, nstep,
+                                use_mad);
+      continue;
+    }
+    for (int k = g; k < g + 8; ++k) {
+      const size_t group_at = static_cast<size_t>(k) * n;
+      scales[k] = MakeQkx2QuantsScalar(n, nmax, x + group_at, weights + group_at, L + group_at, &the_mins[k], Laux,
+                                       rmin, rdelta, nstep, use_mad);
+    }
+  }
 }
 
 }  // namespace modelsmith

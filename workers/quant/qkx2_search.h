@@ -38,6 +38,13 @@ float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint
 float MakeQkx2QuantsScalar(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                            uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
 
+// The same search for `groups` independent groups of `n` values (x and weights group after group,
+// L likewise; scales[g] and the_mins[g] out). The AVX2 version (simd_avx2.h) runs eight groups
+// at once, one per lane, each lane walking its candidates in order exactly as the scalar search
+// does; MakeQkx2QuantsGroups uses it where the CPU has AVX2. REQUIRES: groups % 8 == 0, n <= 32.
+void MakeQkx2QuantsGroups(int groups, int n, int nmax, const float* x, const float* weights, uint8_t* L, float* scales,
+                          float* the_mins, float rmin, float rdelta, int nstep, bool use_mad);
+
 }  // namespace modelsmith
 
 #endif  // MODELSMITH_WORKERS_QUANT_QKX2_SEARCH_H_

@@ -26,6 +26,21 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L, const float* qw) 
   return MakeQxQuantsScalar(n, nmax, x, L, qw);
 }
 
+void MakeQxQuantsGroups(int groups, int n, int nmax, const float* x, int8_t* L, const float* qw, float* scales) {
+  const bool avx2 = CpuHasAvx2Fma16c();
+  for (int g = 0; g < groups; g += 8) {
+    const size_t at = static_cast<size_t>(g) * n;
+    if (avx2) {
+      MakeQx8GroupsAvx2(n, nmax, x + at, L + at, qw ? qw + at : nullptr, scales + g);
+      continue;
+    }
+    for (int k = g; k < g + 8; ++k) {
+      const size_t group_at = static_cast<size_t>(k) * n;
+      scales[k] = MakeQxQuantsScalar(n, nmax, x + group_at, L + group_at, qw ? qw + group_at : nullptr);
+    }
+  }
+}
+
 float MakeQxQuantsScalar(int n, int nmax, const float* x, int8_t* L, const float* qw) {
   const float max = SignedMax(n, x);
   if (std::fabs(max) < kGroupMaxEps) {  // all (near) zero

@@ -24,6 +24,10 @@ float SignedMax(int n, const float* x);
 // summed in element order with the scalar roundings; MakeQxQuants picks it when the CPU has AVX2.
 float MakeQxQuants(int n, int nmax, const float* x, int8_t* L, const float* qw);
 float MakeQxQuantsScalar(int n, int nmax, const float* x, int8_t* L, const float* qw);
+// The same search for `groups` groups of `n` values one after another (qw likewise, or null),
+// scales[g] out. With AVX2, eight groups at once, one per lane (MakeQx8GroupsAvx2 in
+// simd_avx2.h). REQUIRES: groups % 8 == 0, n <= 32.
+void MakeQxQuantsGroups(int groups, int n, int nmax, const float* x, int8_t* L, const float* qw, float* scales);
 
 // make_q3_quants with do_rmse: iterative refinement of levels with weights x^2; L in [0, 2*nmax).
 float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L);

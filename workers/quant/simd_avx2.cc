@@ -69,6 +69,11 @@ bool CpuHasAvx2Fma16c() {
   return has;
 }
 
+bool CpuHasAvx512() {
+  static const bool has = CpuHasAvx2Fma16c() && __builtin_cpu_supports("avx512f");
+  return has;
+}
+
 void DecodeF16Avx2(const uint8_t* in, size_t n, float* y) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -308,7 +313,7 @@ float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, 
   const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(nmax);
   alignas(32) int32_t codes[32][8];
   alignas(32) float lane_iscale[8], sum_l[8], sum_l2[8], sum_xl[8], lane_scale[8], lane_min[8], error[8];
-  int first = 0;
+  int first = nstep >= 1 ? 0 : nstep + 1;  // ggml: no candidates when nstep < 1
   while (first <= nstep) {
     const float from = min;
     for (int k = 0; k < 8; ++k) lane_iscale[k] = (rmin + rdelta * static_cast<float>(first + k) + nmax) / (max - from);

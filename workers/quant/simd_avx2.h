@@ -19,6 +19,8 @@ namespace modelsmith {
 
 // True when this CPU runs the functions below (checked once).
 bool CpuHasAvx2Fma16c();
+// True when this CPU also has AVX-512F (checked once): the *Avx512 kernels run.
+bool CpuHasAvx512();
 
 void DecodeF16Avx2(const uint8_t* in, size_t n, float* y);
 void QuantizeRowQ8_0Avx2(const float* x, size_t n, uint8_t* out);
@@ -40,6 +42,11 @@ void Bnb4QuantizeAvx2(const float* table, const float* x, size_t n, size_t block
 float MakeQkx2QuantsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                          uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad);
 
+// MakeQkx2QuantsGroups' eight-group step (qkx2_search.h): group k (x + k * n, its weights and
+// L likewise) in lane k.
+void MakeQkx2Quants8GroupsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* scales,
+                               float* the_mins, float rmin, float rdelta, int nstep, bool use_mad);
+
 // ggml's make_qx_quants (scale_search.h), its 19 candidate scales eight per pass. n <= 32.
 float MakeQxQuantsAvx2(int n, int nmax, const float* x, int8_t* L, const float* qw);
 
@@ -52,6 +59,9 @@ int IqNearestNeighbourAvx2(int dims, const float* points, const uint16_t* neighb
 
 // Iq4CandidateFitsScalar (ggml_iq4.h), eight inverse scales per pass.
 void Iq4CandidateFitsAvx2(const float* xb, const float* weight, const float* ids, float* sumqx, float* sumq2);
+
+// MakeQxQuantsGroups' eight-group step (scale_search.h): group k in lane k.
+void MakeQx8GroupsAvx2(int n, int nmax, const float* x, int8_t* L, const float* qw, float* scales);
 
 // bitsandbytes LLM.int8 of one row of FP16-valued floats: q = round_half_even(x * (127/absmax)).
 float BnbInt8QuantizeRowAvx2(const float* x, size_t n, int8_t* q);

@@ -190,3 +190,162 @@ float MakeQxQuantsAvx2(int n, int nmax, const float* x, int8_t* L, const float* 
 }
 
 }  // namespace modelsmith
+
+namespace modelsmith {
+namespace {
+
+inline __m256 Select(__m256 mask, __m256 if_false, __m256 if_true) { return _mm256_blendv_ps(if_false, if_true, mask); }
+
+// |d| or d * d, as the search measures a difference.
+inline __m256 Measure(__m256 d, bool use_mad) {
+  return use_mad ? _mm256_andnot_ps(_mm256_set1_ps(-0.0f), d) : _mm256_mul_ps(d, d);
+}
+
+// Levels of lane values x at inverse scale iscale from min: clamp(nearest_int(iscale * (x - min)), 0, nmax),
+// as floats (exact small integers).
+inline __m256 LevelsFrom(__m256 x, __m256 min, __m256 iscale, __m256i nmax) {
+  const __m256i l = NearestInt(_mm256_mul_ps(iscale, _mm256_sub_ps(x, min)));
+  return _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(l, _mm256_setzero_si256()), nmax));
+}
+
+}  // namespace
+
+void MakeQkx2Quants8GroupsAvx2(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* scales,
+                               float* the_mins, float rmin, float rdelta, int nstep, bool use_mad) {
+  // Element i of the eight groups, one group per lane.
+  __m256 xs[32], ws[32], best_l[32], aux_l[32];
+  const __m256i rows = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+  for (int i = 0; i < n; ++i) {
+    xs[i] = _mm256_i32gather_ps(x + i, rows, 4);
+    ws[i] = _mm256_i32gather_ps(weights + i, rows, 4);
+  }
+  // Qkx2FirstGuess, per lane.
+  __m256 min = xs[0], max = xs[0], sum_w = ws[0], sum_x = _mm256_mul_ps(ws[0], xs[0]);
+  for (int i = 1; i < n; ++i) {
+    min = Select(_mm256_cmp_ps(xs[i], min, _CMP_LT_OQ), min, xs[i]);
+    max = Select(_mm256_cmp_ps(xs[i], max, _CMP_GT_OQ), max, xs[i]);
+    sum_w = _mm256_add_ps(sum_w, ws[i]);
+    sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(ws[i], xs[i]));
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  min = Select(_mm256_cmp_ps(min, zero, _CMP_GT_OQ), min, zero);
+  const __m256 constant = _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
+  const __m256i top = _mm256_set1_epi32(nmax);
+  const __m256 fnmax = _mm256_set1_ps(static_cast<float>(nmax));
+  const __m256 range = _mm256_sub_ps(max, min);
+  __m256 iscale = _mm256_div_ps(fnmax, range);
+  __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
+  __m256 best_error = zero;
+  for (int i = 0; i < n; ++i) {
+    best_l[i] = LevelsFrom(xs[i], min, iscale, top);
+    const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, best_l[i]), min), xs[i]);
+    best_error = _mm256_add_ps(best_error, _mm256_mul_ps(ws[i], Measure(diff, use_mad)));
+  }
+  // The candidates, every lane in order from its own current min (which an accepted candidate
+  // moves; max stays). A constant group accepts none.
+  for (int is = 0; nstep >= 1 && is <= nstep; ++is) {
+    iscale = _mm256_div_ps(_mm256_set1_ps(rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)),
+                           _mm256_sub_ps(max, min));
+    __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+    for (int i = 0; i < n; ++i) {
+      aux_l[i] = LevelsFrom(xs[i], min, iscale, top);
+      const __m256 wl = _mm256_mul_ps(ws[i], aux_l[i]);
+      sum_l = _mm256_add_ps(sum_l, wl);
+      sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, aux_l[i]));
+      sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xs[i]));
+    }
+    const __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+    const __m256 fitted = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+    __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
+    __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
+    const __m256 positive_min = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+    this_min = Select(positive_min, this_min, zero);
+    this_scale = Select(positive_min, this_scale, _mm256_div_ps(sum_xl, sum_l2));
+    __m256 error = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, aux_l[i]), this_min), xs[i]);
+      error = _mm256_add_ps(error, _mm256_mul_ps(ws[i], Measure(diff, use_mad)));
+    }
+    const __m256 better =
+        _mm256_andnot_ps(constant, _mm256_and_ps(fitted, _mm256_cmp_ps(error, best_error, _CMP_LT_OQ)));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    for (int i = 0; i < n; ++i) best_l[i] = Select(better, best_l[i], aux_l[i]);
+    best_error = Select(better, best_error, error);
+    scale = Select(better, scale, this_scale);
+    min = Select(better, min, this_min);
+  }
+  // A constant group: all levels 0, scale 0, its min as found.
+  alignas(32) float lane_scale[8], lane_min[8], lane_levels[32][8];
+  _mm256_store_ps(lane_scale, Select(constant, scale, zero));
+  _mm256_store_ps(lane_min, min);
+  for (int i = 0; i < n; ++i) _mm256_store_ps(lane_levels[i], Select(constant, best_l[i], zero));
+  for (int k = 0; k < 8; ++k) {
+    scales[k] = lane_scale[k];
+    the_mins[k] = -lane_min[k];
+    for (int i = 0; i < n; ++i) L[k * n + i] = static_cast<uint8_t>(lane_levels[i][k]);
+  }
+}
+
+void MakeQx8GroupsAvx2(int n, int nmax, const float* x, int8_t* L, const float* qw, float* scales) {
+  __m256 xs[32], ws[32];
+  const __m256i rows = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+  const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+  // SignedMax per lane: the first value of largest magnitude.
+  __m256 max = zero, amax = zero;
+  for (int i = 0; i < n; ++i) {
+    xs[i] = _mm256_i32gather_ps(x + i, rows, 4);
+    ws[i] = qw ? _mm256_i32gather_ps(qw + i, rows, 4) : _mm256_mul_ps(xs[i], xs[i]);
+    const __m256 ax = _mm256_andnot_ps(sign, xs[i]);
+    const __m256 larger = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = Select(larger, amax, ax);
+    max = Select(larger, max, xs[i]);
+  }
+  const __m256 all_zero = _mm256_cmp_ps(_mm256_andnot_ps(sign, max), _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+  const __m256i low = _mm256_set1_epi32(-nmax), high = _mm256_set1_epi32(nmax - 1);
+  auto fit = [&](__m256 iscale, __m256* sumlx, __m256* suml2) {
+    __m256 lx = zero, l2 = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256i l = _mm256_min_epi32(_mm256_max_epi32(NearestInt(_mm256_mul_ps(iscale, xs[i])), low), high);
+      const __m256 lf = _mm256_cvtepi32_ps(l);
+      lx = _mm256_add_ps(lx, _mm256_mul_ps(_mm256_mul_ps(ws[i], xs[i]), lf));
+      l2 = _mm256_add_ps(l2, _mm256_mul_ps(_mm256_mul_ps(ws[i], lf), lf));
+    }
+    *sumlx = lx;
+    *suml2 = l2;
+  };
+  const __m256 fnmax = _mm256_set1_ps(static_cast<float>(nmax));
+  __m256 chosen = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(-nmax)), max);
+  __m256 sumlx, suml2;
+  fit(chosen, &sumlx, &suml2);
+  __m256 scale = Select(_mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ), zero, _mm256_div_ps(sumlx, suml2));
+  __m256 best = _mm256_mul_ps(scale, sumlx);
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    const __m256 iscale =
+        _mm256_div_ps(_mm256_xor_ps(sign, _mm256_add_ps(fnmax, _mm256_set1_ps(0.1f * static_cast<float>(is)))), max);
+    fit(iscale, &sumlx, &suml2);
+    const __m256 better =
+        _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                      _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    const __m256 this_scale = _mm256_div_ps(sumlx, suml2);
+    scale = Select(better, scale, this_scale);
+    best = Select(better, best, _mm256_mul_ps(this_scale, sumlx));
+    chosen = Select(better, chosen, iscale);
+  }
+  alignas(32) float lane_scale[8];
+  alignas(32) int32_t levels[32][8];
+  _mm256_store_ps(lane_scale, Select(all_zero, scale, zero));
+  const __m256i offset = _mm256_set1_epi32(nmax);
+  for (int i = 0; i < n; ++i) {
+    const __m256i l = _mm256_min_epi32(_mm256_max_epi32(NearestInt(_mm256_mul_ps(chosen, xs[i])), low), high);
+    const __m256i level = _mm256_andnot_si256(_mm256_castps_si256(all_zero), _mm256_add_epi32(l, offset));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(levels[i]), level);
+  }
+  for (int k = 0; k < 8; ++k) {
+    scales[k] = lane_scale[k];
+    for (int i = 0; i < n; ++i) L[k * n + i] = static_cast<int8_t>(levels[i][k]);
+  }
+}
+
+}  // namespace modelsmith
