@@ -169,20 +169,23 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
   });
 }
 
-// submit bisect: a checkpoint split into N chunks of balanced stored size, in execution order.
+// submit bisect: a checkpoint, ONNX graph or Core ML program split into N chunks of balanced
+// stored size, in execution order.
 void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
   CLI::App* bisect = submit->add_subcommand(
-      "bisect", "split a safetensors, PyTorch or GGUF checkpoint into N balanced chunks in execution order");
+      "bisect",
+      "split a safetensors, PyTorch or GGUF checkpoint, an ONNX graph or a Core ML .mlpackage into N balanced "
+      "chunks in execution order");
   struct Options {
     v1::SubmitJobRequest request;
     std::string input, output, granularity = "block", request_id;
     uint32_t chunks = 2;
-    bool overwrite = false, watch = false;
+    bool overwrite = false, watch = false, pipeline = false;
   };
   auto options = std::make_shared<Options>();
   bisect
       ->add_option("--input", options->input,
-                   "safetensors or PyTorch .bin file, index.json or directory, or a .gguf file")
+                   "safetensors or PyTorch .bin file, index.json or directory, a .gguf, .onnx or .mlpackage")
       ->required();
   bisect->add_option("--output", options->output, "output directory: the chunks, <stem>.chunks.json and the manifest")
       ->required();
@@ -190,6 +193,9 @@ void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
   bisect->add_option("--granularity", options->granularity, "cut between whole blocks, modules or single tensors")
       ->check(CLI::IsMember({"block", "module", "tensor"}))
       ->capture_default_str();
+  bisect->add_flag("--pipeline", options->pipeline,
+                   "Core ML only: one .mlpackage whose model is a pipeline of the chunks (as coremltools' "
+                   "merge_chunks_to_pipeline)");
   bisect->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   bisect->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   bisect->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
@@ -202,6 +208,7 @@ void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
                          : options->granularity == "module" ? v1::BISECT_GRANULARITY_MODULE
                                                             : v1::BISECT_GRANULARITY_BLOCK);
     spec.set_overwrite(options->overwrite);
+    spec.set_pipeline(options->pipeline);
     options->request.set_request_id(options->request_id);
     exit_code = SubmitCommand(remote, options->request, options->watch);
   });

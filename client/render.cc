@@ -192,6 +192,25 @@ void PrintModel(const v1::ModelInfo& model, FILE* out) {
   std::map<std::string, int> layouts;
   for (const v1::QuantizedModule& q : model.quantized()) ++layouts[q.layout()];
   for (const auto& [layout, count] : layouts) absl::FPrintF(out, "  quantized %d module(s) as %s\n", count, layout);
+  if (model.has_coreml()) {
+    const v1::CoreMlProgramInfo& p = model.coreml();
+    absl::FPrintF(out, "  ML Program, specification version %d, opset %s, function(s) %s, %d ops (%d compute)\n",
+                  p.specification_version(), p.opset(), absl::StrJoin(p.functions(), ", "), p.op_count(),
+                  p.compute_op_count());
+    for (const auto* features : {&p.inputs(), &p.outputs()}) {
+      for (const v1::CoreMlFeature& f : *features) {
+        absl::FPrintF(out, "  %s %s %s [%s]\n", features == &p.inputs() ? "input " : "output", f.name(), f.dtype(),
+                      absl::StrJoin(f.shape(), ", "));
+      }
+    }
+    absl::FPrintF(out, "  weights: %s stored, %s dense\n", HumanBytes(p.stored_bytes()), HumanBytes(p.dense_bytes()));
+    for (const v1::CoreMlWeight& w : p.weights()) {
+      absl::FPrintF(out, "  %-40s %-32s %-12s %2d bits  %10s stored  %10s dense  -> %s\n", w.name(), w.compression(),
+                    w.stored_dtypes(), w.bits(), HumanBytes(w.stored_bytes()), HumanBytes(w.dense_bytes()),
+                    w.first_consumer());
+    }
+    return;
+  }
   for (const v1::TensorDescriptor& t : model.tensors()) {
     absl::FPrintF(out, "  %-56s %-5s [%s] %s  %s%s\n", t.name(), t.dtype(), absl::StrJoin(t.shape(), ", "),
                   HumanBytes(t.size_bytes()), t.file(), t.quantization().empty() ? "" : "  (" + t.quantization() + ")");

@@ -15,7 +15,7 @@ set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 FUZZ_DIR="${FUZZ_DIR:-$SRC/build-fuzz}"
 JOBS="${JOBS:-2}"
-FUZZERS=(gguf_reader torch_pickle torch_checkpoint safetensors_header onnx_graph imatrix)
+FUZZERS=(gguf_reader torch_pickle torch_checkpoint safetensors_header onnx_graph imatrix coreml_package)
 DEBIAN_PYTHON=/usr/bin/python3  # python3-onnx and python3-numpy are Debian's, not pyenv's
 
 build() {
@@ -48,6 +48,19 @@ seed() {
         --vocab 32 --external >/dev/null
       rm -f "$corpus"/*.data ;;
     imatrix) cp "$SRC"/tests/data/golden/gguf-v2/presets/imatrix.dat "$corpus"/ ;;
+    coreml_package)
+      # Each seed: the 4-byte little-endian model length, model.mlmodel, then weight.bin.
+      for kind in fp16 affine8 sparse lut4 blockwise; do
+        "$DEBIAN_PYTHON" "$SRC/tests/tools/make_coreml_package.py" "$corpus/$kind.mlpackage" --kind "$kind" \
+          --layers 1 --dim 16 >/dev/null
+        "$DEBIAN_PYTHON" - "$corpus/$kind.mlpackage" "$corpus/$kind" <<'PY'
+import sys
+d = sys.argv[1] + "/Data/com.apple.CoreML/"
+model, weights = open(d + "model.mlmodel", "rb").read(), open(d + "weights/weight.bin", "rb").read()
+open(sys.argv[2], "wb").write(len(model).to_bytes(4, "little") + model + weights)
+PY
+        rm -rf "$corpus/$kind.mlpackage"
+      done ;;
     *) echo "fuzz.sh: unknown fuzzer '$name' (one of: ${FUZZERS[*]})" >&2; exit 2 ;;
   esac
 }

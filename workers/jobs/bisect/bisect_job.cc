@@ -12,7 +12,9 @@
 #include "workers/common/error.h"
 #include "workers/formats/model_view.h"
 #include "workers/formats/quantized_layout.h"
+#include "workers/formats/coreml_package.h"
 #include "workers/jobs/bisect/bisect_chunk_writer.h"
+#include "workers/jobs/bisect/bisect_coreml_job.h"
 #include "workers/jobs/bisect/bisect_onnx_job.h"
 #include "workers/jobs/bisect/bisect_plan.h"
 #include "workers/jobs/core/manifest.h"
@@ -212,12 +214,26 @@ absl::StatusOr<BisectOptions> BisectJob::Parse(const v1::JobSpec& job_spec) {
   if (!v1::BisectGranularity_IsValid(spec.granularity())) {
     return FieldError("INVALID_ENUM", "bisect.granularity", "unknown bisect granularity (block, module or tensor)");
   }
-  return BisectOptions{spec, spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks(), IsOnnxInput(spec.input())};
+  const bool coreml = IsCoreMlInput(spec.input());
+  if (spec.pipeline() && !coreml) {
+    return FieldError("INVALID_ARGUMENT", "bisect.pipeline",
+                      "'bisect.pipeline' merges Core ML chunks into one pipeline package; the input is not an "
+                      ".mlpackage");
+  }
+  return BisectOptions{spec, spec.chunks() == 0 ? kDefaultBisectChunks : spec.chunks(), IsOnnxInput(spec.input()),
+                       coreml};
 }
 
 absl::StatusOr<BisectJobPlan> BisectJob::MakePlan(const BisectOptions& options, const PlanEnv& env) {
   const v1::BisectSpec& spec = options.spec;
   BisectJobPlan job_plan;
+  if (options.coreml) {
+    absl::StatusOr<std::shared_ptr<CoreMlBisectJobPlan>> coreml =
+        MakeCoreMlBisectPlan(spec, options.chunks, env, &job_plan.estimated_peak_bytes);
+    if (!coreml.ok()) return coreml.status();
+    job_plan.coreml = *std::move(coreml);
+    return job_plan;
+  }
   if (options.onnx) {
     absl::StatusOr<std::shared_ptr<OnnxBisectJobPlan>> onnx =
         MakeOnnxBisectPlan(spec, options.chunks, env, &job_plan.estimated_peak_bytes);
@@ -245,6 +261,7 @@ absl::StatusOr<BisectJobPlan> BisectJob::MakePlan(const BisectOptions& options, 
 
 absl::StatusOr<v1::JobResult> BisectJob::Produce(BisectJobPlan& job_plan, const JobRun& run, JobContext& context) {
   if (job_plan.onnx != nullptr) return ProduceOnnxBisect(*job_plan.onnx, run, context);
+  if (job_plan.coreml != nullptr) return ProduceCoreMlBisect(*job_plan.coreml, run, context);
   const auto start = std::chrono::steady_clock::now();
   const v1::BisectSpec& spec = run.spec.bisect();
   const ModelView* model = &job_plan.checkpoint->model;

@@ -31,14 +31,17 @@ inline constexpr uint32_t kMaxBisectChunks = 256;
 struct BisectOptions {
   v1::BisectSpec spec;  // validated
   uint32_t chunks = kDefaultBisectChunks;
-  bool onnx = false;  // an ONNX graph (bisect_onnx_job.h), else a checkpoint
+  bool onnx = false;    // an ONNX graph (bisect_onnx_job.h)
+  bool coreml = false;  // a Core ML package (bisect_coreml_job.h); else a checkpoint
 };
 
 struct BisectCheckpointPlan;  // bisect_job.cc
 struct OnnxBisectJobPlan;     // bisect_onnx_job.cc
+struct CoreMlBisectJobPlan;   // bisect_coreml_job.cc
 struct BisectJobPlan {
-  std::shared_ptr<BisectCheckpointPlan> checkpoint;  // one of the two is set
+  std::shared_ptr<BisectCheckpointPlan> checkpoint;  // one of the three is set
   std::shared_ptr<OnnxBisectJobPlan> onnx;
+  std::shared_ptr<CoreMlBisectJobPlan> coreml;
   uint64_t estimated_peak_bytes = 0;
 };
 

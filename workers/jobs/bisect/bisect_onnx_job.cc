@@ -18,7 +18,6 @@
 #include "workers/jobs/core/paced_copy.h"
 #include "workers/jobs/core/rate_limiter.h"
 #include "workers/jobs/core/publication.h"
-#include "workers/jobs/core/version.h"
 #include "workers/storage/pipelined_writer.h"
 #include "workers/storage/uri.h"
 
@@ -280,13 +279,7 @@ absl::StatusOr<v1::JobResult> ProduceOnnxBisect(OnnxBisectJobPlan& job_plan, con
   tracker.Flush();
   figures->set_peak_resident_bytes(tracker.peak_resident_bytes());
 
-  ordered_json manifest;
-  manifest["modelsmith_version"] = kModelsmithVersion;
-  manifest["git_revision"] = kModelsmithGitRevision;
-  manifest["kind"] = "bisect";
-  manifest["job_id"] = run.job_id;
-  if (!run.owner.empty()) manifest["owner"] = run.owner;
-  manifest["spec"] = MessageJson(run.spec);
+  ordered_json manifest = ManifestHeader(run, "bisect");
   manifest["input"] = {{"uri", input->location.uri},
                        {"format", "onnx"},
                        {"nodes", input->model.graph().node_size()},

@@ -36,7 +36,7 @@ absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::stri
   return artifact;
 }
 
-ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input) {
+ordered_json ManifestHeader(const JobRun& run, absl::string_view kind) {
   ordered_json manifest;
   manifest["modelsmith_version"] = kModelsmithVersion;
   manifest["git_revision"] = kModelsmithGitRevision;
@@ -44,6 +44,11 @@ ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const Mod
   if (!run.owner.empty()) manifest["owner"] = run.owner;
   manifest["kind"] = std::string(kind);
   manifest["spec"] = MessageJson(run.spec);
+  return manifest;
+}
+
+ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input) {
+  ordered_json manifest = ManifestHeader(run, kind);
   manifest["input"] = {{"uri", input.uri},
                        {"format", input.format},
                        {"tensors", input.tensors.size()},

@@ -24,6 +24,9 @@ inline constexpr absl::string_view kManifestName = "modelsmith.manifest.json";
 // The fields every manifest starts with: tool version and revision, job id, owner, kind, spec, and the
 // input model's uri, format, tensor count and bytes.
 nlohmann::ordered_json ManifestHeader(const JobRun& run, absl::string_view kind, const ModelView& input);
+// The same without the input, for kinds whose input is not a checkpoint (an ONNX graph, a Core ML
+// program), which add their own "input" object.
+nlohmann::ordered_json ManifestHeader(const JobRun& run, absl::string_view kind);
 
 // The spec or any message as JSON for a manifest (proto field names).
 nlohmann::ordered_json MessageJson(const google::protobuf::Message& message);

@@ -7,7 +7,9 @@
 
 #include "workers/common/error.h"
 #include "workers/formats/adapter_keys.h"
+#include "workers/formats/coreml_package.h"
 #include "workers/formats/model_view.h"
+#include "workers/jobs/inspect/inspect_coreml.h"
 #include "workers/formats/quantized_layout.h"
 #include "workers/tensor/ggml_types.h"
 
@@ -34,6 +36,7 @@ std::string Architecture(const ModelView& model, const std::optional<nlohmann::j
 absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::string_view uri) {
   absl::StatusOr<Location> location = router.Resolve(uri);
   if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", "uri"}});
+  if (IsCoreMlInput(location->uri)) return InspectCoreMl(*location);
   absl::StatusOr<ModelView> model = OpenModel(*location);
   if (!model.ok()) return model.status();
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*location->store, *model);
