@@ -49,12 +49,9 @@ def value_type(dtype, shape):
 
 def pack_bits(values, bits):
     """LSB-first bit stream of `values` (already in 0 .. 2^bits - 1)."""
-    out = bytearray((len(values) * bits + 7) // 8)
-    for i, v in enumerate(values):
-        for b in range(bits):
-            if (int(v) >> b) & 1:
-                out[(i * bits + b) // 8] |= 1 << ((i * bits + b) % 8)
-    return bytes(out)
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    stream = ((values[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
+    return np.packbits(stream, bitorder="little").tobytes()
 
 
 class Weights:
@@ -67,7 +64,7 @@ class Weights:
     def add(self, dtype, array):
         flat = np.asarray(array).reshape(-1)
         if dtype in BITS:
-            raw = pack_bits([int(v) & 0xF for v in flat], BITS[dtype])
+            raw = pack_bits(flat.astype(np.int64) & 0xF, BITS[dtype])
             padding = (8 - (len(flat) * BITS[dtype]) % 8) % 8
         else:
             raw = flat.astype({"fp16": "<f2", "fp32": "<f4", "uint8": "u1", "int8": "i1"}[dtype]).tobytes()
@@ -118,7 +115,7 @@ class Program:
             v.immediate_value.tensor.bytes.values = array.astype(
                 {"int8": "i1", "uint8": "u1", "uint32": "<u4"}[dtype]).tobytes()
         elif dtype in BITS:
-            v.immediate_value.tensor.bytes.values = pack_bits([int(a) & 0xF for a in array.reshape(-1)], 4)
+            v.immediate_value.tensor.bytes.values = pack_bits(array.astype(np.int64) & 0xF, 4)
         elif dtype == "bool":
             v.immediate_value.tensor.bools.values.extend(bool(a) for a in array.reshape(-1))
         elif dtype == "string":
@@ -168,7 +165,7 @@ def weight(prog, args, rng, shape, kind, top):
     if kind == "sparse":
         mask = rng.random(shape) < 0.5
         nonzero = dense[mask]
-        bits = pack_bits(mask.reshape(-1).astype(int), 1)
+        bits = pack_bits(mask.astype(np.int64), 1)
         attrs = {"nonzero_data": prog.value("fp16", nonzero), "mask": prog.value("uint8", np.frombuffer(bits, np.uint8)),
                  "shape": prog.value("uint32", np.array(shape))}
         return prog.op("constexpr_sparse_to_dense", {}, "fp16", shape, attributes=attrs, top=top)

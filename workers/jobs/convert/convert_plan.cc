@@ -228,17 +228,34 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
                       absl::StrCat("the limit gives ", assignment.size(), " files; at most ", kMaxShardCount,
                                    " fit Hugging Face names"));
   }
-  std::map<std::string, std::string> metadata =
+  std::map<std::string, std::string> common_metadata =
       plan.model.is_torch() || hf ? std::map<std::string, std::string>{} : plan.model.metadata;
-  metadata["format"] = "pt";
+  common_metadata["format"] = "pt";
+  // A tied name left out is recorded in the metadata of the file holding its kept tensor as
+  // "dropped": "kept" (both after renaming), never over an existing key, as safetensors'
+  // save_model and the Hugging Face converter do, so that load_model restores it.
+  std::map<std::string, std::vector<std::string>> dropped_by_kept_source;  // kept input name -> dropped
+  for (const TensorAlias& alias : plan.model.aliases) {
+    std::string name = alias.name;
+    for (const Rule& rule : rules) {
+      if (std::optional<std::string> renamed = rule.pattern.ReplaceFullMatch(name, rule.replacement)) name = *renamed;
+    }
+    dropped_by_kept_source[alias.target].push_back(std::move(name));
+  }
   for (size_t f = 0; f < assignment.size(); ++f) {
     ConvertFile file;
     file.name = ShardFileName(plan.stem, spec.variant(), f, assignment.size());
+    std::map<std::string, std::string> metadata = common_metadata;
     std::map<std::string, const ConvertTensor*> by_name;
     for (size_t i : assignment[f]) {
       const ConvertTensor& c = plan.tensors[i];
       file.entries.push_back({c.name, c.dtype, c.source->shape, c.size_bytes});
       by_name[c.name] = &c;
+      auto dropped = dropped_by_kept_source.find(c.source->name);
+      if (dropped == dropped_by_kept_source.end()) continue;
+      for (const std::string& alias_name : dropped->second) {
+        if (!origin.count(alias_name)) metadata.try_emplace(alias_name, c.name);
+      }
     }
     SortLikeReferenceWriter(file.entries);
     for (const SafetensorsEntry& e : file.entries) file.tensors.push_back(by_name[e.name]);

@@ -15,7 +15,9 @@
 //     planner (hf_greedy or balanced) over the output sizes. Names are Hugging Face names built
 //     from the stem and variant (shard_plan.h): "pytorch_model" becomes "model", as the
 //     converter renames it; the index is "<stem>.safetensors.index[.<variant>].json";
-//   - every file's metadata is {"format": "pt"} plus a safetensors input's own metadata;
+//   - every file's metadata is {"format": "pt"} plus a safetensors input's own metadata, plus
+//     "<dropped tied name>": "<kept name>" for each tied name whose kept tensor it holds (as
+//     safetensors' save_model records it, so that load_model restores the name);
 //     tensors sit in the reference writer's order;
 //   - a GGUF input of the Llama family (gguf_to_hf.h) gets Hugging Face names and row order and a
 //     config.json; its block-quantized tensors are dequantized to `dtype` (F32 when unset).
