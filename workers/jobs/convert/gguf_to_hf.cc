@@ -68,7 +68,9 @@ const LlamaNames& LlamaTensorNames() {
        {"ffn_gate", "mlp.gate_proj"},
        {"ffn_up", "mlp.up_proj"},
        {"ffn_down", "mlp.down_proj"},
-       {"ffn_norm", "post_attention_layernorm"}},
+       {"ffn_norm", "post_attention_layernorm"},
+       {"attn_q_norm", "self_attn.q_norm"},
+       {"attn_k_norm", "self_attn.k_norm"}},
   };
   return names;
 }
@@ -97,13 +99,13 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   std::string hf_class;
   if (out.architecture == "llama") hf_class = "LlamaForCausalLM";
   if (out.architecture == "qwen2") hf_class = "Qwen2ForCausalLM";
+  if (out.architecture == "qwen3") hf_class = "Qwen3ForCausalLM";
   if (hf_class.empty()) {
-    return MakeError(
-        absl::StatusCode::kFailedPrecondition, "GGUF_ARCHITECTURE_UNSUPPORTED",
-        absl::StrCat(
-            "GGUF architecture '", out.architecture,
-            "' is not converted to safetensors; the Llama family (llama, which Mistral uses too, and qwen2) is"),
-        {{"field", "general.architecture"}});
+    return MakeError(absl::StatusCode::kUnimplemented, "GGUF_ARCHITECTURE_UNSUPPORTED",
+                     absl::StrCat("GGUF architecture '", out.architecture,
+                                  "' is not converted to safetensors; llama (which Mistral uses too), qwen2 and qwen3 "
+                                  "are"),
+                     {{"field", "general.architecture"}});
   }
   const std::string a = out.architecture;
   auto unsigned_key = [&](const std::string& key, bool required) -> absl::StatusOr<std::optional<uint64_t>> {
@@ -158,7 +160,7 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   }
   nlohmann::ordered_json config = {
       {"architectures", {hf_class}},
-      {"model_type", a == "llama" ? "llama" : "qwen2"},
+      {"model_type", a},
       {"hidden_size", **hidden},
       {"intermediate_size", **ffn},
       {"num_hidden_layers", **layers},
@@ -168,6 +170,9 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
       {"tie_word_embeddings", !has_output},
   };
   if (vocab > 0) config["vocab_size"] = vocab;
+  absl::StatusOr<std::optional<uint64_t>> key_length = unsigned_key(a + ".attention.key_length", false);
+  if (!key_length.ok()) return key_length.status();
+  if (*key_length) config["head_dim"] = **key_length;
   if (*context) config["max_position_embeddings"] = **context;
   if (std::optional<double> eps = float_key(a + ".attention.layer_norm_rms_epsilon")) config["rms_norm_eps"] = *eps;
   config["rope_theta"] = float_key(a + ".rope.freq_base").value_or(10000.0);

@@ -1,16 +1,17 @@
 // What a llama.cpp GGUF of the Llama family is on the Hugging Face side (the reverse of
 // llama.cpp's convert_hf_to_gguf.py for LlamaForCausalLM / MistralForCausalLM, which it writes as
-// architecture "llama", and Qwen2ForCausalLM, "qwen2"):
+// architecture "llama", Qwen2ForCausalLM, "qwen2", and Qwen3ForCausalLM, "qwen3"):
 //   - names: token_embd -> model.embed_tokens, blk.N.attn_norm -> model.layers.N.input_layernorm,
 //     attn_q/k/v/output -> self_attn.q_proj/k_proj/v_proj/o_proj (weights and biases),
 //     ffn_gate/up/down -> mlp.gate_proj/up_proj/down_proj, ffn_norm -> post_attention_layernorm,
+//     attn_q_norm/attn_k_norm -> self_attn.q_norm/k_norm (Qwen3),
 //     output_norm -> model.norm, output -> lm_head;
 //   - Q/K row order: for "llama", llama.cpp permutes the rows of q_proj (n_head heads) and k_proj
 //     (n_head_kv heads) so that each head's two rotary halves interleave: GGUF row (h, 2k + s)
 //     is HF row (h, s * head_dim/2 + k). The reverse is applied here; "qwen2" is not permuted;
 //   - config.json from the metadata: hidden, intermediate and vocab sizes, layer and head counts,
-//     context length, RMS-norm epsilon, RoPE base, BOS/EOS ids, tied embeddings when there is no
-//     output tensor.
+//     context length, RMS-norm epsilon, RoPE base, BOS/EOS ids, head_dim from key_length, tied
+//     embeddings when there is no output tensor.
 // rope_freqs.weight (a llama.cpp-computed table for Llama 3 RoPE scaling) has no Hugging Face
 // tensor and is left out. The tokenizer is not converted back (tokenizer.json is not rebuilt).
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_

@@ -231,11 +231,12 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   HfToGguf out;
   if (architecture == "LlamaForCausalLM" || architecture == "MistralForCausalLM") out.architecture = "llama";
   if (architecture == "Qwen2ForCausalLM") out.architecture = "qwen2";
+  if (architecture == "Qwen3ForCausalLM") out.architecture = "qwen3";
   if (out.architecture.empty()) {
-    return Refused(
-        absl::StatusCode::kFailedPrecondition, "ARCHITECTURE_UNSUPPORTED", "convert.input",
-        absl::StrCat("config.json architecture '", architecture,
-                     "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM are"));
+    return Refused(absl::StatusCode::kUnimplemented, "ARCHITECTURE_UNSUPPORTED", "convert.input",
+                   absl::StrCat("config.json architecture '", architecture,
+                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM "
+                                "and Qwen3ForCausalLM are"));
   }
   const std::string a = out.architecture;
   const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
@@ -275,6 +276,12 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     kvs.push_back(GgufKv::F32(a + ".attention.layer_norm_rms_epsilon", static_cast<float>(*eps)));
   }
   kvs.push_back(GgufKv::U32(a + ".rope.dimension_count", static_cast<uint32_t>(head_dim)));
+  // An explicit head_dim (Qwen3's differs from hidden / heads) is the key and value length, as
+  // llama.cpp's converter writes it for any model that states one.
+  if (Unsigned(config, "head_dim")) {
+    kvs.push_back(GgufKv::U32(a + ".attention.key_length", static_cast<uint32_t>(head_dim)));
+    kvs.push_back(GgufKv::U32(a + ".attention.value_length", static_cast<uint32_t>(head_dim)));
+  }
   if (config.contains("rope_scaling") && config["rope_scaling"].is_object()) {
     const json& scaling = config["rope_scaling"];
     kvs.push_back(GgufKv::String(a + ".rope.scaling.type", scaling.value("rope_type", scaling.value("type", ""))));

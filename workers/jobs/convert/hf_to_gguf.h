@@ -1,11 +1,13 @@
 // What a Hugging Face checkpoint of the Llama family (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's convert_hf_to_gguf.py
-// writes it (the reverse of gguf_to_hf.h):
-//   - architecture "llama" (Llama and Mistral) or "qwen2"; metadata from config.json:
+// Qwen2ForCausalLM, Qwen3ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's
+// convert_hf_to_gguf.py writes it (the reverse of gguf_to_hf.h):
+//   - architecture "llama" (Llama and Mistral), "qwen2" or "qwen3" (its per-head q/k norms as
+//     blk.N.attn_q_norm / attn_k_norm); metadata from config.json:
 //     <arch>.context_length (max_position_embeddings), .embedding_length (hidden_size),
 //     .block_count, .feed_forward_length, .attention.head_count, .attention.head_count_kv,
 //     .rope.freq_base (rope_theta), .attention.layer_norm_rms_epsilon, .vocab_size,
-//     .rope.dimension_count (head_dim, else hidden / heads), linear and yarn RoPE scaling;
+//     .rope.dimension_count (head_dim, else hidden / heads), .attention.key_length and
+//     .value_length when config.json states head_dim, linear and yarn RoPE scaling;
 //     general.file_type and general.quantization_version;
 //   - tensor names (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, ...), and for
 //     "llama" the rows of q_proj / k_proj interleaved per head as llama.cpp's permute does;
@@ -17,7 +19,8 @@
 //     recognises "llama-bpe" and "qwen2" and writes "default" otherwise).
 // Types: 1-D tensors F32, every other tensor `type` (a whole number of its blocks per row, else
 // F16), as the converter does for --outtype.
-// Refused: other architectures, Llama 3 RoPE scaling (which needs a rope_freqs table), a
+// Refused: other architectures (UNIMPLEMENTED ARCHITECTURE_UNSUPPORTED, naming the supported ones),
+// Llama 3 RoPE scaling (which needs a rope_freqs table), a
 // tokenizer.json that is not BPE or is missing, and names the map does not know.
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_

@@ -1,0 +1,113 @@
+// Proof by llama.cpp: tiny random Hugging Face checkpoints (tests/tools/make_hf_llm.py) converted
+// to F32 GGUF by the real modelsmithd and loaded by llama.cpp itself (node-llama-cpp's prebuilt
+// CPU build, pinned in tests/package.json; tests/tools/llama_next_token.mjs), whose next-token
+// probabilities for a fixed token sequence must match an independent numpy implementation of
+// the Hugging Face forward pass (make_hf_llm.py --probs) within 1e-4. Q8_0 and Q4_K_M quantized
+// from that GGUF must load and keep the top-1 token.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "nlohmann/json.hpp"
+#include "tests/support/server_test.h"
+
+namespace modelsmith::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr const char* kDebianPython = "/usr/bin/python3";  // has numpy
+constexpr const char* kTokens = "5,80,120,33,250,7,261,19";
+
+// A family and the fixture seed that gives it a clear top-1 token (a margin the quantized models'
+// small errors cannot close), so that "keeps the top-1 token" says something.
+struct Family {
+  const char* name;
+  const char* seed;
+};
+
+class LlamaCppTest : public ServerTest, public ::testing::WithParamInterface<Family> {
+ protected:
+  json LlamaProbabilities(const std::string& gguf) {
+    CommandResult ran = RunCommand({"node", SourceDir() + "/tests/tools/llama_next_token.mjs", gguf, kTokens});
+    EXPECT_EQ(ran.exit_code, 0) << ran.out << ran.err;
+    return json::parse(ran.out);
+  }
+};
+
+TEST_P(LlamaCppTest, LlamaCppComputesWhatTheCheckpointComputes) {
+  const std::string family = GetParam().name;
+  const std::string hf = data_ + "/" + family;
+  CommandResult made = RunCommand(
+      {kDebianPython, SourceDir() + "/tests/tools/make_hf_llm.py", hf, "--family", family, "--seed", GetParam().seed});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  Start();
+  const std::string gguf = data_ + "/" + family + "-f32.gguf";
+  CommandResult convert =
+      Cli({"submit", "convert", "--input", hf, "--output", gguf, "--to", "gguf", "--dtype", "f32", "--watch"});
+  ASSERT_EQ(convert.exit_code, 0) << convert.out << convert.err;
+
+  CommandResult reference =
+      RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_hf_llm.py", hf, "--probs", kTokens});
+  ASSERT_EQ(reference.exit_code, 0) << reference.err;
+  const std::vector<double> expected = json::parse(reference.out)["probs"].get<std::vector<double>>();
+  const json llama = LlamaProbabilities(gguf);
+  const std::vector<double> got = llama["probs"].get<std::vector<double>>();
+  ASSERT_EQ(got.size(), expected.size());
+  double worst = 0, sum = 0;
+  size_t top = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, std::fabs(got[i] - expected[i]));
+    sum += got[i];
+    if (expected[i] > expected[top]) top = i;
+  }
+  EXPECT_LT(worst, 1e-4) << family << ": largest difference of a next-token probability";
+  EXPECT_NEAR(sum, 1.0, 1e-5);
+  EXPECT_EQ(llama["top"].get<size_t>(), top);
+  double second = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (i != top) second = std::max(second, expected[i]);
+  }
+  ASSERT_GT(expected[top] - second, 0.1) << "the fixture's top-1 margin, which the quantized checks rely on";
+  std::printf("%s: llama.cpp vs numpy Hugging Face forward, max |dp| = %.3g over %zu tokens\n", family.c_str(), worst,
+              got.size());
+
+  // And back to Hugging Face: every tensor bit for bit (the Llama Q/K row interleaving undone),
+  // and the config's shape keys (Qwen3's head_dim from the GGUF's key_length).
+  CommandResult back = Cli(
+      {"submit", "convert", "--input", gguf, "--output", data_ + "/back-" + family, "--to", "safetensors", "--watch"});
+  ASSERT_EQ(back.exit_code, 0) << back.out << back.err;
+  CommandResult same = RunCommand(
+      {kDebianPython, "-c",
+       "import json, sys\n"
+       "sys.path.insert(0, sys.argv[1])\n"
+       "import make_hf_llm as m\n"
+       "a = m.read_safetensors(sys.argv[2] + '/model.safetensors')\n"
+       "b = m.read_safetensors(sys.argv[3] + '/model.safetensors')\n"
+       "assert sorted(a) == sorted(b), (sorted(a), sorted(b))\n"
+       "for k in a: assert (a[k] == b[k]).all(), k\n"
+       "ca, cb = json.load(open(sys.argv[2] + '/config.json')), json.load(open(sys.argv[3] + '/config.json'))\n"
+       "for k in ['architectures', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',\n"
+       "          'num_key_value_heads', 'rms_norm_eps', 'rope_theta', 'vocab_size', 'head_dim']:\n"
+       "    assert ca.get(k) == cb.get(k), (k, ca.get(k), cb.get(k))\n"
+       "print('same')",
+       SourceDir() + "/tests/tools", hf, data_ + "/back-" + family});
+  EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
+
+  for (const std::string scheme : {"Q8_0", "Q4_K_M"}) {
+    const std::string quantized = data_ + "/" + family + "-" + scheme + ".gguf";
+    CommandResult q =
+        Cli({"submit", "quantize", "--input", gguf, "--output", quantized, "--scheme", scheme, "--watch"});
+    ASSERT_EQ(q.exit_code, 0) << q.out << q.err;
+    EXPECT_EQ(LlamaProbabilities(quantized)["top"].get<size_t>(), top) << scheme;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, LlamaCppTest,
+                         ::testing::Values(Family{"llama", "2"}, Family{"qwen2", "7"}, Family{"qwen3", "1"}),
+                         [](const ::testing::TestParamInfo<Family>& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace modelsmith::testing

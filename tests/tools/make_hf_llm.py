@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Writes a tiny random Hugging Face causal LM (config.json, tokenizer.json, tokenizer_config.json,
+model.safetensors in F32) for the llama.cpp proof tests, and computes its next-token
+probabilities with an independent numpy implementation of the Hugging Face forward pass, written
+from each family's definition (RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, Qwen2's
+q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE).
+
+  make_hf_llm.py DIR --family llama|qwen2|qwen3 [--seed N]
+      writes the checkpoint
+  make_hf_llm.py DIR --probs TOKENS
+      prints {"probs": [...]} for the token ids (comma-separated) read from DIR
+"""
+import argparse
+import json
+import os
+import struct
+
+import numpy as np
+
+ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+VOCAB = 272  # 256 byte tokens, 13 merges, 3 specials
+
+
+def byte_tokens():
+    """GPT-2's byte-to-unicode map: the 256 byte-level tokens."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for _, c in sorted(zip(bs, cs))]
+
+
+def tokenizer():
+    tokens = byte_tokens()
+    merges = [("Ġ", "t"), ("h", "e"), ("i", "n"), ("Ġt", "he"), ("e", "r"), ("o", "n"), ("Ġ", "a"), ("r", "e"),
+              ("a", "t"), ("e", "n"), ("o", "r"), ("e", "s"), ("Ġ", "s")]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    added = [{"id": len(vocab) + i, "content": s, "special": True, "single_word": False, "lstrip": False,
+              "rstrip": False, "normalized": False} for i, s in enumerate(specials)]
+    pattern = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    return {"version": "1.0", "added_tokens": added,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
+            "model": {"type": "BPE", "vocab": vocab, "merges": [a + " " + b for a, b in merges]}}
+
+
+def config(family):
+    c = {"architectures": [ARCH[family]], "model_type": family, "hidden_size": 64, "intermediate_size": 96,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+         "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "vocab_size": VOCAB, "bos_token_id": VOCAB - 3,
+         "eos_token_id": VOCAB - 3, "tie_word_embeddings": False, "torch_dtype": "float32"}
+    if family == "qwen3":
+        c["head_dim"] = 32  # heads * head_dim = 128, not the hidden size: key_length must be written
+    return c
+
+
+def tensors(family, cfg, rng):
+    h, f, heads, kv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d = cfg.get("head_dim", h // heads)
+    t = {"model.embed_tokens.weight": rng.standard_normal((VOCAB, h)) * 0.5}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        t[p + "input_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(h)
+        t[p + "post_attention_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(h)
+        for name, rows in (("q", heads * d), ("k", kv * d), ("v", kv * d)):
+            t[p + "self_attn.%s_proj.weight" % name] = rng.standard_normal((rows, h)) * 0.15
+            if family == "qwen2":
+                t[p + "self_attn.%s_proj.bias" % name] = rng.standard_normal(rows) * 0.1
+        if family == "qwen3":
+            t[p + "self_attn.q_norm.weight"] = 1 + 0.1 * rng.standard_normal(d)
+            t[p + "self_attn.k_norm.weight"] = 1 + 0.1 * rng.standard_normal(d)
+        t[p + "self_attn.o_proj.weight"] = rng.standard_normal((h, heads * d)) * 0.15
+        t[p + "mlp.gate_proj.weight"] = rng.standard_normal((f, h)) * 0.15
+        t[p + "mlp.up_proj.weight"] = rng.standard_normal((f, h)) * 0.15
+        t[p + "mlp.down_proj.weight"] = rng.standard_normal((h, f)) * 0.15
+    t["model.norm.weight"] = 1 + 0.1 * rng.standard_normal(h)
+    t["lm_head.weight"] = rng.standard_normal((VOCAB, h)) * 0.6  # a clear top-1 for the quantized checks
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def write_safetensors(path, tensors):
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name in sorted(tensors):
+        n = tensors[name].nbytes
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for name in sorted(tensors):
+            f.write(tensors[name].tobytes())
+
+
+def read_safetensors(path):
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = e["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], np.float32).reshape(e["shape"]).astype(np.float64)
+    return out
+
+
+def rms_norm(x, w, eps):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def rope(x, theta):
+    """Rotate-half RoPE over the last axis of x [heads, T, d], positions 0..T-1."""
+    d, t = x.shape[-1], x.shape[-2]
+    inv = 1.0 / theta ** (np.arange(0, d, 2) / d)
+    ang = np.arange(t)[:, None] * inv[None, :]
+    cos, sin = np.concatenate([np.cos(ang)] * 2, -1), np.concatenate([np.sin(ang)] * 2, -1)
+    half = d // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
+    return x * cos + rotated * sin
+
+
+def forward(cfg, w, tokens):
+    family = {v: k for k, v in ARCH.items()}[cfg["architectures"][0]]
+    heads, kv, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rms_norm_eps"]
+    d = cfg.get("head_dim", cfg["hidden_size"] // heads)
+    x = w["model.embed_tokens.weight"][tokens]
+    t = len(tokens)
+    mask = np.triu(np.full((t, t), -np.inf), 1)
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        proj = {}
+        for name, n in (("q", heads), ("k", kv), ("v", kv)):
+            y = h @ w[p + "self_attn.%s_proj.weight" % name].T
+            if p + "self_attn.%s_proj.bias" % name in w:
+                y = y + w[p + "self_attn.%s_proj.bias" % name]
+            y = y.reshape(t, n, d).transpose(1, 0, 2)
+            if family == "qwen3" and name in "qk":
+                y = rms_norm(y, w[p + "self_attn.%s_norm.weight" % name], eps)
+            proj[name] = y
+        q, k, v = rope(proj["q"], cfg["rope_theta"]), rope(proj["k"], cfg["rope_theta"]), proj["v"]
+        k, v = np.repeat(k, heads // kv, 0), np.repeat(v, heads // kv, 0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(d) + mask
+        s = np.exp(s - s.max(-1, keepdims=True))
+        a = (s / s.sum(-1, keepdims=True)) @ v
+        x = x + a.transpose(1, 0, 2).reshape(t, heads * d) @ w[p + "self_attn.o_proj.weight"].T
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        g = h @ w[p + "mlp.gate_proj.weight"].T
+        u = h @ w[p + "mlp.up_proj.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+    logits = rms_norm(x[-1], w["model.norm.weight"], eps) @ w["lm_head.weight"].T
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--family", choices=sorted(ARCH), default="llama")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probs")
+    args = ap.parse_args()
+    if args.probs:
+        cfg = json.load(open(os.path.join(args.dir, "config.json")))
+        w = read_safetensors(os.path.join(args.dir, "model.safetensors"))
+        probs = forward(cfg, w, [int(t) for t in args.probs.split(",")])
+        print(json.dumps({"probs": probs.tolist()}))
+        return
+    os.makedirs(args.dir, exist_ok=True)
+    cfg = config(args.family)
+    rng = np.random.default_rng(args.seed)
+    write_safetensors(os.path.join(args.dir, "model.safetensors"), tensors(args.family, cfg, rng))
+    json.dump(cfg, open(os.path.join(args.dir, "config.json"), "w"), indent=2)
+    json.dump(tokenizer(), open(os.path.join(args.dir, "tokenizer.json"), "w"), ensure_ascii=False)
+    json.dump({"bos_token": None, "eos_token": "<|endoftext|>", "add_bos_token": False,
+               "chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"},
+              open(os.path.join(args.dir, "tokenizer_config.json"), "w"))
+
+
+if __name__ == "__main__":
+    main()
