@@ -3,10 +3,14 @@
 model.safetensors in F32) for the llama.cpp proof tests, and computes its next-token
 probabilities with an independent numpy implementation of the Hugging Face forward pass, written
 from each family's definition (RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, Qwen2's
-q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE).
+q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj and gate_up_proj).
 
-  make_hf_llm.py DIR --family llama|qwen2|qwen3 [--seed N]
-      writes the checkpoint
+  make_hf_llm.py DIR --family llama|qwen2|qwen3|phi3 [--tokenizer bpe|spm] [--seed N]
+      writes the checkpoint; --tokenizer spm trains a small SentencePiece model (Debian's
+      python3-sentencepiece; BPE with byte fallback, as Llama 2's) on a fixed multilingual text
+      and writes tokenizer.model instead of tokenizer.json
+  make_hf_llm.py DIR --encode TEXT
+      prints {"ids": [...]}: the SentencePiece encoding of TEXT with DIR's tokenizer.model
   make_hf_llm.py DIR --probs TOKENS
       prints {"probs": [...]} for the token ids (comma-separated) read from DIR
 """
@@ -17,7 +21,8 @@ import struct
 
 import numpy as np
 
-ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+        "phi3": "Phi3ForCausalLM"}
 VOCAB = 272  # 256 byte tokens, 13 merges, 3 specials
 
 
@@ -51,6 +56,30 @@ def tokenizer():
             "model": {"type": "BPE", "vocab": vocab, "merges": [a + " " + b for a, b in merges]}}
 
 
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog while the weather stays fine.",
+    "Models are converted, quantized and split by a service that platforms share.",
+    "Le renard brun saute par-dessus le chien paresseux près de la rivière.",
+    "Der schnelle braune Fuchs springt über den faulen Hund am Fluss.",
+    "El veloz zorro marrón salta sobre el perro perezoso junto al río.",
+    "素早い茶色の狐が怠け者の犬を飛び越える。",
+    "Быстрая коричневая лиса прыгает через ленивую собаку.",
+    "Numbers 0123456789 and symbols: (a+b)*c = d; x -> y!",
+]
+
+
+def train_spm(directory, vocab_size):
+    import io
+    import sentencepiece as spm
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 20), model_writer=model, vocab_size=vocab_size,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
+                                   minloglevel=2, hard_vocab_limit=False)
+    open(os.path.join(directory, "tokenizer.model"), "wb").write(model.getvalue())
+    return spm.SentencePieceProcessor(model_proto=model.getvalue()).vocab_size()
+
+
 def config(family):
     c = {"architectures": [ARCH[family]], "model_type": family, "hidden_size": 64, "intermediate_size": 96,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
@@ -58,10 +87,14 @@ def config(family):
          "eos_token_id": VOCAB - 3, "tie_word_embeddings": False, "torch_dtype": "float32"}
     if family == "qwen3":
         c["head_dim"] = 32  # heads * head_dim = 128, not the hidden size: key_length must be written
+    if family == "phi3":
+        c.update({"hidden_act": "silu", "sliding_window": None, "original_max_position_embeddings": 128,
+                  "rope_scaling": None, "partial_rotary_factor": 1.0})
     return c
 
 
 def tensors(family, cfg, rng):
+    VOCAB = cfg["vocab_size"]
     h, f, heads, kv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     d = cfg.get("head_dim", h // heads)
     t = {"model.embed_tokens.weight": rng.standard_normal((VOCAB, h)) * 0.5}
@@ -80,6 +113,11 @@ def tensors(family, cfg, rng):
         t[p + "mlp.gate_proj.weight"] = rng.standard_normal((f, h)) * 0.15
         t[p + "mlp.up_proj.weight"] = rng.standard_normal((f, h)) * 0.15
         t[p + "mlp.down_proj.weight"] = rng.standard_normal((h, f)) * 0.15
+        if family == "phi3":  # Phi-3 stores both projections fused: [q; k; v] and [gate; up]
+            t[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                [t.pop(p + "self_attn.%s_proj.weight" % n) for n in "qkv"])
+            t[p + "mlp.gate_up_proj.weight"] = np.concatenate(
+                [t.pop(p + "mlp.gate_proj.weight"), t.pop(p + "mlp.up_proj.weight")])
     t["model.norm.weight"] = 1 + 0.1 * rng.standard_normal(h)
     t["lm_head.weight"] = rng.standard_normal((VOCAB, h)) * 0.6  # a clear top-1 for the quantized checks
     return {k: v.astype(np.float32) for k, v in t.items()}
@@ -137,6 +175,15 @@ def forward(cfg, w, tokens):
     for l in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % l
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        if family == "phi3":
+            qkv = w[p + "self_attn.qkv_proj.weight"]
+            w = dict(w)
+            w[p + "self_attn.q_proj.weight"] = qkv[:heads * d]
+            w[p + "self_attn.k_proj.weight"] = qkv[heads * d:(heads + kv) * d]
+            w[p + "self_attn.v_proj.weight"] = qkv[(heads + kv) * d:]
+            f = w[p + "mlp.gate_up_proj.weight"].shape[0] // 2
+            w[p + "mlp.gate_proj.weight"] = w[p + "mlp.gate_up_proj.weight"][:f]
+            w[p + "mlp.up_proj.weight"] = w[p + "mlp.gate_up_proj.weight"][f:]
         proj = {}
         for name, n in (("q", heads), ("k", kv), ("v", kv)):
             y = h @ w[p + "self_attn.%s_proj.weight" % name].T
@@ -167,7 +214,14 @@ def main():
     ap.add_argument("--family", choices=sorted(ARCH), default="llama")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--probs")
+    ap.add_argument("--tokenizer", choices=["bpe", "spm"], default="bpe")
+    ap.add_argument("--encode")
     args = ap.parse_args()
+    if args.encode is not None:
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(args.dir, "tokenizer.model"))
+        print(json.dumps({"ids": sp.encode(args.encode)}))
+        return
     if args.probs:
         cfg = json.load(open(os.path.join(args.dir, "config.json")))
         w = read_safetensors(os.path.join(args.dir, "model.safetensors"))
@@ -176,13 +230,28 @@ def main():
         return
     os.makedirs(args.dir, exist_ok=True)
     cfg = config(args.family)
+    template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    if args.tokenizer == "spm":
+        pieces = train_spm(args.dir, 420)
+        # Chat tokens added after the SentencePiece pieces, as Phi-3 and Mistral instruct models
+        # add them (added_tokens.json and tokenizer_config.json's added_tokens_decoder);
+        # llama.cpp looks "<|end|>" up when it loads a Phi-3 vocabulary.
+        added = ["<|endoftext|>", "<|assistant|>", "<|end|>", "<|user|>", "<|system|>"]
+        cfg["vocab_size"] = pieces + len(added)
+        cfg["bos_token_id"], cfg["eos_token_id"] = 1, 2
+        json.dump({t: pieces + i for i, t in enumerate(added)}, open(os.path.join(args.dir, "added_tokens.json"), "w"))
+        decoder = {str(pieces + i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+                                     "normalized": False, "single_word": False} for i, t in enumerate(added)}
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
+                   "add_eos_token": False, "added_tokens_decoder": decoder, "chat_template": template},
+                  open(os.path.join(args.dir, "tokenizer_config.json"), "w"))
+    else:
+        json.dump(tokenizer(), open(os.path.join(args.dir, "tokenizer.json"), "w"), ensure_ascii=False)
+        json.dump({"bos_token": None, "eos_token": "<|endoftext|>", "add_bos_token": False, "chat_template": template},
+                  open(os.path.join(args.dir, "tokenizer_config.json"), "w"))
     rng = np.random.default_rng(args.seed)
     write_safetensors(os.path.join(args.dir, "model.safetensors"), tensors(args.family, cfg, rng))
     json.dump(cfg, open(os.path.join(args.dir, "config.json"), "w"), indent=2)
-    json.dump(tokenizer(), open(os.path.join(args.dir, "tokenizer.json"), "w"), ensure_ascii=False)
-    json.dump({"bos_token": None, "eos_token": "<|endoftext|>", "add_bos_token": False,
-               "chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"},
-              open(os.path.join(args.dir, "tokenizer_config.json"), "w"))
 
 
 if __name__ == "__main__":

@@ -264,6 +264,14 @@ GgufKv GgufKv::I32Array(std::string key, const std::vector<int32_t>& values) {
   return kv;
 }
 
+GgufKv GgufKv::F32Array(std::string key, const std::vector<float>& values) {
+  GgufKv kv{std::move(key), GgufValueType::kArray, ""};
+  AppendScalar(kv.value_bytes, static_cast<uint32_t>(GgufValueType::kF32));
+  AppendScalar(kv.value_bytes, static_cast<uint64_t>(values.size()));
+  for (float v : values) AppendScalar(kv.value_bytes, v);
+  return kv;
+}
+
 std::vector<uint64_t> GgufTensor::Shape() const { return std::vector<uint64_t>(ne.rbegin(), ne.rend()); }
 
 const GgufKv* GgufFile::Find(const std::string& key) const {

@@ -65,6 +65,7 @@ struct GgufKv {
   static GgufKv Bool(std::string key, bool value);
   static GgufKv StringArray(std::string key, const std::vector<std::string>& values);
   static GgufKv I32Array(std::string key, const std::vector<int32_t>& values);
+  static GgufKv F32Array(std::string key, const std::vector<float>& values);
 };
 
 struct GgufTensor {

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
 
 namespace modelsmith {
@@ -51,6 +52,19 @@ std::string HfName(const std::string& gguf) {
   auto it = names.block.find(std::string(parts[2]));
   if (it == names.block.end()) return "";
   return absl::StrCat("model.layers.", parts[1], ".", it->second, ".", parts[3]);
+}
+
+// Phi-3's fused tensors keep their fused Hugging Face names: attn_qkv is self_attn.qkv_proj and
+// ffn_up ([gate; up] rows) is mlp.gate_up_proj.
+std::string Phi3HfName(const std::string& gguf) {
+  for (const auto& [from, to] : {std::pair<const char*, const char*>{".attn_qkv.", ".self_attn.qkv_proj."},
+                                 {".ffn_up.", ".mlp.gate_up_proj."}}) {
+    const size_t at = gguf.find(from);
+    if (at == std::string::npos) continue;
+    const std::string probe = HfName(gguf.substr(0, at) + ".attn_output." + gguf.substr(at + strlen(from)));
+    return probe.empty() ? "" : absl::StrReplaceAll(probe, {{".self_attn.o_proj.", to}});
+  }
+  return HfName(gguf);
 }
 
 }  // namespace
@@ -100,11 +114,12 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   if (out.architecture == "llama") hf_class = "LlamaForCausalLM";
   if (out.architecture == "qwen2") hf_class = "Qwen2ForCausalLM";
   if (out.architecture == "qwen3") hf_class = "Qwen3ForCausalLM";
+  if (out.architecture == "phi3") hf_class = "Phi3ForCausalLM";
   if (hf_class.empty()) {
     return MakeError(absl::StatusCode::kUnimplemented, "GGUF_ARCHITECTURE_UNSUPPORTED",
                      absl::StrCat("GGUF architecture '", out.architecture,
-                                  "' is not converted to safetensors; llama (which Mistral uses too), qwen2 and qwen3 "
-                                  "are"),
+                                  "' is not converted to safetensors; llama (which Mistral uses too), qwen2, qwen3 "
+                                  "and phi3 are"),
                      {{"field", "general.architecture"}});
   }
   const std::string a = out.architecture;
@@ -143,7 +158,7 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
       out.dropped.push_back(t.name);
       continue;
     }
-    HfTensor mapped{HfName(t.name), {}};
+    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : HfName(t.name), {}};
     if (mapped.name.empty()) {
       return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
                        absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"),

@@ -1,6 +1,7 @@
 // What a llama.cpp GGUF of the Llama family is on the Hugging Face side (the reverse of
 // llama.cpp's convert_hf_to_gguf.py for LlamaForCausalLM / MistralForCausalLM, which it writes as
-// architecture "llama", Qwen2ForCausalLM, "qwen2", and Qwen3ForCausalLM, "qwen3"):
+// architecture "llama", Qwen2ForCausalLM, "qwen2", Qwen3ForCausalLM, "qwen3", and Phi3ForCausalLM,
+// "phi3", whose attn_qkv and ffn_up become the fused self_attn.qkv_proj and mlp.gate_up_proj):
 //   - names: token_embd -> model.embed_tokens, blk.N.attn_norm -> model.layers.N.input_layernorm,
 //     attn_q/k/v/output -> self_attn.q_proj/k_proj/v_proj/o_proj (weights and biases),
 //     ffn_gate/up/down -> mlp.gate_proj/up_proj/down_proj, ffn_norm -> post_attention_layernorm,

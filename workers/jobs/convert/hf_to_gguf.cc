@@ -7,8 +7,10 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
 #include "workers/jobs/convert/gguf_to_hf.h"
+#include "workers/jobs/convert/spm_vocab.h"
 #include "workers/storage/uri.h"
 
 namespace modelsmith {
@@ -53,6 +55,20 @@ std::string GgufName(const std::string& hf) {
   auto it = inverted->second.find(std::string(rest));
   if (it == inverted->second.end()) return "";
   return absl::StrCat("blk.", layer, ".", it->second, ".", suffix);
+}
+
+// Phi-3 keeps llama.cpp's fused tensors as Hugging Face fuses them: qkv_proj is attn_qkv and
+// gate_up_proj ([gate; up] rows, which llama.cpp's SwiGLU splits the same way) is ffn_up.
+std::string Phi3GgufName(const std::string& hf) {
+  for (const auto& [from, to] : {std::pair<const char*, const char*>{".self_attn.qkv_proj.", ".attn_qkv."},
+                                 {".mlp.gate_up_proj.", ".ffn_up."}}) {
+    const size_t at = hf.find(from);
+    if (at == std::string::npos) continue;
+    const std::string probe = GgufName(hf.substr(0, at) + ".self_attn.o_proj." + hf.substr(at + strlen(from)));
+    if (probe.empty()) return "";
+    return absl::StrReplaceAll(probe, {{".attn_output.", to}});
+  }
+  return GgufName(hf);
 }
 
 std::optional<uint64_t> Unsigned(const json& config, const char* key) {
@@ -104,10 +120,31 @@ std::optional<std::string> SpecialContent(const json& config, const char* key) {
   return std::nullopt;
 }
 
+void AddSpecialTokens(const HfFiles& files, const std::map<std::string, int64_t>& id_of, uint64_t vocab_size,
+                      std::vector<GgufKv>& kvs);
+
+absl::Status AddSentencePieceTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector<GgufKv>& kvs) {
+  absl::StatusOr<SpmVocab> vocab =
+      ReadSpmVocab(*files.sentencepiece_model, vocab_size, files.added_tokens, files.tokenizer, files.tokenizer_config);
+  if (!vocab.ok()) return vocab.status();
+  kvs.push_back(GgufKv::String("tokenizer.ggml.model", "llama"));
+  kvs.push_back(GgufKv::String("tokenizer.ggml.pre", "default"));
+  kvs.push_back(GgufKv::StringArray("tokenizer.ggml.tokens", vocab->tokens));
+  kvs.push_back(GgufKv::F32Array("tokenizer.ggml.scores", vocab->scores));
+  kvs.push_back(GgufKv::I32Array("tokenizer.ggml.token_type", vocab->types));
+  if (!vocab->add_space_prefix) kvs.push_back(GgufKv::Bool("tokenizer.ggml.add_space_prefix", false));
+  std::map<std::string, int64_t> id_of;
+  for (size_t i = 0; i < vocab->tokens.size(); ++i) id_of.try_emplace(vocab->tokens[i], static_cast<int64_t>(i));
+  AddSpecialTokens(files, id_of, vocab->tokens.size(), kvs);
+  return absl::OkStatus();
+}
+
 absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector<GgufKv>& kvs) {
+  if (files.sentencepiece_model) return AddSentencePieceTokenizer(files, vocab_size, kvs);
   if (!files.tokenizer) {
     return Refused(absl::StatusCode::kFailedPrecondition, "TOKENIZER_MISSING", "convert.input",
-                   "llama.cpp needs the vocabulary: put the model's tokenizer.json beside its weights");
+                   "llama.cpp needs the vocabulary: put the model's tokenizer.json or tokenizer.model beside its "
+                   "weights");
   }
   const json& tok = *files.tokenizer;
   const json model = tok.value("model", json::object());
@@ -163,6 +200,14 @@ absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector
   kvs.push_back(GgufKv::StringArray("tokenizer.ggml.tokens", tokens));
   kvs.push_back(GgufKv::I32Array("tokenizer.ggml.token_type", types));
   kvs.push_back(GgufKv::StringArray("tokenizer.ggml.merges", merges));
+  AddSpecialTokens(files, id_of, vocab_size, kvs);
+  return absl::OkStatus();
+}
+
+// BOS/EOS/UNK/PAD ids (tokenizer_config.json's contents looked up in the vocabulary, else
+// config.json's ids), the add-BOS/EOS flags and the chat template.
+void AddSpecialTokens(const HfFiles& files, const std::map<std::string, int64_t>& id_of, uint64_t vocab_size,
+                      std::vector<GgufKv>& kvs) {
   const json tokenizer_config = files.tokenizer_config.value_or(json::object());
   for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
            {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}}) {
@@ -186,7 +231,6 @@ absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector
   if (auto it = tokenizer_config.find("chat_template"); it != tokenizer_config.end() && it->is_string()) {
     kvs.push_back(GgufKv::String("tokenizer.chat_template", it->get<std::string>()));
   }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -217,6 +261,22 @@ absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model) 
       ReadJsonObject(store, JoinUri(dir, "tokenizer_config.json"), kMaxJsonBytes);
   if (!tokenizer_config.ok()) return tokenizer_config.status();
   files.tokenizer_config = *tokenizer_config;
+  absl::StatusOr<std::optional<json>> added_tokens =
+      ReadJsonObject(store, JoinUri(dir, "added_tokens.json"), kMaxJsonBytes);
+  if (!added_tokens.ok()) return added_tokens.status();
+  files.added_tokens = *added_tokens;
+  const std::string spm_uri = JoinUri(dir, "tokenizer.model");
+  absl::StatusOr<std::unique_ptr<RandomAccessObject>> spm = store.OpenForRead(spm_uri);
+  if (spm.ok()) {
+    if ((*spm)->size_bytes() > kMaxJsonBytes)
+      return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input",
+                     "tokenizer.model is larger than 64 MiB");
+    std::string bytes((*spm)->size_bytes(), '\0');
+    if (absl::Status s = (*spm)->ReadAt(0, bytes.size(), reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) return s;
+    files.sentencepiece_model = std::move(bytes);
+  } else if (!absl::IsNotFound(spm.status())) {
+    return spm.status();
+  }
   return files;
 }
 
@@ -232,11 +292,12 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   if (architecture == "LlamaForCausalLM" || architecture == "MistralForCausalLM") out.architecture = "llama";
   if (architecture == "Qwen2ForCausalLM") out.architecture = "qwen2";
   if (architecture == "Qwen3ForCausalLM") out.architecture = "qwen3";
+  if (architecture == "Phi3ForCausalLM") out.architecture = "phi3";
   if (out.architecture.empty()) {
     return Refused(absl::StatusCode::kUnimplemented, "ARCHITECTURE_UNSUPPORTED", "convert.input",
                    absl::StrCat("config.json architecture '", architecture,
-                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM "
-                                "and Qwen3ForCausalLM are"));
+                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                                "Qwen3ForCausalLM and Phi3ForCausalLM are"));
   }
   const std::string a = out.architecture;
   const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
@@ -295,7 +356,7 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   for (const TensorInfo& t : model.tensors) {
     GgufOutputTensor g;
     g.source = &t;
-    g.name = GgufName(t.name);
+    g.name = a == "phi3" ? Phi3GgufName(t.name) : GgufName(t.name);
     if (g.name.empty()) {
       if (t.name.find("rotary_emb.inv_freq") != std::string::npos)
         continue;  // recomputed by llama.cpp, as the converter skips it

@@ -1,8 +1,9 @@
 // What a Hugging Face checkpoint of the Llama family (LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM, Qwen3ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's
+// Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's
 // convert_hf_to_gguf.py writes it (the reverse of gguf_to_hf.h):
 //   - architecture "llama" (Llama and Mistral), "qwen2" or "qwen3" (its per-head q/k norms as
-//     blk.N.attn_q_norm / attn_k_norm); metadata from config.json:
+//     blk.N.attn_q_norm / attn_k_norm) or "phi3" (qkv_proj and gate_up_proj kept fused as
+//     attn_qkv and ffn_up); metadata from config.json:
 //     <arch>.context_length (max_position_embeddings), .embedding_length (hidden_size),
 //     .block_count, .feed_forward_length, .attention.head_count, .attention.head_count_kv,
 //     .rope.freq_base (rope_theta), .attention.layer_norm_rms_epsilon, .vocab_size,
@@ -11,7 +12,9 @@
 //     general.file_type and general.quantization_version;
 //   - tensor names (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, ...), and for
 //     "llama" the rows of q_proj / k_proj interleaved per head as llama.cpp's permute does;
-//   - the tokenizer from tokenizer.json (BPE only): tokenizer.ggml.model "gpt2", tokens in id
+//   - the tokenizer: a SentencePiece tokenizer.model when there is one (spm_vocab.h:
+//     tokenizer.ggml.model "llama", as the converter prefers it), else tokenizer.json's BPE:
+//     tokenizer.ggml.model "gpt2", tokens in id
 //     order ("[PAD<i>]" for holes, type UNUSED), token types (NORMAL; added tokens CONTROL when
 //     special, USER_DEFINED otherwise), merges, BOS/EOS/UNK/PAD ids and add_bos/add_eos from
 //     tokenizer_config.json (else config.json), the chat template, and tokenizer.ggml.pre chosen
@@ -54,6 +57,8 @@ struct HfFiles {
   nlohmann::json config;
   std::optional<nlohmann::json> tokenizer;         // tokenizer.json
   std::optional<nlohmann::json> tokenizer_config;  // tokenizer_config.json
+  std::optional<std::string> sentencepiece_model;  // tokenizer.model (bytes)
+  std::optional<nlohmann::json> added_tokens;      // added_tokens.json
 };
 
 // The JSON files beside the model: config.json (required), tokenizer.json and
