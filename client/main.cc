@@ -41,7 +41,7 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
       "convert", "convert a checkpoint: torch/safetensors/GGUF to safetensors, or a Llama-family checkpoint to GGUF");
   struct Options {
     v1::SubmitJobRequest request;
-    std::string input, output, to, dtype, variant, max_size, strategy = "hf_greedy", stem, request_id;
+    std::string input, output, to, dtype, variant, max_size, strategy = "hf_greedy", stem, request_id, tokenizer_pre;
     std::vector<std::string> keep, rename;
     bool overwrite = false, watch = false;
   };
@@ -64,6 +64,9 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
       ->check(CLI::IsMember({"hf_greedy", "balanced"}))
       ->capture_default_str();
   convert->add_option("--stem", options->stem, "output file stem (default from the input: pytorch_model -> model)");
+  convert->add_option("--tokenizer-pre", options->tokenizer_pre,
+                      "GGUF: llama.cpp's pre-tokenizer name to write (llama-bpe, qwen2, tekken, ...) when "
+                      "tokenizer.json's is not recognised");
   convert->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   convert->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   convert->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
@@ -89,6 +92,7 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
     spec.set_max_shard_size(options->max_size);
     spec.set_strategy(options->strategy == "balanced" ? v1::SHARD_STRATEGY_BALANCED : v1::SHARD_STRATEGY_HF_GREEDY);
     spec.set_stem(options->stem);
+    spec.set_tokenizer_pre(options->tokenizer_pre);
     spec.set_overwrite(options->overwrite);
     options->request.set_request_id(options->request_id);
     exit_code = SubmitCommand(remote, options->request, options->watch);

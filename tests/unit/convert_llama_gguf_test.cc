@@ -21,6 +21,10 @@ namespace {
 
 using nlohmann::json;
 
+// Llama 3's pre-tokenizer split, as its tokenizer.json holds it.
+constexpr const char* kLlama3Split =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
 constexpr uint64_t kHidden = 64, kHeads = 4, kKvHeads = 2, kFfn = 128, kVocab = 40, kLayers = 2;
 
 class LlamaRoundTripTest : public ::testing::Test {
@@ -85,8 +89,8 @@ class LlamaRoundTripTest : public ::testing::Test {
         {"pre_tokenizer",
          {{"type", "Sequence"},
           {"pretokenizers",
-           {{{"type", "Split"}, {"pattern", {{"Regex", R"((?i:'s|'t)|\p{N}{1,3}| ?\p{L}+)"}}}},
-            {{"type", "ByteLevel"}}}}}},
+           {{{"type", "Split"}, {"pattern", {{"Regex", kLlama3Split}}}},
+            {{"type", "ByteLevel"}, {"use_regex", false}}}}}},
         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", "c d", {"e", "f"}}}}},
     };
     std::ofstream(hf_ + "/tokenizer.json") << tokenizer.dump();
@@ -95,7 +99,7 @@ class LlamaRoundTripTest : public ::testing::Test {
         "chat_template": "{{ messages }}"})";
   }
   absl::StatusOr<v1::JobResult> Convert(const std::string& input, const std::string& output, v1::TargetFormat to,
-                                        const std::string& dtype) {
+                                        const std::string& dtype, const std::string& tokenizer_pre = "") {
     JobRun run;
     run.job_id = "job-test";
     v1::ConvertSpec* spec = run.spec.mutable_convert();
@@ -103,6 +107,7 @@ class LlamaRoundTripTest : public ::testing::Test {
     spec->set_output(output);
     spec->set_target_format(to);
     spec->set_dtype(dtype);
+    spec->set_tokenizer_pre(tokenizer_pre);
     run.router = &router_;
     return RunJob(run, context_);
   }
@@ -210,12 +215,51 @@ TEST_F(LlamaRoundTripTest, Q8_0OutputAndRefusals) {
   }
   EXPECT_EQ(gguf->gguf->Find("general.file_type")->AsUnsigned(), 7u);  // MOSTLY_Q8_0
 
+  // Mistral Nemo's split gives "tekken", a lone GPT-2 ByteLevel "gpt-2".
+  json tokenizer = json::parse(std::ifstream(hf_ + "/tokenizer.json"));
+  const json llama3 = tokenizer["pre_tokenizer"];
+  const std::pair<json, std::string> recognised[] = {
+      {{{"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"},
+           {"pattern",
+            {{"Regex",
+              R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}}}},
+          {{"type", "ByteLevel"}, {"use_regex", false}}}}},
+       "tekken"},
+      {{{"type", "ByteLevel"}, {"add_prefix_space", false}}, "gpt-2"}};
+  for (const auto& [pre, name] : recognised) {
+    tokenizer["pre_tokenizer"] = pre;
+    std::ofstream(hf_ + "/tokenizer.json") << tokenizer.dump();
+    const std::string out = dir_.path() + "/" + name + ".gguf";
+    absl::StatusOr<v1::JobResult> done = Convert(hf_, out, v1::TARGET_FORMAT_GGUF, "");
+    ASSERT_TRUE(done.ok()) << name << ": " << done.status();
+    absl::StatusOr<ModelView> written = OpenModel(*router_.Resolve(out));
+    ASSERT_TRUE(written.ok());
+    EXPECT_EQ(written->gguf->Find("tokenizer.ggml.pre")->AsString(), name);
+  }
+  tokenizer["pre_tokenizer"] = llama3;
+
+  // A pre-tokenizer the converter does not recognise is refused unless the spec names it.
+  tokenizer["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = R"(\p{L}+|\p{N}+|\s+)";
+  std::ofstream(hf_ + "/tokenizer.json") << tokenizer.dump();
+  absl::StatusOr<v1::JobResult> unknown = Convert(hf_, dir_.path() + "/u.gguf", v1::TARGET_FORMAT_GGUF, "");
+  EXPECT_EQ(ReasonOf(unknown.status()), "TOKENIZER_PRE_UNKNOWN") << unknown.status();
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<v1::JobResult> named = Convert(hf_, dir_.path() + "/n.gguf", v1::TARGET_FORMAT_GGUF, "", "smollm");
+  ASSERT_TRUE(named.ok()) << named.status();
+  absl::StatusOr<ModelView> named_gguf = OpenModel(*router_.Resolve(dir_.path() + "/n.gguf"));
+  ASSERT_TRUE(named_gguf.ok());
+  EXPECT_EQ(named_gguf->gguf->Find("tokenizer.ggml.pre")->AsString(), "smollm");
+
   std::filesystem::remove(hf_ + "/tokenizer.json");
   absl::StatusOr<v1::JobResult> no_tokenizer = Convert(hf_, dir_.path() + "/x.gguf", v1::TARGET_FORMAT_GGUF, "");
   EXPECT_EQ(ReasonOf(no_tokenizer.status()), "TOKENIZER_MISSING") << no_tokenizer.status();
   std::ofstream(hf_ + "/config.json") << R"({"architectures": ["GPT2LMHeadModel"]})";
   absl::StatusOr<v1::JobResult> gpt2 = Convert(hf_, dir_.path() + "/y.gguf", v1::TARGET_FORMAT_GGUF, "");
   EXPECT_EQ(ReasonOf(gpt2.status()), "ARCHITECTURE_UNSUPPORTED") << gpt2.status();
+  EXPECT_EQ(gpt2.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(gpt2.status().message().find("Qwen3ForCausalLM"), std::string::npos) << "names the supported ones";
 }
 
 }  // namespace

@@ -82,7 +82,7 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
     }
   }
   const std::string name = std::string(BaseName(ParentUri(plan.model.files.front().uri)));
-  absl::StatusOr<HfToGguf> mapping = MapHfToGguf(plan.model, *files, target, name);
+  absl::StatusOr<HfToGguf> mapping = MapHfToGguf(plan.model, *files, target, name, spec.tokenizer_pre());
   if (!mapping.ok()) return mapping.status();
   plan.mapping = *std::move(mapping);
   for (const GgufOutputTensor& t : plan.mapping.tensors) {

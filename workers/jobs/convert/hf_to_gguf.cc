@@ -83,31 +83,51 @@ std::optional<double> Number(const json& config, const char* key) {
   return it->get<double>();
 }
 
-// tokenizer.ggml.pre from the pre-tokenizer's split patterns.
-std::string PreTokenizer(const json& tokenizer) {
-  std::vector<std::string> patterns;
-  std::vector<const json*> stack = {&tokenizer};
-  while (!stack.empty()) {  // every {"Regex": "..."} anywhere under pre_tokenizer
-    const json* node = stack.back();
-    stack.pop_back();
-    if (node->is_object()) {
-      for (const auto& [key, value] : node->items()) {
-        if (key == "Regex" && value.is_string())
-          patterns.push_back(value.get<std::string>());
-        else if (value.is_structured())
-          stack.push_back(&value);
-      }
-    } else if (node->is_array()) {
-      for (const json& value : *node) stack.push_back(&value);
+// llama.cpp's pre-tokenizer names for the split regexes of the families converted here
+// (tokenizer.json's pre_tokenizer "Split" patterns, verbatim).
+const std::map<std::string, std::string>& KnownPreTokenizers() {
+  static const auto* const known = new std::map<std::string, std::string>{
+      {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+       "llama-bpe"},
+      {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+       "qwen2"},
+      {R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+       "tekken"},
+  };
+  return *known;
+}
+
+// tokenizer.ggml.pre from the pre-tokenizer definition; nullopt when it is not a known one.
+std::optional<std::string> PreTokenizer(const json& pre) {
+  std::vector<const json*> steps;
+  if (pre.value("type", "") == "Sequence") {
+    auto list = pre.find("pretokenizers");  // steps point into `pre`, which outlives them
+    if (list == pre.end() || !list->is_array()) return std::nullopt;
+    for (const json& step : *list) steps.push_back(&step);
+  } else if (pre.is_object()) {
+    steps.push_back(&pre);
+  }
+  std::optional<std::string> name;
+  for (const json* step : steps) {
+    if (!step->is_object()) return std::nullopt;
+    const std::string type = step->value("type", "");
+    if (type == "Split") {
+      const json pattern = step->value("pattern", json::object());
+      if (!pattern.is_object() || !pattern.contains("Regex") || !pattern["Regex"].is_string() || name)
+        return std::nullopt;
+      auto known = KnownPreTokenizers().find(pattern["Regex"].get<std::string>());
+      if (known == KnownPreTokenizers().end()) return std::nullopt;
+      name = known->second;
+    } else if (type == "ByteLevel") {
+      // Its own regex is GPT-2's; with a Split before it, it must not split again.
+      const bool own_regex = step->value("use_regex", true);
+      if (own_regex && name) return std::nullopt;
+      if (own_regex) name = "gpt-2";
+    } else if (type != "Digits" || name) {
+      return std::nullopt;
     }
   }
-  for (const std::string& p : patterns) {
-    if (p.find(R"(\p{N}{1,3})") != std::string::npos) return "llama-bpe";
-  }
-  for (const std::string& p : patterns) {
-    if (p.find(R"(\p{N})") != std::string::npos) return "qwen2";
-  }
-  return "default";
+  return name;
 }
 
 // The content of a special token entry of tokenizer_config.json (a string or {"content": ...}).
@@ -139,7 +159,8 @@ absl::Status AddSentencePieceTokenizer(const HfFiles& files, uint64_t vocab_size
   return absl::OkStatus();
 }
 
-absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector<GgufKv>& kvs) {
+absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, const std::string& tokenizer_pre,
+                          std::vector<GgufKv>& kvs) {
   if (files.sentencepiece_model) return AddSentencePieceTokenizer(files, vocab_size, kvs);
   if (!files.tokenizer) {
     return Refused(absl::StatusCode::kFailedPrecondition, "TOKENIZER_MISSING", "convert.input",
@@ -196,7 +217,15 @@ absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, std::vector
     }
   }
   kvs.push_back(GgufKv::String("tokenizer.ggml.model", "gpt2"));
-  kvs.push_back(GgufKv::String("tokenizer.ggml.pre", PreTokenizer(tok.value("pre_tokenizer", json::object()))));
+  std::optional<std::string> pre = tokenizer_pre.empty() ? PreTokenizer(tok.value("pre_tokenizer", json::object()))
+                                                         : std::optional<std::string>(tokenizer_pre);
+  if (!pre) {
+    return Refused(absl::StatusCode::kFailedPrecondition, "TOKENIZER_PRE_UNKNOWN", "convert.tokenizer_pre",
+                   "tokenizer.json's pre-tokenizer is not one this converter recognises (Llama 3 'llama-bpe', "
+                   "Qwen2/Qwen3 'qwen2', Mistral Nemo 'tekken', GPT-2 'gpt-2'); llama.cpp tokenizes differently per "
+                   "pre-tokenizer, so name it with tokenizer_pre (CLI --tokenizer-pre)");
+  }
+  kvs.push_back(GgufKv::String("tokenizer.ggml.pre", *pre));
   kvs.push_back(GgufKv::StringArray("tokenizer.ggml.tokens", tokens));
   kvs.push_back(GgufKv::I32Array("tokenizer.ggml.token_type", types));
   kvs.push_back(GgufKv::StringArray("tokenizer.ggml.merges", merges));
@@ -281,7 +310,7 @@ absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model) 
 }
 
 absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type,
-                                     const std::string& name) {
+                                     const std::string& name, const std::string& tokenizer_pre) {
   const json& config = files.config;
   std::string architecture;
   if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
@@ -377,7 +406,7 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     out.tensors.push_back(std::move(g));
   }
   kvs.push_back(GgufKv::U32(a + ".vocab_size", static_cast<uint32_t>(vocab)));
-  if (absl::Status s = AddTokenizer(files, vocab, kvs); !s.ok()) return s;
+  if (absl::Status s = AddTokenizer(files, vocab, tokenizer_pre, kvs); !s.ok()) return s;
   return out;
 }
 

@@ -17,9 +17,11 @@
 //     tokenizer.ggml.model "gpt2", tokens in id
 //     order ("[PAD<i>]" for holes, type UNUSED), token types (NORMAL; added tokens CONTROL when
 //     special, USER_DEFINED otherwise), merges, BOS/EOS/UNK/PAD ids and add_bos/add_eos from
-//     tokenizer_config.json (else config.json), the chat template, and tokenizer.ggml.pre chosen
-//     from the pre-tokenizer's split pattern (llama.cpp hashes a tokenization instead; ours
-//     recognises "llama-bpe" and "qwen2" and writes "default" otherwise).
+//     tokenizer_config.json (else config.json), the chat template, and tokenizer.ggml.pre: the
+//     spec's `tokenizer_pre`, else decided from the pre-tokenizer definition (llama.cpp hashes a
+//     tokenization, which needs transformers): the exact split regex of Llama 3 ("llama-bpe"),
+//     Qwen2/Qwen3 ("qwen2") or Mistral Nemo ("tekken"), or a lone GPT-2 ByteLevel ("gpt-2");
+//     anything else is FAILED_PRECONDITION TOKENIZER_PRE_UNKNOWN (field convert.tokenizer_pre).
 // Types: 1-D tensors F32, every other tensor `type` (a whole number of its blocks per row, else
 // F16), as the converter does for --outtype.
 // Refused: other architectures (UNIMPLEMENTED ARCHITECTURE_UNSUPPORTED, naming the supported ones),
@@ -66,7 +68,7 @@ struct HfFiles {
 absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model);
 
 absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& files, GgmlType type,
-                                     const std::string& name);
+                                     const std::string& name, const std::string& tokenizer_pre = "");
 
 // llama.cpp's permute for `heads` heads of `rows` rows: GGUF row (h, 2k + s) is HF row
 // (h, s * head_dim/2 + k).
