@@ -22,11 +22,12 @@ BUILD_PACKAGES=(
 # /metrics, boto3 reads S3 artifacts back as an independent client, PyYAML checks the deploy
 # manifests, python3-onnx (with numpy) builds the ONNX test graphs and runs the ONNX checker on
 # bisected chunks, python3-protobuf builds the Core ML test packages and reads their chunks back,
-# python3-sentencepiece trains the tiny SentencePiece tokenizers and encodes the reference text, node + npm install the pinned test-only tools (tests/package-lock.json: buf,
+# python3-sentencepiece trains the tiny SentencePiece tokenizers and encodes the reference text,
+# python3-regex runs the reference byte-level BPE encoder's \p{L}-style split patterns, node + npm install the pinned test-only tools (tests/package-lock.json: buf,
 # s3rver, onnxruntime-node); clang-format checks the tree against .clang-format.
 # clang with its libFuzzer and AddressSanitizer runtime builds the parser fuzzers that `make test`
 # runs (scripts/fuzz.sh); postgresql is the server the job store tests start on loopback.
-TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy python3-protobuf python3-sentencepiece clang-format git
+TEST_PACKAGES=(python3 curl python3-boto3 python3-yaml python3-onnx python3-numpy python3-protobuf python3-sentencepiece python3-regex clang-format git
                clang libclang-rt-14-dev postgresql)
 
 # What modelsmithd and modelsmith load at run time (ldd of both, mapped to packages).

@@ -10,7 +10,9 @@ q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj a
       python3-sentencepiece; BPE with byte fallback, as Llama 2's) on a fixed multilingual text
       and writes tokenizer.model instead of tokenizer.json
   make_hf_llm.py DIR --encode TEXT
-      prints {"ids": [...]}: the SentencePiece encoding of TEXT with DIR's tokenizer.model
+      prints {"ids": [...]}: TEXT encoded with DIR's tokenizer: SentencePiece's own encoder for a
+      tokenizer.model, else a small reference byte-level BPE encoder for tokenizer.json (its Split
+      regex with Debian's python3-regex, GPT-2's byte-to-unicode map, merges applied by rank)
   make_hf_llm.py DIR --probs TOKENS
       prints {"probs": [...]} for the token ids (comma-separated) read from DIR
 """
@@ -38,7 +40,9 @@ def byte_tokens():
     return [chr(c) for _, c in sorted(zip(bs, cs))]
 
 
-def tokenizer():
+def tokenizer(family):
+    """A byte-level BPE tokenizer.json with the family's pre-tokenizer split (Llama 3's groups up to
+    three digits, Qwen2's splits every digit)."""
     tokens = byte_tokens()
     merges = [("Ġ", "t"), ("h", "e"), ("i", "n"), ("Ġt", "he"), ("e", "r"), ("o", "n"), ("Ġ", "a"), ("r", "e"),
               ("a", "t"), ("e", "n"), ("o", "r"), ("e", "s"), ("Ġ", "s")]
@@ -48,7 +52,9 @@ def tokenizer():
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     added = [{"id": len(vocab) + i, "content": s, "special": True, "single_word": False, "lstrip": False,
               "rstrip": False, "normalized": False} for i, s in enumerate(specials)]
-    pattern = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    digits = r"\p{N}{1,3}" if family == "llama" else r"\p{N}"
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|" + digits +
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
     return {"version": "1.0", "added_tokens": added,
             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
@@ -78,6 +84,28 @@ def train_spm(directory, vocab_size):
                                    minloglevel=2, hard_vocab_limit=False)
     open(os.path.join(directory, "tokenizer.model"), "wb").write(model.getvalue())
     return spm.SentencePieceProcessor(model_proto=model.getvalue()).vocab_size()
+
+
+def bpe_encode(tokenizer, text):
+    """Byte-level BPE as tokenizers runs it: split by the pre-tokenizer's regex (Isolated), map
+    each piece's UTF-8 bytes through GPT-2's byte-to-unicode table, then merge the adjacent pair
+    of lowest rank until none is in the merge list, and look the symbols up."""
+    import regex
+    pattern = next(p["pattern"]["Regex"] for p in tokenizer["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split")
+    byte_map = byte_tokens()
+    vocab = tokenizer["model"]["vocab"]
+    ranks = {tuple(m.split(" ")): i for i, m in enumerate(tokenizer["model"]["merges"])}
+    ids = []
+    for piece in regex.findall(pattern, text):
+        symbols = [byte_map[b] for b in piece.encode("utf-8")]
+        while len(symbols) > 1:
+            pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+            rank, i = min(pairs)
+            if rank == len(ranks):
+                break
+            symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        ids += [vocab[s] for s in symbols]
+    return ids
 
 
 def config(family):
@@ -218,9 +246,12 @@ def main():
     ap.add_argument("--encode")
     args = ap.parse_args()
     if args.encode is not None:
-        import sentencepiece as spm
-        sp = spm.SentencePieceProcessor(model_file=os.path.join(args.dir, "tokenizer.model"))
-        print(json.dumps({"ids": sp.encode(args.encode)}))
+        if os.path.exists(os.path.join(args.dir, "tokenizer.model")):
+            import sentencepiece as spm
+            sp = spm.SentencePieceProcessor(model_file=os.path.join(args.dir, "tokenizer.model"))
+            print(json.dumps({"ids": sp.encode(args.encode)}))
+        else:
+            print(json.dumps({"ids": bpe_encode(json.load(open(os.path.join(args.dir, "tokenizer.json"))), args.encode)}))
         return
     if args.probs:
         cfg = json.load(open(os.path.join(args.dir, "config.json")))
@@ -246,7 +277,7 @@ def main():
                    "add_eos_token": False, "added_tokens_decoder": decoder, "chat_template": template},
                   open(os.path.join(args.dir, "tokenizer_config.json"), "w"))
     else:
-        json.dump(tokenizer(), open(os.path.join(args.dir, "tokenizer.json"), "w"), ensure_ascii=False)
+        json.dump(tokenizer(args.family), open(os.path.join(args.dir, "tokenizer.json"), "w"), ensure_ascii=False)
         json.dump({"bos_token": None, "eos_token": "<|endoftext|>", "add_bos_token": False, "chat_template": template},
                   open(os.path.join(args.dir, "tokenizer_config.json"), "w"))
     rng = np.random.default_rng(args.seed)
