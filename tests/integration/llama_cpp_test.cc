@@ -1,4 +1,5 @@
-// Proof by llama.cpp: tiny random Hugging Face checkpoints (tests/tools/make_hf_llm.py) converted
+// Proof by llama.cpp: tiny random Hugging Face checkpoints (tests/tools/make_hf_llm.py: Llama with
+// a BPE and with a SentencePiece tokenizer, Qwen2, Qwen3, Phi-3, Mixtral, Qwen3-MoE) converted
 // to F32 GGUF by the real modelsmithd and loaded by llama.cpp itself (node-llama-cpp's prebuilt
 // CPU build, pinned in tests/package.json; tests/tools/llama_next_token.mjs), whose next-token
 // probabilities for a fixed token sequence must match an independent numpy implementation of
@@ -106,7 +107,8 @@ TEST_P(LlamaCppTest, LlamaCppComputesWhatTheCheckpointComputes) {
        "for k in a: assert (a[k] == b[k]).all(), k\n"
        "ca, cb = json.load(open(sys.argv[2] + '/config.json')), json.load(open(sys.argv[3] + '/config.json'))\n"
        "for k in ['architectures', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',\n"
-       "          'num_key_value_heads', 'rms_norm_eps', 'rope_theta', 'vocab_size', 'head_dim']:\n"
+       "          'num_key_value_heads', 'rms_norm_eps', 'rope_theta', 'vocab_size', 'head_dim', 'num_local_experts',\n"
+       "          'num_experts', 'num_experts_per_tok', 'moe_intermediate_size']:\n"
        "    assert ca.get(k) == cb.get(k), (k, ca.get(k), cb.get(k))\n"
        "print('same')",
        SourceDir() + "/tests/tools", hf, data_ + "/back-" + family});
@@ -125,7 +127,8 @@ INSTANTIATE_TEST_SUITE_P(Families, LlamaCppTest,
                          ::testing::Values(Family{"llama", "llama", "bpe", "2"}, Family{"qwen2", "qwen2", "bpe", "7"},
                                            Family{"qwen3", "qwen3", "bpe", "1"},
                                            Family{"llama_sentencepiece", "llama", "spm", "8"},
-                                           Family{"phi3", "phi3", "spm", "6"}),
+                                           Family{"phi3", "phi3", "spm", "6"}, Family{"mixtral", "mixtral", "bpe", "1"},
+                                           Family{"qwen3moe", "qwen3moe", "bpe", "0"}),
                          [](const ::testing::TestParamInfo<Family>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -3,9 +3,11 @@
 model.safetensors in F32) for the llama.cpp proof tests, and computes its next-token
 probabilities with an independent numpy implementation of the Hugging Face forward pass, written
 from each family's definition (RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, Qwen2's
-q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj and gate_up_proj).
+q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj and gate_up_proj,
+Mixtral's and Qwen3-MoE's top-k expert routing: softmax over the router's logits, the k largest
+renormalised, each expert a SwiGLU).
 
-  make_hf_llm.py DIR --family llama|qwen2|qwen3|phi3 [--tokenizer bpe|spm] [--seed N]
+  make_hf_llm.py DIR --family llama|qwen2|qwen3|phi3|mixtral|qwen3moe [--tokenizer bpe|spm] [--seed N]
       writes the checkpoint; --tokenizer spm trains a small SentencePiece model (Debian's
       python3-sentencepiece; BPE with byte fallback, as Llama 2's) on a fixed multilingual text
       and writes tokenizer.model instead of tokenizer.json
@@ -24,7 +26,7 @@ import struct
 import numpy as np
 
 ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-        "phi3": "Phi3ForCausalLM"}
+        "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM"}
 VOCAB = 272  # 256 byte tokens, 13 merges, 3 specials
 
 
@@ -113,8 +115,13 @@ def config(family):
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
          "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "vocab_size": VOCAB, "bos_token_id": VOCAB - 3,
          "eos_token_id": VOCAB - 3, "tie_word_embeddings": False, "torch_dtype": "float32"}
-    if family == "qwen3":
+    if family in ("qwen3", "qwen3moe"):
         c["head_dim"] = 32  # heads * head_dim = 128, not the hidden size: key_length must be written
+    if family == "mixtral":
+        c.update({"num_local_experts": 4, "num_experts_per_tok": 2})
+    if family == "qwen3moe":
+        c.update({"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 48, "norm_topk_prob": True,
+                  "decoder_sparse_step": 1, "mlp_only_layers": []})
     if family == "phi3":
         c.update({"hidden_act": "silu", "sliding_window": None, "original_max_position_embeddings": 128,
                   "rope_scaling": None, "partial_rotary_factor": 1.0})
@@ -134,13 +141,26 @@ def tensors(family, cfg, rng):
             t[p + "self_attn.%s_proj.weight" % name] = rng.standard_normal((rows, h)) * 0.15
             if family == "qwen2":
                 t[p + "self_attn.%s_proj.bias" % name] = rng.standard_normal(rows) * 0.1
-        if family == "qwen3":
+        if family in ("qwen3", "qwen3moe"):
             t[p + "self_attn.q_norm.weight"] = 1 + 0.1 * rng.standard_normal(d)
             t[p + "self_attn.k_norm.weight"] = 1 + 0.1 * rng.standard_normal(d)
         t[p + "self_attn.o_proj.weight"] = rng.standard_normal((h, heads * d)) * 0.15
         t[p + "mlp.gate_proj.weight"] = rng.standard_normal((f, h)) * 0.15
         t[p + "mlp.up_proj.weight"] = rng.standard_normal((f, h)) * 0.15
         t[p + "mlp.down_proj.weight"] = rng.standard_normal((h, f)) * 0.15
+        if family in ("mixtral", "qwen3moe"):  # the dense MLP becomes a router and its experts
+            for n in ("gate", "up", "down"):
+                t.pop(p + "mlp.%s_proj.weight" % n)
+            e, fe = cfg.get("num_local_experts", cfg.get("num_experts")), cfg.get("moe_intermediate_size", f)
+            names = {"gate": "w1", "up": "w3", "down": "w2"} if family == "mixtral" else \
+                {n: n + "_proj" for n in ("gate", "up", "down")}
+            block = "block_sparse_moe" if family == "mixtral" else "mlp"
+            t[p + block + ".gate.weight"] = rng.standard_normal((e, h)) * 0.5
+            for x in range(e):
+                q = p + "%s.experts.%d." % (block, x)
+                t[q + names["gate"] + ".weight"] = rng.standard_normal((fe, h)) * 0.15
+                t[q + names["up"] + ".weight"] = rng.standard_normal((fe, h)) * 0.15
+                t[q + names["down"] + ".weight"] = rng.standard_normal((h, fe)) * 0.15
         if family == "phi3":  # Phi-3 stores both projections fused: [q; k; v] and [gate; up]
             t[p + "self_attn.qkv_proj.weight"] = np.concatenate(
                 [t.pop(p + "self_attn.%s_proj.weight" % n) for n in "qkv"])
@@ -218,7 +238,7 @@ def forward(cfg, w, tokens):
             if p + "self_attn.%s_proj.bias" % name in w:
                 y = y + w[p + "self_attn.%s_proj.bias" % name]
             y = y.reshape(t, n, d).transpose(1, 0, 2)
-            if family == "qwen3" and name in "qk":
+            if family in ("qwen3", "qwen3moe") and name in "qk":
                 y = rms_norm(y, w[p + "self_attn.%s_norm.weight" % name], eps)
             proj[name] = y
         q, k, v = rope(proj["q"], cfg["rope_theta"]), rope(proj["k"], cfg["rope_theta"]), proj["v"]
@@ -228,9 +248,29 @@ def forward(cfg, w, tokens):
         a = (s / s.sum(-1, keepdims=True)) @ v
         x = x + a.transpose(1, 0, 2).reshape(t, heads * d) @ w[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        g = h @ w[p + "mlp.gate_proj.weight"].T
-        u = h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+
+        def swiglu(gate, up, down):
+            g = h @ gate.T
+            return (g / (1 + np.exp(-g)) * (h @ up.T)) @ down.T
+
+        if family in ("mixtral", "qwen3moe"):
+            block = "block_sparse_moe" if family == "mixtral" else "mlp"
+            names = ("w1", "w3", "w2") if family == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+            logits = h @ w[p + block + ".gate.weight"].T
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            k = cfg["num_experts_per_tok"]
+            out = np.zeros_like(x)
+            for e in range(probs.shape[-1]):
+                q = p + "%s.experts.%d." % (block, e)
+                y = swiglu(*(w[q + n + ".weight"] for n in names))
+                for i in range(t):
+                    top = np.argsort(-probs[i])[:k]
+                    if e in top:
+                        out[i] += probs[i, e] / probs[i, top].sum() * y[i]
+            x = x + out
+        else:
+            x = x + swiglu(w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"], w[p + "mlp.down_proj.weight"])
     logits = rms_norm(x[-1], w["model.norm.weight"], eps) @ w["lm_head.weight"].T
     e = np.exp(logits - logits.max())
     return e / e.sum()

@@ -99,6 +99,10 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
     g.type = t.type;
     const uint64_t row = g.ne[0];
     g.size_bytes = (*ElementCount(t.source->shape) / std::max<uint64_t>(1, row)) * *GgmlRowBytes(t.type, row);
+    if (!t.stacked.empty()) {  // experts: one more, outermost dimension
+      g.ne.push_back(t.stacked.size());
+      g.size_bytes *= t.stacked.size();
+    }
     plan.layout.push_back(std::move(g));
   }
   plan.mapping.kvs.push_back(GgufKv::U32("general.quantization_version", kGgmlQuantizationVersion));
@@ -158,8 +162,9 @@ absl::Status GatherRows(const GgufOutputTensor& t, const RandomAccessObject& fil
   return absl::OkStatus();
 }
 
-absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const RandomAccessObject& file,
-                         PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+// The tensor's bytes (one expert's, for a stacked tensor), without the alignment padding.
+absl::Status WriteRows(const GgufOutputTensor& t, const GgufTensor& g, const RandomAccessObject& file,
+                       PipelinedWriter& out, ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
   const uint64_t row_elements = g.ne[0];
   const uint64_t rows = *ElementCount(t.source->shape) / std::max<uint64_t>(1, row_elements);
   const uint64_t row_bytes = *GgmlRowBytes(g.type, row_elements);
@@ -169,7 +174,6 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
   std::vector<std::byte> whole, span, raw;
   std::vector<float> values;
   const bool as_is = SameType(t.source->dtype) == g.type;  // bytes copied (rows reordered), not re-encoded
-  static const std::byte kZeros[64] = {};
   if (as_is && t.row_source.empty() && t.source->strides.empty()) {
     // Unchanged bytes in the same order: a transfer, which the writer hashes, writes and compares.
     for (uint64_t done = 0; done < t.source->size_bytes;) {
@@ -182,7 +186,7 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
       tracker.AddBytes(piece);
       pace.Account(piece, [&] { return context.stop_requested(); });
     }
-    return out.Append({kZeros, static_cast<size_t>(GgufPadding(g.size_bytes, kGgufDefaultAlignment))});
+    return absl::OkStatus();
   }
   for (uint64_t row = 0; row < rows; row += rows_per_chunk) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
@@ -214,6 +218,29 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const R
     if (absl::Status s = out.AppendShared(std::move(encoded), count * row_bytes); !s.ok()) return s;
     tracker.AddBytes(consumed);
     pace.Account(consumed, [&] { return context.stop_requested(); });
+  }
+  return absl::OkStatus();
+}
+
+// A tensor and its alignment padding; a stacked one expert by expert, each from its own file, so
+// no more than one expert's rows are ever held.
+absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const ModelView& model, PipelinedWriter& out,
+                         ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
+  static const std::byte kZeros[64] = {};
+  if (t.stacked.empty()) {
+    if (absl::Status s = WriteRows(t, g, *model.files[t.source->file_index].object, out, tracker, pace, context);
+        !s.ok())
+      return s;
+  } else {
+    GgufTensor one = g;
+    one.ne.pop_back();
+    one.size_bytes = g.size_bytes / t.stacked.size();
+    for (const TensorInfo* expert : t.stacked) {
+      GgufOutputTensor part{expert, t.name, t.type, {}, {}};
+      if (absl::Status s = WriteRows(part, one, *model.files[expert->file_index].object, out, tracker, pace, context);
+          !s.ok())
+        return s;
+    }
   }
   return out.Append({kZeros, static_cast<size_t>(GgufPadding(g.size_bytes, kGgufDefaultAlignment))});
 }
@@ -271,8 +298,8 @@ absl::StatusOr<v1::JobResult> ProduceConvertGguf(ConvertGgufPlan& gguf_plan, con
   RateLimiter pace(run.io_bytes_per_second);
   for (size_t i = 0; i < plan->layout.size(); ++i) {
     const GgufOutputTensor& t = plan->mapping.tensors[i];
-    const RandomAccessObject& file = *plan->model.files[t.source->file_index].object;
-    if (absl::Status s = WriteTensor(t, plan->layout[i], file, out, tracker, pace, context); !s.ok()) return fail(s);
+    if (absl::Status s = WriteTensor(t, plan->layout[i], plan->model, out, tracker, pace, context); !s.ok())
+      return fail(s);
     tracker.AddTensors(1);
   }
   absl::StatusOr<v1::Artifact> artifact = output->Stage(

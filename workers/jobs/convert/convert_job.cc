@@ -128,12 +128,12 @@ absl::Status CheckWritten(const RandomAccessObject& written, const ConvertFile& 
   for (size_t i = 0; i < plan.entries.size(); ++i) {
     const TensorInfo& w = header->tensors[i];
     const ConvertTensor& c = *plan.tensors[i];
-    if (w.name != c.name || w.dtype != c.dtype || w.shape != c.source->shape || w.size_bytes != c.size_bytes) {
+    if (w.name != c.name || w.dtype != c.dtype || w.shape != c.shape() || w.size_bytes != c.size_bytes) {
       return mismatch(absl::StrCat("the table entry of tensor '", c.name, "'"));
     }
     if (data_compared) continue;
     const RandomAccessObject& source = *model.files[c.source->file_index].object;
-    const uint64_t elements = ElementsOf(*c.source);
+    const uint64_t elements = ElementCount(c.shape()).value_or(0);
     const uint64_t width = DTypeBits(c.dtype) / 8;
     const uint64_t step = ChunkElements(c);
     for (uint64_t first = 0; first < elements; first += step) {
@@ -169,7 +169,7 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
     }
     return absl::OkStatus();
   }
-  const uint64_t elements = ElementsOf(*c.source);
+  const uint64_t elements = ElementCount(c.shape()).value_or(0);
   const uint64_t out_width = DTypeBits(c.dtype) / 8;
   const uint64_t step = ChunkElements(c);
   std::vector<std::byte> scratch;
@@ -181,7 +181,8 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
       return Annotate(s, absl::StrCat("reading tensor '", c.source->name, "'"));
     }
     if (absl::Status s = out.AppendShared(std::move(chunk), count * out_width); !s.ok()) return s;
-    const uint64_t consumed = c.source->size_bytes / elements * count;  // source bytes, whatever their type
+    const uint64_t consumed =
+        c.source->size_bytes / std::max<uint64_t>(1, ElementsOf(*c.source)) * count;  // source bytes
     tracker.AddBytes(consumed);
     pace.Account(consumed, [&] { return context.stop_requested(); });
   }

@@ -56,6 +56,10 @@ bool IsBlockGgml(const TensorInfo& t) {
 
 bool ConvertTensor::row_wise() const { return !row_source.empty() || IsBlockGgml(*source); }
 
+const std::vector<uint64_t>& ConvertTensor::shape() const {
+  return shape_override.empty() ? source->shape : shape_override;
+}
+
 absl::StatusOr<DType> ParseConvertDtype(absl::string_view name) {
   static const std::map<std::string, DType> names = {
       {"f32", DType::kF32},        {"fp32", DType::kF32},
@@ -165,38 +169,50 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
   std::map<std::string, std::string> origin;  // output name -> input name
   plan.tensors.reserve(plan.model.tensors.size());
   for (const TensorInfo& t : plan.model.tensors) {
-    ConvertTensor c;
-    c.source = &t;
-    c.name = t.name;
+    // What the source becomes: itself, its Hugging Face counterpart, or (stacked GGUF experts)
+    // one Hugging Face tensor per expert.
+    std::vector<HfTensor> outputs = {HfTensor{t.name, {}, {}}};
     if (hf) {
       auto it = hf->tensors.find(t.name);
-      if (it == hf->tensors.end()) continue;  // dropped (listed in plan.dropped)
-      c.name = it->second.name;
-      c.row_source = it->second.row_source;
-    }
-    for (const Rule& rule : rules) {
-      if (std::optional<std::string> renamed = rule.pattern.ReplaceFullMatch(c.name, rule.replacement)) {
-        c.name = *std::move(renamed);
+      auto experts = hf->experts.find(t.name);
+      if (experts != hf->experts.end()) {
+        outputs = experts->second;
+      } else if (it != hf->tensors.end()) {
+        outputs = {it->second};
+      } else {
+        continue;  // dropped (listed in plan.dropped)
       }
     }
-    if (c.name.empty()) {
-      return FieldError("RENAME_EMPTY", "convert.rename",
-                        absl::StrCat("the rename rules turn '", t.name, "' into an empty name"));
+    for (const HfTensor& output : outputs) {
+      ConvertTensor c;
+      c.source = &t;
+      c.name = output.name;
+      c.row_source = output.row_source;
+      c.shape_override = output.shape;
+      for (const Rule& rule : rules) {
+        if (std::optional<std::string> renamed = rule.pattern.ReplaceFullMatch(c.name, rule.replacement)) {
+          c.name = *std::move(renamed);
+        }
+      }
+      if (c.name.empty()) {
+        return FieldError("RENAME_EMPTY", "convert.rename",
+                          absl::StrCat("the rename rules turn '", t.name, "' into an empty name"));
+      }
+      if (auto [it, inserted] = origin.try_emplace(c.name, t.name); !inserted) {
+        return FieldError(
+            "RENAME_COLLISION", "convert.rename",
+            absl::StrCat("tensors '", it->second, "' and '", t.name, "' would both be named '", c.name, "'"));
+      }
+      if (c.name != t.name) plan.renamed.emplace_back(t.name, c.name);
+      c.dtype = t.dtype;
+      if (IsBlockGgml(t)) c.dtype = cast ? target : DType::kF32;  // dequantized; keep-list cannot keep a block type
+      if (cast && IsCastableFloat(t.dtype)) {
+        if (!AnyFullMatch(keep, c.name)) c.dtype = target;
+      }
+      c.size_bytes = *StorageBytes(c.dtype, c.shape());
+      plan.output_tensor_bytes += c.size_bytes;
+      plan.tensors.push_back(std::move(c));
     }
-    if (auto [it, inserted] = origin.try_emplace(c.name, t.name); !inserted) {
-      return FieldError(
-          "RENAME_COLLISION", "convert.rename",
-          absl::StrCat("tensors '", it->second, "' and '", t.name, "' would both be named '", c.name, "'"));
-    }
-    if (c.name != t.name) plan.renamed.emplace_back(t.name, c.name);
-    c.dtype = t.dtype;
-    if (IsBlockGgml(t)) c.dtype = cast ? target : DType::kF32;  // dequantized; keep-list cannot keep a block type
-    if (cast && IsCastableFloat(t.dtype)) {
-      if (!AnyFullMatch(keep, c.name)) c.dtype = target;
-    }
-    c.size_bytes = *StorageBytes(c.dtype, t.shape);
-    plan.output_tensor_bytes += c.size_bytes;
-    plan.tensors.push_back(std::move(c));
   }
 
   if (plan.config) {
@@ -249,7 +265,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
     std::map<std::string, const ConvertTensor*> by_name;
     for (size_t i : assignment[f]) {
       const ConvertTensor& c = plan.tensors[i];
-      file.entries.push_back({c.name, c.dtype, c.source->shape, c.size_bytes});
+      file.entries.push_back({c.name, c.dtype, c.shape(), c.size_bytes});
       by_name[c.name] = &c;
       auto dropped = dropped_by_kept_source.find(c.source->name);
       if (dropped == dropped_by_kept_source.end()) continue;

@@ -46,7 +46,11 @@ struct ConvertTensor {
   // GGUF input: output row r is source row row_source[r] (llama.cpp's Q/K order undone); empty
   // when the order is the same.
   std::vector<uint64_t> row_source;
+  // A GGUF expert's slice of a stacked tensor: its own shape (row_source picks its rows).
+  std::vector<uint64_t> shape_override;
   bool cast() const { return dtype != source->dtype; }
+  // The written shape: shape_override, else the source's.
+  const std::vector<uint64_t>& shape() const;
   // Read row by row through the ggml decoders: a GGUF block type, or rows reordered.
   bool row_wise() const;
 };

@@ -115,12 +115,14 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   if (out.architecture == "qwen2") hf_class = "Qwen2ForCausalLM";
   if (out.architecture == "qwen3") hf_class = "Qwen3ForCausalLM";
   if (out.architecture == "phi3") hf_class = "Phi3ForCausalLM";
+  if (out.architecture == "qwen3moe") hf_class = "Qwen3MoeForCausalLM";
   if (hf_class.empty()) {
-    return MakeError(absl::StatusCode::kUnimplemented, "GGUF_ARCHITECTURE_UNSUPPORTED",
-                     absl::StrCat("GGUF architecture '", out.architecture,
-                                  "' is not converted to safetensors; llama (which Mistral uses too), qwen2, qwen3 "
-                                  "and phi3 are"),
-                     {{"field", "general.architecture"}});
+    return MakeError(
+        absl::StatusCode::kUnimplemented, "GGUF_ARCHITECTURE_UNSUPPORTED",
+        absl::StrCat("GGUF architecture '", out.architecture,
+                     "' is not converted to safetensors; llama (which Mistral and Mixtral use too), qwen2, "
+                     "qwen3, qwen3moe and phi3 are"),
+        {{"field", "general.architecture"}});
   }
   const std::string a = out.architecture;
   auto unsigned_key = [&](const std::string& key, bool required) -> absl::StatusOr<std::optional<uint64_t>> {
@@ -149,7 +151,7 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   const uint64_t n_head = **heads;
   const uint64_t n_head_kv = heads_kv->value_or(n_head);
 
-  uint64_t vocab = 0;
+  uint64_t vocab = 0, expert_count = 0;
   bool has_output = false;
   for (const TensorInfo& t : model.tensors) {
     if (t.name == "token_embd.weight" && !t.shape.empty()) vocab = t.shape.front();
@@ -158,7 +160,38 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
       out.dropped.push_back(t.name);
       continue;
     }
-    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : HfName(t.name), {}};
+    // Mixture of experts: the router, and each stacked tensor split back into one per expert.
+    const std::vector<std::string> parts = absl::StrSplit(t.name, '.');
+    const bool moe_block = parts.size() == 4 && parts[0] == "blk" && parts[3] == "weight";
+    const std::string block = a == "qwen3moe" ? "mlp" : "block_sparse_moe";
+    if (moe_block && parts[2] == "ffn_gate_inp") {
+      out.tensors.emplace(t.name,
+                          HfTensor{absl::StrCat("model.layers.", parts[1], ".", block, ".gate.weight"), {}, {}});
+      continue;
+    }
+    static const std::map<std::string, std::pair<const char*, const char*>> kStacked = {
+        {"ffn_gate_exps", {"w1", "gate_proj"}},
+        {"ffn_up_exps", {"w3", "up_proj"}},
+        {"ffn_down_exps", {"w2", "down_proj"}}};
+    if (auto stacked = kStacked.find(moe_block ? parts[2] : ""); stacked != kStacked.end()) {
+      if (t.shape.size() != 3 || t.shape[0] == 0) {
+        return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
+                         absl::StrCat("stacked expert tensor '", t.name, "' is not [experts, rows, columns]"),
+                         {{"tensor", t.name}});
+      }
+      std::vector<HfTensor>& experts = out.experts[t.name];
+      for (uint64_t e = 0; e < t.shape[0]; ++e) {
+        HfTensor expert{absl::StrCat("model.layers.", parts[1], ".", block, ".experts.", e, ".",
+                                     a == "qwen3moe" ? stacked->second.second : stacked->second.first, ".weight"),
+                        {},
+                        {t.shape[1], t.shape[2]}};
+        for (uint64_t r = 0; r < t.shape[1]; ++r) expert.row_source.push_back(e * t.shape[1] + r);
+        experts.push_back(std::move(expert));
+      }
+      expert_count = t.shape[0];
+      continue;
+    }
+    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : HfName(t.name), {}, {}};
     if (mapped.name.empty()) {
       return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
                        absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"),
@@ -194,6 +227,23 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   for (const char* id : {"bos", "eos"}) {
     const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", id, "_token_id"));
     if (std::optional<uint64_t> v = kv ? kv->AsUnsigned() : std::nullopt) config[absl::StrCat(id, "_token_id")] = *v;
+  }
+  if (expert_count > 0) {
+    absl::StatusOr<std::optional<uint64_t>> used = unsigned_key(a + ".expert_used_count", true);
+    if (!used.ok()) return used.status();
+    config["num_experts_per_tok"] = **used;
+    if (a == "llama") {
+      config["architectures"] = {"MixtralForCausalLM"};
+      config["model_type"] = "mixtral";
+      config["num_local_experts"] = expert_count;
+    } else {
+      config["num_experts"] = expert_count;
+      config["model_type"] = "qwen3_moe";
+      config["norm_topk_prob"] = true;  // llama.cpp's qwen3moe graph renormalises the top-k weights
+      absl::StatusOr<std::optional<uint64_t>> moe_ffn = unsigned_key(a + ".expert_feed_forward_length", false);
+      if (!moe_ffn.ok()) return moe_ffn.status();
+      if (*moe_ffn) config["moe_intermediate_size"] = **moe_ffn;
+    }
   }
   out.config = std::move(config);
   return out;

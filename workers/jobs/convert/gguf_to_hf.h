@@ -1,7 +1,9 @@
 // What a llama.cpp GGUF of the Llama family is on the Hugging Face side (the reverse of
 // llama.cpp's convert_hf_to_gguf.py for LlamaForCausalLM / MistralForCausalLM, which it writes as
 // architecture "llama", Qwen2ForCausalLM, "qwen2", Qwen3ForCausalLM, "qwen3", and Phi3ForCausalLM,
-// "phi3", whose attn_qkv and ffn_up become the fused self_attn.qkv_proj and mlp.gate_up_proj):
+// "phi3", whose attn_qkv and ffn_up become the fused self_attn.qkv_proj and mlp.gate_up_proj;
+// MixtralForCausalLM ("llama" with experts) and Qwen3MoeForCausalLM ("qwen3moe"), whose stacked
+// ffn_*_exps become one tensor per expert and ffn_gate_inp the router):
 //   - names: token_embd -> model.embed_tokens, blk.N.attn_norm -> model.layers.N.input_layernorm,
 //     attn_q/k/v/output -> self_attn.q_proj/k_proj/v_proj/o_proj (weights and biases),
 //     ffn_gate/up/down -> mlp.gate_proj/up_proj/down_proj, ffn_norm -> post_attention_layernorm,
@@ -32,13 +34,17 @@ struct HfTensor {
   std::string name;
   // HF row r is GGUF row row_source[r]; empty when the order is the same.
   std::vector<uint64_t> row_source;
+  // Set for one expert of a stacked GGUF tensor: its shape (its rows picked by row_source).
+  std::vector<uint64_t> shape;
 };
 
 struct GgufToHf {
   std::string architecture;  // the GGUF's general.architecture
   nlohmann::ordered_json config;
   std::map<std::string, HfTensor> tensors;  // by GGUF tensor name
-  std::vector<std::string> dropped;         // GGUF tensors with no Hugging Face counterpart
+  // Stacked expert tensors (ffn_*_exps), each one Hugging Face tensor per expert, by GGUF name.
+  std::map<std::string, std::vector<HfTensor>> experts;
+  std::vector<std::string> dropped;  // GGUF tensors with no Hugging Face counterpart
 };
 
 // FAILED_PRECONDITION (GGUF_ARCHITECTURE_UNSUPPORTED) for other architectures,

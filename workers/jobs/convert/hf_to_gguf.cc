@@ -7,6 +7,8 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
 #include "workers/jobs/convert/gguf_to_hf.h"
@@ -69,6 +71,45 @@ std::string Phi3GgufName(const std::string& hf) {
     return absl::StrReplaceAll(probe, {{".attn_output.", to}});
   }
   return GgufName(hf);
+}
+
+// A mixture-of-experts tensor: its layer, expert and llama.cpp stacked name. Mixtral's
+// block_sparse_moe.experts.E.w1/w3/w2 and Qwen3-MoE's mlp.experts.E.gate_proj/up_proj/down_proj
+// are the gate, up and down projections; a router (block_sparse_moe.gate, mlp.gate) is
+// ffn_gate_inp.
+struct ExpertName {
+  std::string layer;
+  uint64_t expert = 0;
+  std::string stacked;  // "ffn_gate_exps" ...
+};
+
+std::optional<ExpertName> ParseExpertName(const std::string& hf) {
+  static const std::map<std::string, std::string> kProjections = {
+      {"w1", "ffn_gate_exps"},        {"w3", "ffn_up_exps"},      {"w2", "ffn_down_exps"},
+      {"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"}, {"down_proj", "ffn_down_exps"}};
+  const std::vector<std::string> parts = absl::StrSplit(hf, '.');
+  // model.layers.N.block_sparse_moe.experts.E.w1.weight / model.layers.N.mlp.experts.E.gate_proj.weight
+  if (parts.size() != 8 || parts[0] != "model" || parts[1] != "layers" || parts[7] != "weight" ||
+      (parts[3] != "block_sparse_moe" && parts[3] != "mlp") || parts[4] != "experts")
+    return std::nullopt;
+  ExpertName name;
+  auto projection = kProjections.find(parts[6]);
+  if (projection == kProjections.end() || !absl::SimpleAtoi(parts[5], &name.expert) || parts[2].empty() ||
+      !std::all_of(parts[2].begin(), parts[2].end(), absl::ascii_isdigit))
+    return std::nullopt;
+  name.layer = parts[2];
+  name.stacked = projection->second;
+  return name;
+}
+
+// "blk.N.ffn_gate_inp.weight" for a router's name, else empty.
+std::string RouterName(const std::string& hf) {
+  const std::vector<std::string> parts = absl::StrSplit(hf, '.');
+  if (parts.size() == 6 && parts[0] == "model" && parts[1] == "layers" && parts[4] == "gate" && parts[5] == "weight" &&
+      (parts[3] == "block_sparse_moe" || parts[3] == "mlp") && !parts[2].empty() &&
+      std::all_of(parts[2].begin(), parts[2].end(), absl::ascii_isdigit))
+    return absl::StrCat("blk.", parts[2], ".ffn_gate_inp.weight");
+  return "";
 }
 
 std::optional<uint64_t> Unsigned(const json& config, const char* key) {
@@ -318,15 +359,18 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     architecture = config["architectures"][0].get<std::string>();
   }
   HfToGguf out;
-  if (architecture == "LlamaForCausalLM" || architecture == "MistralForCausalLM") out.architecture = "llama";
+  if (architecture == "LlamaForCausalLM" || architecture == "MistralForCausalLM" ||
+      architecture == "MixtralForCausalLM")
+    out.architecture = "llama";
+  if (architecture == "Qwen3MoeForCausalLM") out.architecture = "qwen3moe";
   if (architecture == "Qwen2ForCausalLM") out.architecture = "qwen2";
   if (architecture == "Qwen3ForCausalLM") out.architecture = "qwen3";
   if (architecture == "Phi3ForCausalLM") out.architecture = "phi3";
   if (out.architecture.empty()) {
     return Refused(absl::StatusCode::kUnimplemented, "ARCHITECTURE_UNSUPPORTED", "convert.input",
                    absl::StrCat("config.json architecture '", architecture,
-                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                                "Qwen3ForCausalLM and Phi3ForCausalLM are"));
+                                "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
+                                "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM and Phi3ForCausalLM are"));
   }
   const std::string a = out.architecture;
   const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
@@ -382,10 +426,33 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     }
   }
 
+  // Experts: counts from config.json (Mixtral num_local_experts, Qwen3-MoE num_experts).
+  const uint64_t experts = Unsigned(config, "num_local_experts").value_or(Unsigned(config, "num_experts").value_or(0));
+  if (experts > 0) {
+    kvs.push_back(GgufKv::U32(a + ".expert_count", static_cast<uint32_t>(experts)));
+    kvs.push_back(GgufKv::U32(a + ".expert_used_count",
+                              static_cast<uint32_t>(Unsigned(config, "num_experts_per_tok").value_or(0))));
+    if (std::optional<uint64_t> moe_ffn = Unsigned(config, "moe_intermediate_size"))
+      kvs.push_back(GgufKv::U32(a + ".expert_feed_forward_length", static_cast<uint32_t>(*moe_ffn)));
+  }
+  std::map<std::string, std::pair<size_t, std::map<uint64_t, const TensorInfo*>>> stacks;  // name -> (slot, experts)
   for (const TensorInfo& t : model.tensors) {
+    if (std::optional<ExpertName> expert = ParseExpertName(t.name); expert && experts > 0) {
+      const std::string stacked = absl::StrCat("blk.", expert->layer, ".", expert->stacked, ".weight");
+      auto [it, added] = stacks.try_emplace(stacked, out.tensors.size(), std::map<uint64_t, const TensorInfo*>{});
+      if (added) out.tensors.push_back(GgufOutputTensor{&t, stacked, GgmlType::kF16, {}, {}});
+      if (!it->second.second.emplace(expert->expert, &t).second || expert->expert >= experts) {
+        return MakeError(absl::StatusCode::kInvalidArgument, "TENSOR_UNMAPPED",
+                         absl::StrCat("expert tensor '", t.name, "' repeats an expert or exceeds the ", experts,
+                                      " experts config.json declares"),
+                         {{"tensor", t.name}});
+      }
+      continue;
+    }
     GgufOutputTensor g;
     g.source = &t;
     g.name = a == "phi3" ? Phi3GgufName(t.name) : GgufName(t.name);
+    if (g.name.empty() && experts > 0) g.name = RouterName(t.name);
     if (g.name.empty()) {
       if (t.name.find("rotary_emb.inv_freq") != std::string::npos)
         continue;  // recomputed by llama.cpp, as the converter skips it
@@ -404,6 +471,28 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     const std::optional<uint64_t> row_bytes = t.shape.empty() ? std::nullopt : GgmlRowBytes(type, t.shape.back());
     g.type = t.shape.size() <= 1 ? GgmlType::kF32 : row_bytes ? type : GgmlType::kF16;
     out.tensors.push_back(std::move(g));
+  }
+  for (const auto& [name, slot_and_experts] : stacks) {
+    const auto& [slot, by_expert] = slot_and_experts;
+    GgufOutputTensor& g = out.tensors[slot];
+    for (uint64_t e = 0; e < experts; ++e) {
+      auto it = by_expert.find(e);
+      if (it == by_expert.end()) {
+        return MakeError(absl::StatusCode::kInvalidArgument, "TENSOR_MISSING",
+                         absl::StrCat("'", name, "' needs expert ", e, " of ", experts, ", which the checkpoint lacks"),
+                         {{"tensor", name}});
+      }
+      if (it->second->shape != g.source->shape || it->second->dtype != g.source->dtype) {
+        return MakeError(absl::StatusCode::kInvalidArgument, "TENSOR_SHAPE_MISMATCH",
+                         absl::StrCat("expert tensor '", it->second->name, "' differs in shape or dtype from '",
+                                      g.source->name, "'"),
+                         {{"tensor", it->second->name}});
+      }
+      g.stacked.push_back(it->second);
+    }
+    g.source = g.stacked.front();
+    const std::optional<uint64_t> row_bytes = GgmlRowBytes(type, g.source->shape.back());
+    g.type = row_bytes ? type : GgmlType::kF16;
   }
   kvs.push_back(GgufKv::U32(a + ".vocab_size", static_cast<uint32_t>(vocab)));
   if (absl::Status s = AddTokenizer(files, vocab, tokenizer_pre, kvs); !s.ok()) return s;
