@@ -123,6 +123,42 @@ TEST_P(LlamaCppTest, LlamaCppComputesWhatTheCheckpointComputes) {
   }
 }
 
+using MixtureOfExpertsTest = ServerTest;
+
+TEST_F(MixtureOfExpertsTest, AMissingExpertOrAnOddOneIsRefusedNamingTheTensor) {
+  const std::string hf = data_ + "/mixtral";
+  ASSERT_EQ(
+      RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_hf_llm.py", hf, "--family", "mixtral"}).exit_code, 0);
+  // Rewrite the checkpoint without expert 3 of layer 1's w2, then with it reshaped.
+  const std::string edit =
+      "import sys\n"
+      "sys.path.insert(0, sys.argv[1])\n"
+      "import make_hf_llm as m\n"
+      "t = m.read_safetensors(sys.argv[2] + '/model.safetensors')\n"
+      "name = 'model.layers.1.block_sparse_moe.experts.3.w2.weight'\n"
+      "if sys.argv[3] == 'drop': del t[name]\n"
+      "else: t[name] = t[name][:, :-8]\n"
+      "m.write_safetensors(sys.argv[2] + '/model.safetensors', {k: v.astype('float32') for k, v in t.items()})\n";
+  Start();
+  struct Case {
+    std::string mode, reason, names;
+  };
+  for (const Case& c : {Case{"drop", "TENSOR_MISSING", "blk.1.ffn_down_exps.weight"},
+                        Case{"reshape", "TENSOR_SHAPE_MISMATCH", "experts.3.w2.weight"}}) {
+    const std::string& mode = c.mode;
+    ASSERT_EQ(RunCommand({kDebianPython, "-c", edit, SourceDir() + "/tests/tools", hf, mode}).exit_code, 0);
+    CommandResult run =
+        Cli({"submit", "convert", "--input", hf, "--output", data_ + "/" + mode + ".gguf", "--to", "gguf"});
+    EXPECT_EQ(run.exit_code, 2) << run.out << run.err;
+    EXPECT_NE(run.err.find(c.reason), std::string::npos) << run.err;
+    EXPECT_NE(run.err.find(c.names), std::string::npos) << run.err;
+    EXPECT_FALSE(fs::exists(data_ + "/" + mode + ".gguf"));
+    ASSERT_EQ(
+        RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_hf_llm.py", hf, "--family", "mixtral"}).exit_code,
+        0);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, LlamaCppTest,
                          ::testing::Values(Family{"llama", "llama", "bpe", "2"}, Family{"qwen2", "qwen2", "bpe", "7"},
                                            Family{"qwen3", "qwen3", "bpe", "1"},
