@@ -5,9 +5,10 @@ probabilities with an independent numpy implementation of the Hugging Face forwa
 from each family's definition (RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, Qwen2's
 q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj and gate_up_proj,
 Mixtral's and Qwen3-MoE's top-k expert routing: softmax over the router's logits, the k largest
-renormalised, each expert a SwiGLU).
+renormalised, each expert a SwiGLU; Gemma 2's (1 + w) RMSNorm, embedding scale, post-attention
+and post-feed-forward norms, GeGLU, attention and final-logit soft-capping, tied embeddings).
 
-  make_hf_llm.py DIR --family llama|qwen2|qwen3|phi3|mixtral|qwen3moe [--tokenizer bpe|spm] [--seed N]
+  make_hf_llm.py DIR --family llama|qwen2|qwen3|phi3|mixtral|qwen3moe|gemma2 [--tokenizer bpe|spm] [--seed N]
       writes the checkpoint; --tokenizer spm trains a small SentencePiece model (Debian's
       python3-sentencepiece; BPE with byte fallback, as Llama 2's) on a fixed multilingual text
       and writes tokenizer.model instead of tokenizer.json
@@ -15,7 +16,7 @@ renormalised, each expert a SwiGLU).
       prints {"ids": [...]}: TEXT encoded with DIR's tokenizer: SentencePiece's own encoder for a
       tokenizer.model, else a small reference byte-level BPE encoder for tokenizer.json (its Split
       regex with Debian's python3-regex, GPT-2's byte-to-unicode map, merges applied by rank)
-  make_hf_llm.py DIR --probs TOKENS
+  make_hf_llm.py DIR --probs TOKENS [--ggml-gelu]
       prints {"probs": [...]} for the token ids (comma-separated) read from DIR
 """
 import argparse
@@ -26,7 +27,8 @@ import struct
 import numpy as np
 
 ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-        "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM"}
+        "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
+        "gemma2": "Gemma2ForCausalLM"}
 VOCAB = 272  # 256 byte tokens, 13 merges, 3 specials
 
 
@@ -76,14 +78,14 @@ CORPUS = [
 ]
 
 
-def train_spm(directory, vocab_size):
+def train_spm(directory, vocab_size, dummy_prefix=True):
     import io
     import sentencepiece as spm
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 20), model_writer=model, vocab_size=vocab_size,
                                    model_type="bpe", byte_fallback=True, character_coverage=1.0,
                                    unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
-                                   minloglevel=2, hard_vocab_limit=False)
+                                   minloglevel=2, hard_vocab_limit=False, add_dummy_prefix=dummy_prefix)
     open(os.path.join(directory, "tokenizer.model"), "wb").write(model.getvalue())
     return spm.SentencePieceProcessor(model_proto=model.getvalue()).vocab_size()
 
@@ -119,6 +121,10 @@ def config(family):
         c["head_dim"] = 32  # heads * head_dim = 128, not the hidden size: key_length must be written
     if family == "mixtral":
         c.update({"num_local_experts": 4, "num_experts_per_tok": 2})
+    if family == "gemma2":
+        c.update({"head_dim": 16, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
+                  "final_logit_softcapping": 30.0, "sliding_window": 4096, "hidden_activation": "gelu_pytorch_tanh",
+                  "tie_word_embeddings": True})
     if family == "qwen3moe":
         c.update({"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 48, "norm_topk_prob": True,
                   "decoder_sparse_step": 1, "mlp_only_layers": []})
@@ -168,6 +174,18 @@ def tensors(family, cfg, rng):
                 [t.pop(p + "mlp.gate_proj.weight"), t.pop(p + "mlp.up_proj.weight")])
     t["model.norm.weight"] = 1 + 0.1 * rng.standard_normal(h)
     t["lm_head.weight"] = rng.standard_normal((VOCAB, h)) * 0.6  # a clear top-1 for the quantized checks
+    if family == "gemma2":  # norms scale by 1 + w; two more per layer; the head is the embedding
+        for name in list(t):
+            if name.endswith("norm.weight"):
+                t[name] = 0.1 * rng.standard_normal(t[name].shape)
+        for l in range(cfg["num_hidden_layers"]):
+            p = "model.layers.%d." % l
+            t[p + "pre_feedforward_layernorm.weight"] = 0.1 * rng.standard_normal(h)
+            t[p + "post_feedforward_layernorm.weight"] = 0.1 * rng.standard_normal(h)
+        del t["lm_head.weight"]
+        # The tied head reads the embedding: smaller values keep the logits in soft-capping's
+        # linear range, so the distribution is not one-hot.
+        t["model.embed_tokens.weight"] = rng.standard_normal((VOCAB, h)) * 0.15
     return {k: v.astype(np.float32) for k, v in t.items()}
 
 
@@ -213,8 +231,53 @@ def rope(x, theta):
     return x * cos + rotated * sin
 
 
-def forward(cfg, w, tokens):
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def gelu_ggml(x):
+    """ggml's CPU GELU: the tanh formula read from a float16 table indexed by float16(x) (identity
+    from 10 up, 0 from -10 down). It differs from the formula by up to ~1e-3 relative, which shows
+    in the next-token probabilities at the 1e-4 level; --ggml-gelu puts that one rounding into the
+    reference so the comparison measures the conversion."""
+    y = gelu_tanh(x.astype(np.float16).astype(np.float64)).astype(np.float16).astype(np.float64)
+    return np.where(x <= -10, 0.0, np.where(x >= 10, x, y))
+
+
+def gemma2_forward(cfg, w, tokens, ggml_gelu=False):
+    heads, kv, eps, d = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rms_norm_eps"], cfg["head_dim"]
+    norm = lambda x, name: rms_norm(x, 1 + w[name], eps)
+    gelu = gelu_ggml if ggml_gelu else gelu_tanh
+    x = w["model.embed_tokens.weight"][tokens] * np.sqrt(cfg["hidden_size"])
+    t = len(tokens)
+    mask = np.triu(np.full((t, t), -np.inf), 1)
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        h = norm(x, p + "input_layernorm.weight")
+        q, k, v = ((h @ w[p + "self_attn.%s_proj.weight" % n].T).reshape(t, m, d).transpose(1, 0, 2)
+                   for n, m in (("q", heads), ("k", kv), ("v", kv)))
+        q, k = rope(q, cfg["rope_theta"]), rope(k, cfg["rope_theta"])
+        k, v = np.repeat(k, heads // kv, 0), np.repeat(v, heads // kv, 0)
+        s = q @ k.transpose(0, 2, 1) * cfg["query_pre_attn_scalar"] ** -0.5
+        cap = cfg["attn_logit_softcapping"]
+        s = np.tanh(s / cap) * cap + mask
+        s = np.exp(s - s.max(-1, keepdims=True))
+        a = ((s / s.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(t, heads * d)
+        x = x + norm(a @ w[p + "self_attn.o_proj.weight"].T, p + "post_attention_layernorm.weight")
+        h = norm(x, p + "pre_feedforward_layernorm.weight")
+        y = (gelu(h @ w[p + "mlp.gate_proj.weight"].T) * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+        x = x + norm(y, p + "post_feedforward_layernorm.weight")
+    logits = norm(x[-1], "model.norm.weight") @ w["model.embed_tokens.weight"].T
+    cap = cfg["final_logit_softcapping"]
+    logits = np.tanh(logits / cap) * cap
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def forward(cfg, w, tokens, ggml_gelu=False):
     family = {v: k for k, v in ARCH.items()}[cfg["architectures"][0]]
+    if family == "gemma2":
+        return gemma2_forward(cfg, w, tokens, ggml_gelu)
     heads, kv, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rms_norm_eps"]
     d = cfg.get("head_dim", cfg["hidden_size"] // heads)
     x = w["model.embed_tokens.weight"][tokens]
@@ -284,6 +347,7 @@ def main():
     ap.add_argument("--probs")
     ap.add_argument("--tokenizer", choices=["bpe", "spm"], default="bpe")
     ap.add_argument("--encode")
+    ap.add_argument("--ggml-gelu", action="store_true", help="GELU as ggml's CPU build computes it (gelu_ggml)")
     args = ap.parse_args()
     if args.encode is not None:
         if os.path.exists(os.path.join(args.dir, "tokenizer.model")):
@@ -296,14 +360,14 @@ def main():
     if args.probs:
         cfg = json.load(open(os.path.join(args.dir, "config.json")))
         w = read_safetensors(os.path.join(args.dir, "model.safetensors"))
-        probs = forward(cfg, w, [int(t) for t in args.probs.split(",")])
+        probs = forward(cfg, w, [int(t) for t in args.probs.split(",")], args.ggml_gelu)
         print(json.dumps({"probs": probs.tolist()}))
         return
     os.makedirs(args.dir, exist_ok=True)
     cfg = config(args.family)
     template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     if args.tokenizer == "spm":
-        pieces = train_spm(args.dir, 420)
+        pieces = train_spm(args.dir, 420, dummy_prefix=args.family != "gemma2")
         # Chat tokens added after the SentencePiece pieces, as Phi-3 and Mistral instruct models
         # add them (added_tokens.json and tokenizer_config.json's added_tokens_decoder);
         # llama.cpp looks "<|end|>" up when it loads a Phi-3 vocabulary.

@@ -173,7 +173,8 @@ absl::Status WriteRows(const GgufOutputTensor& t, const GgufTensor& g, const Ran
       std::max<uint64_t>(1, kChunkElements / std::max<uint64_t>(1, row_elements) / rows_per_part) * rows_per_part;
   std::vector<std::byte> whole, span, raw;
   std::vector<float> values;
-  const bool as_is = SameType(t.source->dtype) == g.type;  // bytes copied (rows reordered), not re-encoded
+  // Bytes copied (rows reordered), not re-encoded, unless the values change.
+  const bool as_is = SameType(t.source->dtype) == g.type && t.add == 0.0f;
   if (as_is && t.row_source.empty() && t.source->strides.empty()) {
     // Unchanged bytes in the same order: a transfer, which the writer hashes, writes and compares.
     for (uint64_t done = 0; done < t.source->size_bytes;) {
@@ -208,6 +209,9 @@ absl::Status WriteRows(const GgufOutputTensor& t, const GgufTensor& g, const Ran
     CastCounts ignored;
     CastElements(t.source->dtype, DType::kF32, raw.data(), count * row_elements,
                  reinterpret_cast<std::byte*>(values.data()), &ignored);
+    if (t.add != 0.0f) {
+      for (float& v : values) v += t.add;
+    }
     const size_t parts = static_cast<size_t>((count + rows_per_part - 1) / rows_per_part);
     ParallelFor(parts, ComputeThreads(), [&](size_t part, size_t) {
       const uint64_t first = part * rows_per_part;
@@ -236,7 +240,7 @@ absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const M
     one.ne.pop_back();
     one.size_bytes = g.size_bytes / t.stacked.size();
     for (const TensorInfo* expert : t.stacked) {
-      GgufOutputTensor part{expert, t.name, t.type, {}, {}};
+      GgufOutputTensor part{expert, t.name, t.type, {}, {}, t.add};
       if (absl::Status s = WriteRows(part, one, *model.files[expert->file_index].object, out, tracker, pace, context);
           !s.ok())
         return s;

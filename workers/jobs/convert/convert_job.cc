@@ -81,6 +81,9 @@ absl::Status ProduceRows(const ConvertTensor& c, const RandomAccessObject& file,
   }
   std::vector<float> values(rows * row_elements);
   DecodeRows(type, reinterpret_cast<const uint8_t*>(scratch.data()), rows, row_elements, values.data());
+  if (c.add != 0.0f) {
+    for (float& v : values) v += c.add;
+  }
   CastParallel(DType::kF32, c.dtype, reinterpret_cast<const std::byte*>(values.data()), values.size(), out, counts);
   return absl::OkStatus();
 }
@@ -98,6 +101,14 @@ absl::Status Produce(const ConvertTensor& c, const RandomAccessObject& file, uin
   scratch.resize(count * in_width);
   if (absl::Status s = ReadTensorBytes(file, *c.source, first * in_width, count * in_width, scratch.data()); !s.ok())
     return s;
+  if (c.add != 0.0f) {  // through F32: the offset, then the target dtype
+    std::vector<float> values(count);
+    CastParallel(c.source->dtype, DType::kF32, scratch.data(), count, reinterpret_cast<std::byte*>(values.data()),
+                 counts);
+    for (float& v : values) v += c.add;
+    CastParallel(DType::kF32, c.dtype, reinterpret_cast<const std::byte*>(values.data()), count, out, counts);
+    return absl::OkStatus();
+  }
   CastParallel(c.source->dtype, c.dtype, scratch.data(), count, out, counts);
   return absl::OkStatus();
 }
@@ -292,7 +303,7 @@ absl::StatusOr<v1::JobResult> ConvertJob::Produce(ConvertJobPlan& job_plan, cons
       }
       bytes_read += c->source->size_bytes;
       tracker.AddTensors(1);
-      if (!c->cast()) continue;
+      if (c->dtype == c->source->dtype) continue;
       ++tensors_cast;
       total.Add(counts);
       casts.push_back({{"tensor", c->name},

@@ -189,6 +189,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
       c.name = output.name;
       c.row_source = output.row_source;
       c.shape_override = output.shape;
+      c.add = output.add;
       for (const Rule& rule : rules) {
         if (std::optional<std::string> renamed = rule.pattern.ReplaceFullMatch(c.name, rule.replacement)) {
           c.name = *std::move(renamed);

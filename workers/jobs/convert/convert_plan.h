@@ -48,7 +48,10 @@ struct ConvertTensor {
   std::vector<uint64_t> row_source;
   // A GGUF expert's slice of a stacked tensor: its own shape (row_source picks its rows).
   std::vector<uint64_t> shape_override;
-  bool cast() const { return dtype != source->dtype; }
+  // Added to every value (a GGUF Gemma norm holds 1 + w; Hugging Face's holds w: -1).
+  float add = 0.0f;
+  // Whether the values are re-encoded (a dtype change, or `add`), rather than copied.
+  bool cast() const { return dtype != source->dtype || add != 0.0f; }
   // The written shape: shape_override, else the source's.
   const std::vector<uint64_t>& shape() const;
   // Read row by row through the ggml decoders: a GGUF block type, or rows reordered.

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
@@ -67,6 +68,20 @@ std::string Phi3HfName(const std::string& gguf) {
   return HfName(gguf);
 }
 
+// Gemma 2's four norms per layer (the inverse of hf_to_gguf's Gemma2GgufName).
+std::string Gemma2HfName(const std::string& gguf) {
+  for (const auto& [from, to] :
+       {std::pair<const char*, const char*>{".post_attention_norm.", ".post_attention_layernorm."},
+        {".ffn_norm.", ".pre_feedforward_layernorm."},
+        {".post_ffw_norm.", ".post_feedforward_layernorm."}}) {
+    const size_t at = gguf.find(from);
+    if (at == std::string::npos) continue;
+    const std::string probe = HfName(gguf.substr(0, at) + ".attn_norm." + gguf.substr(at + strlen(from)));
+    return probe.empty() ? "" : absl::StrReplaceAll(probe, {{".input_layernorm.", to}});
+  }
+  return HfName(gguf);
+}
+
 }  // namespace
 
 const LlamaNames& LlamaTensorNames() {
@@ -116,12 +131,13 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   if (out.architecture == "qwen3") hf_class = "Qwen3ForCausalLM";
   if (out.architecture == "phi3") hf_class = "Phi3ForCausalLM";
   if (out.architecture == "qwen3moe") hf_class = "Qwen3MoeForCausalLM";
+  if (out.architecture == "gemma2") hf_class = "Gemma2ForCausalLM";
   if (hf_class.empty()) {
     return MakeError(
         absl::StatusCode::kUnimplemented, "GGUF_ARCHITECTURE_UNSUPPORTED",
         absl::StrCat("GGUF architecture '", out.architecture,
                      "' is not converted to safetensors; llama (which Mistral and Mixtral use too), qwen2, "
-                     "qwen3, qwen3moe and phi3 are"),
+                     "qwen3, qwen3moe, phi3 and gemma2 are"),
         {{"field", "general.architecture"}});
   }
   const std::string a = out.architecture;
@@ -191,7 +207,8 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
       expert_count = t.shape[0];
       continue;
     }
-    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : HfName(t.name), {}, {}};
+    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : a == "gemma2" ? Gemma2HfName(t.name) : HfName(t.name), {}, {}};
+    if (a == "gemma2" && absl::EndsWith(mapped.name, "norm.weight")) mapped.add = -1.0f;
     if (mapped.name.empty()) {
       return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
                        absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"),
@@ -227,6 +244,19 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   for (const char* id : {"bos", "eos"}) {
     const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", id, "_token_id"));
     if (std::optional<uint64_t> v = kv ? kv->AsUnsigned() : std::nullopt) config[absl::StrCat(id, "_token_id")] = *v;
+  }
+  if (a == "gemma2") {
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+      if (std::optional<double> cap = float_key(absl::StrCat(a, ".", key))) config[key] = *cap;
+    }
+    absl::StatusOr<std::optional<uint64_t>> window = unsigned_key(a + ".attention.sliding_window", false);
+    if (!window.ok()) return window.status();
+    if (*window) config["sliding_window"] = **window;
+    config["hidden_activation"] = "gelu_pytorch_tanh";
+    config["hidden_act"] = "gelu_pytorch_tanh";
+    // llama.cpp scales Gemma 2's queries by 1/sqrt(head_dim) (except for the 27B size), which is
+    // what this value means to transformers.
+    if (config.contains("head_dim")) config["query_pre_attn_scalar"] = config["head_dim"];
   }
   if (expert_count > 0) {
     absl::StatusOr<std::optional<uint64_t>> used = unsigned_key(a + ".expert_used_count", true);

@@ -3,7 +3,10 @@
 // architecture "llama", Qwen2ForCausalLM, "qwen2", Qwen3ForCausalLM, "qwen3", and Phi3ForCausalLM,
 // "phi3", whose attn_qkv and ffn_up become the fused self_attn.qkv_proj and mlp.gate_up_proj;
 // MixtralForCausalLM ("llama" with experts) and Qwen3MoeForCausalLM ("qwen3moe"), whose stacked
-// ffn_*_exps become one tensor per expert and ffn_gate_inp the router):
+// ffn_*_exps become one tensor per expert and ffn_gate_inp the router; Gemma2ForCausalLM
+// ("gemma2": post_attention_norm, ffn_norm and post_ffw_norm are the post-attention,
+// pre- and post-feed-forward layernorms, every norm stored as 1 + w comes back as w, and the
+// soft-capping and sliding-window keys go back into config.json):
 //   - names: token_embd -> model.embed_tokens, blk.N.attn_norm -> model.layers.N.input_layernorm,
 //     attn_q/k/v/output -> self_attn.q_proj/k_proj/v_proj/o_proj (weights and biases),
 //     ffn_gate/up/down -> mlp.gate_proj/up_proj/down_proj, ffn_norm -> post_attention_layernorm,
@@ -36,6 +39,8 @@ struct HfTensor {
   std::vector<uint64_t> row_source;
   // Set for one expert of a stacked GGUF tensor: its shape (its rows picked by row_source).
   std::vector<uint64_t> shape;
+  // Added to every value (Gemma norms: llama.cpp stores 1 + w, Hugging Face w).
+  float add = 0.0f;
 };
 
 struct GgufToHf {

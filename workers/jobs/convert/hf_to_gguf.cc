@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/numbers.h"
@@ -110,6 +111,21 @@ std::string RouterName(const std::string& hf) {
       std::all_of(parts[2].begin(), parts[2].end(), absl::ascii_isdigit))
     return absl::StrCat("blk.", parts[2], ".ffn_gate_inp.weight");
   return "";
+}
+
+// Gemma 2 has four norms per layer: input (attn_norm), post-attention (post_attention_norm),
+// pre-feed-forward (ffn_norm) and post-feed-forward (post_ffw_norm); the rest is Llama's.
+std::string Gemma2GgufName(const std::string& hf) {
+  for (const auto& [from, to] :
+       {std::pair<const char*, const char*>{".post_attention_layernorm.", ".post_attention_norm."},
+        {".pre_feedforward_layernorm.", ".ffn_norm."},
+        {".post_feedforward_layernorm.", ".post_ffw_norm."}}) {
+    const size_t at = hf.find(from);
+    if (at == std::string::npos) continue;
+    const std::string probe = GgufName(hf.substr(0, at) + ".input_layernorm." + hf.substr(at + strlen(from)));
+    return probe.empty() ? "" : absl::StrReplaceAll(probe, {{".attn_norm.", to}});
+  }
+  return GgufName(hf);
 }
 
 std::optional<uint64_t> Unsigned(const json& config, const char* key) {
@@ -366,11 +382,13 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   if (architecture == "Qwen2ForCausalLM") out.architecture = "qwen2";
   if (architecture == "Qwen3ForCausalLM") out.architecture = "qwen3";
   if (architecture == "Phi3ForCausalLM") out.architecture = "phi3";
+  if (architecture == "Gemma2ForCausalLM") out.architecture = "gemma2";
   if (out.architecture.empty()) {
     return Refused(absl::StatusCode::kUnimplemented, "ARCHITECTURE_UNSUPPORTED", "convert.input",
                    absl::StrCat("config.json architecture '", architecture,
                                 "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
-                                "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM and Phi3ForCausalLM are"));
+                                "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM and "
+                                "Gemma2ForCausalLM are"));
   }
   const std::string a = out.architecture;
   const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
@@ -426,6 +444,14 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     }
   }
 
+  if (a == "gemma2") {  // soft-capping and the sliding window, as llama.cpp's converter writes them
+    if (std::optional<double> cap = Number(config, "attn_logit_softcapping"))
+      kvs.push_back(GgufKv::F32(a + ".attn_logit_softcapping", static_cast<float>(*cap)));
+    if (std::optional<double> cap = Number(config, "final_logit_softcapping"))
+      kvs.push_back(GgufKv::F32(a + ".final_logit_softcapping", static_cast<float>(*cap)));
+    if (std::optional<uint64_t> window = Unsigned(config, "sliding_window"))
+      kvs.push_back(GgufKv::U32(a + ".attention.sliding_window", static_cast<uint32_t>(*window)));
+  }
   // Experts: counts from config.json (Mixtral num_local_experts, Qwen3-MoE num_experts).
   const uint64_t experts = Unsigned(config, "num_local_experts").value_or(Unsigned(config, "num_experts").value_or(0));
   if (experts > 0) {
@@ -451,7 +477,11 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     }
     GgufOutputTensor g;
     g.source = &t;
-    g.name = a == "phi3" ? Phi3GgufName(t.name) : GgufName(t.name);
+    g.name = a == "phi3" ? Phi3GgufName(t.name) : a == "gemma2" ? Gemma2GgufName(t.name) : GgufName(t.name);
+    if (a == "gemma2") {
+      if (t.name == "lm_head.weight") continue;                 // tied to the embeddings, as the converter skips it
+      if (absl::EndsWith(t.name, "norm.weight")) g.add = 1.0f;  // Gemma's RMSNorm scales by 1 + w
+    }
     if (g.name.empty() && experts > 0) g.name = RouterName(t.name);
     if (g.name.empty()) {
       if (t.name.find("rotary_emb.inv_freq") != std::string::npos)

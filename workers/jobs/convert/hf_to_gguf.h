@@ -1,6 +1,6 @@
 // What a Hugging Face checkpoint of the Llama family (LlamaForCausalLM, MistralForCausalLM,
-// MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM)
-// becomes in a llama.cpp GGUF, the way llama.cpp's
+// MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM,
+// Gemma2ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's
 // convert_hf_to_gguf.py writes it (the reverse of gguf_to_hf.h):
 //   - architecture "llama" (Llama and Mistral), "qwen2" or "qwen3" (its per-head q/k norms as
 //     blk.N.attn_q_norm / attn_k_norm) or "phi3" (qkv_proj and gate_up_proj kept fused as
@@ -8,7 +8,10 @@
 //     "qwen3moe") get their router as ffn_gate_inp and their experts stacked into
 //     ffn_{gate,up,down}_exps ([experts, rows, columns], written expert by expert; every expert
 //     present, of one shape and dtype, else TENSOR_MISSING / TENSOR_SHAPE_MISMATCH), with
-//     .expert_count, .expert_used_count and .expert_feed_forward_length; metadata from config.json:
+//     .expert_count, .expert_used_count and .expert_feed_forward_length; "gemma2": its four norms
+//     per layer (attn_norm, post_attention_norm, ffn_norm, post_ffw_norm) written as 1 + w as
+//     llama.cpp's converter does, lm_head left out (tied), soft-capping and sliding-window keys;
+//     metadata from config.json:
 //     <arch>.context_length (max_position_embeddings), .embedding_length (hidden_size),
 //     .block_count, .feed_forward_length, .attention.head_count, .attention.head_count_kv,
 //     .rope.freq_base (rope_theta), .attention.layer_norm_rms_epsilon, .vocab_size,
@@ -55,6 +58,8 @@ struct GgufOutputTensor {
   // Mixture-of-experts: the expert tensors stacked, expert e's rows after expert e-1's (a GGUF
   // shape of [n_expert, rows, cols]); `source` is stacked.front(). Written expert by expert.
   std::vector<const TensorInfo*> stacked;
+  // Added to every value before it is encoded (Gemma's norm weights: llama.cpp stores 1 + w).
+  float add = 0.0f;
 };
 
 struct HfToGguf {
