@@ -58,31 +58,32 @@ std::string HfName(const std::string& gguf) {
 // Phi-3's fused tensors keep their fused Hugging Face names: attn_qkv is self_attn.qkv_proj and
 // ffn_up ([gate; up] rows) is mlp.gate_up_proj.
 std::string Phi3HfName(const std::string& gguf) {
-  for (const auto& [from, to] : {std::pair<const char*, const char*>{".attn_qkv.", ".self_attn.qkv_proj."},
-                                 {".ffn_up.", ".mlp.gate_up_proj."}}) {
-    const size_t at = gguf.find(from);
-    if (at == std::string::npos) continue;
-    const std::string probe = HfName(gguf.substr(0, at) + ".attn_output." + gguf.substr(at + strlen(from)));
-    return probe.empty() ? "" : absl::StrReplaceAll(probe, {{".self_attn.o_proj.", to}});
-  }
-  return HfName(gguf);
+  return MapThroughProbe(gguf, {{".attn_qkv.", ".self_attn.qkv_proj."}, {".ffn_up.", ".mlp.gate_up_proj."}},
+                         ".attn_output.", ".self_attn.o_proj.", HfName);
 }
 
 // Gemma 2's four norms per layer (the inverse of hf_to_gguf's Gemma2GgufName).
 std::string Gemma2HfName(const std::string& gguf) {
-  for (const auto& [from, to] :
-       {std::pair<const char*, const char*>{".post_attention_norm.", ".post_attention_layernorm."},
-        {".ffn_norm.", ".pre_feedforward_layernorm."},
-        {".post_ffw_norm.", ".post_feedforward_layernorm."}}) {
-    const size_t at = gguf.find(from);
-    if (at == std::string::npos) continue;
-    const std::string probe = HfName(gguf.substr(0, at) + ".attn_norm." + gguf.substr(at + strlen(from)));
-    return probe.empty() ? "" : absl::StrReplaceAll(probe, {{".input_layernorm.", to}});
-  }
-  return HfName(gguf);
+  return MapThroughProbe(gguf,
+                         {{".post_attention_norm.", ".post_attention_layernorm."},
+                          {".ffn_norm.", ".pre_feedforward_layernorm."},
+                          {".post_ffw_norm.", ".post_feedforward_layernorm."}},
+                         ".attn_norm.", ".input_layernorm.", HfName);
 }
 
 }  // namespace
+
+std::string MapThroughProbe(const std::string& name, std::initializer_list<std::pair<const char*, const char*>> renames,
+                            const char* probe, const char* mapped_probe,
+                            const std::function<std::string(const std::string&)>& map) {
+  for (const auto& [from, to] : renames) {
+    const size_t at = name.find(from);
+    if (at == std::string::npos) continue;
+    const std::string mapped = map(name.substr(0, at) + probe + name.substr(at + strlen(from)));
+    return mapped.empty() ? "" : absl::StrReplaceAll(mapped, {{mapped_probe, to}});
+  }
+  return map(name);
+}
 
 const LlamaNames& LlamaTensorNames() {
   static const LlamaNames names{

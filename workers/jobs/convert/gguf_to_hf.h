@@ -23,6 +23,8 @@
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
 
+#include <functional>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -64,6 +66,14 @@ struct LlamaNames {
   std::map<std::string, std::string> block;
 };
 const LlamaNames& LlamaTensorNames();
+
+// Names for the tensors one family calls differently from Llama (Phi-3's fused projections,
+// Gemma 2's extra norms), mapped through Llama's table: a name holding a `renames` part (from ->
+// to) has that part swapped for `probe`, is mapped by `map`, and the result's `mapped_probe`
+// swapped for the target part. Other names are mapped as they are; "" when `map` knows none.
+std::string MapThroughProbe(const std::string& name, std::initializer_list<std::pair<const char*, const char*>> renames,
+                            const char* probe, const char* mapped_probe,
+                            const std::function<std::string(const std::string&)>& map);
 
 // The row order llama.cpp gives a Q or K projection of `rows` rows in `heads` heads: the
 // GGUF-to-HF map described above. INVALID_ARGUMENT unless rows is a multiple of 2 * heads.

@@ -63,15 +63,8 @@ std::string GgufName(const std::string& hf) {
 // Phi-3 keeps llama.cpp's fused tensors as Hugging Face fuses them: qkv_proj is attn_qkv and
 // gate_up_proj ([gate; up] rows, which llama.cpp's SwiGLU splits the same way) is ffn_up.
 std::string Phi3GgufName(const std::string& hf) {
-  for (const auto& [from, to] : {std::pair<const char*, const char*>{".self_attn.qkv_proj.", ".attn_qkv."},
-                                 {".mlp.gate_up_proj.", ".ffn_up."}}) {
-    const size_t at = hf.find(from);
-    if (at == std::string::npos) continue;
-    const std::string probe = GgufName(hf.substr(0, at) + ".self_attn.o_proj." + hf.substr(at + strlen(from)));
-    if (probe.empty()) return "";
-    return absl::StrReplaceAll(probe, {{".attn_output.", to}});
-  }
-  return GgufName(hf);
+  return MapThroughProbe(hf, {{".self_attn.qkv_proj.", ".attn_qkv."}, {".mlp.gate_up_proj.", ".ffn_up."}},
+                         ".self_attn.o_proj.", ".attn_output.", GgufName);
 }
 
 // A mixture-of-experts tensor: its layer, expert and llama.cpp stacked name. Mixtral's
@@ -116,16 +109,11 @@ std::string RouterName(const std::string& hf) {
 // Gemma 2 has four norms per layer: input (attn_norm), post-attention (post_attention_norm),
 // pre-feed-forward (ffn_norm) and post-feed-forward (post_ffw_norm); the rest is Llama's.
 std::string Gemma2GgufName(const std::string& hf) {
-  for (const auto& [from, to] :
-       {std::pair<const char*, const char*>{".post_attention_layernorm.", ".post_attention_norm."},
-        {".pre_feedforward_layernorm.", ".ffn_norm."},
-        {".post_feedforward_layernorm.", ".post_ffw_norm."}}) {
-    const size_t at = hf.find(from);
-    if (at == std::string::npos) continue;
-    const std::string probe = GgufName(hf.substr(0, at) + ".input_layernorm." + hf.substr(at + strlen(from)));
-    return probe.empty() ? "" : absl::StrReplaceAll(probe, {{".attn_norm.", to}});
-  }
-  return GgufName(hf);
+  return MapThroughProbe(hf,
+                         {{".post_attention_layernorm.", ".post_attention_norm."},
+                          {".pre_feedforward_layernorm.", ".ffn_norm."},
+                          {".post_feedforward_layernorm.", ".post_ffw_norm."}},
+                         ".input_layernorm.", ".attn_norm.", GgufName);
 }
 
 std::optional<uint64_t> Unsigned(const json& config, const char* key) {
