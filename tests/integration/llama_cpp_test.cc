@@ -1,5 +1,6 @@
 // Proof by llama.cpp: tiny random Hugging Face checkpoints (tests/tools/make_hf_llm.py: Llama with
-// a BPE and with a SentencePiece tokenizer, Qwen2, Qwen3, Phi-3, Mixtral, Qwen3-MoE, Gemma 2) converted
+// a BPE and with a SentencePiece tokenizer and with Llama 3.1's RoPE scaling, Qwen2, Qwen3, Phi-3,
+// Mixtral, Qwen3-MoE, Gemma 2) converted
 // to F32 GGUF by the real modelsmithd and loaded by llama.cpp itself (node-llama-cpp's prebuilt
 // CPU build, pinned in tests/package.json; tests/tools/llama_next_token.mjs), whose next-token
 // probabilities for a fixed token sequence must match an independent numpy implementation of
@@ -185,7 +186,8 @@ INSTANTIATE_TEST_SUITE_P(Families, LlamaCppTest,
                                            Family{"llama_sentencepiece", "llama", "spm", "8"},
                                            Family{"phi3", "phi3", "spm", "6"}, Family{"mixtral", "mixtral", "bpe", "1"},
                                            Family{"qwen3moe", "qwen3moe", "bpe", "0"},
-                                           Family{"gemma2", "gemma2", "spm", "3"}),
+                                           Family{"gemma2", "gemma2", "spm", "3"},
+                                           Family{"llama31_rope_scaling", "llama31", "bpe", "3"}),
                          [](const ::testing::TestParamInfo<Family>& info) { return std::string(info.param.name); });
 
 }  // namespace

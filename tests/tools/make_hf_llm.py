@@ -6,9 +6,11 @@ from each family's definition (RMSNorm, rotate-half RoPE, grouped-query attentio
 q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj and gate_up_proj,
 Mixtral's and Qwen3-MoE's top-k expert routing: softmax over the router's logits, the k largest
 renormalised, each expert a SwiGLU; Gemma 2's (1 + w) RMSNorm, embedding scale, post-attention
-and post-feed-forward norms, GeGLU, attention and final-logit soft-capping, tied embeddings).
+and post-feed-forward norms, GeGLU, attention and final-logit soft-capping, tied embeddings; Llama
+3.1's RoPE scaling as transformers' _compute_llama3_parameters computes its inverse frequencies).
 
-  make_hf_llm.py DIR --family llama|qwen2|qwen3|phi3|mixtral|qwen3moe|gemma2 [--tokenizer bpe|spm] [--seed N]
+  make_hf_llm.py DIR --family llama|llama31|qwen2|qwen3|phi3|mixtral|qwen3moe|gemma2 [--tokenizer bpe|spm]
+                     [--seed N]      (llama31: Llama with Llama 3.1's "llama3" RoPE scaling)
       writes the checkpoint; --tokenizer spm trains a small SentencePiece model (Debian's
       python3-sentencepiece; BPE with byte fallback, as Llama 2's) on a fixed multilingual text
       and writes tokenizer.model instead of tokenizer.json
@@ -28,7 +30,7 @@ import numpy as np
 
 ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
         "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
-        "gemma2": "Gemma2ForCausalLM"}
+        "gemma2": "Gemma2ForCausalLM", "llama31": "LlamaForCausalLM"}
 VOCAB = 272  # 256 byte tokens, 13 merges, 3 specials
 
 
@@ -121,6 +123,10 @@ def config(family):
         c["head_dim"] = 32  # heads * head_dim = 128, not the hidden size: key_length must be written
     if family == "mixtral":
         c.update({"num_local_experts": 4, "num_experts_per_tok": 2})
+    if family == "llama31":  # short original context, so every regime of the scaling occurs
+        c.update({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                          "high_freq_factor": 4.0,
+                                                          "original_max_position_embeddings": 16}})
     if family == "gemma2":
         c.update({"head_dim": 16, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
                   "final_logit_softcapping": 30.0, "sliding_window": 4096, "hidden_activation": "gelu_pytorch_tanh",
@@ -220,10 +226,20 @@ def rms_norm(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def rope(x, theta):
-    """Rotate-half RoPE over the last axis of x [heads, T, d], positions 0..T-1."""
+def rope(x, theta, scaling=None):
+    """Rotate-half RoPE over the last axis of x [heads, T, d], positions 0..T-1; with Llama 3
+    scaling, the inverse frequencies of transformers' _compute_llama3_parameters."""
     d, t = x.shape[-1], x.shape[-2]
     inv = 1.0 / theta ** (np.arange(0, d, 2) / d)
+    if scaling and scaling.get("rope_type") == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * np.pi / inv
+        scaled = np.where(wavelen > old / low, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+        inv = np.where(medium, smoothed, scaled)
     ang = np.arange(t)[:, None] * inv[None, :]
     cos, sin = np.concatenate([np.cos(ang)] * 2, -1), np.concatenate([np.sin(ang)] * 2, -1)
     half = d // 2
@@ -304,7 +320,8 @@ def forward(cfg, w, tokens, ggml_gelu=False):
             if family in ("qwen3", "qwen3moe") and name in "qk":
                 y = rms_norm(y, w[p + "self_attn.%s_norm.weight" % name], eps)
             proj[name] = y
-        q, k, v = rope(proj["q"], cfg["rope_theta"]), rope(proj["k"], cfg["rope_theta"]), proj["v"]
+        scaling = cfg.get("rope_scaling")
+        q, k, v = rope(proj["q"], cfg["rope_theta"], scaling), rope(proj["k"], cfg["rope_theta"], scaling), proj["v"]
         k, v = np.repeat(k, heads // kv, 0), np.repeat(v, heads // kv, 0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(d) + mask
         s = np.exp(s - s.max(-1, keepdims=True))

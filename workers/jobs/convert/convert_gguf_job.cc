@@ -86,6 +86,15 @@ absl::StatusOr<Plan> MakePlan(const v1::ConvertSpec& spec, const StorageRouter& 
   if (!mapping.ok()) return mapping.status();
   plan.mapping = *std::move(mapping);
   for (const GgufOutputTensor& t : plan.mapping.tensors) {
+    if (t.source == nullptr) {  // computed: F32 values
+      GgufTensor g;
+      g.name = t.name;
+      g.ne = {t.computed.size()};
+      g.type = GgmlType::kF32;
+      g.size_bytes = t.computed.size() * sizeof(float);
+      plan.layout.push_back(std::move(g));
+      continue;
+    }
     if (!IsCastableFloat(t.source->dtype)) {
       return MakeError(
           absl::StatusCode::kInvalidArgument, "UNSUPPORTED_TYPE",
@@ -231,7 +240,10 @@ absl::Status WriteRows(const GgufOutputTensor& t, const GgufTensor& g, const Ran
 absl::Status WriteTensor(const GgufOutputTensor& t, const GgufTensor& g, const ModelView& model, PipelinedWriter& out,
                          ProgressTracker& tracker, RateLimiter& pace, const JobContext& context) {
   static const std::byte kZeros[64] = {};
-  if (t.stacked.empty()) {
+  if (t.source == nullptr) {
+    if (absl::Status s = out.Append({reinterpret_cast<const std::byte*>(t.computed.data()), g.size_bytes}); !s.ok())
+      return s;
+  } else if (t.stacked.empty()) {
     if (absl::Status s = WriteRows(t, g, *model.files[t.source->file_index].object, out, tracker, pace, context);
         !s.ok())
       return s;
@@ -317,7 +329,7 @@ absl::StatusOr<v1::JobResult> ProduceConvertGguf(ConvertGgufPlan& gguf_plan, con
   convert->set_files(1);
   convert->set_tensors_written(plan->layout.size());
   uint32_t renamed = 0;
-  for (const GgufOutputTensor& t : plan->mapping.tensors) renamed += t.name != t.source->name;
+  for (const GgufOutputTensor& t : plan->mapping.tensors) renamed += t.source != nullptr && t.name != t.source->name;
   convert->set_tensors_renamed(renamed);
   convert->set_aliases_dropped(plan->model.aliases.size());
   convert->set_entries_skipped(plan->model.skipped_entries.size());
@@ -331,10 +343,10 @@ absl::StatusOr<v1::JobResult> ProduceConvertGguf(ConvertGgufPlan& gguf_plan, con
   ordered_json manifest = ManifestHeader(run, "convert", plan->model);
   ordered_json names = ordered_json::array();
   for (const GgufOutputTensor& t : plan->mapping.tensors) {
-    names.push_back({{"from", t.source->name},
-                     {"to", t.name},
-                     {"type", GgmlTypeName(t.type)},
-                     {"rows_reordered", !t.row_source.empty()}});
+    std::string from = t.source == nullptr ? "(computed)" : t.source->name;
+    if (!t.stacked.empty()) from = absl::StrCat(t.stacked.front()->name, " .. ", t.stacked.back()->name);
+    names.push_back(
+        {{"from", from}, {"to", t.name}, {"type", GgmlTypeName(t.type)}, {"rows_reordered", !t.row_source.empty()}});
   }
   manifest["convert"] = {{"architecture", plan->mapping.architecture}, {"tensors", std::move(names)}};
   manifest["figures"] = MessageJson(*figures);

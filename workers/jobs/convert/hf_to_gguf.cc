@@ -1,6 +1,7 @@
 #include "workers/jobs/convert/hf_to_gguf.h"
 
 #include <algorithm>
+#include <cmath>
 #include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
 
@@ -114,6 +115,41 @@ std::string Gemma2GgufName(const std::string& hf) {
                           {".pre_feedforward_layernorm.", ".ffn_norm."},
                           {".post_feedforward_layernorm.", ".post_ffw_norm."}},
                          ".input_layernorm.", ".attn_norm.", GgufName);
+}
+
+std::optional<double> Number(const json& config, const char* key);
+
+// Llama 3's RoPE frequency factors (llama.cpp's rope_freqs.weight), computed in double as the
+// converter computes them and stored as F32: per rotary pair i, with wavelength 2 pi / freq_i,
+// 1 above the high-frequency wavelength, `factor` below the low-frequency one, and the smooth
+// interpolation between.
+absl::StatusOr<std::vector<float>> Llama3RopeFactors(const json& config, uint64_t head_dim) {
+  const json& scaling = config["rope_scaling"];
+  const std::optional<double> factor = Number(scaling, "factor"), low = Number(scaling, "low_freq_factor"),
+                              high = Number(scaling, "high_freq_factor"),
+                              old_context = Number(scaling, "original_max_position_embeddings");
+  const double base = Number(config, "rope_theta").value_or(10000.0);
+  if (!factor || !low || !high || !old_context || *high == *low || head_dim == 0 || head_dim % 2 != 0) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+                     "rope_scaling llama3 needs factor, low_freq_factor, high_freq_factor (different) and "
+                     "original_max_position_embeddings, and an even head size",
+                     {{"field", "convert.input"}});
+  }
+  const double low_wavelen = *old_context / *low, high_wavelen = *old_context / *high;
+  std::vector<float> factors;
+  for (uint64_t i = 0; i < head_dim; i += 2) {
+    const double freq = 1.0 / std::pow(base, static_cast<double>(i) / static_cast<double>(head_dim));
+    const double wavelen = 2 * M_PI / freq;
+    if (wavelen < high_wavelen) {
+      factors.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      factors.push_back(static_cast<float>(*factor));
+    } else {
+      const double smooth = (*old_context / wavelen - *low) / (*high - *low);
+      factors.push_back(static_cast<float>(1 / ((1 - smooth) / *factor + smooth)));
+    }
+  }
+  return factors;
 }
 
 std::optional<uint64_t> Unsigned(const json& config, const char* key) {
@@ -393,9 +429,19 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   if (config.contains("rope_scaling") && config["rope_scaling"].is_object()) {
     const json& scaling = config["rope_scaling"];
     const std::string kind = scaling.value("rope_type", scaling.value("type", ""));
-    if (kind != "linear" && kind != "yarn") {
+    if (kind != "linear" && kind != "yarn" && !(kind == "llama3" && architecture == "LlamaForCausalLM")) {
       return Refused(absl::StatusCode::kUnimplemented, "ROPE_SCALING_UNSUPPORTED", "convert.input",
-                     absl::StrCat("rope_scaling type '", kind, "' is not converted (linear and yarn are)"));
+                     absl::StrCat("rope_scaling type '", kind,
+                                  "' is not converted (linear, yarn, and llama3 for LlamaForCausalLM are)"));
+    }
+    if (kind == "llama3") {
+      absl::StatusOr<std::vector<float>> factors = Llama3RopeFactors(config, head_dim);
+      if (!factors.ok()) return factors.status();
+      GgufOutputTensor freqs;
+      freqs.name = "rope_freqs.weight";
+      freqs.type = GgmlType::kF32;
+      freqs.computed = *std::move(factors);
+      out.tensors.push_back(std::move(freqs));  // first, as the converter yields it
     }
   }
 
@@ -422,7 +468,8 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     kvs.push_back(GgufKv::U32(a + ".attention.key_length", static_cast<uint32_t>(head_dim)));
     kvs.push_back(GgufKv::U32(a + ".attention.value_length", static_cast<uint32_t>(head_dim)));
   }
-  if (config.contains("rope_scaling") && config["rope_scaling"].is_object()) {
+  if (config.contains("rope_scaling") && config["rope_scaling"].is_object() &&
+      config["rope_scaling"].value("rope_type", config["rope_scaling"].value("type", "")) != "llama3") {
     const json& scaling = config["rope_scaling"];
     kvs.push_back(GgufKv::String(a + ".rope.scaling.type", scaling.value("rope_type", scaling.value("type", ""))));
     if (std::optional<double> factor = Number(scaling, "factor"))

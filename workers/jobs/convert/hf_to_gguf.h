@@ -16,7 +16,9 @@
 //     .block_count, .feed_forward_length, .attention.head_count, .attention.head_count_kv,
 //     .rope.freq_base (rope_theta), .attention.layer_norm_rms_epsilon, .vocab_size,
 //     .rope.dimension_count (head_dim, else hidden / heads), .attention.key_length and
-//     .value_length when config.json states head_dim, linear and yarn RoPE scaling;
+//     .value_length when config.json states head_dim, linear and yarn RoPE scaling, and Llama 3
+//     RoPE scaling as llama.cpp's rope_freqs.weight table (F32, one factor per rotary pair, first
+//     in the file, computed as the converter computes it);
 //     general.file_type and general.quantization_version;
 //   - tensor names (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, ...), and for
 //     "llama" the rows of q_proj / k_proj interleaved per head as llama.cpp's permute does;
@@ -33,7 +35,7 @@
 // Types: 1-D tensors F32, every other tensor `type` (a whole number of its blocks per row, else
 // F16), as the converter does for --outtype.
 // Refused: other architectures (UNIMPLEMENTED ARCHITECTURE_UNSUPPORTED, naming the supported ones),
-// Llama 3 RoPE scaling (which needs a rope_freqs table), a
+// other RoPE scaling types (which needs a rope_freqs table), a
 // tokenizer.json that is not BPE or is missing, and names the map does not know.
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_HF_TO_GGUF_H_
@@ -60,6 +62,9 @@ struct GgufOutputTensor {
   std::vector<const TensorInfo*> stacked;
   // Added to every value before it is encoded (Gemma's norm weights: llama.cpp stores 1 + w).
   float add = 0.0f;
+  // A tensor the converter computes (Llama 3's rope_freqs): its F32 values and shape; `source`
+  // is null.
+  std::vector<float> computed;
 };
 
 struct HfToGguf {
