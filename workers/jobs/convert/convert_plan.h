@@ -76,6 +76,7 @@ struct ConvertPlan {
   std::vector<std::pair<std::string, std::string>> renamed;  // (from, to)
   // GGUF input: the config.json rebuilt from its metadata, and tensors with no HF counterpart.
   std::optional<nlohmann::ordered_json> config;
+  std::optional<nlohmann::ordered_json> tokenizer, tokenizer_config;  // GGUF input with a BPE vocabulary
   std::vector<std::string> dropped;
 };
 

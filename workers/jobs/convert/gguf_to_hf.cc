@@ -71,6 +71,101 @@ std::string Gemma2HfName(const std::string& gguf) {
                          ".attn_norm.", ".input_layernorm.", HfName);
 }
 
+// An ARRAY of INT32 metadata value, or nullopt.
+std::optional<std::vector<int32_t>> I32Array(const GgufKv* kv) {
+  if (kv == nullptr || kv->type != GgufValueType::kArray || kv->value_bytes.size() < 12) return std::nullopt;
+  uint32_t type;
+  uint64_t count;
+  std::memcpy(&type, kv->value_bytes.data(), 4);
+  std::memcpy(&count, kv->value_bytes.data() + 4, 8);
+  if (type != static_cast<uint32_t>(GgufValueType::kI32) || (kv->value_bytes.size() - 12) / 4 != count)
+    return std::nullopt;
+  std::vector<int32_t> values(count);
+  std::memcpy(values.data(), kv->value_bytes.data() + 12, count * 4);
+  return values;
+}
+
+// tokenizer.json and tokenizer_config.json for a "gpt2" (byte-level BPE) vocabulary; nullopt for
+// another model or an incomplete one.
+void RebuildBpeTokenizer(const GgufFile& gguf, GgufToHf& out) {
+  const GgufKv* model = gguf.Find("tokenizer.ggml.model");
+  if (model == nullptr || model->AsString().value_or("") != "gpt2") return;
+  const GgufKv* tokens_kv = gguf.Find("tokenizer.ggml.tokens");
+  const GgufKv* merges_kv = gguf.Find("tokenizer.ggml.merges");
+  std::optional<std::vector<std::string>> tokens = tokens_kv ? tokens_kv->AsStringArray() : std::nullopt;
+  std::optional<std::vector<std::string>> merges = merges_kv ? merges_kv->AsStringArray() : std::nullopt;
+  std::optional<std::vector<int32_t>> types = I32Array(gguf.Find("tokenizer.ggml.token_type"));
+  if (!tokens || !merges || !types || types->size() != tokens->size()) return;
+  const GgufKv* pre_kv = gguf.Find("tokenizer.ggml.pre");
+  const std::string pre = pre_kv ? pre_kv->AsString().value_or("") : "";
+  nlohmann::ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}};
+  nlohmann::ordered_json pre_tokenizer;
+  if (auto split = BpePreTokenizerSplits().find(pre); split != BpePreTokenizerSplits().end()) {
+    byte_level["use_regex"] = false;
+    pre_tokenizer = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"}, {"pattern", {{"Regex", split->second}}}, {"behavior", "Isolated"}, {"invert", false}},
+          byte_level}}};
+  } else if (pre == "gpt-2") {
+    byte_level["use_regex"] = true;
+    pre_tokenizer = byte_level;
+  } else {
+    return;  // no pre-tokenizer definition for it here
+  }
+  nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), added = nlohmann::ordered_json::array();
+  for (size_t id = 0; id < tokens->size(); ++id) {
+    const int32_t type = (*types)[id];
+    if (type == 3 || type == 4) {  // CONTROL, USER_DEFINED
+      added.push_back({{"id", id},
+                       {"content", (*tokens)[id]},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", type == 4},
+                       {"special", type == 3}});
+    } else if (type != 5) {  // UNUSED holes are not tokens
+      vocab[(*tokens)[id]] = id;
+    }
+  }
+  nlohmann::ordered_json decoder = {
+      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  out.tokenizer = nlohmann::ordered_json{{"version", "1.0"},
+                                         {"truncation", nullptr},
+                                         {"padding", nullptr},
+                                         {"added_tokens", added},
+                                         {"normalizer", nullptr},
+                                         {"pre_tokenizer", pre_tokenizer},
+                                         {"post_processor", nullptr},
+                                         {"decoder", decoder},
+                                         {"model",
+                                          {{"type", "BPE"},
+                                           {"dropout", nullptr},
+                                           {"unk_token", nullptr},
+                                           {"continuing_subword_prefix", nullptr},
+                                           {"end_of_word_suffix", nullptr},
+                                           {"fuse_unk", false},
+                                           {"byte_fallback", false},
+                                           {"ignore_merges", false},
+                                           {"vocab", vocab},
+                                           {"merges", *merges}}}};
+  nlohmann::ordered_json config = nlohmann::ordered_json::object();
+  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
+           {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}}) {
+    const GgufKv* id = gguf.Find(absl::StrCat("tokenizer.ggml.", name, "_token_id"));
+    if (std::optional<uint64_t> v = id ? id->AsUnsigned() : std::nullopt; v && *v < tokens->size())
+      config[key] = (*tokens)[*v];
+  }
+  for (const char* flag : {"add_bos_token", "add_eos_token"}) {
+    const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", flag));
+    if (kv != nullptr && kv->type == GgufValueType::kBool && !kv->value_bytes.empty())
+      config[flag] = kv->value_bytes[0] != 0;
+  }
+  if (const GgufKv* kv = gguf.Find("tokenizer.chat_template"); kv != nullptr && kv->AsString())
+    config["chat_template"] = *kv->AsString();
+  out.tokenizer_config = std::move(config);
+}
+
 }  // namespace
 
 std::string MapThroughProbe(const std::string& name, std::initializer_list<std::pair<const char*, const char*>> renames,
@@ -83,6 +178,18 @@ std::string MapThroughProbe(const std::string& name, std::initializer_list<std::
     return mapped.empty() ? "" : absl::StrReplaceAll(mapped, {{mapped_probe, to}});
   }
   return map(name);
+}
+
+const std::map<std::string, std::string>& BpePreTokenizerSplits() {
+  static const auto* const splits = new std::map<std::string, std::string>{
+      {"llama-bpe",
+       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
+      {"qwen2",
+       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
+      {"tekken",
+       R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
+  };
+  return *splits;
 }
 
 const LlamaNames& LlamaTensorNames() {
@@ -277,6 +384,7 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
     }
   }
   out.config = std::move(config);
+  RebuildBpeTokenizer(gguf, out);
   return out;
 }
 

@@ -19,13 +19,15 @@
 //     context length, RMS-norm epsilon, RoPE base, BOS/EOS ids, head_dim from key_length, tied
 //     embeddings when there is no output tensor.
 // rope_freqs.weight (a llama.cpp-computed table for Llama 3 RoPE scaling) has no Hugging Face
-// tensor and is left out. The tokenizer is not converted back (tokenizer.json is not rebuilt).
+// tensor and is left out. A BPE vocabulary is rebuilt as tokenizer.json / tokenizer_config.json
+// (below); a SentencePiece one ("llama") is not.
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
 
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,11 @@ struct HfTensor {
 struct GgufToHf {
   std::string architecture;  // the GGUF's general.architecture
   nlohmann::ordered_json config;
+  // A BPE vocabulary ("gpt2") rebuilt as tokenizer.json and tokenizer_config.json: the tokens in
+  // id order (normal ones in the model's vocab, control and user-defined ones as added tokens,
+  // UNUSED holes left out), the merges, the pre-tokenizer of tokenizer.ggml.pre, the special
+  // tokens, add-BOS/EOS flags and chat template. Absent for other vocabularies.
+  std::optional<nlohmann::ordered_json> tokenizer, tokenizer_config;
   std::map<std::string, HfTensor> tensors;  // by GGUF tensor name
   // Stacked expert tensors (ffn_*_exps), each one Hugging Face tensor per expert, by GGUF name.
   std::map<std::string, std::vector<HfTensor>> experts;
@@ -66,6 +73,10 @@ struct LlamaNames {
   std::map<std::string, std::string> block;
 };
 const LlamaNames& LlamaTensorNames();
+
+// The tokenizer.json Split regex of each llama.cpp BPE pre-tokenizer name it is recognised from
+// ("llama-bpe", "qwen2", "tekken"; "gpt-2" is a lone ByteLevel and has none).
+const std::map<std::string, std::string>& BpePreTokenizerSplits();
 
 // Names for the tensors one family calls differently from Llama (Phi-3's fused projections,
 // Gemma 2's extra norms), mapped through Llama's table: a name holding a `renames` part (from ->

@@ -164,17 +164,13 @@ std::optional<double> Number(const json& config, const char* key) {
   return it->get<double>();
 }
 
-// llama.cpp's pre-tokenizer names for the split regexes of the families converted here
-// (tokenizer.json's pre_tokenizer "Split" patterns, verbatim).
+// llama.cpp's pre-tokenizer names by split regex (gguf_to_hf.h's table, inverted).
 const std::map<std::string, std::string>& KnownPreTokenizers() {
-  static const auto* const known = new std::map<std::string, std::string>{
-      {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-       "llama-bpe"},
-      {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-       "qwen2"},
-      {R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-       "tekken"},
-  };
+  static const auto* const known = [] {
+    auto* m = new std::map<std::string, std::string>;
+    for (const auto& [name, regex] : BpePreTokenizerSplits()) (*m)[regex] = name;
+    return m;
+  }();
   return *known;
 }
 
