@@ -6,10 +6,11 @@ from each family's definition (RMSNorm, rotate-half RoPE, grouped-query attentio
 q/k/v biases, Qwen3's per-head q/k RMSNorm before RoPE, Phi-3's fused qkv_proj and gate_up_proj,
 Mixtral's and Qwen3-MoE's top-k expert routing: softmax over the router's logits, the k largest
 renormalised, each expert a SwiGLU; Gemma 2's (1 + w) RMSNorm, embedding scale, post-attention
-and post-feed-forward norms, GeGLU, attention and final-logit soft-capping, tied embeddings; Llama
+and post-feed-forward norms, GeGLU, attention and final-logit soft-capping, tied embeddings; Gemma 3's
+q/k norms and local (sliding) / global RoPE bases, every sixth layer global; Llama
 3.1's RoPE scaling as transformers' _compute_llama3_parameters computes its inverse frequencies).
 
-  make_hf_llm.py DIR --family llama|llama31|qwen2|qwen3|phi3|mixtral|qwen3moe|gemma2 [--tokenizer bpe|spm]
+  make_hf_llm.py DIR --family llama|llama31|qwen2|qwen3|phi3|mixtral|qwen3moe|gemma2|gemma3 [--tokenizer bpe|spm]
                      [--seed N]      (llama31: Llama with Llama 3.1's "llama3" RoPE scaling)
       writes the checkpoint; --tokenizer spm trains a small SentencePiece model (Debian's
       python3-sentencepiece; BPE with byte fallback, as Llama 2's) on a fixed multilingual text
@@ -30,7 +31,7 @@ import numpy as np
 
 ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
         "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
-        "gemma2": "Gemma2ForCausalLM", "llama31": "LlamaForCausalLM"}
+        "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM", "llama31": "LlamaForCausalLM"}
 VOCAB = 272  # 256 byte tokens, 13 merges, 3 specials
 
 
@@ -127,6 +128,12 @@ def config(family):
         c.update({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                           "high_freq_factor": 4.0,
                                                           "original_max_position_embeddings": 16}})
+    if family == "gemma3":  # six layers: five local (sliding, RoPE base 10000) and one global
+        c.update({"num_hidden_layers": 6, "head_dim": 16, "query_pre_attn_scalar": 16, "rope_theta": 1000000.0,
+                  "rope_local_base_freq": 10000.0, "sliding_window": 512, "sliding_window_pattern": 6,
+                  "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+                  "attn_logit_softcapping": None, "final_logit_softcapping": None,
+                  "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True})
     if family == "gemma2":
         c.update({"head_dim": 16, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
                   "final_logit_softcapping": 30.0, "sliding_window": 4096, "hidden_activation": "gelu_pytorch_tanh",
@@ -153,7 +160,7 @@ def tensors(family, cfg, rng):
             t[p + "self_attn.%s_proj.weight" % name] = rng.standard_normal((rows, h)) * 0.15
             if family == "qwen2":
                 t[p + "self_attn.%s_proj.bias" % name] = rng.standard_normal(rows) * 0.1
-        if family in ("qwen3", "qwen3moe"):
+        if family in ("qwen3", "qwen3moe", "gemma3"):
             t[p + "self_attn.q_norm.weight"] = 1 + 0.1 * rng.standard_normal(d)
             t[p + "self_attn.k_norm.weight"] = 1 + 0.1 * rng.standard_normal(d)
         t[p + "self_attn.o_proj.weight"] = rng.standard_normal((h, heads * d)) * 0.15
@@ -180,7 +187,7 @@ def tensors(family, cfg, rng):
                 [t.pop(p + "mlp.gate_proj.weight"), t.pop(p + "mlp.up_proj.weight")])
     t["model.norm.weight"] = 1 + 0.1 * rng.standard_normal(h)
     t["lm_head.weight"] = rng.standard_normal((VOCAB, h)) * 0.6  # a clear top-1 for the quantized checks
-    if family == "gemma2":  # norms scale by 1 + w; two more per layer; the head is the embedding
+    if family in ("gemma2", "gemma3"):  # norms scale by 1 + w; two more per layer; the head is the embedding
         for name in list(t):
             if name.endswith("norm.weight"):
                 t[name] = 0.1 * rng.standard_normal(t[name].shape)
@@ -264,6 +271,7 @@ def gemma2_forward(cfg, w, tokens, ggml_gelu=False):
     heads, kv, eps, d = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rms_norm_eps"], cfg["head_dim"]
     norm = lambda x, name: rms_norm(x, 1 + w[name], eps)
     gelu = gelu_ggml if ggml_gelu else gelu_tanh
+    gemma3 = cfg["architectures"][0] == "Gemma3ForCausalLM"
     x = w["model.embed_tokens.weight"][tokens] * np.sqrt(cfg["hidden_size"])
     t = len(tokens)
     mask = np.triu(np.full((t, t), -np.inf), 1)
@@ -272,11 +280,16 @@ def gemma2_forward(cfg, w, tokens, ggml_gelu=False):
         h = norm(x, p + "input_layernorm.weight")
         q, k, v = ((h @ w[p + "self_attn.%s_proj.weight" % n].T).reshape(t, m, d).transpose(1, 0, 2)
                    for n, m in (("q", heads), ("k", kv), ("v", kv)))
-        q, k = rope(q, cfg["rope_theta"]), rope(k, cfg["rope_theta"])
+        base = cfg["rope_theta"]
+        if gemma3:  # per-head q/k norms before RoPE; sliding layers use the local base
+            q, k = norm(q, p + "self_attn.q_norm.weight"), norm(k, p + "self_attn.k_norm.weight")
+            if cfg["layer_types"][l] == "sliding_attention":
+                base = cfg["rope_local_base_freq"]
+        q, k = rope(q, base), rope(k, base)
         k, v = np.repeat(k, heads // kv, 0), np.repeat(v, heads // kv, 0)
         s = q @ k.transpose(0, 2, 1) * cfg["query_pre_attn_scalar"] ** -0.5
         cap = cfg["attn_logit_softcapping"]
-        s = np.tanh(s / cap) * cap + mask
+        s = (np.tanh(s / cap) * cap if cap else s) + mask
         s = np.exp(s - s.max(-1, keepdims=True))
         a = ((s / s.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(t, heads * d)
         x = x + norm(a @ w[p + "self_attn.o_proj.weight"].T, p + "post_attention_layernorm.weight")
@@ -285,14 +298,15 @@ def gemma2_forward(cfg, w, tokens, ggml_gelu=False):
         x = x + norm(y, p + "post_feedforward_layernorm.weight")
     logits = norm(x[-1], "model.norm.weight") @ w["model.embed_tokens.weight"].T
     cap = cfg["final_logit_softcapping"]
-    logits = np.tanh(logits / cap) * cap
+    if cap:
+        logits = np.tanh(logits / cap) * cap
     e = np.exp(logits - logits.max())
     return e / e.sum()
 
 
 def forward(cfg, w, tokens, ggml_gelu=False):
     family = {v: k for k, v in ARCH.items()}[cfg["architectures"][0]]
-    if family == "gemma2":
+    if family in ("gemma2", "gemma3"):
         return gemma2_forward(cfg, w, tokens, ggml_gelu)
     heads, kv, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rms_norm_eps"]
     d = cfg.get("head_dim", cfg["hidden_size"] // heads)
@@ -384,7 +398,7 @@ def main():
     cfg = config(args.family)
     template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     if args.tokenizer == "spm":
-        pieces = train_spm(args.dir, 420, dummy_prefix=args.family != "gemma2")
+        pieces = train_spm(args.dir, 420, dummy_prefix=args.family not in ("gemma2", "gemma3"))
         # Chat tokens added after the SentencePiece pieces, as Phi-3 and Mistral instruct models
         # add them (added_tokens.json and tokenizer_config.json's added_tokens_decoder);
         # llama.cpp looks "<|end|>" up when it loads a Phi-3 vocabulary.

@@ -240,12 +240,13 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   if (out.architecture == "phi3") hf_class = "Phi3ForCausalLM";
   if (out.architecture == "qwen3moe") hf_class = "Qwen3MoeForCausalLM";
   if (out.architecture == "gemma2") hf_class = "Gemma2ForCausalLM";
+  if (out.architecture == "gemma3") hf_class = "Gemma3ForCausalLM";
   if (hf_class.empty()) {
     return MakeError(
         absl::StatusCode::kUnimplemented, "GGUF_ARCHITECTURE_UNSUPPORTED",
         absl::StrCat("GGUF architecture '", out.architecture,
                      "' is not converted to safetensors; llama (which Mistral and Mixtral use too), qwen2, "
-                     "qwen3, qwen3moe, phi3 and gemma2 are"),
+                     "qwen3, qwen3moe, phi3, gemma2 and gemma3 are"),
         {{"field", "general.architecture"}});
   }
   const std::string a = out.architecture;
@@ -315,8 +316,9 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
       expert_count = t.shape[0];
       continue;
     }
-    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : a == "gemma2" ? Gemma2HfName(t.name) : HfName(t.name), {}, {}};
-    if (a == "gemma2" && absl::EndsWith(mapped.name, "norm.weight")) mapped.add = -1.0f;
+    const bool gemma = a == "gemma2" || a == "gemma3";
+    HfTensor mapped{a == "phi3" ? Phi3HfName(t.name) : gemma ? Gemma2HfName(t.name) : HfName(t.name), {}, {}};
+    if (gemma && absl::EndsWith(mapped.name, "norm.weight")) mapped.add = -1.0f;
     if (mapped.name.empty()) {
       return MakeError(absl::StatusCode::kInvalidArgument, "GGUF_TENSOR_UNMAPPED",
                        absl::StrCat("GGUF tensor '", t.name, "' has no Hugging Face name in a ", a, " model"),
@@ -353,7 +355,7 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
     const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", id, "_token_id"));
     if (std::optional<uint64_t> v = kv ? kv->AsUnsigned() : std::nullopt) config[absl::StrCat(id, "_token_id")] = *v;
   }
-  if (a == "gemma2") {
+  if (a == "gemma2" || a == "gemma3") {
     for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
       if (std::optional<double> cap = float_key(absl::StrCat(a, ".", key))) config[key] = *cap;
     }
@@ -365,6 +367,10 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
     // llama.cpp scales Gemma 2's queries by 1/sqrt(head_dim) (except for the 27B size), which is
     // what this value means to transformers.
     if (config.contains("head_dim")) config["query_pre_attn_scalar"] = config["head_dim"];
+    if (a == "gemma3") {  // what llama.cpp assumes for Gemma 3: local layers at base 10000, every sixth global
+      config["rope_local_base_freq"] = 10000.0;
+      config["sliding_window_pattern"] = 6;
+    }
   }
   if (expert_count > 0) {
     absl::StatusOr<std::optional<uint64_t>> used = unsigned_key(a + ".expert_used_count", true);

@@ -3,7 +3,8 @@
 // architecture "llama", Qwen2ForCausalLM, "qwen2", Qwen3ForCausalLM, "qwen3", and Phi3ForCausalLM,
 // "phi3", whose attn_qkv and ffn_up become the fused self_attn.qkv_proj and mlp.gate_up_proj;
 // MixtralForCausalLM ("llama" with experts) and Qwen3MoeForCausalLM ("qwen3moe"), whose stacked
-// ffn_*_exps become one tensor per expert and ffn_gate_inp the router; Gemma2ForCausalLM
+// ffn_*_exps become one tensor per expert and ffn_gate_inp the router; Gemma2ForCausalLM and
+// Gemma3ForCausalLM
 // ("gemma2": post_attention_norm, ffn_norm and post_ffw_norm are the post-attention,
 // pre- and post-feed-forward layernorms, every norm stored as 1 + w comes back as w, and the
 // soft-capping and sliding-window keys go back into config.json):

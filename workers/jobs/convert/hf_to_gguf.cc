@@ -403,12 +403,13 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   if (architecture == "Qwen3ForCausalLM") out.architecture = "qwen3";
   if (architecture == "Phi3ForCausalLM") out.architecture = "phi3";
   if (architecture == "Gemma2ForCausalLM") out.architecture = "gemma2";
+  if (architecture == "Gemma3ForCausalLM") out.architecture = "gemma3";
   if (out.architecture.empty()) {
     return Refused(absl::StatusCode::kUnimplemented, "ARCHITECTURE_UNSUPPORTED", "convert.input",
                    absl::StrCat("config.json architecture '", architecture,
                                 "' is not converted to GGUF; LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
-                                "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM and "
-                                "Gemma2ForCausalLM are"));
+                                "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM, "
+                                "Gemma2ForCausalLM and Gemma3ForCausalLM are"));
   }
   const std::string a = out.architecture;
   const std::optional<uint64_t> hidden = Unsigned(config, "hidden_size");
@@ -475,7 +476,7 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     }
   }
 
-  if (a == "gemma2") {  // soft-capping and the sliding window, as llama.cpp's converter writes them
+  if (a == "gemma2" || a == "gemma3") {  // soft-capping and the sliding window, as the converter writes them
     if (std::optional<double> cap = Number(config, "attn_logit_softcapping"))
       kvs.push_back(GgufKv::F32(a + ".attn_logit_softcapping", static_cast<float>(*cap)));
     if (std::optional<double> cap = Number(config, "final_logit_softcapping"))
@@ -508,8 +509,9 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
     }
     GgufOutputTensor g;
     g.source = &t;
-    g.name = a == "phi3" ? Phi3GgufName(t.name) : a == "gemma2" ? Gemma2GgufName(t.name) : GgufName(t.name);
-    if (a == "gemma2") {
+    const bool gemma = a == "gemma2" || a == "gemma3";
+    g.name = a == "phi3" ? Phi3GgufName(t.name) : gemma ? Gemma2GgufName(t.name) : GgufName(t.name);
+    if (gemma) {
       if (t.name == "lm_head.weight") continue;                 // tied to the embeddings, as the converter skips it
       if (absl::EndsWith(t.name, "norm.weight")) g.add = 1.0f;  // Gemma's RMSNorm scales by 1 + w
     }

@@ -1,6 +1,6 @@
 // What a Hugging Face checkpoint of the Llama family (LlamaForCausalLM, MistralForCausalLM,
 // MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM,
-// Gemma2ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's
+// Gemma2ForCausalLM, Gemma3ForCausalLM) becomes in a llama.cpp GGUF, the way llama.cpp's
 // convert_hf_to_gguf.py writes it (the reverse of gguf_to_hf.h):
 //   - architecture "llama" (Llama and Mistral), "qwen2" or "qwen3" (its per-head q/k norms as
 //     blk.N.attn_q_norm / attn_k_norm) or "phi3" (qkv_proj and gate_up_proj kept fused as
@@ -11,6 +11,7 @@
 //     .expert_count, .expert_used_count and .expert_feed_forward_length; "gemma2": its four norms
 //     per layer (attn_norm, post_attention_norm, ffn_norm, post_ffw_norm) written as 1 + w as
 //     llama.cpp's converter does, lm_head left out (tied), soft-capping and sliding-window keys;
+//     "gemma3" likewise, its q/k norms also 1 + w;
 //     metadata from config.json:
 //     <arch>.context_length (max_position_embeddings), .embedding_length (hidden_size),
 //     .block_count, .feed_forward_length, .attention.head_count, .attention.head_count_kv,
