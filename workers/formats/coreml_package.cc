@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "workers/common/error.h"
+#include "workers/formats/model_view.h"
 #include "workers/storage/uri.h"
 
 namespace modelsmith {
@@ -50,16 +51,10 @@ absl::Status CheckNoSymlinks(const std::string& root, absl::string_view relative
 }
 
 absl::StatusOr<std::string> ReadWhole(ObjectStore& store, const std::string& uri, uint64_t limit) {
-  absl::StatusOr<std::unique_ptr<RandomAccessObject>> file = store.OpenForRead(uri);
-  if (!file.ok()) {
-    if (absl::IsNotFound(file.status())) return PackageError(uri, "is missing");
-    return file.status();
-  }
-  if ((*file)->size_bytes() > limit)
-    return PackageError(uri, absl::StrCat("is ", (*file)->size_bytes(), " bytes; at most ", limit, " are read"));
-  std::string bytes((*file)->size_bytes(), '\0');
-  if (absl::Status s = (*file)->ReadAt(0, bytes.size(), reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) return s;
-  return bytes;
+  absl::StatusOr<std::optional<std::string>> bytes = ReadSmallObject(store, uri, limit, "COREML_PACKAGE_INVALID");
+  if (!bytes.ok()) return bytes.status();
+  if (!*bytes) return PackageError(uri, "is missing");
+  return **std::move(bytes);
 }
 
 // "major.minor.patch", each a number, no later than 1.0.0.

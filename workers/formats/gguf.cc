@@ -217,6 +217,20 @@ std::optional<std::vector<std::string>> GgufKv::AsStringArray() const {
   return values;
 }
 
+std::optional<std::vector<int32_t>> GgufKv::AsI32Array() const {
+  if (type != GgufValueType::kArray || value_bytes.size() < 12) return std::nullopt;
+  uint32_t element_type;
+  uint64_t count;
+  std::memcpy(&element_type, value_bytes.data(), 4);
+  std::memcpy(&count, value_bytes.data() + 4, 8);
+  if (element_type != static_cast<uint32_t>(GgufValueType::kI32) || (value_bytes.size() - 12) / 4 != count ||
+      (value_bytes.size() - 12) % 4 != 0)
+    return std::nullopt;
+  std::vector<int32_t> values(count);
+  std::memcpy(values.data(), value_bytes.data() + 12, count * 4);
+  return values;
+}
+
 GgufKv GgufKv::String(std::string key, const std::string& value) {
   GgufKv kv{std::move(key), GgufValueType::kString, ""};
   AppendString(kv.value_bytes, value);

@@ -57,6 +57,7 @@ struct GgufKv {
   std::optional<uint64_t> AsUnsigned() const;                     // U8/U16/U32/U64 (and non-negative signed)
   std::optional<std::string> AsString() const;                    // STRING
   std::optional<std::vector<std::string>> AsStringArray() const;  // ARRAY of STRING
+  std::optional<std::vector<int32_t>> AsI32Array() const;         // ARRAY of INT32
 
   static GgufKv String(std::string key, const std::string& value);
   static GgufKv U32(std::string key, uint32_t value);

@@ -74,20 +74,17 @@ void CollectReads(const coreml::Operation& op, std::set<std::string>* reads) {
   }
 }
 
-uint64_t ElementCount(const coreml::ValueType& type, bool* known) {
-  *known = type.has_tensor_type();
+}  // namespace
+
+std::optional<uint64_t> MilElementCount(const coreml::ValueType& type) {
+  if (!type.has_tensor_type()) return std::nullopt;
   uint64_t count = 1;
   for (const auto& dim : type.tensor_type().dimensions()) {
-    if (!dim.has_constant()) {
-      *known = false;
-      return 0;
-    }
+    if (!dim.has_constant()) return std::nullopt;
     count *= dim.constant().size();
   }
   return count;
 }
-
-}  // namespace
 
 double MilDataTypeBytes(int data_type) {
   switch (data_type) {
@@ -262,11 +259,9 @@ absl::StatusOr<MilProgramIndex> IndexMilProgram(CoreMlPackage& package) {
           chain.push_back(index.ops[s].type);
       }
       weight.compression = chain.empty() ? "none" : absl::StrJoin(chain, "+");
-      bool known = false;
       const coreml::ValueType& type = *index.types.at(index.ops[op].outputs.front());
-      const uint64_t elements = ElementCount(type, &known);
-      if (known)
-        weight.dense_bytes = static_cast<uint64_t>(elements * MilDataTypeBytes(type.tensor_type().data_type()) + 0.5);
+      if (std::optional<uint64_t> elements = MilElementCount(type))
+        weight.dense_bytes = static_cast<uint64_t>(*elements * MilDataTypeBytes(type.tensor_type().data_type()) + 0.5);
       index.weights.push_back(std::move(weight));
     }
     return index.weights[it->second];

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -83,6 +84,9 @@ absl::StatusOr<MilProgramIndex> IndexMilProgram(CoreMlPackage& package);
 // -> blob) of the dtype its value declares. DATA_LOSS VERIFY_MISMATCH naming what is wrong.
 absl::Status VerifyMilProgram(const coreml::Model& model,
                               const std::map<std::string, std::map<uint64_t, MilBlob>>& weight_files);
+
+// The element count of a tensor type whose dimensions are all constant; nullopt otherwise.
+std::optional<uint64_t> MilElementCount(const coreml::ValueType& type);
 
 // Bytes per element of a MIL DataType (sub-byte types: their bits / 8), 0 when unknown.
 double MilDataTypeBytes(int data_type);

@@ -323,19 +323,28 @@ bool StartsLikeTorch(ObjectStore& store, const std::string& uri) {
 
 }  // namespace
 
-absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri,
-                                                             uint64_t max_bytes) {
+absl::StatusOr<std::optional<std::string>> ReadSmallObject(ObjectStore& store, const std::string& uri,
+                                                           uint64_t max_bytes, absl::string_view too_large_reason) {
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> object = store.OpenForRead(uri);
   if (absl::IsNotFound(object.status())) return std::nullopt;
   if (!object.ok()) return Unreadable(object.status(), uri);
   if ((*object)->size_bytes() > max_bytes) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
+    return MakeError(absl::StatusCode::kInvalidArgument, too_large_reason,
                      absl::StrCat("'", uri, "' has ", (*object)->size_bytes(), " bytes, more than ", max_bytes),
                      {{"file", uri}});
   }
-  std::string text((*object)->size_bytes(), '\0');
-  if (absl::Status s = (*object)->ReadAt(0, text.size(), reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::string bytes((*object)->size_bytes(), '\0');
+  if (absl::Status s = (*object)->ReadAt(0, bytes.size(), reinterpret_cast<std::byte*>(bytes.data())); !s.ok())
+    return s;
+  return bytes;
+}
+
+absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri,
+                                                             uint64_t max_bytes) {
+  absl::StatusOr<std::optional<std::string>> text = ReadSmallObject(store, uri, max_bytes, "MODEL_CONFIG_INVALID");
+  if (!text.ok()) return text.status();
+  if (!*text) return std::nullopt;
+  json value = json::parse(**text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded() || !value.is_object()) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
                      absl::StrCat("'", uri, "' is not a JSON object"), {{"file", uri}});

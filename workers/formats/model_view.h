@@ -71,6 +71,11 @@ absl::StatusOr<std::optional<nlohmann::json>> ReadModelConfig(ObjectStore& store
 
 // A JSON object file at `uri`: nullopt when there is none; INVALID_ARGUMENT (MODEL_CONFIG_INVALID)
 // naming the file when it is not a JSON object or over `max_bytes`.
+// The whole of a small object: nullopt when it does not exist, INVALID_ARGUMENT
+// `too_large_reason` naming the file when it holds more than `max_bytes`.
+absl::StatusOr<std::optional<std::string>> ReadSmallObject(ObjectStore& store, const std::string& uri,
+                                                           uint64_t max_bytes, absl::string_view too_large_reason);
+
 absl::StatusOr<std::optional<nlohmann::json>> ReadJsonObject(ObjectStore& store, const std::string& uri,
                                                              uint64_t max_bytes);
 

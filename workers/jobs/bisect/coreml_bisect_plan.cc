@@ -13,25 +13,14 @@ namespace {
 
 constexpr char kFp32Suffix[] = "_fp32";
 
-uint64_t Elements(const coreml::ValueType& type, bool* known) {
-  *known = type.has_tensor_type();
-  uint64_t n = 1;
-  for (const auto& d : type.tensor_type().dimensions()) {
-    if (!d.has_constant()) *known = false;
-    n *= d.has_constant() ? d.constant().size() : 0;
-  }
-  return n;
-}
-
 // coremltools' numpy bytes of a parameter value: elements times the numpy item size (sub-byte
 // types are read one byte per element); 0 for a scalar, which it does not count.
 uint64_t NumpyBytes(const coreml::Value& value) {
   const coreml::ValueType& type = value.type();
   if (!type.has_tensor_type() || type.tensor_type().dimensions_size() == 0) return 0;
-  bool known = false;
-  const uint64_t n = Elements(type, &known);
+  const std::optional<uint64_t> n = MilElementCount(type);
   const double bytes = MilDataTypeBytes(type.tensor_type().data_type());
-  return known ? n * static_cast<uint64_t>(std::max(1.0, bytes)) : 0;
+  return n ? *n * static_cast<uint64_t>(std::max(1.0, bytes)) : 0;
 }
 
 // The program-order split coremltools' bisect_model makes (see the header).
@@ -104,10 +93,8 @@ absl::StatusOr<coreml::FeatureDescription> Feature(const std::string& name, cons
       {coreml::FLOAT16, 65552}, {coreml::FLOAT32, 65568}, {coreml::FLOAT64, 65600}, {coreml::INT32, 131104}};
   coreml::FeatureDescription feature;
   feature.set_name(name);
-  bool known = false;
-  Elements(type, &known);
   auto array_type = kArrayType.find(type.tensor_type().data_type());
-  if (!known || array_type == kArrayType.end()) {
+  if (!MilElementCount(type) || array_type == kArrayType.end()) {
     return MakeError(
         absl::StatusCode::kFailedPrecondition, "COREML_BOUNDARY_UNSUPPORTED",
         absl::StrCat("value '", name, "' (", MilDataTypeName(type.tensor_type().data_type()), " ", MilShapeString(type),

@@ -71,20 +71,6 @@ std::string Gemma2HfName(const std::string& gguf) {
                          ".attn_norm.", ".input_layernorm.", HfName);
 }
 
-// An ARRAY of INT32 metadata value, or nullopt.
-std::optional<std::vector<int32_t>> I32Array(const GgufKv* kv) {
-  if (kv == nullptr || kv->type != GgufValueType::kArray || kv->value_bytes.size() < 12) return std::nullopt;
-  uint32_t type;
-  uint64_t count;
-  std::memcpy(&type, kv->value_bytes.data(), 4);
-  std::memcpy(&count, kv->value_bytes.data() + 4, 8);
-  if (type != static_cast<uint32_t>(GgufValueType::kI32) || (kv->value_bytes.size() - 12) / 4 != count)
-    return std::nullopt;
-  std::vector<int32_t> values(count);
-  std::memcpy(values.data(), kv->value_bytes.data() + 12, count * 4);
-  return values;
-}
-
 // tokenizer.json and tokenizer_config.json for a "gpt2" (byte-level BPE) vocabulary; nullopt for
 // another model or an incomplete one.
 void RebuildBpeTokenizer(const GgufFile& gguf, GgufToHf& out) {
@@ -94,7 +80,8 @@ void RebuildBpeTokenizer(const GgufFile& gguf, GgufToHf& out) {
   const GgufKv* merges_kv = gguf.Find("tokenizer.ggml.merges");
   std::optional<std::vector<std::string>> tokens = tokens_kv ? tokens_kv->AsStringArray() : std::nullopt;
   std::optional<std::vector<std::string>> merges = merges_kv ? merges_kv->AsStringArray() : std::nullopt;
-  std::optional<std::vector<int32_t>> types = I32Array(gguf.Find("tokenizer.ggml.token_type"));
+  const GgufKv* types_kv = gguf.Find("tokenizer.ggml.token_type");
+  std::optional<std::vector<int32_t>> types = types_kv ? types_kv->AsI32Array() : std::nullopt;
   if (!tokens || !merges || !types || types->size() != tokens->size()) return;
   const GgufKv* pre_kv = gguf.Find("tokenizer.ggml.pre");
   const std::string pre = pre_kv ? pre_kv->AsString().value_or("") : "";

@@ -117,7 +117,17 @@ std::string Gemma2GgufName(const std::string& hf) {
                          ".input_layernorm.", ".attn_norm.", GgufName);
 }
 
-std::optional<double> Number(const json& config, const char* key);
+std::optional<uint64_t> Unsigned(const json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end() || !it->is_number_unsigned()) return std::nullopt;
+  return it->get<uint64_t>();
+}
+
+std::optional<double> Number(const json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end() || !it->is_number()) return std::nullopt;
+  return it->get<double>();
+}
 
 // Llama 3's RoPE frequency factors (llama.cpp's rope_freqs.weight), computed in double as the
 // converter computes them and stored as F32: per rotary pair i, with wavelength 2 pi / freq_i,
@@ -150,18 +160,6 @@ absl::StatusOr<std::vector<float>> Llama3RopeFactors(const json& config, uint64_
     }
   }
   return factors;
-}
-
-std::optional<uint64_t> Unsigned(const json& config, const char* key) {
-  auto it = config.find(key);
-  if (it == config.end() || !it->is_number_unsigned()) return std::nullopt;
-  return it->get<uint64_t>();
-}
-
-std::optional<double> Number(const json& config, const char* key) {
-  auto it = config.find(key);
-  if (it == config.end() || !it->is_number()) return std::nullopt;
-  return it->get<double>();
 }
 
 // llama.cpp's pre-tokenizer names by split regex (gguf_to_hf.h's table, inverted).
@@ -371,18 +369,10 @@ absl::StatusOr<HfFiles> ReadHfFiles(ObjectStore& store, const ModelView& model) 
       ReadJsonObject(store, JoinUri(dir, "added_tokens.json"), kMaxJsonBytes);
   if (!added_tokens.ok()) return added_tokens.status();
   files.added_tokens = *added_tokens;
-  const std::string spm_uri = JoinUri(dir, "tokenizer.model");
-  absl::StatusOr<std::unique_ptr<RandomAccessObject>> spm = store.OpenForRead(spm_uri);
-  if (spm.ok()) {
-    if ((*spm)->size_bytes() > kMaxJsonBytes)
-      return Refused(absl::StatusCode::kInvalidArgument, "TOKENIZER_INVALID", "convert.input",
-                     "tokenizer.model is larger than 64 MiB");
-    std::string bytes((*spm)->size_bytes(), '\0');
-    if (absl::Status s = (*spm)->ReadAt(0, bytes.size(), reinterpret_cast<std::byte*>(bytes.data())); !s.ok()) return s;
-    files.sentencepiece_model = std::move(bytes);
-  } else if (!absl::IsNotFound(spm.status())) {
-    return spm.status();
-  }
+  absl::StatusOr<std::optional<std::string>> spm =
+      ReadSmallObject(store, JoinUri(dir, "tokenizer.model"), kMaxJsonBytes, "TOKENIZER_INVALID");
+  if (!spm.ok()) return spm.status();
+  files.sentencepiece_model = *std::move(spm);
   return files;
 }
 
