@@ -99,14 +99,15 @@ TEST_P(LlamaCppTest, LlamaCppComputesWhatTheCheckpointComputes) {
 
   // llama.cpp tokenizes a multilingual text with the converted vocabulary as the reference does:
   // SentencePiece itself, or a small byte-level BPE encoder (make_hf_llm.py --encode).
+  const std::string text = "Hello wörld, there in the other station reset; 素早い狐 (a+b)=42 Быстрая лиса";
+  CommandResult tokenized = RunCommand({"node", SourceDir() + "/tests/tools/llama_tokenize.mjs", gguf, text});
+  ASSERT_EQ(tokenized.exit_code, 0) << tokenized.err;
+  const json llama_ids = json::parse(tokenized.out)["ids"];
   {
-    const std::string text = "Hello wörld, there in the other station reset; 素早い狐 (a+b)=42 Быстрая лиса";
-    CommandResult ours = RunCommand({"node", SourceDir() + "/tests/tools/llama_tokenize.mjs", gguf, text});
     CommandResult reference =
         RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_hf_llm.py", hf, "--encode", text});
-    ASSERT_EQ(ours.exit_code, 0) << ours.err;
     ASSERT_EQ(reference.exit_code, 0) << reference.err;
-    EXPECT_EQ(json::parse(ours.out)["ids"], json::parse(reference.out)["ids"]) << ours.out << reference.out;
+    EXPECT_EQ(llama_ids, json::parse(reference.out)["ids"]) << tokenized.out << reference.out;
   }
 
   // And back to Hugging Face: every tensor bit for bit (the Llama Q/K row interleaving undone),
@@ -131,18 +132,25 @@ TEST_P(LlamaCppTest, LlamaCppComputesWhatTheCheckpointComputes) {
        "for k in ['architectures', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',\n"
        "          'num_key_value_heads', 'rms_norm_eps', 'rope_theta', 'vocab_size', 'head_dim', 'num_local_experts',\n"
        "          'num_experts', 'num_experts_per_tok', 'moe_intermediate_size', 'attn_logit_softcapping',\n"
-       "          'final_logit_softcapping', 'sliding_window', 'query_pre_attn_scalar']:\n"
+       "          'final_logit_softcapping', 'sliding_window', 'query_pre_attn_scalar', 'rope_scaling']:\n"
        "    assert ca.get(k) == cb.get(k), (k, ca.get(k), cb.get(k))\n"
        "print('same')",
        SourceDir() + "/tests/tools", hf, data_ + "/back-" + family, GetParam().family});
   EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
 
-  // GGUF -> HF -> GGUF: with a BPE vocabulary the tokenizer comes back too (tokenizer.json and
-  // tokenizer_config.json rebuilt from the metadata), so the second GGUF has every key-value but
-  // general.name and every tensor byte of the first. (A SentencePiece tokenizer.model is not
-  // rebuilt; those families stop at the safetensors comparison above, and so does Llama 3.1:
-  // its rope_freqs table has no Hugging Face tensor and cannot be turned back into rope_scaling.)
-  if (std::string(GetParam().tokenizer) == "bpe" && family != "llama31_rope_scaling") {
+  // The tokenizer came back too, rebuilt from the metadata (tokenizer.json, or SentencePiece's
+  // tokenizer.model with added_tokens.json): the reference encoder reading the rebuilt files
+  // (SentencePiece itself loading our tokenizer.model) tokenizes as llama.cpp does.
+  {
+    CommandResult rebuilt = RunCommand(
+        {kDebianPython, SourceDir() + "/tests/tools/make_hf_llm.py", data_ + "/back-" + family, "--encode", text});
+    ASSERT_EQ(rebuilt.exit_code, 0) << rebuilt.err;
+    EXPECT_EQ(llama_ids, json::parse(rebuilt.out)["ids"]) << rebuilt.out;
+  }
+
+  // GGUF -> HF -> GGUF: the second GGUF has every key-value but general.name and every tensor byte
+  // of the first (Llama 3.1's rope_freqs table computed again from the rope_scaling recovered).
+  {
     const std::string again = data_ + "/" + family + "-again.gguf";
     CommandResult forth = Cli({"submit", "convert", "--input", data_ + "/back-" + family, "--output", again, "--to",
                                "gguf", "--dtype", "f32", "--watch"});

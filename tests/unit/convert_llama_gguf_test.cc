@@ -203,6 +203,51 @@ TEST_F(LlamaRoundTripTest, HuggingFaceToGgufAndBackKeepsNamesShapesMetadataAndVa
   EXPECT_EQ(config["architectures"], config_["architectures"]);
 }
 
+// RoPE scaling both ways: linear and yarn as rope.scaling.* keys, Llama 3's as the rope_freqs
+// table whose parameters come back; a table no parameters compute is refused naming the tensor.
+TEST_F(LlamaRoundTripTest, RopeScalingVariantsComeBack) {
+  const json variants[] = {{{"factor", 4.0}, {"rope_type", "linear"}},
+                           {{"factor", 4.0}, {"original_max_position_embeddings", 64}, {"rope_type", "yarn"}},
+                           {{"factor", 8.0},
+                            {"high_freq_factor", 4.0},
+                            {"low_freq_factor", 1.0},
+                            {"original_max_position_embeddings", 64},
+                            {"rope_type", "llama3"}}};
+  for (const json& scaling : variants) {
+    const std::string kind = scaling["rope_type"];
+    json config = config_;
+    config["rope_scaling"] = scaling;
+    std::ofstream(hf_ + "/config.json") << config.dump(2);
+    const std::string gguf_path = dir_.path() + "/" + kind + ".gguf", back = dir_.path() + "/" + kind + "-hf";
+    ASSERT_TRUE(Convert(hf_, gguf_path, v1::TARGET_FORMAT_GGUF, "").ok()) << kind;
+    absl::StatusOr<ModelView> gguf = OpenModel(*router_.Resolve(gguf_path));
+    ASSERT_TRUE(gguf.ok());
+    const GgufKv* type = gguf->gguf->Find("llama.rope.scaling.type");
+    if (kind == "llama3") {
+      EXPECT_EQ(type, nullptr);
+      EXPECT_EQ(gguf->tensors.front().name, "rope_freqs.weight");
+    } else {
+      ASSERT_NE(type, nullptr);
+      EXPECT_EQ(type->AsString(), kind);
+    }
+    ASSERT_TRUE(Convert(gguf_path, back, v1::TARGET_FORMAT_SAFETENSORS, "").ok()) << kind;
+    const json config_back = json::parse(std::ifstream(back + "/config.json"));
+    EXPECT_EQ(config_back["rope_scaling"], scaling) << kind;
+    if (kind != "llama3") continue;
+    // The same GGUF with the first (fastest) pair's divisor below 1, which no parameters give.
+    std::string bytes((std::istreambuf_iterator<char>(std::ifstream(gguf_path, std::ios::binary).rdbuf())), {});
+    const float half = 0.5f;
+    std::memcpy(bytes.data() + gguf->tensors.front().data_offset, &half, 4);
+    std::ofstream(dir_.path() + "/bent.gguf", std::ios::binary) << bytes;
+    absl::StatusOr<v1::JobResult> bent =
+        Convert(dir_.path() + "/bent.gguf", dir_.path() + "/bent-hf", v1::TARGET_FORMAT_SAFETENSORS, "");
+    EXPECT_EQ(ReasonOf(bent.status()), "ROPE_FREQS_UNRECOVERABLE") << bent.status();
+    EXPECT_EQ(bent.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(bent.status().message().find("rope_freqs.weight"), std::string::npos);
+    EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/bent-hf"));
+  }
+}
+
 TEST_F(LlamaRoundTripTest, Q8_0OutputAndRefusals) {
   absl::StatusOr<v1::JobResult> q8 = Convert(hf_, dir_.path() + "/tiny-q8.gguf", v1::TARGET_FORMAT_GGUF, "q8_0");
   ASSERT_TRUE(q8.ok()) << q8.status();

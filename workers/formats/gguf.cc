@@ -217,18 +217,33 @@ std::optional<std::vector<std::string>> GgufKv::AsStringArray() const {
   return values;
 }
 
-std::optional<std::vector<int32_t>> GgufKv::AsI32Array() const {
-  if (type != GgufValueType::kArray || value_bytes.size() < 12) return std::nullopt;
+namespace {
+
+// The elements of an ARRAY of a 4-byte `element` type, or nullopt.
+template <typename T>
+std::optional<std::vector<T>> FourByteArray(const GgufKv& kv, GgufValueType element) {
+  static_assert(sizeof(T) == 4);
+  if (kv.type != GgufValueType::kArray || kv.value_bytes.size() < 12) return std::nullopt;
   uint32_t element_type;
   uint64_t count;
-  std::memcpy(&element_type, value_bytes.data(), 4);
-  std::memcpy(&count, value_bytes.data() + 4, 8);
-  if (element_type != static_cast<uint32_t>(GgufValueType::kI32) || (value_bytes.size() - 12) / 4 != count ||
-      (value_bytes.size() - 12) % 4 != 0)
+  std::memcpy(&element_type, kv.value_bytes.data(), 4);
+  std::memcpy(&count, kv.value_bytes.data() + 4, 8);
+  if (element_type != static_cast<uint32_t>(element) || (kv.value_bytes.size() - 12) / 4 != count ||
+      (kv.value_bytes.size() - 12) % 4 != 0)
     return std::nullopt;
-  std::vector<int32_t> values(count);
-  std::memcpy(values.data(), value_bytes.data() + 12, count * 4);
+  std::vector<T> values(count);
+  std::memcpy(values.data(), kv.value_bytes.data() + 12, count * 4);
   return values;
+}
+
+}  // namespace
+
+std::optional<std::vector<int32_t>> GgufKv::AsI32Array() const {
+  return FourByteArray<int32_t>(*this, GgufValueType::kI32);
+}
+
+std::optional<std::vector<float>> GgufKv::AsF32Array() const {
+  return FourByteArray<float>(*this, GgufValueType::kF32);
 }
 
 GgufKv GgufKv::String(std::string key, const std::string& value) {

@@ -58,6 +58,7 @@ struct GgufKv {
   std::optional<std::string> AsString() const;                    // STRING
   std::optional<std::vector<std::string>> AsStringArray() const;  // ARRAY of STRING
   std::optional<std::vector<int32_t>> AsI32Array() const;         // ARRAY of INT32
+  std::optional<std::vector<float>> AsF32Array() const;           // ARRAY of FLOAT32
 
   static GgufKv String(std::string key, const std::string& value);
   static GgufKv U32(std::string key, uint32_t value);

@@ -338,12 +338,13 @@ absl::StatusOr<v1::JobResult> ConvertJob::Produce(ConvertJobPlan& job_plan, cons
     *live_writer = nullptr;
     if (!artifact.ok()) return artifact.status();
   }
-  for (const auto& [name, content] :
-       {std::pair<const char*, const std::optional<nlohmann::ordered_json>*>{"config.json", &plan->config},
-        {"tokenizer.json", &plan->tokenizer},
-        {"tokenizer_config.json", &plan->tokenizer_config}}) {
-    if (!*content) continue;
-    absl::StatusOr<v1::Artifact> side = output->WriteSmall(output->UriOf(name), (*content)->dump(2) + "\n", "config");
+  if (plan->config) {
+    absl::StatusOr<v1::Artifact> config =
+        output->WriteSmall(output->UriOf("config.json"), plan->config->dump(2) + "\n", "config");
+    if (!config.ok()) return config.status();
+  }
+  for (const auto& [name, content] : plan->tokenizer_files) {
+    absl::StatusOr<v1::Artifact> side = output->WriteSmall(output->UriOf(name), content, "config");
     if (!side.ok()) return side.status();
   }
   if (!plan->index_name.empty()) {

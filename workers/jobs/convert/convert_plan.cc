@@ -161,8 +161,7 @@ absl::StatusOr<ConvertPlan> MakeConvertPlan(const ConvertOptions& options, const
   plan.stem = !spec.stem().empty() ? spec.stem() : hf ? "model" : DefaultStem(InputName(plan.model));
   if (hf) {
     plan.config = hf->config;
-    plan.tokenizer = hf->tokenizer;
-    plan.tokenizer_config = hf->tokenizer_config;
+    plan.tokenizer_files = hf->tokenizer_files;
     plan.dropped = hf->dropped;
   }
   if (absl::Status s = ValidateShardNaming(plan.stem, spec.variant()); !s.ok()) {

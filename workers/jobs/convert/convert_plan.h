@@ -34,6 +34,7 @@
 #include "nlohmann/json.hpp"
 #include "workers/formats/model_view.h"
 #include "workers/formats/safetensors.h"
+#include "workers/jobs/convert/gguf_tokenizer.h"
 #include "workers/storage/storage_router.h"
 
 namespace modelsmith {
@@ -76,7 +77,7 @@ struct ConvertPlan {
   std::vector<std::pair<std::string, std::string>> renamed;  // (from, to)
   // GGUF input: the config.json rebuilt from its metadata, and tensors with no HF counterpart.
   std::optional<nlohmann::ordered_json> config;
-  std::optional<nlohmann::ordered_json> tokenizer, tokenizer_config;  // GGUF input with a BPE vocabulary
+  TokenizerFiles tokenizer_files;  // GGUF input: its vocabulary as Hugging Face tokenizer files
   std::vector<std::string> dropped;
 };
 

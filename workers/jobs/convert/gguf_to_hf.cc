@@ -5,6 +5,7 @@
 #include "absl/strings/str_split.h"
 
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
+#include "workers/jobs/convert/llama3_rope.h"
 
 namespace modelsmith {
 namespace {
@@ -36,6 +38,33 @@ std::optional<double> AsFloat(const GgufKv& kv) {
     return d;
   }
   return std::nullopt;
+}
+
+// The Llama 3 RoPE scaling whose table rope_freqs.weight holds; FAILED_PRECONDITION
+// (ROPE_FREQS_UNRECOVERABLE) when no parameters give that table exactly, as the model would then
+// compute something else on the Hugging Face side.
+absl::StatusOr<Llama3RopeScaling> RopeScalingOf(const ModelView& model, const TensorInfo& t,
+                                                std::optional<double> base) {
+  auto refuse = [&](absl::string_view why) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "ROPE_FREQS_UNRECOVERABLE",
+                     absl::StrCat("GGUF tensor 'rope_freqs.weight' ", why,
+                                  "; Hugging Face has no tensor for it, only Llama 3's rope_scaling"),
+                     {{"tensor", t.name}});
+  };
+  constexpr uint64_t kMaxPairs = 1 << 16;
+  if (t.dtype != DType::kF32 || t.ggml_type.value_or(0) != 0 || t.shape.size() != 1 || t.shape[0] == 0 ||
+      t.shape[0] > kMaxPairs || t.size_bytes != t.shape[0] * 4 || t.file_index >= model.files.size()) {
+    return refuse("is not a one-dimensional F32 table");
+  }
+  std::vector<float> table(t.shape[0]);
+  if (absl::Status read = model.files[t.file_index].object->ReadAt(t.data_offset, t.size_bytes,
+                                                                   reinterpret_cast<std::byte*>(table.data()));
+      !read.ok()) {
+    return read;
+  }
+  std::optional<Llama3RopeScaling> scaling = RecoverLlama3RopeScaling(table, base.value_or(10000.0));
+  if (!scaling) return refuse("is not a table that Llama 3 RoPE scaling parameters compute");
+  return *scaling;
 }
 
 // The Hugging Face name of a llama.cpp tensor name, or empty.
@@ -71,88 +100,6 @@ std::string Gemma2HfName(const std::string& gguf) {
                          ".attn_norm.", ".input_layernorm.", HfName);
 }
 
-// tokenizer.json and tokenizer_config.json for a "gpt2" (byte-level BPE) vocabulary; nullopt for
-// another model or an incomplete one.
-void RebuildBpeTokenizer(const GgufFile& gguf, GgufToHf& out) {
-  const GgufKv* model = gguf.Find("tokenizer.ggml.model");
-  if (model == nullptr || model->AsString().value_or("") != "gpt2") return;
-  const GgufKv* tokens_kv = gguf.Find("tokenizer.ggml.tokens");
-  const GgufKv* merges_kv = gguf.Find("tokenizer.ggml.merges");
-  std::optional<std::vector<std::string>> tokens = tokens_kv ? tokens_kv->AsStringArray() : std::nullopt;
-  std::optional<std::vector<std::string>> merges = merges_kv ? merges_kv->AsStringArray() : std::nullopt;
-  const GgufKv* types_kv = gguf.Find("tokenizer.ggml.token_type");
-  std::optional<std::vector<int32_t>> types = types_kv ? types_kv->AsI32Array() : std::nullopt;
-  if (!tokens || !merges || !types || types->size() != tokens->size()) return;
-  const GgufKv* pre_kv = gguf.Find("tokenizer.ggml.pre");
-  const std::string pre = pre_kv ? pre_kv->AsString().value_or("") : "";
-  nlohmann::ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}};
-  nlohmann::ordered_json pre_tokenizer;
-  if (auto split = BpePreTokenizerSplits().find(pre); split != BpePreTokenizerSplits().end()) {
-    byte_level["use_regex"] = false;
-    pre_tokenizer = {
-        {"type", "Sequence"},
-        {"pretokenizers",
-         {{{"type", "Split"}, {"pattern", {{"Regex", split->second}}}, {"behavior", "Isolated"}, {"invert", false}},
-          byte_level}}};
-  } else if (pre == "gpt-2") {
-    byte_level["use_regex"] = true;
-    pre_tokenizer = byte_level;
-  } else {
-    return;  // no pre-tokenizer definition for it here
-  }
-  nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), added = nlohmann::ordered_json::array();
-  for (size_t id = 0; id < tokens->size(); ++id) {
-    const int32_t type = (*types)[id];
-    if (type == 3 || type == 4) {  // CONTROL, USER_DEFINED
-      added.push_back({{"id", id},
-                       {"content", (*tokens)[id]},
-                       {"single_word", false},
-                       {"lstrip", false},
-                       {"rstrip", false},
-                       {"normalized", type == 4},
-                       {"special", type == 3}});
-    } else if (type != 5) {  // UNUSED holes are not tokens
-      vocab[(*tokens)[id]] = id;
-    }
-  }
-  nlohmann::ordered_json decoder = {
-      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  out.tokenizer = nlohmann::ordered_json{{"version", "1.0"},
-                                         {"truncation", nullptr},
-                                         {"padding", nullptr},
-                                         {"added_tokens", added},
-                                         {"normalizer", nullptr},
-                                         {"pre_tokenizer", pre_tokenizer},
-                                         {"post_processor", nullptr},
-                                         {"decoder", decoder},
-                                         {"model",
-                                          {{"type", "BPE"},
-                                           {"dropout", nullptr},
-                                           {"unk_token", nullptr},
-                                           {"continuing_subword_prefix", nullptr},
-                                           {"end_of_word_suffix", nullptr},
-                                           {"fuse_unk", false},
-                                           {"byte_fallback", false},
-                                           {"ignore_merges", false},
-                                           {"vocab", vocab},
-                                           {"merges", *merges}}}};
-  nlohmann::ordered_json config = nlohmann::ordered_json::object();
-  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
-           {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}}) {
-    const GgufKv* id = gguf.Find(absl::StrCat("tokenizer.ggml.", name, "_token_id"));
-    if (std::optional<uint64_t> v = id ? id->AsUnsigned() : std::nullopt; v && *v < tokens->size())
-      config[key] = (*tokens)[*v];
-  }
-  for (const char* flag : {"add_bos_token", "add_eos_token"}) {
-    const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", flag));
-    if (kv != nullptr && kv->type == GgufValueType::kBool && !kv->value_bytes.empty())
-      config[flag] = kv->value_bytes[0] != 0;
-  }
-  if (const GgufKv* kv = gguf.Find("tokenizer.chat_template"); kv != nullptr && kv->AsString())
-    config["chat_template"] = *kv->AsString();
-  out.tokenizer_config = std::move(config);
-}
-
 }  // namespace
 
 std::string MapThroughProbe(const std::string& name, std::initializer_list<std::pair<const char*, const char*>> renames,
@@ -165,18 +112,6 @@ std::string MapThroughProbe(const std::string& name, std::initializer_list<std::
     return mapped.empty() ? "" : absl::StrReplaceAll(mapped, {{mapped_probe, to}});
   }
   return map(name);
-}
-
-const std::map<std::string, std::string>& BpePreTokenizerSplits() {
-  static const auto* const splits = new std::map<std::string, std::string>{
-      {"llama-bpe",
-       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
-      {"qwen2",
-       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
-      {"tekken",
-       R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
-  };
-  return *splits;
 }
 
 const LlamaNames& LlamaTensorNames() {
@@ -265,10 +200,14 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
 
   uint64_t vocab = 0, expert_count = 0;
   bool has_output = false;
+  std::optional<Llama3RopeScaling> llama3_scaling;
   for (const TensorInfo& t : model.tensors) {
     if (t.name == "token_embd.weight" && !t.shape.empty()) vocab = t.shape.front();
     if (t.name == "output.weight") has_output = true;
-    if (t.name == "rope_freqs.weight") {
+    if (t.name == "rope_freqs.weight") {  // no Hugging Face tensor: it becomes rope_scaling
+      absl::StatusOr<Llama3RopeScaling> scaling = RopeScalingOf(model, t, float_key(a + ".rope.freq_base"));
+      if (!scaling.ok()) return scaling.status();
+      llama3_scaling = *scaling;
       out.dropped.push_back(t.name);
       continue;
     }
@@ -338,6 +277,25 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
   if (*context) config["max_position_embeddings"] = **context;
   if (std::optional<double> eps = float_key(a + ".attention.layer_norm_rms_epsilon")) config["rms_norm_eps"] = *eps;
   config["rope_theta"] = float_key(a + ".rope.freq_base").value_or(10000.0);
+  if (llama3_scaling) {
+    config["rope_scaling"] = {{"factor", llama3_scaling->factor},
+                              {"high_freq_factor", llama3_scaling->high_freq_factor},
+                              {"low_freq_factor", llama3_scaling->low_freq_factor},
+                              {"original_max_position_embeddings", llama3_scaling->original_context},
+                              {"rope_type", "llama3"}};
+    if (std::trunc(llama3_scaling->original_context) == llama3_scaling->original_context)
+      config["rope_scaling"]["original_max_position_embeddings"] =
+          static_cast<uint64_t>(llama3_scaling->original_context);
+  } else if (const GgufKv* kind = gguf.Find(a + ".rope.scaling.type"); kind != nullptr && kind->AsString()) {
+    // linear and yarn, as hf_to_gguf writes them
+    nlohmann::ordered_json scaling = nlohmann::ordered_json::object();
+    if (std::optional<double> factor = float_key(a + ".rope.scaling.factor")) scaling["factor"] = *factor;
+    absl::StatusOr<std::optional<uint64_t>> original = unsigned_key(a + ".rope.scaling.original_context_length", false);
+    if (!original.ok()) return original.status();
+    if (*original) scaling["original_max_position_embeddings"] = **original;
+    scaling["rope_type"] = *kind->AsString();
+    config["rope_scaling"] = std::move(scaling);
+  }
   for (const char* id : {"bos", "eos"}) {
     const GgufKv* kv = gguf.Find(absl::StrCat("tokenizer.ggml.", id, "_token_id"));
     if (std::optional<uint64_t> v = kv ? kv->AsUnsigned() : std::nullopt) config[absl::StrCat(id, "_token_id")] = *v;
@@ -377,7 +335,7 @@ absl::StatusOr<GgufToHf> MapGgufToHf(const ModelView& model) {
     }
   }
   out.config = std::move(config);
-  RebuildBpeTokenizer(gguf, out);
+  out.tokenizer_files = RebuildTokenizerFiles(gguf, out.architecture);
   return out;
 }
 

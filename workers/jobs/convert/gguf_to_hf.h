@@ -19,9 +19,11 @@
 //   - config.json from the metadata: hidden, intermediate and vocab sizes, layer and head counts,
 //     context length, RMS-norm epsilon, RoPE base, BOS/EOS ids, head_dim from key_length, tied
 //     embeddings when there is no output tensor.
-// rope_freqs.weight (a llama.cpp-computed table for Llama 3 RoPE scaling) has no Hugging Face
-// tensor and is left out. A BPE vocabulary is rebuilt as tokenizer.json / tokenizer_config.json
-// (below); a SentencePiece one ("llama") is not.
+//   - RoPE scaling: rope.scaling.type / factor / original_context_length (linear, yarn) become
+//     rope_scaling; rope_freqs.weight (llama.cpp's table for Llama 3's scaling) has no Hugging
+//     Face tensor and becomes rope_scaling "llama3" with parameters that compute the same table
+//     (llama3_rope.h), or FAILED_PRECONDITION ROPE_FREQS_UNRECOVERABLE when none do.
+// The vocabulary becomes tokenizer files (gguf_tokenizer.h).
 #ifndef MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
 #define MODELSMITH_WORKERS_JOBS_CONVERT_GGUF_TO_HF_H_
 
@@ -35,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "workers/formats/model_view.h"
+#include "workers/jobs/convert/gguf_tokenizer.h"
 
 namespace modelsmith {
 
@@ -51,11 +54,9 @@ struct HfTensor {
 struct GgufToHf {
   std::string architecture;  // the GGUF's general.architecture
   nlohmann::ordered_json config;
-  // A BPE vocabulary ("gpt2") rebuilt as tokenizer.json and tokenizer_config.json: the tokens in
-  // id order (normal ones in the model's vocab, control and user-defined ones as added tokens,
-  // UNUSED holes left out), the merges, the pre-tokenizer of tokenizer.ggml.pre, the special
-  // tokens, add-BOS/EOS flags and chat template. Absent for other vocabularies.
-  std::optional<nlohmann::ordered_json> tokenizer, tokenizer_config;
+  // The vocabulary as Hugging Face tokenizer files (gguf_tokenizer.h); empty when it is not one
+  // that can be rebuilt.
+  TokenizerFiles tokenizer_files;
   std::map<std::string, HfTensor> tensors;  // by GGUF tensor name
   // Stacked expert tensors (ffn_*_exps), each one Hugging Face tensor per expert, by GGUF name.
   std::map<std::string, std::vector<HfTensor>> experts;
@@ -74,10 +75,6 @@ struct LlamaNames {
   std::map<std::string, std::string> block;
 };
 const LlamaNames& LlamaTensorNames();
-
-// The tokenizer.json Split regex of each llama.cpp BPE pre-tokenizer name it is recognised from
-// ("llama-bpe", "qwen2", "tekken"; "gpt-2" is a lone ByteLevel and has none).
-const std::map<std::string, std::string>& BpePreTokenizerSplits();
 
 // Names for the tensors one family calls differently from Llama (Phi-3's fused projections,
 // Gemma 2's extra norms), mapped through Llama's table: a name holding a `renames` part (from ->

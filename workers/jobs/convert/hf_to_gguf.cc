@@ -14,6 +14,8 @@
 #include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
 #include "workers/jobs/convert/gguf_to_hf.h"
+#include "workers/jobs/convert/gguf_tokenizer.h"
+#include "workers/jobs/convert/llama3_rope.h"
 #include "workers/jobs/convert/spm_vocab.h"
 #include "workers/storage/uri.h"
 
@@ -129,37 +131,20 @@ std::optional<double> Number(const json& config, const char* key) {
   return it->get<double>();
 }
 
-// Llama 3's RoPE frequency factors (llama.cpp's rope_freqs.weight), computed in double as the
-// converter computes them and stored as F32: per rotary pair i, with wavelength 2 pi / freq_i,
-// 1 above the high-frequency wavelength, `factor` below the low-frequency one, and the smooth
-// interpolation between.
-absl::StatusOr<std::vector<float>> Llama3RopeFactors(const json& config, uint64_t head_dim) {
+// Llama 3's rope_scaling as llama3_rope.h takes it; MODEL_CONFIG_INVALID when a parameter is
+// missing or the head size is odd.
+absl::StatusOr<Llama3RopeScaling> Llama3Scaling(const json& config, uint64_t head_dim) {
   const json& scaling = config["rope_scaling"];
   const std::optional<double> factor = Number(scaling, "factor"), low = Number(scaling, "low_freq_factor"),
                               high = Number(scaling, "high_freq_factor"),
                               old_context = Number(scaling, "original_max_position_embeddings");
-  const double base = Number(config, "rope_theta").value_or(10000.0);
   if (!factor || !low || !high || !old_context || *high == *low || head_dim == 0 || head_dim % 2 != 0) {
     return MakeError(absl::StatusCode::kInvalidArgument, "MODEL_CONFIG_INVALID",
                      "rope_scaling llama3 needs factor, low_freq_factor, high_freq_factor (different) and "
                      "original_max_position_embeddings, and an even head size",
                      {{"field", "convert.input"}});
   }
-  const double low_wavelen = *old_context / *low, high_wavelen = *old_context / *high;
-  std::vector<float> factors;
-  for (uint64_t i = 0; i < head_dim; i += 2) {
-    const double freq = 1.0 / std::pow(base, static_cast<double>(i) / static_cast<double>(head_dim));
-    const double wavelen = 2 * M_PI / freq;
-    if (wavelen < high_wavelen) {
-      factors.push_back(1.0f);
-    } else if (wavelen > low_wavelen) {
-      factors.push_back(static_cast<float>(*factor));
-    } else {
-      const double smooth = (*old_context / wavelen - *low) / (*high - *low);
-      factors.push_back(static_cast<float>(1 / ((1 - smooth) / *factor + smooth)));
-    }
-  }
-  return factors;
+  return Llama3RopeScaling{*factor, *low, *high, *old_context};
 }
 
 // llama.cpp's pre-tokenizer names by split regex (gguf_to_hf.h's table, inverted).
@@ -422,18 +407,19 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
                                   "' is not converted (linear, yarn, and llama3 for LlamaForCausalLM are)"));
     }
     if (kind == "llama3") {
-      absl::StatusOr<std::vector<float>> factors = Llama3RopeFactors(config, head_dim);
-      if (!factors.ok()) return factors.status();
+      absl::StatusOr<Llama3RopeScaling> scaling = Llama3Scaling(config, head_dim);
+      if (!scaling.ok()) return scaling.status();
       GgufOutputTensor freqs;
       freqs.name = "rope_freqs.weight";
       freqs.type = GgmlType::kF32;
-      freqs.computed = *std::move(factors);
+      freqs.computed = Llama3RopeFactors(*scaling, Number(config, "rope_theta").value_or(10000.0), head_dim);
       out.tensors.push_back(std::move(freqs));  // first, as the converter yields it
     }
   }
 
   std::vector<GgufKv>& kvs = out.kvs;
   kvs.push_back(GgufKv::String("general.architecture", a));
+  kvs.push_back(GgufKv::String("general.type", "model"));  // the converter's set_type, before the model card keys
   kvs.push_back(GgufKv::String("general.name", name));
   if (std::optional<uint64_t> context = Unsigned(config, "max_position_embeddings")) {
     kvs.push_back(GgufKv::U32(a + ".context_length", static_cast<uint32_t>(*context)));

@@ -59,7 +59,9 @@ absl::StatusOr<SpmVocab> ReadSpmVocab(const std::string& model_bytes, uint64_t v
     }
   }
   if (tokenizer_config) {
-    for (const auto& [id_text, data] : tokenizer_config->value("added_tokens_decoder", json::object()).items()) {
+    // Held here: items() of the temporary value() returns would dangle in the loop.
+    const json decoder = tokenizer_config->value("added_tokens_decoder", json::object());
+    for (const auto& [id_text, data] : decoder.items()) {
       int64_t id = 0;
       if (!absl::SimpleAtoi(id_text, &id) || !data.is_object() || !data.contains("content") ||
           !data["content"].is_string() || id < model.pieces_size())
