@@ -4,9 +4,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
@@ -33,6 +35,38 @@ v1::JobKind ParseKind(const std::string& name) {
   v1::JobKind kind = v1::JOB_KIND_UNSPECIFIED;
   if (!name.empty()) v1::JobKind_Parse("JOB_KIND_" + name, &kind);
   return kind;
+}
+
+// --component NAME (repeatable) and --component-option NAME:KEY=VALUE, for a diffusers pipeline
+// input; every submit command takes them.
+struct PipelineFlags {
+  std::vector<std::string> components, options;
+};
+
+std::shared_ptr<PipelineFlags> AddPipelineFlags(CLI::App* command) {
+  auto flags = std::make_shared<PipelineFlags>();
+  command->add_option("--component", flags->components,
+                      "diffusers pipeline input: process this component (repeatable; default every one with weights)");
+  command->add_option("--component-option", flags->options,
+                      "diffusers pipeline input: NAME:KEY=VALUE sets this job's option KEY (its JSON field name, e.g. "
+                      "scheme) for component NAME only (repeatable)");
+  return flags;
+}
+
+// False (after printing why) when a --component-option is not NAME:KEY=VALUE.
+bool ApplyPipelineFlags(const PipelineFlags& flags, v1::JobSpec& spec) {
+  for (const std::string& name : flags.components) spec.add_components(name);
+  for (const std::string& option : flags.options) {
+    const size_t colon = option.find(':');
+    const size_t eq = option.find('=', colon == std::string::npos ? 0 : colon);
+    if (colon == std::string::npos || colon == 0 || eq == std::string::npos || eq == colon + 1) {
+      std::fprintf(stderr, "error: --component-option '%s' is not NAME:KEY=VALUE\n", option.c_str());
+      return false;
+    }
+    (*(*spec.mutable_component_options())[option.substr(0, colon)]
+          .mutable_options())[option.substr(colon + 1, eq - colon - 1)] = option.substr(eq + 1);
+  }
+  return true;
 }
 
 // submit convert: a checkpoint to safetensors with dtype, names and sharding.
@@ -70,7 +104,8 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
   convert->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   convert->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   convert->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
-  convert->callback([options, &remote, &exit_code] {
+  auto convert_pipeline = AddPipelineFlags(convert);
+  convert->callback([options, convert_pipeline, &remote, &exit_code] {
     v1::ConvertSpec& spec = *options->request.mutable_spec()->mutable_convert();
     spec.set_input(AbsoluteIfLocalPath(options->input));
     spec.set_output(AbsoluteIfLocalPath(options->output));
@@ -95,6 +130,10 @@ void AddConvertCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) 
     spec.set_tokenizer_pre(options->tokenizer_pre);
     spec.set_overwrite(options->overwrite);
     options->request.set_request_id(options->request_id);
+    if (!ApplyPipelineFlags(*convert_pipeline, *options->request.mutable_spec())) {
+      exit_code = kExitInvalidInput;
+      return;
+    }
     exit_code = SubmitCommand(remote, options->request, options->watch);
   });
 }
@@ -150,7 +189,8 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
   merge->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   merge->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   merge->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
-  merge->callback([options, &remote, &exit_code] {
+  auto merge_pipeline = AddPipelineFlags(merge);
+  merge->callback([options, merge_pipeline, &remote, &exit_code] {
     v1::LoraMergeSpec& spec = *options->request.mutable_spec()->mutable_lora_merge();
     spec.set_base(AbsoluteIfLocalPath(options->base));
     spec.set_output(AbsoluteIfLocalPath(options->output));
@@ -169,6 +209,10 @@ void AddLoraMergeCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code
     spec.set_allow_partial(options->allow_partial);
     spec.set_overwrite(options->overwrite);
     options->request.set_request_id(options->request_id);
+    if (!ApplyPipelineFlags(*merge_pipeline, *options->request.mutable_spec())) {
+      exit_code = kExitInvalidInput;
+      return;
+    }
     exit_code = SubmitCommand(remote, options->request, options->watch);
   });
 }
@@ -203,7 +247,8 @@ void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
   bisect->add_flag("--overwrite", options->overwrite, "replace files already at the output");
   bisect->add_option("--request-id", options->request_id, "idempotency key: resubmitting returns the same job");
   bisect->add_flag("--watch", options->watch, "follow the job; exit 0 only if it succeeds");
-  bisect->callback([options, &remote, &exit_code] {
+  auto bisect_pipeline = AddPipelineFlags(bisect);
+  bisect->callback([options, bisect_pipeline, &remote, &exit_code] {
     v1::BisectSpec& spec = *options->request.mutable_spec()->mutable_bisect();
     spec.set_input(AbsoluteIfLocalPath(options->input));
     spec.set_output(AbsoluteIfLocalPath(options->output));
@@ -214,6 +259,10 @@ void AddBisectCommand(CLI::App* submit, RemoteOptions& remote, int& exit_code) {
     spec.set_overwrite(options->overwrite);
     spec.set_pipeline(options->pipeline);
     options->request.set_request_id(options->request_id);
+    if (!ApplyPipelineFlags(*bisect_pipeline, *options->request.mutable_spec())) {
+      exit_code = kExitInvalidInput;
+      return;
+    }
     exit_code = SubmitCommand(remote, options->request, options->watch);
   });
 }
@@ -270,6 +319,7 @@ int Main(int argc, char** argv) {
   shard->add_flag("--overwrite", overwrite, "replace files already at the output");
   shard->add_option("--request-id", request_id, "idempotency key: resubmitting returns the same job");
   shard->add_flag("--watch", watch, "follow the job; exit 0 only if it succeeds");
+  auto shard_pipeline = AddPipelineFlags(shard);
   shard->callback([&] {
     spec.set_input(AbsoluteIfLocalPath(input));
     spec.set_output(AbsoluteIfLocalPath(output));
@@ -279,6 +329,10 @@ int Main(int argc, char** argv) {
     spec.set_stem(stem);
     spec.set_overwrite(overwrite);
     shard_request.set_request_id(request_id);
+    if (!ApplyPipelineFlags(*shard_pipeline, *shard_request.mutable_spec())) {
+      exit_code = kExitInvalidInput;
+      return;
+    }
     exit_code = SubmitCommand(remote, shard_request, watch);
   });
 
@@ -324,6 +378,7 @@ int Main(int argc, char** argv) {
   quantize->add_flag("--overwrite", q_overwrite, "replace an existing output");
   quantize->add_option("--request-id", q_request_id, "idempotency key: resubmitting returns the same job");
   quantize->add_flag("--watch", q_watch, "follow the job; exit 0 only if it succeeds");
+  auto quantize_pipeline = AddPipelineFlags(quantize);
   quantize->callback([&] {
     qspec.set_input(AbsoluteIfLocalPath(q_input));
     qspec.set_output(AbsoluteIfLocalPath(q_output));
@@ -356,6 +411,10 @@ int Main(int argc, char** argv) {
     qspec.set_strict(q_strict);
     qspec.set_overwrite(q_overwrite);
     quantize_request.set_request_id(q_request_id);
+    if (!ApplyPipelineFlags(*quantize_pipeline, *quantize_request.mutable_spec())) {
+      exit_code = kExitInvalidInput;
+      return;
+    }
     exit_code = SubmitCommand(remote, quantize_request, q_watch);
   });
 

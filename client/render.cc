@@ -33,7 +33,9 @@ double NowSeconds() {
 }
 
 std::string ProgressText(const v1::Progress& p) {
-  std::string text = p.phase();
+  std::string text = p.components_total() > 0 ? absl::StrFormat("component %d/%d %s: %s", p.components_done() + 1,
+                                                                p.components_total(), p.component(), p.phase())
+                                              : p.phase();
   if (p.bytes_total() > 0) {
     absl::StrAppend(&text, absl::StrFormat(" %5.1f%% %s / %s", 100.0 * p.bytes_done() / p.bytes_total(),
                                            HumanBytes(p.bytes_done()), HumanBytes(p.bytes_total())));
@@ -94,6 +96,56 @@ std::string HumanDuration(double seconds) {
   return absl::StrFormat("%dh %02dm", s / 3600, (s % 3600) / 60);
 }
 
+// The kind's own figures of a result (or of one pipeline component's).
+void PrintKindFigures(const v1::JobFigures& f, FILE* out) {
+  if (f.has_convert()) {
+    const v1::ConvertFigures& c = f.convert();
+    absl::FPrintF(
+        out,
+        "  convert: %d tensors in %d file(s), %d cast, %d renamed, %d tied names written once, %d entries skipped\n",
+        c.tensors_written(), c.files(), c.tensors_cast(), c.tensors_renamed(), c.aliases_dropped(),
+        c.entries_skipped());
+    if (c.overflowed_values() + c.saturated_values() > 0) {
+      absl::FPrintF(out, "  convert: %d values overflowed to Inf, %d saturated\n", c.overflowed_values(),
+                    c.saturated_values());
+    }
+  }
+  if (f.has_quantize()) {
+    absl::FPrintF(out, "  quantize: %d tensors quantized, %d kept\n", f.quantize().tensors_quantized(),
+                  f.quantize().tensors_kept());
+    for (const v1::TensorQuality& q : f.quantize().worst()) {
+      absl::FPrintF(out, "    %-48s %-5s SNR %6.2f dB  RMSE %.3g  max|err| %.3g\n", q.name(), q.type(), q.snr_db(),
+                    q.rmse(), q.max_abs_error());
+    }
+  }
+  if (f.has_lora_merge()) {
+    const v1::LoraMergeFigures& m = f.lora_merge();
+    absl::FPrintF(out,
+                  "  lora merge: %d adapter(s), %d module(s) merged, %d skipped; %d tensors changed (%d requantized, "
+                  "%d dequantized), "
+                  "%d copied; %d other file(s) copied\n",
+                  m.adapters(), m.modules_matched(), m.modules_skipped(), m.tensors_merged(), m.tensors_requantized(),
+                  m.tensors_dequantized(), m.tensors_copied(), m.files_copied());
+    for (const v1::MergedTensor& t : m.largest_updates()) {
+      absl::FPrintF(out, "    %-48s %-5s |dW|/|W| %.4g  SNR %6.2f dB\n", t.name(), t.type(), t.relative_update(),
+                    t.snr_db());
+    }
+  }
+  if (f.has_shard()) {
+    std::vector<std::string> sizes;
+    for (uint64_t s : f.shard().shard_sizes_bytes()) sizes.push_back(HumanBytes(s));
+    absl::FPrintF(out, "  shards: %d (%s), imbalance max/mean %.3f\n", f.shard().shard_count(),
+                  absl::StrJoin(sizes, ", "), f.shard().imbalance_ratio());
+  }
+  if (f.has_bisect()) {
+    std::vector<std::string> sizes;
+    for (uint64_t s : f.bisect().chunk_sizes_bytes()) sizes.push_back(HumanBytes(s));
+    absl::FPrintF(out, "  chunks: %d (%s) cut between %d %s units, imbalance max/mean %.3f\n", f.bisect().chunk_count(),
+                  absl::StrJoin(sizes, ", "), f.bisect().units(), f.bisect().granularity(),
+                  f.bisect().imbalance_ratio());
+  }
+}
+
 void PrintJob(const v1::Job& job, FILE* out) {
   std::string kind = v1::JobKind_Name(job.kind());
   if (kind.rfind("JOB_KIND_", 0) == 0) kind = kind.substr(9);
@@ -117,51 +169,13 @@ void PrintJob(const v1::Job& job, FILE* out) {
     absl::FPrintF(out, "  figures: %s, read %s, written %s, %s/s, peak RSS %s\n", HumanDuration(f.duration_seconds()),
                   HumanBytes(f.bytes_read()), HumanBytes(f.bytes_written()),
                   HumanBytes(f.throughput_bytes_per_second()), HumanBytes(f.peak_resident_bytes()));
-    if (f.has_convert()) {
-      const v1::ConvertFigures& c = f.convert();
-      absl::FPrintF(
-          out,
-          "  convert: %d tensors in %d file(s), %d cast, %d renamed, %d tied names written once, %d entries skipped\n",
-          c.tensors_written(), c.files(), c.tensors_cast(), c.tensors_renamed(), c.aliases_dropped(),
-          c.entries_skipped());
-      if (c.overflowed_values() + c.saturated_values() > 0) {
-        absl::FPrintF(out, "  convert: %d values overflowed to Inf, %d saturated\n", c.overflowed_values(),
-                      c.saturated_values());
-      }
-    }
-    if (f.has_quantize()) {
-      absl::FPrintF(out, "  quantize: %d tensors quantized, %d kept\n", f.quantize().tensors_quantized(),
-                    f.quantize().tensors_kept());
-      for (const v1::TensorQuality& q : f.quantize().worst()) {
-        absl::FPrintF(out, "    %-48s %-5s SNR %6.2f dB  RMSE %.3g  max|err| %.3g\n", q.name(), q.type(), q.snr_db(),
-                      q.rmse(), q.max_abs_error());
-      }
-    }
-    if (f.has_lora_merge()) {
-      const v1::LoraMergeFigures& m = f.lora_merge();
-      absl::FPrintF(out,
-                    "  lora merge: %d adapter(s), %d module(s) merged, %d skipped; %d tensors changed (%d requantized, "
-                    "%d dequantized), "
-                    "%d copied; %d other file(s) copied\n",
-                    m.adapters(), m.modules_matched(), m.modules_skipped(), m.tensors_merged(), m.tensors_requantized(),
-                    m.tensors_dequantized(), m.tensors_copied(), m.files_copied());
-      for (const v1::MergedTensor& t : m.largest_updates()) {
-        absl::FPrintF(out, "    %-48s %-5s |dW|/|W| %.4g  SNR %6.2f dB\n", t.name(), t.type(), t.relative_update(),
-                      t.snr_db());
-      }
-    }
-    if (f.has_shard()) {
-      std::vector<std::string> sizes;
-      for (uint64_t s : f.shard().shard_sizes_bytes()) sizes.push_back(HumanBytes(s));
-      absl::FPrintF(out, "  shards: %d (%s), imbalance max/mean %.3f\n", f.shard().shard_count(),
-                    absl::StrJoin(sizes, ", "), f.shard().imbalance_ratio());
-    }
-    if (f.has_bisect()) {
-      std::vector<std::string> sizes;
-      for (uint64_t s : f.bisect().chunk_sizes_bytes()) sizes.push_back(HumanBytes(s));
-      absl::FPrintF(out, "  chunks: %d (%s) cut between %d %s units, imbalance max/mean %.3f\n",
-                    f.bisect().chunk_count(), absl::StrJoin(sizes, ", "), f.bisect().units(), f.bisect().granularity(),
-                    f.bisect().imbalance_ratio());
+    PrintKindFigures(f, out);
+    for (const v1::ComponentFigures& c : f.components()) {
+      const v1::JobFigures& cf = c.figures();
+      absl::FPrintF(out, "  component %s: %s, read %s, written %s, peak RSS %s\n", c.name(),
+                    HumanDuration(cf.duration_seconds()), HumanBytes(cf.bytes_read()), HumanBytes(cf.bytes_written()),
+                    HumanBytes(cf.peak_resident_bytes()));
+      PrintKindFigures(cf, out);
     }
   }
 }
@@ -192,6 +206,17 @@ void PrintModel(const v1::ModelInfo& model, FILE* out) {
   std::map<std::string, int> layouts;
   for (const v1::QuantizedModule& q : model.quantized()) ++layouts[q.layout()];
   for (const auto& [layout, count] : layouts) absl::FPrintF(out, "  quantized %d module(s) as %s\n", count, layout);
+  for (const v1::PipelineComponentInfo& c : model.components()) {
+    if (c.format().empty()) {
+      absl::FPrintF(out, "  component %-16s %s %s (no weights; %d file(s))\n", c.name(), c.library(), c.class_name(),
+                    c.files_size());
+      continue;
+    }
+    absl::FPrintF(out, "  component %-16s %s %s: %s, %s, %d tensors, %s%s%s\n", c.name(), c.library(), c.class_name(),
+                  c.format(), absl::StrJoin(c.dtypes(), "+"), c.tensor_count(), HumanBytes(c.total_bytes()),
+                  c.quantization().empty() ? "" : ", quantized " + c.quantization(),
+                  c.declared_quantization().empty() ? "" : ", config.json declares " + c.declared_quantization());
+  }
   if (model.has_coreml()) {
     const v1::CoreMlProgramInfo& p = model.coreml();
     absl::FPrintF(out, "  ML Program, specification version %d, opset %s, function(s) %s, %d ops (%d compute)\n",

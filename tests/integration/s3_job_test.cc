@@ -184,6 +184,56 @@ TEST_F(S3JobTest, S3ToS3ReshardAndInspectOnS3) {
   EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_received_bytes_total{store="s3"})"), std::string::npos);
 }
 
+// A diffusers pipeline written to S3 (one job per component, staged under the output prefix,
+// published whole) and read back from it.
+TEST_F(S3JobTest, APipelineToS3AndBack) {
+  const std::string sd = data_ + "/sd";
+  ASSERT_EQ(
+      RunCommand({"/usr/bin/python3", SourceDir() + "/tests/tools/make_diffusers_pipeline.py", sd, "--kind", "sd"})
+          .exit_code,
+      0);
+  StartServer();
+  v1::SubmitJobRequest to_s3;
+  v1::ConvertSpec* convert = to_s3.mutable_spec()->mutable_convert();
+  convert->set_input(sd);
+  convert->set_output(Uri("sd-fp16"));
+  convert->set_target_format(v1::TARGET_FORMAT_SAFETENSORS);
+  convert->set_dtype("f16");
+  convert->set_variant("fp16");
+  v1::Job job;
+  ASSERT_TRUE(Submit(*stub_, to_s3, &job).ok());
+  v1::Job done = WaitForEnd(*stub_, job.id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message();
+  std::vector<std::string> names;
+  for (const ObjectEntry& e : Objects("sd-fp16")) names.push_back(e.relative_name);
+  for (const char* name :
+       {"model_index.json", "modelsmith.manifest.json", "unet/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/model.fp16.safetensors", "scheduler/scheduler_config.json", "tokenizer/vocab.json"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  }
+  for (const std::string& name : names) EXPECT_EQ(name.find(".modelsmith-pipeline"), std::string::npos) << name;
+  EXPECT_EQ(names.size(), 13u);
+  v1::ModelInfo info;
+  ASSERT_TRUE(Inspect(*stub_, Uri("sd-fp16"), &info).ok());
+  EXPECT_EQ(info.format(), "diffusers-pipeline");
+  ASSERT_EQ(info.components_size(), 5);
+  EXPECT_EQ(info.components(0).name(), "unet");
+  EXPECT_EQ(info.components(0).dtypes(0), "F16");
+
+  v1::SubmitJobRequest back;
+  v1::ShardSpec* shard = back.mutable_spec()->mutable_shard();
+  shard->set_input(Uri("sd-fp16"));
+  shard->set_output(data_ + "/back");
+  shard->set_max_shard_size("hf_default");
+  shard->set_variant("fp16");
+  ASSERT_TRUE(Submit(*stub_, back, &job).ok());
+  done = WaitForEnd(*stub_, job.id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message();
+  EXPECT_TRUE(fs::exists(data_ + "/back/unet/diffusion_pytorch_model.fp16.safetensors"));
+  EXPECT_EQ(RunCommand({"cmp", sd + "/model_index.json", data_ + "/back/model_index.json"}).exit_code, 0);
+  EXPECT_EQ(RunCommand({"cmp", sd + "/tokenizer/merges.txt", data_ + "/back/tokenizer/merges.txt"}).exit_code, 0);
+}
+
 TEST_F(S3JobTest, CancelDuringMultipartUploadLeavesNoObject) {
   MakeCheckpoint(data_ + "/big.safetensors",
                  {"--hidden", "512", "--intermediate", "1376", "--vocab", "2048", "--fast"});

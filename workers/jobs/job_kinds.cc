@@ -1,5 +1,7 @@
 #include "workers/jobs/job_kinds.h"
 
+#include "workers/jobs/pipeline/pipeline_job.h"
+
 #include <array>
 #include <exception>
 #include <new>
@@ -55,6 +57,20 @@ absl::StatusOr<T> Guarded(F&& body) {
   }
 }
 
+// The kind's own functions, for the pipeline driver to run per component.
+PipelineKind PipelineKindOf(const JobKindEntry& entry, const StorageRouter& router) {
+  return PipelineKind{entry.name, entry.output_field,
+                      [&entry, &router](const v1::JobSpec& spec) { return entry.preflight(spec, router, nullptr); },
+                      [&entry](const JobRun& run, JobContext& context) { return entry.run(run, context); }};
+}
+
+absl::Status NotAPipeline(const JobKindEntry& entry) {
+  return FieldError("NOT_A_PIPELINE", "components",
+                    absl::StrCat("components and component_options apply to a diffusers pipeline input (a directory "
+                                 "with model_index.json); this ",
+                                 entry.name, " job's input is not one"));
+}
+
 absl::Status NoKind() {
   return FieldError("MISSING_FIELD", "spec", "'spec' must hold one of convert, quantize, shard, bisect, lora_merge");
 }
@@ -82,20 +98,42 @@ absl::string_view KindName(v1::JobKind kind) {
 
 absl::Status ValidateSpec(const v1::JobSpec& spec) {
   const JobKindEntry* entry = FindJobKind(spec);
-  return entry == nullptr ? NoKind() : entry->validate(spec);
+  if (entry == nullptr) return NoKind();
+  if (absl::Status s = ValidatePipelineFields(spec); !s.ok()) return s;
+  return entry->validate(spec);
 }
 
 absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRouter& router,
                                       const std::function<absl::Status()>& after_parse) {
   const JobKindEntry* entry = FindJobKind(spec);
   if (entry == nullptr) return NoKind();
-  return Guarded<uint64_t>([&] { return entry->preflight(spec, router, after_parse); });
+  return Guarded<uint64_t>([&]() -> absl::StatusOr<uint64_t> {
+    absl::StatusOr<std::optional<std::string>> pipeline = PipelineInput(spec, router);
+    if (!pipeline.ok()) return pipeline.status();
+    if (!*pipeline) {
+      if (!spec.components().empty() || !spec.component_options().empty()) return NotAPipeline(*entry);
+      return entry->preflight(spec, router, after_parse);
+    }
+    if (absl::Status s = entry->validate(spec); !s.ok()) return s;
+    if (after_parse) {
+      if (absl::Status s = after_parse(); !s.ok()) return s;
+    }
+    return PreflightPipeline(spec, **pipeline, router, PipelineKindOf(*entry, router));
+  });
 }
 
 absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
   const JobKindEntry* entry = FindJobKind(run.spec);
   if (entry == nullptr) return NoKind();
-  return Guarded<v1::JobResult>([&] { return entry->run(run, context); });
+  return Guarded<v1::JobResult>([&]() -> absl::StatusOr<v1::JobResult> {
+    absl::StatusOr<std::optional<std::string>> pipeline = PipelineInput(run.spec, *run.router);
+    if (!pipeline.ok()) return pipeline.status();
+    if (!*pipeline) {
+      if (!run.spec.components().empty() || !run.spec.component_options().empty()) return NotAPipeline(*entry);
+      return entry->run(run, context);
+    }
+    return RunPipeline(run, context, **pipeline, PipelineKindOf(*entry, *run.router));
+  });
 }
 
 absl::StatusOr<JobOutput> ResolveJobOutput(const v1::JobSpec& spec, const StorageRouter& router) {

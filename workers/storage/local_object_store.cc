@@ -1,5 +1,8 @@
 #include "workers/storage/local_object_store.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
@@ -421,6 +424,45 @@ absl::Status LocalObjectStore::Delete(const std::string& uri) {
 bool LocalObjectStore::IsStagingName(const std::string& relative_name) const {
   absl::string_view base = BaseName(relative_name);
   return absl::StartsWith(base, ".") && absl::StrContains(base, kStagingMarker) && absl::EndsWith(base, kStagingSuffix);
+}
+
+namespace {
+
+// Removes the empty directories below the directory `fd` (which it closes), deepest first.
+void RemoveEmptyBelow(int fd, int depth) {
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    close(fd);
+    return;
+  }
+  std::vector<std::string> subdirectories;
+  while (const dirent* entry = readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (fstatat(dirfd(dir), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+      subdirectories.push_back(name);
+  }
+  for (const std::string& name : subdirectories) {
+    if (depth < 64) {
+      const int child = openat(dirfd(dir), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child >= 0) RemoveEmptyBelow(child, depth + 1);
+    }
+    unlinkat(dirfd(dir), name.c_str(), AT_REMOVEDIR);  // fails, harmlessly, on one that is not empty
+  }
+  closedir(dir);
+}
+
+}  // namespace
+
+void LocalObjectStore::RemoveEmptyDirectories(const std::string& prefix_uri) {
+  absl::StatusOr<int> fd = OpenConfined(prefix_uri, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!fd.ok()) return;
+  RemoveEmptyBelow(*fd, 0);
+  absl::StatusOr<int> parent = OpenConfined(std::string(ParentUri(prefix_uri)), O_PATH | O_DIRECTORY);
+  if (!parent.ok()) return;
+  unlinkat(*parent, std::string(BaseName(prefix_uri)).c_str(), AT_REMOVEDIR);
+  close(*parent);
 }
 
 }  // namespace modelsmith

@@ -37,6 +37,9 @@ class LocalObjectStore final : public ObjectStore {
   absl::StatusOr<std::vector<ObjectEntry>> List(const std::string& prefix_uri) override;
   absl::Status Delete(const std::string& uri) override;
   bool IsStagingName(const std::string& relative_name) const override;
+  // Walks the directories beneath the prefix's descriptor without following symlinks; a
+  // directory that is not empty stays.
+  void RemoveEmptyDirectories(const std::string& prefix_uri) override;
 
  private:
   // An fd of `uri` opened beneath its root with `flags` (O_PATH for a stat), or the plain open

@@ -108,6 +108,10 @@ class ObjectStore {
 
   // True if `relative_name` is a staging name made by this store's writers.
   virtual bool IsStagingName(const std::string& relative_name) const = 0;
+
+  // Removes the directories left empty under `prefix_uri`, and the prefix itself when it is
+  // empty, once their objects are deleted. Stores without directories (S3) have nothing to do.
+  virtual void RemoveEmptyDirectories(const std::string& prefix_uri) { (void)prefix_uri; }
 };
 
 }  // namespace modelsmith

@@ -1,5 +1,7 @@
 #include "workers/jobs/core/manifest.h"
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "workers/jobs/core/version.h"
 #include "workers/storage/checksum.h"
@@ -9,11 +11,26 @@ namespace modelsmith {
 
 using nlohmann::ordered_json;
 
+std::string ArtifactName(absl::string_view directory, absl::string_view uri) {
+  if (!directory.empty() && uri.size() > directory.size() + 1 && absl::StartsWith(uri, directory) &&
+      uri[directory.size()] == '/')
+    return std::string(uri.substr(directory.size() + 1));
+  return std::string(BaseName(uri));
+}
+
+bool SafeArtifactName(absl::string_view name) {
+  if (name.empty() || name.front() == '/' || name.find('\\') != absl::string_view::npos) return false;
+  for (absl::string_view segment : absl::StrSplit(name, '/')) {
+    if (segment.empty() || segment == "." || segment == "..") return false;
+  }
+  return true;
+}
+
 absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri, ordered_json manifest,
                                              const std::vector<v1::Artifact>& artifacts) {
   ordered_json list = ordered_json::array();
   for (const v1::Artifact& artifact : artifacts) {
-    list.push_back({{"name", std::string(BaseName(artifact.uri()))},
+    list.push_back({{"name", ArtifactName(ParentUri(uri), artifact.uri())},
                     {"uri", artifact.uri()},
                     {"role", artifact.role()},
                     {"size_bytes", artifact.size_bytes()},

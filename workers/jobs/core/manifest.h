@@ -31,6 +31,14 @@ nlohmann::ordered_json ManifestHeader(const JobRun& run, absl::string_view kind)
 // The spec or any message as JSON for a manifest (proto field names).
 nlohmann::ordered_json MessageJson(const google::protobuf::Message& message);
 
+// An artifact's "name" in a manifest: its path below the manifest's `directory`
+// ("unet/config.json" in a pipeline output), or its base name when it lies elsewhere.
+std::string ArtifactName(absl::string_view directory, absl::string_view uri);
+
+// True for a name a manifest may list for deletion on overwrite: relative, '/'-separated, with no
+// empty, "." or ".." segment (a hostile manifest must not reach outside its location).
+bool SafeArtifactName(absl::string_view name);
+
 // Writes `manifest` plus an "artifacts" list built from `artifacts` to `uri` in one piece and
 // commits it (atomically replacing an earlier manifest). Returns the manifest's own artifact.
 absl::StatusOr<v1::Artifact> WriteManifestTo(ObjectStore& store, const std::string& uri,

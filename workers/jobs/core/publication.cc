@@ -50,8 +50,8 @@ std::vector<std::string> ManifestArtifactNames(ObjectStore& store, const std::st
   for (const json& artifact : manifest["artifacts"]) {
     if (!artifact.is_object() || !artifact.contains("name") || !artifact["name"].is_string()) continue;
     std::string name = artifact["name"].get<std::string>();
-    // Only plain names: a hostile manifest must not make us delete outside the location.
-    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") continue;
+    // Only names below the location: a hostile manifest must not make us delete outside it.
+    if (!SafeArtifactName(name)) continue;
     names.push_back(std::move(name));
   }
   return names;
@@ -329,7 +329,7 @@ absl::Status Publication::Publish(nlohmann::ordered_json manifest, v1::JobResult
     return manifest_artifact.status();
   }
   std::set<std::string> kept = {manifest_name_};
-  for (const v1::Artifact& a : committed_) kept.insert(std::string(BaseName(a.uri())));
+  for (const v1::Artifact& a : committed_) kept.insert(ArtifactName(directory_, a.uri()));
   for (const std::string& name : previous_names_) {
     if (!kept.contains(name)) store_->Delete(UriOf(name)).IgnoreError();
   }

@@ -35,6 +35,7 @@ absl::Status Invalid(absl::string_view text, absl::string_view why) {
 absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
   absl::string_view s = absl::StripAsciiWhitespace(text);
   if (s == "none" || s == "0") return 0;
+  if (s == "hf_default") return kHfDefaultShardBytes;
   size_t pos = 0;
   uint64_t whole = 0;
   while (pos < s.size() && absl::ascii_isdigit(s[pos])) {

@@ -19,6 +19,9 @@ namespace modelsmith {
 // otherwise, including on overflow.
 absl::StatusOr<uint64_t> ParseSize(absl::string_view text);
 
+// The shard limit diffusers' and huggingface_hub's save_pretrained use by default: "10GB".
+inline constexpr uint64_t kHfDefaultShardBytes = 10'000'000'000;
+
 // Renders bytes for people: "1.50 GB (1500000000 bytes)" style is left to callers; this gives
 // the shortest exact decimal form with a decimal unit where one fits ("5GB"), else bytes.
 std::string FormatBytesHuman(uint64_t bytes);

@@ -3,14 +3,18 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 #include "workers/common/error.h"
 #include "workers/formats/adapter_keys.h"
 #include "workers/formats/coreml_package.h"
+#include "workers/formats/diffusers_pipeline.h"
 #include "workers/formats/model_view.h"
 #include "workers/jobs/inspect/inspect_coreml.h"
 #include "workers/formats/quantized_layout.h"
+#include "workers/storage/uri.h"
 #include "workers/tensor/ggml_types.h"
 
 namespace modelsmith {
@@ -31,12 +35,73 @@ std::string Architecture(const ModelView& model, const std::optional<nlohmann::j
   return "";
 }
 
+// What config.json tells a loader about a component's quantization.
+std::string DeclaredQuantization(ObjectStore& store, const std::string& dir) {
+  absl::StatusOr<std::optional<nlohmann::json>> config = ReadJsonObject(store, JoinUri(dir, "config.json"), 16 << 20);
+  if (!config.ok() || !*config) return "";
+  const nlohmann::json& c = **config;
+  if (auto q = c.find("quantization_config"); q != c.end() && q->is_object()) {
+    std::string method = q->value("quant_method", "");
+    if (method == "bitsandbytes") {
+      if (q->value("load_in_4bit", false))
+        return absl::StrCat("bitsandbytes ", q->value("bnb_4bit_quant_type", "4bit"));
+      if (q->value("load_in_8bit", false)) return "bitsandbytes int8";
+    }
+    return method;
+  }
+  if (auto bits = c.find("quantization_bit"); bits != c.end() && bits->is_number_integer())
+    return absl::StrCat("chatglm_int", bits->get<int>());
+  return "";
+}
+
+absl::StatusOr<v1::ModelInfo> InspectPipeline(const StorageRouter& router, const Location& location) {
+  absl::StatusOr<DiffusersPipeline> pipeline = ReadDiffusersPipeline(*location.store, location.uri);
+  if (!pipeline.ok()) return pipeline.status();
+  v1::ModelInfo info;
+  info.set_uri(location.uri);
+  info.set_format("diffusers-pipeline");
+  info.set_architecture(pipeline->model_index.value("_class_name", ""));
+  for (const ObjectEntry& f : pipeline->files) {
+    if (!location.store->IsStagingName(f.relative_name)) info.add_files(f.relative_name);
+  }
+  std::set<std::string> schemes;
+  for (const PipelineComponent& c : pipeline->components) {
+    v1::PipelineComponentInfo* out = info.add_components();
+    out->set_name(c.name);
+    out->set_library(c.library);
+    out->set_class_name(c.type);
+    for (const ObjectEntry& f : c.files) out->add_files(f.relative_name);
+    if (!c.has_weights) continue;
+    const std::string dir = JoinUri(location.uri, c.name);
+    absl::StatusOr<v1::ModelInfo> component = InspectModel(router, dir);
+    if (!component.ok()) return Annotate(component.status(), absl::StrCat("component '", c.name, "'"));
+    out->set_format(component->format());
+    std::set<std::string> dtypes;
+    for (const v1::TensorDescriptor& t : component->tensors()) dtypes.insert(t.dtype());
+    for (const std::string& d : dtypes) out->add_dtypes(d);
+    out->set_total_bytes(component->total_bytes());
+    out->set_tensor_count(component->tensor_count());
+    out->set_quantization(component->quantization());
+    out->set_architecture(component->architecture());
+    out->set_declared_quantization(DeclaredQuantization(*location.store, dir));
+    info.set_total_bytes(info.total_bytes() + component->total_bytes());
+    info.set_tensor_count(info.tensor_count() + component->tensor_count());
+    for (absl::string_view s : absl::StrSplit(component->quantization(), ',', absl::SkipEmpty()))
+      schemes.insert(std::string(s));
+  }
+  info.set_quantization(absl::StrJoin(schemes, ","));
+  return info;
+}
+
 }  // namespace
 
 absl::StatusOr<v1::ModelInfo> InspectModel(const StorageRouter& router, absl::string_view uri) {
   absl::StatusOr<Location> location = router.Resolve(uri);
   if (!location.ok()) return WithReason(location.status(), ReasonOf(location.status()), {{"field", "uri"}});
   if (IsCoreMlInput(location->uri)) return InspectCoreMl(*location);
+  absl::StatusOr<bool> pipeline = IsDiffusersPipeline(*location->store, location->uri);
+  if (!pipeline.ok()) return pipeline.status();
+  if (*pipeline) return InspectPipeline(router, *location);
   absl::StatusOr<ModelView> model = OpenModel(*location);
   if (!model.ok()) return model.status();
   absl::StatusOr<std::optional<nlohmann::json>> config = ReadModelConfig(*location->store, *model);

@@ -330,6 +330,35 @@ bool MergeTensor::quantized() const {
          base->dtype == DType::kF8E4M3 || base->dtype == DType::kF8E5M2;
 }
 
+namespace {
+
+// The diffusers pipeline component an adapter module's component prefix names: itself, or for
+// kohya's "te"/"te1" text_encoder and "te2" text_encoder_2 (kohya's "unet" names a Flux
+// transformer too).
+bool SameComponent(const std::string& module_component, const std::string& component) {
+  if (module_component == component) return true;
+  if (module_component == "te" || module_component == "te1") return component == "text_encoder";
+  if (module_component == "te2") return component == "text_encoder_2";
+  return module_component == "unet" && component == "transformer";
+}
+
+// Only the modules of `component` (a pipeline job's component run); a module without one (PEFT)
+// applies to any. Stray keys of another component go too.
+void KeepComponent(const std::string& component, LoraAdapter& adapter) {
+  std::erase_if(adapter.modules,
+                [&](const LoraModule& m) { return !m.component.empty() && !SameComponent(m.component, component); });
+  std::erase_if(adapter.stray_keys, [&](const std::string& key) {
+    const size_t dot = key.find('.');
+    const std::string prefix = dot == std::string::npos ? "" : key.substr(0, dot);
+    for (const char* known : {"unet", "transformer", "text_encoder", "text_encoder_2", "prior", "decoder"}) {
+      if (prefix == known) return prefix != component;
+    }
+    return false;
+  });
+}
+
+}  // namespace
+
 absl::Status ValidateLoraMergeSpec(const v1::LoraMergeSpec& spec) {
   if (spec.base().empty()) return FieldError("MISSING_FIELD", "lora_merge.base", "'lora_merge.base' is required");
   if (spec.output().empty()) return FieldError("MISSING_FIELD", "lora_merge.output", "'lora_merge.output' is required");
@@ -374,6 +403,7 @@ absl::StatusOr<std::unique_ptr<LoraMergePlan>> MakeLoraMergePlan(const v1::LoraM
   for (int i = 0; i < spec.adapters_size(); ++i) {
     absl::StatusOr<std::unique_ptr<LoraAdapterInput>> adapter = OpenAdapter(spec.adapters(i), i, router);
     if (!adapter.ok()) return adapter.status();
+    if (!spec.component().empty()) KeepComponent(spec.component(), (*adapter)->adapter);
     plan->adapters.push_back(*std::move(adapter));
   }
   absl::StatusOr<RequantizeInputs> requantize =

@@ -16,6 +16,7 @@
 #include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/quantize/quantize_report.h"
+#include "workers/jobs/shard/shard_plan.h"
 #include "workers/jobs/core/rate_limiter.h"
 #include "workers/jobs/core/publication.h"
 #include "workers/storage/checksum.h"
@@ -28,7 +29,6 @@ using nlohmann::ordered_json;
 
 // Data chunks waiting for the writer thread (two or three chunks).
 constexpr uint64_t kQueuedWriteBytes = 32 << 20;
-constexpr char kModelFile[] = "model.safetensors";
 
 // The config.json the loaders need next to the weights.
 nlohmann::json OutputConfig(const LayoutPlan& plan, const std::vector<std::string>& kept_modules) {
@@ -96,6 +96,10 @@ absl::Status ValidateLayoutQuantizeSpec(const v1::QuantizeSpec& spec) {
         "INVALID_OUTPUT", "quantize.output",
         absl::StrCat("output '", spec.output(), "' must be a directory for scheme '", spec.scheme(), "'"));
   }
+  if (!spec.stem().empty()) {
+    if (absl::Status s = ValidateShardNaming(spec.stem(), ""); !s.ok())
+      return WithReason(s, ReasonOf(s), {{"field", "quantize.stem"}});
+  }
   if (spec.snr_warning_db() < 0 || !std::isfinite(spec.snr_warning_db())) {
     return FieldError("INVALID_VALUE", "quantize.snr_warning_db", "must be a non-negative number of dB");
   }
@@ -124,7 +128,8 @@ absl::StatusOr<v1::JobResult> ProduceLayoutQuantize(LayoutPlan& layout_plan, con
                  "");
   }
 
-  const std::string model_uri = output->UriOf(kModelFile);
+  const std::string model_uri =
+      output->UriOf(absl::StrCat(spec.stem().empty() ? std::string("model") : spec.stem(), ".safetensors"));
   absl::StatusOr<std::unique_ptr<ObjectWriter>> writer = output->OpenWriter(model_uri);
   if (!writer.ok()) return writer.status();
   PipelinedWriter out(*std::move(writer), kQueuedWriteBytes, PipelinedWriter::ReadBackCheck::kDigest);
