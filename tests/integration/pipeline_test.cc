@@ -280,12 +280,19 @@ TEST_F(PipelineTest, BnbNf4TransformerWithItsQuantizationConfigAndPerComponentOv
   CommandResult not_pipeline = Cli({"submit", "quantize", "--input", flux + "/vae", "--output", data_ + "/refused",
                                     "--scheme", "bnb_int8", "--component", "vae"});
   EXPECT_NE(not_pipeline.err.find("NOT_A_PIPELINE"), std::string::npos) << not_pipeline.err;
+  CommandResult gguf =
+      Cli({"submit", "quantize", "--input", flux, "--output", data_ + "/refused.gguf", "--scheme", "Q4_K_M"});
+  EXPECT_EQ(gguf.exit_code, 2);
+  EXPECT_NE(gguf.err.find("PIPELINE_GGUF_UNSUPPORTED"), std::string::npos) << gguf.err;
 }
 
-TEST_F(PipelineTest, LoraWithMixedPrefixesGoesToTheMatchingComponents) {
+class PipelineLoraTest : public PipelineTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(PipelineLoraTest, LoraWithMixedPrefixesGoesToTheMatchingComponents) {
   const std::string sd = Make("sd");
   const std::string lora = data_ + "/lora.safetensors";
-  ASSERT_EQ(RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_diffusers_pipeline.py", lora, "--lora", "sd"})
+  ASSERT_EQ(RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_diffusers_pipeline.py", lora, "--lora", "sd",
+                        "--style", GetParam()})
                 .exit_code,
             0);
   Start();
@@ -301,13 +308,19 @@ TEST_F(PipelineTest, LoraWithMixedPrefixesGoesToTheMatchingComponents) {
       "import make_hf_llm as m\n"
       "lora = m.read_safetensors(sys.argv[2])\n"
       "changed = 0\n"
-      "for comp, stem in (('unet', 'diffusion_pytorch_model'), ('text_encoder', 'model')):\n"
+      "for comp, stem, kohya in (('unet', 'diffusion_pytorch_model', 'lora_unet'), ('text_encoder', 'model', "
+      "'lora_te')):\n"
       "    a = m.read_safetensors(f'{sys.argv[3]}/{comp}/{stem}.safetensors')\n"
       "    b = m.read_safetensors(f'{sys.argv[4]}/{comp}/{stem}.safetensors')\n"
       "    for name in a:\n"
       "        key = comp + '.' + name[:-len('.weight')]\n"
+      "        flat = kohya + '_' + name[:-len('.weight')].replace('.', '_')\n"
       "        if key + '.lora_A.weight' in lora:\n"
       "            want = a[name] + lora[key + '.lora_B.weight'] @ lora[key + '.lora_A.weight']\n"
+      "            assert np.abs(b[name] - want).max() < 1e-5, name\n"
+      "            changed += 1\n"
+      "        elif flat + '.lora_down.weight' in lora:\n"
+      "            want = a[name] + lora[flat + '.lora_up.weight'] @ lora[flat + '.lora_down.weight']\n"
       "            assert np.abs(b[name] - want).max() < 1e-5, name\n"
       "            changed += 1\n"
       "        else:\n"
@@ -317,6 +330,9 @@ TEST_F(PipelineTest, LoraWithMixedPrefixesGoesToTheMatchingComponents) {
   CommandResult merged = RunCommand({kDebianPython, "-c", check, SourceDir() + "/tests/tools", lora, sd, out});
   EXPECT_EQ(merged.exit_code, 0) << merged.out << merged.err;
 }
+
+INSTANTIATE_TEST_SUITE_P(Styles, PipelineLoraTest, ::testing::Values("diffusers", "kohya"),
+                         [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
 
 TEST_F(PipelineTest, AFailureInOneComponentPublishesNothing) {
   const std::string flux = Make("flux");

@@ -9,7 +9,7 @@
       flux:   FluxPipeline: a transformer sharded in two (diffusion_pytorch_model-0000N-of-00002 with
               its index), text_encoder (CLIP), text_encoder_2 (T5 encoder, model-0000N-of-00002),
               vae, scheduler, tokenizer, tokenizer_2.
-  make_diffusers_pipeline.py FILE --lora sd|flux [--seed N]
+  make_diffusers_pipeline.py FILE --lora sd|flux [--style diffusers|kohya] [--seed N]
       a diffusers-style LoRA adapter (.safetensors) whose keys carry unet./transformer. and
       text_encoder. prefixes for the pipeline of that kind.
 
@@ -216,8 +216,10 @@ def make_pipeline(root, kind, rng, big_mb=0):
     json.dump(index, open(os.path.join(root, "model_index.json"), "w"), indent=2)
 
 
-def make_lora(path, kind, rng, rank=4):
-    """diffusers-style keys: <component>.<module path>.lora_A.weight [r, in] / lora_B.weight [out, r]."""
+def make_lora(path, kind, rng, rank=4, style="diffusers"):
+    """diffusers-style keys: <component>.<module path>.lora_A.weight [r, in] / lora_B.weight [out, r];
+    kohya: lora_unet_<path with _>.lora_down.weight / .lora_up.weight / .alpha (lora_te_ for the
+    text encoder), alpha = r."""
     t = {}
     modules = []
     if kind == "sd":
@@ -229,8 +231,14 @@ def make_lora(path, kind, rng, rank=4):
     modules += [("text_encoder", "text_model.encoder.layers.0.self_attn.q_proj", 32, 32),
                 ("text_encoder", "text_model.encoder.layers.1.mlp.fc1", 128, 32)]
     for comp, mod, out, inp in modules:
-        t[f"{comp}.{mod}.lora_A.weight"] = rand(rng, rank, inp) * 10
-        t[f"{comp}.{mod}.lora_B.weight"] = rand(rng, out, rank) * 10
+        down, up = rand(rng, rank, inp) * 10, rand(rng, out, rank) * 10
+        if style == "kohya":
+            prefix = {"unet": "lora_unet", "transformer": "lora_unet", "text_encoder": "lora_te"}[comp]
+            key = f"{prefix}_{mod.replace('.', '_')}"
+            t[f"{key}.lora_down.weight"], t[f"{key}.lora_up.weight"] = down, up
+            t[f"{key}.alpha"] = np.array(rank, np.float32)
+        else:
+            t[f"{comp}.{mod}.lora_A.weight"], t[f"{comp}.{mod}.lora_B.weight"] = down, up
     write_safetensors(path, t)
 
 
@@ -239,13 +247,14 @@ def main():
     ap.add_argument("path")
     ap.add_argument("--kind", choices=["sd", "kolors", "flux"])
     ap.add_argument("--lora", choices=["sd", "flux"])
+    ap.add_argument("--style", choices=["diffusers", "kohya"], default="diffusers", help="the LoRA's key style")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--big-mb", type=int, default=0,
                     help="add a tensor of this many MiB to the first weighted component (slow jobs to cancel)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     if args.lora:
-        make_lora(args.path, args.lora, rng)
+        make_lora(args.path, args.lora, rng, style=args.style)
     else:
         make_pipeline(args.path, args.kind or "sd", rng, args.big_mb)
 

@@ -112,6 +112,39 @@ TEST(LocalObjectStore, ListIsRecursiveAndSorted) {
   EXPECT_TRUE(store.List(dir.path() + "/absent")->empty());
 }
 
+TEST(LocalObjectStore, AdoptMovesACommittedObjectThatStaysInvisibleUntilCommit) {
+  TempDir dir;
+  LocalObjectStore store({dir.path()});
+  const std::string source = dir.path() + "/staging/unet/w.bin", target = dir.path() + "/out/unet/w.bin";
+  auto writer = store.OpenForWrite(source);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(Bytes("weights")).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  auto adopted = store.AdoptForWrite(source, target);
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ((*adopted)->bytes_written(), 7u);
+  EXPECT_TRUE(absl::IsNotFound(store.SizeOf(source).status())) << "the source is taken over";
+  EXPECT_TRUE(absl::IsNotFound(store.SizeOf(target).status())) << "not visible before the commit";
+  ASSERT_TRUE((*adopted)->Commit().ok());
+  auto read = store.OpenForRead(target);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(ReadAll(**read), "weights");
+  // An abort deletes the bytes; a source outside the roots is refused.
+  writer = store.OpenForWrite(source);
+  ASSERT_TRUE((*writer)->Append(Bytes("x")).ok() && (*writer)->Commit().ok());
+  adopted = store.AdoptForWrite(source, dir.path() + "/out/vae/w.bin");
+  ASSERT_TRUE(adopted.ok());
+  (*adopted)->Abort();
+  EXPECT_TRUE(absl::IsNotFound(store.SizeOf(dir.path() + "/out/vae/w.bin").status()));
+  EXPECT_FALSE(store.AdoptForWrite("/etc/hostname", dir.path() + "/out/h").ok());
+  // The directories the moves emptied go; those with files stay.
+  store.RemoveEmptyDirectories(dir.path() + "/staging");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/staging"));
+  store.RemoveEmptyDirectories(dir.path() + "/out");
+  EXPECT_TRUE(std::filesystem::exists(target));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/out/vae"));
+}
+
 TEST(LocalObjectStore, MissingObjectsAreNotFound) {
   TempDir dir;
   LocalObjectStore store;

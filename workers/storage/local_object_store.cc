@@ -110,14 +110,17 @@ std::string RandomToken() {
 // nothing), and the rename replaces the target name itself, never what a link there points to.
 class LocalWriter final : public ObjectWriter {
  public:
-  // Takes `dir_fd` (the target's directory, O_RDONLY) and `fd` (the staging file in it).
-  LocalWriter(std::string uri, int dir_fd, std::string staging_name, int fd)
+  // Takes `dir_fd` (the target's directory, O_RDONLY) and `fd` (the staging file in it, holding
+  // `written` bytes already: an adopted object's).
+  LocalWriter(std::string uri, int dir_fd, std::string staging_name, int fd, uint64_t written = 0)
       : uri_(std::move(uri)),
         staging_path_(JoinUri(ParentUri(uri_), staging_name)),
         target_name_(BaseName(uri_)),
         staging_name_(std::move(staging_name)),
         dir_fd_(dir_fd),
-        fd_(fd) {}
+        fd_(fd),
+        written_(written),
+        writeback_from_(written) {}
   ~LocalWriter() override {
     Abort();
     close(dir_fd_);
@@ -376,6 +379,37 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenForWrite(con
     return s;
   }
   return std::make_unique<LocalWriter>(uri, *dir_fd, std::move(staging), fd);
+}
+
+absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::AdoptForWrite(const std::string& source_uri,
+                                                                              const std::string& uri) {
+  absl::StatusOr<int> source_dir = OpenConfined(std::string(ParentUri(source_uri)), O_RDONLY | O_DIRECTORY);
+  if (!source_dir.ok()) return source_dir.status();
+  absl::StatusOr<int> dir_fd = MakeDirectories(std::string(ParentUri(uri)));
+  if (!dir_fd.ok()) {
+    close(*source_dir);
+    return dir_fd.status();
+  }
+  std::string staging = absl::StrCat(".", BaseName(uri), kStagingMarker, RandomToken(), kStagingSuffix);
+  const std::string source_name(BaseName(source_uri));
+  struct stat st;
+  int rc = fstatat(*source_dir, source_name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+  if (rc == 0 && !S_ISREG(st.st_mode)) rc = -1, errno = EINVAL;
+  if (rc == 0) rc = renameat(*source_dir, source_name.c_str(), *dir_fd, staging.c_str());
+  const int error = errno;
+  close(*source_dir);
+  if (rc != 0) {
+    close(*dir_fd);
+    return ErrnoStatus(error, "cannot move", source_uri);
+  }
+  const int fd = openat(*dir_fd, staging.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    absl::Status s = ErrnoStatus(errno, "cannot open", JoinUri(ParentUri(uri), staging));
+    unlinkat(*dir_fd, staging.c_str(), 0);
+    close(*dir_fd);
+    return s;
+  }
+  return std::make_unique<LocalWriter>(uri, *dir_fd, std::move(staging), fd, static_cast<uint64_t>(st.st_size));
 }
 
 absl::StatusOr<std::vector<ObjectEntry>> LocalObjectStore::List(const std::string& prefix_uri) {

@@ -34,6 +34,9 @@ class LocalObjectStore final : public ObjectStore {
   absl::StatusOr<uint64_t> SizeOf(const std::string& uri) override;
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> OpenForRead(const std::string& uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenForWrite(const std::string& uri) override;
+  // A rename within the roots (the object's bytes never move).
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> AdoptForWrite(const std::string& source_uri,
+                                                              const std::string& uri) override;
   absl::StatusOr<std::vector<ObjectEntry>> List(const std::string& prefix_uri) override;
   absl::Status Delete(const std::string& uri) override;
   bool IsStagingName(const std::string& relative_name) const override;

@@ -99,6 +99,17 @@ class ObjectStore {
   // Starts writing `uri` (parents are created as needed). Nothing is visible until Commit.
   virtual absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenForWrite(const std::string& uri) = 0;
 
+  // A writer for `uri` that already holds the whole of the committed object at `source_uri`,
+  // which it takes over: the source is gone, and the writer commits or aborts as any other (an
+  // abort deletes the bytes). Where the store cannot move an object in place it answers
+  // UNIMPLEMENTED and the caller copies instead.
+  virtual absl::StatusOr<std::unique_ptr<ObjectWriter>> AdoptForWrite(const std::string& source_uri,
+                                                                      const std::string& uri) {
+    (void)source_uri;
+    (void)uri;
+    return absl::UnimplementedError("this store cannot move an object in place");
+  }
+
   // Every object under `prefix_uri`, recursively, sorted by relative_name. An absent prefix
   // lists as empty. Staging objects of unfinished writers are included (so they can be cleaned).
   virtual absl::StatusOr<std::vector<ObjectEntry>> List(const std::string& prefix_uri) = 0;

@@ -14,6 +14,7 @@
 #include "workers/jobs/core/progress_tracker.h"
 #include "workers/jobs/core/publication.h"
 #include "workers/jobs/core/rate_limiter.h"
+#include "workers/jobs/quantize/layout_quantize_plan.h"
 #include "workers/storage/uri.h"
 
 namespace modelsmith {
@@ -150,7 +151,21 @@ struct Selection {
   std::vector<const PipelineComponent*> selected;
 };
 
+// A GGUF output is one file, not a pipeline's component folder.
+absl::Status CheckDirectoryOutput(const v1::JobSpec& spec) {
+  const bool gguf =
+      (spec.kind_case() == v1::JobSpec::kConvert && spec.convert().target_format() == v1::TARGET_FORMAT_GGUF) ||
+      (spec.kind_case() == v1::JobSpec::kQuantize && !IsLayoutScheme(spec.quantize().scheme()));
+  if (!gguf) return absl::OkStatus();
+  return MakeError(
+      absl::StatusCode::kUnimplemented, "PIPELINE_GGUF_UNSUPPORTED",
+      "a diffusers pipeline is written as a pipeline directory; GGUF output is one file per model, so "
+      "convert or quantize a component's folder (<pipeline>/<component>) to GGUF on its own",
+      {{"field", spec.kind_case() == v1::JobSpec::kConvert ? "convert.target_format" : "quantize.scheme"}});
+}
+
 absl::StatusOr<Selection> Select(const v1::JobSpec& spec, ObjectStore& store, const std::string& uri) {
+  if (absl::Status s = CheckDirectoryOutput(spec); !s.ok()) return s;
   absl::StatusOr<DiffusersPipeline> pipeline = ReadDiffusersPipeline(store, uri);
   if (!pipeline.ok()) return pipeline.status();
   Selection selection{*std::move(pipeline), {}};
@@ -410,6 +425,7 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
   struct Copy {
     std::string source, name, role;
     uint64_t size;
+    std::string sha256;  // a component job's artifact, verified by that job: moved where the store can
   };
   std::vector<Copy> copies;
   std::set<std::string> written;
@@ -417,7 +433,7 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
     for (const v1::Artifact& a : component_results[c->name].artifacts()) {
       const std::string name(a.uri().substr(JoinUri(staging, c->name).size() + 1));
       if (name == kManifestName) continue;
-      copies.push_back({a.uri(), absl::StrCat(c->name, "/", name), a.role(), a.size_bytes()});
+      copies.push_back({a.uri(), absl::StrCat(c->name, "/", name), a.role(), a.size_bytes(), a.sha256()});
       written.insert(copies.back().name);
     }
   }
@@ -427,7 +443,7 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
     if (slash != std::string::npos && processed.count(file.relative_name.substr(0, slash)) &&
         IsWeightOrIndex(absl::string_view(file.relative_name).substr(slash + 1)))
       continue;  // replaced by the component's output
-    copies.push_back({file.uri, file.relative_name, "copy", file.size_bytes});
+    copies.push_back({file.uri, file.relative_name, "copy", file.size_bytes, ""});
   }
   uint64_t copy_bytes = 0;
   for (const Copy& c : copies) copy_bytes += c.size;
@@ -435,7 +451,27 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
   tracker.SetPhase("publish");
   RateLimiter pace(run.io_bytes_per_second);
   for (const Copy& c : copies) {
-    ObjectStore& source_store = absl::StartsWith(c.source, staging) ? out_store : *in->store;
+    const bool staged = absl::StartsWith(c.source, staging);
+    if (staged && !c.sha256.empty()) {
+      // The component job wrote and verified it (size and SHA-256); a local store moves it.
+      absl::StatusOr<std::unique_ptr<ObjectWriter>> moved = out_store.AdoptForWrite(c.source, out->UriOf(c.name));
+      if (moved.ok() && (*moved)->bytes_written() == c.size) {
+        v1::Artifact artifact;
+        artifact.set_uri(out->UriOf(c.name));
+        artifact.set_size_bytes(c.size);
+        artifact.set_sha256(c.sha256);
+        artifact.set_role(c.role);
+        const uint64_t size = c.size;
+        out->Hold(*std::move(moved), std::move(artifact), [size](const RandomAccessObject& o) {
+          return o.size_bytes() == size ? absl::OkStatus() : absl::DataLossError("moved object changed size");
+        });
+        tracker.AddBytes(c.size);
+        continue;
+      }
+      if (moved.ok()) return absl::DataLossError(absl::StrCat("staged '", c.name, "' changed size"));
+      if (!absl::IsUnimplemented(moved.status())) return Annotate(moved.status(), absl::StrCat("'", c.name, "'"));
+    }
+    ObjectStore& source_store = staged ? out_store : *in->store;
     absl::StatusOr<v1::Artifact> copied =
         CopyObject(*out, source_store, c.source, out->UriOf(c.name), c.role, tracker, pace, context);
     if (!copied.ok()) return Annotate(copied.status(), absl::StrCat("'", c.name, "'"));

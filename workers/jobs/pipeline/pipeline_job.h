@@ -14,7 +14,8 @@
 // Either the whole pipeline is published or nothing: a component that fails stops the job, its
 // error names the component, and the staging folder is removed.
 //
-// Refusals: INVALID_ARGUMENT COMPONENT_UNKNOWN (a named or overridden component the pipeline
+// Refusals: UNIMPLEMENTED PIPELINE_GGUF_UNSUPPORTED (a GGUF target: one file, not a pipeline);
+// INVALID_ARGUMENT COMPONENT_UNKNOWN (a named or overridden component the pipeline
 // lacks), COMPONENT_OPTION_INVALID (an override of input, output, base or overwrite, or one the
 // kind's spec has no field for); FAILED_PRECONDITION COMPONENT_HAS_NO_WEIGHTS,
 // COMPONENT_MISSING (formats/diffusers_pipeline.h).
