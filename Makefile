@@ -28,12 +28,13 @@ test: build
 
 # Opt-in: generates multi-GB checkpoints under bench-data/.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench bisect_bench watch_bench replicas_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target shard_bench quantize_bench convert_bench lora_bench bisect_bench pipeline_bench watch_bench replicas_bench
 	$(BUILD_DIR)/tests/bench/shard_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/quantize_bench --work-dir bench-data
 	$(BUILD_DIR)/tests/bench/convert_bench --work-dir bench-data/convert
 	$(BUILD_DIR)/tests/bench/lora_bench --work-dir bench-data/lora
 	$(BUILD_DIR)/tests/bench/bisect_bench --work-dir bench-data/bisect
+	$(BUILD_DIR)/tests/bench/pipeline_bench --work-dir bench-data/pipeline
 	$(BUILD_DIR)/tests/bench/watch_bench --work-dir bench-data/watch
 	$(BUILD_DIR)/tests/bench/replicas_bench --work-dir bench-data/replicas
 
