@@ -212,10 +212,16 @@ void PrintModel(const v1::ModelInfo& model, FILE* out) {
                     c.files_size());
       continue;
     }
-    absl::FPrintF(out, "  component %-16s %s %s: %s, %s, %d tensors, %s%s%s\n", c.name(), c.library(), c.class_name(),
+    // Quantized tensors that config.json does not declare (or the reverse) load wrong: say so.
+    const bool mismatch = c.quantization().empty() != c.declared_quantization().empty();
+    absl::FPrintF(out, "  component %-16s %s %s: %s, %s, %d tensors, %s%s%s%s\n", c.name(), c.library(), c.class_name(),
                   c.format(), absl::StrJoin(c.dtypes(), "+"), c.tensor_count(), HumanBytes(c.total_bytes()),
                   c.quantization().empty() ? "" : ", quantized " + c.quantization(),
-                  c.declared_quantization().empty() ? "" : ", config.json declares " + c.declared_quantization());
+                  c.declared_quantization().empty() ? "" : ", config.json declares " + c.declared_quantization(),
+                  !mismatch ? ""
+                  : c.quantization().empty()
+                      ? " -- MISMATCH: declared but the tensors are not quantized"
+                      : " -- MISMATCH: config.json does not declare it; loaders will misread it");
   }
   if (model.has_coreml()) {
     const v1::CoreMlProgramInfo& p = model.coreml();

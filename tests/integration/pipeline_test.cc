@@ -254,6 +254,12 @@ TEST_F(PipelineTest, BnbNf4TransformerWithItsQuantizationConfigAndPerComponentOv
       << inspect.out;
   EXPECT_NE(inspect.out.find("quantized bnb_int8, config.json declares bitsandbytes int8"), std::string::npos)
       << inspect.out;
+  EXPECT_EQ(inspect.out.find("MISMATCH"), std::string::npos) << inspect.out;
+  // The third failure the issue names: quantized weights whose config.json says nothing.
+  std::ofstream(out + "/transformer/config.json") << R"({"_class_name": "FluxTransformer2DModel"})";
+  CommandResult misdetected = Cli({"inspect", out});
+  EXPECT_NE(misdetected.out.find("quantized bnb_nf4 -- MISMATCH: config.json does not declare it"), std::string::npos)
+      << misdetected.out;
 
   // Refusals name the field: an unknown component, an option the kind lacks, a fixed field, a
   // component with options that is not processed, no pipeline at all.
