@@ -41,6 +41,7 @@ v1::JobKind ParseKind(const std::string& name) {
 // input; every submit command takes them.
 struct PipelineFlags {
   std::vector<std::string> components, options;
+  std::string input_variant;
 };
 
 std::shared_ptr<PipelineFlags> AddPipelineFlags(CLI::App* command) {
@@ -50,12 +51,16 @@ std::shared_ptr<PipelineFlags> AddPipelineFlags(CLI::App* command) {
   command->add_option("--component-option", flags->options,
                       "diffusers pipeline input: NAME:KEY=VALUE sets this job's option KEY (its JSON field name, e.g. "
                       "scheme) for component NAME only (repeatable)");
+  command->add_option("--input-variant", flags->input_variant,
+                      "diffusers pipeline input: read each component's weights of this variant (e.g. fp16; default "
+                      "the plain files)");
   return flags;
 }
 
 // False (after printing why) when a --component-option is not NAME:KEY=VALUE.
 bool ApplyPipelineFlags(const PipelineFlags& flags, v1::JobSpec& spec) {
   for (const std::string& name : flags.components) spec.add_components(name);
+  spec.set_input_variant(flags.input_variant);
   for (const std::string& option : flags.options) {
     const size_t colon = option.find(':');
     const size_t eq = option.find('=', colon == std::string::npos ? 0 : colon);

@@ -370,6 +370,53 @@ TEST_F(PipelineTest, AFailureInOneComponentPublishesNothing) {
   ExpectNothingLeftIn(out);
 }
 
+// Hub repositories hold a component's weights more than once (the plain files and an fp16
+// variant): a job reads the plain ones as diffusers does by default, or the variant asked for,
+// and the output holds only what the job wrote.
+TEST_F(PipelineTest, AComponentWithSeveralSavedCopiesIsReadAsAsked) {
+  const std::string sd = data_ + "/sd";
+  ASSERT_EQ(RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_diffusers_pipeline.py", sd, "--kind", "sd",
+                        "--fp16-copy"})
+                .exit_code,
+            0);
+  Start();
+  const std::string plain = data_ + "/plain", fp16 = data_ + "/from-fp16";
+  CommandResult run =
+      Cli({"submit", "shard", "--input", sd, "--output", plain, "--max-shard-size", "hf_default", "--watch"});
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_EQ(Tensors(plain + "/unet"), Tensors(sd + "/unet/diffusion_pytorch_model.safetensors"));
+  EXPECT_FALSE(fs::exists(plain + "/unet/diffusion_pytorch_model.fp16.safetensors")) << "only what the job wrote";
+  run = Cli({"submit", "shard", "--input", sd, "--output", fp16, "--max-shard-size", "hf_default", "--input-variant",
+             "fp16", "--variant", "fp16", "--watch"});
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_EQ(Tensors(fp16 + "/unet"), Tensors(sd + "/unet/diffusion_pytorch_model.fp16.safetensors"));
+  EXPECT_TRUE(fs::exists(fp16 + "/text_encoder/model.fp16.safetensors"));
+  EXPECT_FALSE(fs::exists(fp16 + "/text_encoder/model.safetensors"));
+
+  CommandResult missing = Cli({"submit", "shard", "--input", sd, "--output", data_ + "/bf16", "--max-shard-size", "0",
+                               "--input-variant", "bf16"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("COMPONENT_VARIANT_MISSING"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("(plain), fp16"), std::string::npos) << missing.err;
+  // Without the plain files and with two variants, the job asks which.
+  fs::remove(sd + "/vae/diffusion_pytorch_model.safetensors");
+  fs::copy_file(sd + "/vae/diffusion_pytorch_model.fp16.safetensors",
+                sd + "/vae/diffusion_pytorch_model.ema.safetensors");
+  CommandResult ambiguous =
+      Cli({"submit", "shard", "--input", sd, "--output", data_ + "/which", "--max-shard-size", "0"});
+  EXPECT_EQ(ambiguous.exit_code, 2);
+  EXPECT_NE(ambiguous.err.find("COMPONENT_VARIANT_AMBIGUOUS"), std::string::npos) << ambiguous.err;
+
+  CommandResult inspect = Cli({"--json", "inspect", sd});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  for (const json& c : json::parse(inspect.out)["components"]) {
+    if (c["name"] != "unet") continue;
+    EXPECT_EQ(c["variants"], json::array({"", "fp16"}));
+    EXPECT_EQ(c["weights"], "diffusion_pytorch_model.safetensors");
+    EXPECT_EQ(c["dtypes"], json::array({"F32"}));
+  }
+}
+
 TEST_F(PipelineTest, CancelInTheMiddleLeavesNothing) {
   const std::string sd = data_ + "/big";
   ASSERT_EQ(RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_diffusers_pipeline.py", sd, "--kind", "sd",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tiny diffusers pipelines with the real directory layout, for the pipeline job tests.
 
-  make_diffusers_pipeline.py DIR --kind sd|kolors|flux [--seed N] [--big-mb N]
+  make_diffusers_pipeline.py DIR --kind sd|kolors|flux [--seed N] [--big-mb N] [--fp16-copy]
       sd:     StableDiffusionPipeline: unet, text_encoder (CLIP), vae, scheduler, tokenizer, and the
               optional safety_checker / feature_extractor left out as [null, null].
       kolors: KolorsPipeline: a ChatGLM3-shaped text_encoder (transformer.encoder.layers.N.
@@ -45,6 +45,9 @@ def write_sharded(directory, stem, tensors, shards):
     json.dump(index, open(os.path.join(directory, f"{stem}.safetensors.index.json"), "w"), indent=2)
 
 
+FP16_COPIES = False  # --fp16-copy: an fp16 variant beside every component's plain weights, as Hub repos hold
+
+
 def component(root, name, config, tensors=None, stem=None, shards=1, config_name="config.json"):
     d = os.path.join(root, name)
     os.makedirs(d, exist_ok=True)
@@ -54,6 +57,9 @@ def component(root, name, config, tensors=None, stem=None, shards=1, config_name
             write_sharded(d, stem, tensors, shards)
         else:
             write_safetensors(os.path.join(d, f"{stem}.safetensors"), tensors)
+        if FP16_COPIES:
+            write_safetensors(os.path.join(d, f"{stem}.fp16.safetensors"),
+                              {k: v.astype(np.float16) for k, v in tensors.items()})
 
 
 def rand(rng, *shape):
@@ -249,10 +255,14 @@ def main():
     ap.add_argument("--lora", choices=["sd", "flux"])
     ap.add_argument("--style", choices=["diffusers", "kohya"], default="diffusers", help="the LoRA's key style")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fp16-copy", action="store_true",
+                    help="also write every component's weights as an fp16 variant (<stem>.fp16.safetensors)")
     ap.add_argument("--big-mb", type=int, default=0,
                     help="add a tensor of this many MiB to the first weighted component (slow jobs to cancel)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
+    global FP16_COPIES
+    FP16_COPIES = args.fp16_copy
     if args.lora:
         make_lora(args.path, args.lora, rng, style=args.style)
     else:

@@ -38,15 +38,53 @@ TEST(DiffusersPipelineTest, ComponentsInIndexOrderWithTheirWeightsAndStems) {
   ASSERT_TRUE(pipeline.ok()) << pipeline.status();
   ASSERT_EQ(pipeline->components.size(), 3u);
   EXPECT_EQ(pipeline->components[0].name, "vae");
-  EXPECT_EQ(pipeline->components[0].stem, "diffusion_pytorch_model");
-  EXPECT_EQ(pipeline->components[0].weight_bytes, 8u);
+  ASSERT_EQ(pipeline->components[0].weight_sets.size(), 1u);
+  EXPECT_EQ(pipeline->components[0].weight_sets[0].stem, "diffusion_pytorch_model");
+  EXPECT_EQ(pipeline->components[0].weight_sets[0].bytes, 8u);
   EXPECT_EQ(pipeline->components[1].name, "text_encoder");
   EXPECT_EQ(pipeline->components[1].library, "kolors");
-  EXPECT_EQ(pipeline->components[1].stem, "model");
-  EXPECT_EQ(pipeline->components[1].weight_bytes, 6u);
   EXPECT_EQ(pipeline->components[2].name, "scheduler");
-  EXPECT_FALSE(pipeline->components[2].has_weights);
+  EXPECT_FALSE(pipeline->components[2].has_weights());
   EXPECT_EQ(pipeline->files.size(), 6u);
+  // Shards without their index are no set to read.
+  EXPECT_FALSE(pipeline->components[1].has_weights());
+}
+
+TEST(DiffusersPipelineTest, SavedCopiesOfAComponentAreToldApartByVariant) {
+  TempDir dir;
+  const std::string p = dir.path();
+  Write(p + "/model_index.json", R"({"unet": ["diffusers", "UNet2DConditionModel"],
+                                     "text_encoder": ["transformers", "CLIPTextModel"]})");
+  Write(p + "/unet/diffusion_pytorch_model.safetensors", "1234");
+  Write(p + "/unet/diffusion_pytorch_model.bin", "123456");  // the same copy as .bin: safetensors wins
+  Write(p + "/unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors", "12");
+  Write(p + "/unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors", "123");
+  Write(p + "/unet/diffusion_pytorch_model.safetensors.index.fp16.json", "{}");
+  Write(p + "/text_encoder/model.fp16.safetensors", "12");
+  Write(p + "/text_encoder/pytorch_model.fp16.bin", "123");
+  LocalObjectStore store;
+  absl::StatusOr<DiffusersPipeline> pipeline = ReadDiffusersPipeline(store, p);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  const PipelineComponent& unet = pipeline->components[0];
+  ASSERT_EQ(unet.weight_sets.size(), 2u);
+  EXPECT_EQ(unet.weight_sets[0].variant, "");
+  EXPECT_EQ(unet.weight_sets[0].entry, "diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(unet.weight_sets[0].bytes, 4u);
+  EXPECT_EQ(unet.weight_sets[1].variant, "fp16");
+  EXPECT_EQ(unet.weight_sets[1].entry, "diffusion_pytorch_model.safetensors.index.fp16.json");
+  EXPECT_EQ(unet.weight_sets[1].bytes, 5u);
+  EXPECT_EQ((*ChooseWeights(unet, ""))->entry, "diffusion_pytorch_model.safetensors");
+  EXPECT_EQ((*ChooseWeights(unet, "fp16"))->variant, "fp16");
+  EXPECT_EQ(ReasonOf(ChooseWeights(unet, "bf16").status()), "COMPONENT_VARIANT_MISSING");
+  // text_encoder: transformers' model.fp16.safetensors and pytorch_model.fp16.bin are one copy;
+  // with no plain files, that only variant is what a job reads.
+  const PipelineComponent& text = pipeline->components[1];
+  ASSERT_EQ(text.weight_sets.size(), 1u);
+  EXPECT_EQ((*ChooseWeights(text, ""))->entry, "model.fp16.safetensors");
+  Write(p + "/text_encoder/model.bf16.safetensors", "12");
+  pipeline = ReadDiffusersPipeline(store, p);
+  ASSERT_TRUE(pipeline.ok());
+  EXPECT_EQ(ReasonOf(ChooseWeights(pipeline->components[1], "").status()), "COMPONENT_VARIANT_AMBIGUOUS");
 }
 
 TEST(DiffusersPipelineTest, HostileIndexesAreRefusedNamingTheKey) {

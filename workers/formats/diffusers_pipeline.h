@@ -5,9 +5,8 @@
 // with "_" (_class_name, _diffusers_version, _name_or_path) and values that are not such a pair
 // (Kolors' force_zeros_for_empty_prompt) are the pipeline's own, and a [null, null] entry is an
 // optional component the pipeline does without. Every other component
-// must have its folder. A component "has weights" when its folder holds a .safetensors, .bin,
-// .pt, .pth or .ckpt file; its weight stem is "diffusion_pytorch_model" (diffusers models) or
-// "model" (transformers models, as their save_pretrained names them).
+// must have its folder. A component "has weights" when its folder holds .safetensors or .bin
+// weight files (WeightSet below).
 #ifndef MODELSMITH_WORKERS_FORMATS_DIFFUSERS_PIPELINE_H_
 #define MODELSMITH_WORKERS_FORMATS_DIFFUSERS_PIPELINE_H_
 
@@ -20,15 +19,31 @@
 
 namespace modelsmith {
 
-struct PipelineComponent {
-  std::string name;                // "unet", "text_encoder_2", ...
-  std::string library;             // "diffusers", "transformers", ...
-  std::string type;                // the class: "UNet2DConditionModel"
-  std::vector<ObjectEntry> files;  // under "<name>/", relative names inside the component
-  bool has_weights = false;
-  std::string stem;  // of its weight files; empty without weights
-  uint64_t weight_bytes = 0;
+// One saved copy of a component's weights: the plain files or one variant of them, as diffusers
+// names them ("<stem>[.<variant>].safetensors", or "<stem>[.<variant>]-0000N-of-0000M.safetensors"
+// with "<stem>.safetensors.index[.<variant>].json"; likewise .bin). Hub repositories often hold
+// several (SDXL's unet has the plain and the fp16 files); safetensors wins over .bin of the same one.
+struct WeightSet {
+  std::string variant;  // "" for the plain files
+  std::string entry;    // the file or index to open, relative to the component folder
+  std::string stem;     // "diffusion_pytorch_model" (diffusers models) or "model" (transformers')
+  uint64_t bytes = 0;   // of its files
 };
+
+struct PipelineComponent {
+  std::string name;                    // "unet", "text_encoder_2", ...
+  std::string library;                 // "diffusers", "transformers", ...
+  std::string type;                    // the class: "UNet2DConditionModel"
+  std::vector<ObjectEntry> files;      // under "<name>/", relative names inside the component
+  std::vector<WeightSet> weight_sets;  // by variant, the plain files first
+  bool has_weights() const { return !weight_sets.empty(); }
+};
+
+// The weights a job reads: those of `variant` when one is asked for (FAILED_PRECONDITION
+// COMPONENT_VARIANT_MISSING naming the component and the variants it has), else the plain files
+// as diffusers loads by default, else the only variant there is (COMPONENT_VARIANT_AMBIGUOUS when
+// several). FAILED_PRECONDITION COMPONENT_HAS_NO_WEIGHTS for a component without any.
+absl::StatusOr<const WeightSet*> ChooseWeights(const PipelineComponent& component, const std::string& variant);
 
 struct DiffusersPipeline {
   std::string uri;  // the directory

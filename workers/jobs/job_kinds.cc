@@ -65,10 +65,11 @@ PipelineKind PipelineKindOf(const JobKindEntry& entry, const StorageRouter& rout
 }
 
 absl::Status NotAPipeline(const JobKindEntry& entry) {
-  return FieldError("NOT_A_PIPELINE", "components",
-                    absl::StrCat("components and component_options apply to a diffusers pipeline input (a directory "
-                                 "with model_index.json); this ",
-                                 entry.name, " job's input is not one"));
+  return FieldError(
+      "NOT_A_PIPELINE", "components",
+      absl::StrCat("components, component_options and input_variant apply to a diffusers pipeline input (a directory "
+                   "with model_index.json); this ",
+                   entry.name, " job's input is not one"));
 }
 
 absl::Status NoKind() {
@@ -111,7 +112,8 @@ absl::StatusOr<uint64_t> PreflightJob(const v1::JobSpec& spec, const StorageRout
     absl::StatusOr<std::optional<std::string>> pipeline = PipelineInput(spec, router);
     if (!pipeline.ok()) return pipeline.status();
     if (!*pipeline) {
-      if (!spec.components().empty() || !spec.component_options().empty()) return NotAPipeline(*entry);
+      if (!spec.components().empty() || !spec.component_options().empty() || !spec.input_variant().empty())
+        return NotAPipeline(*entry);
       return entry->preflight(spec, router, after_parse);
     }
     if (absl::Status s = entry->validate(spec); !s.ok()) return s;
@@ -129,7 +131,8 @@ absl::StatusOr<v1::JobResult> RunJob(const JobRun& run, JobContext& context) {
     absl::StatusOr<std::optional<std::string>> pipeline = PipelineInput(run.spec, *run.router);
     if (!pipeline.ok()) return pipeline.status();
     if (!*pipeline) {
-      if (!run.spec.components().empty() || !run.spec.component_options().empty()) return NotAPipeline(*entry);
+      if (!run.spec.components().empty() || !run.spec.component_options().empty() || !run.spec.input_variant().empty())
+        return NotAPipeline(*entry);
       return entry->run(run, context);
     }
     return RunPipeline(run, context, **pipeline, PipelineKindOf(*entry, *run.router));

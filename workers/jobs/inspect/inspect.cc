@@ -71,9 +71,14 @@ absl::StatusOr<v1::ModelInfo> InspectPipeline(const StorageRouter& router, const
     out->set_library(c.library);
     out->set_class_name(c.type);
     for (const ObjectEntry& f : c.files) out->add_files(f.relative_name);
-    if (!c.has_weights) continue;
+    for (const WeightSet& set : c.weight_sets) out->add_variants(set.variant);
+    if (!c.has_weights()) continue;
+    // What a job reads by default; the first copy when that is ambiguous.
+    absl::StatusOr<const WeightSet*> chosen = ChooseWeights(c, "");
+    const WeightSet& weights = chosen.ok() ? **chosen : c.weight_sets.front();
     const std::string dir = JoinUri(location.uri, c.name);
-    absl::StatusOr<v1::ModelInfo> component = InspectModel(router, dir);
+    out->set_weights(weights.entry);
+    absl::StatusOr<v1::ModelInfo> component = InspectModel(router, JoinUri(dir, weights.entry));
     if (!component.ok()) return Annotate(component.status(), absl::StrCat("component '", c.name, "'"));
     out->set_format(component->format());
     std::set<std::string> dtypes;

@@ -114,24 +114,28 @@ absl::Status ApplyOverrides(const std::string& component, const v1::ComponentOpt
 
 // A component's own spec: the pipeline's, on the component folder, with its overrides.
 absl::StatusOr<v1::JobSpec> ComponentSpec(const v1::JobSpec& spec, const PipelineComponent& component,
-                                          const std::string& input, const std::string& output) {
+                                          const std::string& component_dir, const std::string& output) {
+  absl::StatusOr<const WeightSet*> weights = ChooseWeights(component, spec.input_variant());
+  if (!weights.ok()) return WithReason(weights.status(), ReasonOf(weights.status()), {{"field", "input_variant"}});
+  const std::string& stem = (*weights)->stem;
   v1::JobSpec out = spec;
   out.clear_components();
   out.clear_component_options();
-  *InputField(out) = input;
+  out.clear_input_variant();
+  *InputField(out) = JoinUri(component_dir, (*weights)->entry);
   *OutputField(out) = output;
   switch (out.kind_case()) {
     case v1::JobSpec::kConvert:
       out.mutable_convert()->set_overwrite(true);
-      if (out.convert().stem().empty()) out.mutable_convert()->set_stem(component.stem);
+      if (out.convert().stem().empty()) out.mutable_convert()->set_stem(stem);
       break;
     case v1::JobSpec::kShard:
       out.mutable_shard()->set_overwrite(true);
-      if (out.shard().stem().empty()) out.mutable_shard()->set_stem(component.stem);
+      if (out.shard().stem().empty()) out.mutable_shard()->set_stem(stem);
       break;
     case v1::JobSpec::kQuantize:
       out.mutable_quantize()->set_overwrite(true);
-      if (out.quantize().stem().empty()) out.mutable_quantize()->set_stem(component.stem);
+      if (out.quantize().stem().empty()) out.mutable_quantize()->set_stem(stem);
       break;
     case v1::JobSpec::kBisect: out.mutable_bisect()->set_overwrite(true); break;
     case v1::JobSpec::kLoraMerge:
@@ -183,13 +187,13 @@ absl::StatusOr<Selection> Select(const v1::JobSpec& spec, ObjectStore& store, co
   };
   if (spec.components().empty()) {
     for (const PipelineComponent& c : selection.pipeline.components) {
-      if (c.has_weights) selection.selected.push_back(&c);
+      if (c.has_weights()) selection.selected.push_back(&c);
     }
   } else {
     for (const std::string& name : spec.components()) {
       const PipelineComponent* c = find(name);
       if (c == nullptr) return unknown("components", name);
-      if (!c->has_weights) {
+      if (!c->has_weights()) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "COMPONENT_HAS_NO_WEIGHTS",
                          absl::StrCat("component '", name, "' (", c->type, ") holds no weight files to process"),
                          {{"field", "components"}});
@@ -390,8 +394,14 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
   v1::JobResult result;
   v1::JobFigures* figures = result.mutable_figures();
   std::map<std::string, v1::JobResult> component_results;
+  // The bytes each component's job reads (its chosen weights), for the pipeline's progress.
+  std::vector<uint64_t> component_bytes;
   uint64_t weight_bytes = 0, bytes_before = 0;
-  for (const PipelineComponent* c : selected) weight_bytes += c->weight_bytes;
+  for (const PipelineComponent* c : selected) {
+    absl::StatusOr<const WeightSet*> weights = ChooseWeights(*c, run.spec.input_variant());
+    component_bytes.push_back(weights.ok() ? (*weights)->bytes : 0);
+    weight_bytes += component_bytes.back();
+  }
   for (size_t i = 0; i < selected.size(); ++i) {
     const PipelineComponent& c = *selected[i];
     if (absl::Status stop = StopStatus(context); !stop.ok()) return stop;
@@ -402,8 +412,8 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
     component_run.job_id = absl::StrCat(run.job_id, "-", c.name);
     ComponentContext component_context(context, c.name,
                                        ComponentShare{static_cast<uint32_t>(i), static_cast<uint32_t>(selected.size()),
-                                                      bytes_before, c.weight_bytes, weight_bytes});
-    bytes_before += c.weight_bytes;
+                                                      bytes_before, component_bytes[i], weight_bytes});
+    bytes_before += component_bytes[i];
     context.Log(absl::StrCat("component ", i + 1, "/", selected.size(), ": ", c.name, " (", c.type, ")"));
     absl::StatusOr<v1::JobResult> done = kind.run(component_run, component_context);
     if (!done.ok()) {
