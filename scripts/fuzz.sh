@@ -15,7 +15,7 @@ set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 FUZZ_DIR="${FUZZ_DIR:-$SRC/build-fuzz}"
 JOBS="${JOBS:-2}"
-FUZZERS=(gguf_reader torch_pickle torch_checkpoint safetensors_header onnx_graph imatrix coreml_package)
+FUZZERS=(gguf_reader torch_pickle torch_checkpoint safetensors_header onnx_graph imatrix coreml_package diffusers_pipeline)
 DEBIAN_PYTHON=/usr/bin/python3  # python3-onnx and python3-numpy are Debian's, not pyenv's
 
 build() {
@@ -60,6 +60,20 @@ model, weights = open(d + "model.mlmodel", "rb").read(), open(d + "weights/weigh
 open(sys.argv[2], "wb").write(len(model).to_bytes(4, "little") + model + weights)
 PY
         rm -rf "$corpus/$kind.mlpackage"
+      done ;;
+    diffusers_pipeline)
+      # Each seed: model_index.json, a NUL byte, then the pipeline's file paths, one per line.
+      for kind in sd kolors flux; do
+        "$DEBIAN_PYTHON" "$SRC/tests/tools/make_diffusers_pipeline.py" "$corpus/$kind" --kind "$kind" --fp16-copy \
+          >/dev/null
+        "$DEBIAN_PYTHON" - "$corpus/$kind" "$corpus/$kind.seed" <<'PY'
+import os, sys
+root = sys.argv[1]
+paths = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+index = open(os.path.join(root, "model_index.json"), "rb").read()
+open(sys.argv[2], "wb").write(index + b"\0" + "\n".join(p for p in paths if p != "model_index.json").encode())
+PY
+        rm -rf "${corpus:?}/$kind"
       done ;;
     *) echo "fuzz.sh: unknown fuzzer '$name' (one of: ${FUZZERS[*]})" >&2; exit 2 ;;
   esac
