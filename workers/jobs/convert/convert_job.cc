@@ -182,7 +182,15 @@ absl::Status WriteTensor(const ConvertTensor& c, const RandomAccessObject& file,
   }
   const uint64_t elements = ElementCount(c.shape()).value_or(0);
   const uint64_t out_width = DTypeBits(c.dtype) / 8;
-  const uint64_t step = ChunkElements(c);
+  uint64_t step = ChunkElements(c);
+  // Under an I/O limit, chunks of about a tenth of a second's bytes (whole rows where the cast
+  // goes row by row), so that progress and the pacing move smoothly through a large tensor.
+  if (const uint64_t source_width = c.source->size_bytes / std::max<uint64_t>(1, ElementsOf(*c.source));
+      source_width > 0 && c.source->strides.empty()) {
+    const uint64_t row = c.row_wise() ? std::max<uint64_t>(1, c.source->shape.empty() ? 1 : c.source->shape.back()) : 1;
+    const uint64_t paced = pace.PieceBytes(step * source_width) / source_width;
+    step = std::min(step, std::max<uint64_t>(row, paced / row * row));
+  }
   std::vector<std::byte> scratch;
   for (uint64_t first = 0; first < elements; first += step) {
     if (absl::Status s = StopStatus(context); !s.ok()) return s;
