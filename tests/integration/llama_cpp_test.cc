@@ -148,6 +148,19 @@ TEST_P(LlamaCppTest, LlamaCppComputesWhatTheCheckpointComputes) {
     EXPECT_EQ(llama_ids, json::parse(rebuilt.out)["ids"]) << rebuilt.out;
   }
 
+  // gguf-py's size label: "<experts>x<size of one expert's share>" for mixture-of-experts models.
+  {
+    LocalObjectStore store;
+    auto file = store.OpenForRead(gguf);
+    ASSERT_TRUE(file.ok());
+    absl::StatusOr<GgufFile> header = ReadGgufHeader(**file);
+    ASSERT_TRUE(header.ok());
+    const GgufKv* label = header->Find("general.size_label");
+    ASSERT_NE(label, nullptr);
+    const bool moe = family == "mixtral" || family == "qwen3moe";
+    EXPECT_EQ(label->AsString().value_or("").rfind("4x", 0) == 0, moe) << label->AsString().value_or("");
+  }
+
   // GGUF -> HF -> GGUF: the second GGUF has every key-value but general.name and every tensor byte
   // of the first (Llama 3.1's rope_freqs table computed again from the rope_scaling recovered).
   {

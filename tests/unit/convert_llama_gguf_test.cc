@@ -150,6 +150,11 @@ TEST_F(LlamaRoundTripTest, HuggingFaceToGgufAndBackKeepsNamesShapesMetadataAndVa
   EXPECT_EQ(header.Find("llama.rope.dimension_count")->AsUnsigned(), kHidden / kHeads);
   EXPECT_EQ(header.Find("llama.vocab_size")->AsUnsigned(), kVocab);
   EXPECT_EQ(header.Find("general.file_type")->AsUnsigned(), 0u);  // ALL_F32
+  // gguf-py's size label of 79,152 parameters (embeddings, two layers, norm, head), right after the name.
+  ASSERT_NE(header.Find("general.size_label"), nullptr);
+  EXPECT_EQ(header.Find("general.size_label")->AsString(), "79K");
+  EXPECT_EQ(header.kvs[2].key, "general.name");
+  EXPECT_EQ(header.kvs[3].key, "general.size_label");
   EXPECT_EQ(header.Find("tokenizer.ggml.model")->AsString(), "gpt2");
   EXPECT_EQ(header.Find("tokenizer.ggml.pre")->AsString(), "llama-bpe");
   EXPECT_EQ(header.Find("tokenizer.ggml.bos_token_id")->AsUnsigned(), 1u);

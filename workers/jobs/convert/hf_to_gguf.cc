@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
@@ -129,6 +130,39 @@ std::optional<double> Number(const json& config, const char* key) {
   auto it = config.find(key);
   if (it == config.end() || !it->is_number()) return std::nullopt;
   return it->get<double>();
+}
+
+// gguf-py's model_weight_count_rounded_notation: the count scaled to K/M/B/T with at least two
+// significant digits ("98K", "8.0B", "1.1B").
+std::string RoundedCount(double count) {
+  const auto [scaled, suffix] = count > 1e12  ? std::pair{count * 1e-12, "T"}
+                                : count > 1e9 ? std::pair{count * 1e-9, "B"}
+                                : count > 1e6 ? std::pair{count * 1e-6, "M"}
+                                              : std::pair{count * 1e-3, "K"};
+  // Python's round() and format: ties to even, as nearbyint and printf round by default.
+  std::string digits = absl::StrCat(static_cast<int64_t>(std::nearbyint(scaled)));
+  digits.erase(0, digits.find_first_not_of('0') == std::string::npos ? digits.size() : digits.find_first_not_of('0'));
+  const int fix = std::max(2 - static_cast<int>(digits.size()), 0);
+  return absl::StrCat(absl::StrFormat("%.*f", fix, scaled), suffix);
+}
+
+std::string SizeLabel(const std::vector<GgufOutputTensor>& tensors) {
+  uint64_t total = 0, shared = 0, expert = 0, expert_sum = 0, expert_tensors = 0;
+  for (const GgufOutputTensor& t : tensors) {
+    uint64_t size = t.source == nullptr ? t.computed.size() : ElementCount(t.source->shape).value_or(0);
+    if (!t.stacked.empty()) {
+      size *= t.stacked.size();
+      expert += size / t.stacked.size();
+      expert_sum += t.stacked.size();
+      ++expert_tensors;
+    } else {
+      shared += size;
+    }
+    total += size;
+  }
+  const uint64_t experts = expert_tensors > 0 ? expert_sum / expert_tensors : 0;
+  if (experts > 0) return absl::StrCat(experts, "x", RoundedCount(static_cast<double>(shared + expert)));
+  return RoundedCount(static_cast<double>(total));
 }
 
 // Llama 3's rope_scaling as llama3_rope.h takes it; MODEL_CONFIG_INVALID when a parameter is
@@ -535,6 +569,11 @@ absl::StatusOr<HfToGguf> MapHfToGguf(const ModelView& model, const HfFiles& file
   }
   kvs.push_back(GgufKv::U32(a + ".vocab_size", static_cast<uint32_t>(vocab)));
   if (absl::Status s = AddTokenizer(files, vocab, tokenizer_pre, kvs); !s.ok()) return s;
+  // The model card keys follow general.name; of them only the size label is derived from the
+  // weights themselves (the others come from a README and the directory name).
+  auto name_kv = std::find_if(kvs.begin(), kvs.end(), [](const GgufKv& kv) { return kv.key == "general.name"; });
+  kvs.insert(name_kv == kvs.end() ? kvs.end() : name_kv + 1,
+             GgufKv::String("general.size_label", SizeLabel(out.tensors)));
   return out;
 }
 
