@@ -433,6 +433,37 @@ TEST_F(PipelineTest, CancelInTheMiddleLeavesNothing) {
   CancelMidwayLeavesNothing(request, data_ + "/slow");
 }
 
+// Links out of the server's roots (its data directory): a component folder that is a symlink to
+// elsewhere is not the component's folder, and a side file that points outside is refused when
+// it is read; neither publishes anything.
+TEST_F(PipelineTest, SymlinksOutOfTheRootsAreRefusedAndPublishNothing) {
+  const std::string outside = dir_.path() + "/outside";
+  ASSERT_EQ(
+      RunCommand({kDebianPython, SourceDir() + "/tests/tools/make_diffusers_pipeline.py", outside, "--kind", "sd"})
+          .exit_code,
+      0);
+  const std::string sd = Make("sd");
+  fs::remove_all(sd + "/vae");
+  fs::create_directory_symlink(outside + "/vae", sd + "/vae");
+  Start();
+  CommandResult linked_folder =
+      Cli({"submit", "shard", "--input", sd, "--output", data_ + "/out1", "--max-shard-size", "0", "--watch"});
+  EXPECT_EQ(linked_folder.exit_code, 2) << linked_folder.out << linked_folder.err;
+  EXPECT_NE(linked_folder.err.find("'vae'"), std::string::npos) << linked_folder.err;
+  ExpectNothingLeftIn(data_ + "/out1");
+
+  fs::remove(sd + "/vae");
+  fs::copy(outside + "/vae", sd + "/vae");
+  fs::remove(sd + "/tokenizer/vocab.json");
+  fs::create_symlink(outside + "/tokenizer/vocab.json", sd + "/tokenizer/vocab.json");
+  CommandResult linked_file =
+      Cli({"submit", "shard", "--input", sd, "--output", data_ + "/out2", "--max-shard-size", "0", "--watch"});
+  EXPECT_NE(linked_file.exit_code, 0) << linked_file.out;
+  EXPECT_NE((linked_file.out + linked_file.err).find("PATH_OUTSIDE_ROOTS"), std::string::npos)
+      << linked_file.out << linked_file.err;
+  ExpectNothingLeftIn(data_ + "/out2");
+}
+
 TEST_F(PipelineTest, AMissingComponentFolderIsRefusedWithTheComponentNamed) {
   const std::string sd = Make("sd");
   fs::remove_all(sd + "/vae");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -213,9 +214,10 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
   if (absl::StatusOr<Location> target = run.router->Resolve(*OutputField(spec_copy)); target.ok()) {
     if (absl::Status s = CheckApart(in->uri, target->uri, kind.output_field); !s.ok()) return s;
   }
-  absl::StatusOr<Publication> out = Publication::ForDirectory(*run.router, *OutputField(spec_copy), Overwrite(run.spec),
-                                                              run.attempt, kind.output_field);
-  if (!out.ok()) return out.status();
+  absl::StatusOr<Publication> opened = Publication::ForDirectory(*run.router, *OutputField(spec_copy),
+                                                                 Overwrite(run.spec), run.attempt, kind.output_field);
+  if (!opened.ok()) return opened.status();
+  std::optional<Publication> out(*std::move(opened));
   ObjectStore& out_store = out->store();
   // Leftovers of an earlier attempt's staging, then this attempt's own folder.
   if (absl::StatusOr<std::vector<ObjectEntry>> old = out_store.List(out->uri()); old.ok()) {
@@ -228,20 +230,22 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
     if (c == '/' || c == '\\' || c == '.') c = '_';
   }
   const std::string staging = out->UriOf(absl::StrCat(kStagingPrefix, safe_id));
-  // The staging folder goes in any case; the output's component folders too while unpublished
-  // (the publication removes their files; the directories a local store made stay otherwise).
+  // The staging folder goes in any case. Unpublished, the publication is dropped first (it aborts
+  // what it staged), then the output's component folders a local store made and left empty.
   struct Cleanup {
     ObjectStore& store;
+    std::optional<Publication>& publication;
     std::string staging;
     std::vector<std::string> folders;
     bool published = false;
     ~Cleanup() {
+      if (!published) publication.reset();
       RemoveAll(store, staging);
       store.RemoveEmptyDirectories(staging);
       if (published) return;
       for (const std::string& folder : folders) store.RemoveEmptyDirectories(folder);
     }
-  } cleanup{out_store, staging, {}};
+  } cleanup{out_store, out, staging, {}};
   for (const PipelineComponent& c : selection->pipeline.components) cleanup.folders.push_back(out->UriOf(c.name));
 
   const std::vector<const PipelineComponent*>& selected = selection->selected;
