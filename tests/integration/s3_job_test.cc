@@ -231,6 +231,13 @@ TEST_F(S3JobTest, APipelineToS3AndBack) {
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message();
   EXPECT_TRUE(fs::exists(data_ + "/back/unet/diffusion_pytorch_model.fp16.safetensors"));
   EXPECT_EQ(RunCommand({"cmp", sd + "/model_index.json", data_ + "/back/model_index.json"}).exit_code, 0);
+  // The components' outputs were moved into place inside S3 (CopyObject), not downloaded and
+  // uploaded again.
+  CommandResult scrape =
+      RunCommand({"curl", "-s", "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics"});
+  EXPECT_NE(scrape.out.find(R"(modelsmith_object_store_requests_total{code="200",op="copy",store="s3"})"),
+            std::string::npos)
+      << scrape.out.substr(0, 2000);
   EXPECT_EQ(RunCommand({"cmp", sd + "/tokenizer/merges.txt", data_ + "/back/tokenizer/merges.txt"}).exit_code, 0);
 }
 

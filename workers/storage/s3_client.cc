@@ -204,6 +204,7 @@ S3Client::Attempt S3Client::Perform(const S3Request& request) {
     headers = curl_slist_append(
         headers, absl::StrFormat("Range: bytes=%d-%d", request.range->first, request.range->second).c_str());
   }
+  for (const std::string& header : request.headers) headers = curl_slist_append(headers, header.c_str());
   // No "Expect: 100-continue" round trip before bodies.
   headers = curl_slist_append(headers, "Expect:");
   if (request.method == "PUT") {

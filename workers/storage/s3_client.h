@@ -48,6 +48,7 @@ struct S3Request {
   std::vector<std::pair<std::string, std::string>> query;  // unencoded
   std::span<const std::byte> body;                         // PUT / POST payload
   std::optional<std::pair<uint64_t, uint64_t>> range;      // inclusive byte range for GET
+  std::vector<std::string> headers;                        // further "Name: value" lines, signed with the rest
   // When set, the response body must be exactly `sink.size()` bytes and is written there.
   std::span<std::byte> sink;
 };

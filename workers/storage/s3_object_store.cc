@@ -82,6 +82,16 @@ class S3Object final : public RandomAccessObject {
   mutable uint64_t cache_offset_ = 0;
 };
 
+// S3 may answer 200 to a complete or a copy and put the error in the body: that answer as the error.
+absl::StatusOr<S3Response> ErrorInBody(absl::StatusOr<S3Response> response, const std::string& what) {
+  if (response.ok() && !S3Client::ErrorField(response->body, "Code").empty()) {
+    return MakeError(absl::StatusCode::kUnavailable, "STORE_REQUEST_FAILED",
+                     absl::StrCat(what, ": ", S3Client::ErrorField(response->body, "Code"), ": ",
+                                  S3Client::ErrorField(response->body, "Message")));
+  }
+  return response;
+}
+
 class S3Writer final : public ObjectWriter {
  public:
   S3Writer(std::shared_ptr<S3Client> client, std::string uri, std::string bucket, std::string key)
@@ -134,14 +144,8 @@ class S3Writer final : public ObjectWriter {
     S3Request request = Base("complete_multipart", "POST");
     request.query = {{"uploadId", upload_id_}};
     request.body = {reinterpret_cast<const std::byte*>(xml.data()), xml.size()};
-    absl::StatusOr<S3Response> response = client_->Send(request);
-    // S3 may answer 200 and put the error in the body.
-    if (response.ok() && !S3Client::ErrorField(response->body, "Code").empty()) {
-      response =
-          MakeError(absl::StatusCode::kUnavailable, "STORE_REQUEST_FAILED",
-                    absl::StrCat("S3 complete_multipart '", uri_, "': ", S3Client::ErrorField(response->body, "Code"),
-                                 ": ", S3Client::ErrorField(response->body, "Message")));
-    }
+    absl::StatusOr<S3Response> response =
+        ErrorInBody(client_->Send(request), absl::StrCat("S3 complete_multipart '", uri_, "'"));
     if (!response.ok()) return Fail(response.status());
     state_ = State::kClosed;
     upload_id_.clear();
@@ -280,6 +284,73 @@ absl::StatusOr<std::unique_ptr<RandomAccessObject>> S3ObjectStore::OpenForRead(c
   if (!size.ok()) return size.status();
   auto parts = SplitS3Uri(uri);
   return std::make_unique<S3Object>(client_, uri, parts->first, parts->second, *size);
+}
+
+namespace {
+
+// An object taken over by a server-side copy: nothing is appended; Commit copies the source to the
+// target inside S3 (CopyObject) and deletes the source, Abort deletes the source.
+class S3CopyWriter final : public ObjectWriter {
+ public:
+  S3CopyWriter(std::shared_ptr<S3Client> client, std::string uri, std::pair<std::string, std::string> target,
+               std::pair<std::string, std::string> source, uint64_t size)
+      : client_(std::move(client)),
+        uri_(std::move(uri)),
+        target_(std::move(target)),
+        source_(std::move(source)),
+        size_(size) {}
+  ~S3CopyWriter() override { Abort(); }
+
+  const std::string& uri() const override { return uri_; }
+  uint64_t bytes_written() const override { return size_; }
+  absl::Status Append(std::span<const std::byte>) override {
+    return absl::FailedPreconditionError("an adopted object takes no more bytes");
+  }
+
+  absl::Status Commit() override {
+    if (closed_) return absl::FailedPreconditionError("writer is closed");
+    S3Request copy = S3Request::For("copy", "PUT", target_.first, target_.second);
+    copy.headers.push_back(
+        absl::StrCat("x-amz-copy-source: /", source_.first, "/", S3Client::UriEncode(source_.second, true)));
+    absl::StatusOr<S3Response> response = ErrorInBody(client_->Send(copy), absl::StrCat("S3 copy to '", uri_, "'"));
+    if (!response.ok()) {
+      Abort();
+      return response.status();
+    }
+    closed_ = true;
+    client_->Send(S3Request::For("delete", "DELETE", source_.first, source_.second)).IgnoreError();
+    return absl::OkStatus();
+  }
+
+  void Abort() override {
+    if (closed_) return;
+    closed_ = true;
+    client_->Send(S3Request::For("delete", "DELETE", source_.first, source_.second)).IgnoreError();
+  }
+
+ private:
+  std::shared_ptr<S3Client> client_;
+  std::string uri_;
+  std::pair<std::string, std::string> target_, source_;  // bucket, key
+  uint64_t size_;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ObjectWriter>> S3ObjectStore::AdoptForWrite(const std::string& source_uri,
+                                                                           const std::string& uri) {
+  auto source = SplitS3Uri(source_uri);
+  auto target = SplitS3Uri(uri);
+  if (!source.ok()) return source.status();
+  if (!target.ok()) return target.status();
+  if (source->second.empty() || target->second.empty())
+    return absl::InvalidArgumentError(absl::StrCat("'", uri, "' or '", source_uri, "' names no key"));
+  absl::StatusOr<uint64_t> size = SizeOf(source_uri);
+  if (!size.ok()) return size.status();
+  // One CopyObject takes at most 5 GiB; larger objects are copied through the writer instead.
+  if (*size > (uint64_t{5} << 30)) return absl::UnimplementedError("objects over 5 GiB are not copied in place");
+  return std::make_unique<S3CopyWriter>(client_, uri, *std::move(target), *std::move(source), *size);
 }
 
 absl::StatusOr<std::unique_ptr<ObjectWriter>> S3ObjectStore::OpenForWrite(const std::string& uri) {

@@ -27,6 +27,10 @@ class S3ObjectStore final : public ObjectStore {
   absl::StatusOr<uint64_t> SizeOf(const std::string& uri) override;
   absl::StatusOr<std::unique_ptr<RandomAccessObject>> OpenForRead(const std::string& uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenForWrite(const std::string& uri) override;
+  // A server-side CopyObject at Commit, then the source deleted (UNIMPLEMENTED over 5 GiB, the
+  // limit of one copy: the caller copies through a writer).
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> AdoptForWrite(const std::string& source_uri,
+                                                              const std::string& uri) override;
   absl::StatusOr<std::vector<ObjectEntry>> List(const std::string& prefix_uri) override;
   absl::Status Delete(const std::string& uri) override;
   // Multipart uploads are invisible until complete: there are no staging objects.
