@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 
 #include "nlohmann/json.hpp"
+#include "tests/support/read_file.h"
 #include "tests/support/server_test.h"
 #include "workers/formats/model_view.h"
 #include "workers/storage/checksum.h"
@@ -24,13 +24,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr const char* kDebianPython = "/usr/bin/python3";  // has numpy
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // Every file below `dir`, relative, sorted.
 std::set<std::string> FilesUnder(const std::string& dir) {

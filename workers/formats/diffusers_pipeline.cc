@@ -72,7 +72,7 @@ std::vector<WeightSet> WeightSets(const std::vector<ObjectEntry>& files) {
   };
   for (const ObjectEntry& file : files) {
     const absl::string_view name = file.relative_name;
-    if (name.find('/') != absl::string_view::npos) continue;
+    if (!IsWeightFileName(name)) continue;
     for (const std::string ext : {".safetensors", ".bin"}) {
       const bool safetensors = ext == ".safetensors";
       const std::string index_marker = ext + ".index";
@@ -116,6 +116,15 @@ std::string Variants(const PipelineComponent& component) {
 }
 
 }  // namespace
+
+bool IsWeightFileName(absl::string_view name) {
+  if (name.find('/') != absl::string_view::npos) return false;
+  for (const char* ext : {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}) {
+    if (absl::EndsWith(name, ext)) return true;
+  }
+  return absl::EndsWith(name, ".json") &&
+         (absl::StrContains(name, ".safetensors.index") || absl::StrContains(name, ".bin.index"));
+}
 
 absl::StatusOr<const WeightSet*> ChooseWeights(const PipelineComponent& component, const std::string& variant) {
   if (component.weight_sets.empty()) {

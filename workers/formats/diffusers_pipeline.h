@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "workers/storage/object_store.h"
 
@@ -38,6 +39,10 @@ struct PipelineComponent {
   std::vector<WeightSet> weight_sets;  // by variant, the plain files first
   bool has_weights() const { return !weight_sets.empty(); }
 };
+
+// True for a component's own weight file or weight index (a top-level name inside its folder):
+// ".safetensors", ".bin", ".pt", ".pth", ".ckpt", "*.safetensors.index*.json", "*.bin.index*.json".
+bool IsWeightFileName(absl::string_view name);
 
 // The weights a job reads: those of `variant` when one is asked for (FAILED_PRECONDITION
 // COMPONENT_VARIANT_MISSING naming the component and the variants it has), else the plain files

@@ -4,7 +4,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 
-#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "workers/common/error.h"
+#include "workers/common/float_text.h"
 #include "workers/jobs/convert/llama3_rope.h"
 
 namespace modelsmith {
@@ -25,12 +25,9 @@ absl::Status MetadataError(absl::string_view key, absl::string_view message) {
 
 std::optional<double> AsFloat(const GgufKv& kv) {
   if (kv.type == GgufValueType::kF32 && kv.value_bytes.size() == 4) {
-    // The float's shortest decimal (1e-05, not 1.0000000116860974e-05), as Python prints it.
     float f;
     std::memcpy(&f, kv.value_bytes.data(), 4);
-    char text[32];
-    const auto [end, ec] = std::to_chars(text, text + sizeof(text), f);
-    return ec == std::errc() ? std::strtod(std::string(text, end).c_str(), nullptr) : static_cast<double>(f);
+    return ShortestDecimal(f);
   }
   if (kv.type == GgufValueType::kF64 && kv.value_bytes.size() == 8) {
     double d;

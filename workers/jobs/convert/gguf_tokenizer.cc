@@ -49,8 +49,7 @@ std::optional<uint64_t> TokenId(const GgufFile& gguf, absl::string_view name, si
 // The special tokens' contents, the add-BOS/EOS flags and the chat template.
 ordered_json TokenizerConfig(const GgufFile& gguf, const Vocabulary& vocab, const char* tokenizer_class) {
   ordered_json config = ordered_json::object();
-  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
-           {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}}) {
+  for (const auto& [name, key] : kSpecialTokenKeys) {
     if (std::optional<uint64_t> id = TokenId(gguf, name, vocab.tokens.size())) config[key] = vocab.tokens[*id];
   }
   for (const char* flag : {"add_bos_token", "add_eos_token"}) {

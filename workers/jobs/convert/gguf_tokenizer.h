@@ -26,6 +26,15 @@
 
 namespace modelsmith {
 
+// The special tokens both directions map: llama.cpp's name ("tokenizer.ggml.<name>_token_id")
+// and tokenizer_config.json's key.
+struct SpecialTokenKey {
+  const char* gguf;
+  const char* config;
+};
+inline constexpr SpecialTokenKey kSpecialTokenKeys[] = {
+    {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}};
+
 // File name -> contents, in the order they are written.
 using TokenizerFiles = std::vector<std::pair<std::string, std::string>>;
 

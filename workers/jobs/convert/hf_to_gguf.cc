@@ -139,10 +139,11 @@ std::string RoundedCount(double count) {
                                 : count > 1e9 ? std::pair{count * 1e-9, "B"}
                                 : count > 1e6 ? std::pair{count * 1e-6, "M"}
                                               : std::pair{count * 1e-3, "K"};
-  // Python's round() and format: ties to even, as nearbyint and printf round by default.
-  std::string digits = absl::StrCat(static_cast<int64_t>(std::nearbyint(scaled)));
-  digits.erase(0, digits.find_first_not_of('0') == std::string::npos ? digits.size() : digits.find_first_not_of('0'));
-  const int fix = std::max(2 - static_cast<int>(digits.size()), 0);
+  // Python's round() and format: ties to even, as nearbyint and printf round by default. The
+  // rounded value's digits ("0" has none, as Python's lstrip('0') leaves it).
+  const int64_t rounded = static_cast<int64_t>(std::nearbyint(scaled));
+  const int digits = rounded == 0 ? 0 : static_cast<int>(absl::StrCat(rounded).size());
+  const int fix = std::max(2 - digits, 0);
   return absl::StrCat(absl::StrFormat("%.*f", fix, scaled), suffix);
 }
 
@@ -332,10 +333,10 @@ absl::Status AddTokenizer(const HfFiles& files, uint64_t vocab_size, const std::
 void AddSpecialTokens(const HfFiles& files, const std::map<std::string, int64_t>& id_of, uint64_t vocab_size,
                       std::vector<GgufKv>& kvs) {
   const json tokenizer_config = files.tokenizer_config.value_or(json::object());
-  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
-           {"bos", "bos_token"}, {"eos", "eos_token"}, {"unknown", "unk_token"}, {"padding", "pad_token"}}) {
+  for (const SpecialTokenKey& special : kSpecialTokenKeys) {
+    const std::string name = special.gguf;
     std::optional<int64_t> id;
-    if (std::optional<std::string> content = SpecialContent(tokenizer_config, key.c_str())) {
+    if (std::optional<std::string> content = SpecialContent(tokenizer_config, special.config)) {
       if (auto it = id_of.find(*content); it != id_of.end()) id = it->second;
     }
     if (!id && name != "unknown") {

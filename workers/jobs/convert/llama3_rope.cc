@@ -1,10 +1,10 @@
 #include "workers/jobs/convert/llama3_rope.h"
 
 #include <algorithm>
-#include <charconv>
-#include <cstdlib>
 #include <cmath>
 #include <string>
+
+#include "workers/common/float_text.h"
 
 namespace modelsmith {
 namespace {
@@ -14,11 +14,7 @@ double Wavelength(double base, uint64_t pair, uint64_t head_dim) {
 }
 
 // The value a parameter is written with: the shortest decimal of its float, as a config holds it.
-double Tidy(double v) {
-  char text[32];
-  const auto [end, ec] = std::to_chars(text, text + sizeof(text), static_cast<float>(v));
-  return ec == std::errc() ? std::strtod(std::string(text, end).c_str(), nullptr) : v;
-}
+double Tidy(double v) { return ShortestDecimal(static_cast<float>(v)); }
 
 }  // namespace
 

@@ -13,16 +13,40 @@
 namespace modelsmith {
 namespace {
 
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+// The spec's oneof field holding the kind (convert, quantize, ...), or null.
+const FieldDescriptor* KindOf(const v1::JobSpec& spec) {
+  return spec.GetReflection()->GetOneofFieldDescriptor(spec, v1::JobSpec::descriptor()->FindOneofByName("kind"));
+}
+
+// The kind's field `name`, or null when the spec has no kind or the kind no such field.
+const FieldDescriptor* KindFieldNamed(const v1::JobSpec& spec, const char* name) {
+  const FieldDescriptor* kind = KindOf(spec);
+  return kind == nullptr ? nullptr : kind->message_type()->FindFieldByName(name);
+}
+
 absl::string_view KindField(const v1::JobSpec& spec) {
-  switch (spec.kind_case()) {
-    case v1::JobSpec::kConvert: return "convert";
-    case v1::JobSpec::kQuantize: return "quantize";
-    case v1::JobSpec::kShard: return "shard";
-    case v1::JobSpec::kBisect: return "bisect";
-    case v1::JobSpec::kLoraMerge: return "lora_merge";
-    case v1::JobSpec::KIND_NOT_SET: break;
-  }
-  return "";
+  const FieldDescriptor* kind = KindOf(spec);
+  return kind == nullptr ? absl::string_view() : absl::string_view(kind->name());
+}
+
+// A LoRA merge reads its "base"; every other kind its "input".
+const char* InputName(const v1::JobSpec& spec) { return KindFieldNamed(spec, "base") ? "base" : "input"; }
+
+std::string StringField(const v1::JobSpec& spec, const char* name) {
+  const FieldDescriptor* field = KindFieldNamed(spec, name);
+  if (field == nullptr) return "";
+  const Message& kind = spec.GetReflection()->GetMessage(spec, KindOf(spec));
+  return kind.GetReflection()->GetString(kind, field);
+}
+
+void SetStringField(v1::JobSpec& spec, const char* name, const std::string& value) {
+  const FieldDescriptor* field = KindFieldNamed(spec, name);
+  if (field == nullptr) return;
+  Message* kind = spec.GetReflection()->MutableMessage(&spec, KindOf(spec));
+  kind->GetReflection()->SetString(kind, field, value);
 }
 
 // Overrides merged into the kind's spec. A value is taken as a JSON string first (max_shard_size
@@ -78,40 +102,15 @@ absl::Status CheckDirectoryOutput(const v1::JobSpec& spec) {
 
 }  // namespace
 
-std::string* InputField(v1::JobSpec& spec) {
-  switch (spec.kind_case()) {
-    case v1::JobSpec::kConvert: return spec.mutable_convert()->mutable_input();
-    case v1::JobSpec::kQuantize: return spec.mutable_quantize()->mutable_input();
-    case v1::JobSpec::kShard: return spec.mutable_shard()->mutable_input();
-    case v1::JobSpec::kBisect: return spec.mutable_bisect()->mutable_input();
-    case v1::JobSpec::kLoraMerge: return spec.mutable_lora_merge()->mutable_base();
-    case v1::JobSpec::KIND_NOT_SET: break;
-  }
-  return nullptr;
-}
+std::string InputOf(const v1::JobSpec& spec) { return StringField(spec, InputName(spec)); }
 
-std::string* OutputField(v1::JobSpec& spec) {
-  switch (spec.kind_case()) {
-    case v1::JobSpec::kConvert: return spec.mutable_convert()->mutable_output();
-    case v1::JobSpec::kQuantize: return spec.mutable_quantize()->mutable_output();
-    case v1::JobSpec::kShard: return spec.mutable_shard()->mutable_output();
-    case v1::JobSpec::kBisect: return spec.mutable_bisect()->mutable_output();
-    case v1::JobSpec::kLoraMerge: return spec.mutable_lora_merge()->mutable_output();
-    case v1::JobSpec::KIND_NOT_SET: break;
-  }
-  return nullptr;
-}
+std::string OutputOf(const v1::JobSpec& spec) { return StringField(spec, "output"); }
 
-bool Overwrite(const v1::JobSpec& spec) {
-  switch (spec.kind_case()) {
-    case v1::JobSpec::kConvert: return spec.convert().overwrite();
-    case v1::JobSpec::kQuantize: return spec.quantize().overwrite();
-    case v1::JobSpec::kShard: return spec.shard().overwrite();
-    case v1::JobSpec::kBisect: return spec.bisect().overwrite();
-    case v1::JobSpec::kLoraMerge: return spec.lora_merge().overwrite();
-    case v1::JobSpec::KIND_NOT_SET: break;
-  }
-  return false;
+bool OverwriteOf(const v1::JobSpec& spec) {
+  const FieldDescriptor* field = KindFieldNamed(spec, "overwrite");
+  if (field == nullptr) return false;
+  const Message& kind = spec.GetReflection()->GetMessage(spec, KindOf(spec));
+  return kind.GetReflection()->GetBool(kind, field);
 }
 
 // A component's own spec: the pipeline's, on the component folder, with its overrides.
@@ -124,28 +123,14 @@ absl::StatusOr<v1::JobSpec> ComponentSpec(const v1::JobSpec& spec, const Pipelin
   out.clear_components();
   out.clear_component_options();
   out.clear_input_variant();
-  *InputField(out) = JoinUri(component_dir, (*weights)->entry);
-  *OutputField(out) = output;
-  switch (out.kind_case()) {
-    case v1::JobSpec::kConvert:
-      out.mutable_convert()->set_overwrite(true);
-      if (out.convert().stem().empty()) out.mutable_convert()->set_stem(stem);
-      break;
-    case v1::JobSpec::kShard:
-      out.mutable_shard()->set_overwrite(true);
-      if (out.shard().stem().empty()) out.mutable_shard()->set_stem(stem);
-      break;
-    case v1::JobSpec::kQuantize:
-      out.mutable_quantize()->set_overwrite(true);
-      if (out.quantize().stem().empty()) out.mutable_quantize()->set_stem(stem);
-      break;
-    case v1::JobSpec::kBisect: out.mutable_bisect()->set_overwrite(true); break;
-    case v1::JobSpec::kLoraMerge:
-      out.mutable_lora_merge()->set_overwrite(true);
-      out.mutable_lora_merge()->set_component(component.name);
-      break;
-    case v1::JobSpec::KIND_NOT_SET: break;
+  SetStringField(out, InputName(out), JoinUri(component_dir, (*weights)->entry));
+  SetStringField(out, "output", output);
+  {  // staging is this job's own
+    Message* kind = out.GetReflection()->MutableMessage(&out, KindOf(out));
+    kind->GetReflection()->SetBool(kind, KindFieldNamed(out, "overwrite"), true);
   }
+  if (StringField(out, "stem").empty()) SetStringField(out, "stem", stem);  // kinds with a stem
+  SetStringField(out, "component", component.name);                         // a LoRA merge
   if (auto it = spec.component_options().find(component.name); it != spec.component_options().end()) {
     if (absl::Status s = ApplyOverrides(component.name, it->second, out); !s.ok()) return s;
   }

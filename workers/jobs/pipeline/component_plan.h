@@ -12,11 +12,11 @@
 
 namespace modelsmith {
 
-// The spec's input (lora_merge: base) and output fields, null for a spec without a kind; its
-// overwrite flag.
-std::string* InputField(v1::JobSpec& spec);
-std::string* OutputField(v1::JobSpec& spec);
-bool Overwrite(const v1::JobSpec& spec);
+// The kind's input (a LoRA merge's base), output and overwrite, read through the spec's oneof
+// (every kind names them alike): empty / false for a spec without a kind.
+std::string InputOf(const v1::JobSpec& spec);
+std::string OutputOf(const v1::JobSpec& spec);
+bool OverwriteOf(const v1::JobSpec& spec);
 
 // A component's own spec: the pipeline's, input its chosen weights (ChooseWeights with the spec's
 // input_variant) inside `component_dir`, output `output` (overwrite set: it is staging), the

@@ -33,16 +33,6 @@ void RemoveAll(ObjectStore& store, const std::string& prefix) {
   for (const ObjectEntry& e : *entries) (void)store.Delete(e.uri);
 }
 
-// A weight file or a weight index of a component: replaced by the component job's output.
-bool IsWeightOrIndex(absl::string_view name) {
-  if (name.find('/') != absl::string_view::npos) return false;
-  for (const char* ext : {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}) {
-    if (absl::EndsWith(name, ext)) return true;
-  }
-  return absl::EndsWith(name, ".json") &&
-         (absl::StrContains(name, ".safetensors.index") || absl::StrContains(name, ".bin.index"));
-}
-
 // Copies `source` to `uri` through the publication, byte for byte.
 absl::StatusOr<v1::Artifact> CopyObject(Publication& out, ObjectStore& store, const std::string& source,
                                         const std::string& uri, absl::string_view role, ProgressTracker& tracker,
@@ -85,7 +75,7 @@ std::vector<OutputFile> OutputFiles(const Selection& selection, const std::map<s
     if (in_store.IsStagingName(file.relative_name) || written.count(file.relative_name)) continue;
     const size_t slash = file.relative_name.find('/');
     if (slash != std::string::npos && processed.count(file.relative_name.substr(0, slash)) &&
-        IsWeightOrIndex(absl::string_view(file.relative_name).substr(slash + 1)))
+        IsWeightFileName(absl::string_view(file.relative_name).substr(slash + 1)))
       continue;  // replaced by the component's output
     files.push_back({file.uri, file.relative_name, "copy", file.size_bytes, ""});
   }
@@ -155,10 +145,9 @@ absl::Status CheckApart(const std::string& input, const std::string& output, abs
 }  // namespace
 
 absl::StatusOr<std::optional<std::string>> PipelineInput(const v1::JobSpec& spec, const StorageRouter& router) {
-  v1::JobSpec copy = spec;
-  std::string* input = InputField(copy);
-  if (input == nullptr || input->empty()) return std::optional<std::string>();
-  absl::StatusOr<Location> location = router.Resolve(*input);
+  const std::string input = InputOf(spec);
+  if (input.empty()) return std::optional<std::string>();
+  absl::StatusOr<Location> location = router.Resolve(input);
   if (!location.ok()) return std::optional<std::string>();  // the kind reports its own input error
   absl::StatusOr<bool> is = IsDiffusersPipeline(*location->store, location->uri);
   if (!is.ok()) return is.status();
@@ -185,11 +174,11 @@ absl::StatusOr<uint64_t> PreflightPipeline(const v1::JobSpec& spec, const std::s
   if (!in.ok()) return in.status();
   absl::StatusOr<Selection> selection = SelectComponents(spec, *in->store, in->uri);
   if (!selection.ok()) return selection.status();
-  v1::JobSpec copy = spec;
-  absl::StatusOr<Location> out = router.Resolve(*OutputField(copy));
+  absl::StatusOr<Location> out = router.Resolve(OutputOf(spec));
   if (!out.ok()) return WithReason(out.status(), ReasonOf(out.status()), {{"field", std::string(kind.output_field)}});
   if (absl::Status s = CheckApart(in->uri, out->uri, kind.output_field); !s.ok()) return s;
-  if (absl::Status s = Publication::CheckDirectoryVacant(router, out->uri, Overwrite(spec), kind.output_field); !s.ok())
+  if (absl::Status s = Publication::CheckDirectoryVacant(router, out->uri, OverwriteOf(spec), kind.output_field);
+      !s.ok())
     return s;
   uint64_t peak = 0;
   for (const PipelineComponent* c : selection->selected) {
@@ -210,12 +199,11 @@ absl::StatusOr<v1::JobResult> RunPipeline(const JobRun& run, JobContext& context
   if (!in.ok()) return in.status();
   absl::StatusOr<Selection> selection = SelectComponents(run.spec, *in->store, in->uri);
   if (!selection.ok()) return selection.status();
-  v1::JobSpec spec_copy = run.spec;
-  if (absl::StatusOr<Location> target = run.router->Resolve(*OutputField(spec_copy)); target.ok()) {
+  if (absl::StatusOr<Location> target = run.router->Resolve(OutputOf(run.spec)); target.ok()) {
     if (absl::Status s = CheckApart(in->uri, target->uri, kind.output_field); !s.ok()) return s;
   }
-  absl::StatusOr<Publication> opened = Publication::ForDirectory(*run.router, *OutputField(spec_copy),
-                                                                 Overwrite(run.spec), run.attempt, kind.output_field);
+  absl::StatusOr<Publication> opened =
+      Publication::ForDirectory(*run.router, OutputOf(run.spec), OverwriteOf(run.spec), run.attempt, kind.output_field);
   if (!opened.ok()) return opened.status();
   std::optional<Publication> out(*std::move(opened));
   ObjectStore& out_store = out->store();
